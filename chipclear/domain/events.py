@@ -1,0 +1,145 @@
+"""Events: the only way a request's state changes, and the legal record kept for years.
+
+An event's meaning is never edited in place: a new shape gets a new type (or an upcaster), because
+stored events outlive every release of this code.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, computed_field
+
+from chipclear.domain.models import Gate, ImportRequest, ProcurementRecord
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RequestSubmitted(_Payload):
+    type: Literal["RequestSubmitted"] = "RequestSubmitted"
+    request: ImportRequest
+
+
+class GateOpened(_Payload):
+    type: Literal["GateOpened"] = "GateOpened"
+    gate: Gate
+    deadline: AwareDatetime
+
+
+class GateApproved(_Payload):
+    type: Literal["GateApproved"] = "GateApproved"
+    gate: Gate
+    units_approved: int
+    conditions: list[str] = Field(default_factory=list)
+    note: str | None = None
+    rule: str | None = None  # set when the policy, not a reviewer, decided
+
+
+class GateDenied(_Payload):
+    type: Literal["GateDenied"] = "GateDenied"
+    gate: Gate
+    reason: str
+    rule: str | None = None
+
+
+class EvidenceAdded(_Payload):
+    type: Literal["EvidenceAdded"] = "EvidenceAdded"
+    records: list[ProcurementRecord]
+
+
+class DomesticQuotaAssessed(_Payload):
+    """The computation behind a domestic-quota verdict, kept so an auditor can redo it by hand."""
+
+    type: Literal["DomesticQuotaAssessed"] = "DomesticQuotaAssessed"
+    imported_units: int
+    domestic_units: int
+    required_ratio: float
+    required_units: int
+    shortfall: int
+
+
+class LicenseIssued(_Payload):
+    type: Literal["LicenseIssued"] = "LicenseIssued"
+    licence_id: str
+    units: int
+    conditions: list[str] = Field(default_factory=list)
+
+
+class RequestWithdrawn(_Payload):
+    type: Literal["RequestWithdrawn"] = "RequestWithdrawn"
+    gate: Gate | None
+    reason: str
+
+
+class RequestExpired(_Payload):
+    type: Literal["RequestExpired"] = "RequestExpired"
+    gate: Gate
+    deadline: AwareDatetime
+
+
+EventData = Annotated[
+    RequestSubmitted
+    | GateOpened
+    | GateApproved
+    | GateDenied
+    | EvidenceAdded
+    | DomesticQuotaAssessed
+    | LicenseIssued
+    | RequestWithdrawn
+    | RequestExpired,
+    Field(discriminator="type"),
+]
+EVENT_DATA: TypeAdapter[EventData] = TypeAdapter(EventData)
+REQUEST_EVENT_TYPES = frozenset(
+    model.model_fields["type"].default
+    for model in (
+        RequestSubmitted,
+        GateOpened,
+        GateApproved,
+        GateDenied,
+        EvidenceAdded,
+        DomesticQuotaAssessed,
+        LicenseIssued,
+        RequestWithdrawn,
+        RequestExpired,
+    )
+)
+
+
+class Event(BaseModel):
+    """An event as the decider emits it; the store adds position, recorded_at and the hash chain."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str
+    stream_id: str
+    version: Annotated[int, Field(ge=1)]
+    data: EventData
+    occurred_at: AwareDatetime
+    policy_version: str
+    actor: str
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def type(self) -> str:
+        return self.data.type
+
+    def data_json(self) -> dict[str, Any]:
+        """The payload as stored: JSON-ready, without the `type` key that has a column of its own."""
+        dumped = self.data.model_dump(mode="json")
+        dumped.pop("type")
+        return dumped
+
+    @staticmethod
+    def parse_data(type_: str, data: dict[str, Any]) -> EventData:
+        return EVENT_DATA.validate_python({**data, "type": type_})
+
+
+class StoredEvent(Event):
+    position: int
+    recorded_at: datetime
+    prev_hash: str
+    hash: str

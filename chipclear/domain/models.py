@@ -1,0 +1,132 @@
+"""The import request as an applicant files it, and the vocabulary shared by every gate.
+
+Validation lives here, not in the CLI, so a request is rejected with the same message whether it
+arrives from a file, a test or a client library.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9._-]{3,64}$"
+MAX_UNITS = 1_000_000
+
+
+class Status(StrEnum):
+    SUBMITTED = "submitted"
+    US_EXPORT_REVIEW = "us_export_review"
+    CN_IMPORT_REVIEW = "cn_import_review"
+    DOMESTIC_QUOTA_REVIEW = "domestic_quota_review"
+    LICENSED = "licensed"
+    DENIED = "denied"
+    WITHDRAWN = "withdrawn"
+    EXPIRED = "expired"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset({Status.LICENSED, Status.DENIED, Status.WITHDRAWN, Status.EXPIRED})
+
+
+class Gate(StrEnum):
+    US_EXPORT = "us-export"
+    CN_IMPORT = "cn-import"
+    DOMESTIC_QUOTA = "domestic-quota"
+
+    @property
+    def review_status(self) -> Status:
+        return _GATE_STATUS[self]
+
+    @property
+    def next(self) -> Gate | None:
+        order = list(Gate)
+        index = order.index(self)
+        return order[index + 1] if index + 1 < len(order) else None
+
+
+_GATE_STATUS = {
+    Gate.US_EXPORT: Status.US_EXPORT_REVIEW,
+    Gate.CN_IMPORT: Status.CN_IMPORT_REVIEW,
+    Gate.DOMESTIC_QUOTA: Status.DOMESTIC_QUOTA_REVIEW,
+}
+GATE_OF_STATUS = {status: gate for gate, status in _GATE_STATUS.items()}
+
+
+class PartyKind(StrEnum):
+    PRIVATE = "private"
+    STATE_OWNED = "state_owned"
+    GOVERNMENT = "government"
+    MILITARY = "military"
+    CRITICAL_INFRASTRUCTURE = "critical_infrastructure"
+    UNIVERSITY = "university"
+
+
+class Product(StrEnum):
+    H200 = "H200"
+
+
+class _Strict(BaseModel):
+    # Unknown fields are an error: a misspelt `unit` must not silently drop the quantity.
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+NonEmpty = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class Party(_Strict):
+    name: NonEmpty
+    country: Annotated[str, Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")]
+    kind: PartyKind
+
+
+class DataCenter(_Strict):
+    name: NonEmpty
+    province: NonEmpty
+    state_funded: bool = False
+
+
+class ProcurementRecord(_Strict):
+    """One domestic accelerator purchase offered as evidence for the domestic-quota gate."""
+
+    vendor: NonEmpty
+    product: NonEmpty
+    units: Annotated[int, Field(ge=1, le=10 * MAX_UNITS)]
+    invoice: NonEmpty
+
+
+class ImportRequest(_Strict):
+    request_id: Annotated[str, Field(pattern=REQUEST_ID_PATTERN)]
+    buyer: Party
+    end_user: Party | None = None
+    end_use: Annotated[str, Field(min_length=1, max_length=2000)]
+    product: Product = Product.H200
+    units: Annotated[int, Field(ge=1, le=MAX_UNITS)]
+    unit_price_usd: Annotated[float, Field(gt=0)] | None = None
+    data_center: DataCenter
+    domestic_procurement: list[ProcurementRecord] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_invoices(self) -> ImportRequest:
+        duplicate = first_duplicate_invoice(self.domestic_procurement)
+        if duplicate is not None:
+            raise ValueError(f"domestic_procurement: invoice {duplicate!r} appears more than once")
+        return self
+
+    @property
+    def effective_end_user(self) -> Party:
+        return self.end_user or self.buyer
+
+
+def first_duplicate_invoice(records: list[ProcurementRecord]) -> str | None:
+    seen: set[str] = set()
+    for record in records:
+        key = record.invoice.casefold()
+        if key in seen:
+            return record.invoice
+        seen.add(key)
+    return None

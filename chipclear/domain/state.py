@@ -1,0 +1,152 @@
+"""A request's current state, and `evolve`: the only function that changes it.
+
+The workflow, the inline projection, `rebuild` and `status` for a long-finished request all fold the
+same events through this one function, so the live state and the audited state cannot disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, Field
+
+from chipclear.domain.events import (
+    DomesticQuotaAssessed,
+    Event,
+    EvidenceAdded,
+    GateApproved,
+    GateDenied,
+    GateOpened,
+    LicenseIssued,
+    RequestExpired,
+    RequestSubmitted,
+    RequestWithdrawn,
+)
+from chipclear.domain.models import GATE_OF_STATUS, Gate, ImportRequest, ProcurementRecord, Status
+
+
+class GateRecord(BaseModel):
+    gate: Gate
+    opened_at: AwareDatetime
+    deadline: AwareDatetime
+    outcome: Literal["approved", "denied", "expired", "withdrawn"] | None = None
+    decided_by: str | None = None
+    decided_at: AwareDatetime | None = None
+    units_approved: int | None = None
+    reason: str | None = None
+
+
+class RequestState(BaseModel):
+    request_id: str | None = None
+    request: ImportRequest | None = None
+    status: Status | None = None  # None: nothing submitted yet
+    version: int = 0
+    policy_version: str | None = None
+    units_requested: int = 0
+    units_approved: int | None = None
+    conditions: list[str] = Field(default_factory=list)
+    gates: dict[Gate, GateRecord] = Field(default_factory=dict)
+    evidence: list[ProcurementRecord] = Field(default_factory=list)
+    assessment: DomesticQuotaAssessed | None = None
+    licence_id: str | None = None
+    outcome_reason: str | None = None
+    submitted_at: AwareDatetime | None = None
+    updated_at: AwareDatetime | None = None
+
+    @property
+    def gate(self) -> Gate | None:
+        """The gate the request is at now, or None before submission and after a final status."""
+        return GATE_OF_STATUS.get(self.status) if self.status else None
+
+    @property
+    def is_final(self) -> bool:
+        return self.status is not None and self.status.is_final
+
+    @property
+    def units_in_play(self) -> int:
+        """Units still under consideration: each gate may approve fewer, never more."""
+        return self.units_requested if self.units_approved is None else self.units_approved
+
+    @property
+    def deadline(self) -> datetime | None:
+        gate = self.gate
+        return self.gates[gate].deadline if gate in self.gates else None
+
+    @property
+    def buyer(self) -> str | None:
+        return self.request.buyer.name if self.request else None
+
+
+initial_state = RequestState
+
+
+def evolve(state: RequestState, event: Event) -> RequestState:
+    """Apply one event. Pure: returns a new state and never refuses (events are facts)."""
+    data = event.data
+    changes: dict[str, object] = {
+        "version": event.version,
+        "updated_at": event.occurred_at,
+        "policy_version": state.policy_version or event.policy_version,
+    }
+    gates = dict(state.gates)
+    match data:
+        case RequestSubmitted(request=request):
+            changes |= {
+                "request_id": request.request_id,
+                "request": request,
+                "status": Status.SUBMITTED,
+                "units_requested": request.units,
+                "evidence": list(request.domestic_procurement),
+                "submitted_at": event.occurred_at,
+            }
+        case GateOpened(gate=gate, deadline=deadline):
+            gates[gate] = GateRecord(gate=gate, opened_at=event.occurred_at, deadline=deadline)
+            changes["status"] = gate.review_status
+        case GateApproved(gate=gate, units_approved=units, conditions=conditions):
+            gates[gate] = _closed(gates, gate, "approved", event, units_approved=units)
+            changes["units_approved"] = units
+            changes["conditions"] = state.conditions + [c for c in conditions if c not in state.conditions]
+        case GateDenied(gate=gate, reason=reason):
+            gates[gate] = _closed(gates, gate, "denied", event, reason=reason)
+            changes |= {"status": Status.DENIED, "outcome_reason": reason}
+        case EvidenceAdded(records=records):
+            changes["evidence"] = state.evidence + records
+        case DomesticQuotaAssessed():
+            changes["assessment"] = data
+        case LicenseIssued(licence_id=licence_id, units=units):
+            changes |= {
+                "status": Status.LICENSED,
+                "licence_id": licence_id,
+                "units_approved": units,
+            }
+        case RequestWithdrawn(gate=gate, reason=reason):
+            if gate in gates:
+                gates[gate] = _closed(gates, gate, "withdrawn", event, reason=reason)
+            changes |= {"status": Status.WITHDRAWN, "outcome_reason": reason}
+        case RequestExpired(gate=gate, deadline=deadline):
+            reason = f"no decision at {gate} before its deadline {deadline.isoformat()}"
+            gates[gate] = _closed(gates, gate, "expired", event, reason=reason)
+            changes |= {"status": Status.EXPIRED, "outcome_reason": reason}
+    changes["gates"] = gates
+    return state.model_copy(update=changes)
+
+
+def _closed(
+    gates: dict[Gate, GateRecord],
+    gate: Gate,
+    outcome: Literal["approved", "denied", "expired", "withdrawn"],
+    event: Event,
+    **fields: object,
+) -> GateRecord:
+    return gates[gate].model_copy(
+        update={"outcome": outcome, "decided_by": event.actor, "decided_at": event.occurred_at} | fields
+    )
+
+
+def fold(events: Iterable[Event], state: RequestState | None = None) -> RequestState:
+    current = state if state is not None else initial_state()
+    for event in events:
+        current = evolve(current, event)
+    return current
