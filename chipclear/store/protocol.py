@@ -1,0 +1,76 @@
+"""The event store contract every backend honours; one conformance suite runs against each."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+from pydantic import BaseModel
+
+from chipclear.domain.events import Event, StoredEvent
+from chipclear.domain.models import Status
+from chipclear.domain.state import RequestState
+
+
+class ConcurrencyError(Exception):
+    """Another writer got to the stream first, or an event id is reused with different content."""
+
+
+class AppendResult(BaseModel):
+    stream_id: str
+    version: int  # the stream's version after the append
+    written: bool  # False when every event was already stored (an activity retry)
+
+
+class RequestSummary(BaseModel):
+    """One row of the inline projection: what `chipclear list` shows without folding any events."""
+
+    request_id: str
+    status: Status
+    gate: str | None
+    buyer: str
+    units_requested: int
+    units_approved: int | None
+    policy_version: str
+    version: int
+    submitted_at: str
+    updated_at: str
+
+
+class ChainBreak(BaseModel):
+    stream_id: str
+    version: int
+    problem: str
+
+
+class AuditReport(BaseModel):
+    ok: bool
+    streams_checked: int
+    events_checked: int
+    breaks: list[ChainBreak]
+
+
+class EventStore(Protocol):
+    def append(self, stream_id: str, expected_version: int, events: Sequence[Event]) -> AppendResult:
+        """Append atomically if the stream is at `expected_version`.
+
+        Re-appending events whose ids are stored with identical content is a no-op success, so an
+        activity retried after a lost acknowledgement never writes twice.
+        """
+        ...
+
+    def read_stream(self, stream_id: str) -> list[StoredEvent]: ...
+
+    def read_all(self, after_position: int = 0) -> Iterator[StoredEvent]: ...
+
+    def get_request(self, request_id: str) -> RequestState | None: ...
+
+    def list_requests(self, status: Status | None = None) -> list[RequestSummary]: ...
+
+    def verify(self) -> AuditReport: ...
+
+    def rebuild_projection(self) -> int:
+        """Replay the whole log through `evolve` into fresh projection rows; returns the row count."""
+        ...
+
+    def close(self) -> None: ...

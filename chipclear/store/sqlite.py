@@ -1,0 +1,340 @@
+"""SQLite event store: the embedded default, safe for several worker processes on one machine.
+
+WAL lets readers run beside the single writer; `BEGIN IMMEDIATE` takes the write lock up front so two
+processes never both read a stream version and then both write (no read-then-write race), and
+`busy_timeout` makes the loser wait instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from chipclear.domain.events import Event, StoredEvent
+from chipclear.domain.models import Status
+from chipclear.domain.state import RequestState
+from chipclear.store import projection
+from chipclear.store.chain import GENESIS, chained_fields, first_break, link, timestamp
+from chipclear.store.protocol import AppendResult, AuditReport, ConcurrencyError, RequestSummary
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    position       INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id       TEXT NOT NULL UNIQUE,
+    stream_id      TEXT NOT NULL,
+    version        INTEGER NOT NULL CHECK (version >= 1),
+    type           TEXT NOT NULL,
+    data           TEXT NOT NULL,
+    occurred_at    TEXT NOT NULL,
+    recorded_at    TEXT NOT NULL,
+    policy_version TEXT NOT NULL,
+    actor          TEXT NOT NULL,
+    prev_hash      TEXT NOT NULL,
+    hash           TEXT NOT NULL,
+    UNIQUE (stream_id, version)
+);
+CREATE TABLE IF NOT EXISTS streams (
+    stream_id TEXT PRIMARY KEY,
+    version   INTEGER NOT NULL,
+    head_hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS requests (
+    request_id      TEXT PRIMARY KEY,
+    status          TEXT NOT NULL,
+    gate            TEXT,
+    buyer           TEXT NOT NULL,
+    units_requested INTEGER NOT NULL,
+    units_approved  INTEGER,
+    policy_version  TEXT NOT NULL,
+    version         INTEGER NOT NULL,
+    submitted_at    TEXT NOT NULL,
+    updated_at      TEXT NOT NULL,
+    state           TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS requests_status ON requests (status, submitted_at);
+-- The log is append-only; these guards stop accidents, the hash chain catches the rest.
+CREATE TRIGGER IF NOT EXISTS events_append_only_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_append_only_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+"""
+
+EVENT_COLUMNS = (
+    "position, event_id, stream_id, version, type, data, occurred_at, recorded_at, "
+    "policy_version, actor, prev_hash, hash"
+)
+
+
+class SQLiteEventStore:
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # FULL by default: this is the legal record, and an acknowledged append must survive power loss.
+        self._synchronous = synchronous.upper()
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        with self._transaction() as conn:
+            conn.executescript(SCHEMA)
+
+    # -- connections -------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        """One connection per thread: activities run in a thread pool, and sqlite3 objects are not shared."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=60.0)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            conn.execute("PRAGMA busy_timeout=60000")
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    # -- writing -----------------------------------------------------------------------------
+    def append(self, stream_id: str, expected_version: int, events: Sequence[Event]) -> AppendResult:
+        if not events:
+            return AppendResult(stream_id=stream_id, version=expected_version, written=False)
+        _check_batch(stream_id, expected_version, events)
+        with self._transaction() as conn:
+            already = _already_stored(conn, events)
+            if already:
+                return AppendResult(stream_id=stream_id, version=events[-1].version, written=False)
+            head = conn.execute(
+                "SELECT version, head_hash FROM streams WHERE stream_id = ?", (stream_id,)
+            ).fetchone()
+            current, prev_hash = (head[0], head[1]) if head else (0, GENESIS)
+            if current != expected_version:
+                raise ConcurrencyError(
+                    f"stream {stream_id} is at version {current}, expected {expected_version}"
+                )
+            recorded_at = timestamp(datetime.now(UTC))
+            rows = []
+            for event in events:
+                data = event.data_json()
+                occurred_at = timestamp(event.occurred_at)
+                fields = chained_fields(
+                    event_id=event.event_id,
+                    stream_id=stream_id,
+                    version=event.version,
+                    type_=event.type,
+                    data=data,
+                    occurred_at=occurred_at,
+                    recorded_at=recorded_at,
+                    policy_version=event.policy_version,
+                    actor=event.actor,
+                )
+                prev_hash, previous = link(prev_hash, fields), prev_hash
+                rows.append(
+                    (
+                        event.event_id,
+                        stream_id,
+                        event.version,
+                        event.type,
+                        json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
+                        occurred_at,
+                        recorded_at,
+                        event.policy_version,
+                        event.actor,
+                        previous,
+                        prev_hash,
+                    )
+                )
+            conn.executemany(
+                "INSERT INTO events (event_id, stream_id, version, type, data, occurred_at, recorded_at,"
+                " policy_version, actor, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            conn.execute(
+                "INSERT INTO streams (stream_id, version, head_hash) VALUES (?, ?, ?) "
+                "ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, "
+                "head_hash = excluded.head_hash",
+                (stream_id, events[-1].version, prev_hash),
+            )
+            if projection.is_request_stream(events):
+                state = _load_state(conn, stream_id)
+                _upsert_projection(conn, projection.advance(state, events))
+            return AppendResult(stream_id=stream_id, version=events[-1].version, written=True)
+
+    # -- reading -----------------------------------------------------------------------------
+    def read_stream(self, stream_id: str) -> list[StoredEvent]:
+        cursor = self._conn().execute(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? ORDER BY version", (stream_id,)
+        )
+        return [_stored(row) for row in cursor]
+
+    def read_all(self, after_position: int = 0) -> Iterator[StoredEvent]:
+        cursor = self._conn().execute(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE position > ? ORDER BY position", (after_position,)
+        )
+        for row in cursor:
+            yield _stored(row)
+
+    def get_request(self, request_id: str) -> RequestState | None:
+        found = (
+            self._conn().execute("SELECT state FROM requests WHERE request_id = ?", (request_id,)).fetchone()
+        )
+        return RequestState.model_validate_json(found[0]) if found else None
+
+    def list_requests(self, status: Status | None = None) -> list[RequestSummary]:
+        columns = ", ".join(c for c in projection.COLUMNS if c != "state")
+        sql = f"SELECT {columns} FROM requests"
+        params: tuple[Any, ...] = ()
+        if status is not None:
+            sql, params = sql + " WHERE status = ?", (status.value,)
+        cursor = self._conn().execute(sql + " ORDER BY submitted_at, request_id", params)
+        names = [d[0] for d in cursor.description]
+        return [RequestSummary.model_validate(dict(zip(names, row, strict=True))) for row in cursor]
+
+    # -- audit -------------------------------------------------------------------------------
+    def verify(self) -> AuditReport:
+        conn = self._conn()
+        heads = {row[0]: (row[1], row[2]) for row in conn.execute("SELECT * FROM streams")}
+        stream_ids = sorted(
+            set(heads) | {row[0] for row in conn.execute("SELECT DISTINCT stream_id FROM events")}
+        )
+        breaks, events_checked = [], 0
+        for stream_id in stream_ids:
+            # Hash what is on disk, column for column: re-serialising through the models could
+            # paper over an edit that the models happen to normalise.
+            rows = conn.execute(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? ORDER BY version", (stream_id,)
+            ).fetchall()
+            events_checked += len(rows)
+            problem = first_break(stream_id, (_chain_row(row) for row in rows), heads.get(stream_id))
+            if problem is not None:
+                breaks.append(problem)
+        return AuditReport(
+            ok=not breaks, streams_checked=len(stream_ids), events_checked=events_checked, breaks=breaks
+        )
+
+    def rebuild_projection(self) -> int:
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM requests")
+            states: dict[str, RequestState] = {}
+            for row in conn.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY position").fetchall():
+                event = _stored(row)
+                if projection.is_request_stream([event]):
+                    states[event.stream_id] = projection.advance(states.get(event.stream_id), [event])
+            for state in states.values():
+                _upsert_projection(conn, state)
+            return len(states)
+
+    def projection_rows(self) -> list[tuple[Any, ...]]:
+        """Every projection row, for comparing the inline projection with a rebuild."""
+        return self._conn().execute("SELECT * FROM requests ORDER BY request_id").fetchall()
+
+
+def _check_batch(stream_id: str, expected_version: int, events: Sequence[Event]) -> None:
+    for offset, event in enumerate(events, start=1):
+        if event.stream_id != stream_id or event.version != expected_version + offset:
+            raise ValueError(
+                f"event {event.event_id} is {event.stream_id}@{event.version}, "
+                f"expected {stream_id}@{expected_version + offset}"
+            )
+
+
+def _already_stored(conn: sqlite3.Connection, events: Sequence[Event]) -> bool:
+    """True if this exact batch is stored (a retry); ConcurrencyError if its ids collide otherwise."""
+    ids = [event.event_id for event in events]
+    marks = ", ".join("?" * len(ids))
+    found = {
+        row[1]: _stored(row)
+        for row in conn.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ({marks})", ids)
+    }
+    if not found:
+        return False
+    for event in events:
+        stored = found.get(event.event_id)
+        if stored is None or not _same_content(stored, event):
+            raise ConcurrencyError(
+                f"event {event.event_id} ({event.stream_id}@{event.version}) conflicts with what is stored"
+            )
+    return True
+
+
+def _same_content(stored: StoredEvent, event: Event) -> bool:
+    return (
+        stored.stream_id == event.stream_id
+        and stored.version == event.version
+        and stored.type == event.type
+        and stored.data_json() == event.data_json()
+        and timestamp(stored.occurred_at) == timestamp(event.occurred_at)
+        and stored.policy_version == event.policy_version
+        and stored.actor == event.actor
+    )
+
+
+def _stored(row: tuple[Any, ...]) -> StoredEvent:
+    (position, event_id, stream_id, version, type_, data, occurred_at, recorded_at) = row[:8]
+    (policy_version, actor, prev_hash, hash_) = row[8:]
+    return StoredEvent(
+        position=position,
+        event_id=event_id,
+        stream_id=stream_id,
+        version=version,
+        data=Event.parse_data(type_, json.loads(data)),
+        occurred_at=datetime.fromisoformat(occurred_at),
+        recorded_at=datetime.fromisoformat(recorded_at),
+        policy_version=policy_version,
+        actor=actor,
+        prev_hash=prev_hash,
+        hash=hash_,
+    )
+
+
+def _chain_row(row: tuple[Any, ...]) -> tuple[int, int, str, str, dict[str, Any]]:
+    position, event_id, stream_id, version, type_, data, occurred_at, recorded_at = row[:8]
+    policy_version, actor, prev_hash, hash_ = row[8:]
+    fields = chained_fields(
+        event_id=event_id,
+        stream_id=stream_id,
+        version=version,
+        type_=type_,
+        data=json.loads(data),
+        occurred_at=occurred_at,
+        recorded_at=recorded_at,
+        policy_version=policy_version,
+        actor=actor,
+    )
+    return position, version, prev_hash, hash_, fields
+
+
+def _load_state(conn: sqlite3.Connection, stream_id: str) -> RequestState | None:
+    found = conn.execute("SELECT state FROM requests WHERE request_id = ?", (stream_id,)).fetchone()
+    return RequestState.model_validate_json(found[0]) if found else None
+
+
+def _upsert_projection(conn: sqlite3.Connection, state: RequestState) -> None:
+    values = projection.row(state)
+    names = ", ".join(projection.COLUMNS)
+    marks = ", ".join("?" * len(projection.COLUMNS))
+    updates = ", ".join(f"{c} = excluded.{c}" for c in projection.COLUMNS if c != "request_id")
+    conn.execute(
+        f"INSERT INTO requests ({names}) VALUES ({marks}) ON CONFLICT (request_id) DO UPDATE SET {updates}",
+        tuple(values[c] for c in projection.COLUMNS),
+    )
