@@ -80,15 +80,16 @@ class SQLiteEventStore:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        with self._transaction() as conn:
-            conn.executescript(SCHEMA)
+        # executescript commits on its own; every statement in SCHEMA is idempotent.
+        self._conn().executescript(SCHEMA)
 
     # -- connections -------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
         """One connection per thread: activities run in a thread pool, and sqlite3 objects are not shared."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=60.0)
+            # check_same_thread=False only so close() may run on another thread; each thread uses its own.
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=60.0, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.execute("PRAGMA busy_timeout=60000")

@@ -1,0 +1,1 @@
+"""Activities: every side effect of chipclear, each idempotent under retry."""

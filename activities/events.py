@@ -1,0 +1,48 @@
+"""Event-store activities: the only way a workflow's decisions reach the legal record."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from chipclear.domain.events import Event
+from chipclear.domain.policy import Policy
+from chipclear.store.protocol import AppendResult, ConcurrencyError, EventStore
+
+
+class AppendInput(BaseModel):
+    stream_id: str
+    expected_version: int
+    events: list[Event]
+
+
+class PolicyInput(BaseModel):
+    """Empty today; a model so a field (a policy name, say) can be added without breaking histories."""
+
+
+class PolicyResult(BaseModel):
+    policy: Policy
+
+
+class EventActivities:
+    """Bound to one store and the worker's policy; methods run in the worker's thread pool."""
+
+    def __init__(self, store: EventStore, policy: Policy) -> None:
+        self.store = store
+        self.policy = policy
+
+    @activity.defn(name="append_events")
+    def append_events(self, input: AppendInput) -> AppendResult:
+        # Safe to retry: the store accepts a batch already stored with identical content as a no-op.
+        try:
+            return self.store.append(input.stream_id, input.expected_version, input.events)
+        except ConcurrencyError as exc:
+            # Retrying cannot fix a conflict: fail the transition and let the workflow say so.
+            raise ApplicationError(str(exc), type="ConcurrencyError", non_retryable=True) from exc
+
+    @activity.defn(name="current_policy")
+    def current_policy(self, input: PolicyInput) -> PolicyResult:
+        # Read through an activity so the policy is recorded in history: replay never re-reads a file
+        # that may have changed since.
+        return PolicyResult(policy=self.policy)

@@ -1,0 +1,40 @@
+"""Connecting to Temporal the same way everywhere: worker, CLI, replayer and tests.
+
+One data converter for all of them, because a payload written by one must be read by every other,
+including histories replayed years later.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConfig
+
+from chipclear.config import DEFAULT_ADDRESS
+
+DATA_CONVERTER = pydantic_data_converter
+
+
+class ServerUnavailable(RuntimeError):
+    """The Temporal server cannot be reached; the message tells the user what to start."""
+
+
+def connect_config() -> dict[str, Any]:
+    """TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TLS and envconfig profiles."""
+    config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
+    config.setdefault("target_host", DEFAULT_ADDRESS)
+    return config
+
+
+async def connect(**overrides: Any) -> Client:
+    config = connect_config() | overrides
+    try:
+        return await Client.connect(**config, data_converter=DATA_CONVERTER)
+    except RuntimeError as exc:
+        raise ServerUnavailable(
+            f"cannot reach the Temporal server at {config['target_host']} "
+            f"(namespace {config.get('namespace', 'default')}): start it with `chipclear server` "
+            "or `make up`, or set TEMPORAL_ADDRESS"
+        ) from exc

