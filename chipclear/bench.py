@@ -1,0 +1,161 @@
+"""`chipclear bench`: how fast all three gates run, measured against a workflow that does nothing.
+
+The dev server is the bottleneck on a small machine, so the honest figure is a ratio: import requests
+(every gate, every event appended and hash-chained) per second over bare three-activity workflows per
+second, on the same server, worker and machine, in the same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+from temporalio.client import Client
+
+from chipclear.cli import output
+from chipclear.config import Settings
+from chipclear.devserver import DevServer, free_port, stop
+from chipclear.domain.models import ImportRequest, Status
+from chipclear.domain.policy import load_policy
+from chipclear.logs import configure
+from chipclear.temporal import connect
+from workflows.bench import BareInput, BareWorkflow
+from workflows.import_request import ImportRequestInput, ImportRequestWorkflow, workflow_id
+
+
+def _request(run: str, index: int) -> ImportRequest:
+    return ImportRequest.model_validate(
+        {
+            "request_id": f"bench-{run}-{index:06d}",
+            "buyer": {"name": f"Bench Buyer {index % 50}", "country": "CN", "kind": "private"},
+            "end_use": "benchmark",
+            "units": 1_000 + index % 500,
+            "data_center": {"name": "Bench DC", "province": "Anhui", "state_funded": False},
+            "domestic_procurement": [
+                {"vendor": "Huawei", "product": "Ascend 910C", "units": 2_000, "invoice": f"B-{index}"}
+            ],
+        }
+    )
+
+
+async def _measure(count: int, concurrency: int, one: Callable[[int], Awaitable[None]]) -> dict[str, float]:
+    gate = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+
+    async def timed(index: int) -> None:
+        async with gate:
+            began = time.perf_counter()
+            await one(index)
+            latencies.append(time.perf_counter() - began)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(timed(i) for i in range(count)))
+    wall = time.perf_counter() - began
+    latencies.sort()
+    return {
+        "workflows": count,
+        "seconds": round(wall, 2),
+        "per_second": round(count / wall, 2),
+        "p50_ms": round(statistics.median(latencies) * 1000, 1),
+        "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, 1),
+    }
+
+
+async def _suite(client: Client, task_queue: str, requests: int, concurrency: int) -> dict[str, Any]:
+    run = uuid.uuid4().hex[:8]
+
+    async def import_request(index: int) -> None:
+        request = _request(run, index)
+        result = await client.execute_workflow(
+            ImportRequestWorkflow.run,
+            ImportRequestInput(request=request, actor="bench"),
+            id=workflow_id(request.request_id),
+            task_queue=task_queue,
+        )
+        if result.status is not Status.LICENSED:
+            raise RuntimeError(f"{request.request_id} ended {result.status}, expected licensed")
+
+    def bare(local: bool) -> Callable[[int], Awaitable[None]]:
+        async def one(index: int) -> None:
+            await client.execute_workflow(
+                BareWorkflow.run,
+                BareInput(local=local),
+                id=f"bare-{run}-{'local' if local else 'plain'}-{index}",
+                task_queue=task_queue,
+            )
+
+        return one
+
+    async def warm(index: int) -> None:
+        await import_request(requests + index)
+        await bare(True)(requests + index)
+        await bare(False)(requests + index)
+
+    await _measure(min(20, requests), concurrency, warm)
+    results = {
+        "chipclear (3 gates, auto policy)": await _measure(requests, concurrency, import_request),
+        "bare: 3 regular activities": await _measure(requests, concurrency, bare(False)),
+        "bare: 3 local activities": await _measure(requests, concurrency, bare(True)),
+    }
+    chipclear, plain, local = (r["per_second"] for r in results.values())
+    return {
+        "results": results,
+        "ratio_vs_regular": round(chipclear / plain, 2),
+        "ratio_vs_local": round(chipclear / local, 2),
+        "concurrency": concurrency,
+    }
+
+
+async def run_bench(*, requests: int, concurrency: int, embedded: bool, as_json: bool) -> None:
+    from worker import run_worker
+
+    configure(level="WARNING")
+    with tempfile.TemporaryDirectory(prefix="chipclear-bench-") as tmp:
+        home = Path(tmp)
+        settings = Settings(home, f"sqlite:///{home / 'events.db'}", f"bench-{uuid.uuid4().hex[:8]}", "auto")
+        process = None
+        if embedded:
+            dev = DevServer(port=free_port(), ui_port=None, db=home / "temporal.db")
+            process = dev.start()
+            client = await dev.wait_ready(process)
+        else:
+            client = await connect()
+        try:
+            stop_event, ready = asyncio.Event(), asyncio.Event()
+            worker = asyncio.create_task(
+                run_worker(settings, policy=load_policy("auto"), client=client, stop=stop_event, ready=ready)
+            )
+            await ready.wait()
+            try:
+                report = await _suite(client, settings.task_queue, requests, concurrency)
+            finally:
+                stop_event.set()
+                await worker
+        finally:
+            if process is not None:
+                stop(process)
+    if as_json:
+        output.print_json(report)
+        return
+    table = Table("workload", "workflows", "seconds", "per second", "p50 ms", "p99 ms")
+    for name, row in report["results"].items():
+        table.add_row(
+            name,
+            str(row["workflows"]),
+            str(row["seconds"]),
+            str(row["per_second"]),
+            str(row["p50_ms"]),
+            str(row["p99_ms"]),
+        )
+    output.console.print(table)
+    output.console.print(
+        f"ratio chipclear / bare regular: [bold]{report['ratio_vs_regular']}[/]   "
+        f"chipclear / bare local: [bold]{report['ratio_vs_local']}[/]   (concurrency {concurrency})"
+    )

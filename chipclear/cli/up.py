@@ -1,0 +1,62 @@
+"""`chipclear up`: the embedded dev server and a worker in one command, until Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+
+from chipclear.cli import output
+from chipclear.config import Settings
+from chipclear.devserver import DevServer, stop
+from chipclear.domain.policy import load_policy
+from chipclear.logs import configure
+from worker import install_signal_handlers, run_worker
+
+NEXT_STEPS = """
+[bold green]chipclear is up.[/]
+  Temporal gRPC  {address}
+  Web UI         http://127.0.0.1:{ui_port}
+  Event store    {store}
+  Policy         {policy}  (task queue {task_queue})
+
+In another terminal (with the venv active: `source .venv/bin/activate`):
+  chipclear demo                                     # the scenario from the news, auto policy
+  chipclear submit examples/bytedance.yaml           # a request under the manual policy
+  chipclear status bytedance-2026-001
+  chipclear decide bytedance-2026-001 --gate us-export --reviewer alice --approve
+  chipclear events bytedance-2026-001
+  chipclear audit verify
+Ctrl-C stops the worker and the server; their state is kept in {home}.
+"""
+
+
+def run_up(settings: Settings, *, port: int, ui_port: int) -> None:
+    policy = load_policy(settings.policy)
+    configure()
+    dev = DevServer(port=port, ui_port=ui_port, db=settings.home / "temporal.db")
+    process = dev.start()
+
+    async def go() -> None:
+        stop_event = asyncio.Event()
+        install_signal_handlers(stop_event)
+        client = await dev.wait_ready(process)
+        ready = asyncio.Event()
+        worker_task = asyncio.create_task(
+            run_worker(settings, policy=policy, client=client, stop=stop_event, ready=ready)
+        )
+        await ready.wait()
+        output.console.print(
+            NEXT_STEPS.format(
+                address=dev.address,
+                ui_port=ui_port,
+                store=settings.event_store_url,
+                policy=policy.version,
+                task_queue=settings.task_queue,
+                home=settings.home,
+            )
+        )
+        await worker_task
+
+    try:
+        asyncio.run(go())
+    finally:
+        stop(process)

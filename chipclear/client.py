@@ -1,0 +1,126 @@
+"""What the CLI, the demo and the benchmark do against Temporal, as plain async functions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from chipclear.domain.commands import AddEvidence, Decide, Withdraw
+from chipclear.domain.models import ImportRequest
+from chipclear.domain.state import RequestState
+from chipclear.store.protocol import EventStore
+from workflows.import_request import (
+    ImportRequestInput,
+    ImportRequestResult,
+    ImportRequestWorkflow,
+    StateQuery,
+    TransitionResult,
+    workflow_id,
+)
+
+UPDATE_NAMES: dict[type, str] = {Decide: "decide", AddEvidence: "add_evidence", Withdraw: "withdraw"}
+
+
+class NotFound(LookupError):
+    pass
+
+
+class Rejected(RuntimeError):
+    """A rule refused the command (validator or decider); nothing was recorded."""
+
+
+class Conflict(RuntimeError):
+    """The request id is taken by a request with different content."""
+
+
+@dataclass
+class Submission:
+    handle: WorkflowHandle[ImportRequestWorkflow, ImportRequestResult]
+    created: bool  # False: the request was already submitted and nothing new started
+
+
+async def submit(
+    client: Client, store: EventStore, request: ImportRequest, *, task_queue: str, actor: str
+) -> Submission:
+    """Start `import-<id>`; submitting the same request again returns the existing run."""
+    wf_id = workflow_id(request.request_id)
+    existing = store.get_request(request.request_id)
+    if existing is not None:
+        _same_request(existing, request)
+        return Submission(client.get_workflow_handle_for(ImportRequestWorkflow.run, wf_id), created=False)
+    try:
+        handle = await client.start_workflow(
+            ImportRequestWorkflow.run,
+            ImportRequestInput(request=request, actor=actor),
+            id=wf_id,
+            task_queue=task_queue,
+            # A request id is used once, ever: a finished request is not re-opened by resubmission.
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+        return Submission(handle, created=True)
+    except WorkflowAlreadyStartedError:
+        handle = client.get_workflow_handle_for(ImportRequestWorkflow.run, wf_id)
+        try:
+            state = await query_state(handle)
+        except RPCError:
+            return Submission(handle, created=False)
+        if state.status is not None:
+            _same_request(state, request)
+        return Submission(handle, created=False)
+
+
+def _same_request(state: RequestState, request: ImportRequest) -> None:
+    if state.request is not None and state.request != request:
+        raise Conflict(
+            f"request_id {request.request_id!r} is already used by a request with different content; "
+            "choose a new request_id"
+        )
+
+
+async def query_state(handle: WorkflowHandle[ImportRequestWorkflow, ImportRequestResult]) -> RequestState:
+    return await handle.query(ImportRequestWorkflow.state, StateQuery(), rpc_timeout=timedelta(seconds=10))
+
+
+async def live_state(client: Client, request_id: str) -> RequestState | None:
+    """The running workflow's own state, or None when no workflow is running for the request."""
+    handle = client.get_workflow_handle_for(ImportRequestWorkflow.run, workflow_id(request_id))
+    try:
+        description = await handle.describe(rpc_timeout=timedelta(seconds=5))
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    if description.status != WorkflowExecutionStatus.RUNNING:
+        return None
+    state = await query_state(handle)
+    return state if state.status is not None else None
+
+
+async def update(
+    client: Client, request_id: str, command: Decide | AddEvidence | Withdraw
+) -> TransitionResult:
+    handle = client.get_workflow_handle_for(ImportRequestWorkflow.run, workflow_id(request_id))
+    try:
+        # By name with result_type: the typed method references trip mypy on async handlers.
+        name = UPDATE_NAMES[type(command)]
+        result: TransitionResult = await handle.execute_update(name, command, result_type=TransitionResult)
+        return result
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        raise Rejected(getattr(cause, "message", None) or str(cause or exc)) from None
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise NotFound(f"no request {request_id!r} is in progress (workflow {handle.id})") from None
+        if "already completed" in exc.message:
+            raise Rejected(f"request {request_id!r} is already final; nothing can change it") from None
+        raise

@@ -1,0 +1,181 @@
+"""`chipclear demo`: the January 2026 news, replayed through all three gates on the auto policy.
+
+ByteDance, Alibaba and Tencent order H200s in volume; a smaller private firm follows; a state-owned
+enterprise is refused at Chinese import review; a state-funded data centre is refused at the domestic
+quota; JD.com is short of domestic evidence until it files more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.table import Table
+
+from chipclear import client as ops
+from chipclear.cli import output
+from chipclear.config import Settings
+from chipclear.domain.commands import AddEvidence
+from chipclear.domain.models import ImportRequest, ProcurementRecord, Status
+from chipclear.domain.policy import load_policy
+from chipclear.domain.state import RequestState
+from chipclear.store import open_store
+from chipclear.temporal import connect
+from worker import run_worker
+
+
+def _party(name: str, kind: str = "private") -> dict[str, Any]:
+    return {"name": name, "country": "CN", "kind": kind}
+
+
+def _dc(name: str, province: str, state_funded: bool = False) -> dict[str, Any]:
+    return {"name": name, "province": province, "state_funded": state_funded}
+
+
+def _evidence(vendor: str, product: str, units: int, invoice: str) -> dict[str, Any]:
+    return {"vendor": vendor, "product": product, "units": units, "invoice": invoice}
+
+
+def scenario(run_id: str) -> list[ImportRequest]:
+    rows: list[dict[str, Any]] = [
+        {
+            "slug": "bytedance",
+            "buyer": _party("ByteDance Ltd."),
+            "units": 100_000,
+            "data_center": _dc("Wuhu Compute Cluster 3", "Anhui"),
+            "evidence": [_evidence("Huawei", "Ascend 910C", 80_000, "HW-BD-001")],
+        },
+        {
+            "slug": "alibaba",
+            "buyer": _party("Alibaba Group Holding Ltd."),
+            "units": 75_000,
+            "data_center": _dc("Zhangbei Cloud Region", "Hebei"),
+            "evidence": [
+                _evidence("Huawei", "Ascend 910B", 50_000, "HW-AL-001"),
+                _evidence("Alibaba T-Head", "PPU", 40_000, "TH-AL-001"),
+            ],
+        },
+        {
+            "slug": "tencent",
+            "buyer": _party("Tencent Holdings Ltd."),
+            "units": 60_000,
+            "data_center": _dc("Qingyuan Data Centre", "Guangdong"),
+            "evidence": [_evidence("Cambricon", "MLU590", 60_000, "CAM-TC-001")],
+        },
+        {
+            "slug": "smallfirm",
+            "buyer": _party("Hangzhou Lingxi Intelligent Computing Co., Ltd."),
+            "units": 4_000,
+            "data_center": _dc("Lingxi Hangzhou DC1", "Zhejiang"),
+            "evidence": [_evidence("Hygon", "DCU K100", 5_000, "HY-LX-001")],
+        },
+        {
+            "slug": "soe",
+            "buyer": _party("China Mobile Communications Group", "state_owned"),
+            "units": 30_000,
+            "data_center": _dc("Hohhot Intelligent Computing Centre", "Inner Mongolia"),
+            "evidence": [_evidence("Huawei", "Ascend 910C", 30_000, "HW-CM-001")],
+        },
+        {
+            "slug": "statefunded",
+            "buyer": _party("Zhongwei Cloud Computing Co., Ltd."),
+            "units": 20_000,
+            "data_center": _dc("Ningxia Zhongwei Public Computing Hub", "Ningxia", state_funded=True),
+            "evidence": [_evidence("Huawei", "Ascend 910C", 25_000, "HW-ZW-001")],
+        },
+        {
+            "slug": "jdcom",
+            "buyer": _party("JD.com, Inc."),
+            "units": 40_000,
+            "data_center": _dc("Suqian Data Centre", "Jiangsu"),
+            "evidence": [_evidence("Huawei", "Ascend 910B", 10_000, "HW-JD-001")],
+        },
+    ]
+    return [
+        ImportRequest.model_validate(
+            {
+                "request_id": f"demo-{run_id}-{row['slug']}",
+                "buyer": row["buyer"],
+                "end_use": "commercial AI model training and inference",
+                "product": "H200",
+                "units": row["units"],
+                "unit_price_usd": 32_000,
+                "data_center": row["data_center"],
+                "domestic_procurement": row["evidence"],
+            }
+        )
+        for row in rows
+    ]
+
+
+def _settled(state: RequestState | None) -> bool:
+    """Final, or held at the domestic quota waiting for evidence."""
+    if state is None or state.status is None:
+        return False
+    held = state.status is Status.DOMESTIC_QUOTA_REVIEW and state.assessment is not None
+    return state.is_final or held
+
+
+async def _wait_settled(settings: Settings, request_id: str) -> RequestState:
+    store = open_store(settings.event_store_url)
+    for _ in range(600):
+        state = store.get_request(request_id)
+        if state is not None and _settled(state):
+            return state
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"{request_id} did not settle within 60 s")
+
+
+def _row(table: Table, state: RequestState) -> None:
+    assert state.request is not None and state.status is not None
+    where = state.outcome_reason or ""
+    if state.status is Status.DOMESTIC_QUOTA_REVIEW and state.assessment:
+        where = f"held: short of {state.assessment.shortfall} domestic units"
+    table.add_row(
+        state.request.buyer.name,
+        str(state.units_requested),
+        "-" if state.units_approved is None else str(state.units_approved),
+        state.status.value,
+        where,
+    )
+
+
+async def run_demo(settings: Settings) -> None:
+    run_id = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    demo_settings = Settings(settings.home, settings.event_store_url, f"{settings.task_queue}-demo", "auto")
+    client = await connect()
+    store = open_store(settings.event_store_url)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    worker = asyncio.create_task(
+        run_worker(demo_settings, policy=load_policy("auto"), client=client, stop=stop, ready=ready)
+    )
+    await ready.wait()
+    try:
+        requests = scenario(run_id)
+        for request in requests:
+            await ops.submit(client, store, request, task_queue=demo_settings.task_queue, actor="demo")
+        states = [await _wait_settled(settings, r.request_id) for r in requests]
+        table = Table("buyer", "requested", "approved", "status", "why", title="chipclear demo (auto policy)")
+        for state in states:
+            _row(table, state)
+        output.console.print(table)
+
+        short = next(s for s in states if s.status is Status.DOMESTIC_QUOTA_REVIEW)
+        assert short.request_id is not None and short.assessment is not None
+        extra = ProcurementRecord(
+            vendor="Huawei", product="Ascend 910C", units=short.assessment.shortfall, invoice="HW-JD-002"
+        )
+        output.console.print(
+            f"\n{short.buyer} files one more invoice ({extra.units} Ascend 910C units, {extra.invoice}):"
+        )
+        result = await ops.update(client, short.request_id, AddEvidence(records=[extra], actor="demo"))
+        output.console.print(f"  {short.request_id}: {', '.join(result.events)} -> [bold]{result.status}[/]")
+    finally:
+        stop.set()
+        await worker
+    output.console.print(
+        f"\nEvery step is in the event store: `chipclear events demo-{run_id}-bytedance`, "
+        "`chipclear audit verify`.\nWeb UI: http://127.0.0.1:8233/namespaces/default/workflows "
+        f"(workflow ids start with import-demo-{run_id}-)"
+    )
