@@ -22,7 +22,7 @@ from chipclear.config import Settings
 from chipclear.domain.policy import Policy, load_policy
 from chipclear.logs import configure, get_logger
 from chipclear.store import EventStore, open_store
-from chipclear.temporal import connect
+from chipclear.temporal import connect_patiently
 from workflows.bench import BareWorkflow
 from workflows.import_request import ImportRequestWorkflow
 
@@ -66,7 +66,9 @@ async def run_worker(
     """Run until `stop` is set (or SIGINT/SIGTERM when running as the main process)."""
     log = get_logger("chipclear.worker")
     policy = policy or load_policy(settings.policy)
-    client = client or await connect()
+    if client is None:
+        log.info("connecting to Temporal")
+        client = await connect_patiently()
     store = open_store(settings.event_store_url)
     stop = stop or asyncio.Event()
     with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS, thread_name_prefix="activity") as executor:

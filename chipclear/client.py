@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -29,6 +30,13 @@ from workflows.import_request import (
 )
 
 UPDATE_NAMES: dict[type, str] = {Decide: "decide", AddEvidence: "add_evidence", Withdraw: "withdraw"}
+
+
+UPDATE_WAIT = 60.0
+
+
+class NotAnswered(RuntimeError):
+    pass
 
 
 class NotFound(LookupError):
@@ -88,7 +96,7 @@ def _same_request(state: RequestState, request: ImportRequest) -> None:
 
 
 async def query_state(handle: WorkflowHandle[ImportRequestWorkflow, ImportRequestResult]) -> RequestState:
-    return await handle.query(ImportRequestWorkflow.state, StateQuery(), rpc_timeout=timedelta(seconds=10))
+    return await handle.query(ImportRequestWorkflow.state, StateQuery(), rpc_timeout=timedelta(seconds=5))
 
 
 async def live_state(client: Client, request_id: str) -> RequestState | None:
@@ -102,7 +110,16 @@ async def live_state(client: Client, request_id: str) -> RequestState | None:
         raise
     if description.status != WorkflowExecutionStatus.RUNNING:
         return None
-    state = await query_state(handle)
+    try:
+        state = await query_state(handle)
+    except RPCError as exc:
+        # No worker is polling (or it is overloaded): the event store still has every recorded step.
+        if (
+            exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED)
+            or "Timeout" in exc.message
+        ):
+            return None
+        raise
     return state if state.status is not None else None
 
 
@@ -113,8 +130,15 @@ async def update(
     try:
         # By name with result_type: the typed method references trip mypy on async handlers.
         name = UPDATE_NAMES[type(command)]
-        result: TransitionResult = await handle.execute_update(name, command, result_type=TransitionResult)
+        result: TransitionResult = await asyncio.wait_for(
+            handle.execute_update(name, command, result_type=TransitionResult), UPDATE_WAIT
+        )
         return result
+    except TimeoutError:
+        raise NotAnswered(
+            f"no worker answered within {UPDATE_WAIT:.0f} s; is `chipclear worker` running? "
+            "The update stays queued and applies when a worker picks it up."
+        ) from None
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
         raise Rejected(getattr(cause, "message", None) or str(cause or exc)) from None

@@ -6,6 +6,7 @@ including histories replayed years later.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from temporalio.client import Client
@@ -38,3 +39,16 @@ async def connect(**overrides: Any) -> Client:
             f"(namespace {config.get('namespace', 'default')}): start it with `chipclear server` "
             "or `make up`, or set TEMPORAL_ADDRESS"
         ) from exc
+
+
+async def connect_patiently(within: float = 60.0, **overrides: Any) -> Client:
+    """Connect, retrying while the server starts: workers often start alongside it (up, compose, k8s)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        try:
+            return await connect(**overrides)
+        except ServerUnavailable:
+            if loop.time() >= deadline:
+                raise
+            await asyncio.sleep(1.0)

@@ -67,7 +67,7 @@ def handles_errors(func: Callable[P, T]) -> Callable[P, T]:
             fail(str(exc), 2)
         except ServerUnavailable as exc:
             fail(str(exc), 1)
-        except (ops.NotFound, ops.Rejected, ops.Conflict) as exc:
+        except (ops.NotFound, ops.Rejected, ops.Conflict, ops.NotAnswered) as exc:
             fail(str(exc), 1)
 
     return wrapper
