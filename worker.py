@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.bench import bare_step
 from activities.events import EventActivities
@@ -38,10 +38,13 @@ def build_worker(
     store: EventStore,
     policy: Policy,
     executor: ThreadPoolExecutor,
+    sandbox: bool = True,
     **options: Any,
 ) -> Worker:
     """Everything chipclear registers, on one task queue. Tests build their workers here too."""
     events = EventActivities(store, policy)
+    if not sandbox:
+        options.setdefault("workflow_runner", UnsandboxedWorkflowRunner())
     return Worker(
         client,
         task_queue=task_queue,
@@ -73,7 +76,12 @@ async def run_worker(
     stop = stop or asyncio.Event()
     with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS, thread_name_prefix="activity") as executor:
         worker = build_worker(
-            client, task_queue=settings.task_queue, store=store, policy=policy, executor=executor
+            client,
+            task_queue=settings.task_queue,
+            store=store,
+            policy=policy,
+            executor=executor,
+            sandbox=settings.sandbox,
         )
         async with worker:
             log.info(
@@ -82,6 +90,7 @@ async def run_worker(
                 namespace=client.namespace,
                 policy_version=policy.version,
                 event_store=settings.event_store_url,
+                sandbox=settings.sandbox,
             )
             if ready is not None:
                 ready.set()

@@ -113,13 +113,15 @@ async def _suite(client: Client, task_queue: str, requests: int, concurrency: in
     }
 
 
-async def run_bench(*, requests: int, concurrency: int, embedded: bool, as_json: bool) -> None:
+async def run_bench(*, requests: int, concurrency: int, embedded: bool, sandbox: bool, as_json: bool) -> None:
     from worker import run_worker
 
     configure(level="WARNING")
     with tempfile.TemporaryDirectory(prefix="chipclear-bench-") as tmp:
         home = Path(tmp)
-        settings = Settings(home, f"sqlite:///{home / 'events.db'}", f"bench-{uuid.uuid4().hex[:8]}", "auto")
+        settings = Settings(
+            home, f"sqlite:///{home / 'events.db'}", f"bench-{uuid.uuid4().hex[:8]}", "auto", sandbox
+        )
         process = None
         if embedded:
             dev = DevServer(port=free_port(), ui_port=None, db=home / "temporal.db")
@@ -135,6 +137,7 @@ async def run_bench(*, requests: int, concurrency: int, embedded: bool, as_json:
             await ready.wait()
             try:
                 report = await _suite(client, settings.task_queue, requests, concurrency)
+                report["sandbox"] = sandbox
             finally:
                 stop_event.set()
                 await worker
@@ -157,5 +160,6 @@ async def run_bench(*, requests: int, concurrency: int, embedded: bool, as_json:
     output.console.print(table)
     output.console.print(
         f"ratio chipclear / bare regular: [bold]{report['ratio_vs_regular']}[/]   "
-        f"chipclear / bare local: [bold]{report['ratio_vs_local']}[/]   (concurrency {concurrency})"
+        f"chipclear / bare local: [bold]{report['ratio_vs_local']}[/]   "
+        f"(concurrency {concurrency}, workflow sandbox {'on' if sandbox else 'off'})"
     )

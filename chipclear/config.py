@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 DEFAULT_TASK_QUEUE = "chipclear"
@@ -17,6 +17,9 @@ class Settings:
     event_store_url: str
     task_queue: str
     policy: str | None  # a path, or a bundled policy name; None = bundled default
+    # The workflow sandbox re-imports and guards workflow code on every run; turning it off roughly
+    # doubles throughput (see `chipclear bench --no-sandbox`) at the price of that guard.
+    sandbox: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -27,4 +30,8 @@ class Settings:
             event_store_url=env.get("CHIPCLEAR_EVENT_STORE") or f"sqlite:///{home / 'events.db'}",
             task_queue=env.get("CHIPCLEAR_TASK_QUEUE") or DEFAULT_TASK_QUEUE,
             policy=env.get("CHIPCLEAR_POLICY") or None,
+            sandbox=(env.get("CHIPCLEAR_WORKFLOW_SANDBOX") or "on").lower() not in {"off", "0", "false"},
         )
+
+    def with_(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]

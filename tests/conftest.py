@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import Client
@@ -56,7 +57,7 @@ def store(tmp_path: Path) -> Iterator[SQLiteEventStore]:
 
 @asynccontextmanager
 async def running_worker(
-    client: Client, store: SQLiteEventStore, policy: Policy, **options: object
+    client: Client, store: SQLiteEventStore, policy: Policy, **options: Any
 ) -> AsyncIterator[Worker]:
     """A worker on a fresh task queue, so tests never steal each other's tasks."""
     with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
+from rich.text import Text
 
 from chipclear import client as ops
 from chipclear.cli import output
@@ -38,6 +39,15 @@ app = typer.Typer(
 audit_app = typer.Typer(help="Verify and rebuild the event log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 
+NoSandboxOption = Annotated[
+    bool,
+    typer.Option(
+        "--no-sandbox",
+        help="Run workflows unsandboxed: about twice the throughput, without the sandbox's guard "
+        "($CHIPCLEAR_WORKFLOW_SANDBOX=off).",
+    ),
+]
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -52,7 +62,8 @@ PolicyOption = Annotated[
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    output.errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # Text, not markup: messages quote policy sections like [reviewers] that rich would swallow.
+    output.errors.print(Text.assemble(("error: ", "bold red"), message), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -120,14 +131,12 @@ def server(
 
 @app.command()
 @handles_errors
-def worker(policy: PolicyOption = None) -> None:
+def worker(policy: PolicyOption = None, no_sandbox: NoSandboxOption = False) -> None:
     """Run a worker: the import workflow and its activities, until SIGINT/SIGTERM."""
     from chipclear.logs import configure
     from worker import _main
 
-    current = settings()
-    if policy:
-        current = Settings(current.home, current.event_store_url, current.task_queue, policy)
+    current = _with_options(settings(), policy, no_sandbox)
     load_policy(current.policy)  # fail fast, exit 2, on a bad policy file
     configure()
     run(_main(current))
@@ -139,14 +148,20 @@ def up(
     policy: PolicyOption = None,
     port: Annotated[int, typer.Option(min=1, max=65535)] = 7233,
     ui_port: Annotated[int, typer.Option(min=1, max=65535)] = 8233,
+    no_sandbox: NoSandboxOption = False,
 ) -> None:
     """Start the dev server and a worker together; Ctrl-C stops both."""
     from chipclear.cli.up import run_up
 
-    current = settings()
+    run_up(_with_options(settings(), policy, no_sandbox), port=port, ui_port=ui_port)
+
+
+def _with_options(current: Settings, policy: str | None, no_sandbox: bool) -> Settings:
     if policy:
-        current = Settings(current.home, current.event_store_url, current.task_queue, policy)
-    run_up(current, port=port, ui_port=ui_port)
+        current = current.with_(policy=policy)
+    if no_sandbox:
+        current = current.with_(sandbox=False)
+    return current
 
 
 # -- requests --------------------------------------------------------------------------------------
@@ -390,6 +405,7 @@ def bench(
         BenchServer,
         typer.Option("--server", help="embedded: a throwaway dev server; existing: $TEMPORAL_ADDRESS."),
     ] = BenchServer.EMBEDDED,
+    no_sandbox: NoSandboxOption = False,
     json_: JsonOption = False,
 ) -> None:
     """Throughput and latency of auto-policy requests against a bare three-activity workflow."""
@@ -400,6 +416,7 @@ def bench(
             requests=requests,
             concurrency=concurrency,
             embedded=server_ is BenchServer.EMBEDDED,
+            sandbox=not no_sandbox and settings().sandbox,
             as_json=json_,
         )
     )

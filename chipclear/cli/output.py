@@ -8,7 +8,18 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from chipclear.domain.events import StoredEvent
+from chipclear.domain.events import (
+    DomesticQuotaAssessed,
+    EvidenceAdded,
+    GateApproved,
+    GateDenied,
+    GateOpened,
+    LicenseIssued,
+    RequestExpired,
+    RequestSubmitted,
+    RequestWithdrawn,
+    StoredEvent,
+)
 from chipclear.domain.state import RequestState
 from chipclear.store.chain import timestamp
 
@@ -105,17 +116,41 @@ def event_document(event: StoredEvent) -> dict[str, Any]:
     }
 
 
+def summarise(event: StoredEvent) -> str:
+    """One line a person can read; `events --json` has every field."""
+    match event.data:
+        case RequestSubmitted(request=r):
+            return f"{r.buyer.name} ({r.buyer.kind}) asks for {r.units} {r.product}"
+        case GateOpened(gate=gate, deadline=deadline):
+            return f"{gate} opened, deadline {timestamp(deadline)[:10]}"
+        case GateApproved(gate=gate, units_approved=units, rule=rule, conditions=conditions):
+            extra = f" ({rule})" if rule else ""
+            extra += f", {len(conditions)} condition(s)" if conditions else ""
+            return f"{gate} approved {units} units{extra}"
+        case GateDenied(gate=gate, reason=reason):
+            return f"{gate} denied: {reason}"
+        case EvidenceAdded(records=records):
+            return f"{len(records)} record(s), {sum(r.units for r in records)} domestic units"
+        case DomesticQuotaAssessed() as a:
+            return f"{a.domestic_units} domestic vs {a.required_units} required, shortfall {a.shortfall}"
+        case LicenseIssued(licence_id=licence_id, units=units, conditions=conditions):
+            return f"{licence_id}: {units} units, {len(conditions)} condition(s)"
+        case RequestWithdrawn(gate=gate, reason=reason):
+            return f"withdrawn at {gate}: {reason}"
+        case RequestExpired(gate=gate, deadline=deadline):
+            return f"expired at {gate} (deadline {timestamp(deadline)[:19]})"
+    return event.type
+
+
 def print_events(events: list[StoredEvent]) -> None:
-    table = Table("v", "type", "actor", "occurred", "policy", "data", "hash")
+    table = Table("v", "type", "actor", "occurred (UTC)", "what", "hash")
     for event in events:
-        data = json.dumps(event.data_json(), ensure_ascii=False)
         table.add_row(
             str(event.version),
             event.type,
             event.actor,
-            timestamp(event.occurred_at)[:23],
-            event.policy_version,
-            data if len(data) <= 80 else data[:77] + "...",
-            event.hash[:12],
+            timestamp(event.occurred_at)[:19],
+            summarise(event),
+            event.hash[:10],
         )
     console.print(table)
