@@ -40,6 +40,9 @@ class EventActivities:
         except ConcurrencyError as exc:
             # Retrying cannot fix a conflict: fail the transition and let the workflow say so.
             raise ApplicationError(str(exc), type="ConcurrencyError", non_retryable=True) from exc
+        except ValueError as exc:
+            # A malformed batch is a bug in the caller; retrying would fail the same way forever.
+            raise ApplicationError(str(exc), type="InvalidBatch", non_retryable=True) from exc
 
     @activity.defn(name="current_policy")
     def current_policy(self, input: PolicyInput) -> PolicyResult:

@@ -143,8 +143,14 @@ async def update(
         cause = exc.cause
         raise Rejected(getattr(cause, "message", None) or str(cause or exc)) from None
     except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND and "already completed" not in exc.message:
+            raise
+    # The server answers NOT_FOUND both for no workflow and for a closed one: tell them apart.
+    try:
+        description = await handle.describe()
+    except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise NotFound(f"no request {request_id!r} is in progress (workflow {handle.id})") from None
-        if "already completed" in exc.message:
-            raise Rejected(f"request {request_id!r} is already final; nothing can change it") from None
         raise
+    closed = description.status.name.lower() if description.status else "closed"
+    raise Rejected(f"request {request_id!r} is already final (workflow {closed}); nothing can change it")

@@ -70,7 +70,7 @@ APPEND_TIMEOUT = timedelta(seconds=30)
 APPEND_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200),
     maximum_interval=timedelta(seconds=10),
-    non_retryable_error_types=["ConcurrencyError"],
+    non_retryable_error_types=["ConcurrencyError", "InvalidBatch"],
 )
 
 

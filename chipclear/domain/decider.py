@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 from chipclear.domain.commands import (
     AddEvidence,
@@ -41,6 +43,16 @@ POLICY_ACTOR = "policy"
 DEADLINE_ACTOR = "deadline"
 
 NewId = Callable[[], str]
+
+
+@dataclass(frozen=True)
+class ByPolicy:
+    """An event the policy's rules caused, whoever sent the command that triggered them."""
+
+    data: EventData
+
+
+Payload = EventData | ByPolicy
 
 
 def decide(
@@ -77,13 +89,16 @@ def decide(
             data=data,
             occurred_at=now,
             policy_version=policy.version,
-            actor=actor,
+            # Rules that fire inside someone else's command (an approval once evidence suffices) are
+            # the policy's decision, not that person's.
+            actor=POLICY_ACTOR if isinstance(payload, ByPolicy) else actor,
         )
-        for offset, data in enumerate(payloads, start=1)
+        for offset, payload in enumerate(payloads, start=1)
+        for data in [payload.data if isinstance(payload, ByPolicy) else payload]
     ]
 
 
-def _submitted_id(payloads: list[EventData]) -> str:
+def _submitted_id(payloads: list[Payload]) -> str:
     first = payloads[0]
     assert isinstance(first, RequestSubmitted)
     return first.request.request_id
@@ -102,7 +117,7 @@ def _require_at(state: RequestState, gate: Gate) -> None:
         raise DomainError(f"request is at {state.gate or state.status}, not at gate {gate}")
 
 
-def _submit(state: RequestState, command: Submit, policy: Policy, now: datetime) -> list[EventData]:
+def _submit(state: RequestState, command: Submit, policy: Policy, now: datetime) -> list[Payload]:
     if state.status is not None:
         raise DomainError(f"request {state.request_id} was already submitted")
     return [RequestSubmitted(request=command.request), *_open(Gate.US_EXPORT, policy, now)]
@@ -112,7 +127,7 @@ def _open(gate: Gate, policy: Policy, now: datetime) -> list[EventData]:
     return [GateOpened(gate=gate, deadline=now + policy.deadline(gate))]
 
 
-def _evaluate(state: RequestState, gate: Gate, policy: Policy, now: datetime) -> list[EventData]:
+def _evaluate(state: RequestState, gate: Gate, policy: Policy, now: datetime) -> list[Payload]:
     """Rules that apply on entering a gate: denials in every mode, decisions in auto mode."""
     _require_at(state, gate)
     denial = _rule_denial(state, gate, policy)
@@ -127,13 +142,16 @@ def _evaluate(state: RequestState, gate: Gate, policy: Policy, now: datetime) ->
             units = min(state.units_in_play, cap)
             capped = units < state.units_in_play
             note = f"capped at us_export.max_units_per_request = {cap}" if capped else None
-            return _approve(state, gate, units, [], policy, now, note=note)
+            return _approve(state, gate, units, [], policy, now, by_policy=True, note=note)
         case Gate.CN_IMPORT:
-            return _approve(state, gate, state.units_in_play, [], policy, now) if auto else []
+            return _approve(state, gate, state.units_in_play, [], policy, now, by_policy=True) if auto else []
         case Gate.DOMESTIC_QUOTA:
             assessment = assess(state, state.evidence, policy)
             if auto and assessment.shortfall == 0:
-                return [assessment, *_approve(state, gate, state.units_in_play, [], policy, now)]
+                return [
+                    assessment,
+                    *_approve(state, gate, state.units_in_play, [], policy, now, by_policy=True),
+                ]
             return [assessment]
 
 
@@ -162,7 +180,8 @@ def _rule_denial(state: RequestState, gate: Gate, policy: Policy) -> GateDenied 
 def assess(state: RequestState, evidence: list[ProcurementRecord], policy: Policy) -> DomesticQuotaAssessed:
     ratio = policy.domestic_quota.required_ratio
     imported = state.units_in_play
-    required = math.ceil(ratio * imported)
+    # Exact decimal arithmetic: 1.1 x 50,000 is 55,000, not the float 55000.00000000001 rounded up.
+    required = math.ceil(Decimal(str(ratio)) * imported)
     domestic = sum(record.units for record in evidence)
     return DomesticQuotaAssessed(
         imported_units=imported,
@@ -181,23 +200,25 @@ def _approve(
     policy: Policy,
     now: datetime,
     *,
+    by_policy: bool,
     note: str | None = None,
-) -> list[EventData]:
+) -> list[Payload]:
     """An approval, then the next gate opens, or after the last gate the licence is issued."""
-    rule = f"{gate.replace('-', '_')}.mode = auto" if policy.mode(gate) is GateMode.AUTO else None
-    approved = GateApproved(gate=gate, units_approved=units, conditions=conditions, note=note)
-    if rule is not None:
-        approved = approved.model_copy(update={"rule": rule})
+    rule = f"{gate.replace('-', '_')}.mode = auto" if by_policy else None
+    approved = GateApproved(gate=gate, units_approved=units, conditions=conditions, note=note, rule=rule)
     following = gate.next
+    payloads: list[EventData]
     if following is not None:
-        return [approved, *_open(following, policy, now)]
-    all_conditions = [*state.conditions, *(c for c in conditions if c not in state.conditions)]
-    assert state.request_id is not None
-    licence = LicenseIssued(licence_id=f"LIC-{state.request_id}", units=units, conditions=all_conditions)
-    return [approved, licence]
+        payloads = [approved, *_open(following, policy, now)]
+    else:
+        all_conditions = [*state.conditions, *(c for c in conditions if c not in state.conditions)]
+        assert state.request_id is not None
+        licence = LicenseIssued(licence_id=f"LIC-{state.request_id}", units=units, conditions=all_conditions)
+        payloads = [approved, licence]
+    return [ByPolicy(p) for p in payloads] if by_policy else list(payloads)
 
 
-def _decide(state: RequestState, command: Decide, policy: Policy, now: datetime) -> list[EventData]:
+def _decide(state: RequestState, command: Decide, policy: Policy, now: datetime) -> list[Payload]:
     gate = command.gate
     _require_at(state, gate)
     if not policy.may_decide(command.reviewer, gate):
@@ -206,6 +227,9 @@ def _decide(state: RequestState, command: Decide, policy: Policy, now: datetime)
             f"reviewer {command.reviewer!r} may not decide gate {gate} "
             f"(policy {policy.version} [reviewers] allows: {', '.join(allowed) or 'nobody'})"
         )
+    if command.approve and (denial := _rule_denial(state, gate, policy)) is not None:
+        # Excluded kinds and state-funded data centres are denied in every mode; no reviewer overrides.
+        raise DomainError(f"cannot approve: {denial.reason}")
     if not command.approve:
         if command.units is not None or command.conditions:
             raise DomainError("a denial takes a reason only, not units or conditions")
@@ -219,7 +243,7 @@ def _decide(state: RequestState, command: Decide, policy: Policy, now: datetime)
         raise DomainError(f"units: {units} exceeds the {in_play} units still requested")
     if cap is not None and units > cap:
         raise DomainError(f"units: {units} exceeds us_export.max_units_per_request = {cap}")
-    payloads: list[EventData] = []
+    payloads: list[Payload] = []
     if gate is Gate.DOMESTIC_QUOTA:
         assessment = assess(state.model_copy(update={"units_approved": units}), state.evidence, policy)
         if assessment.shortfall:
@@ -231,12 +255,12 @@ def _decide(state: RequestState, command: Decide, policy: Policy, now: datetime)
         if assessment != state.assessment:
             payloads.append(assessment)
     note = command.reason.strip() if command.reason else None
-    return payloads + _approve(state, gate, units, list(command.conditions), policy, now, note=note)
+    return payloads + _approve(
+        state, gate, units, list(command.conditions), policy, now, by_policy=False, note=note
+    )
 
 
-def _add_evidence(
-    state: RequestState, command: AddEvidence, policy: Policy, now: datetime
-) -> list[EventData]:
+def _add_evidence(state: RequestState, command: AddEvidence, policy: Policy, now: datetime) -> list[Payload]:
     _require_open(state)
     if not command.records:
         raise DomainError("records: at least one procurement record is needed")
@@ -247,16 +271,18 @@ def _add_evidence(
         if key in known or key in seen:
             raise DomainError(f"invoice {record.invoice!r} was already submitted for this request")
         seen.add(key)
-    payloads: list[EventData] = [EvidenceAdded(records=list(command.records))]
+    payloads: list[Payload] = [EvidenceAdded(records=list(command.records))]
     if state.gate is Gate.DOMESTIC_QUOTA:
         assessment = assess(state, state.evidence + list(command.records), policy)
         payloads.append(assessment)
         if policy.mode(Gate.DOMESTIC_QUOTA) is GateMode.AUTO and assessment.shortfall == 0:
-            payloads += _approve(state, Gate.DOMESTIC_QUOTA, state.units_in_play, [], policy, now)
+            payloads += _approve(
+                state, Gate.DOMESTIC_QUOTA, state.units_in_play, [], policy, now, by_policy=True
+            )
     return payloads
 
 
-def _expire(state: RequestState, gate: Gate, now: datetime) -> list[EventData]:
+def _expire(state: RequestState, gate: Gate, now: datetime) -> list[Payload]:
     _require_at(state, gate)
     deadline = state.deadline
     assert deadline is not None

@@ -6,12 +6,16 @@ stored events outlive every release of this code.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, computed_field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, computed_field
 
 from chipclear.domain.models import Gate, ImportRequest, ProcurementRecord
+
+# Every instant in an event is kept in UTC, so the state folded from a live event and from its stored
+# copy are identical, whatever time zone the caller used.
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(lambda moment: moment.astimezone(UTC))]
 
 
 class _Payload(BaseModel):
@@ -26,7 +30,7 @@ class RequestSubmitted(_Payload):
 class GateOpened(_Payload):
     type: Literal["GateOpened"] = "GateOpened"
     gate: Gate
-    deadline: AwareDatetime
+    deadline: UtcDatetime
 
 
 class GateApproved(_Payload):
@@ -77,7 +81,7 @@ class RequestWithdrawn(_Payload):
 class RequestExpired(_Payload):
     type: Literal["RequestExpired"] = "RequestExpired"
     gate: Gate
-    deadline: AwareDatetime
+    deadline: UtcDatetime
 
 
 EventData = Annotated[
@@ -118,7 +122,7 @@ class Event(BaseModel):
     stream_id: str
     version: Annotated[int, Field(ge=1)]
     data: EventData
-    occurred_at: AwareDatetime
+    occurred_at: UtcDatetime
     policy_version: str
     actor: str
 

@@ -213,7 +213,15 @@ class SQLiteEventStore:
 
     # -- audit -------------------------------------------------------------------------------
     def verify(self) -> AuditReport:
+        # One read transaction: a consistent snapshot even while workers keep appending.
         conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            return self._verify(conn)
+        finally:
+            conn.execute("COMMIT")
+
+    def _verify(self, conn: sqlite3.Connection) -> AuditReport:
         heads = {row[0]: (row[1], row[2]) for row in conn.execute("SELECT * FROM streams")}
         stream_ids = sorted(
             set(heads) | {row[0] for row in conn.execute("SELECT DISTINCT stream_id FROM events")}
@@ -251,6 +259,8 @@ class SQLiteEventStore:
 
 
 def _check_batch(stream_id: str, expected_version: int, events: Sequence[Event]) -> None:
+    if len({event.event_id for event in events}) != len(events):
+        raise ValueError(f"a batch for {stream_id} repeats an event id")
     for offset, event in enumerate(events, start=1):
         if event.stream_id != stream_id or event.version != expected_version + offset:
             raise ValueError(

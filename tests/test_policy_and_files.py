@@ -1,0 +1,374 @@
+"""Loading policies (TOML) and request/evidence files (JSON, YAML): every problem names its field."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from chipclear.cli.files import InvalidInput, load_evidence, load_request
+from chipclear.domain.models import Gate, ImportRequest, PartyKind, ProcurementRecord
+from chipclear.domain.policy import GateMode, PolicyError, bundled_policy_path, load_policy
+from tests.factories import request_doc
+
+# -- policy -----------------------------------------------------------------------------------------
+
+DEFAULT_REVIEWERS = {
+    "alice": frozenset({Gate.US_EXPORT}),
+    "wang": frozenset({Gate.CN_IMPORT, Gate.DOMESTIC_QUOTA}),
+}
+
+
+def test_bundled_default_policy():
+    policy = load_policy()
+    assert policy.version == "2026-01-15"
+    assert {gate: policy.mode(gate) for gate in Gate} == dict.fromkeys(Gate, GateMode.MANUAL)
+    assert policy.reviewers == DEFAULT_REVIEWERS
+    assert policy.may_decide("alice", Gate.US_EXPORT)
+    assert not policy.may_decide("alice", Gate.CN_IMPORT)
+    assert policy.may_decide("wang", Gate.DOMESTIC_QUOTA)
+    assert policy.us_export.max_units_per_request == 75_000
+    assert policy.us_export.excluded_end_user_kinds == {PartyKind.MILITARY}
+    assert policy.cn_import.excluded_buyer_kinds == {
+        PartyKind.MILITARY,
+        PartyKind.GOVERNMENT,
+        PartyKind.CRITICAL_INFRASTRUCTURE,
+        PartyKind.STATE_OWNED,
+    }
+    assert policy.domestic_quota.required_ratio == 1.0
+    assert policy.domestic_quota.deny_state_funded is True
+    assert policy.deadline(Gate.US_EXPORT) == timedelta(days=90)
+    assert policy.deadline(Gate.CN_IMPORT) == timedelta(days=90)
+    assert policy.deadline(Gate.DOMESTIC_QUOTA) == timedelta(days=60)
+
+
+def test_bundled_default_by_name_and_by_path_are_the_same():
+    assert load_policy("default") == load_policy()
+    assert load_policy(bundled_policy_path("default")) == load_policy()
+    assert load_policy(str(bundled_policy_path("auto"))) == load_policy("auto")
+
+
+def test_bundled_auto_policy_decides_every_gate_alone():
+    policy = load_policy("auto")
+    assert {gate: policy.mode(gate) for gate in Gate} == dict.fromkeys(Gate, GateMode.AUTO)
+    assert policy.version == "2026-01-15-auto"
+    assert policy.reviewers == DEFAULT_REVIEWERS
+
+
+def write_policy(tmp_path: Path, body: str, name: str = "policy.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+def test_policy_durations_in_seconds(tmp_path):
+    path = write_policy(
+        tmp_path,
+        """
+        version = "fast-1"
+        [us_export]
+        decision_deadline = "PT2S"
+        [cn_import]
+        decision_deadline = "PT2S"
+        [domestic_quota]
+        evidence_deadline = "PT2S"
+        mode = "auto"
+        """,
+    )
+    policy = load_policy(path)
+    assert policy.version == "fast-1"
+    assert {gate: policy.deadline(gate) for gate in Gate} == dict.fromkeys(Gate, timedelta(seconds=2))
+    assert policy.mode(Gate.DOMESTIC_QUOTA) is GateMode.AUTO
+    assert policy.mode(Gate.US_EXPORT) is GateMode.MANUAL
+    assert policy.reviewers == {}
+
+
+def test_policy_path_may_be_a_string(tmp_path):
+    path = write_policy(tmp_path, 'version = "v"\n[cn_import]\ndecision_deadline = "P1DT12H"\n')
+    assert load_policy(str(path)).cn_import.decision_deadline == timedelta(days=1, hours=12)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "shown"),
+    [
+        ("us_export", "decision_deadline", '"30"', "'30'"),
+        ("us_export", "decision_deadline", '"2 days"', "'2 days'"),
+        ("cn_import", "decision_deadline", "30", "30"),
+        ("domestic_quota", "evidence_deadline", '"60 days"', "'60 days'"),
+        ("domestic_quota", "evidence_deadline", '"P0D"', "'P0D'"),
+        ("us_export", "decision_deadline", '"Pfoo"', "'Pfoo'"),
+    ],
+)
+def test_bad_duration_names_the_field(tmp_path, section, key, value, shown):
+    path = write_policy(tmp_path, f'version = "v"\n[{section}]\n{key} = {value}\n')
+    with pytest.raises(PolicyError) as info:
+        load_policy(path)
+    message = str(info.value)
+    assert f"{section}.{key}" in message
+    assert shown in message
+    assert str(path) in message
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ('version = "v"\ncolour = "blue"\n', "colour"),
+        ('version = "v"\n[us_export]\nmax_unit = 5\n', "us_export.max_unit"),
+        ('version = "v"\n[domestic_quota]\nratio = 2.0\n', "domestic_quota.ratio"),
+        ('version = "v"\n[customs]\nmode = "auto"\n', "customs"),
+    ],
+)
+def test_unknown_key_names_it(tmp_path, body, field):
+    with pytest.raises(PolicyError, match=r"Extra inputs are not permitted") as info:
+        load_policy(write_policy(tmp_path, body))
+    assert f"{field}:" in str(info.value)
+
+
+@pytest.mark.parametrize("section", ["us_export", "cn_import", "domestic_quota"])
+def test_bad_mode_names_mode(tmp_path, section):
+    path = write_policy(tmp_path, f'version = "v"\n[{section}]\nmode = "fast"\n')
+    with pytest.raises(PolicyError) as info:
+        load_policy(path)
+    assert f"{section}.mode" in str(info.value)
+    assert "'fast'" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ("[us_export]\nmode = 'auto'\n", "version"),
+        ('version = "v"\n[us_export]\nmax_units_per_request = 0\n', "us_export.max_units_per_request"),
+        ('version = "v"\n[domestic_quota]\nrequired_ratio = -1.0\n', "domestic_quota.required_ratio"),
+        ('version = "v"\n[cn_import]\nexcluded_buyer_kinds = ["pirate"]\n', "cn_import.excluded_buyer_kinds"),
+        ('version = "v"\n[reviewers]\nbob = ["moon-export"]\n', "reviewers.bob"),
+    ],
+)
+def test_other_schema_errors_name_the_field(tmp_path, body, field):
+    with pytest.raises(PolicyError) as info:
+        load_policy(write_policy(tmp_path, body))
+    assert field in str(info.value)
+
+
+def test_missing_policy_file(tmp_path):
+    path = tmp_path / "nope.toml"
+    with pytest.raises(PolicyError, match=r"does not exist") as info:
+        load_policy(path)
+    assert str(path) in str(info.value)
+
+
+def test_invalid_toml(tmp_path):
+    path = write_policy(tmp_path, 'version = "v"\n[us_export\nmode = "auto"\n')
+    with pytest.raises(PolicyError, match=r"is not valid TOML") as info:
+        load_policy(path)
+    assert str(path) in str(info.value)
+
+
+# -- request files ----------------------------------------------------------------------------------
+
+SUFFIXES = [".json", ".yaml", ".yml"]
+
+
+def write_document(tmp_path: Path, document: Any, suffix: str, name: str = "request") -> Path:
+    path = tmp_path / f"{name}{suffix}"
+    if suffix == ".json":
+        path.write_text(json.dumps(document), encoding="utf-8")
+    else:
+        path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_valid_request_loads(tmp_path, suffix):
+    doc = request_doc(end_user={"name": "Lab", "country": "CN", "kind": "university"})
+    request = load_request(write_document(tmp_path, doc, suffix))
+    assert request == ImportRequest.model_validate(doc)
+    assert request.request_id == doc["request_id"]
+    assert request.effective_end_user.kind is PartyKind.UNIVERSITY
+    assert request.domestic_procurement[0].invoice == "HW-2026-0001"
+
+
+def test_hand_written_yaml_request_loads(tmp_path):
+    path = tmp_path / "request.yaml"
+    path.write_text(
+        """
+request_id: BD-2026-001
+buyer: {name: ByteDance Ltd., country: CN, kind: private}
+end_use: large language model training
+units: 50000
+data_center:
+  name: Wuhu Cluster 3
+  province: Anhui
+""",
+        encoding="utf-8",
+    )
+    request = load_request(path)
+    assert request.units == 50_000
+    assert request.domestic_procurement == []
+    assert request.data_center.state_funded is False
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def mutate(doc: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        target = doc
+        for part in parents:
+            target = target[part]
+        target[last] = value
+
+    return mutate
+
+
+def _duplicate_invoice(doc: dict[str, Any]) -> None:
+    doc["domestic_procurement"] = [
+        {"vendor": "Huawei", "product": "Ascend 910C", "units": 10, "invoice": "INV-7"},
+        {"vendor": "Hygon", "product": "DCU", "units": 10, "invoice": "inv-7"},
+    ]
+
+
+BAD_REQUESTS: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
+    ("request_id too short", _set("request_id", "ab"), "request_id", "(got 'ab')"),
+    ("request_id bad characters", _set("request_id", "bad id!"), "request_id", "(got 'bad id!')"),
+    ("request_id too long", _set("request_id", "x" * 65), "request_id", "(got '" + "x" * 65 + "')"),
+    ("buyer.country not alpha-2", _set("buyer.country", "China"), "buyer.country", "(got 'China')"),
+    ("buyer.kind unknown", _set("buyer.kind", "alien"), "buyer.kind", "(got 'alien')"),
+    ("units zero", _set("units", 0), "units", "(got 0)"),
+    ("units too many", _set("units", 1_000_001), "units", "(got 1000001)"),
+    ("units not a number", _set("units", "lots"), "units", "(got 'lots')"),
+    ("product H100", _set("product", "H100"), "product", "(got 'H100')"),
+    ("unknown field", _set("unit", 5), "unit", "Extra inputs are not permitted (got 5)"),
+    ("unknown nested field", _set("buyer.address", "Beijing"), "buyer.address", "(got 'Beijing')"),
+    (
+        "bad procurement units",
+        _set("domestic_procurement", [{"vendor": "H", "product": "A", "units": 0, "invoice": "I"}]),
+        "domestic_procurement.0.units",
+        "(got 0)",
+    ),
+    (
+        "duplicate invoice",
+        _duplicate_invoice,
+        "domestic_procurement",
+        "invoice 'inv-7' appears more than once",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field", "shown"),
+    [pytest.param(m, f, s, id=name) for name, m, f, s in BAD_REQUESTS],
+)
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_bad_request_field_names_path_and_value(tmp_path, suffix, mutate, field, shown):
+    doc = request_doc()
+    mutate(doc)
+    path = write_document(tmp_path, doc, suffix)
+    with pytest.raises(InvalidInput) as info:
+        load_request(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ")
+    assert f"{field}:" in message
+    assert shown in message
+
+
+def test_missing_required_field_is_named(tmp_path):
+    path = write_document(tmp_path, request_doc(units=None), ".json")
+    with pytest.raises(InvalidInput, match=r"units: Field required"):
+        load_request(path)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "text"),
+    [(".json", "[1, 2, 3]"), (".yaml", "- a\n- b\n"), (".yaml", "just a string\n"), (".yaml", "")],
+)
+def test_non_mapping_request_is_refused(tmp_path, suffix, text):
+    path = tmp_path / f"request{suffix}"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(InvalidInput, match=r"expected a mapping"):
+        load_request(path)
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_missing_request_file(tmp_path, suffix):
+    path = tmp_path / f"absent{suffix}"
+    with pytest.raises(InvalidInput, match=r"no such file") as info:
+        load_request(path)
+    assert str(path) in str(info.value)
+
+
+def test_directory_instead_of_file(tmp_path):
+    with pytest.raises(InvalidInput, match=r"cannot read"):
+        load_request(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "text", "match"),
+    [
+        (".yaml", "buyer: [unclosed\n", r"not valid yaml"),
+        (".yml", "a: b: c\n", r"not valid yml"),
+        (".json", '{"request_id": ', r"not valid json"),
+    ],
+)
+def test_invalid_syntax(tmp_path, suffix, text, match):
+    path = tmp_path / f"request{suffix}"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(InvalidInput, match=match):
+        load_request(path)
+
+
+# -- evidence files ---------------------------------------------------------------------------------
+
+RECORDS = [
+    {"vendor": "Huawei", "product": "Ascend 910C", "units": 30_000, "invoice": "HW-1"},
+    {"vendor": "Cambricon", "product": "MLU590", "units": 20_000, "invoice": "CB-1"},
+]
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_evidence_list_loads(tmp_path, suffix):
+    records = load_evidence(write_document(tmp_path, RECORDS, suffix, "evidence"))
+    assert records == [ProcurementRecord.model_validate(r) for r in RECORDS]
+
+
+def test_evidence_under_domestic_procurement_key_loads(tmp_path):
+    path = write_document(tmp_path, {"domestic_procurement": RECORDS}, ".yaml", "evidence")
+    assert [r.invoice for r in load_evidence(path)] == ["HW-1", "CB-1"]
+
+
+@pytest.mark.parametrize("document", [[], {"domestic_procurement": []}, {"records": RECORDS}, "text"])
+def test_empty_or_non_list_evidence_is_refused(tmp_path, document):
+    path = write_document(tmp_path, document, ".json", "evidence")
+    with pytest.raises(
+        InvalidInput, match=r"expected a non-empty list of \{vendor, product, units, invoice\}"
+    ):
+        load_evidence(path)
+
+
+@pytest.mark.parametrize(
+    ("record", "field", "shown"),
+    [
+        ({"units": 0}, "1.units", "0"),
+        ({"units": -5}, "1.units", "-5"),
+        ({"units": 10_000_001}, "1.units", "10000001"),
+        ({"units": "many"}, "1.units", "'many'"),
+        ({"invoice": ""}, "1.invoice", "''"),
+        ({"serial": "X"}, "1.serial", "'X'"),
+    ],
+)
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_bad_evidence_names_index_and_field(tmp_path, suffix, record, field, shown):
+    path = write_document(tmp_path, [RECORDS[0], {**RECORDS[1], **record}], suffix, "evidence")
+    with pytest.raises(InvalidInput) as info:
+        load_evidence(path)
+    message = str(info.value)
+    assert f"{field}:" in message
+    assert f"(got {shown})" in message
+
+
+def test_evidence_missing_field_names_index(tmp_path):
+    path = write_document(tmp_path, [{"vendor": "Huawei", "product": "Ascend", "units": 3}], ".json")
+    with pytest.raises(InvalidInput, match=r"0\.invoice: Field required"):
+        load_evidence(path)
