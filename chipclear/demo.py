@@ -20,6 +20,7 @@ from chipclear.domain.commands import AddEvidence
 from chipclear.domain.models import ImportRequest, ProcurementRecord, Status
 from chipclear.domain.policy import load_policy
 from chipclear.domain.state import RequestState
+from chipclear.logs import configure
 from chipclear.store import open_store
 from chipclear.temporal import connect
 from worker import run_worker
@@ -135,13 +136,14 @@ def _row(table: Table, state: RequestState) -> None:
     table.add_row(
         state.request.buyer.name,
         str(state.units_requested),
-        "-" if state.units_approved is None else str(state.units_approved),
+        "-" if state.units_approved is None or state.status is Status.DENIED else str(state.units_approved),
         state.status.value,
         where,
     )
 
 
 async def run_demo(settings: Settings) -> None:
+    configure(level="WARNING")  # the table is the output; worker chatter would bury it
     run_id = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     demo_settings = Settings(settings.home, settings.event_store_url, f"{settings.task_queue}-demo", "auto")
     client = await connect()

@@ -1033,7 +1033,7 @@ def test_no_reviewer_can_approve_what_a_rule_denies(overrides, gate, rule):
     ids = iter(range(1_000))
     reviewers = {Gate.US_EXPORT: "alice", Gate.CN_IMPORT: "wang", Gate.DOMESTIC_QUOTA: "wang"}
 
-    def send(command):
+    def send(command: Submit | Decide) -> None:
         nonlocal state
         for event in decide(state, command, policy, NOW, new_id=lambda: str(next(ids))):
             state = evolve(state, event)
