@@ -8,6 +8,7 @@ from temporalio.exceptions import ApplicationError
 
 from chipclear.domain.events import Event
 from chipclear.domain.policy import Policy
+from chipclear.logs import get_logger
 from chipclear.store.protocol import AppendResult, ConcurrencyError, EventStore
 
 
@@ -35,8 +36,20 @@ class EventActivities:
     @activity.defn(name="append_events")
     def append_events(self, input: AppendInput) -> AppendResult:
         # Safe to retry: the store accepts a batch already stored with identical content as a no-op.
+        info = activity.info()
+        log = get_logger("chipclear.activities").bind(
+            workflow_id=info.workflow_id, run_id=info.workflow_run_id, activity_id=info.activity_id
+        )
         try:
-            return self.store.append(input.stream_id, input.expected_version, input.events)
+            result = self.store.append(input.stream_id, input.expected_version, input.events)
+            log.info(
+                "events appended" if result.written else "events already stored (retry)",
+                stream_id=input.stream_id,
+                version=result.version,
+                types=[event.type for event in input.events],
+                attempt=info.attempt,
+            )
+            return result
         except ConcurrencyError as exc:
             # Retrying cannot fix a conflict: fail the transition and let the workflow say so.
             raise ApplicationError(str(exc), type="ConcurrencyError", non_retryable=True) from exc
