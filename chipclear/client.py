@@ -74,6 +74,11 @@ async def submit(
             task_queue=task_queue,
             # A request id is used once, ever: a finished request is not re-opened by resubmission.
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            # What an operator sees in the Web UI's workflow list instead of an opaque id.
+            static_summary=(
+                f"{request.buyer.name}: {request.units} {request.product} for "
+                f"{request.data_center.name} ({request.data_center.province})"
+            ),
         )
         return Submission(handle, created=True)
     except WorkflowAlreadyStartedError:
