@@ -125,7 +125,7 @@ async def run_bench(*, requests: int, concurrency: int, embedded: bool, sandbox:
         process = None
         if embedded:
             dev = DevServer(port=free_port(), ui_port=None, db=home / "temporal.db")
-            process = dev.start()
+            process = dev.start(log=home / "temporal.log")
             client = await dev.wait_ready(process)
         else:
             client = await connect()

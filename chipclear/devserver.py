@@ -63,8 +63,16 @@ class DevServer:
                 args += ["--sqlite-pragma", pragma]
         return args + self.extra
 
-    def start(self) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(self.command())
+    def start(self, log: Path | None = None) -> subprocess.Popen[bytes]:
+        """Start the server; with `log`, its output goes to that file and Ctrl-C reaches only us,
+        so we can stop the worker first and the server last."""
+        if log is None:
+            return subprocess.Popen(self.command())
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as sink:
+            return subprocess.Popen(
+                self.command(), stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     async def wait_ready(self, process: subprocess.Popen[bytes], within: float = 60.0) -> Client:
         loop = asyncio.get_running_loop()

@@ -25,7 +25,7 @@ In another terminal (with the venv active: `source .venv/bin/activate`):
   chipclear decide bytedance-2026-001 --gate us-export --reviewer alice --approve
   chipclear events bytedance-2026-001
   chipclear audit verify
-Ctrl-C stops the worker and the server; their state is kept in {home}.
+Ctrl-C stops the worker and the server; their state is kept in {home} (server log: {home}/temporal.log).
 """
 
 
@@ -33,7 +33,7 @@ def run_up(settings: Settings, *, port: int, ui_port: int) -> None:
     policy = load_policy(settings.policy)
     configure()
     dev = DevServer(port=port, ui_port=ui_port, db=settings.home / "temporal.db")
-    process = dev.start()
+    process = dev.start(log=settings.home / "temporal.log")
 
     async def go() -> None:
         stop_event = asyncio.Event()
