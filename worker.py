@@ -16,17 +16,19 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from activities.allocation import AllocationActivities
 from activities.bench import bare_step
 from activities.events import EventActivities
-from chipclear.config import Settings
+from chipclear.config import DEFAULT_TASK_QUEUE, Settings
 from chipclear.domain.policy import Policy, load_policy
 from chipclear.logs import configure, get_logger
 from chipclear.store import EventStore, open_store
 from chipclear.temporal import connect_patiently
+from workflows.allocation import AllocationLedgerWorkflow
 from workflows.bench import BareWorkflow
 from workflows.import_request import ImportRequestWorkflow
 
-WORKFLOWS: Sequence[type] = (ImportRequestWorkflow, BareWorkflow)
+WORKFLOWS: Sequence[type] = (ImportRequestWorkflow, AllocationLedgerWorkflow, BareWorkflow)
 # SQLite has one writer at a time; more threads than this only queue on its lock.
 ACTIVITY_THREADS = 16
 
@@ -43,13 +45,20 @@ def build_worker(
 ) -> Worker:
     """Everything chipclear registers, on one task queue. Tests build their workers here too."""
     events = EventActivities(store, policy)
+    ledger = AllocationActivities(client, DEFAULT_TASK_QUEUE)
     if not sandbox:
         options.setdefault("workflow_runner", UnsandboxedWorkflowRunner())
     return Worker(
         client,
         task_queue=task_queue,
         workflows=list(WORKFLOWS),
-        activities=[events.append_events, events.current_policy, bare_step],
+        activities=[
+            events.append_events,
+            events.current_policy,
+            ledger.reserve_units,
+            ledger.release_units,
+            bare_step,
+        ],
         activity_executor=executor,
         max_concurrent_activities=ACTIVITY_THREADS,
         max_concurrent_local_activities=ACTIVITY_THREADS,

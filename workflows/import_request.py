@@ -13,18 +13,30 @@ from datetime import timedelta
 
 from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.allocation import AllocationActivities
     from activities.events import AppendInput, EventActivities, PolicyInput
-    from chipclear.domain.commands import AddEvidence, Command, Decide, Evaluate, Expire, Submit, Withdraw
+    from chipclear.domain.allocation import Release, Reservation, Reserve
+    from chipclear.domain.commands import (
+        AddEvidence,
+        Command,
+        Decide,
+        Evaluate,
+        Expire,
+        RecordAllocation,
+        RecordRelease,
+        Submit,
+        Withdraw,
+    )
     from chipclear.domain.decider import decide
     from chipclear.domain.errors import DomainError
     from chipclear.domain.events import Event
     from chipclear.domain.models import Gate, ImportRequest, Status
     from chipclear.domain.policy import Policy
     from chipclear.domain.state import RequestState, evolve
+    from workflows.options import APPEND_RETRY, APPEND_TIMEOUT, LEDGER_RETRY, LEDGER_TIMEOUT
 
 
 def workflow_id(request_id: str) -> str:
@@ -61,17 +73,16 @@ class StateQuery(BaseModel):
     """Empty today; a model so the query can grow a field without breaking callers."""
 
 
-# Appends run as *local* activities, chosen by measurement (`chipclear bench`, 2 cores, dev server):
-# a regular activity costs a server round trip and a new workflow task per call; a local one runs
-# inside the workflow task that asked for it. Bare workflows: 3 regular activities ~20-28/s, 3 local
-# ~26-40/s. They are safe because an append is idempotent: a local activity re-run after a worker
-# crash re-appends the same event ids (workflow.uuid4(), stable on replay) and nothing is written twice.
-APPEND_TIMEOUT = timedelta(seconds=30)
-APPEND_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200),
-    maximum_interval=timedelta(seconds=10),
-    non_retryable_error_types=["ConcurrencyError", "InvalidBatch"],
-)
+def _allocation_command(answer: Reservation) -> RecordAllocation:
+    outcome = "queued" if answer.outcome in ("queued", "released") else answer.outcome
+    return RecordAllocation(
+        outcome=outcome,
+        batch_id=answer.batch_id,
+        units=answer.units,
+        requested=answer.requested,
+        reason=answer.reason,
+        position=answer.position,
+    )
 
 
 @workflow.defn(name="ImportRequest")
@@ -85,6 +96,7 @@ class ImportRequestWorkflow:
         self._lock = asyncio.Lock()
         self._pending: list[Event] = []
         self._durable = self._state  # the state as of the last successful append
+        self._granted: Reservation | None = None  # a grant signalled by the ledger, not yet recorded
 
     @workflow.run
     async def run(self, input: ImportRequestInput) -> ImportRequestResult:
@@ -104,9 +116,12 @@ class ImportRequestWorkflow:
                     self._record(Evaluate(gate=gate))
                 if self._state.gate == gate:
                     await self._flush()
+            if gate is Gate.CN_IMPORT:
+                await self._reserve()
             await self._await_leaving(gate)
         async with self._lock:
             await self._flush()
+        await self._compensate()
         # Let an update that is mid-append finish before the run closes under it.
         await workflow.wait_condition(workflow.all_handlers_finished)
         state = self._state
@@ -225,15 +240,77 @@ class ImportRequestWorkflow:
             raise
         self._durable = self._state
 
+    async def _reserve(self) -> None:
+        """Ask the allocation ledger for units. The lock is held throughout, so a withdrawal lands
+        either before the reservation (nothing to give back) or after it is recorded (released)."""
+        assert self._policy is not None
+        if not self._policy.cn_import.allocate_from_batches:
+            return
+        async with self._lock:
+            state = self._state
+            if state.gate is not Gate.CN_IMPORT or state.allocation is not None:
+                return
+            assert state.request_id is not None and state.buyer is not None
+            answer = await workflow.execute_activity_method(
+                AllocationActivities.reserve_units,
+                Reserve(
+                    request_id=state.request_id,
+                    buyer=state.buyer,
+                    units=state.units_in_play,
+                    workflow_id=workflow.info().workflow_id,
+                ),
+                start_to_close_timeout=LEDGER_TIMEOUT,
+                retry_policy=LEDGER_RETRY,
+                summary=f"reserve {state.units_in_play} units",
+            )
+            self._record(_allocation_command(answer))
+            await self._flush()
+
+    @workflow.signal(name="allocation_granted")
+    def allocation_granted(self, answer: Reservation) -> None:
+        """The ledger served this request from the queue (a new batch, or units given back)."""
+        self._granted = answer
+
+    async def _take_grant(self) -> None:
+        async with self._lock:
+            answer, self._granted = self._granted, None
+            if answer is not None and self._state.status is Status.CN_IMPORT_QUEUED:
+                self._record(_allocation_command(answer))
+                await self._flush()
+
+    async def _compensate(self) -> None:
+        """A request that ends without a licence gives back what the ledger holds for it, once."""
+        allocation = self._state.allocation
+        if allocation is None or allocation.released or self._state.status is Status.LICENSED:
+            return
+        state = self._state
+        assert state.request_id is not None and state.status is not None
+        reason = f"request {state.status}: {state.outcome_reason or 'ended'}"
+        given = await workflow.execute_activity_method(
+            AllocationActivities.release_units,
+            Release(request_id=state.request_id, reason=reason),
+            start_to_close_timeout=LEDGER_TIMEOUT,
+            retry_policy=LEDGER_RETRY,
+            summary="release units",
+        )
+        async with self._lock:
+            self._record(RecordRelease(batch_id=given.batch_id, units=given.units, reason=reason))
+            await self._flush()
+
     async def _await_leaving(self, gate: Gate) -> None:
         """Wait for a decision, evidence or withdrawal to move the request; expire it at the deadline."""
         while self._state.gate == gate:
+            if self._granted is not None:
+                await self._take_grant()
+                continue
             deadline = self._state.deadline
             assert deadline is not None
             remaining = deadline - workflow.now()
             if remaining > timedelta(0):
                 with contextlib.suppress(TimeoutError):
-                    await workflow.wait_condition(lambda: self._state.gate != gate, timeout=remaining)
+                    await workflow.wait_condition(
+                        lambda: self._state.gate != gate or self._granted is not None, timeout=remaining
+                    )
                 continue
             async with self._lock:
                 if self._state.gate == gate:

@@ -58,4 +58,28 @@ class Expire(_Command):
     gate: Gate
 
 
-Command = Annotated[Submit | Evaluate | Decide | AddEvidence | Withdraw | Expire, Field(discriminator="kind")]
+class RecordAllocation(_Command):
+    """The allocation ledger's answer for this request: units granted (maybe fewer), or queued."""
+
+    kind: Literal["record_allocation"] = "record_allocation"
+    outcome: Literal["granted", "partial", "queued"]
+    batch_id: str | None = None
+    units: int = 0
+    requested: int
+    reason: str | None = None
+    position: int | None = None
+
+
+class RecordRelease(_Command):
+    """Units (or a queue place) handed back to the ledger when the request ends without a licence."""
+
+    kind: Literal["record_release"] = "record_release"
+    batch_id: str | None
+    units: int
+    reason: str
+
+
+Command = Annotated[
+    Submit | Evaluate | Decide | AddEvidence | Withdraw | Expire | RecordAllocation | RecordRelease,
+    Field(discriminator="kind"),
+]

@@ -18,11 +18,16 @@ from chipclear.domain.commands import (
     Decide,
     Evaluate,
     Expire,
+    RecordAllocation,
+    RecordRelease,
     Submit,
     Withdraw,
 )
 from chipclear.domain.errors import DomainError
 from chipclear.domain.events import (
+    AllocationGranted,
+    AllocationQueued,
+    AllocationReleased,
     DomesticQuotaAssessed,
     Event,
     EventData,
@@ -41,6 +46,7 @@ from chipclear.domain.state import RequestState
 
 POLICY_ACTOR = "policy"
 DEADLINE_ACTOR = "deadline"
+LEDGER_ACTOR = "allocation-ledger"
 
 NewId = Callable[[], str]
 
@@ -80,6 +86,10 @@ def decide(
             )
         case Expire():
             actor, payloads = DEADLINE_ACTOR, _expire(state, command.gate, now)
+        case RecordAllocation():
+            actor, payloads = LEDGER_ACTOR, _record_allocation(state, command, policy, now)
+        case RecordRelease():
+            actor, payloads = LEDGER_ACTOR, _record_release(state, command)
     stream_id = state.request_id or _submitted_id(payloads)
     return [
         Event(
@@ -144,7 +154,9 @@ def _evaluate(state: RequestState, gate: Gate, policy: Policy, now: datetime) ->
             note = f"capped at us_export.max_units_per_request = {cap}" if capped else None
             return _approve(state, gate, units, [], policy, now, by_policy=True, note=note)
         case Gate.CN_IMPORT:
-            return _approve(state, gate, state.units_in_play, [], policy, now, by_policy=True) if auto else []
+            if not auto or _awaiting_allocation(state, policy):
+                return []
+            return _approve(state, gate, state.units_in_play, [], policy, now, by_policy=True)
         case Gate.DOMESTIC_QUOTA:
             assessment = assess(state, state.evidence, policy)
             if auto and assessment.shortfall == 0:
@@ -236,6 +248,13 @@ def _decide(state: RequestState, command: Decide, policy: Policy, now: datetime)
         if not command.reason or not command.reason.strip():
             raise DomainError("reason: a denial needs a reason")
         return [GateDenied(gate=gate, reason=command.reason.strip())]
+    if gate is Gate.CN_IMPORT and _awaiting_allocation(state, policy):
+        where = state.allocation.position if state.allocation else None
+        raise DomainError(
+            "no units allocated yet"
+            + (f" (queued at position {where})" if where else "")
+            + "; cn-import can approve only units from an allocation batch"
+        )
     in_play = state.units_in_play
     cap = policy.us_export.max_units_per_request if gate is Gate.US_EXPORT else None
     units = command.units if command.units is not None else min(in_play, cap or in_play)
@@ -289,3 +308,38 @@ def _expire(state: RequestState, gate: Gate, now: datetime) -> list[Payload]:
     if now < deadline:
         raise DomainError(f"gate {gate} deadline {deadline.isoformat()} has not passed")
     return [RequestExpired(gate=gate, deadline=deadline)]
+
+
+def _awaiting_allocation(state: RequestState, policy: Policy) -> bool:
+    allocation = state.allocation
+    return policy.cn_import.allocate_from_batches and (allocation is None or allocation.outcome == "queued")
+
+
+def _record_allocation(
+    state: RequestState, command: RecordAllocation, policy: Policy, now: datetime
+) -> list[Payload]:
+    _require_at(state, Gate.CN_IMPORT)
+    if not _awaiting_allocation(state, policy):
+        raise DomainError("units are already allocated to this request")
+    if command.outcome == "queued":
+        if state.allocation is not None:
+            raise DomainError("request is already queued for allocation")
+        return [AllocationQueued(position=command.position)]
+    if command.batch_id is None or command.units < 1:
+        raise DomainError("a granted allocation names its batch and at least one unit")
+    granted = AllocationGranted(
+        batch_id=command.batch_id, units=command.units, requested=command.requested, reason=command.reason
+    )
+    payloads: list[Payload] = [granted]
+    if policy.mode(Gate.CN_IMPORT) is GateMode.AUTO:
+        units = min(state.units_in_play, command.units)
+        payloads += _approve(state, Gate.CN_IMPORT, units, [], policy, now, by_policy=True)
+    return payloads
+
+
+def _record_release(state: RequestState, command: RecordRelease) -> list[Payload]:
+    """Compensation: allowed after the request is final, once, and only for what it holds."""
+    allocation = state.allocation
+    if allocation is None or allocation.released:
+        raise DomainError("request holds no allocation to release")
+    return [AllocationReleased(batch_id=command.batch_id, units=command.units, reason=command.reason)]

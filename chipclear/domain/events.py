@@ -6,16 +6,13 @@ stored events outlive every release of this code.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, computed_field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, computed_field
 
-from chipclear.domain.models import Gate, ImportRequest, ProcurementRecord
-
-# Every instant in an event is kept in UTC, so the state folded from a live event and from its stored
-# copy are identical, whatever time zone the caller used.
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(lambda moment: moment.astimezone(UTC))]
+from chipclear.domain.allocation import BatchOpened, QueueLeft, RequestQueued, UnitsGranted, UnitsReleased
+from chipclear.domain.models import Gate, ImportRequest, ProcurementRecord, UtcDatetime
 
 
 class _Payload(BaseModel):
@@ -84,6 +81,26 @@ class RequestExpired(_Payload):
     deadline: UtcDatetime
 
 
+class AllocationGranted(_Payload):
+    type: Literal["AllocationGranted"] = "AllocationGranted"
+    batch_id: str
+    units: int
+    requested: int
+    reason: str | None = None  # why fewer than requested
+
+
+class AllocationQueued(_Payload):
+    type: Literal["AllocationQueued"] = "AllocationQueued"
+    position: int | None
+
+
+class AllocationReleased(_Payload):
+    type: Literal["AllocationReleased"] = "AllocationReleased"
+    batch_id: str | None  # None: the request only left the queue
+    units: int
+    reason: str
+
+
 EventData = Annotated[
     RequestSubmitted
     | GateOpened
@@ -93,7 +110,15 @@ EventData = Annotated[
     | DomesticQuotaAssessed
     | LicenseIssued
     | RequestWithdrawn
-    | RequestExpired,
+    | RequestExpired
+    | AllocationGranted
+    | AllocationQueued
+    | AllocationReleased
+    | BatchOpened
+    | UnitsGranted
+    | RequestQueued
+    | UnitsReleased
+    | QueueLeft,
     Field(discriminator="type"),
 ]
 EVENT_DATA: TypeAdapter[EventData] = TypeAdapter(EventData)
@@ -109,6 +134,9 @@ REQUEST_EVENT_TYPES = frozenset(
         LicenseIssued,
         RequestWithdrawn,
         RequestExpired,
+        AllocationGranted,
+        AllocationQueued,
+        AllocationReleased,
     )
 )
 

@@ -6,10 +6,15 @@ arrives from a file, a test or a client library.
 
 from __future__ import annotations
 
+from datetime import UTC
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+# Every instant in an event is kept in UTC, so the state folded from a live event and from its stored
+# copy are identical, whatever time zone the caller used.
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(lambda moment: moment.astimezone(UTC))]
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._-]{3,64}$"
 MAX_UNITS = 1_000_000
@@ -19,6 +24,7 @@ class Status(StrEnum):
     SUBMITTED = "submitted"
     US_EXPORT_REVIEW = "us_export_review"
     CN_IMPORT_REVIEW = "cn_import_review"
+    CN_IMPORT_QUEUED = "cn_import_queued"  # waiting for units from a later allocation batch
     DOMESTIC_QUOTA_REVIEW = "domestic_quota_review"
     LICENSED = "licensed"
     DENIED = "denied"
@@ -54,7 +60,9 @@ _GATE_STATUS = {
     Gate.CN_IMPORT: Status.CN_IMPORT_REVIEW,
     Gate.DOMESTIC_QUOTA: Status.DOMESTIC_QUOTA_REVIEW,
 }
-GATE_OF_STATUS = {status: gate for gate, status in _GATE_STATUS.items()}
+GATE_OF_STATUS = {status: gate for gate, status in _GATE_STATUS.items()} | {
+    Status.CN_IMPORT_QUEUED: Gate.CN_IMPORT
+}
 
 
 class PartyKind(StrEnum):

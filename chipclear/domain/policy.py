@@ -56,6 +56,9 @@ class CnImportPolicy(_Section):
         }
     )
     decision_deadline: IsoDuration = timedelta(days=90)
+    # Off unless the file says so: a request whose recorded policy predates allocation batches must
+    # replay exactly as it ran.
+    allocate_from_batches: bool = False
 
 
 class DomesticQuotaPolicy(_Section):

@@ -13,6 +13,9 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, Field
 
 from chipclear.domain.events import (
+    AllocationGranted,
+    AllocationQueued,
+    AllocationReleased,
     DomesticQuotaAssessed,
     Event,
     EvidenceAdded,
@@ -38,6 +41,18 @@ class GateRecord(BaseModel):
     reason: str | None = None
 
 
+class AllocationRecord(BaseModel):
+    """Where the request stands with the cn-import allocation ledger."""
+
+    outcome: Literal["granted", "partial", "queued"]
+    batch_id: str | None = None
+    units: int = 0
+    requested: int = 0
+    reason: str | None = None
+    position: int | None = None  # when queued: place at the time of queueing
+    released: bool = False
+
+
 class RequestState(BaseModel):
     request_id: str | None = None
     request: ImportRequest | None = None
@@ -46,6 +61,7 @@ class RequestState(BaseModel):
     policy_version: str | None = None
     units_requested: int = 0
     units_approved: int | None = None
+    allocation: AllocationRecord | None = None
     conditions: list[str] = Field(default_factory=list)
     gates: dict[Gate, GateRecord] = Field(default_factory=dict)
     evidence: list[ProcurementRecord] = Field(default_factory=list)
@@ -66,8 +82,11 @@ class RequestState(BaseModel):
 
     @property
     def units_in_play(self) -> int:
-        """Units still under consideration: each gate may approve fewer, never more."""
-        return self.units_requested if self.units_approved is None else self.units_approved
+        """Units still under consideration: each gate (and the allocation) may cut them, never raise."""
+        units = self.units_requested if self.units_approved is None else self.units_approved
+        if self.allocation is not None and self.allocation.outcome != "queued":
+            units = min(units, self.allocation.units)
+        return units
 
     @property
     def deadline(self) -> datetime | None:
@@ -125,6 +144,24 @@ def evolve(state: RequestState, event: Event) -> RequestState:
             if gate in gates:
                 gates[gate] = _closed(gates, gate, "withdrawn", event, reason=reason)
             changes |= {"status": Status.WITHDRAWN, "outcome_reason": reason}
+        case AllocationGranted(batch_id=batch_id, units=units, requested=requested, reason=reason):
+            outcome: Literal["granted", "partial"] = "partial" if units < requested else "granted"
+            changes |= {
+                "status": Status.CN_IMPORT_REVIEW,
+                "allocation": AllocationRecord(
+                    outcome=outcome, batch_id=batch_id, units=units, requested=requested, reason=reason
+                ),
+            }
+        case AllocationQueued(position=position):
+            changes |= {
+                "status": Status.CN_IMPORT_QUEUED,
+                "allocation": AllocationRecord(
+                    outcome="queued", requested=state.units_in_play, position=position
+                ),
+            }
+        case AllocationReleased():
+            assert state.allocation is not None
+            changes["allocation"] = state.allocation.model_copy(update={"released": True})
         case RequestExpired(gate=gate, deadline=deadline):
             reason = f"no decision at {gate} before its deadline {deadline.isoformat()}"
             gates[gate] = _closed(gates, gate, "expired", event, reason=reason)

@@ -1,0 +1,389 @@
+"""The Chinese import allocation ledger: batches of units, priority buyers, a queue, releases.
+
+Pure, like the request decider: the ledger workflow serialises commands and calls `decide_ledger`,
+the event store folds the ledger's events with `evolve_ledger`, and property tests run both without a
+server. Invariant, always: for every batch, capacity = allocated + free, and no request holds more than
+one reservation.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from chipclear.domain.errors import DomainError
+from chipclear.domain.models import MAX_UNITS, UtcDatetime
+
+LEDGER_STREAM = "allocation"
+
+# Legal-form and corporate words that do not distinguish one buyer from another.
+_LEGAL_WORDS = {
+    "co", "company", "corp", "corporation", "inc", "incorporated", "ltd", "limited", "llc", "plc",
+    "group", "holding", "holdings", "international", "technology", "technologies", "tech", "sa", "ag",
+    "gmbh", "pte", "bv", "nv",
+}  # fmt: skip
+
+
+def normalise_buyer(name: str) -> str:
+    """'ByteDance Ltd.' -> 'bytedance'; 'Alibaba Group Holding Limited' -> 'alibaba'."""
+    words = re.sub(r"[^\w\s]", " ", name.casefold()).split()
+    kept = [word for word in words if word not in _LEGAL_WORDS]
+    return " ".join(kept or words)
+
+
+class BatchSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    batch_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+    capacity: Annotated[int, Field(ge=1, le=100 * MAX_UNITS)]
+    priority: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list)
+    per_company_cap: Annotated[int, Field(ge=1)] | None = None
+    eligible: Literal["all", "priority"] = "all"
+    closes_at: UtcDatetime | None = None
+
+
+class Batch(BatchSpec):
+    opened_at: UtcDatetime
+    allocated: int = 0
+    by_buyer: dict[str, int] = Field(default_factory=dict)  # normalised buyer -> units held
+
+    @property
+    def free(self) -> int:
+        return self.capacity - self.allocated
+
+    def is_priority(self, buyer_key: str) -> bool:
+        return buyer_key in {normalise_buyer(name) for name in self.priority}
+
+    def is_open(self, now: datetime) -> bool:
+        return self.closes_at is None or now < self.closes_at
+
+    def room_for(self, buyer_key: str, now: datetime) -> int:
+        """Units this batch could still give this buyer (0 if closed, ineligible, full or capped)."""
+        if not self.is_open(now) or (self.eligible == "priority" and not self.is_priority(buyer_key)):
+            return 0
+        room = self.free
+        if self.per_company_cap is not None:
+            room = min(room, self.per_company_cap - self.by_buyer.get(buyer_key, 0))
+        return max(room, 0)
+
+
+class Allocation(BaseModel):
+    request_id: str
+    buyer: str
+    batch_id: str
+    units: int
+    requested: int
+
+
+class QueueEntry(BaseModel):
+    request_id: str
+    buyer: str
+    units: int
+    workflow_id: str
+    seq: int  # arrival order: first come, first served within a tier
+
+    @property
+    def buyer_key(self) -> str:
+        return normalise_buyer(self.buyer)
+
+
+# -- events -------------------------------------------------------------------------------------------
+class _LedgerEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BatchOpened(_LedgerEvent):
+    type: Literal["BatchOpened"] = "BatchOpened"
+    batch: BatchSpec
+    opened_at: UtcDatetime
+
+
+class UnitsGranted(_LedgerEvent):
+    type: Literal["UnitsGranted"] = "UnitsGranted"
+    request_id: str
+    buyer: str
+    batch_id: str
+    units: int
+    requested: int
+    workflow_id: str
+    reason: str | None = None  # why fewer than requested
+    from_queue: bool = False
+
+
+class RequestQueued(_LedgerEvent):
+    type: Literal["RequestQueued"] = "RequestQueued"
+    request_id: str
+    buyer: str
+    units: int
+    workflow_id: str
+    seq: int
+
+
+class UnitsReleased(_LedgerEvent):
+    type: Literal["UnitsReleased"] = "UnitsReleased"
+    request_id: str
+    batch_id: str
+    units: int
+    reason: str
+
+
+class QueueLeft(_LedgerEvent):
+    type: Literal["QueueLeft"] = "QueueLeft"
+    request_id: str
+    reason: str
+
+
+LedgerEvent = Annotated[
+    BatchOpened | UnitsGranted | RequestQueued | UnitsReleased | QueueLeft, Field(discriminator="type")
+]
+LEDGER_EVENT_TYPES = frozenset({"BatchOpened", "UnitsGranted", "RequestQueued", "UnitsReleased", "QueueLeft"})
+
+
+# -- commands and answers -----------------------------------------------------------------------------
+class Reserve(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    request_id: str
+    buyer: Annotated[str, Field(min_length=1)]
+    units: Annotated[int, Field(ge=1, le=MAX_UNITS)]
+    workflow_id: str
+
+
+class Release(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    request_id: str
+    reason: Annotated[str, Field(min_length=1)]
+
+
+class OpenBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    batch: BatchSpec
+    actor: str = "import-reviewer"
+
+
+class Reservation(BaseModel):
+    """The answer to `reserve`, identical every time the same request asks."""
+
+    request_id: str
+    outcome: Literal["granted", "partial", "queued", "released"]
+    batch_id: str | None = None
+    units: int = 0
+    requested: int
+    reason: str | None = None
+    position: int | None = None  # 1-based place in the queue when queued
+
+
+# -- state --------------------------------------------------------------------------------------------
+class Released(BaseModel):
+    batch_id: str | None  # None: the request only left the queue
+    units: int
+
+
+class LedgerState(BaseModel):
+    batches: dict[str, Batch] = Field(default_factory=dict)  # in opening order
+    allocations: dict[str, Allocation] = Field(default_factory=dict)
+    queue: list[QueueEntry] = Field(default_factory=list)
+    released: dict[str, Released] = Field(default_factory=dict)  # request id -> what it gave back
+    next_seq: int = 1
+    version: int = 0  # events in the ledger stream
+
+    def position(self, request_id: str) -> int | None:
+        for index, entry in enumerate(self.ordered_queue(), start=1):
+            if entry.request_id == request_id:
+                return index
+        return None
+
+    def ordered_queue(self) -> list[QueueEntry]:
+        """Priority buyers (of any open batch) first, then everyone else; each tier by arrival."""
+        priority = {normalise_buyer(n) for batch in self.batches.values() for n in batch.priority}
+        return sorted(self.queue, key=lambda e: (e.buyer_key not in priority, e.seq))
+
+    def answer(self, request_id: str, requested: int) -> Reservation | None:
+        """What the ledger already said to this request, if anything: the idempotency guard."""
+        held = self.allocations.get(request_id)
+        if held is not None:
+            return _granted_answer(held)
+        if request_id in self.released:
+            return Reservation(request_id=request_id, outcome="released", requested=requested)
+        position = self.position(request_id)
+        if position is not None:
+            units = next(e.units for e in self.queue if e.request_id == request_id)
+            return Reservation(request_id=request_id, outcome="queued", requested=units, position=position)
+        return None
+
+
+def _granted_answer(held: Allocation) -> Reservation:
+    partial = held.units < held.requested
+    return Reservation(
+        request_id=held.request_id,
+        outcome="partial" if partial else "granted",
+        batch_id=held.batch_id,
+        units=held.units,
+        requested=held.requested,
+        reason=None if not partial else f"batch {held.batch_id} could give {held.units} of {held.requested}",
+    )
+
+
+def evolve_ledger(state: LedgerState, event: LedgerEvent) -> LedgerState:
+    batches = dict(state.batches)
+    allocations = dict(state.allocations)
+    queue = list(state.queue)
+    released = dict(state.released)
+    next_seq = state.next_seq
+    match event:
+        case BatchOpened(batch=spec, opened_at=opened_at):
+            batches[spec.batch_id] = Batch(**spec.model_dump(), opened_at=opened_at)
+        case UnitsGranted() as granted:
+            batch = batches[granted.batch_id]
+            key = normalise_buyer(granted.buyer)
+            batches[granted.batch_id] = batch.model_copy(
+                update={
+                    "allocated": batch.allocated + granted.units,
+                    "by_buyer": batch.by_buyer | {key: batch.by_buyer.get(key, 0) + granted.units},
+                }
+            )
+            allocations[granted.request_id] = Allocation(
+                request_id=granted.request_id,
+                buyer=granted.buyer,
+                batch_id=granted.batch_id,
+                units=granted.units,
+                requested=granted.requested,
+            )
+            queue = [e for e in queue if e.request_id != granted.request_id]
+        case RequestQueued() as queued:
+            queue.append(
+                QueueEntry(
+                    request_id=queued.request_id,
+                    buyer=queued.buyer,
+                    units=queued.units,
+                    workflow_id=queued.workflow_id,
+                    seq=queued.seq,
+                )
+            )
+            next_seq = max(next_seq, queued.seq + 1)
+        case UnitsReleased(request_id=request_id, batch_id=batch_id, units=units):
+            held = allocations.pop(request_id)
+            batch = batches[batch_id]
+            key = normalise_buyer(held.buyer)
+            remaining = batch.by_buyer.get(key, 0) - units
+            by_buyer = {k: v for k, v in batch.by_buyer.items() if k != key}
+            if remaining:
+                by_buyer[key] = remaining
+            batches[batch_id] = batch.model_copy(
+                update={"allocated": batch.allocated - units, "by_buyer": by_buyer}
+            )
+            released[request_id] = Released(batch_id=batch_id, units=units)
+        case QueueLeft(request_id=request_id):
+            queue = [e for e in queue if e.request_id != request_id]
+            released[request_id] = Released(batch_id=None, units=0)
+    return state.model_copy(
+        update={
+            "batches": batches,
+            "allocations": allocations,
+            "queue": queue,
+            "released": released,
+            "next_seq": next_seq,
+            "version": state.version + 1,
+        }
+    )
+
+
+# -- decisions ----------------------------------------------------------------------------------------
+def _best_grant(state: LedgerState, buyer: str, units: int, now: datetime) -> tuple[str, int] | None:
+    """The batch (in opening order) that can give this buyer the most, up to `units`."""
+    key = normalise_buyer(buyer)
+    best: tuple[str, int] | None = None
+    for batch in state.batches.values():
+        room = min(batch.room_for(key, now), units)
+        if room > 0 and (best is None or room > best[1]):
+            best = (batch.batch_id, room)
+            if room == units:
+                break
+    return best
+
+
+def _grant(
+    state: LedgerState, request_id: str, buyer: str, units: int, workflow_id: str, now: datetime, *,
+    from_queue: bool,
+) -> UnitsGranted | None:  # fmt: skip
+    best = _best_grant(state, buyer, units, now)
+    if best is None:
+        return None
+    batch_id, granted = best
+    reason = None
+    if granted < units:
+        batch = state.batches[batch_id]
+        key = normalise_buyer(buyer)
+        capped = batch.per_company_cap is not None and batch.room_for(key, now) < batch.free
+        reason = (
+            f"per-company cap of {batch.per_company_cap} in batch {batch_id}"
+            if capped
+            else f"batch {batch_id} had only {granted} units left"
+        )
+    return UnitsGranted(
+        request_id=request_id,
+        buyer=buyer,
+        batch_id=batch_id,
+        units=granted,
+        requested=units,
+        workflow_id=workflow_id,
+        reason=reason,
+        from_queue=from_queue,
+    )
+
+
+def serve_queue(state: LedgerState, now: datetime) -> list[LedgerEvent]:
+    """Grant queued requests from free capacity: priority buyers first, each tier by arrival."""
+    events: list[LedgerEvent] = []
+    current = state
+    for entry in state.ordered_queue():
+        granted = _grant(
+            current, entry.request_id, entry.buyer, entry.units, entry.workflow_id, now, from_queue=True
+        )
+        if granted is not None:
+            events.append(granted)
+            current = evolve_ledger(current, granted)
+    return events
+
+
+def decide_ledger(
+    state: LedgerState, command: Reserve | Release | OpenBatch, now: datetime
+) -> list[LedgerEvent]:
+    match command:
+        case OpenBatch(batch=spec):
+            if spec.batch_id in state.batches:
+                raise DomainError(f"batch {spec.batch_id!r} is already open")
+            opened = BatchOpened(batch=spec, opened_at=now)
+            return [opened, *serve_queue(evolve_ledger(state, opened), now)]
+        case Reserve():
+            if state.answer(command.request_id, command.units) is not None:
+                return []  # already answered: the same answer again, nothing new recorded
+            # Every command ends with the queue served as far as capacity allows, so whatever still
+            # waits has no room anywhere: granting a newcomer from the room left never overtakes it.
+            granted = _grant(
+                state, command.request_id, command.buyer, command.units, command.workflow_id, now,
+                from_queue=False,
+            )  # fmt: skip
+            if granted is not None:
+                return [granted]
+            return [
+                RequestQueued(
+                    request_id=command.request_id,
+                    buyer=command.buyer,
+                    units=command.units,
+                    workflow_id=command.workflow_id,
+                    seq=state.next_seq,
+                )
+            ]
+        case Release(request_id=request_id, reason=reason):
+            held = state.allocations.get(request_id)
+            if held is not None:
+                released = UnitsReleased(
+                    request_id=request_id, batch_id=held.batch_id, units=held.units, reason=reason
+                )
+                return [released, *serve_queue(evolve_ledger(state, released), now)]
+            if any(entry.request_id == request_id for entry in state.queue):
+                return [QueueLeft(request_id=request_id, reason=reason)]
+            return []  # nothing held: releasing twice is harmless

@@ -1,0 +1,193 @@
+"""The cn-import allocation ledger: one long-lived entity workflow that owns every batch.
+
+Every reservation, release and new batch is an Update, so Temporal serialises them and no batch is
+ever promised twice, even across crashes. The ledger continues as new before its history grows large,
+carrying its whole state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.events import AppendInput, EventActivities
+    from chipclear.domain.allocation import (
+        LedgerEvent,
+        LedgerState,
+        OpenBatch,
+        Release,
+        Reservation,
+        Reserve,
+        UnitsGranted,
+        decide_ledger,
+        evolve_ledger,
+    )
+    from chipclear.domain.errors import DomainError
+    from chipclear.domain.events import Event
+    from workflows.options import APPEND_RETRY, APPEND_TIMEOUT
+
+LEDGER_ID = "cn-import-allocation"
+DEFAULT_HISTORY_LIMIT = 2_000
+GRANTED_SIGNAL = "allocation_granted"
+
+
+def ledger_id(task_queue: str, default_queue: str = "chipclear") -> str:
+    """One ledger per deployment (task queue); the production one is plainly `cn-import-allocation`."""
+    return LEDGER_ID if task_queue == default_queue else f"{LEDGER_ID}@{task_queue}"
+
+
+def ledger_stream(workflow_id: str) -> str:
+    return "allocation" + workflow_id.removeprefix(LEDGER_ID)
+
+
+class LedgerInput(BaseModel):
+    state: LedgerState | None = None
+    # Continue as new past this many history events; tests set it small to prove nothing is lost.
+    history_limit: int = DEFAULT_HISTORY_LIMIT
+
+
+class ReleaseResult(BaseModel):
+    request_id: str
+    batch_id: str | None
+    units: int  # units given back (0 if the request was only queued, or already released)
+    left_queue: bool
+
+
+class OpenBatchResult(BaseModel):
+    batch_id: str
+    capacity: int
+    served: list[str]  # queued requests granted at once
+
+
+class LedgerQuery(BaseModel):
+    """Empty today; a model so the query can grow a field."""
+
+
+@workflow.defn(name="CnImportAllocation")
+class AllocationLedgerWorkflow:
+    @workflow.init
+    def __init__(self, input: LedgerInput) -> None:
+        self._state = input.state or LedgerState()
+        self._history_limit = input.history_limit
+        # Handlers await the append; the lock makes decide→append→evolve→notify one step.
+        self._lock = asyncio.Lock()
+
+    @workflow.run
+    async def run(self, input: LedgerInput) -> None:
+        await workflow.wait_condition(
+            lambda: (
+                workflow.info().get_current_history_length() > self._history_limit
+                or workflow.info().is_continue_as_new_suggested()
+            )
+        )
+        # Finish every in-flight reservation before handing the state to the next run.
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(LedgerInput(state=self._state, history_limit=self._history_limit))
+
+    @workflow.query(name="ledger")
+    def ledger(self, _: LedgerQuery | None = None) -> LedgerState:
+        return self._state
+
+    @workflow.update(name="reserve")
+    async def reserve(self, command: Reserve) -> Reservation:
+        async with self._lock:
+            await self._apply(command)
+            answer = self._state.answer(command.request_id, command.units)
+            assert answer is not None
+            return answer
+
+    @reserve.validator
+    def _validate_reserve(self, command: Reserve) -> None:
+        self._validate(command)
+
+    @workflow.update(name="release")
+    async def release(self, command: Release) -> ReleaseResult:
+        async with self._lock:
+            await self._apply(command)
+            # The same answer however often the request asks: what it gave back the first time.
+            given = self._state.released.get(command.request_id)
+            return ReleaseResult(
+                request_id=command.request_id,
+                batch_id=given.batch_id if given else None,
+                units=given.units if given else 0,
+                left_queue=given is not None and given.batch_id is None,
+            )
+
+    @release.validator
+    def _validate_release(self, command: Release) -> None:
+        self._validate(command)
+
+    @workflow.update(name="open_batch")
+    async def open_batch(self, command: OpenBatch) -> OpenBatchResult:
+        async with self._lock:
+            events = await self._apply(command)
+            served = [e.request_id for e in events if isinstance(e, UnitsGranted)]
+            return OpenBatchResult(
+                batch_id=command.batch.batch_id, capacity=command.batch.capacity, served=served
+            )
+
+    @open_batch.validator
+    def _validate_open_batch(self, command: OpenBatch) -> None:
+        self._validate(command)
+
+    def _validate(self, command: Reserve | Release | OpenBatch) -> None:
+        try:
+            decide_ledger(self._state, command, workflow.now())
+        except DomainError as exc:
+            raise ApplicationError(str(exc), type="DomainError", non_retryable=True) from None
+
+    async def _apply(self, command: Reserve | Release | OpenBatch) -> list[LedgerEvent]:
+        try:
+            events = decide_ledger(self._state, command, workflow.now())
+        except DomainError as exc:
+            raise ApplicationError(str(exc), type="DomainError", non_retryable=True) from None
+        if not events:
+            return []
+        stream = ledger_stream(workflow.info().workflow_id)
+        now = workflow.now()
+        stored = [
+            Event(
+                event_id=str(workflow.uuid4()),
+                stream_id=stream,
+                version=self._state.version + offset,
+                data=data,
+                occurred_at=now,
+                policy_version="allocation",
+                actor=_actor(command),
+            )
+            for offset, data in enumerate(events, start=1)
+        ]
+        await workflow.execute_local_activity_method(
+            EventActivities.append_events,
+            AppendInput(stream_id=stream, expected_version=self._state.version, events=stored),
+            start_to_close_timeout=APPEND_TIMEOUT,
+            retry_policy=APPEND_RETRY,
+            summary=" + ".join(event.type for event in events),
+        )
+        for event in events:
+            self._state = evolve_ledger(self._state, event)
+        await self._wake(events)
+        return events
+
+    async def _wake(self, events: list[LedgerEvent]) -> None:
+        """Tell queued requests that a batch or a release has granted them units."""
+        for event in events:
+            if isinstance(event, UnitsGranted) and event.from_queue:
+                answer = self._state.answer(event.request_id, event.requested)
+                handle = workflow.get_external_workflow_handle(event.workflow_id)
+                try:
+                    await handle.signal(GRANTED_SIGNAL, answer)
+                except Exception:
+                    workflow.logger.warning("could not wake %s", event.workflow_id)
+
+
+def _actor(command: Reserve | Release | OpenBatch) -> str:
+    match command:
+        case Reserve(request_id=request_id) | Release(request_id=request_id):
+            return f"request:{request_id}"
+        case OpenBatch(actor=actor):
+            return actor
