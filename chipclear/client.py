@@ -5,21 +5,42 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import (
     Client,
+    WithStartWorkflowOperation,
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import WorkflowIDReusePolicy
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from chipclear.config import DEFAULT_TASK_QUEUE
+from chipclear.domain.allocation import (
+    BatchOpened,
+    LedgerState,
+    OpenBatch,
+    QueueLeft,
+    RequestQueued,
+    UnitsGranted,
+    UnitsReleased,
+    evolve_ledger,
+)
 from chipclear.domain.commands import AddEvidence, Decide, Withdraw
 from chipclear.domain.models import ImportRequest
 from chipclear.domain.state import RequestState
 from chipclear.store.protocol import EventStore
+from workflows.allocation import (
+    AllocationLedgerWorkflow,
+    LedgerInput,
+    LedgerQuery,
+    OpenBatchResult,
+    ledger_id,
+    ledger_stream,
+)
 from workflows.import_request import (
     ImportRequestInput,
     ImportRequestResult,
@@ -159,3 +180,52 @@ async def update(
         raise
     closed = description.status.name.lower() if description.status else "closed"
     raise Rejected(f"request {request_id!r} is already final (workflow {closed}); nothing can change it")
+
+
+def ledger_handle(client: Client, task_queue: str) -> WorkflowHandle[Any, Any]:
+    return client.get_workflow_handle(ledger_id(task_queue, DEFAULT_TASK_QUEUE))
+
+
+async def open_batch(client: Client, task_queue: str, command: OpenBatch) -> OpenBatchResult:
+    """Open a batch; the ledger starts itself if this is the first thing anyone asks of it."""
+    start = WithStartWorkflowOperation(
+        AllocationLedgerWorkflow.run,
+        LedgerInput(),
+        id=ledger_id(task_queue, DEFAULT_TASK_QUEUE),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+    try:
+        result: OpenBatchResult = await asyncio.wait_for(
+            client.execute_update_with_start_workflow(
+                "open_batch", command, start_workflow_operation=start, result_type=OpenBatchResult
+            ),
+            UPDATE_WAIT,
+        )
+    except WorkflowUpdateFailedError as exc:
+        raise Rejected(getattr(exc.cause, "message", None) or str(exc.cause or exc)) from None
+    except TimeoutError:
+        raise NotAnswered(
+            f"no worker answered within {UPDATE_WAIT:.0f} s; is `chipclear worker` running?"
+        ) from None
+    return result
+
+
+async def ledger_state(client: Client | None, store: EventStore, task_queue: str) -> LedgerState:
+    """The running ledger's own state, or the state folded from its stored events."""
+    if client is not None:
+        handle = ledger_handle(client, task_queue)
+        try:
+            description = await handle.describe(rpc_timeout=timedelta(seconds=5))
+            if description.status == WorkflowExecutionStatus.RUNNING:
+                state: LedgerState = await handle.query(
+                    "ledger", LedgerQuery(), result_type=LedgerState, rpc_timeout=timedelta(seconds=5)
+                )
+                return state
+        except RPCError:
+            pass
+    folded = LedgerState()
+    for event in store.read_stream(ledger_stream(ledger_id(task_queue, DEFAULT_TASK_QUEUE))):
+        assert isinstance(event.data, BatchOpened | UnitsGranted | RequestQueued | UnitsReleased | QueueLeft)
+        folded = evolve_ledger(folded, event.data)
+    return folded

@@ -7,26 +7,21 @@ field, the value and what is allowed).
 from __future__ import annotations
 
 import asyncio
-import getpass
-from collections.abc import Callable, Coroutine
 from enum import StrEnum
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.text import Text
 
 from chipclear import client as ops
 from chipclear.cli import output
+from chipclear.cli.batch import batch_app
+from chipclear.cli.common import actor_default, fail, handles_errors, run, settings, store
 from chipclear.cli.files import InvalidInput, load_evidence, load_request
 from chipclear.config import Settings
 from chipclear.domain.commands import AddEvidence, Decide, Withdraw
 from chipclear.domain.models import Gate, Status
-from chipclear.domain.policy import PolicyError, load_policy
-from chipclear.store import open_store
-from chipclear.store.factory import StoreURLError
-from chipclear.store.protocol import EventStore
+from chipclear.domain.policy import load_policy
 from chipclear.temporal import ServerUnavailable, connect
 
 app = typer.Typer(
@@ -48,8 +43,6 @@ NoSandboxOption = Annotated[
     ),
 ]
 
-P = ParamSpec("P")
-T = TypeVar("T")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for programs.")]
 PolicyOption = Annotated[
@@ -59,48 +52,6 @@ PolicyOption = Annotated[
         help="Policy TOML file (or a bundled name: default, auto). Default: $CHIPCLEAR_POLICY or bundled.",
     ),
 ]
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    # Text, not markup: messages quote policy sections like [reviewers] that rich would swallow.
-    output.errors.print(Text.assemble(("error: ", "bold red"), message), highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def handles_errors(func: Callable[P, T]) -> Callable[P, T]:
-    """Turn expected failures into one clear sentence and the documented exit code."""
-
-    @wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return func(*args, **kwargs)
-        except (InvalidInput, PolicyError, StoreURLError) as exc:
-            fail(str(exc), 2)
-        except ServerUnavailable as exc:
-            fail(str(exc), 1)
-        except (ops.NotFound, ops.Rejected, ops.Conflict, ops.NotAnswered) as exc:
-            fail(str(exc), 1)
-
-    return wrapper
-
-
-def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coroutine)
-
-
-def settings() -> Settings:
-    return Settings.from_env()
-
-
-def store() -> EventStore:
-    return open_store(settings().event_store_url)
-
-
-def actor_default() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "cli"
 
 
 # -- running ---------------------------------------------------------------------------------------
@@ -379,6 +330,9 @@ def audit_rebuild() -> None:
     """Rebuild the request projection by replaying the whole log through `evolve`."""
     count = store().rebuild_projection()
     output.console.print(f"rebuilt the projection of {count} requests from the log")
+
+
+app.add_typer(batch_app, name="batch")
 
 
 # -- showcases -------------------------------------------------------------------------------------

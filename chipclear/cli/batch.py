@@ -1,0 +1,193 @@
+"""`chipclear batch …`: open allocation batches and look inside the ledger."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import typer
+from pydantic import ValidationError
+from rich.table import Table
+
+from chipclear import client as ops
+from chipclear.cli import output
+from chipclear.cli.common import actor_default, handles_errors, run, settings
+from chipclear.cli.files import InvalidInput
+from chipclear.config import Settings
+from chipclear.domain.allocation import BatchSpec, LedgerState, OpenBatch, normalise_buyer
+from chipclear.domain.policy import describe_validation_error
+from chipclear.store import open_store
+from chipclear.temporal import ServerUnavailable, connect
+from workflows.allocation import OpenBatchResult
+
+batch_app = typer.Typer(help="Allocation batches of the cn-import gate.", no_args_is_help=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for programs.")]
+
+
+def _spec(
+    batch_id: str,
+    units: int,
+    priority: str | None,
+    per_company_cap: int | None,
+    eligible: str,
+    closes_at: datetime | None,
+) -> BatchSpec:
+    try:
+        return BatchSpec(
+            batch_id=batch_id,
+            capacity=units,
+            priority=[name.strip() for name in (priority or "").split(",") if name.strip()],
+            per_company_cap=per_company_cap,
+            eligible=eligible,
+            closes_at=closes_at,
+        )
+    except ValidationError as exc:
+        raise InvalidInput(f"batch: {describe_validation_error(exc)}") from None
+
+
+async def run_open(settings: Settings, spec: BatchSpec, actor: str) -> OpenBatchResult:
+    client = await connect()
+    return await ops.open_batch(client, settings.task_queue, OpenBatch(batch=spec, actor=actor))
+
+
+def ledger_document(state: LedgerState) -> list[dict[str, Any]]:
+    rows = []
+    for batch in state.batches.values():
+        waiting = [e for e in state.queue if batch.room_for(e.buyer_key, batch.opened_at) >= 0]
+        rows.append(
+            {
+                "batch_id": batch.batch_id,
+                "capacity": batch.capacity,
+                "allocated": batch.allocated,
+                "free": batch.free,
+                "queue_length": len(waiting),
+                "priority": batch.priority,
+                "per_company_cap": batch.per_company_cap,
+                "eligible": batch.eligible,
+                "opened_at": batch.opened_at.isoformat(),
+                "closes_at": batch.closes_at.isoformat() if batch.closes_at else None,
+            }
+        )
+    return rows
+
+
+def batch_detail(state: LedgerState, batch_id: str) -> dict[str, Any]:
+    batch = state.batches.get(batch_id)
+    if batch is None:
+        raise ops.NotFound(f"no batch {batch_id!r} (open batches: {', '.join(state.batches) or 'none'})")
+    by_buyer: dict[str, dict[str, Any]] = defaultdict(lambda: {"units": 0, "requests": []})
+    for allocation in state.allocations.values():
+        if allocation.batch_id == batch_id:
+            row = by_buyer[allocation.buyer]
+            row["units"] += allocation.units
+            row["requests"].append({"request_id": allocation.request_id, "units": allocation.units})
+    queue = [
+        {
+            "position": position,
+            "request_id": entry.request_id,
+            "buyer": entry.buyer,
+            "units": entry.units,
+            "priority": batch.is_priority(normalise_buyer(entry.buyer)),
+        }
+        for position, entry in enumerate(state.ordered_queue(), start=1)
+    ]
+    return {
+        **next(row for row in ledger_document(state) if row["batch_id"] == batch_id),
+        "allocations": [{"buyer": buyer, **row} for buyer, row in sorted(by_buyer.items())],
+        "queue": queue,
+    }
+
+
+async def read_ledger(settings: Settings) -> LedgerState:
+    try:
+        client = await connect()
+    except ServerUnavailable:
+        client = None  # the stored events still tell the whole story
+    return await ops.ledger_state(client, open_store(settings.event_store_url), settings.task_queue)
+
+
+@batch_app.command("open")
+@handles_errors
+def batch_open(
+    batch_id: Annotated[str, typer.Option("--id", help="Batch id, e.g. B2.")],
+    units: Annotated[int, typer.Option(help="Capacity in units.")],
+    priority: Annotated[
+        str | None, typer.Option(help="Priority buyers, comma-separated: ByteDance,Alibaba,Tencent")
+    ] = None,
+    per_company_cap: Annotated[int | None, typer.Option(help="Most units one company may hold.")] = None,
+    eligible: Annotated[
+        Literal["all", "priority"],
+        typer.Option(help="all: everyone (priority first); priority: only them"),
+    ] = "all",
+    closes_at: Annotated[
+        datetime | None, typer.Option(help="When the batch stops granting (ISO 8601).")
+    ] = None,
+    actor: Annotated[str | None, typer.Option(help="Who opens it (recorded).")] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Open a batch: the queue is served at once, in priority order, and waiting requests wake."""
+    if closes_at is not None and closes_at.tzinfo is None:
+        raise InvalidInput("--closes-at: give a time zone, e.g. 2026-03-01T00:00:00+08:00")
+    spec = _spec(batch_id, units, priority, per_company_cap, eligible, closes_at)
+    result = run(run_open(settings(), spec, actor or actor_default()))
+    if json_:
+        output.print_json(result.model_dump())
+        return
+    output.console.print(
+        f"opened batch [bold]{result.batch_id}[/] with {result.capacity} units; "
+        f"served from the queue: {', '.join(result.served) or 'nobody waiting'}"
+    )
+
+
+@batch_app.command("list")
+@handles_errors
+def batch_list(json_: JsonOption = False) -> None:
+    """Every batch: capacity, allocated, free and how many requests wait."""
+    state = run(read_ledger(settings()))
+    rows = ledger_document(state)
+    if json_:
+        output.print_json({"batches": rows, "queue_length": len(state.queue)})
+        return
+    table = Table("batch", "capacity", "allocated", "free", "waiting", "eligible", "priority", "cap")
+    for row in rows:
+        table.add_row(
+            row["batch_id"],
+            str(row["capacity"]),
+            str(row["allocated"]),
+            str(row["free"]),
+            str(row["queue_length"]),
+            row["eligible"],
+            ", ".join(row["priority"]) or "-",
+            str(row["per_company_cap"] or "-"),
+        )
+    output.console.print(table)
+    output.console.print(f"{len(state.queue)} request(s) queued")
+
+
+@batch_app.command("show")
+@handles_errors
+def batch_show(batch_id: str, json_: JsonOption = False) -> None:
+    """One batch: allocations per buyer, and the queue in the order it will be served."""
+    detail = batch_detail(run(read_ledger(settings())), batch_id)
+    if json_:
+        output.print_json(detail)
+        return
+    output.console.print(
+        f"batch [bold]{detail['batch_id']}[/]: {detail['allocated']} of {detail['capacity']} units "
+        f"allocated, {detail['free']} free ({detail['eligible']} eligible)"
+    )
+    allocations = Table("buyer", "units", "requests")
+    for row in detail["allocations"]:
+        allocations.add_row(
+            row["buyer"], str(row["units"]), ", ".join(r["request_id"] for r in row["requests"])
+        )
+    output.console.print(allocations)
+    queue = Table("position", "request", "buyer", "units", "priority")
+    for row in detail["queue"]:
+        queue.add_row(
+            str(row["position"]), row["request_id"], row["buyer"], str(row["units"]),
+            "yes" if row["priority"] else "",
+        )  # fmt: skip
+    output.console.print(queue)

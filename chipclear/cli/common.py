@@ -1,0 +1,67 @@
+"""What every CLI command shares: settings, the event store, running a coroutine, error handling."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+from collections.abc import Callable, Coroutine
+from functools import wraps
+from typing import Any, NoReturn, ParamSpec, TypeVar
+
+import typer
+from rich.text import Text
+
+from chipclear import client as ops
+from chipclear.cli import output
+from chipclear.cli.files import InvalidInput
+from chipclear.config import Settings
+from chipclear.domain.policy import PolicyError
+from chipclear.store import open_store
+from chipclear.store.factory import StoreURLError
+from chipclear.store.protocol import EventStore
+from chipclear.temporal import ServerUnavailable
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    # Text, not markup: messages quote policy sections like [reviewers] that rich would swallow.
+    output.errors.print(Text.assemble(("error: ", "bold red"), message), highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def handles_errors(func: Callable[P, T]) -> Callable[P, T]:
+    """Turn expected failures into one clear sentence and the documented exit code."""
+
+    @wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return func(*args, **kwargs)
+        except (InvalidInput, PolicyError, StoreURLError) as exc:
+            fail(str(exc), 2)
+        except ServerUnavailable as exc:
+            fail(str(exc), 1)
+        except (ops.NotFound, ops.Rejected, ops.Conflict, ops.NotAnswered) as exc:
+            fail(str(exc), 1)
+
+    return wrapper
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coroutine)
+
+
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+def store() -> EventStore:
+    return open_store(settings().event_store_url)
+
+
+def actor_default() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "cli"
