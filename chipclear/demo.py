@@ -16,12 +16,13 @@ from rich.table import Table
 from chipclear import client as ops
 from chipclear.cli import output
 from chipclear.config import Settings
+from chipclear.domain.allocation import BatchSpec, LedgerState, OpenBatch
 from chipclear.domain.commands import AddEvidence
 from chipclear.domain.models import ImportRequest, ProcurementRecord, Status
 from chipclear.domain.policy import load_policy
 from chipclear.domain.state import RequestState
 from chipclear.logs import configure
-from chipclear.store import open_store
+from chipclear.store import EventStore, open_store
 from chipclear.temporal import connect
 from worker import run_worker
 
@@ -111,68 +112,108 @@ def scenario(run_id: str) -> list[ImportRequest]:
 
 
 def _settled(state: RequestState | None) -> bool:
-    """Final, or held at the domestic quota waiting for evidence."""
+    """Final, queued for a later batch, or held at the domestic quota waiting for evidence."""
     if state is None or state.status is None:
         return False
     held = state.status is Status.DOMESTIC_QUOTA_REVIEW and state.assessment is not None
-    return state.is_final or held
+    return state.is_final or held or state.status is Status.CN_IMPORT_QUEUED
 
 
-async def _wait_settled(settings: Settings, request_id: str) -> RequestState:
-    store = open_store(settings.event_store_url)
+async def _wait_settled(store: EventStore, request_id: str, *, leaving: Status | None = None) -> RequestState:
     for _ in range(600):
         state = store.get_request(request_id)
-        if state is not None and _settled(state):
+        if state is not None and _settled(state) and state.status is not leaving:
             return state
         await asyncio.sleep(0.1)
     raise TimeoutError(f"{request_id} did not settle within 60 s")
 
 
-def _row(table: Table, state: RequestState) -> None:
-    assert state.request is not None and state.status is not None
-    where = state.outcome_reason or ""
-    if state.status is Status.DOMESTIC_QUOTA_REVIEW and state.assessment:
-        where = f"held: short of {state.assessment.shortfall} domestic units"
-    table.add_row(
-        state.request.buyer.name,
-        str(state.units_requested),
-        "-" if state.units_approved is None or state.status is Status.DENIED else str(state.units_approved),
-        state.status.value,
-        where,
-    )
+def _table(title: str, states: list[RequestState]) -> Table:
+    table = Table("buyer", "requested", "approved", "batch", "status", "why", title=title)
+    for state in states:
+        assert state.request is not None and state.status is not None
+        where = state.outcome_reason or ""
+        if state.status is Status.DOMESTIC_QUOTA_REVIEW and state.assessment:
+            where = f"held: short of {state.assessment.shortfall} domestic units"
+        allocation = state.allocation
+        if state.status is Status.CN_IMPORT_QUEUED and allocation is not None:
+            where = f"queued for a later batch (position {allocation.position})"
+        batch = allocation.batch_id if allocation and allocation.batch_id else "-"
+        if allocation is not None and allocation.released:
+            batch += " (released)"
+        denied = state.units_approved is None or state.status is Status.DENIED
+        table.add_row(
+            state.request.buyer.name,
+            str(state.units_requested),
+            "-" if denied else str(state.units_approved),
+            batch,
+            state.status.value,
+            where,
+        )
+    return table
+
+
+def _batches(ledger: LedgerState) -> Table:
+    table = Table("batch", "capacity", "allocated", "free", "eligible", title="allocation batches")
+    for batch in ledger.batches.values():
+        table.add_row(
+            batch.batch_id, str(batch.capacity), str(batch.allocated), str(batch.free), batch.eligible
+        )
+    return table
 
 
 async def run_demo(settings: Settings) -> None:
-    configure(level="WARNING")  # the table is the output; worker chatter would bury it
+    configure(level="WARNING")  # the tables are the output; worker chatter would bury them
     run_id = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-    demo_settings = Settings(settings.home, settings.event_store_url, f"{settings.task_queue}-demo", "auto")
+    # A task queue (and so an allocation ledger) of its own: the demo's batches never serve real requests.
+    demo = settings.with_(task_queue=f"{settings.task_queue}-demo-{run_id}", policy="auto")
     client = await connect()
     store = open_store(settings.event_store_url)
     stop, ready = asyncio.Event(), asyncio.Event()
     worker = asyncio.create_task(
-        run_worker(demo_settings, policy=load_policy("auto"), client=client, stop=stop, ready=ready)
+        run_worker(demo, policy=load_policy("auto"), client=client, stop=stop, ready=ready)
     )
     await ready.wait()
     try:
+        b1 = BatchSpec(
+            batch_id="B1",
+            capacity=400_000,
+            priority=["ByteDance", "Alibaba", "Tencent"],
+            eligible="priority",
+        )
+        await ops.open_batch(client, demo.task_queue, OpenBatch(batch=b1, actor="demo"))
+        output.console.print(
+            "Batch B1 (2026-01-28): 400,000 units for ByteDance, Alibaba and Tencent only.\n"
+        )
         requests = scenario(run_id)
         for request in requests:
-            await ops.submit(client, store, request, task_queue=demo_settings.task_queue, actor="demo")
-        states = [await _wait_settled(settings, r.request_id) for r in requests]
-        table = Table("buyer", "requested", "approved", "status", "why", title="chipclear demo (auto policy)")
-        for state in states:
-            _row(table, state)
-        output.console.print(table)
+            await ops.submit(client, store, request, task_queue=demo.task_queue, actor="demo")
+        ids = [request.request_id for request in requests]
+        states = [await _wait_settled(store, request_id) for request_id in ids]
+        output.console.print(_table("after batch B1 (auto policy)", states))
 
+        b2 = BatchSpec(batch_id="B2", capacity=300_000, eligible="all", per_company_cap=75_000)
+        opened = await ops.open_batch(client, demo.task_queue, OpenBatch(batch=b2, actor="demo"))
+        output.console.print(
+            f"\nBatch B2: 300,000 units for everyone; served from the queue at once: "
+            f"{', '.join(opened.served)}"
+        )
+        states = [await _wait_settled(store, rid, leaving=Status.CN_IMPORT_QUEUED) for rid in ids]
         short = next(s for s in states if s.status is Status.DOMESTIC_QUOTA_REVIEW)
         assert short.request_id is not None and short.assessment is not None
         extra = ProcurementRecord(
             vendor="Huawei", product="Ascend 910C", units=short.assessment.shortfall, invoice="HW-JD-002"
         )
         output.console.print(
-            f"\n{short.buyer} files one more invoice ({extra.units} Ascend 910C units, {extra.invoice}):"
+            f"{short.buyer} files one more invoice ({extra.units} Ascend 910C units, {extra.invoice}):"
         )
         result = await ops.update(client, short.request_id, AddEvidence(records=[extra], actor="demo"))
-        output.console.print(f"  {short.request_id}: {', '.join(result.events)} -> [bold]{result.status}[/]")
+        output.console.print(
+            f"  {short.request_id}: {', '.join(result.events)} -> [bold]{result.status}[/]\n"
+        )
+        states = [await _wait_settled(store, rid, leaving=Status.DOMESTIC_QUOTA_REVIEW) for rid in ids]
+        output.console.print(_table("after batch B2", states))
+        output.console.print(_batches(await ops.ledger_state(client, store, demo.task_queue)))
     finally:
         stop.set()
         await worker

@@ -15,7 +15,7 @@ import typer
 
 from chipclear import client as ops
 from chipclear.cli import output
-from chipclear.cli.batch import batch_app
+from chipclear.cli.batch import batch_app, read_ledger
 from chipclear.cli.common import actor_default, fail, handles_errors, run, settings, store
 from chipclear.cli.files import InvalidInput, load_evidence, load_request
 from chipclear.config import Settings
@@ -184,6 +184,13 @@ def status(request_id: str, json_: JsonOption = False) -> None:
             state, source = store().get_request(request_id), "event-store"
         if state is None:
             raise ops.NotFound(f"no request {request_id!r} (neither a workflow nor stored events)")
+        if state.allocation and state.allocation.outcome == "queued" and not state.is_final:
+            # The place recorded at queueing time moves as others are served: ask the ledger now.
+            ledger = await read_ledger(settings())
+            position = ledger.position(request_id)
+            state = state.model_copy(
+                update={"allocation": state.allocation.model_copy(update={"position": position})}
+            )
         if json_:
             output.print_json(output.state_document(state, source=source))
         else:

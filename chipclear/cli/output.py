@@ -50,6 +50,7 @@ def state_document(state: RequestState, *, source: str) -> dict[str, Any]:
         "outcome_reason": state.outcome_reason,
         "domestic_quota": state.assessment.model_dump(exclude={"type"}) if state.assessment else None,
         "evidence_records": len(state.evidence),
+        "allocation": state.allocation.model_dump() if state.allocation else None,
         "gates": {
             gate.value: record.model_dump(mode="json", exclude={"gate"})
             for gate, record in state.gates.items()
@@ -84,6 +85,14 @@ def print_state(state: RequestState, *, source: str) -> None:
             record.reason or "",
         )
     console.print(table)
+    if state.allocation:
+        held = state.allocation
+        if held.outcome == "queued":
+            where = f"queued for allocation, position {held.position}" if held.position else "queued"
+        else:
+            where = f"{held.units} of {held.requested} units allocated from batch {held.batch_id}"
+            where += f" ({held.reason})" if held.reason else ""
+        console.print(f"allocation: {where}" + (" [released]" if held.released else ""))
     if state.assessment:
         a = state.assessment
         console.print(
