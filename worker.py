@@ -24,13 +24,43 @@ from chipclear.domain.policy import Policy, load_policy
 from chipclear.logs import configure, get_logger
 from chipclear.store import EventStore, open_store
 from chipclear.temporal import connect_patiently
-from workflows.allocation import AllocationLedgerWorkflow
+from workflows.allocation import LEDGER_CALLS_SUFFIX, AllocationLedgerWorkflow
 from workflows.bench import BareWorkflow
 from workflows.import_request import ImportRequestWorkflow
 
 WORKFLOWS: Sequence[type] = (ImportRequestWorkflow, AllocationLedgerWorkflow, BareWorkflow)
 # SQLite has one writer at a time; more threads than this only queue on its lock.
 ACTIVITY_THREADS = 16
+
+
+def ledger_queue(task_queue: str) -> str:
+    """Where reserve/release activities run: apart from the appends, so the two never starve each other.
+
+    A reserve activity waits for the ledger, and the ledger waits for its own append activity; on one
+    shared pool of activity slots a rush of reservations could take every slot and wait forever.
+    """
+    return task_queue + LEDGER_CALLS_SUFFIX
+
+
+class ChipclearWorker:
+    """The worker for a task queue: workflows and appends, plus the ledger-calling activities."""
+
+    def __init__(self, main: Worker, ledger_calls: Worker) -> None:
+        self.main = main
+        self.ledger_calls = ledger_calls
+
+    @property
+    def task_queue(self) -> str:
+        return self.main.task_queue
+
+    async def __aenter__(self) -> ChipclearWorker:
+        await self.main.__aenter__()
+        await self.ledger_calls.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.ledger_calls.__aexit__(*exc)
+        await self.main.__aexit__(*exc)
 
 
 def build_worker(
@@ -42,29 +72,32 @@ def build_worker(
     executor: ThreadPoolExecutor,
     sandbox: bool = True,
     **options: Any,
-) -> Worker:
-    """Everything chipclear registers, on one task queue. Tests build their workers here too."""
+) -> ChipclearWorker:
+    """Everything chipclear registers for one task queue. Tests build their workers here too."""
     events = EventActivities(store, policy)
     ledger = AllocationActivities(client, DEFAULT_TASK_QUEUE)
     if not sandbox:
         options.setdefault("workflow_runner", UnsandboxedWorkflowRunner())
-    return Worker(
+    main = Worker(
         client,
         task_queue=task_queue,
         workflows=list(WORKFLOWS),
-        activities=[
-            events.append_events,
-            events.current_policy,
-            ledger.reserve_units,
-            ledger.release_units,
-            bare_step,
-        ],
+        activities=[events.append_events, events.current_policy, bare_step],
         activity_executor=executor,
         max_concurrent_activities=ACTIVITY_THREADS,
         max_concurrent_local_activities=ACTIVITY_THREADS,
         graceful_shutdown_timeout=timedelta(seconds=10),
         **options,
     )
+    ledger_calls = Worker(
+        client,
+        task_queue=ledger_queue(task_queue),
+        activities=[ledger.reserve_units, ledger.release_units],
+        # Async and mostly waiting on the ledger: many may be in flight at little cost.
+        max_concurrent_activities=1_000,
+        graceful_shutdown_timeout=timedelta(seconds=10),
+    )
+    return ChipclearWorker(main, ledger_calls)
 
 
 async def run_worker(

@@ -6,13 +6,33 @@ update-with-start, so the ledger starts itself the first time anyone needs it.
 
 from __future__ import annotations
 
+import asyncio
+import random
+from typing import TypeVar
+
+from pydantic import BaseModel
 from temporalio import activity
-from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from chipclear.domain.allocation import Release, Reservation, Reserve
-from workflows.allocation import AllocationLedgerWorkflow, LedgerInput, ReleaseResult, ledger_id
+from workflows.allocation import (
+    LEDGER_CALLS_SUFFIX,
+    AllocationLedgerWorkflow,
+    LedgerInput,
+    ReleaseResult,
+    ledger_id,
+)
+
+T = TypeVar("T", bound=BaseModel)
+_BUSY = {RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE, RPCStatusCode.ABORTED}
 
 
 class AllocationActivities:
@@ -21,7 +41,8 @@ class AllocationActivities:
         self.default_queue = default_queue
 
     def _start(self) -> WithStartWorkflowOperation[AllocationLedgerWorkflow, None]:
-        task_queue = activity.info().task_queue
+        # The ledger lives on the request workflows' own queue, not on this activity's side queue.
+        task_queue = activity.info().task_queue.removesuffix(LEDGER_CALLS_SUFFIX)
         return WithStartWorkflowOperation(
             AllocationLedgerWorkflow.run,
             LedgerInput(),
@@ -30,25 +51,38 @@ class AllocationActivities:
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )
 
+    async def _update(self, name: str, command: BaseModel, result_type: type[T]) -> T:
+        """Send one update to the ledger, waiting out its admission limit.
+
+        The server admits only a few in-flight updates per workflow (history.maxInFlightUpdates); under
+        a rush of reservations the rest are refused with RESOURCE_EXHAUSTED. Retrying here, quickly and
+        with jitter, keeps the queue moving; the activity's own retry policy covers everything else.
+        """
+        delay = 0.05
+        while True:
+            try:
+                # By name with result_type: the typed method references trip mypy on async handlers.
+                result: T = await self.client.execute_update_with_start_workflow(
+                    name, command, start_workflow_operation=self._start(), result_type=result_type
+                )
+                return result
+            except WorkflowUpdateFailedError as exc:
+                raise ApplicationError(
+                    str(exc.cause or exc), type="LedgerRefused", non_retryable=True
+                ) from exc
+            except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
+                if isinstance(exc, RPCError) and exc.status not in _BUSY:
+                    raise
+                activity.heartbeat(f"ledger busy, retrying in {delay:.2f}s")
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 1.5, 2.0)
+
     @activity.defn(name="reserve_units")
     async def reserve_units(self, command: Reserve) -> Reservation:
         # Safe to retry: the ledger answers a repeated reserve from the same request identically.
-        try:
-            # By name with result_type: the typed method reference trips mypy on async handlers.
-            result: Reservation = await self.client.execute_update_with_start_workflow(
-                "reserve", command, start_workflow_operation=self._start(), result_type=Reservation
-            )
-        except WorkflowUpdateFailedError as exc:
-            raise ApplicationError(str(exc.cause or exc), type="LedgerRefused", non_retryable=True) from exc
-        return result
+        return await self._update("reserve", command, Reservation)
 
     @activity.defn(name="release_units")
     async def release_units(self, command: Release) -> ReleaseResult:
         # Safe to retry: releasing what is no longer held is a no-op in the ledger.
-        try:
-            result: ReleaseResult = await self.client.execute_update_with_start_workflow(
-                "release", command, start_workflow_operation=self._start(), result_type=ReleaseResult
-            )
-        except WorkflowUpdateFailedError as exc:
-            raise ApplicationError(str(exc.cause or exc), type="LedgerRefused", non_retryable=True) from exc
-        return result
+        return await self._update("release", command, ReleaseResult)

@@ -18,6 +18,12 @@ from chipclear.temporal import ServerUnavailable, connect
 SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=normal")
 
 
+# The allocation ledger is one workflow that every request updates; the dev server's default of 10
+# in-flight updates per workflow turns a rush of reservations into a retry storm. A production
+# cluster sets the same dynamic config.
+UPDATE_LIMITS = ("--dynamic-config-value", "history.maxInFlightUpdates=1000")
+
+
 def temporal_binary() -> str:
     beside_python = Path(sys.executable).parent / "temporal"
     if beside_python.exists():
@@ -61,7 +67,7 @@ class DevServer:
             args += ["--db-filename", str(self.db)]
             for pragma in SQLITE_PRAGMAS:
                 args += ["--sqlite-pragma", pragma]
-        return args + self.extra
+        return args + list(UPDATE_LIMITS) + self.extra
 
     def start(self, log: Path | None = None) -> subprocess.Popen[bytes]:
         """Start the server; with `log`, its output goes to that file and Ctrl-C reaches only us,

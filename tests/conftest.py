@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
+from chipclear.devserver import UPDATE_LIMITS
 from chipclear.domain.policy import Policy
 from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.temporal import DATA_CONVERTER
-from worker import ACTIVITY_THREADS, build_worker
+from worker import ACTIVITY_THREADS, ChipclearWorker, build_worker
 
 
 def temporal_binary() -> str:
@@ -35,7 +35,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),
         data_converter=DATA_CONVERTER,
-        dev_server_extra_args=["--headless"],
+        dev_server_extra_args=["--headless", *UPDATE_LIMITS],
     )
     try:
         yield env
@@ -58,7 +58,7 @@ def store(tmp_path: Path) -> Iterator[SQLiteEventStore]:
 @asynccontextmanager
 async def running_worker(
     client: Client, store: SQLiteEventStore, policy: Policy, **options: Any
-) -> AsyncIterator[Worker]:
+) -> AsyncIterator[ChipclearWorker]:
     """A worker on a fresh task queue, so tests never steal each other's tasks."""
     with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
         worker = build_worker(

@@ -17,6 +17,7 @@ from temporalio.worker import Replayer, Worker
 
 from activities.events import AppendInput, EventActivities
 from chipclear import client as ops
+from chipclear.domain.allocation import BatchSpec, OpenBatch
 from chipclear.domain.commands import AddEvidence, Decide, Withdraw
 from chipclear.domain.models import Gate, ImportRequest, ProcurementRecord, Status
 from chipclear.domain.state import RequestState, fold
@@ -25,12 +26,15 @@ from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.temporal import DATA_CONVERTER
 from tests.conftest import running_worker
 from tests.factories import make_policy, make_request
+from worker import ChipclearWorker
 from workflows.import_request import ImportRequestResult, ImportRequestWorkflow
 
 Handle = WorkflowHandle[ImportRequestWorkflow, ImportRequestResult]
 
 
-async def start(client: Client, store: SQLiteEventStore, worker: Worker, request: ImportRequest) -> Handle:
+async def start(
+    client: Client, store: SQLiteEventStore, worker: ChipclearWorker | Worker, request: ImportRequest
+) -> Handle:
     submission = await ops.submit(client, store, request, task_queue=worker.task_queue, actor="applicant")
     assert submission.created
     return submission.handle
@@ -47,6 +51,17 @@ async def wait_for(client: Client, request_id: str, predicate: Any, within: floa
         if loop.time() > deadline:
             raise AssertionError(f"{request_id}: condition not reached, last state {state}")
         await asyncio.sleep(0.05)
+
+
+async def settled_history_length(handle: Handle) -> int:
+    """The history length once the workflow has stopped moving (its last append has completed)."""
+    previous = -1
+    while True:
+        length = len((await handle.fetch_history()).events)
+        if length == previous:
+            return length
+        previous = length
+        await asyncio.sleep(0.5)
 
 
 def at_gate(gate: Gate) -> Any:
@@ -194,7 +209,7 @@ async def test_validator_rejections_leave_history_and_store_untouched(
     async with running_worker(client, store, make_policy("manual")) as worker:
         handle = await start(client, store, worker, request)
         await wait_for(client, request.request_id, at_gate(Gate.US_EXPORT))
-        history_before = len((await handle.fetch_history()).events)
+        history_before = await settled_history_length(handle)
         stored_before = store.read_stream(request.request_id)
         with pytest.raises(ops.Rejected, match=message):
             await ops.update(client, request.request_id, command)
@@ -396,7 +411,27 @@ async def _expired(client: Client, store: SQLiteEventStore) -> Handle:
     return handle
 
 
-SCENARIOS = {"manual-withdrawn": _manual_withdrawn, "auto-evidence": _auto_evidence, "expired": _expired}
+async def _allocation_released(client: Client, store: SQLiteEventStore) -> Handle:
+    request = make_request(
+        request_id="history-allocation-released",
+        units=500,
+        data_center={"name": "Hub", "province": "Ningxia", "state_funded": True},
+    )
+    policy = make_policy("auto", cn_import={"allocate_from_batches": True})
+    async with running_worker(client, store, policy) as worker:
+        batch = BatchSpec(batch_id="H1", capacity=1_000)
+        await ops.open_batch(client, worker.task_queue, OpenBatch(batch=batch))
+        handle = await start(client, store, worker, request)
+        await handle.result()
+    return handle
+
+
+SCENARIOS = {
+    "manual-withdrawn": _manual_withdrawn,
+    "auto-evidence": _auto_evidence,
+    "expired": _expired,
+    "allocation-released": _allocation_released,
+}
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
@@ -421,7 +456,9 @@ async def test_saved_histories_still_replay(path: Path) -> None:
 
 
 def test_saved_histories_exist() -> None:
-    assert {p.stem for p in HISTORIES.glob("*.json")} >= set(SCENARIOS)
+    stems = {p.stem for p in HISTORIES.glob("*.json")}
+    assert stems >= set(SCENARIOS)
+    assert stems >= {f"v1-{name}" for name in ("manual-withdrawn", "auto-evidence", "expired")}
 
 
 async def test_query_is_answered_while_waiting(client: Client, store: SQLiteEventStore) -> None:

@@ -7,8 +7,6 @@ carrying its whole state.
 
 from __future__ import annotations
 
-import asyncio
-
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
@@ -31,6 +29,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows.options import APPEND_RETRY, APPEND_TIMEOUT
 
 LEDGER_ID = "cn-import-allocation"
+# reserve/release activities run on `<task queue>` + this suffix (see worker.ledger_queue).
+LEDGER_CALLS_SUFFIX = ".ledger-calls"
 DEFAULT_HISTORY_LIMIT = 2_000
 GRANTED_SIGNAL = "allocation_granted"
 
@@ -73,8 +73,10 @@ class AllocationLedgerWorkflow:
     def __init__(self, input: LedgerInput) -> None:
         self._state = input.state or LedgerState()
         self._history_limit = input.history_limit
-        # Handlers await the append; the lock makes decide→append→evolve→notify one step.
-        self._lock = asyncio.Lock()
+        self._pending: list[Event] = []  # decided, not yet stored
+        self._decided = self._state.version
+        self._appended = self._state.version  # stored in the event store
+        self._writing = False
 
     @workflow.run
     async def run(self, input: LedgerInput) -> None:
@@ -94,11 +96,13 @@ class AllocationLedgerWorkflow:
 
     @workflow.update(name="reserve")
     async def reserve(self, command: Reserve) -> Reservation:
-        async with self._lock:
-            await self._apply(command)
-            answer = self._state.answer(command.request_id, command.units)
-            assert answer is not None
-            return answer
+        # No lock: `_apply` decides and folds without awaiting, so commands are serialised by
+        # construction; only the write is awaited, and it is shared (see `_stored`).
+        events = self._decide(command)
+        answer = self._state.answer(command.request_id, command.units)  # as decided, not as later
+        assert answer is not None
+        await self._commit(events)
+        return answer
 
     @reserve.validator
     def _validate_reserve(self, command: Reserve) -> None:
@@ -106,16 +110,15 @@ class AllocationLedgerWorkflow:
 
     @workflow.update(name="release")
     async def release(self, command: Release) -> ReleaseResult:
-        async with self._lock:
-            await self._apply(command)
-            # The same answer however often the request asks: what it gave back the first time.
-            given = self._state.released.get(command.request_id)
-            return ReleaseResult(
-                request_id=command.request_id,
-                batch_id=given.batch_id if given else None,
-                units=given.units if given else 0,
-                left_queue=given is not None and given.batch_id is None,
-            )
+        await self._apply(command)
+        # The same answer however often the request asks: what it gave back the first time.
+        given = self._state.released.get(command.request_id)
+        return ReleaseResult(
+            request_id=command.request_id,
+            batch_id=given.batch_id if given else None,
+            units=given.units if given else 0,
+            left_queue=given is not None and given.batch_id is None,
+        )
 
     @release.validator
     def _validate_release(self, command: Release) -> None:
@@ -123,12 +126,11 @@ class AllocationLedgerWorkflow:
 
     @workflow.update(name="open_batch")
     async def open_batch(self, command: OpenBatch) -> OpenBatchResult:
-        async with self._lock:
-            events = await self._apply(command)
-            served = [e.request_id for e in events if isinstance(e, UnitsGranted)]
-            return OpenBatchResult(
-                batch_id=command.batch.batch_id, capacity=command.batch.capacity, served=served
-            )
+        events = await self._apply(command)
+        served = [e.request_id for e in events if isinstance(e, UnitsGranted)]
+        return OpenBatchResult(
+            batch_id=command.batch.batch_id, capacity=command.batch.capacity, served=served
+        )
 
     @open_batch.validator
     def _validate_open_batch(self, command: OpenBatch) -> None:
@@ -141,6 +143,17 @@ class AllocationLedgerWorkflow:
             raise ApplicationError(str(exc), type="DomainError", non_retryable=True) from None
 
     async def _apply(self, command: Reserve | Release | OpenBatch) -> list[LedgerEvent]:
+        events = self._decide(command)
+        await self._commit(events)
+        return events
+
+    async def _commit(self, events: list[LedgerEvent]) -> None:
+        """Answer only once everything this answer rests on is stored; then wake served requests."""
+        await self._stored(self._decided)
+        await self._wake(events)
+
+    def _decide(self, command: Reserve | Release | OpenBatch) -> list[LedgerEvent]:
+        """Decide and fold at once, without awaiting: commands are serialised by construction."""
         try:
             events = decide_ledger(self._state, command, workflow.now())
         except DomainError as exc:
@@ -149,29 +162,45 @@ class AllocationLedgerWorkflow:
             return []
         stream = ledger_stream(workflow.info().workflow_id)
         now = workflow.now()
-        stored = [
-            Event(
-                event_id=str(workflow.uuid4()),
-                stream_id=stream,
-                version=self._state.version + offset,
-                data=data,
-                occurred_at=now,
-                policy_version="allocation",
-                actor=_actor(command),
+        for data in events:
+            self._state = evolve_ledger(self._state, data)
+            self._pending.append(
+                Event(
+                    event_id=str(workflow.uuid4()),
+                    stream_id=stream,
+                    version=self._state.version,
+                    data=data,
+                    occurred_at=now,
+                    policy_version="allocation",
+                    actor=_actor(command),
+                )
             )
-            for offset, data in enumerate(events, start=1)
-        ]
-        await workflow.execute_local_activity_method(
-            EventActivities.append_events,
-            AppendInput(stream_id=stream, expected_version=self._state.version, events=stored),
-            start_to_close_timeout=APPEND_TIMEOUT,
-            retry_policy=APPEND_RETRY,
-            summary=" + ".join(event.type for event in events),
-        )
-        for event in events:
-            self._state = evolve_ledger(self._state, event)
-        await self._wake(events)
+        self._decided = self._state.version
         return events
+
+    async def _stored(self, version: int) -> None:
+        """Group commit: whoever finds no write in flight writes everything pending in one append.
+
+        Under a rush of reservations one activity stores the decisions of many updates, instead of
+        one round trip each; every handler answers only once its own events are in the store.
+        """
+        while self._appended < version:
+            if self._writing:
+                await workflow.wait_condition(lambda: self._appended >= version or not self._writing)
+                continue
+            batch, self._pending = self._pending, []
+            self._writing = True
+            try:
+                await workflow.execute_activity_method(
+                    EventActivities.append_events,
+                    AppendInput(stream_id=batch[0].stream_id, expected_version=self._appended, events=batch),
+                    start_to_close_timeout=APPEND_TIMEOUT,
+                    retry_policy=APPEND_RETRY,
+                    summary=f"{len(batch)} ledger event(s)",
+                )
+            finally:
+                self._writing = False
+            self._appended = batch[-1].version
 
     async def _wake(self, events: list[LedgerEvent]) -> None:
         """Tell queued requests that a batch or a release has granted them units."""

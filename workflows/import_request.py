@@ -36,7 +36,11 @@ with workflow.unsafe.imports_passed_through():
     from chipclear.domain.models import Gate, ImportRequest, Status
     from chipclear.domain.policy import Policy
     from chipclear.domain.state import RequestState, evolve
+    from workflows.allocation import LEDGER_CALLS_SUFFIX
     from workflows.options import APPEND_RETRY, APPEND_TIMEOUT, LEDGER_RETRY, LEDGER_TIMEOUT
+
+
+APPEND_AS_ACTIVITY = "append-as-activity"
 
 
 def workflow_id(request_id: str) -> str:
@@ -73,6 +77,10 @@ class StateQuery(BaseModel):
     """Empty today; a model so the query can grow a field without breaking callers."""
 
 
+def ledger_calls_queue() -> str:
+    return workflow.info().task_queue + LEDGER_CALLS_SUFFIX
+
+
 def _allocation_command(answer: Reservation) -> RecordAllocation:
     outcome = "queued" if answer.outcome in ("queued", "released") else answer.outcome
     return RecordAllocation(
@@ -96,10 +104,13 @@ class ImportRequestWorkflow:
         self._lock = asyncio.Lock()
         self._pending: list[Event] = []
         self._durable = self._state  # the state as of the last successful append
+        self._append_as_activity = True
         self._granted: Reservation | None = None  # a grant signalled by the ledger, not yet recorded
 
     @workflow.run
     async def run(self, input: ImportRequestInput) -> ImportRequestResult:
+        # Asked once, first thing, so the patch marker sits at the same place in every history.
+        self._append_as_activity = workflow.patched(APPEND_AS_ACTIVITY)
         policy_result = await workflow.execute_local_activity_method(
             EventActivities.current_policy,
             PolicyInput(),
@@ -222,18 +233,29 @@ class ImportRequestWorkflow:
         if not self._pending:
             return
         events, self._pending = self._pending, []
+        append = AppendInput(
+            stream_id=events[0].stream_id, expected_version=events[0].version - 1, events=events
+        )
+        summary = " + ".join(event.type for event in events)
         try:
-            await workflow.execute_local_activity_method(
-                EventActivities.append_events,
-                AppendInput(
-                    stream_id=events[0].stream_id,
-                    expected_version=events[0].version - 1,
-                    events=events,
-                ),
-                start_to_close_timeout=APPEND_TIMEOUT,
-                retry_policy=APPEND_RETRY,
-                summary=" + ".join(event.type for event in events),
-            )
+            if self._append_as_activity:
+                # A regular activity is scheduled in history before it writes, so the store never
+                # holds an event from a workflow task that was later lost and decided differently.
+                await workflow.execute_activity_method(
+                    EventActivities.append_events,
+                    append,
+                    start_to_close_timeout=APPEND_TIMEOUT,
+                    retry_policy=APPEND_RETRY,
+                    summary=summary,
+                )
+            else:  # histories recorded before the patch appended through local activities
+                await workflow.execute_local_activity_method(
+                    EventActivities.append_events,
+                    append,
+                    start_to_close_timeout=APPEND_TIMEOUT,
+                    retry_policy=APPEND_RETRY,
+                    summary=summary,
+                )
         except BaseException:
             # Not stored, so not true: fall back to the last state the event store agrees with.
             self._state = self._durable
@@ -259,6 +281,7 @@ class ImportRequestWorkflow:
                     units=state.units_in_play,
                     workflow_id=workflow.info().workflow_id,
                 ),
+                task_queue=ledger_calls_queue(),
                 start_to_close_timeout=LEDGER_TIMEOUT,
                 retry_policy=LEDGER_RETRY,
                 summary=f"reserve {state.units_in_play} units",
@@ -289,6 +312,7 @@ class ImportRequestWorkflow:
         given = await workflow.execute_activity_method(
             AllocationActivities.release_units,
             Release(request_id=state.request_id, reason=reason),
+            task_queue=ledger_calls_queue(),
             start_to_close_timeout=LEDGER_TIMEOUT,
             retry_policy=LEDGER_RETRY,
             summary="release units",

@@ -6,11 +6,11 @@ from datetime import timedelta
 
 from temporalio.common import RetryPolicy
 
-# Appends run as *local* activities, chosen by measurement (`chipclear bench`, 2 cores, dev server):
-# a regular activity costs a server round trip and a new workflow task per call; a local one runs
-# inside the workflow task that asked for it. Bare workflows: 3 regular activities ~20-28/s, 3 local
-# ~26-40/s. They are safe because an append is idempotent: a local activity re-run after a worker
-# crash re-appends the same event ids (workflow.uuid4(), stable on replay) and nothing is written twice.
+# Appends run as *regular* activities. Local ones were measured faster (they skip a server round trip)
+# but they write from inside a workflow task that can still be lost: a retried task may decide other
+# events (another update order, another workflow.now()) for versions the lost one already stored.
+# A regular activity is recorded in history before it runs, so every stored event matches history, and
+# a retry re-sends the very same batch, which the store accepts without writing twice.
 APPEND_TIMEOUT = timedelta(seconds=30)
 APPEND_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200),
@@ -22,7 +22,8 @@ APPEND_RETRY = RetryPolicy(
 # Talking to the ledger crosses the server, so these are regular activities with their own retries.
 LEDGER_TIMEOUT = timedelta(seconds=60)
 LEDGER_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=500),
-    maximum_interval=timedelta(seconds=30),
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=1.5,
+    maximum_interval=timedelta(seconds=5),
     non_retryable_error_types=["LedgerRefused"],
 )

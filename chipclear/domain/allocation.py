@@ -76,6 +76,7 @@ class Allocation(BaseModel):
     batch_id: str
     units: int
     requested: int
+    reason: str | None = None  # why fewer than requested
 
 
 class QueueEntry(BaseModel):
@@ -195,9 +196,14 @@ class LedgerState(BaseModel):
                 return index
         return None
 
-    def ordered_queue(self) -> list[QueueEntry]:
-        """Priority buyers (of any open batch) first, then everyone else; each tier by arrival."""
-        priority = {normalise_buyer(n) for batch in self.batches.values() for n in batch.priority}
+    def ordered_queue(self, now: datetime | None = None) -> list[QueueEntry]:
+        """Priority buyers (of any batch still open at `now`) first, then everyone; each tier by arrival."""
+        priority = {
+            normalise_buyer(name)
+            for batch in self.batches.values()
+            if now is None or batch.is_open(now)
+            for name in batch.priority
+        }
         return sorted(self.queue, key=lambda e: (e.buyer_key not in priority, e.seq))
 
     def answer(self, request_id: str, requested: int) -> Reservation | None:
@@ -222,7 +228,9 @@ def _granted_answer(held: Allocation) -> Reservation:
         batch_id=held.batch_id,
         units=held.units,
         requested=held.requested,
-        reason=None if not partial else f"batch {held.batch_id} could give {held.units} of {held.requested}",
+        reason=(held.reason or f"batch {held.batch_id} gave {held.units} of {held.requested}")
+        if partial
+        else None,
     )
 
 
@@ -250,6 +258,7 @@ def evolve_ledger(state: LedgerState, event: LedgerEvent) -> LedgerState:
                 batch_id=granted.batch_id,
                 units=granted.units,
                 requested=granted.requested,
+                reason=granted.reason,
             )
             queue = [e for e in queue if e.request_id != granted.request_id]
         case RequestQueued() as queued:
@@ -338,7 +347,7 @@ def serve_queue(state: LedgerState, now: datetime) -> list[LedgerEvent]:
     """Grant queued requests from free capacity: priority buyers first, each tier by arrival."""
     events: list[LedgerEvent] = []
     current = state
-    for entry in state.ordered_queue():
+    for entry in state.ordered_queue(now):
         granted = _grant(
             current, entry.request_id, entry.buyer, entry.units, entry.workflow_id, now, from_queue=True
         )
