@@ -7,6 +7,9 @@ field, the value and what is allowed).
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -55,6 +58,10 @@ PolicyOption = Annotated[
 
 
 # -- running ---------------------------------------------------------------------------------------
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 @app.command()
 @handles_errors
 def server(
@@ -72,6 +79,8 @@ def server(
         f"Temporal dev server on {dev.address}, Web UI http://127.0.0.1:{ui_port}, db {dev.db}"
     )
     process = dev.start()
+    # SIGTERM (kill, systemd, supervisord) must stop the dev server too, not orphan it on its ports.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         process.wait()
     except KeyboardInterrupt:
@@ -381,3 +390,20 @@ def bench(
             as_json=json_,
         )
     )
+
+
+def main() -> None:
+    """Console entry point: run the command, then leave without tearing down the Temporal runtime.
+
+    The SDK's Rust threads can still be running while the interpreter finalises and then abort the
+    process (temporalio/sdk-python#300), turning a clean exit 1 into a crash. Output is flushed first.
+    """
+    code = 0
+    try:
+        app(standalone_mode=True)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
