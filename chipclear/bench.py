@@ -20,10 +20,12 @@ from rich.table import Table
 from temporalio.client import Client
 
 from chipclear.cli import output
+from chipclear.client import open_batch
 from chipclear.config import Settings
 from chipclear.devserver import DevServer, free_port, stop
+from chipclear.domain.allocation import BatchSpec, OpenBatch
 from chipclear.domain.models import ImportRequest, Status
-from chipclear.domain.policy import load_policy
+from chipclear.domain.policy import Policy, load_policy
 from chipclear.logs import configure
 from chipclear.temporal import connect
 from workflows.bench import BareInput, BareWorkflow
@@ -43,6 +45,13 @@ def _request(run: str, index: int) -> ImportRequest:
             ],
         }
     )
+
+
+def _policy(allocation: bool) -> Policy:
+    """The bundled auto policy; without allocation, cn-import decides by rule alone (no ledger)."""
+    policy = load_policy("auto")
+    cn_import = policy.cn_import.model_copy(update={"allocate_from_batches": allocation})
+    return policy.model_copy(update={"cn_import": cn_import})
 
 
 async def _measure(count: int, concurrency: int, one: Callable[[int], Awaitable[None]]) -> dict[str, float]:
@@ -98,6 +107,9 @@ async def _suite(client: Client, task_queue: str, requests: int, concurrency: in
         await bare(True)(requests + index)
         await bare(False)(requests + index)
 
+    # Enough units for every request: the benchmark measures the gates, not a queue.
+    batch = BatchSpec(batch_id=f"bench-{run}", capacity=2_000 * (requests + 20))
+    await open_batch(client, task_queue, OpenBatch(batch=batch, actor="bench"))
     await _measure(min(20, requests), concurrency, warm)
     results = {
         "chipclear (3 gates, auto policy)": await _measure(requests, concurrency, import_request),
@@ -113,7 +125,9 @@ async def _suite(client: Client, task_queue: str, requests: int, concurrency: in
     }
 
 
-async def run_bench(*, requests: int, concurrency: int, embedded: bool, sandbox: bool, as_json: bool) -> None:
+async def run_bench(
+    *, requests: int, concurrency: int, embedded: bool, sandbox: bool, allocation: bool, as_json: bool
+) -> None:
     from worker import run_worker
 
     configure(level="WARNING")
@@ -132,12 +146,13 @@ async def run_bench(*, requests: int, concurrency: int, embedded: bool, sandbox:
         try:
             stop_event, ready = asyncio.Event(), asyncio.Event()
             worker = asyncio.create_task(
-                run_worker(settings, policy=load_policy("auto"), client=client, stop=stop_event, ready=ready)
+                run_worker(settings, policy=_policy(allocation), client=client, stop=stop_event, ready=ready)
             )
             await ready.wait()
             try:
                 report = await _suite(client, settings.task_queue, requests, concurrency)
                 report["sandbox"] = sandbox
+                report["allocation"] = allocation
             finally:
                 stop_event.set()
                 await worker
@@ -161,5 +176,6 @@ async def run_bench(*, requests: int, concurrency: int, embedded: bool, sandbox:
     output.console.print(
         f"ratio chipclear / bare regular: [bold]{report['ratio_vs_regular']}[/]   "
         f"chipclear / bare local: [bold]{report['ratio_vs_local']}[/]   "
-        f"(concurrency {concurrency}, workflow sandbox {'on' if sandbox else 'off'})"
+        f"(concurrency {concurrency}, workflow sandbox {'on' if sandbox else 'off'}, "
+        f"allocation batches {'on' if allocation else 'off'})"
     )

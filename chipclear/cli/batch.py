@@ -55,7 +55,7 @@ async def run_open(settings: Settings, spec: BatchSpec, actor: str) -> OpenBatch
 def ledger_document(state: LedgerState) -> list[dict[str, Any]]:
     rows = []
     for batch in state.batches.values():
-        waiting = [e for e in state.queue if batch.room_for(e.buyer_key, batch.opened_at) >= 0]
+        waiting = [e for e in state.queue if batch.eligible == "all" or batch.is_priority(e.buyer_key)]
         rows.append(
             {
                 "batch_id": batch.batch_id,

@@ -376,6 +376,9 @@ def bench(
         typer.Option("--server", help="embedded: a throwaway dev server; existing: $TEMPORAL_ADDRESS."),
     ] = BenchServer.EMBEDDED,
     no_sandbox: NoSandboxOption = False,
+    allocation: Annotated[
+        bool, typer.Option("--allocation/--no-allocation", help="cn-import reserves from the ledger.")
+    ] = True,
     json_: JsonOption = False,
 ) -> None:
     """Throughput and latency of auto-policy requests against a bare three-activity workflow."""
@@ -387,6 +390,7 @@ def bench(
             concurrency=concurrency,
             embedded=server_ is BenchServer.EMBEDDED,
             sandbox=not no_sandbox and settings().sandbox,
+            allocation=allocation,
             as_json=json_,
         )
     )

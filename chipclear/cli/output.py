@@ -9,6 +9,9 @@ from rich.console import Console
 from rich.table import Table
 
 from chipclear.domain.events import (
+    AllocationGranted,
+    AllocationQueued,
+    AllocationReleased,
     DomesticQuotaAssessed,
     EvidenceAdded,
     GateApproved,
@@ -148,6 +151,12 @@ def summarise(event: StoredEvent) -> str:
             return f"withdrawn at {gate}: {reason}"
         case RequestExpired(gate=gate, deadline=deadline):
             return f"expired at {gate} (deadline {timestamp(deadline)[:19]})"
+        case AllocationGranted(batch_id=batch, units=units, requested=requested, reason=reason):
+            return f"{units} of {requested} units from batch {batch}" + (f" ({reason})" if reason else "")
+        case AllocationQueued(position=position):
+            return f"queued for a later batch, position {position}"
+        case AllocationReleased(batch_id=batch, units=units):
+            return f"gave back {units} units to batch {batch}" if batch else "left the allocation queue"
     return event.type
 
 
