@@ -219,7 +219,8 @@ async def test_validator_rejections_leave_history_and_store_untouched(
             e.HasField("workflow_execution_update_accepted_event_attributes") for e in history_after
         )
         assert store.read_stream(request.request_id) == stored_before
-        await handle.terminate("test over")
+        await ops.update(client, request.request_id, Withdraw(reason="test over"))  # as a user ends it
+        assert (await handle.result()).status is Status.WITHDRAWN
 
 
 async def test_final_request_refuses_every_update(client: Client, store: SQLiteEventStore) -> None:
@@ -244,7 +245,7 @@ async def test_duplicate_submit_returns_the_existing_run(client: Client, store: 
         with pytest.raises(ops.Conflict, match="different content"):
             await ops.submit(client, store, changed, task_queue=worker.task_queue, actor="applicant")
         assert len(store.read_stream(request.request_id)) == 2
-        await first.terminate("test over")
+        await ops.update(client, request.request_id, Withdraw(reason="test over"))
 
 
 async def test_deadline_expires_the_request(client: Client, store: SQLiteEventStore) -> None:
@@ -333,7 +334,8 @@ async def test_concurrent_decisions_one_wins(client: Client, store: SQLiteEventS
         assert len(wins) == 1 and len(losses) == 1, outcomes
         approvals = [e for e in store.read_stream(request.request_id) if e.type == "GateApproved"]
         assert len(approvals) == 1
-        await handle.terminate("test over")
+        await ops.update(client, request.request_id, Withdraw(reason="test over"))  # as a user ends it
+        assert (await handle.result()).status is Status.WITHDRAWN
 
 
 class FlakyAppend:
@@ -468,4 +470,5 @@ async def test_query_is_answered_while_waiting(client: Client, store: SQLiteEven
         state = await wait_for(client, request.request_id, at_gate(Gate.US_EXPORT))
         assert state.deadline is not None
         assert state.deadline - state.gates[Gate.US_EXPORT].opened_at == timedelta(days=90)
-        await handle.terminate("test over")
+        await ops.update(client, request.request_id, Withdraw(reason="test over"))  # as a user ends it
+        assert (await handle.result()).status is Status.WITHDRAWN
