@@ -20,6 +20,7 @@ NEXT_STEPS = """
 
 In another terminal (with the venv active: `source .venv/bin/activate`):
   chipclear demo                                     # the scenario from the news, auto policy
+  chipclear batch open --id B1 --units 400000 --priority ByteDance,Alibaba,Tencent
   chipclear submit examples/bytedance.yaml           # a request under the manual policy
   chipclear status bytedance-2026-001
   chipclear decide bytedance-2026-001 --gate us-export --reviewer alice --approve
