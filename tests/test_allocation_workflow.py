@@ -14,7 +14,7 @@ from typing import Any
 from temporalio.client import Client
 
 from chipclear import client as ops
-from chipclear.domain.allocation import BatchSpec, LedgerState, OpenBatch, Reservation, Reserve, evolve_ledger
+from chipclear.domain.allocation import BatchSpec, LedgerState, OpenBatch, Reservation, Reserve, fold_ledger
 from chipclear.domain.commands import Withdraw
 from chipclear.domain.events import AllocationGranted
 from chipclear.domain.models import ImportRequest, Status
@@ -234,8 +234,5 @@ async def test_ledger_continues_as_new_and_loses_nothing(client: Client, store: 
         )
         assert again == answers[3]
         assert (await ledger(client, store, queue)).batches["C1"].allocated == 1_000
-        stored = LedgerState()
-
-        for event in store.read_stream(ledger_stream(ledger_id(queue))):
-            stored = evolve_ledger(stored, event.data)  # type: ignore[arg-type]
+        stored = fold_ledger(event.data for event in store.read_stream(ledger_stream(ledger_id(queue))))
         assert stored.allocations == book.allocations and stored.queue == book.queue

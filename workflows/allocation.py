@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 from temporalio import workflow
+from temporalio.client import WithStartWorkflowOperation
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.events import AppendInput, EventActivities
+    from chipclear.config import DEFAULT_TASK_QUEUE
     from chipclear.domain.allocation import (
         LedgerEvent,
         LedgerState,
@@ -29,15 +32,34 @@ with workflow.unsafe.imports_passed_through():
     from workflows.options import APPEND_RETRY, APPEND_TIMEOUT
 
 LEDGER_ID = "cn-import-allocation"
-# reserve/release activities run on `<task queue>` + this suffix (see worker.ledger_queue).
 LEDGER_CALLS_SUFFIX = ".ledger-calls"
 DEFAULT_HISTORY_LIMIT = 2_000
 GRANTED_SIGNAL = "allocation_granted"
 
 
-def ledger_id(task_queue: str, default_queue: str = "chipclear") -> str:
+def ledger_id(task_queue: str) -> str:
     """One ledger per deployment (task queue); the production one is plainly `cn-import-allocation`."""
-    return LEDGER_ID if task_queue == default_queue else f"{LEDGER_ID}@{task_queue}"
+    return LEDGER_ID if task_queue == DEFAULT_TASK_QUEUE else f"{LEDGER_ID}@{task_queue}"
+
+
+def ledger_calls_queue(task_queue: str) -> str:
+    """Where reserve/release activities run: apart from the appends, so they never starve each other.
+
+    A reserve activity waits for the ledger, and the ledger waits for its own append activity; on one
+    shared pool of activity slots a rush of reservations could take every slot and wait forever.
+    """
+    return task_queue + LEDGER_CALLS_SUFFIX
+
+
+def ledger_start(task_queue: str) -> WithStartWorkflowOperation[AllocationLedgerWorkflow, None]:
+    """Update-with-start: the ledger starts itself the first time anyone needs it."""
+    return WithStartWorkflowOperation(
+        AllocationLedgerWorkflow.run,
+        LedgerInput(),
+        id=ledger_id(task_queue),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
 
 
 def ledger_stream(workflow_id: str) -> str:
@@ -74,7 +96,6 @@ class AllocationLedgerWorkflow:
         self._state = input.state or LedgerState()
         self._history_limit = input.history_limit
         self._pending: list[Event] = []  # decided, not yet stored
-        self._decided = self._state.version
         self._appended = self._state.version  # stored in the event store
         self._writing = False
 
@@ -98,10 +119,10 @@ class AllocationLedgerWorkflow:
     async def reserve(self, command: Reserve) -> Reservation:
         # No lock: `_apply` decides and folds without awaiting, so commands are serialised by
         # construction; only the write is awaited, and it is shared (see `_stored`).
-        events = self._decide(command)
+        events, upto = self._decide(command), self._state.version
         answer = self._state.answer(command.request_id, command.units)  # as decided, not as later
         assert answer is not None
-        await self._commit(events)
+        await self._commit(events, upto)
         return answer
 
     @reserve.validator
@@ -143,13 +164,13 @@ class AllocationLedgerWorkflow:
             raise ApplicationError(str(exc), type="DomainError", non_retryable=True) from None
 
     async def _apply(self, command: Reserve | Release | OpenBatch) -> list[LedgerEvent]:
-        events = self._decide(command)
-        await self._commit(events)
+        events, upto = self._decide(command), self._state.version
+        await self._commit(events, upto)
         return events
 
-    async def _commit(self, events: list[LedgerEvent]) -> None:
+    async def _commit(self, events: list[LedgerEvent], upto: int) -> None:
         """Answer only once everything this answer rests on is stored; then wake served requests."""
-        await self._stored(self._decided)
+        await self._stored(upto)  # this command's events, not those decided after it
         await self._wake(events)
 
     def _decide(self, command: Reserve | Release | OpenBatch) -> list[LedgerEvent]:
@@ -175,7 +196,6 @@ class AllocationLedgerWorkflow:
                     actor=_actor(command),
                 )
             )
-        self._decided = self._state.version
         return events
 
     async def _stored(self, version: int) -> None:

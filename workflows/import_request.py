@@ -36,7 +36,7 @@ with workflow.unsafe.imports_passed_through():
     from chipclear.domain.models import Gate, ImportRequest, Status
     from chipclear.domain.policy import Policy
     from chipclear.domain.state import RequestState, evolve
-    from workflows.allocation import LEDGER_CALLS_SUFFIX
+    from workflows.allocation import ledger_calls_queue
     from workflows.options import APPEND_RETRY, APPEND_TIMEOUT, LEDGER_RETRY, LEDGER_TIMEOUT
 
 
@@ -75,10 +75,6 @@ class TransitionResult(BaseModel):
 
 class StateQuery(BaseModel):
     """Empty today; a model so the query can grow a field without breaking callers."""
-
-
-def ledger_calls_queue() -> str:
-    return workflow.info().task_queue + LEDGER_CALLS_SUFFIX
 
 
 def _allocation_command(answer: Reservation) -> RecordAllocation:
@@ -281,7 +277,7 @@ class ImportRequestWorkflow:
                     units=state.units_in_play,
                     workflow_id=workflow.info().workflow_id,
                 ),
-                task_queue=ledger_calls_queue(),
+                task_queue=ledger_calls_queue(workflow.info().task_queue),
                 start_to_close_timeout=LEDGER_TIMEOUT,
                 retry_policy=LEDGER_RETRY,
                 summary=f"reserve {state.units_in_play} units",
@@ -312,7 +308,7 @@ class ImportRequestWorkflow:
         given = await workflow.execute_activity_method(
             AllocationActivities.release_units,
             Release(request_id=state.request_id, reason=reason),
-            task_queue=ledger_calls_queue(),
+            task_queue=ledger_calls_queue(workflow.info().task_queue),
             start_to_close_timeout=LEDGER_TIMEOUT,
             retry_policy=LEDGER_RETRY,
             summary="release units",

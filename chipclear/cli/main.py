@@ -15,16 +15,19 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from temporalio.client import Client
 
 from chipclear import client as ops
 from chipclear.cli import output
-from chipclear.cli.batch import batch_app, read_ledger
+from chipclear.cli.batch import batch_app
 from chipclear.cli.common import actor_default, fail, handles_errors, run, settings, store
 from chipclear.cli.files import InvalidInput, load_evidence, load_request
 from chipclear.config import Settings
 from chipclear.domain.commands import AddEvidence, Decide, Withdraw
 from chipclear.domain.models import Gate, Status
 from chipclear.domain.policy import load_policy
+from chipclear.domain.state import RequestState
+from chipclear.store.protocol import EventStore
 from chipclear.temporal import ServerUnavailable, connect
 
 app = typer.Typer(
@@ -139,14 +142,14 @@ def submit(
     request = load_request(file)  # exit 2 before anything starts
 
     async def go() -> None:
-        client = await connect()
+        client, events = await connect(), store()
         current = settings()
         submission = await ops.submit(
-            client, store(), request, task_queue=current.task_queue, actor=actor or actor_default()
+            client, events, request, task_queue=current.task_queue, actor=actor or actor_default()
         )
         if wait:
             await submission.handle.result()
-        state = await _settled_state(client, request.request_id)
+        state = await _settled_state(client, events, request.request_id)
         if json_:
             doc = output.state_document(state, source="workflow") if state else {"status": "starting"}
             output.print_json({**doc, "request_id": request.request_id, "created": submission.created})
@@ -163,13 +166,13 @@ def submit(
     run(go())
 
 
-async def _settled_state(client: Any, request_id: str) -> Any:
+async def _settled_state(client: Client, events: EventStore, request_id: str) -> RequestState | None:
     """The state just after submission: the first workflow task may still be running."""
     for _ in range(50):
         state = await ops.live_state(client, request_id)
         if state is not None:
             return state
-        stored = store().get_request(request_id)
+        stored = events.get_request(request_id)
         if stored is not None:
             return stored
         await asyncio.sleep(0.1)
@@ -182,20 +185,19 @@ def status(request_id: str, json_: JsonOption = False) -> None:
     """Where a request stands: from its running workflow, or from the event store once it is gone."""
 
     async def go() -> None:
-        state, source = None, "event-store"
+        events, client, state, source = store(), None, None, "event-store"
         try:
             client = await connect()
-            state = await ops.live_state(client, request_id)
-            source = "workflow"
+            state, source = await ops.live_state(client, request_id), "workflow"
         except ServerUnavailable:
-            pass
+            pass  # the event store still has every recorded step
         if state is None:
-            state, source = store().get_request(request_id), "event-store"
+            state, source = events.get_request(request_id), "event-store"
         if state is None:
             raise ops.NotFound(f"no request {request_id!r} (neither a workflow nor stored events)")
         if state.allocation and state.allocation.outcome == "queued" and not state.is_final:
             # The place recorded at queueing time moves as others are served: ask the ledger now.
-            ledger = await read_ledger(settings())
+            ledger = await ops.ledger_state(client, events, settings().task_queue)
             position = ledger.position(request_id)
             state = state.model_copy(
                 update={"allocation": state.allocation.model_copy(update={"position": position})}

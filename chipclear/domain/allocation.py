@@ -9,6 +9,7 @@ one reservation.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -140,7 +141,6 @@ class QueueLeft(_LedgerEvent):
 LedgerEvent = Annotated[
     BatchOpened | UnitsGranted | RequestQueued | UnitsReleased | QueueLeft, Field(discriminator="type")
 ]
-LEDGER_EVENT_TYPES = frozenset({"BatchOpened", "UnitsGranted", "RequestQueued", "UnitsReleased", "QueueLeft"})
 
 
 # -- commands and answers -----------------------------------------------------------------------------
@@ -297,6 +297,16 @@ def evolve_ledger(state: LedgerState, event: LedgerEvent) -> LedgerState:
             "version": state.version + 1,
         }
     )
+
+
+def fold_ledger(events: Iterable[object]) -> LedgerState:
+    """The ledger's state from its stored events (stream `allocation`), as the workflow holds it."""
+    state = LedgerState()
+    for event in events:
+        if not isinstance(event, BatchOpened | UnitsGranted | RequestQueued | UnitsReleased | QueueLeft):
+            raise TypeError(f"not a ledger event: {type(event).__name__}")
+        state = evolve_ledger(state, event)
+    return state
 
 
 # -- decisions ----------------------------------------------------------------------------------------

@@ -10,19 +10,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from chipclear.domain.events import REQUEST_EVENT_TYPES, Event
-from chipclear.domain.state import RequestState, evolve
+from chipclear.domain.state import RequestState
 from chipclear.store.chain import timestamp
 
 
 def is_request_stream(events: Sequence[Event]) -> bool:
     return all(event.type in REQUEST_EVENT_TYPES for event in events)
-
-
-def advance(state: RequestState | None, events: Sequence[Event]) -> RequestState:
-    current = state if state is not None else RequestState()
-    for event in events:
-        current = evolve(current, event)
-    return current
 
 
 def row(state: RequestState) -> dict[str, Any]:

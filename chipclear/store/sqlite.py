@@ -18,7 +18,7 @@ from typing import Any
 
 from chipclear.domain.events import Event, StoredEvent
 from chipclear.domain.models import Status
-from chipclear.domain.state import RequestState
+from chipclear.domain.state import RequestState, fold
 from chipclear.store import projection
 from chipclear.store.chain import GENESIS, chained_fields, first_break, link, timestamp
 from chipclear.store.protocol import AppendResult, AuditReport, ConcurrencyError, RequestSummary
@@ -178,7 +178,7 @@ class SQLiteEventStore:
             )
             if projection.is_request_stream(events):
                 state = _load_state(conn, stream_id)
-                _upsert_projection(conn, projection.advance(state, events))
+                _upsert_projection(conn, fold(events, state))
             return AppendResult(stream_id=stream_id, version=events[-1].version, written=True)
 
     # -- reading -----------------------------------------------------------------------------
@@ -248,7 +248,7 @@ class SQLiteEventStore:
             for row in conn.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY position").fetchall():
                 event = _stored(row)
                 if projection.is_request_stream([event]):
-                    states[event.stream_id] = projection.advance(states.get(event.stream_id), [event])
+                    states[event.stream_id] = fold([event], states.get(event.stream_id))
             for state in states.values():
                 _upsert_projection(conn, state)
             return len(states)
