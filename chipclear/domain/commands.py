@@ -9,7 +9,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from chipclear.domain.models import MAX_UNITS, Gate, ImportRequest, ProcurementRecord
+from chipclear.domain.buyer_cap import BuyerClaim
+from chipclear.domain.models import MAX_UNITS, Attachment, Gate, ImportRequest, ProcurementRecord
+from chipclear.domain.screening import ScreenedParty, ScreeningMatch
 
 Reason = Annotated[str, Field(min_length=1, max_length=2000)]
 
@@ -29,6 +31,9 @@ class Evaluate(_Command):
 
     kind: Literal["evaluate"] = "evaluate"
     gate: Gate
+    # us-export in auto mode with a per-buyer cap: what the buyer's cap owner granted (the workflow
+    # claims first, then evaluates).
+    buyer_claim: BuyerClaim | None = None
 
 
 class Decide(_Command):
@@ -39,6 +44,41 @@ class Decide(_Command):
     units: Annotated[int, Field(ge=1, le=MAX_UNITS)] | None = None
     reason: str | None = None
     conditions: list[Reason] = Field(default_factory=list)
+    # Set by the workflow, never by a reviewer: the per-buyer cap claim that backs a us-export approval.
+    buyer_claim: BuyerClaim | None = None
+
+
+class RecordScreening(_Command):
+    """The restricted-party screening's result, as the screening activity returned it."""
+
+    kind: Literal["record_screening"] = "record_screening"
+    list_version: str
+    threshold: float
+    parties: list[ScreenedParty]
+    matches: list[ScreeningMatch]
+
+
+class RequestInfo(_Command):
+    """An officer asks the applicant for more information; the review waits for the answer."""
+
+    kind: Literal["request_info"] = "request_info"
+    gate: Gate
+    reviewer: Annotated[str, Field(min_length=1, max_length=100)]
+    question: Reason
+
+
+class Respond(_Command):
+    kind: Literal["respond"] = "respond"
+    text: Reason
+    attachments: Annotated[list[Attachment], Field(max_length=20)] = Field(default_factory=list)
+    actor: str = "applicant"
+
+
+class Escalate(_Command):
+    """The review SLA passed: raised by the workflow's timer, not by a person."""
+
+    kind: Literal["escalate"] = "escalate"
+    gate: Gate
 
 
 class AddEvidence(_Command):
@@ -56,6 +96,7 @@ class Withdraw(_Command):
 class Expire(_Command):
     kind: Literal["expire"] = "expire"
     gate: Gate
+    cause: Literal["information_request"] | None = None
 
 
 class RecordAllocation(_Command):
@@ -79,7 +120,27 @@ class RecordRelease(_Command):
     reason: str
 
 
+class RecordExportRelease(_Command):
+    """Compensation: the request ended unlicensed, so its US approval's units go back to the buyer."""
+
+    kind: Literal["record_export_release"] = "record_export_release"
+    units: int
+    reason: str
+
+
 Command = Annotated[
-    Submit | Evaluate | Decide | AddEvidence | Withdraw | Expire | RecordAllocation | RecordRelease,
+    Submit
+    | Evaluate
+    | Decide
+    | RecordScreening
+    | RequestInfo
+    | Respond
+    | Escalate
+    | AddEvidence
+    | Withdraw
+    | Expire
+    | RecordAllocation
+    | RecordRelease
+    | RecordExportRelease,
     Field(discriminator="kind"),
 ]

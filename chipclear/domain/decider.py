@@ -12,14 +12,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from chipclear.domain.buyer_cap import RULE as BUYER_CAP_RULE
+from chipclear.domain.buyer_cap import BuyerClaim, ClaimUnits
 from chipclear.domain.commands import (
     AddEvidence,
     Command,
     Decide,
+    Escalate,
     Evaluate,
     Expire,
     RecordAllocation,
+    RecordExportRelease,
     RecordRelease,
+    RecordScreening,
+    RequestInfo,
+    Respond,
     Submit,
     Withdraw,
 )
@@ -32,15 +39,20 @@ from chipclear.domain.events import (
     Event,
     EventData,
     EvidenceAdded,
+    ExportApprovalReleased,
     GateApproved,
     GateDenied,
     GateOpened,
+    InformationProvided,
+    InformationRequested,
     LicenseIssued,
+    PartiesScreened,
     RequestExpired,
     RequestSubmitted,
     RequestWithdrawn,
+    ReviewEscalated,
 )
-from chipclear.domain.models import Gate, ProcurementRecord
+from chipclear.domain.models import Gate, ProcurementRecord, Status
 from chipclear.domain.policy import GateMode, Policy
 from chipclear.domain.state import RequestState
 
@@ -73,9 +85,19 @@ def decide(
         case Submit():
             actor, payloads = command.actor, _submit(state, command, policy, now)
         case Evaluate():
-            actor, payloads = POLICY_ACTOR, _evaluate(state, command.gate, policy, now)
+            actor, payloads = POLICY_ACTOR, _evaluate(state, command.gate, policy, now, command.buyer_claim)
         case Decide():
             actor, payloads = command.reviewer, _decide(state, command, policy, now)
+        case RecordScreening():
+            actor, payloads = POLICY_ACTOR, _record_screening(state, command, policy)
+        case RequestInfo():
+            actor, payloads = command.reviewer, _request_info(state, command, policy, now)
+        case Respond():
+            actor, payloads = command.actor, _respond(state, command)
+        case Escalate():
+            actor, payloads = DEADLINE_ACTOR, _escalate(state, command.gate, now)
+        case RecordExportRelease():
+            actor, payloads = POLICY_ACTOR, _record_export_release(state, command)
         case AddEvidence():
             actor, payloads = command.actor, _add_evidence(state, command, policy, now)
         case Withdraw():
@@ -85,7 +107,7 @@ def decide(
                 [RequestWithdrawn(gate=state.gate, reason=command.reason)],
             )
         case Expire():
-            actor, payloads = DEADLINE_ACTOR, _expire(state, command.gate, now)
+            actor, payloads = DEADLINE_ACTOR, _expire(state, command, now)
         case RecordAllocation():
             actor, payloads = LEDGER_ACTOR, _record_allocation(state, command, policy, now)
         case RecordRelease():
@@ -134,10 +156,14 @@ def _submit(state: RequestState, command: Submit, policy: Policy, now: datetime)
 
 
 def _open(gate: Gate, policy: Policy, now: datetime) -> list[EventData]:
-    return [GateOpened(gate=gate, deadline=now + policy.deadline(gate))]
+    sla = policy.us_export.review_sla if gate is Gate.US_EXPORT else None
+    review_due = now + sla if sla is not None else None
+    return [GateOpened(gate=gate, deadline=now + policy.deadline(gate), review_due=review_due)]
 
 
-def _evaluate(state: RequestState, gate: Gate, policy: Policy, now: datetime) -> list[Payload]:
+def _evaluate(
+    state: RequestState, gate: Gate, policy: Policy, now: datetime, claim: BuyerClaim | None
+) -> list[Payload]:
     """Rules that apply on entering a gate: denials in every mode, decisions in auto mode."""
     _require_at(state, gate)
     denial = _rule_denial(state, gate, policy)
@@ -146,13 +172,10 @@ def _evaluate(state: RequestState, gate: Gate, policy: Policy, now: datetime) ->
     auto = policy.mode(gate) is GateMode.AUTO
     match gate:
         case Gate.US_EXPORT:
-            if not auto:
+            _require_screened(state, policy)
+            if not auto or state.on_hold:
                 return []
-            cap = policy.us_export.max_units_per_request
-            units = min(state.units_in_play, cap)
-            capped = units < state.units_in_play
-            note = f"capped at us_export.max_units_per_request = {cap}" if capped else None
-            return _approve(state, gate, units, [], policy, now, by_policy=True, note=note)
+            return _auto_export_approval(state, policy, now, claim)
         case Gate.CN_IMPORT:
             if not auto or _awaiting_allocation(state, policy):
                 return []
@@ -214,10 +237,21 @@ def _approve(
     *,
     by_policy: bool,
     note: str | None = None,
+    buyer_claim: BuyerClaim | None = None,
 ) -> list[Payload]:
     """An approval, then the next gate opens, or after the last gate the licence is issued."""
     rule = f"{gate.replace('-', '_')}.mode = auto" if by_policy else None
-    approved = GateApproved(gate=gate, units_approved=units, conditions=conditions, note=note, rule=rule)
+    if gate is Gate.US_EXPORT:
+        # The policy's standing conditions ride on every export approval, first, whoever approves.
+        conditions = list(dict.fromkeys([*policy.us_export.default_conditions, *conditions]))
+    approved = GateApproved(
+        gate=gate,
+        units_approved=units,
+        conditions=conditions,
+        note=note,
+        rule=rule,
+        buyer_claim=buyer_claim,
+    )
     following = gate.next
     payloads: list[EventData]
     if following is not None:
@@ -230,15 +264,19 @@ def _approve(
     return [ByPolicy(p) for p in payloads] if by_policy else list(payloads)
 
 
+def _require_reviewer(reviewer: str, gate: Gate, policy: Policy) -> None:
+    if not policy.may_decide(reviewer, gate):
+        allowed = sorted(name for name, gates in policy.reviewers.items() if gate in gates)
+        raise DomainError(
+            f"reviewer {reviewer!r} may not decide gate {gate} "
+            f"(policy {policy.version} [reviewers] allows: {', '.join(allowed) or 'nobody'})"
+        )
+
+
 def _decide(state: RequestState, command: Decide, policy: Policy, now: datetime) -> list[Payload]:
     gate = command.gate
     _require_at(state, gate)
-    if not policy.may_decide(command.reviewer, gate):
-        allowed = sorted(name for name, gates in policy.reviewers.items() if gate in gates)
-        raise DomainError(
-            f"reviewer {command.reviewer!r} may not decide gate {gate} "
-            f"(policy {policy.version} [reviewers] allows: {', '.join(allowed) or 'nobody'})"
-        )
+    _require_reviewer(command.reviewer, gate, policy)
     if command.approve and (denial := _rule_denial(state, gate, policy)) is not None:
         # Excluded kinds and state-funded data centres are denied in every mode; no reviewer overrides.
         raise DomainError(f"cannot approve: {denial.reason}")
@@ -248,6 +286,20 @@ def _decide(state: RequestState, command: Decide, policy: Policy, now: datetime)
         if not command.reason or not command.reason.strip():
             raise DomainError("reason: a denial needs a reason")
         return [GateDenied(gate=gate, reason=command.reason.strip())]
+    if (question := state.open_question) is not None:
+        raise DomainError(
+            f"the request is waiting for the applicant's answer to {question.question!r} "
+            f"(due {question.due.isoformat()}); it returns to review when they respond"
+        )
+    if gate is Gate.US_EXPORT:
+        _require_screened(state, policy)
+        if state.on_hold and not (command.reason and command.reason.strip()):
+            assert state.screening is not None
+            hits = ", ".join(sorted({m.entry_name for m in state.screening.matches}))
+            raise DomainError(
+                f"reason: the request is held by restricted-party screening (matches: {hits}); "
+                "an approval needs a written reason"
+            )
     if gate is Gate.CN_IMPORT and _awaiting_allocation(state, policy):
         where = state.allocation.position if state.allocation else None
         raise DomainError(
@@ -262,6 +314,14 @@ def _decide(state: RequestState, command: Decide, policy: Policy, now: datetime)
         raise DomainError(f"units: {units} exceeds the {in_play} units still requested")
     if cap is not None and units > cap:
         raise DomainError(f"units: {units} exceeds us_export.max_units_per_request = {cap}")
+    claim = command.buyer_claim
+    if gate is Gate.US_EXPORT and policy.us_export.max_units_per_buyer is not None:
+        # The workflow claims the units from the buyer's cap owner first; without a matching claim
+        # nobody has checked the buyer's other requests.
+        if claim is None or claim.request_id != state.request_id or claim.units != units:
+            raise DomainError(f"units: {units} have not been claimed against {BUYER_CAP_RULE}")
+    else:
+        claim = None
     payloads: list[Payload] = []
     if gate is Gate.DOMESTIC_QUOTA:
         assessment = assess(state.model_copy(update={"units_approved": units}), state.evidence, policy)
@@ -275,7 +335,15 @@ def _decide(state: RequestState, command: Decide, policy: Policy, now: datetime)
             payloads.append(assessment)
     note = command.reason.strip() if command.reason else None
     return payloads + _approve(
-        state, gate, units, list(command.conditions), policy, now, by_policy=False, note=note
+        state,
+        gate,
+        units,
+        list(command.conditions),
+        policy,
+        now,
+        by_policy=False,
+        note=note,
+        buyer_claim=claim,
     )
 
 
@@ -301,13 +369,169 @@ def _add_evidence(state: RequestState, command: AddEvidence, policy: Policy, now
     return payloads
 
 
-def _expire(state: RequestState, gate: Gate, now: datetime) -> list[Payload]:
+def _expire(state: RequestState, command: Expire, now: datetime) -> list[Payload]:
+    gate = command.gate
     _require_at(state, gate)
-    deadline = state.deadline
-    assert deadline is not None
+    if command.cause == "information_request":
+        question = state.open_question
+        if question is None:
+            raise DomainError("the request is not waiting for the applicant")
+        deadline = question.due
+    else:
+        assert state.deadline is not None
+        deadline = state.deadline
     if now < deadline:
         raise DomainError(f"gate {gate} deadline {deadline.isoformat()} has not passed")
-    return [RequestExpired(gate=gate, deadline=deadline)]
+    return [RequestExpired(gate=gate, deadline=deadline, cause=command.cause)]
+
+
+# -- us-export in depth: screening, the per-buyer cap, questions, escalation -------------------------
+def _require_screened(state: RequestState, policy: Policy) -> None:
+    if policy.us_export.screening and state.screening is None:
+        raise DomainError("restricted-party screening has not run for this request yet")
+
+
+def _record_screening(state: RequestState, command: RecordScreening, policy: Policy) -> list[Payload]:
+    _require_at(state, Gate.US_EXPORT)
+    if state.screening is not None:
+        raise DomainError("the parties of this request are already screened")
+    screened = PartiesScreened(
+        list_version=command.list_version,
+        threshold=command.threshold,
+        parties=list(command.parties),
+        matches=list(command.matches),
+    )
+    if not command.matches or policy.mode(Gate.US_EXPORT) is GateMode.MANUAL:
+        return [screened]  # a match holds the request for an officer
+    best = max(command.matches, key=lambda match: match.score)
+    reason = (
+        f"{best.role} {best.party_name!r} matches {best.entry_name!r} on the {best.source} "
+        f"(score {best.score:g} >= us_export.screening_threshold {command.threshold:g}, "
+        f"list {command.list_version})"
+    )
+    return [screened, GateDenied(gate=Gate.US_EXPORT, rule="us_export.screening", reason=reason)]
+
+
+def _auto_export_approval(
+    state: RequestState, policy: Policy, now: datetime, claim: BuyerClaim | None
+) -> list[Payload]:
+    cap = policy.us_export.max_units_per_request
+    units = min(state.units_in_play, cap)
+    note = f"capped at us_export.max_units_per_request = {cap}" if units < state.units_in_play else None
+    if policy.us_export.max_units_per_buyer is not None:
+        if claim is None or claim.request_id != state.request_id:
+            raise DomainError(f"an automatic export approval needs a claim against {BUYER_CAP_RULE}")
+        if claim.units == 0:
+            reason = (
+                f"buyer {claim.buyer!r} has no headroom left under {BUYER_CAP_RULE} = {claim.cap} "
+                f"({claim.approved_before} units already approved over its other requests)"
+            )
+            return [ByPolicy(GateDenied(gate=Gate.US_EXPORT, rule=BUYER_CAP_RULE, reason=reason))]
+        if claim.units < units:
+            units = claim.units
+            note = f"capped at the buyer's remaining headroom under {BUYER_CAP_RULE} = {claim.cap}"
+    else:
+        claim = None
+    return _approve(
+        state, Gate.US_EXPORT, units, [], policy, now, by_policy=True, note=note, buyer_claim=claim
+    )
+
+
+def buyer_claim_for(state: RequestState, command: Command, policy: Policy) -> ClaimUnits | None:
+    """The claim the buyer's cap owner must grant before `command` can be recorded, if any.
+
+    The workflow asks, claims, and passes the answer back in the command: the decider stays pure and
+    the cap holds across requests decided at the same instant.
+    """
+    cap = policy.us_export.max_units_per_buyer
+    request = state.request
+    if cap is None or request is None or state.request_id is None or state.gate is not Gate.US_EXPORT:
+        return None
+    per_request = min(state.units_in_play, policy.us_export.max_units_per_request)
+    match command:
+        case Decide(gate=Gate.US_EXPORT, approve=True, units=units):
+            claim_units, partial = units if units is not None else per_request, False
+        case Evaluate(gate=Gate.US_EXPORT):
+            auto = policy.mode(Gate.US_EXPORT) is GateMode.AUTO
+            if not auto or state.on_hold or _rule_denial(state, Gate.US_EXPORT, policy) is not None:
+                return None
+            claim_units, partial = per_request, True
+        case _:
+            return None
+    return ClaimUnits(
+        buyer=request.buyer.name, request_id=state.request_id, units=claim_units, cap=cap, partial=partial
+    )
+
+
+def _request_info(state: RequestState, command: RequestInfo, policy: Policy, now: datetime) -> list[Payload]:
+    gate = command.gate
+    _require_at(state, gate)
+    if gate is not Gate.US_EXPORT:
+        raise DomainError(f"gate: information requests are part of the us-export review, not {gate}")
+    _require_reviewer(command.reviewer, gate, policy)
+    if (question := state.open_question) is not None:
+        raise DomainError(f"the applicant has not answered the last question yet ({question.question!r})")
+    due = now + policy.us_export.info_deadline
+    return [InformationRequested(gate=gate, question=command.question.strip(), due=due)]
+
+
+def _respond(state: RequestState, command: Respond) -> list[Payload]:
+    _require_open(state)
+    question = state.open_question
+    if question is None:
+        raise DomainError("nobody has asked this request for information; there is nothing to answer")
+    return [
+        InformationProvided(
+            gate=question.gate, text=command.text.strip(), attachments=list(command.attachments)
+        )
+    ]
+
+
+def _escalate(state: RequestState, gate: Gate, now: datetime) -> list[Payload]:
+    _require_at(state, gate)
+    due = state.review_due
+    if due is None:
+        raise DomainError(f"gate {gate} has no review SLA")
+    if state.escalated:
+        raise DomainError(f"gate {gate} is already escalated")
+    if state.open_question is not None:
+        raise DomainError("the review clock is stopped while the applicant answers")
+    if now < due:
+        raise DomainError(f"gate {gate} review SLA {due.isoformat()} has not passed")
+    return [ReviewEscalated(gate=gate, due=due)]
+
+
+def _record_export_release(state: RequestState, command: RecordExportRelease) -> list[Payload]:
+    """Compensation, once: only a final request that never got its licence gives the units back."""
+    export = state.gates.get(Gate.US_EXPORT)
+    if export is None or export.outcome != "approved":
+        raise DomainError("request holds no US export approval")
+    if not state.is_final or state.status is Status.LICENSED:
+        raise DomainError("only a request that ended without a licence releases its export approval")
+    if state.export_released:
+        raise DomainError("the export approval is already released")
+    return [ExportApprovalReleased(units=command.units, reason=command.reason)]
+
+
+@dataclass(frozen=True)
+class Due:
+    """The next thing time alone will do to a request, and when."""
+
+    at: datetime
+    command: Expire | Escalate
+
+
+def next_due(state: RequestState) -> Due | None:
+    gate = state.gate
+    if gate is None or state.deadline is None:
+        return None
+    candidates = [Due(state.deadline, Expire(gate=gate))]
+    question = state.open_question
+    if question is not None:
+        candidates.append(Due(question.due, Expire(gate=gate, cause="information_request")))
+    elif (review_due := state.review_due) is not None and not state.escalated:
+        candidates.append(Due(review_due, Escalate(gate=gate)))
+    return min(candidates, key=lambda due: due.at)  # on a tie the hard deadline, listed first, wins
 
 
 def _awaiting_allocation(state: RequestState, policy: Policy) -> bool:

@@ -12,7 +12,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, computed_field
 
 from chipclear.domain.allocation import BatchOpened, QueueLeft, RequestQueued, UnitsGranted, UnitsReleased
-from chipclear.domain.models import Gate, ImportRequest, ProcurementRecord, UtcDatetime
+from chipclear.domain.buyer_cap import BuyerClaim
+from chipclear.domain.models import Attachment, Gate, ImportRequest, ProcurementRecord, UtcDatetime
+from chipclear.domain.screening import ScreenedParty, ScreeningMatch
 
 
 class _Payload(BaseModel):
@@ -28,6 +30,39 @@ class GateOpened(_Payload):
     type: Literal["GateOpened"] = "GateOpened"
     gate: Gate
     deadline: UtcDatetime
+    review_due: UtcDatetime | None = None  # the review SLA, when the policy sets one
+
+
+class PartiesScreened(_Payload):
+    """Every party checked against a restricted-party list; any match holds the request."""
+
+    type: Literal["PartiesScreened"] = "PartiesScreened"
+    list_version: str
+    threshold: float
+    parties: list[ScreenedParty]
+    matches: list[ScreeningMatch]
+
+
+class InformationRequested(_Payload):
+    type: Literal["InformationRequested"] = "InformationRequested"
+    gate: Gate
+    question: str
+    due: UtcDatetime
+
+
+class InformationProvided(_Payload):
+    type: Literal["InformationProvided"] = "InformationProvided"
+    gate: Gate
+    text: str
+    attachments: list[Attachment] = Field(default_factory=list)
+
+
+class ReviewEscalated(_Payload):
+    """The review SLA passed without a decision: someone above the officer should look."""
+
+    type: Literal["ReviewEscalated"] = "ReviewEscalated"
+    gate: Gate
+    due: UtcDatetime
 
 
 class GateApproved(_Payload):
@@ -37,6 +72,7 @@ class GateApproved(_Payload):
     conditions: list[str] = Field(default_factory=list)
     note: str | None = None
     rule: str | None = None  # set when the policy, not a reviewer, decided
+    buyer_claim: BuyerClaim | None = None  # us-export: the buyer's cap as it stood, with this approval
 
 
 class GateDenied(_Payload):
@@ -79,6 +115,28 @@ class RequestExpired(_Payload):
     type: Literal["RequestExpired"] = "RequestExpired"
     gate: Gate
     deadline: UtcDatetime
+    # None: the gate's decision deadline; "information_request": the applicant never answered.
+    cause: Literal["information_request"] | None = None
+
+
+class ExportApprovalReleased(_Payload):
+    """The request ended without a licence: its US export approval goes unused, its units back to
+    the buyer's headroom."""
+
+    type: Literal["ExportApprovalReleased"] = "ExportApprovalReleased"
+    units: int
+    reason: str
+
+
+class ScreeningListLoaded(_Payload):
+    """A restricted-party list became the one screenings use (stream `screening-lists`)."""
+
+    type: Literal["ScreeningListLoaded"] = "ScreeningListLoaded"
+    version: str
+    sha256: str
+    source: str
+    entries: int
+    names: int
 
 
 class AllocationGranted(_Payload):
@@ -104,6 +162,12 @@ class AllocationReleased(_Payload):
 EventData = Annotated[
     RequestSubmitted
     | GateOpened
+    | PartiesScreened
+    | InformationRequested
+    | InformationProvided
+    | ReviewEscalated
+    | ExportApprovalReleased
+    | ScreeningListLoaded
     | GateApproved
     | GateDenied
     | EvidenceAdded
@@ -127,6 +191,11 @@ REQUEST_EVENT_TYPES = frozenset(
     for model in (
         RequestSubmitted,
         GateOpened,
+        PartiesScreened,
+        InformationRequested,
+        InformationProvided,
+        ReviewEscalated,
+        ExportApprovalReleased,
         GateApproved,
         GateDenied,
         EvidenceAdded,

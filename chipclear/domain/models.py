@@ -18,6 +18,8 @@ UtcDatetime = Annotated[AwareDatetime, AfterValidator(lambda moment: moment.asti
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._-]{3,64}$"
 MAX_UNITS = 1_000_000
+# Streams the event store keeps beside the requests' own (the ledger's, the screening lists').
+RESERVED_STREAMS = frozenset({"allocation", "screening-lists"})
 
 
 class Status(StrEnum):
@@ -107,16 +109,32 @@ class ProcurementRecord(_Strict):
     invoice: NonEmpty
 
 
+class Attachment(_Strict):
+    """A file an applicant sent, pinned by its digest; the file itself stays in the team's records."""
+
+    name: NonEmpty
+    size: Annotated[int, Field(ge=0)]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
 class ImportRequest(_Strict):
     request_id: Annotated[str, Field(pattern=REQUEST_ID_PATTERN)]
     buyer: Party
     end_user: Party | None = None
+    # Every party the goods pass through on the way; each is screened like the buyer and end user.
+    consignees: Annotated[list[Party], Field(max_length=50)] = Field(default_factory=list)
     end_use: Annotated[str, Field(min_length=1, max_length=2000)]
     product: Product = Product.H200
     units: Annotated[int, Field(ge=1, le=MAX_UNITS)]
     unit_price_usd: Annotated[float, Field(gt=0)] | None = None
     data_center: DataCenter
     domestic_procurement: list[ProcurementRecord] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _own_stream(self) -> ImportRequest:
+        if self.request_id in RESERVED_STREAMS:
+            raise ValueError(f"request_id: {self.request_id!r} is reserved for the event store's own use")
+        return self
 
     @model_validator(mode="after")
     def _unique_invoices(self) -> ImportRequest:

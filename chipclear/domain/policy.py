@@ -42,8 +42,17 @@ class _Section(BaseModel):
 
 class UsExportPolicy(_Section):
     max_units_per_request: Annotated[int, Field(ge=1)] = 75_000
+    # Over all of one buyer's requests; None: no cap across requests.
+    max_units_per_buyer: Annotated[int, Field(ge=1)] | None = None
     excluded_end_user_kinds: frozenset[PartyKind] = frozenset({PartyKind.MILITARY})
     decision_deadline: IsoDuration = timedelta(days=90)
+    # The features below are off unless the file turns them on, so a request whose recorded policy
+    # predates them replays exactly as it ran.
+    screening: bool = False  # restricted-party screening of every party before review
+    screening_threshold: Annotated[float, Field(ge=50, le=100)] = 90.0
+    review_sla: IsoDuration | None = None  # escalate when no decision by then (time on hold excluded)
+    info_deadline: IsoDuration = timedelta(days=10)  # how long the applicant has to answer
+    default_conditions: tuple[Annotated[str, Field(min_length=1, max_length=2000)], ...] = ()
 
 
 class CnImportPolicy(_Section):

@@ -7,11 +7,12 @@ same events through this one function, so the live state and the audited state c
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, Field
 
+from chipclear.domain.buyer_cap import BuyerClaim
 from chipclear.domain.events import (
     AllocationGranted,
     AllocationQueued,
@@ -19,15 +20,27 @@ from chipclear.domain.events import (
     DomesticQuotaAssessed,
     Event,
     EvidenceAdded,
+    ExportApprovalReleased,
     GateApproved,
     GateDenied,
     GateOpened,
+    InformationProvided,
+    InformationRequested,
     LicenseIssued,
+    PartiesScreened,
     RequestExpired,
     RequestSubmitted,
     RequestWithdrawn,
+    ReviewEscalated,
 )
-from chipclear.domain.models import GATE_OF_STATUS, Gate, ImportRequest, ProcurementRecord, Status
+from chipclear.domain.models import (
+    GATE_OF_STATUS,
+    Attachment,
+    Gate,
+    ImportRequest,
+    ProcurementRecord,
+    Status,
+)
 
 
 class GateRecord(BaseModel):
@@ -39,6 +52,25 @@ class GateRecord(BaseModel):
     decided_at: AwareDatetime | None = None
     units_approved: int | None = None
     reason: str | None = None
+    review_due: AwareDatetime | None = None  # the SLA before time spent waiting for the applicant
+
+
+class InfoExchange(BaseModel):
+    """An officer's question and the applicant's answer; the review clock stops in between."""
+
+    gate: Gate
+    question: str
+    asked_by: str
+    asked_at: AwareDatetime
+    due: AwareDatetime
+    answer: str | None = None
+    attachments: list[Attachment] = Field(default_factory=list)
+    answered_by: str | None = None
+    answered_at: AwareDatetime | None = None
+
+    @property
+    def waited(self) -> timedelta:
+        return (self.answered_at - self.asked_at) if self.answered_at else timedelta(0)
 
 
 class AllocationRecord(BaseModel):
@@ -70,6 +102,12 @@ class RequestState(BaseModel):
     outcome_reason: str | None = None
     submitted_at: AwareDatetime | None = None
     updated_at: AwareDatetime | None = None
+    screening: PartiesScreened | None = None
+    correspondence: list[InfoExchange] = Field(default_factory=list)
+    escalated_gate: Gate | None = None
+    escalated_at: AwareDatetime | None = None
+    buyer_claim: BuyerClaim | None = None  # the per-buyer cap claim behind the us-export approval
+    export_released: bool = False  # the US approval went unused and its units back to the buyer
 
     @property
     def gate(self) -> Gate | None:
@@ -97,6 +135,43 @@ class RequestState(BaseModel):
     def buyer(self) -> str | None:
         return self.request.buyer.name if self.request else None
 
+    @property
+    def on_hold(self) -> bool:
+        """A restricted-party match holds the request at us-export until an officer decides."""
+        return self.gate is Gate.US_EXPORT and self.screening is not None and bool(self.screening.matches)
+
+    @property
+    def open_question(self) -> InfoExchange | None:
+        """The officer's question the applicant has not answered yet, while the request is open."""
+        if self.is_final or not self.correspondence or self.correspondence[-1].answered_at:
+            return None
+        last = self.correspondence[-1]
+        return last if last.gate == self.gate else None
+
+    @property
+    def review_due(self) -> datetime | None:
+        """When the current gate's review SLA runs out: the clock stops while the applicant answers."""
+        gate = self.gate
+        record = self.gates.get(gate) if gate else None
+        if record is None or record.review_due is None:
+            return None
+        paused = sum((x.waited for x in self.correspondence if x.gate == gate), timedelta(0))
+        return record.review_due + paused
+
+    @property
+    def escalated(self) -> bool:
+        return self.escalated_gate is not None and self.escalated_gate == self.gate
+
+    @property
+    def flags(self) -> list[str]:
+        """Short markers for lists: what needs someone's attention."""
+        marks = {
+            "held": self.on_hold,
+            "awaiting-applicant": self.open_question is not None,
+            "escalated": self.escalated,
+        }
+        return [name for name, on in marks.items() if on]
+
 
 initial_state = RequestState
 
@@ -120,13 +195,38 @@ def evolve(state: RequestState, event: Event) -> RequestState:
                 "evidence": list(request.domestic_procurement),
                 "submitted_at": event.occurred_at,
             }
-        case GateOpened(gate=gate, deadline=deadline):
-            gates[gate] = GateRecord(gate=gate, opened_at=event.occurred_at, deadline=deadline)
+        case GateOpened(gate=gate, deadline=deadline, review_due=review_due):
+            gates[gate] = GateRecord(
+                gate=gate, opened_at=event.occurred_at, deadline=deadline, review_due=review_due
+            )
             changes["status"] = gate.review_status
-        case GateApproved(gate=gate, units_approved=units, conditions=conditions):
+        case PartiesScreened():
+            changes["screening"] = data
+        case InformationRequested(gate=gate, question=question, due=due):
+            asked = InfoExchange(
+                gate=gate, question=question, asked_by=event.actor, asked_at=event.occurred_at, due=due
+            )
+            changes["correspondence"] = [*state.correspondence, asked]
+        case InformationProvided(text=text, attachments=attachments):
+            answered = state.correspondence[-1].model_copy(
+                update={
+                    "answer": text,
+                    "attachments": attachments,
+                    "answered_by": event.actor,
+                    "answered_at": event.occurred_at,
+                }
+            )
+            changes["correspondence"] = [*state.correspondence[:-1], answered]
+        case ReviewEscalated(gate=gate):
+            changes |= {"escalated_gate": gate, "escalated_at": event.occurred_at}
+        case GateApproved(gate=gate, units_approved=units, conditions=conditions, buyer_claim=claim):
             gates[gate] = _closed(gates, gate, "approved", event, units_approved=units)
             changes["units_approved"] = units
             changes["conditions"] = state.conditions + [c for c in conditions if c not in state.conditions]
+            if claim is not None:
+                changes["buyer_claim"] = claim
+        case ExportApprovalReleased():
+            changes["export_released"] = True
         case GateDenied(gate=gate, reason=reason):
             gates[gate] = _closed(gates, gate, "denied", event, reason=reason)
             changes |= {"status": Status.DENIED, "outcome_reason": reason}
@@ -162,8 +262,14 @@ def evolve(state: RequestState, event: Event) -> RequestState:
         case AllocationReleased():
             assert state.allocation is not None
             changes["allocation"] = state.allocation.model_copy(update={"released": True})
-        case RequestExpired(gate=gate, deadline=deadline):
-            reason = f"no decision at {gate} before its deadline {deadline.isoformat()}"
+        case RequestExpired(gate=gate, deadline=deadline, cause=cause):
+            if cause == "information_request":
+                reason = (
+                    f"returned without action at {gate}: the applicant did not answer the request "
+                    f"for information by {deadline.isoformat()}"
+                )
+            else:
+                reason = f"no decision at {gate} before its deadline {deadline.isoformat()}"
             gates[gate] = _closed(gates, gate, "expired", event, reason=reason)
             changes |= {"status": Status.EXPIRED, "outcome_reason": reason}
     changes["gates"] = gates

@@ -34,6 +34,7 @@ def row(state: RequestState) -> dict[str, Any]:
         "submitted_at": timestamp(state.submitted_at),
         "updated_at": timestamp(state.updated_at),
         "state": state.model_dump_json(),
+        "flags": ",".join(state.flags),
     }
 
 
@@ -49,4 +50,5 @@ COLUMNS = (
     "submitted_at",
     "updated_at",
     "state",
+    "flags",
 )

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, field_validator
 
 from chipclear.domain.events import Event, StoredEvent
 from chipclear.domain.models import Status
+from chipclear.domain.screening import ScreeningList, ScreeningListInfo
 from chipclear.domain.state import RequestState
 
 
@@ -35,6 +36,12 @@ class RequestSummary(BaseModel):
     version: int
     submitted_at: str
     updated_at: str
+    flags: list[str] = Field(default_factory=list)  # held, awaiting-applicant, escalated
+
+    @field_validator("flags", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return [flag for flag in value.split(",") if flag] if isinstance(value, str) else value
 
 
 class ChainBreak(BaseModel):
@@ -65,12 +72,22 @@ class EventStore(Protocol):
 
     def get_request(self, request_id: str) -> RequestState | None: ...
 
-    def list_requests(self, status: Status | None = None) -> list[RequestSummary]: ...
+    def list_requests(self, status: Status | None = None, flag: str | None = None) -> list[RequestSummary]:
+        """Projection rows, oldest first; `flag` keeps rows carrying it (`escalated`, `held`, …)."""
+        ...
 
     def verify(self) -> AuditReport: ...
 
     def rebuild_projection(self) -> int:
         """Replay the whole log through `evolve` into fresh projection rows; returns the row count."""
         ...
+
+    def save_screening_list(self, screening_list: ScreeningList, *, actor: str) -> bool:
+        """Store a loaded list and its `ScreeningListLoaded` event atomically; False if unchanged."""
+        ...
+
+    def screening_list_versions(self) -> list[ScreeningListInfo]: ...
+
+    def current_screening_list(self, known_version: str | None = None) -> ScreeningList | None: ...
 
     def close(self) -> None: ...

@@ -10,14 +10,16 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from chipclear.domain.events import Event, StoredEvent
+from chipclear.domain.events import Event, ScreeningListLoaded, StoredEvent
 from chipclear.domain.models import Status
+from chipclear.domain.screening import ScreeningEntry, ScreeningList, ScreeningListInfo
 from chipclear.domain.state import RequestState, fold
 from chipclear.store import projection
 from chipclear.store.chain import GENESIS, chained_fields, first_break, link, timestamp
@@ -55,15 +57,27 @@ CREATE TABLE IF NOT EXISTS requests (
     version         INTEGER NOT NULL,
     submitted_at    TEXT NOT NULL,
     updated_at      TEXT NOT NULL,
-    state           TEXT NOT NULL
+    state           TEXT NOT NULL,
+    flags           TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS requests_status ON requests (status, submitted_at);
+CREATE TABLE IF NOT EXISTS screening_lists (
+    version   TEXT PRIMARY KEY,
+    sha256    TEXT NOT NULL,
+    source    TEXT NOT NULL,
+    loaded_at TEXT NOT NULL,
+    entries   INTEGER NOT NULL,
+    names     INTEGER NOT NULL,
+    data      TEXT NOT NULL
+);
 -- The log is append-only; these guards stop accidents, the hash chain catches the rest.
 CREATE TRIGGER IF NOT EXISTS events_append_only_update BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS events_append_only_delete BEFORE DELETE ON events
 BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
 """
+
+SCREENING_STREAM = "screening-lists"
 
 EVENT_COLUMNS = (
     "position, event_id, stream_id, version, type, data, occurred_at, recorded_at, "
@@ -82,6 +96,15 @@ class SQLiteEventStore:
         self._lock = threading.Lock()
         # executescript commits on its own; every statement in SCHEMA is idempotent.
         self._conn().executescript(SCHEMA)
+        self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Bring a store made by an earlier release up to this schema (columns added since)."""
+        with self._transaction() as conn:
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
+            if "flags" not in columns:
+                conn.execute("ALTER TABLE requests ADD COLUMN flags TEXT NOT NULL DEFAULT ''")
+                self._rebuild(conn)
 
     # -- connections -------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -122,64 +145,67 @@ class SQLiteEventStore:
             return AppendResult(stream_id=stream_id, version=expected_version, written=False)
         _check_batch(stream_id, expected_version, events)
         with self._transaction() as conn:
-            already = _already_stored(conn, events)
-            if already:
-                return AppendResult(stream_id=stream_id, version=events[-1].version, written=False)
-            head = conn.execute(
-                "SELECT version, head_hash FROM streams WHERE stream_id = ?", (stream_id,)
-            ).fetchone()
-            current, prev_hash = (head[0], head[1]) if head else (0, GENESIS)
-            if current != expected_version:
-                raise ConcurrencyError(
-                    f"stream {stream_id} is at version {current}, expected {expected_version}"
-                )
-            recorded_at = timestamp(datetime.now(UTC))
-            rows = []
-            for event in events:
-                data = event.data_json()
-                occurred_at = timestamp(event.occurred_at)
-                fields = chained_fields(
-                    event_id=event.event_id,
-                    stream_id=stream_id,
-                    version=event.version,
-                    type_=event.type,
-                    data=data,
-                    occurred_at=occurred_at,
-                    recorded_at=recorded_at,
-                    policy_version=event.policy_version,
-                    actor=event.actor,
-                )
-                prev_hash, previous = link(prev_hash, fields), prev_hash
-                rows.append(
-                    (
-                        event.event_id,
-                        stream_id,
-                        event.version,
-                        event.type,
-                        json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
-                        occurred_at,
-                        recorded_at,
-                        event.policy_version,
-                        event.actor,
-                        previous,
-                        prev_hash,
-                    )
-                )
-            conn.executemany(
-                "INSERT INTO events (event_id, stream_id, version, type, data, occurred_at, recorded_at,"
-                " policy_version, actor, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
+            return self._append_in(conn, stream_id, expected_version, events)
+
+    def _append_in(
+        self, conn: sqlite3.Connection, stream_id: str, expected_version: int, events: Sequence[Event]
+    ) -> AppendResult:
+        already = _already_stored(conn, events)
+        if already:
+            return AppendResult(stream_id=stream_id, version=events[-1].version, written=False)
+        head = conn.execute(
+            "SELECT version, head_hash FROM streams WHERE stream_id = ?", (stream_id,)
+        ).fetchone()
+        current, prev_hash = (head[0], head[1]) if head else (0, GENESIS)
+        if current != expected_version:
+            raise ConcurrencyError(f"stream {stream_id} is at version {current}, expected {expected_version}")
+        recorded_at = timestamp(datetime.now(UTC))
+        rows = []
+        for event in events:
+            data = event.data_json()
+            occurred_at = timestamp(event.occurred_at)
+            fields = chained_fields(
+                event_id=event.event_id,
+                stream_id=stream_id,
+                version=event.version,
+                type_=event.type,
+                data=data,
+                occurred_at=occurred_at,
+                recorded_at=recorded_at,
+                policy_version=event.policy_version,
+                actor=event.actor,
             )
-            conn.execute(
-                "INSERT INTO streams (stream_id, version, head_hash) VALUES (?, ?, ?) "
-                "ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, "
-                "head_hash = excluded.head_hash",
-                (stream_id, events[-1].version, prev_hash),
+            prev_hash, previous = link(prev_hash, fields), prev_hash
+            rows.append(
+                (
+                    event.event_id,
+                    stream_id,
+                    event.version,
+                    event.type,
+                    json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
+                    occurred_at,
+                    recorded_at,
+                    event.policy_version,
+                    event.actor,
+                    previous,
+                    prev_hash,
+                )
             )
-            if projection.is_request_stream(events):
-                state = _load_state(conn, stream_id)
-                _upsert_projection(conn, fold(events, state))
-            return AppendResult(stream_id=stream_id, version=events[-1].version, written=True)
+        conn.executemany(
+            "INSERT INTO events (event_id, stream_id, version, type, data, occurred_at, recorded_at,"
+            " policy_version, actor, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        conn.execute(
+            "INSERT INTO streams (stream_id, version, head_hash) VALUES (?, ?, ?) "
+            "ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, "
+            "head_hash = excluded.head_hash",
+            (stream_id, events[-1].version, prev_hash),
+        )
+        if projection.is_request_stream(events):
+            state = _load_state(conn, stream_id)
+            _upsert_projection(conn, fold(events, state))
+        return AppendResult(stream_id=stream_id, version=events[-1].version, written=True)
 
     # -- reading -----------------------------------------------------------------------------
     def read_stream(self, stream_id: str) -> list[StoredEvent]:
@@ -201,13 +227,18 @@ class SQLiteEventStore:
         )
         return RequestState.model_validate_json(found[0]) if found else None
 
-    def list_requests(self, status: Status | None = None) -> list[RequestSummary]:
+    def list_requests(self, status: Status | None = None, flag: str | None = None) -> list[RequestSummary]:
         columns = ", ".join(c for c in projection.COLUMNS if c != "state")
-        sql = f"SELECT {columns} FROM requests"
-        params: tuple[Any, ...] = ()
+        where: list[str] = ["1 = 1"]
+        params: list[str] = []
         if status is not None:
-            sql, params = sql + " WHERE status = ?", (status.value,)
-        cursor = self._conn().execute(sql + " ORDER BY submitted_at, request_id", params)
+            where, params = [*where, "status = ?"], [*params, status.value]
+        if flag is not None:
+            where, params = [*where, "(',' || flags || ',') LIKE ?"], [*params, f"%,{flag},%"]
+        cursor = self._conn().execute(
+            f"SELECT {columns} FROM requests WHERE {' AND '.join(where)} ORDER BY submitted_at, request_id",
+            params,
+        )
         names = [d[0] for d in cursor.description]
         return [RequestSummary.model_validate(dict(zip(names, row, strict=True))) for row in cursor]
 
@@ -243,15 +274,96 @@ class SQLiteEventStore:
 
     def rebuild_projection(self) -> int:
         with self._transaction() as conn:
-            conn.execute("DELETE FROM requests")
-            states: dict[str, RequestState] = {}
-            for row in conn.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY position").fetchall():
-                event = _stored(row)
-                if projection.is_request_stream([event]):
-                    states[event.stream_id] = fold([event], states.get(event.stream_id))
-            for state in states.values():
-                _upsert_projection(conn, state)
-            return len(states)
+            return self._rebuild(conn)
+
+    def _rebuild(self, conn: sqlite3.Connection) -> int:
+        conn.execute("DELETE FROM requests")
+        states: dict[str, RequestState] = {}
+        for row in conn.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY position").fetchall():
+            event = _stored(row)
+            if projection.is_request_stream([event]):
+                states[event.stream_id] = fold([event], states.get(event.stream_id))
+        for state in states.values():
+            _upsert_projection(conn, state)
+        return len(states)
+
+    # -- restricted-party screening lists ----------------------------------------------------
+    def save_screening_list(self, screening_list: ScreeningList, *, actor: str) -> bool:
+        """Make `screening_list` current, with its `ScreeningListLoaded` event, in one transaction.
+
+        False (and nothing written) when the current list already has the same checksum.
+        """
+        info = screening_list.info
+        assert info.loaded_at is not None, "only a loaded list (with a load time) is stored"
+        with self._transaction() as conn:
+            current = conn.execute(
+                "SELECT sha256 FROM screening_lists ORDER BY loaded_at DESC, rowid DESC LIMIT 1"
+            ).fetchone()
+            if current is not None and current[0] == info.sha256:
+                return False
+            conn.execute(
+                "INSERT INTO screening_lists (version, sha256, source, loaded_at, entries, names, data) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    info.version,
+                    info.sha256,
+                    info.source,
+                    timestamp(info.loaded_at),
+                    info.entries,
+                    info.names,
+                    json.dumps([e.model_dump(mode="json") for e in screening_list.entries]),
+                ),
+            )
+            head = conn.execute(
+                "SELECT version FROM streams WHERE stream_id = ?", (SCREENING_STREAM,)
+            ).fetchone()
+            version = head[0] if head else 0
+            loaded = Event(
+                event_id=str(uuid.uuid4()),
+                stream_id=SCREENING_STREAM,
+                version=version + 1,
+                data=ScreeningListLoaded(
+                    version=info.version,
+                    sha256=info.sha256,
+                    source=info.source,
+                    entries=info.entries,
+                    names=info.names,
+                ),
+                occurred_at=info.loaded_at,
+                policy_version="screening",
+                actor=actor,
+            )
+            self._append_in(conn, SCREENING_STREAM, version, [loaded])
+            return True
+
+    def screening_list_versions(self) -> list[ScreeningListInfo]:
+        """Every list ever loaded, newest (the current one) first."""
+        cursor = self._conn().execute(
+            "SELECT version, sha256, source, loaded_at, entries, names FROM screening_lists "
+            "ORDER BY loaded_at DESC, rowid DESC"
+        )
+        names = [d[0] for d in cursor.description]
+        return [ScreeningListInfo.model_validate(dict(zip(names, row, strict=True))) for row in cursor]
+
+    def current_screening_list(self, known_version: str | None = None) -> ScreeningList | None:
+        """The newest loaded list, or None if none was loaded; `known_version` skips re-reading it.
+
+        With `known_version` equal to the current version, only the version is read and the returned
+        list has no entries: callers cache by version, since a full list is tens of megabytes.
+        """
+        versions = self.screening_list_versions()
+        if not versions:
+            return None
+        info = versions[0]
+        if info.version == known_version:
+            return ScreeningList(info=info, entries=[])
+        found = (
+            self._conn()
+            .execute("SELECT data FROM screening_lists WHERE version = ?", (info.version,))
+            .fetchone()
+        )
+        entries = [ScreeningEntry.model_validate(entry) for entry in json.loads(found[0])]
+        return ScreeningList(info=info, entries=entries)
 
     def projection_rows(self) -> list[tuple[Any, ...]]:
         """Every projection row, for comparing the inline projection with a rebuild."""
