@@ -19,6 +19,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from activities.allocation import AllocationActivities
 from activities.bench import bare_step
 from activities.events import EventActivities
+from activities.screening import ScreeningActivities
 from chipclear.config import Settings
 from chipclear.domain.policy import Policy, load_policy
 from chipclear.logs import configure, get_logger
@@ -26,9 +27,10 @@ from chipclear.store import EventStore, open_store
 from chipclear.temporal import connect_patiently
 from workflows.allocation import AllocationLedgerWorkflow, ledger_calls_queue
 from workflows.bench import BareWorkflow
+from workflows.buyer_cap import BuyerCapWorkflow
 from workflows.import_request import ImportRequestWorkflow
 
-WORKFLOWS: Sequence[type] = (ImportRequestWorkflow, AllocationLedgerWorkflow, BareWorkflow)
+WORKFLOWS: Sequence[type] = (ImportRequestWorkflow, AllocationLedgerWorkflow, BuyerCapWorkflow, BareWorkflow)
 # SQLite has one writer at a time; more threads than this only queue on its lock.
 ACTIVITY_THREADS = 16
 
@@ -66,6 +68,7 @@ def build_worker(
 ) -> ChipclearWorker:
     """Everything chipclear registers for one task queue. Tests build their workers here too."""
     events = EventActivities(store, policy)
+    screening = ScreeningActivities(store)
     ledger = AllocationActivities(client)
     if not sandbox:
         options.setdefault("workflow_runner", UnsandboxedWorkflowRunner())
@@ -73,7 +76,7 @@ def build_worker(
         client,
         task_queue=task_queue,
         workflows=list(WORKFLOWS),
-        activities=[events.append_events, events.current_policy, bare_step],
+        activities=[events.append_events, events.current_policy, screening.screen_parties, bare_step],
         activity_executor=executor,
         max_concurrent_activities=ACTIVITY_THREADS,
         max_concurrent_local_activities=ACTIVITY_THREADS,
@@ -83,7 +86,12 @@ def build_worker(
     ledger_calls = Worker(
         client,
         task_queue=ledger_calls_queue(task_queue),
-        activities=[ledger.reserve_units, ledger.release_units],
+        activities=[
+            ledger.reserve_units,
+            ledger.release_units,
+            ledger.claim_buyer_units,
+            ledger.release_buyer_units,
+        ],
         # Async and mostly waiting on the ledger: many may be in flight at little cost.
         max_concurrent_activities=1_000,
         graceful_shutdown_timeout=timedelta(seconds=10),

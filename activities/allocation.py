@@ -1,19 +1,21 @@
-"""Talking to the allocation ledger from a request workflow.
+"""Talking to the entity workflows (the allocation ledger, each buyer's cap) from a request workflow.
 
 Workflows cannot send an Update to another workflow, so these activities do it with a client:
-update-with-start, so the ledger starts itself the first time anyone needs it.
+update-with-start, so an entity starts itself the first time anyone needs it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from temporalio import activity
 from temporalio.client import (
     Client,
+    WithStartWorkflowOperation,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
@@ -21,11 +23,13 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from chipclear.domain.allocation import Release, Reservation, Reserve
+from chipclear.domain.buyer_cap import BuyerClaim, ClaimUnits, ReleaseClaim
 from workflows.allocation import (
     LEDGER_CALLS_SUFFIX,
     ReleaseResult,
     ledger_start,
 )
+from workflows.buyer_cap import ReleasedUnits, buyer_cap_start
 
 T = TypeVar("T", bound=BaseModel)
 _BUSY = {RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE, RPCStatusCode.ABORTED}
@@ -35,8 +39,23 @@ class AllocationActivities:
     def __init__(self, client: Client) -> None:
         self.client = client
 
-    async def _update(self, name: str, command: BaseModel, result_type: type[T]) -> T:
-        """Send one update to the ledger, waiting out its admission limit.
+    def _ledger_start(self) -> WithStartWorkflowOperation[Any, Any]:
+        return ledger_start(self._home_queue())
+
+    @staticmethod
+    def _home_queue() -> str:
+        # The entities live on the requests' own queue, not on this side queue.
+        return activity.info().task_queue.removesuffix(LEDGER_CALLS_SUFFIX)
+
+    async def _update(
+        self,
+        name: str,
+        command: BaseModel,
+        result_type: type[T],
+        start: Callable[[], WithStartWorkflowOperation[Any, Any]] | None = None,
+    ) -> T:
+        """Send one update to an entity (the ledger unless `start` says otherwise), waiting out its
+        admission limit.
 
         The server admits only a few in-flight updates per workflow (history.maxInFlightUpdates); under
         a rush of reservations the rest are refused with RESOURCE_EXHAUSTED. Retrying here, quickly and
@@ -49,10 +68,8 @@ class AllocationActivities:
                 result: T = await self.client.execute_update_with_start_workflow(
                     name,
                     command,
-                    start_workflow_operation=ledger_start(
-                        # The ledger lives on the requests' own queue, not on this side queue.
-                        activity.info().task_queue.removesuffix(LEDGER_CALLS_SUFFIX)
-                    ),
+                    # A fresh operation each attempt: one is used up by the call that carries it.
+                    start_workflow_operation=(start or self._ledger_start)(),
                     result_type=result_type,
                 )
                 return result
@@ -76,3 +93,17 @@ class AllocationActivities:
     async def release_units(self, command: Release) -> ReleaseResult:
         # Safe to retry: releasing what is no longer held is a no-op in the ledger.
         return await self._update("release", command, ReleaseResult)
+
+    @activity.defn(name="claim_buyer_units")
+    async def claim_buyer_units(self, command: ClaimUnits) -> BuyerClaim:
+        # Safe to retry: a repeated claim by the same request replaces its own earlier claim.
+        queue = self._home_queue()
+        return await self._update("claim", command, BuyerClaim, lambda: buyer_cap_start(command.buyer, queue))
+
+    @activity.defn(name="release_buyer_units")
+    async def release_buyer_units(self, command: ReleaseClaim) -> ReleasedUnits:
+        # Safe to retry: a second release gives back nothing.
+        queue = self._home_queue()
+        return await self._update(
+            "release", command, ReleasedUnits, lambda: buyer_cap_start(command.buyer, queue)
+        )

@@ -22,7 +22,8 @@ from chipclear.domain.allocation import (
     OpenBatch,
     fold_ledger,
 )
-from chipclear.domain.commands import AddEvidence, Decide, Withdraw
+from chipclear.domain.buyer_cap import BuyerCapState
+from chipclear.domain.commands import AddEvidence, Decide, RequestInfo, Respond, Withdraw
 from chipclear.domain.models import ImportRequest
 from chipclear.domain.state import RequestState
 from chipclear.store.protocol import EventStore
@@ -33,6 +34,7 @@ from workflows.allocation import (
     ledger_start,
     ledger_stream,
 )
+from workflows.buyer_cap import BuyerCapQuery, buyer_cap_id
 from workflows.import_request import (
     ImportRequestInput,
     ImportRequestResult,
@@ -42,7 +44,14 @@ from workflows.import_request import (
     workflow_id,
 )
 
-UPDATE_NAMES: dict[type, str] = {Decide: "decide", AddEvidence: "add_evidence", Withdraw: "withdraw"}
+UPDATE_NAMES: dict[type, str] = {
+    Decide: "decide",
+    AddEvidence: "add_evidence",
+    Withdraw: "withdraw",
+    RequestInfo: "request_info",
+    Respond: "respond",
+}
+RequestUpdate = Decide | AddEvidence | Withdraw | RequestInfo | Respond
 
 
 UPDATE_WAIT = 60.0
@@ -141,9 +150,7 @@ async def live_state(client: Client, request_id: str) -> RequestState | None:
     return state if state.status is not None else None
 
 
-async def update(
-    client: Client, request_id: str, command: Decide | AddEvidence | Withdraw
-) -> TransitionResult:
+async def update(client: Client, request_id: str, command: RequestUpdate) -> TransitionResult:
     handle = client.get_workflow_handle_for(ImportRequestWorkflow.run, workflow_id(request_id))
     try:
         # By name with result_type: the typed method references trip mypy on async handlers.
@@ -211,3 +218,17 @@ async def ledger_state(client: Client | None, store: EventStore, task_queue: str
         except RPCError:
             pass
     return fold_ledger(event.data for event in store.read_stream(ledger_stream(ledger_id(task_queue))))
+
+
+async def buyer_cap_state(client: Client, buyer: str, task_queue: str) -> BuyerCapState | None:
+    """What the buyer's cap owner holds, or None if no approval for the buyer was ever claimed."""
+    handle = client.get_workflow_handle(buyer_cap_id(buyer, task_queue))
+    try:
+        state: BuyerCapState = await handle.query(
+            "buyer_cap", BuyerCapQuery(), result_type=BuyerCapState, rpc_timeout=timedelta(seconds=5)
+        )
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    return state

@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from chipclear.devserver import free_port
+from chipclear.domain.policy import load_policy
 
 CHIPCLEAR = Path(sys.executable).parent / "chipclear"
 ROOT = Path(__file__).resolve().parents[1]
@@ -339,7 +340,9 @@ def test_request_through_all_three_gates(stack: Stack, tmp_path: Path) -> None:
     assert doc["licence_id"] == f"LIC-{request_id}"
     assert doc["units_requested"] == 60_000
     assert doc["units_approved"] == 50_000
-    assert doc["conditions"] == ["KYC on the consignee", "no re-export"]
+    # The policy's standing export conditions come first, then the officer's own.
+    standing = list(load_policy("default").us_export.default_conditions)
+    assert doc["conditions"] == [*standing, "KYC on the consignee", "no re-export"]
     assert doc["evidence_records"] == 3  # two filed with the request, one added
     assert doc["policy_version"] == TEST_POLICY_VERSION
     assert {gate: record["decided_by"] for gate, record in doc["gates"].items()} == {

@@ -10,34 +10,49 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import timedelta
+from functools import partial
 
 from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.allocation import AllocationActivities
     from activities.events import AppendInput, EventActivities, PolicyInput
+    from activities.screening import ScreeningActivities, ScreenInput
     from chipclear.domain.allocation import Release, Reservation, Reserve
+    from chipclear.domain.buyer_cap import BuyerClaim, ClaimUnits, ReleaseClaim
     from chipclear.domain.commands import (
         AddEvidence,
         Command,
         Decide,
+        Escalate,
         Evaluate,
-        Expire,
         RecordAllocation,
+        RecordExportRelease,
         RecordRelease,
+        RecordScreening,
+        RequestInfo,
+        Respond,
         Submit,
         Withdraw,
     )
-    from chipclear.domain.decider import decide
+    from chipclear.domain.decider import Due, buyer_claim_for, decide, next_due
     from chipclear.domain.errors import DomainError
     from chipclear.domain.events import Event
     from chipclear.domain.models import Gate, ImportRequest, Status
     from chipclear.domain.policy import Policy
+    from chipclear.domain.screening import parties_of
     from chipclear.domain.state import RequestState, evolve
     from workflows.allocation import ledger_calls_queue
-    from workflows.options import APPEND_RETRY, APPEND_TIMEOUT, LEDGER_RETRY, LEDGER_TIMEOUT
+    from workflows.options import (
+        APPEND_RETRY,
+        APPEND_TIMEOUT,
+        LEDGER_RETRY,
+        LEDGER_TIMEOUT,
+        SCREENING_RETRY,
+        SCREENING_TIMEOUT,
+    )
 
 
 APPEND_AS_ACTIVITY = "append-as-activity"
@@ -77,6 +92,13 @@ class StateQuery(BaseModel):
     """Empty today; a model so the query can grow a field without breaking callers."""
 
 
+def _provisional(claim: ClaimUnits) -> BuyerClaim:
+    """A claim as if granted in full: lets a validator check every rule but the headroom."""
+    return BuyerClaim(
+        buyer=claim.buyer, request_id=claim.request_id, units=claim.units, cap=claim.cap, approved_before=0
+    )
+
+
 def _allocation_command(answer: Reservation) -> RecordAllocation:
     outcome = "queued" if answer.outcome in ("queued", "released") else answer.outcome
     return RecordAllocation(
@@ -102,6 +124,9 @@ class ImportRequestWorkflow:
         self._durable = self._state  # the state as of the last successful append
         self._append_as_activity = True
         self._granted: Reservation | None = None  # a grant signalled by the ledger, not yet recorded
+        # The buyer's cap owner holds units for this request (maybe before the approval is stored):
+        # whatever happens next, a request that ends unlicensed hands them back.
+        self._claimed = False
 
     @workflow.run
     async def run(self, input: ImportRequestInput) -> ImportRequestResult:
@@ -114,13 +139,18 @@ class ImportRequestWorkflow:
             retry_policy=APPEND_RETRY,
         )
         self._policy = policy_result.policy
-        # Submission and the rules of every gate the request passes straight through are decided at
-        # the same instant; they are recorded together, in one atomic append, before anyone waits.
+        screening = await self._screen(input.request) if self._policy.us_export.screening else None
+        # Submission, screening and the rules of every gate the request passes straight through are
+        # decided together; they are recorded in one atomic append, before anyone waits.
         self._record(Submit(request=input.request, actor=input.actor))
+        if screening is not None:
+            self._record(screening)
         while (gate := self._state.gate) is not None:
             async with self._lock:
                 if self._state.gate == gate:  # an update may have moved the request on meanwhile
-                    self._record(Evaluate(gate=gate))
+                    evaluate = Evaluate(gate=gate)
+                    claim = await self._claim(evaluate)
+                    self._record(evaluate.model_copy(update={"buyer_claim": claim}))
                 if self._state.gate == gate:
                     await self._flush()
             if gate is Gate.CN_IMPORT:
@@ -174,11 +204,32 @@ class ImportRequestWorkflow:
     def _validate_withdraw(self, command: Withdraw) -> None:
         self._validate(command)
 
+    @workflow.update(name="request_info")
+    async def request_info(self, command: RequestInfo) -> TransitionResult:
+        return await self._handle(command)
+
+    @request_info.validator
+    def _validate_request_info(self, command: RequestInfo) -> None:
+        self._validate(command)
+
+    @workflow.update(name="respond")
+    async def respond(self, command: Respond) -> TransitionResult:
+        return await self._handle(command)
+
+    @respond.validator
+    def _validate_respond(self, command: Respond) -> None:
+        self._validate(command)
+
     # -- internals ----------------------------------------------------------------------------
     def _validate(self, command: Command) -> None:
         """Dry-run the decider: an update it would refuse never enters history."""
         if self._policy is None or self._state.status is None:
             raise ApplicationError("request is still being submitted; try again", type="NotReady")
+        claim = buyer_claim_for(self._state, command, self._policy)
+        if claim is not None and isinstance(command, Decide):
+            # The headroom is checked by the buyer's cap owner, whose own validator names it; here,
+            # every other rule, as if the claim were granted.
+            command = command.model_copy(update={"buyer_claim": _provisional(claim)})
         try:
             # A constant id: validators must not draw from the workflow's random stream.
             decide(self._state, command, self._policy, workflow.now(), new_id=lambda: "validation")
@@ -204,9 +255,58 @@ class ImportRequestWorkflow:
 
     async def _transition(self, command: Command) -> list[Event]:
         async with self._lock:
+            if isinstance(command, Decide) and (claim := await self._claim(command)) is not None:
+                command = command.model_copy(update={"buyer_claim": claim})
             events = self._record(command)
             await self._flush()
             return events
+
+    async def _screen(self, request: ImportRequest) -> RecordScreening:
+        """Screen every party before anyone reviews the request (read-only, so a local activity)."""
+        assert self._policy is not None
+        result = await workflow.execute_local_activity_method(
+            ScreeningActivities.screen_parties,
+            ScreenInput(parties=parties_of(request), threshold=self._policy.us_export.screening_threshold),
+            start_to_close_timeout=SCREENING_TIMEOUT,
+            retry_policy=SCREENING_RETRY,
+            summary="restricted-party screening",
+        )
+        return RecordScreening(
+            list_version=result.list_version,
+            threshold=result.threshold,
+            parties=result.parties,
+            matches=result.matches,
+        )
+
+    async def _claim(self, command: Decide | Evaluate) -> BuyerClaim | None:
+        """Claim the units from the buyer's cap owner, when the command needs it; callers hold the lock.
+
+        A decision is dry-run first, so a command the rules refuse never takes headroom; a claim the
+        owner refuses (more than the headroom) fails the update with the owner's message.
+        """
+        assert self._policy is not None
+        wanted = buyer_claim_for(self._state, command, self._policy)
+        if wanted is None:
+            return None
+        if isinstance(command, Decide):
+            trial = command.model_copy(update={"buyer_claim": _provisional(wanted)})
+            decide(self._state, trial, self._policy, workflow.now(), new_id=lambda: "trial")
+        try:
+            claim = await workflow.execute_activity_method(
+                AllocationActivities.claim_buyer_units,
+                wanted,
+                task_queue=ledger_calls_queue(workflow.info().task_queue),
+                start_to_close_timeout=LEDGER_TIMEOUT,
+                retry_policy=LEDGER_RETRY,
+                summary=f"claim {wanted.units} units of {wanted.buyer}'s cap",
+            )
+        except ActivityError as exc:
+            cause = exc.cause
+            if isinstance(cause, ApplicationError) and cause.type == "LedgerRefused":
+                raise DomainError(cause.message) from None
+            raise
+        self._claimed = self._claimed or claim.units > 0
+        return claim
 
     def _record(self, command: Command) -> list[Event]:
         """Decide and fold at once; the events stay pending until `_flush` makes them durable."""
@@ -298,9 +398,36 @@ class ImportRequestWorkflow:
                 await self._flush()
 
     async def _compensate(self) -> None:
-        """A request that ends without a licence gives back what the ledger holds for it, once."""
+        """A request that ends without a licence gives back what it holds, once: its allocation to
+        the ledger, and its export approval's units to the buyer's cap."""
+        if self._state.status is Status.LICENSED:
+            return
+        await self._release_allocation()
+        await self._release_export_approval()
+
+    async def _release_export_approval(self) -> None:
+        state = self._state
+        if not self._claimed or state.export_released:
+            return
+        assert state.request_id is not None and state.request is not None
+        reason = f"request {state.status}: {state.outcome_reason or 'ended'}"
+        given = await workflow.execute_activity_method(
+            AllocationActivities.release_buyer_units,
+            ReleaseClaim(buyer=state.request.buyer.name, request_id=state.request_id, reason=reason),
+            task_queue=ledger_calls_queue(workflow.info().task_queue),
+            start_to_close_timeout=LEDGER_TIMEOUT,
+            retry_policy=LEDGER_RETRY,
+            summary="release the export approval's units",
+        )
+        export = self._state.gates.get(Gate.US_EXPORT)
+        if export is not None and export.outcome == "approved":
+            async with self._lock:
+                self._record(RecordExportRelease(units=given.units, reason=reason))
+                await self._flush()
+
+    async def _release_allocation(self) -> None:
         allocation = self._state.allocation
-        if allocation is None or allocation.released or self._state.status is Status.LICENSED:
+        if allocation is None or allocation.released:
             return
         state = self._state
         assert state.request_id is not None and state.status is not None
@@ -317,22 +444,31 @@ class ImportRequestWorkflow:
             self._record(RecordRelease(batch_id=given.batch_id, units=given.units, reason=reason))
             await self._flush()
 
+    def _changed(self, gate: Gate, due: Due) -> bool:
+        """Wake the waiting run early only when something changes what time will do next (a question
+        asked or answered), so a request's timers are the same on every replay."""
+        return self._state.gate != gate or self._granted is not None or next_due(self._state) != due
+
     async def _await_leaving(self, gate: Gate) -> None:
-        """Wait for a decision, evidence or withdrawal to move the request; expire it at the deadline."""
+        """Wait for a decision, evidence or withdrawal to move the request; meanwhile time escalates
+        it (review SLA) or expires it (the deadline, or an unanswered question)."""
         while self._state.gate == gate:
             if self._granted is not None:
                 await self._take_grant()
                 continue
-            deadline = self._state.deadline
-            assert deadline is not None
-            remaining = deadline - workflow.now()
+            due = next_due(self._state)
+            assert due is not None
+            remaining = due.at - workflow.now()
             if remaining > timedelta(0):
                 with contextlib.suppress(TimeoutError):
-                    await workflow.wait_condition(
-                        lambda: self._state.gate != gate or self._granted is not None, timeout=remaining
-                    )
+                    await workflow.wait_condition(partial(self._changed, gate, due), timeout=remaining)
                 continue
             async with self._lock:
-                if self._state.gate == gate:
-                    self._record(Expire(gate=gate))
+                if self._state.gate == gate and next_due(self._state) == due:
+                    self._record(due.command)
                     await self._flush()
+                    if isinstance(due.command, Escalate):
+                        workflow.logger.warning(
+                            "review SLA passed without a decision: escalated",
+                            extra={"request_id": self._state.request_id, "gate": gate, "due": str(due.at)},
+                        )

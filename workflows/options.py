@@ -27,3 +27,11 @@ LEDGER_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=5),
     non_retryable_error_types=["LedgerRefused"],
 )
+
+
+# Screening only reads the store: a local activity, retried briefly, then the workflow task fails and
+# Temporal retries it (the request waits, unscreened, rather than skip the check).
+SCREENING_TIMEOUT = timedelta(seconds=30)
+SCREENING_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5)
+)
