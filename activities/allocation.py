@@ -74,9 +74,9 @@ class AllocationActivities:
                 )
                 return result
             except WorkflowUpdateFailedError as exc:
-                raise ApplicationError(
-                    str(exc.cause or exc), type="LedgerRefused", non_retryable=True
-                ) from exc
+                # The entity's own words (its validator names the rule), without the error type.
+                message = getattr(exc.cause, "message", None) or str(exc.cause or exc)
+                raise ApplicationError(message, type="LedgerRefused", non_retryable=True) from exc
             except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
                 if isinstance(exc, RPCError) and exc.status not in _BUSY:
                     raise

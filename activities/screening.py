@@ -6,14 +6,13 @@ and its answer, list version included, is recorded in history for replay.
 
 from __future__ import annotations
 
-import threading
-
 from pydantic import BaseModel
 from temporalio import activity
 
-from chipclear.domain.screening import ScreenedParty, ScreeningIndex, ScreeningMatch, bundled_list
+from chipclear.domain.screening import ScreenedParty, ScreeningIndex, ScreeningMatch
 from chipclear.logs import get_logger
 from chipclear.store.protocol import EventStore
+from chipclear.store.screening import CurrentList
 
 
 class ScreenInput(BaseModel):
@@ -29,25 +28,11 @@ class ScreeningResult(BaseModel):
 
 
 class ScreeningActivities:
-    """Keeps one prepared index per list version: a full list is parsed once, not per request."""
-
     def __init__(self, store: EventStore) -> None:
-        self.store = store
-        self._index: ScreeningIndex | None = None
-        self._lock = threading.Lock()
+        self.current = CurrentList(store)
 
     def index(self) -> ScreeningIndex:
-        with self._lock:
-            known = self._index.info.version if self._index else None
-            current = self.store.current_screening_list(known_version=known)
-            if current is None:
-                # No list loaded yet: the sample bundled with the package, named as such in every event.
-                if self._index is None or self._index.info.loaded_at is not None:
-                    self._index = ScreeningIndex(bundled_list())
-            elif current.info.version != known:
-                self._index = ScreeningIndex(current)
-            assert self._index is not None
-            return self._index
+        return self.current.index()
 
     @activity.defn(name="screen_parties")
     def screen_parties(self, input: ScreenInput) -> ScreeningResult:

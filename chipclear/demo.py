@@ -2,7 +2,8 @@
 
 ByteDance, Alibaba and Tencent order H200s in volume; a smaller private firm follows; a state-owned
 enterprise is refused at Chinese import review; a state-funded data centre is refused at the domestic
-quota; JD.com is short of domestic evidence until it files more.
+quota; JD.com is short of domestic evidence until it files more; and a server maker on the Entity List
+(Sugon, under its other name) is stopped by restricted-party screening before anyone reviews it.
 """
 
 from __future__ import annotations
@@ -85,6 +86,13 @@ def scenario(run_id: str) -> list[ImportRequest]:
             "units": 20_000,
             "data_center": _dc("Ningxia Zhongwei Public Computing Hub", "Ningxia", state_funded=True),
             "evidence": [_evidence("Huawei", "Ascend 910C", 25_000, "HW-ZW-001")],
+        },
+        {
+            "slug": "listed",
+            "buyer": _party("Dawning Information Industry Co., Ltd."),
+            "units": 10_000,
+            "data_center": _dc("Tianjin Advanced Computing Centre", "Tianjin"),
+            "evidence": [_evidence("Hygon", "DCU K100", 12_000, "HY-DW-001")],
         },
         {
             "slug": "jdcom",

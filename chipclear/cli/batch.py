@@ -12,7 +12,7 @@ from rich.table import Table
 
 from chipclear import client as ops
 from chipclear.cli import output
-from chipclear.cli.common import actor_default, handles_errors, run, settings
+from chipclear.cli.common import JsonOption, actor_default, handles_errors, run, settings
 from chipclear.cli.files import InvalidInput
 from chipclear.config import Settings
 from chipclear.domain.allocation import BatchSpec, LedgerState, OpenBatch, normalise_buyer
@@ -22,8 +22,6 @@ from chipclear.temporal import ServerUnavailable, connect
 from workflows.allocation import OpenBatchResult
 
 batch_app = typer.Typer(help="Allocation batches of the cn-import gate.", no_args_is_help=True)
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for programs.")]
 
 
 def _spec(

@@ -6,7 +6,7 @@ import asyncio
 import getpass
 from collections.abc import Callable, Coroutine
 from functools import wraps
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.text import Text
@@ -20,6 +20,8 @@ from chipclear.store import open_store
 from chipclear.store.factory import StoreURLError
 from chipclear.store.protocol import EventStore
 from chipclear.temporal import ServerUnavailable
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for programs.")]
 
 P = ParamSpec("P")
 T = TypeVar("T")

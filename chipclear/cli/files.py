@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from chipclear.domain.models import ImportRequest, ProcurementRecord
+from chipclear.domain.models import Attachment, ImportRequest, ProcurementRecord
 from chipclear.domain.policy import describe_validation_error
 
 
@@ -56,3 +57,25 @@ def load_evidence(path: Path) -> list[ProcurementRecord]:
         return _RECORDS.validate_python(document)
     except ValidationError as exc:
         raise InvalidInput(f"{path}: {describe_validation_error(exc)}") from None
+
+
+MAX_ATTACHMENT_BYTES = 100 * 1024 * 1024
+
+
+def load_attachment(path: Path) -> Attachment:
+    """Pin a supporting file by name, size and SHA-256; the file stays with the team's records."""
+    try:
+        size = path.stat().st_size
+        if not path.is_file():
+            raise InvalidInput(f"--file {path}: not a regular file")
+        if size > MAX_ATTACHMENT_BYTES:
+            raise InvalidInput(f"--file {path}: {size} bytes is over the {MAX_ATTACHMENT_BYTES} byte limit")
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    except FileNotFoundError:
+        raise InvalidInput(f"--file {path}: no such file") from None
+    except PermissionError as exc:
+        raise InvalidInput(f"--file {path}: cannot read ({exc})") from None
+    return Attachment(name=path.name, size=size, sha256=digest.hexdigest())

@@ -20,10 +20,11 @@ from temporalio.client import Client
 from chipclear import client as ops
 from chipclear.cli import output
 from chipclear.cli.batch import batch_app
-from chipclear.cli.common import actor_default, fail, handles_errors, run, settings, store
-from chipclear.cli.files import InvalidInput, load_evidence, load_request
+from chipclear.cli.common import JsonOption, actor_default, fail, handles_errors, run, settings, store
+from chipclear.cli.files import InvalidInput, load_attachment, load_evidence, load_request
+from chipclear.cli.screening import screening_app
 from chipclear.config import Settings
-from chipclear.domain.commands import AddEvidence, Decide, Withdraw
+from chipclear.domain.commands import AddEvidence, Decide, RequestInfo, Respond, Withdraw
 from chipclear.domain.models import Gate, Status
 from chipclear.domain.policy import load_policy
 from chipclear.domain.state import RequestState
@@ -49,8 +50,6 @@ NoSandboxOption = Annotated[
     ),
 ]
 
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for programs.")]
 PolicyOption = Annotated[
     str | None,
     typer.Option(
@@ -216,22 +215,38 @@ def list_(
     status_: Annotated[
         Status | None, typer.Option("--status", help="Only requests with this status.")
     ] = None,
+    escalated: Annotated[
+        bool, typer.Option("--escalated", help="Only requests whose review SLA has passed undecided.")
+    ] = False,
+    held: Annotated[
+        bool, typer.Option("--held", help="Only requests held by a restricted-party screening match.")
+    ] = False,
+    awaiting: Annotated[
+        bool, typer.Option("--awaiting-applicant", help="Only requests waiting for the applicant's answer.")
+    ] = False,
     json_: JsonOption = False,
 ) -> None:
     """Every request and its current status, from the event store's projection."""
-    rows = store().list_requests(status_)
+    wanted = [
+        flag
+        for flag, on in (("escalated", escalated), ("held", held), ("awaiting-applicant", awaiting))
+        if on
+    ]
+    rows = store().list_requests(status_, wanted[0] if wanted else None)
+    rows = [row for row in rows if all(flag in row.flags for flag in wanted)]
     if json_:
         output.print_json([row.model_dump() for row in rows])
         return
     from rich.table import Table
 
-    table = Table("request", "status", "gate", "buyer", "requested", "approved", "policy", "updated")
+    table = Table("request", "status", "gate", "flags", "buyer", "requested", "approved", "policy", "updated")
     for row in rows:
         approved = "-" if row.units_approved is None else str(row.units_approved)
         table.add_row(
             row.request_id,
             row.status.value,
             row.gate or "",
+            ",".join(row.flags),
             row.buyer,
             str(row.units_requested),
             approved,
@@ -251,13 +266,29 @@ def decide_(
     approve: Annotated[bool, typer.Option("--approve", help="Approve the gate.")] = False,
     deny: Annotated[bool, typer.Option("--deny", help="Deny the request at this gate.")] = False,
     units: Annotated[int | None, typer.Option(help="Approve fewer units than requested.", min=1)] = None,
-    reason: Annotated[str | None, typer.Option(help="Why (required with --deny).")] = None,
+    reason: Annotated[
+        str | None, typer.Option(help="Why (required with --deny, and to approve a held request).")
+    ] = None,
     condition: Annotated[list[str] | None, typer.Option(help="Licence condition (repeatable).")] = None,
+    request_info: Annotated[
+        str | None,
+        typer.Option(
+            "--request-info",
+            help="Ask the applicant a question instead of deciding; the review waits for the answer.",
+        ),
+    ] = None,
     json_: JsonOption = False,
 ) -> None:
     """Record a reviewer's decision at a gate (an Update: refused before anything is recorded)."""
+    if request_info is not None:
+        if approve or deny or units is not None or condition:
+            raise InvalidInput("--request-info: ask a question or decide, not both")
+        if not request_info.strip():
+            raise InvalidInput("--request-info: the question must not be empty")
+        _send(request_id, RequestInfo(gate=gate, reviewer=reviewer, question=request_info), json_)
+        return
     if approve == deny:
-        raise InvalidInput("--approve / --deny: give exactly one of them")
+        raise InvalidInput("--approve / --deny / --request-info: give exactly one of them")
     if deny and not (reason and reason.strip()):
         raise InvalidInput("--reason: a denial needs a reason")
     if deny and (units is not None or condition):
@@ -295,7 +326,26 @@ def withdraw(
     _send(request_id, Withdraw(reason=reason, actor=actor or actor_default()), json_)
 
 
-def _send(request_id: str, command: Decide | AddEvidence | Withdraw, json_: bool) -> None:
+@app.command()
+@handles_errors
+def respond(
+    request_id: str,
+    text: Annotated[str, typer.Option(help="The applicant's answer to the officer's question.")],
+    file: Annotated[
+        list[Path] | None,
+        typer.Option(help="A supporting file (repeatable); its name, size and SHA-256 are recorded."),
+    ] = None,
+    actor: Annotated[str | None, typer.Option(help="Who answers (recorded on the event).")] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Answer an officer's request for information; the request returns to the officer."""
+    if not text.strip():
+        raise InvalidInput("--text: the answer must not be empty")
+    attachments = [load_attachment(path) for path in file or []]
+    _send(request_id, Respond(text=text, attachments=attachments, actor=actor or actor_default()), json_)
+
+
+def _send(request_id: str, command: ops.RequestUpdate, json_: bool) -> None:
     async def go() -> None:
         client = await connect()
         result = await ops.update(client, request_id, command)
@@ -351,6 +401,7 @@ def audit_rebuild() -> None:
 
 
 app.add_typer(batch_app, name="batch")
+app.add_typer(screening_app, name="screening")
 
 
 # -- showcases -------------------------------------------------------------------------------------

@@ -14,13 +14,19 @@ from chipclear.domain.events import (
     AllocationReleased,
     DomesticQuotaAssessed,
     EvidenceAdded,
+    ExportApprovalReleased,
     GateApproved,
     GateDenied,
     GateOpened,
+    InformationProvided,
+    InformationRequested,
     LicenseIssued,
+    PartiesScreened,
     RequestExpired,
     RequestSubmitted,
     RequestWithdrawn,
+    ReviewEscalated,
+    ScreeningListLoaded,
     StoredEvent,
 )
 from chipclear.domain.state import RequestState
@@ -54,6 +60,15 @@ def state_document(state: RequestState, *, source: str) -> dict[str, Any]:
         "domestic_quota": state.assessment.model_dump(exclude={"type"}) if state.assessment else None,
         "evidence_records": len(state.evidence),
         "allocation": state.allocation.model_dump() if state.allocation else None,
+        "flags": state.flags,
+        "on_hold": state.on_hold,
+        "screening": state.screening.model_dump(mode="json", exclude={"type"}) if state.screening else None,
+        "review_due": timestamp(state.review_due) if state.review_due else None,
+        "escalated": state.escalated,
+        "open_question": state.open_question.model_dump(mode="json") if state.open_question else None,
+        "correspondence": [exchange.model_dump(mode="json") for exchange in state.correspondence],
+        "buyer_claim": state.buyer_claim.model_dump() if state.buyer_claim else None,
+        "export_released": state.export_released,
         "gates": {
             gate.value: record.model_dump(mode="json", exclude={"gate"})
             for gate, record in state.gates.items()
@@ -88,6 +103,7 @@ def print_state(state: RequestState, *, source: str) -> None:
             record.reason or "",
         )
     console.print(table)
+    _print_us_export(state)
     if state.allocation:
         held = state.allocation
         if held.outcome == "queued":
@@ -95,7 +111,7 @@ def print_state(state: RequestState, *, source: str) -> None:
         else:
             where = f"{held.units} of {held.requested} units allocated from batch {held.batch_id}"
             where += f" ({held.reason})" if held.reason else ""
-        console.print(f"allocation: {where}" + (" [released]" if held.released else ""))
+        console.print(f"allocation: {where}" + (" (released)" if held.released else ""))
     if state.assessment:
         a = state.assessment
         console.print(
@@ -109,6 +125,49 @@ def print_state(state: RequestState, *, source: str) -> None:
     if state.outcome_reason:
         console.print(f"reason: {state.outcome_reason}")
     console.print(f"[dim]source: {source}, version {state.version}[/]")
+
+
+def _print_us_export(state: RequestState) -> None:
+    """Screening, the officer's questions, the SLA and the buyer's cap: what a US officer checks."""
+    if state.screening is not None:
+        screened = state.screening
+        if screened.matches:
+            mark = "[bold red]HOLD[/] " if state.on_hold else ""
+            console.print(
+                f"{mark}screening: {len(screened.matches)} match(es) on list {screened.list_version}"
+                + (" - only an officer's decision with a written reason moves it on" if state.on_hold else "")
+            )
+            for match in screened.matches:
+                console.print(
+                    f"  {match.role} {match.party_name!r} ~ {match.entry_name!r} "
+                    f"(as {match.matched_name!r}, score {match.score:g}, {match.source})"
+                )
+        else:
+            console.print(
+                f"screening: clear ({len(screened.parties)} parties, list {screened.list_version}, "
+                f"threshold {screened.threshold:g})"
+            )
+    if state.review_due is not None:
+        flag = " [bold red]ESCALATED[/]" if state.escalated else ""
+        console.print(f"review SLA due {timestamp(state.review_due)[:19]}{flag}")
+    question = state.open_question
+    if question is not None:
+        console.print(
+            f"[yellow]waiting for the applicant[/] since {timestamp(question.asked_at)[:19]}, answer due "
+            f"{timestamp(question.due)[:19]}: {question.question}"
+        )
+    for exchange in state.correspondence:
+        if exchange.answered_at is not None:
+            files = f" (+{len(exchange.attachments)} file(s))" if exchange.attachments else ""
+            console.print(f"  asked by {exchange.asked_by}: {exchange.question}")
+            console.print(f"  answered by {exchange.answered_by}: {exchange.answer}{files}")
+    if state.buyer_claim is not None:
+        claim = state.buyer_claim
+        released = " (released: the approval went unused)" if state.export_released else ""
+        console.print(
+            f"buyer cap: {claim.total} of {claim.cap} units approved for {claim.buyer} "
+            f"with this request's {claim.units}{released}"
+        )
 
 
 def event_document(event: StoredEvent) -> dict[str, Any]:
@@ -149,8 +208,25 @@ def summarise(event: StoredEvent) -> str:
             return f"{licence_id}: {units} units, {len(conditions)} condition(s)"
         case RequestWithdrawn(gate=gate, reason=reason):
             return f"withdrawn at {gate}: {reason}"
+        case RequestExpired(gate=gate, deadline=deadline, cause="information_request"):
+            return f"returned without action at {gate}: no answer by {timestamp(deadline)[:19]}"
         case RequestExpired(gate=gate, deadline=deadline):
             return f"expired at {gate} (deadline {timestamp(deadline)[:19]})"
+        case PartiesScreened(matches=matches, parties=parties, list_version=version):
+            if not matches:
+                return f"{len(parties)} parties screened, clear (list {version})"
+            names = ", ".join(sorted({m.entry_name for m in matches}))
+            return f"HOLD: {len(matches)} match(es) ({names}), list {version}"
+        case InformationRequested(question=question, due=due):
+            return f"asks the applicant (due {timestamp(due)[:19]}): {question}"
+        case InformationProvided(text=text, attachments=attachments):
+            return text + (f" (+{len(attachments)} file(s))" if attachments else "")
+        case ReviewEscalated(gate=gate, due=due):
+            return f"{gate} review SLA passed ({timestamp(due)[:19]}): escalated"
+        case ExportApprovalReleased(units=units):
+            return f"export approval unused: {units} units back to the buyer's cap"
+        case ScreeningListLoaded(version=version, entries=entries, source=source):
+            return f"list {version} in force: {entries} entries from {source}"
         case AllocationGranted(batch_id=batch, units=units, requested=requested, reason=reason):
             return f"{units} of {requested} units from batch {batch}" + (f" ({reason})" if reason else "")
         case AllocationQueued(position=position):

@@ -77,8 +77,9 @@ def check_claim(state: BuyerCapState, command: ClaimUnits) -> BuyerClaim:
     headroom = max(0, command.cap - before)
     if command.units > headroom and not command.partial:
         raise DomainError(
-            f"units: {command.units} exceeds buyer {command.buyer!r}'s remaining headroom of {headroom} "
-            f"({RULE} = {command.cap}; {before} already approved over its other requests)"
+            f"units: {command.units} exceeds the remaining headroom of {headroom} for buyer "
+            f"{command.buyer!r} ({RULE} = {command.cap}; {before} already approved over its other "
+            "requests)"
         )
     return BuyerClaim(
         buyer=command.buyer,
