@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -196,10 +196,16 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    home = tmp_path_factory.mktemp("chipclear-home")
+    with open_stack(tmp_path_factory.mktemp("chipclear-home"), policy_text()) as running:
+        yield running
+
+
+@contextmanager
+def open_stack(home: Path, policy_toml: str) -> Iterator[Stack]:
+    """A dev server (`chipclear server`) and a worker (`chipclear worker`) under `policy_toml`."""
     port, ui_port = free_port(), free_port()
     policy = home / "policy.toml"
-    policy.write_text(policy_text(), encoding="utf-8")
+    policy.write_text(policy_toml, encoding="utf-8")
     task_queue = f"cli-test-{uuid.uuid4().hex[:10]}"
     env = hermetic_env(
         TEMPORAL_ADDRESS=f"127.0.0.1:{port}",

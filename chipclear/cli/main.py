@@ -237,9 +237,14 @@ def list_(
     if json_:
         output.print_json([row.model_dump() for row in rows])
         return
-    from rich.table import Table
+    from rich.table import Column, Table
 
-    table = Table("request", "status", "gate", "flags", "buyer", "requested", "approved", "policy", "updated")
+    # Ids in full, never cut short: people copy them into the next command.
+    widest = max((len(row.request_id) for row in rows), default=7)
+    table = Table(
+        Column("request", min_width=widest, no_wrap=True),
+        *("status", "gate", "flags", "buyer", "requested", "approved", "policy", "updated"),
+    )
     for row in rows:
         approved = "-" if row.units_approved is None else str(row.units_approved)
         table.add_row(

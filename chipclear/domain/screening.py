@@ -15,7 +15,7 @@ import io
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Annotated, Literal
 
@@ -147,8 +147,10 @@ def normalise(name: str) -> Normalised:
     words = re.sub(r"[\W_]+", " ", text).split()
     while len(words) > 1 and words[-1] in LEGAL_SUFFIXES:
         words.pop()
-    if words:
-        for suffix in CJK_LEGAL_SUFFIXES:
+    if len(words) > 1 and words[-1] in CJK_LEGAL_SUFFIXES:
+        words.pop()  # the legal form written apart, after a bracket: "摩尔线程智能科技 (北京) 有限责任公司"
+    elif words:
+        for suffix in CJK_LEGAL_SUFFIXES:  # longest first
             if words[-1].endswith(suffix) and len(words[-1]) > len(suffix):
                 words[-1] = words[-1].removesuffix(suffix)
                 break
@@ -247,7 +249,8 @@ class ScreeningIndex:
 def parse_csl(text: str, *, source: str, loaded_at: datetime | None) -> ScreeningList:
     """Parse a CSL CSV; any bad row rejects the whole file, so a half-read list is never used."""
     sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff")))
+    # strict: an unterminated quote is an error, not a field that swallows every later row.
+    reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff")), strict=True)
     columns = [c.strip() for c in reader.fieldnames or []]
     if not columns:
         raise ScreeningListError("the file is empty: expected a header row with source, name, …")
@@ -270,7 +273,7 @@ def parse_csl(text: str, *, source: str, loaded_at: datetime | None) -> Screenin
     if not entries:
         raise ScreeningListError("the file has a header but no entries")
     names = sum(len(dict.fromkeys([e.name, *e.alt_names])) for e in entries)
-    stamp = f"-{loaded_at:%Y%m%dT%H%M%SZ}" if loaded_at is not None else ""
+    stamp = f"-{loaded_at.astimezone(UTC):%Y%m%dT%H%M%SZ}" if loaded_at is not None else ""
     info = ScreeningListInfo(
         version=f"{'csl' if loaded_at else 'sample'}-{sha256[:12]}{stamp}",
         sha256=sha256,

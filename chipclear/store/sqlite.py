@@ -297,7 +297,7 @@ class SQLiteEventStore:
         assert info.loaded_at is not None, "only a loaded list (with a load time) is stored"
         with self._transaction() as conn:
             current = conn.execute(
-                "SELECT sha256 FROM screening_lists ORDER BY loaded_at DESC, rowid DESC LIMIT 1"
+                "SELECT sha256 FROM screening_lists ORDER BY rowid DESC LIMIT 1"
             ).fetchone()
             if current is not None and current[0] == info.sha256:
                 return False
@@ -340,7 +340,7 @@ class SQLiteEventStore:
         """Every list ever loaded, newest (the current one) first."""
         cursor = self._conn().execute(
             "SELECT version, sha256, source, loaded_at, entries, names FROM screening_lists "
-            "ORDER BY loaded_at DESC, rowid DESC"
+            "ORDER BY rowid DESC"
         )
         names = [d[0] for d in cursor.description]
         return [ScreeningListInfo.model_validate(dict(zip(names, row, strict=True))) for row in cursor]

@@ -1,0 +1,268 @@
+"""The us-export gate end to end through the `chipclear` command: screening lists, held requests, the
+buyer cap, questions to the applicant and escalation, against a real server, worker and event store.
+
+The stack here runs the bundled default policy with a three-second review SLA, so escalation happens
+within a test; allocation batches are off as in test_cli.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from chipclear.domain.screening import bundled_list
+from tests.test_cli import (
+    Stack,
+    as_json,
+    chipclear,
+    flat,
+    new_id,
+    ok,
+    open_stack,
+    policy_text,
+    refused,
+    request_file,
+    show,
+    stored_version,
+    submitted,
+)
+
+REVIEW_SLA = "PT3S"
+SAMPLE_HEADER = (
+    (Path(__file__).resolve().parents[1] / "chipclear" / "data" / "screening-sample.csv")
+    .read_text(encoding="utf-8")
+    .splitlines()[0]
+)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    text, count = re.subn(r'(?m)^review_sla = ".*?"', f'review_sla = "{REVIEW_SLA}"', policy_text())
+    assert count == 1, "the bundled default policy has no review_sla line"
+    with open_stack(tmp_path_factory.mktemp("chipclear-us-export"), text) as running:
+        yield running
+
+
+def event_types(stack: Stack, request_id: str) -> list[str]:
+    return [event["type"] for event in as_json(stack.run("events", request_id, "--json"))]
+
+
+def wait_until(check: Callable[[], bool], what: str, within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, f"not reached within {within} s: {what}"
+        time.sleep(0.2)
+
+
+def screened(stack: Stack, request_id: str) -> bool:
+    """RequestSubmitted, GateOpened and PartiesScreened are stored."""
+    return stored_version(stack, request_id) >= 3
+
+
+# -- screening lists ----------------------------------------------------------------------------------
+def csl(*rows: str) -> str:
+    return "\n".join([SAMPLE_HEADER, *rows]) + "\n"
+
+
+def csl_row(number: str, name: str, alt_names: str = "") -> str:
+    """A row in the sample's column order: _id, source, entity_number, type, programs, name, …"""
+    columns = SAMPLE_HEADER.split(",")
+    values = dict.fromkeys(columns, "")
+    values |= {
+        "_id": number,
+        "source": "Entity List (EL) - Bureau of Industry and Security",
+        "entity_number": number,
+        "type": "Entity",
+        "name": name,
+        "alt_names": alt_names,
+    }
+    return ",".join(f'"{values[column]}"' for column in columns)
+
+
+BAD_LISTS = {
+    # name: (file text, what stderr must say)
+    "no-name-column": ("source,entity_number\nEL,1\n", ["missing column(s) name"]),
+    "empty-name": (csl(csl_row("1", "Acme Trading"), csl_row("2", "")), ["row 3, column name"]),
+    "header-only": (csl(), ["no entries"]),
+    "empty": ("", ["empty"]),
+    "extra-fields": (csl(csl_row("1", "Acme Trading") + ',"surplus"'), ["row 2", "more fields"]),
+}
+
+
+def test_screening_load_check_and_versions(tmp_path: Path, stack: Stack) -> None:
+    # Lists live in the event store only: a store of this test's own leaves the stack's list alone.
+    env = stack.env | {"CHIPCLEAR_HOME": str(tmp_path / "home")}
+
+    none = ok(chipclear(env, "screening", "versions"))
+    assert "no list loaded" in flat(none.stdout) and bundled_list().info.version in none.stdout, show(none)
+    sample_hit = as_json(chipclear(env, "screening", "check", "HUAWEI TECHNOLOGIES CO LTD", "--json"))
+    assert sample_hit["list_version"].startswith("sample-")
+    assert [m["entry_name"] for m in sample_hit["matches"]] == ["Huawei Technologies Co., Ltd."]
+
+    for name, (text, needles) in BAD_LISTS.items():
+        path = tmp_path / f"{name}.csv"
+        path.write_text(text, encoding="utf-8")
+        refused(chipclear(env, "screening", "load", path), path.name, *needles, code=2)
+    refused(chipclear(env, "screening", "load", tmp_path / "missing.csv"), "no such file", code=2)
+    latin = tmp_path / "latin1.csv"
+    latin.write_bytes(csl(csl_row("1", "Müller Export GmbH")).encode("latin-1"))
+    refused(chipclear(env, "screening", "load", latin), "UTF-8", code=2)
+    # Nothing of any bad file was kept: no list, no event.
+    assert as_json(chipclear(env, "screening", "versions", "--json")) == []
+    refused(chipclear(env, "events", "screening-lists"), "no events")
+
+    good = tmp_path / "consolidated.csv"
+    good.write_text(
+        csl(
+            csl_row("EL-1", "Acme Restricted Trading Co., Ltd.", "Acme Trading; 艾克米贸易有限公司"),
+            csl_row("EL-2", "Northwind Avionics Limited"),
+        ),
+        encoding="utf-8",
+    )
+    loaded = as_json(chipclear(env, "screening", "load", good, "--source", "trade.gov CSL", "--json"))
+    assert loaded["loaded"] is True and loaded["entries"] == 2 and loaded["names"] == 4
+    assert loaded["source"] == "trade.gov CSL"
+    assert loaded["sha256"] == hashlib.sha256(good.read_bytes()).hexdigest()
+    assert loaded["version"].startswith(f"csl-{loaded['sha256'][:12]}-")
+    again = ok(chipclear(env, "screening", "load", good))
+    assert "unchanged" in flat(again.stdout), show(again)
+
+    versions = as_json(chipclear(env, "screening", "versions", "--json"))
+    assert [v["version"] for v in versions] == [loaded["version"]]
+    check = as_json(
+        chipclear(
+            env, "screening", "check", "ACME TRADING CO", "Huawei Technologies", "Acne Tradition", "--json"
+        )
+    )
+    assert check["list_version"] == loaded["version"]
+    # The loaded list replaces the sample: Huawei is not on it, and a near-miss stays clear.
+    assert {(m["party_name"], m["entry_name"]) for m in check["matches"]} == {
+        ("ACME TRADING CO", "Acme Restricted Trading Co., Ltd.")
+    }
+    table = ok(chipclear(env, "screening", "check", "Acme Trading", "ByteDance Ltd."))
+    assert "1 match(es): Acme Trading" in flat(table.stdout), show(table)
+    assert "clear: ByteDance Ltd." in flat(table.stdout), show(table)
+
+    events = as_json(chipclear(env, "events", "screening-lists", "--json"))
+    assert [e["type"] for e in events] == ["ScreeningListLoaded"]
+    assert events[0]["data"]["version"] == loaded["version"]
+    ok(chipclear(env, "audit", "verify"))
+
+
+def test_a_screened_party_is_held_until_an_officer_gives_a_reason(stack: Stack, tmp_path: Path) -> None:
+    request_id = new_id("held")
+    path = request_file(tmp_path, request_id, buyer__name="Sugon Information Industry Co. Ltd.", units=5_000)
+    ok(stack.run("submit", path))
+    wait_until(partial(screened, stack, request_id), "submission and screening stored")
+
+    status = ok(stack.run("status", request_id))
+    assert "HOLD screening: 1 match(es)" in flat(status.stdout), show(status)
+    assert "'Sugon'" in status.stdout, show(status)
+    doc = as_json(stack.run("status", request_id, "--json"))
+    assert doc["on_hold"] is True and "held" in doc["flags"]
+    assert doc["screening"]["matches"][0]["entry_name"] == "Sugon"
+    held = as_json(stack.run("list", "--held", "--json"))
+    assert request_id in {row["request_id"] for row in held}
+    assert all("held" in row["flags"] for row in held)
+
+    before = stored_version(stack, request_id)
+    approve = ("decide", request_id, "--gate", "us-export", "--reviewer", "alice", "--approve")
+    refused(stack.run(*approve), "held by restricted-party screening", "written reason", "Sugon")
+    assert stored_version(stack, request_id) == before
+    result = ok(stack.run(*approve, "--reason", "counsel confirmed a different, unlisted Sugon entity"))
+    assert "cn_import_review" in flat(result.stdout), show(result)
+    events = as_json(stack.run("events", request_id, "--json"))
+    approved = next(e for e in events if e["type"] == "GateApproved")
+    assert approved["data"]["note"] == "counsel confirmed a different, unlisted Sugon entity"
+    assert approved["actor"] == "alice"
+    assert request_id not in {row["request_id"] for row in as_json(stack.run("list", "--held", "--json"))}
+
+
+def test_buyer_cap_refusal_names_the_headroom(stack: Stack, tmp_path: Path) -> None:
+    buyer = f"Kuaishou Technology {new_id('buyer')}"
+    first, second = (
+        request_file(tmp_path, new_id(f"cap{n}"), buyer__name=buyer, units=60_000) for n in (1, 2)
+    )
+    ids = [path.stem for path in (first, second)]
+    for path in (first, second):
+        ok(stack.run("submit", path))
+    for request_id in ids:
+        wait_until(partial(screened, stack, request_id), f"{request_id} stored")
+    decide = ("--gate", "us-export", "--reviewer", "alice", "--approve")
+    ok(stack.run("decide", ids[0], *decide))
+    before = stored_version(stack, ids[1])
+    refused(
+        stack.run("decide", ids[1], *decide), "remaining headroom of 15000", "max_units_per_buyer = 75000"
+    )
+    assert "GateApproved" not in event_types(stack, ids[1])
+    assert stored_version(stack, ids[1]) >= before
+    ok(stack.run("decide", ids[1], *decide, "--units", "15000"))
+    doc = as_json(stack.run("status", ids[1], "--json"))
+    assert doc["buyer_claim"]["units"] == 15_000 and doc["buyer_claim"]["approved_before"] == 60_000
+    for request_id in ids:
+        ok(stack.run("withdraw", request_id, "--reason", "test over"))
+
+
+def test_request_info_respond_and_escalation(stack: Stack, tmp_path: Path) -> None:
+    request_id = submitted(stack, tmp_path, "info")
+    decide = ("decide", request_id, "--gate", "us-export", "--reviewer", "alice")
+    refused(stack.run(*decide, "--approve", "--request-info", "why?"), "--request-info", code=2)
+    refused(stack.run(*decide, "--request-info", "   "), "--request-info", code=2)
+
+    asked = ok(stack.run(*decide, "--request-info", "Send the end-user certificate for Wuhu Cluster 3"))
+    assert "InformationRequested" in flat(asked.stdout), show(asked)
+    status = ok(stack.run("status", request_id))
+    assert "waiting for the applicant" in flat(status.stdout), show(status)
+    waiting = as_json(stack.run("list", "--awaiting-applicant", "--json"))
+    assert request_id in {row["request_id"] for row in waiting}
+    refused(stack.run(*decide, "--approve"), "waiting for the applicant's answer")
+
+    certificate = tmp_path / "end-user-certificate.pdf"
+    certificate.write_bytes(b"%PDF-1.7 signed end-user certificate")
+    before = stored_version(stack, request_id)
+    refused(stack.run("respond", request_id, "--text", "attached", "--file", tmp_path / "nope.pdf"), code=2)
+    refused(stack.run("respond", request_id, "--text", "  "), "--text", code=2)
+    assert "InformationProvided" not in event_types(stack, request_id)
+    assert stored_version(stack, request_id) >= before
+    answered = ok(stack.run("respond", request_id, "--text", "Certificate attached", "--file", certificate))
+    assert "InformationProvided" in flat(answered.stdout), show(answered)
+    refused(stack.run("respond", request_id, "--text", "once more"), "nothing to answer")
+
+    doc = as_json(stack.run("status", request_id, "--json"))
+    assert doc["open_question"] is None
+    [exchange] = doc["correspondence"]
+    assert exchange["answer"] == "Certificate attached"
+    assert exchange["attachments"] == [
+        {
+            "name": certificate.name,
+            "size": certificate.stat().st_size,
+            "sha256": hashlib.sha256(certificate.read_bytes()).hexdigest(),
+        }
+    ]
+
+    # The three-second review SLA has passed by now (the clock stopped while the applicant answered).
+    wait_until(lambda: "ReviewEscalated" in event_types(stack, request_id), "escalation")
+    escalated = as_json(stack.run("list", "--escalated", "--json"))
+    assert request_id in {row["request_id"] for row in escalated}
+    assert all("escalated" in row["flags"] for row in escalated)
+    listing = ok(stack.run("list", "--escalated"))
+    assert request_id in listing.stdout, show(listing)
+    status = ok(stack.run("status", request_id))
+    assert "ESCALATED" in status.stdout, show(status)
+    with closing(sqlite3.connect(f"file:{stack.events_db}?mode=ro", uri=True)) as conn:
+        flags = conn.execute("SELECT flags FROM requests WHERE request_id = ?", (request_id,)).fetchone()
+    assert flags == ("escalated",)
+
+    ok(stack.run(*decide, "--approve", "--units", "1000"))
+    assert request_id not in {
+        row["request_id"] for row in as_json(stack.run("list", "--escalated", "--json"))
+    }
+    ok(stack.run("withdraw", request_id, "--reason", "test over"))

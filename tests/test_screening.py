@@ -1,0 +1,714 @@
+"""Restricted-party screening: normalising, fuzzy matching, the CSL parser, list storage, the activity.
+
+Matching runs against the sample list bundled with the package (Huawei, SMIC, Phytium, NSC Wuxi,
+Sunway, Cambricon, Moore Threads, two Birens, Sugon) at the default policy threshold of 90, so the
+tables below are the hits and near-misses an operator would see with no list loaded yet.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import random
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from activities.screening import ScreeningActivities
+from chipclear.domain.events import ScreeningListLoaded
+from chipclear.domain.models import Party, PartyKind
+from chipclear.domain.screening import (
+    MIN_FUZZY_LENGTH,
+    ScreenedParty,
+    ScreeningEntry,
+    ScreeningIndex,
+    ScreeningList,
+    ScreeningListError,
+    ScreeningListInfo,
+    bundled_list,
+    normalise,
+    parse_csl,
+    parties_of,
+    similarity,
+)
+from chipclear.store.sqlite import SCREENING_STREAM, SQLiteEventStore
+from tests.factories import make_request
+
+THRESHOLD = 90.0  # the policy default (`screening_threshold`)
+LOADED_AT = datetime(2026, 3, 1, 9, 30, 15, tzinfo=UTC)
+
+# The header row of the bundled sample, which is the real CSL download's header.
+CSL_HEADER = (
+    "_id,source,entity_number,type,programs,name,title,addresses,federal_register_notice,start_date,"
+    "end_date,standard_order,license_requirement,license_policy,call_sign,vessel_type,gross_tonnage,"
+    "gross_registered_tonnage,vessel_flag,vessel_owner,remarks,source_list_url,alt_names,citizenships,"
+    "dates_of_birth,nationalities,places_of_birth,source_information_url,ids"
+)
+CSL_COLUMNS = CSL_HEADER.split(",")
+EL = "Entity List (EL) - Bureau of Industry and Security"
+SDN = "Specially Designated Nationals (SDN) - Treasury Department"
+
+
+def csl_text(*rows: dict[str, str], header: str = CSL_HEADER, bom: bool = False) -> str:
+    """A CSL file: the header, then one line per row (columns not given are empty), quoted as csv does."""
+    out = io.StringIO()
+    out.write(("\ufeff" if bom else "") + header + "\n")
+    writer = csv.writer(out, lineterminator="\n")
+    for row in rows:
+        writer.writerow([row.get(column, "") for column in CSL_COLUMNS])
+    return out.getvalue()
+
+
+def csl_list(*rows: dict[str, str], loaded_at: datetime | None = LOADED_AT) -> ScreeningList:
+    return parse_csl(csl_text(*rows), source="test list", loaded_at=loaded_at)
+
+
+def buyer(name: str) -> ScreenedParty:
+    return ScreenedParty(role="buyer", name=name)
+
+
+def entry_names(index: ScreeningIndex, name: str, threshold: float = THRESHOLD) -> list[str]:
+    return [match.entry_name for match in index.match(buyer(name), threshold)]
+
+
+@pytest.fixture(scope="module")
+def sample() -> ScreeningIndex:
+    return ScreeningIndex(bundled_list())
+
+
+# A custom list with none of the sample's names: loading it must replace the sample, not add to it.
+ACME_ROWS = (
+    {
+        "_id": "t-1",
+        "source": EL,
+        "entity_number": "EL-0001",
+        "type": "Entity",
+        "programs": "EAR; CHINA-EL",
+        "name": "Acme Quantum Devices Co., Ltd.",
+        "addresses": "1 Road, Shenzhen, CN; 2 Street, Hefei, CN",
+        "alt_names": "Acme Quantum; 阿克米量子器件有限公司",
+    },
+    {
+        "_id": "t-2",
+        "source": SDN,
+        "entity_number": "SDN-7",
+        "type": "Entity",
+        "programs": "SDGT",
+        "name": "Zenith Trading LLC",
+    },
+)
+
+
+# -- normalising --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("raw", "spaced"),
+    [
+        pytest.param("HUAWEI Technologies", "huawei technologies", id="case"),
+        pytest.param("Huawei Technologies Co., Ltd.", "huawei technologies", id="co-ltd"),
+        pytest.param("HUAWEI TECHNOLOGIES CO LTD", "huawei technologies", id="co-ltd-no-dots"),
+        pytest.param("Huawei Technologies Company Limited", "huawei technologies", id="company-limited"),
+        pytest.param(
+            "Semiconductor Manufacturing International Corporation",
+            "semiconductor manufacturing international",
+            id="corporation",
+        ),
+        pytest.param("Acme, Inc.", "acme", id="inc"),
+        pytest.param("Acme Incorporated", "acme", id="incorporated"),
+        pytest.param("Acme Holdings LLC", "acme holdings", id="llc"),
+        pytest.param("Acme Präzision GmbH", "acme prazision", id="gmbh-and-umlaut"),
+        pytest.param("Limited Edition Robotics Ltd", "limited edition robotics", id="limited-inside-kept"),
+        pytest.param("Company of Heroes Co.", "company of heroes", id="company-inside-kept"),
+        pytest.param("Ltd.", "ltd", id="suffix-alone-kept"),
+        pytest.param(
+            "Sugon__Information--Industry (Tianjin)!", "sugon information industry tianjin", id="punct"
+        ),
+        pytest.param("AT&T", "at and t", id="ampersand"),
+        pytest.param("Société Générale", "societe generale", id="accents"),
+        pytest.param("Müller", "muller", id="umlaut"),
+        pytest.param("Großhandel", "grosshandel", id="sharp-s-casefold"),
+        pytest.param(
+            "\uff28\uff55\uff41\uff57\uff45\uff49\u3000\uff34\uff45\uff43\uff48",
+            "huawei tech",
+            id="fullwidth-and-ideographic-space",
+        ),
+        pytest.param("华为技术有限公司", "华为技术", id="cjk-you-xian-gong-si"),
+        pytest.param("中科寒武纪科技股份有限公司", "中科寒武纪科技", id="cjk-gu-fen"),
+        pytest.param("北京壁仞科技开发有限公司", "北京壁仞科技开发", id="cjk-beijing-biren"),
+        pytest.param("曙光公司", "曙光", id="cjk-gong-si"),
+        pytest.param("公司", "公司", id="cjk-suffix-alone-kept"),
+        pytest.param("华为技术有限公司 Co., Ltd.", "华为技术", id="cjk-then-latin-suffix"),
+        pytest.param("中科曙光", "中科曙光", id="cjk-no-suffix"),
+    ],
+)
+def test_normalise(raw: str, spaced: str) -> None:
+    normal = normalise(raw)
+    assert normal.spaced == spaced
+    assert normal.compact == spaced.replace(" ", "")
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        pytest.param("Sun Way", "Sunway", id="sunway"),
+        pytest.param("Sun Way Micro-electronics", "Sunway Microelectronics Co., Ltd.", id="sunway-long"),
+        pytest.param("Moore-Threads", "MooreThreads", id="hyphen"),
+        pytest.param("Hua Wei", "HUAWEI", id="huawei"),
+    ],
+)
+def test_transliteration_spacing_gives_one_compact_form(one: str, other: str) -> None:
+    assert normalise(one).compact == normalise(other).compact
+    assert normalise(one).spaced != normalise(other).spaced
+
+
+@pytest.mark.parametrize(
+    "raw", ["", "   ", ".,-_/", "()\uff08\uff09"], ids=["empty", "spaces", "punct", "brackets"]
+)
+def test_nothing_left_normalises_to_empty_and_matches_nothing(raw: str, sample: ScreeningIndex) -> None:
+    assert normalise(raw).spaced == ""
+    assert normalise(raw).compact == ""
+    assert sample.match(buyer(raw), threshold=0) == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "spaced"),
+    [
+        pytest.param(
+            "摩尔线程智能科技\uff08北京\uff09有限责任公司", "摩尔线程智能科技 北京", id="bracket-then-suffix"
+        ),
+        pytest.param("华为技术 有限公司", "华为技术", id="space-then-suffix"),
+        pytest.param("中科寒武纪科技 股份有限公司", "中科寒武纪科技", id="space-then-gu-fen"),
+    ],
+)
+def test_cjk_legal_suffix_as_its_own_word_is_stripped(raw: str, spaced: str) -> None:
+    assert normalise(raw).spaced == spaced
+
+
+def test_cjk_name_without_legal_form_matches_its_listed_form(sample: ScreeningIndex) -> None:
+    assert "Moore Threads Intelligent Technology (Beijing) Co., Ltd." in entry_names(
+        sample, "摩尔线程智能科技\uff08北京\uff09"
+    )
+
+
+# -- matching the bundled sample ----------------------------------------------------------------------
+HUAWEI = "Huawei Technologies Co., Ltd."
+SMIC = "Semiconductor Manufacturing International Corporation"
+PHYTIUM = "Tianjin Phytium Information Technology"
+SUNWAY = "Sunway Microelectronics"
+MOORE = "Moore Threads Intelligent Technology (Beijing) Co., Ltd."
+SUGON = "Sugon"
+
+
+@pytest.mark.parametrize(
+    ("party", "entry_name"),
+    [
+        pytest.param("HUAWEI TECHNOLOGIES CO LTD", HUAWEI, id="huawei-caps-no-dots"),
+        pytest.param("Huawei Technologies Company Limited", HUAWEI, id="huawei-long-form"),
+        pytest.param("huawei", HUAWEI, id="huawei-short"),
+        pytest.param("Huawei Cloud Computing Technologies Co., Ltd.", HUAWEI, id="huawei-inside-longer"),
+        pytest.param("华为技术有限公司", HUAWEI, id="huawei-cjk"),
+        pytest.param("Sun Way Microelectronics", SUNWAY, id="sunway-spaced"),
+        pytest.param("Sunway Micro-Electronics Ltd", SUNWAY, id="sunway-hyphen"),
+        pytest.param("Moore Thread", MOORE, id="moore-near-spelling"),
+        pytest.param("SMIC", SMIC, id="smic-short-exact"),
+        pytest.param("S.M.I.C.", SMIC, id="smic-dotted"),
+        pytest.param("Semiconductor Manufacturing International Corp", SMIC, id="smic-corp"),
+        pytest.param("Dawning Information Industry Company", SUGON, id="sugon-alt-name"),
+        pytest.param("中科曙光", SUGON, id="sugon-cjk"),
+        pytest.param("Tianjin Phytium Information Technology Co., Ltd.", PHYTIUM, id="phytium-full"),
+        pytest.param(
+            "National Supercomputing Center in Wuxi", "National Supercomputing Center Wuxi", id="nsc"
+        ),
+        pytest.param("Cambricon", "Cambricon Technologies Corporation Limited", id="cambricon"),
+    ],
+)
+def test_sample_hits(party: str, entry_name: str, sample: ScreeningIndex) -> None:
+    matches = sample.match(buyer(party), THRESHOLD)
+    found = {match.entry_name: match for match in matches}
+    assert entry_name in found, [m.entry_name for m in matches]
+    assert found[entry_name].score >= THRESHOLD
+    assert found[entry_name].party_name == party
+
+
+@pytest.mark.parametrize(
+    "party",
+    [
+        pytest.param("ByteDance Ltd.", id="bytedance"),
+        pytest.param("Alibaba Cloud Computing Co., Ltd.", id="alibaba-cloud"),
+        pytest.param("Tencent Holdings Limited", id="tencent"),
+        pytest.param("Moore Capital Management", id="moore-capital"),
+        pytest.param("Huadong Technologies", id="huadong"),
+        pytest.param("Technologies Inc", id="generic-word-alone"),
+        pytest.param("Technology", id="generic-word-singular"),
+        pytest.param("National Supercomputing Center Jinan", id="other-supercomputing-centre"),
+        pytest.param("SMIT", id="smit"),
+        pytest.param("ZTE", id="zte"),
+        pytest.param("Sugar Land Holdings", id="sugar-land"),
+        pytest.param("Sun", id="sun-short"),
+        pytest.param("Beijing", id="city-alone"),
+    ],
+)
+def test_sample_near_misses(party: str, sample: ScreeningIndex) -> None:
+    assert sample.match(buyer(party), THRESHOLD) == []
+
+
+def test_one_match_per_entry_with_the_best_scoring_name(sample: ScreeningIndex) -> None:
+    # "Huawei Technologies Company Limited" is both the entry's name (after normalising) and an alt name.
+    matches = sample.match(buyer("Huawei Technologies Company Limited"), THRESHOLD)
+    assert [m.entry_name for m in matches] == [HUAWEI]
+    assert matches[0].score == 100.0
+    assert matches[0].matched_name in {HUAWEI, "Huawei Technologies Company Limited"}
+
+
+def test_short_alt_name_matches_exactly_with_its_own_spelling(sample: ScreeningIndex) -> None:
+    [match] = sample.match(buyer("smic"), THRESHOLD)
+    assert (match.entry_name, match.matched_name, match.score) == (SMIC, "SMIC", 100.0)
+
+
+def test_matches_sorted_best_first_then_by_name(sample: ScreeningIndex) -> None:
+    # Both Birens' alt names ("Biren Technology", "Shanghai Biren") sit inside the party's name: a tie
+    # at 100, ordered by entry name; a weak Phytium match comes last at a low threshold.
+    matches = sample.match(buyer("Shanghai Biren Technology"), threshold=60)
+    assert [(m.entry_name, m.matched_name, m.score) for m in matches[:2]] == [
+        ("Beijing Biren Technology Development Co., Ltd.", "Biren Technology", 100.0),
+        ("Shanghai Biren Intelligent Technology Co., Ltd.", "Shanghai Biren", 100.0),
+    ]
+    assert [m.entry_name for m in matches[2:]] == [PHYTIUM]
+    assert 60 <= matches[2].score < THRESHOLD
+
+
+def test_short_listed_names_match_only_exactly() -> None:
+    index = ScreeningIndex(csl_list({"source": EL, "name": "ZTE Corporation", "alt_names": "ZX"}))
+    assert len(normalise("ZTE Corporation").compact) < MIN_FUZZY_LENGTH
+    assert entry_names(index, "ZTE") == ["ZTE Corporation"]
+    assert entry_names(index, "Z.T.E. Corp.") == ["ZTE Corporation"]
+    assert entry_names(index, "zx") == ["ZTE Corporation"]
+    for near in ("ZTF", "ZTEE", "ZTE Kangxun", "ZXY"):
+        assert entry_names(index, near, threshold=0) == [], near
+
+
+def test_screen_covers_every_party(sample: ScreeningIndex) -> None:
+    parties = [
+        ScreenedParty(role="buyer", name="ByteDance Ltd."),
+        ScreenedParty(role="end_user", name="Sugon Information Industry Co., Ltd."),
+        ScreenedParty(role="consignee", name="SMIC"),
+    ]
+    matches = sample.screen(parties, THRESHOLD)
+    assert [(m.role, m.entry_name) for m in matches] == [("end_user", SUGON), ("consignee", SMIC)]
+
+
+# -- threshold and match fields -----------------------------------------------------------------------
+def test_threshold_decides_a_near_spelling(sample: ScreeningIndex) -> None:
+    party = "Huawai Technologys"
+    score = similarity(party, HUAWEI)
+    assert 85 <= score < 95
+    assert entry_names(sample, party, threshold=85) == [HUAWEI]
+    assert entry_names(sample, party, threshold=95) == []
+    [match] = sample.match(buyer(party), threshold=85)
+    assert match.score == score
+
+
+def test_similarity() -> None:
+    assert similarity("Huawei Technologies Co., Ltd.", "HUAWEI TECHNOLOGIES CO LTD") == 100.0
+    assert similarity("Sun Way", "Sunway") == 100.0
+    # A listed name inside the party's name is a hit; the party's name inside a listed one is not.
+    assert similarity("Huawei Technologies", "Huawei") == 100.0
+    assert similarity("Huawei", "Huawei Technologies") < THRESHOLD
+    assert similarity("", "Huawei") == 0.0
+    assert similarity("Huawei", "Ltd.") < 50
+
+
+def test_match_fields() -> None:
+    index = ScreeningIndex(csl_list(*ACME_ROWS))
+    party = ScreenedParty(role="consignee", name="ACME QUANTUM Co Ltd")
+    [match] = index.match(party, THRESHOLD)
+    assert match.role == "consignee"
+    assert match.party_name == "ACME QUANTUM Co Ltd"
+    assert match.entry_name == "Acme Quantum Devices Co., Ltd."
+    assert match.matched_name == "Acme Quantum"  # the alt name scored 100, the name less
+    assert match.entity_number == "EL-0001"
+    assert match.source == EL
+    assert match.programs == ["EAR", "CHINA-EL"]
+    assert match.score == 100.0
+
+    [sdn] = index.match(ScreenedParty(role="end_user", name="Zenith Trading"), THRESHOLD)
+    assert (sdn.role, sdn.entry_name, sdn.matched_name) == (
+        "end_user",
+        "Zenith Trading LLC",
+        "Zenith Trading LLC",
+    )
+    assert (sdn.entity_number, sdn.source, sdn.programs) == ("SDN-7", SDN, ["SDGT"])
+
+
+# -- parties_of ---------------------------------------------------------------------------------------
+def party(name: str, kind: PartyKind = PartyKind.PRIVATE) -> dict[str, str]:
+    return Party(name=name, country="CN", kind=kind).model_dump(mode="json")
+
+
+def test_parties_of_buyer_only() -> None:
+    request = make_request(buyer=party("ByteDance Ltd."), end_user=None, consignees=None)
+    assert parties_of(request) == [ScreenedParty(role="buyer", name="ByteDance Ltd.")]
+
+
+def test_parties_of_skips_end_user_who_is_the_buyer() -> None:
+    request = make_request(buyer=party("ByteDance Ltd."), end_user=party("ByteDance Ltd."))
+    assert [p.role for p in parties_of(request)] == ["buyer"]
+
+
+def test_parties_of_everyone_in_order() -> None:
+    request = make_request(
+        buyer=party("ByteDance Ltd."),
+        end_user=party("Volcano Engine", PartyKind.PRIVATE),
+        consignees=[
+            party("Shenzhen Logistics Co."),
+            party("Hong Kong Forwarding Ltd."),
+            party("ByteDance Ltd."),
+        ],
+    )
+    assert parties_of(request) == [
+        ScreenedParty(role="buyer", name="ByteDance Ltd."),
+        ScreenedParty(role="end_user", name="Volcano Engine"),
+        ScreenedParty(role="consignee", name="Shenzhen Logistics Co."),
+        ScreenedParty(role="consignee", name="Hong Kong Forwarding Ltd."),
+        ScreenedParty(role="consignee", name="ByteDance Ltd."),  # every consignee, even the buyer
+    ]
+
+
+def test_request_screened_against_sample(sample: ScreeningIndex) -> None:
+    request = make_request(
+        buyer=party("ByteDance Ltd."),
+        end_user=party("Dawning Information Industry Co., Ltd.", PartyKind.STATE_OWNED),
+        consignees=[party("Acme Freight"), party("Sun Way Microelectronics")],
+    )
+    matches = sample.screen(parties_of(request), THRESHOLD)
+    assert [(m.role, m.party_name, m.entry_name) for m in matches] == [
+        ("end_user", "Dawning Information Industry Co., Ltd.", SUGON),
+        ("consignee", "Sun Way Microelectronics", SUNWAY),
+    ]
+
+
+# -- parse_csl ----------------------------------------------------------------------------------------
+def test_parse_csl_valid_file_with_bom() -> None:
+    text = csl_text(
+        {
+            **ACME_ROWS[0],
+            "alt_names": " Acme Quantum ;; 阿克米量子器件有限公司; Acme Quantum Devices Co., Ltd.;",
+            "start_date": "2024-01-02",
+            "federal_register_notice": "89 FR 1234",
+            "license_requirement": "For all items subject to the EAR.",
+            "license_policy": "Presumption of denial.",
+            "source_list_url": "https://www.bis.gov/entity-list",
+        },
+        ACME_ROWS[1],
+        bom=True,
+    )
+    parsed = parse_csl(text, source="csl.csv", loaded_at=LOADED_AT)
+    sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    acme, zenith = parsed.entries
+    assert acme == ScreeningEntry(
+        source=EL,
+        name="Acme Quantum Devices Co., Ltd.",
+        entity_number="EL-0001",
+        type="Entity",
+        programs=["EAR", "CHINA-EL"],
+        addresses=["1 Road, Shenzhen, CN", "2 Street, Hefei, CN"],
+        alt_names=["Acme Quantum", "阿克米量子器件有限公司", "Acme Quantum Devices Co., Ltd."],
+        start_date="2024-01-02",
+        federal_register_notice="89 FR 1234",
+        license_requirement="For all items subject to the EAR.",
+        license_policy="Presumption of denial.",
+        source_list_url="https://www.bis.gov/entity-list",
+    )
+    assert zenith.name == "Zenith Trading LLC"
+    assert (zenith.programs, zenith.addresses, zenith.alt_names) == (["SDGT"], [], [])
+    assert zenith.type == "Entity"
+    assert zenith.start_date is None  # an empty cell is None, not ""
+
+    info = parsed.info
+    assert info.sha256 == sha256
+    assert info.version == f"csl-{sha256[:12]}-20260301T093015Z"
+    assert info.version.startswith("csl-")
+    assert info.source == "csl.csv"
+    assert info.loaded_at == LOADED_AT
+    assert info.entries == 2
+    assert info.names == 3 + 1  # the alt name equal to the name counts once
+
+
+def test_parse_csl_without_load_time_is_a_sample() -> None:
+    text = csl_text(*ACME_ROWS)
+    info = parse_csl(text, source="s", loaded_at=None).info
+    assert info.version == f"sample-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+    assert info.loaded_at is None
+
+
+def test_parse_csl_version_pins_content_and_moment() -> None:
+    first = csl_list(*ACME_ROWS).info
+    assert csl_list(*ACME_ROWS).info == first
+    later = csl_list(*ACME_ROWS, loaded_at=LOADED_AT + timedelta(days=1)).info
+    assert (later.sha256, later.version != first.version) == (first.sha256, True)
+    other = csl_list(ACME_ROWS[0]).info
+    assert other.sha256 != first.sha256
+    assert other.version != first.version
+
+
+def test_parse_csl_version_stamp_is_utc() -> None:
+    beijing = LOADED_AT.astimezone(timezone(timedelta(hours=8)))
+    info = parse_csl(csl_text(*ACME_ROWS), source="s", loaded_at=beijing).info
+    assert info.loaded_at == LOADED_AT
+    assert info.version.endswith("-20260301T093015Z")
+
+
+def test_bundled_sample() -> None:
+    sample_list = bundled_list()
+    assert sample_list.info.version.startswith("sample-")
+    assert sample_list.info.loaded_at is None
+    assert sample_list.info.entries == len(sample_list.entries) == 10
+    assert sample_list.info.names == 38
+    sugon = next(e for e in sample_list.entries if e.name == "Sugon")
+    assert "中科曙光" in sugon.alt_names
+    assert "Dawning Information Industry Co." in sugon.alt_names
+
+
+def bad_header() -> str:
+    return CSL_HEADER.replace(",name,", ",entity_name,")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("", ["empty"], id="empty"),
+        pytest.param("\ufeff", ["empty"], id="bom-only"),
+        pytest.param("\n\n", ["empty"], id="blank-lines"),
+        pytest.param(
+            bad_header() + "\nx,EL,,,,Acme\n",
+            ["header", "missing column(s) name (", "entity_name"],
+            id="no-name",
+        ),
+        pytest.param("name\nAcme\n", ["header", "missing column(s) source ("], id="no-source"),
+        pytest.param(
+            csl_text({"source": EL, "name": "  "}), ["row 2, column name", "empty"], id="empty-name"
+        ),
+        pytest.param(
+            csl_text({"source": EL, "name": "Acme"}, {"source": EL, "name": ""}),
+            ["row 3, column name"],
+            id="empty-name-row-3",
+        ),
+        pytest.param(csl_text({"source": "", "name": "Acme"}), ["row 2, column source"], id="empty-source"),
+        pytest.param(
+            CSL_HEADER + "\n" + "x," * len(CSL_COLUMNS) + "extra\n",
+            ["row 2", f"more fields than the {len(CSL_COLUMNS)} columns"],
+            id="too-many-fields",
+        ),
+        pytest.param(CSL_HEADER + "\n", ["header but no entries"], id="header-only"),
+        pytest.param("\ufeff" + CSL_HEADER + "\n\n", ["header but no entries"], id="header-and-blank-line"),
+    ],
+)
+def test_parse_csl_rejects(text: str, expected: list[str]) -> None:
+    with pytest.raises(ScreeningListError) as raised:
+        parse_csl(text, source="bad.csv", loaded_at=LOADED_AT)
+    assert isinstance(raised.value, ValueError)
+    for part in expected:
+        assert part in str(raised.value)
+
+
+def test_parse_csl_rejects_unterminated_quote() -> None:
+    text = CSL_HEADER + '\nx-1,EL,,,,"Acme Quantum\nx-2,EL,,,,Zenith Trading\nx-3,EL,,,,Huawei\n'
+    with pytest.raises(ScreeningListError, match="row"):
+        parse_csl(text, source="truncated.csv", loaded_at=LOADED_AT)
+
+
+def test_quoted_newline_inside_a_field_is_kept() -> None:
+    text = csl_text({"source": EL, "name": "Acme", "addresses": "Line 1\nLine 2; Other"})
+    [entry] = parse_csl(text, source="s", loaded_at=LOADED_AT).entries
+    assert entry.addresses == ["Line 1\nLine 2", "Other"]
+
+
+# -- the store ----------------------------------------------------------------------------------------
+def test_store_without_lists(store: SQLiteEventStore) -> None:
+    assert store.current_screening_list() is None
+    assert store.screening_list_versions() == []
+    assert store.read_stream(SCREENING_STREAM) == []
+
+
+def test_save_screening_list(store: SQLiteEventStore) -> None:
+    acme = csl_list(*ACME_ROWS)
+    assert store.save_screening_list(acme, actor="ops@example.com") is True
+
+    current = store.current_screening_list()
+    assert current == acme
+    assert store.screening_list_versions() == [acme.info]
+    [event] = store.read_stream(SCREENING_STREAM)
+    assert event.type == "ScreeningListLoaded"
+    assert event.data == ScreeningListLoaded(
+        version=acme.info.version,
+        sha256=acme.info.sha256,
+        source="test list",
+        entries=2,
+        names=4,
+    )
+    assert (event.version, event.actor, event.occurred_at) == (1, "ops@example.com", LOADED_AT)
+
+
+def test_saving_the_same_content_again_writes_nothing(store: SQLiteEventStore) -> None:
+    acme = csl_list(*ACME_ROWS)
+    assert store.save_screening_list(acme, actor="ops")
+    assert store.save_screening_list(acme, actor="ops") is False
+    # Same file, read again a day later: a different version string, the same checksum.
+    again = csl_list(*ACME_ROWS, loaded_at=LOADED_AT + timedelta(days=1))
+    assert store.save_screening_list(again, actor="ops") is False
+    assert store.screening_list_versions() == [acme.info]
+    assert len(store.read_stream(SCREENING_STREAM)) == 1
+
+
+def test_second_list_becomes_current(store: SQLiteEventStore) -> None:
+    first = csl_list(*ACME_ROWS)
+    second = csl_list(ACME_ROWS[1], loaded_at=LOADED_AT + timedelta(hours=1))
+    assert store.save_screening_list(first, actor="ops")
+    assert store.save_screening_list(second, actor="ops")
+
+    assert store.current_screening_list() == second
+    assert store.screening_list_versions() == [second.info, first.info]
+    events = store.read_stream(SCREENING_STREAM)
+    assert [(e.version, e.data.version) for e in events] == [  # type: ignore[union-attr]
+        (1, first.info.version),
+        (2, second.info.version),
+    ]
+
+    # Known version: the info alone, not the entries a full list would take to read.
+    known = store.current_screening_list(known_version=second.info.version)
+    assert known is not None
+    assert known.info == second.info
+    assert known.entries == []
+    # A stale known version reads the entries.
+    stale = store.current_screening_list(known_version=first.info.version)
+    assert stale == second
+
+    # Going back to the first content is a new load, and it becomes current.
+    back = csl_list(*ACME_ROWS, loaded_at=LOADED_AT + timedelta(hours=2))
+    assert store.save_screening_list(back, actor="ops")
+    assert store.current_screening_list() == back
+    assert [i.version for i in store.screening_list_versions()] == [
+        back.info.version,
+        second.info.version,
+        first.info.version,
+    ]
+
+    report = store.verify()
+    assert report.ok, report.breaks
+    assert report.events_checked == 3
+
+
+def test_saved_list_is_current_even_with_an_earlier_clock(store: SQLiteEventStore) -> None:
+    assert store.save_screening_list(csl_list(*ACME_ROWS), actor="host-a")
+    behind = csl_list(ACME_ROWS[1], loaded_at=LOADED_AT - timedelta(minutes=5))
+    assert store.save_screening_list(behind, actor="host-b")
+    current = store.current_screening_list()
+    assert current is not None
+    assert current.info.version == behind.info.version
+
+
+def test_lists_survive_reopening(store: SQLiteEventStore, tmp_path: Path) -> None:
+    acme = csl_list(*ACME_ROWS)
+    store.save_screening_list(acme, actor="ops")
+    reopened = SQLiteEventStore(tmp_path / "events.db")
+    try:
+        assert reopened.current_screening_list() == acme
+        assert reopened.screening_list_versions() == [acme.info]
+        assert len(reopened.read_stream(SCREENING_STREAM)) == 1
+        assert reopened.verify().ok
+        assert reopened.save_screening_list(acme, actor="ops") is False
+    finally:
+        reopened.close()
+
+
+# -- the activity's index -----------------------------------------------------------------------------
+def test_activity_uses_bundled_sample_until_a_list_is_loaded(store: SQLiteEventStore) -> None:
+    activities = ScreeningActivities(store)
+    index = activities.index()
+    assert index.info.loaded_at is None
+    assert index.info.version.startswith("sample-")
+    assert index.info == bundled_list().info
+    assert entry_names(index, "Huawei") == [HUAWEI]
+    assert activities.index() is index  # cached while nothing changes
+
+
+def test_activity_switches_to_a_loaded_list(store: SQLiteEventStore) -> None:
+    activities = ScreeningActivities(store)
+    sample_index = activities.index()
+    acme = csl_list(*ACME_ROWS)
+    store.save_screening_list(acme, actor="ops")
+
+    index = activities.index()
+    assert index is not sample_index
+    assert index.info == acme.info
+    assert entry_names(index, "Acme Quantum Devices") == ["Acme Quantum Devices Co., Ltd."]
+    assert entry_names(index, "Huawei Technologies Co., Ltd.") == []
+    # Cached by version: the store answers with an empty list for the known version, and the index
+    # keeps its entries.
+    again = activities.index()
+    assert again is index
+    assert len(again.entries) == 2
+    assert entry_names(again, "Zenith Trading") == ["Zenith Trading LLC"]
+
+    newer = csl_list(ACME_ROWS[1], loaded_at=LOADED_AT + timedelta(hours=1))
+    store.save_screening_list(newer, actor="ops")
+    latest = activities.index()
+    assert latest.info == newer.info
+    assert entry_names(latest, "Acme Quantum Devices") == []
+
+
+def test_activity_starts_with_the_stored_list(store: SQLiteEventStore) -> None:
+    acme = csl_list(*ACME_ROWS)
+    store.save_screening_list(acme, actor="ops")
+    index = ScreeningActivities(store).index()
+    assert index.info == acme.info
+    assert entry_names(index, "SMIC") == []
+
+
+# -- scale --------------------------------------------------------------------------------------------
+def synthetic_word(rng: random.Random) -> str:
+    """Consonant-vowel pairs: pronounceable, and never one of the target's words (which have vowel runs)."""
+    return "".join(rng.choice("bcdfghjklmnprstvwz") + rng.choice("aeiou") for _ in range(4)).capitalize()
+
+
+def test_twenty_thousand_entries_match_the_one_right_entry() -> None:
+    rng = random.Random(20260301)
+    suffixes = ["Co., Ltd.", "Limited", "Inc.", "GmbH", "LLC", "Corporation", ""]
+    entries = [
+        ScreeningEntry(
+            source=EL,
+            name=f"{synthetic_word(rng)} {synthetic_word(rng)} {rng.choice(suffixes)}".strip(),
+            entity_number=f"N-{i:05d}",
+            alt_names=[synthetic_word(rng) + " " + synthetic_word(rng)] if i % 3 == 0 else [],
+        )
+        for i in range(20_000)
+    ]
+    target = 13_579
+    entries[target] = ScreeningEntry(
+        source=EL,
+        name="Quaint Aeolian Devices Co., Ltd.",
+        entity_number="TARGET",
+        alt_names=["Quaint Aeolian", "奇异风神器件有限公司"],
+    )
+    info = ScreeningListInfo(
+        version="synthetic", sha256="-", source="synthetic", loaded_at=None, entries=len(entries), names=0
+    )
+    index = ScreeningIndex(ScreeningList(info=info, entries=entries))
+    assert len(index.entries) == 20_000
+
+    for query in (
+        "QUAINT AEOLIAN DEVICES CO LTD",
+        "Quaint Aeolian Devices Company Limited",
+        "Quaint-Aeolian Devises",
+        "Quaint Aeolian Cloud Computing",
+        "奇异风神器件有限公司",
+    ):
+        matches = index.match(buyer(query), THRESHOLD)
+        assert [m.entity_number for m in matches] == ["TARGET"], query
+
+    # Any one synthetic entry is found by its own name, and only it.
+    probe = entries[4_242]
+    assert [m.entity_number for m in index.match(buyer(probe.name.upper()), THRESHOLD)] == ["N-04242"]
+    assert index.match(buyer("Entirely Unlisted Party"), THRESHOLD) == []
