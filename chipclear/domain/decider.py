@@ -241,9 +241,10 @@ def _approve(
 ) -> list[Payload]:
     """An approval, then the next gate opens, or after the last gate the licence is issued."""
     rule = f"{gate.replace('-', '_')}.mode = auto" if by_policy else None
-    if gate is Gate.US_EXPORT:
-        # The policy's standing conditions ride on every export approval, first, whoever approves.
-        conditions = list(dict.fromkeys([*policy.us_export.default_conditions, *conditions]))
+    # The policy's standing conditions ride on every export approval, first, whoever approves; a
+    # condition given twice is one condition.
+    standing = policy.us_export.default_conditions if gate is Gate.US_EXPORT else ()
+    conditions = list(dict.fromkeys([*standing, *conditions]))
     approved = GateApproved(
         gate=gate,
         units_approved=units,
@@ -257,7 +258,7 @@ def _approve(
     if following is not None:
         payloads = [approved, *_open(following, policy, now)]
     else:
-        all_conditions = [*state.conditions, *(c for c in conditions if c not in state.conditions)]
+        all_conditions = list(dict.fromkeys([*state.conditions, *conditions]))
         assert state.request_id is not None
         licence = LicenseIssued(licence_id=f"LIC-{state.request_id}", units=units, conditions=all_conditions)
         payloads = [approved, licence]
@@ -419,7 +420,7 @@ def _auto_export_approval(
     units = min(state.units_in_play, cap)
     note = f"capped at us_export.max_units_per_request = {cap}" if units < state.units_in_play else None
     if policy.us_export.max_units_per_buyer is not None:
-        if claim is None or claim.request_id != state.request_id:
+        if claim is None or claim.request_id != state.request_id or claim.units > units:
             raise DomainError(f"an automatic export approval needs a claim against {BUYER_CAP_RULE}")
         if claim.units == 0:
             reason = (

@@ -222,7 +222,7 @@ def evolve(state: RequestState, event: Event) -> RequestState:
         case GateApproved(gate=gate, units_approved=units, conditions=conditions, buyer_claim=claim):
             gates[gate] = _closed(gates, gate, "approved", event, units_approved=units)
             changes["units_approved"] = units
-            changes["conditions"] = state.conditions + [c for c in conditions if c not in state.conditions]
+            changes["conditions"] = list(dict.fromkeys([*state.conditions, *conditions]))
             if claim is not None:
                 changes["buyer_claim"] = claim
         case ExportApprovalReleased():
