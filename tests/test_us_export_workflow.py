@@ -554,11 +554,6 @@ async def until_set(flag: threading.Event, within: float = 20.0) -> None:
         await asyncio.sleep(0.05)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the `state` query answers with pending events before they are stored "
-    "(workflows/import_request.py ImportRequestWorkflow.state returns self._state, not self._durable)",
-)
 async def test_live_state_shows_only_what_the_event_store_holds(
     client: Client, store: SQLiteEventStore
 ) -> None:

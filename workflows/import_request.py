@@ -176,7 +176,9 @@ class ImportRequestWorkflow:
     # -- queries and updates ------------------------------------------------------------------
     @workflow.query(name="state")
     def state(self, _: StateQuery | None = None) -> RequestState:
-        return self._state
+        # What the event store holds, never an event still on its way there: a query answered
+        # mid-append must not show a step that may yet fail and never become true.
+        return self._durable
 
     # Decisions, evidence and withdrawal are updates, not signals: the caller learns at once whether
     # the command was accepted, and a validator rejects a bad one before it ever enters history.

@@ -127,6 +127,10 @@ def print_state(state: RequestState, *, source: str) -> None:
     console.print(f"[dim]source: {source}, version {state.version}[/]")
 
 
+def _count(number: int, one: str, many: str) -> str:
+    return f"{number} {one if number == 1 else many}"
+
+
 def _print_us_export(state: RequestState) -> None:
     """Screening, the officer's questions, the SLA and the buyer's cap: what a US officer checks."""
     if state.screening is not None:
@@ -144,8 +148,8 @@ def _print_us_export(state: RequestState) -> None:
                 )
         else:
             console.print(
-                f"screening: clear ({len(screened.parties)} parties, list {screened.list_version}, "
-                f"threshold {screened.threshold:g})"
+                f"screening: clear ({_count(len(screened.parties), 'party', 'parties')}, "
+                f"list {screened.list_version}, threshold {screened.threshold:g})"
             )
     if state.review_due is not None:
         flag = " [bold red]ESCALATED[/]" if state.escalated else ""
@@ -165,8 +169,8 @@ def _print_us_export(state: RequestState) -> None:
         claim = state.buyer_claim
         released = " (released: the approval went unused)" if state.export_released else ""
         console.print(
-            f"buyer cap: {claim.total} of {claim.cap} units approved for {claim.buyer} "
-            f"with this request's {claim.units}{released}"
+            f"buyer cap: {claim.buyer} has {claim.total} of {claim.cap} units approved "
+            f"({claim.units} by this request){released}"
         )
 
 
@@ -192,8 +196,9 @@ def summarise(event: StoredEvent) -> str:
     match event.data:
         case RequestSubmitted(request=r):
             return f"{r.buyer.name} ({r.buyer.kind}) asks for {r.units} {r.product}"
-        case GateOpened(gate=gate, deadline=deadline):
-            return f"{gate} opened, deadline {timestamp(deadline)[:10]}"
+        case GateOpened(gate=gate, deadline=deadline, review_due=review_due):
+            sla = f", review due {timestamp(review_due)[:10]}" if review_due else ""
+            return f"{gate} opened, deadline {timestamp(deadline)[:10]}{sla}"
         case GateApproved(gate=gate, units_approved=units, rule=rule, conditions=conditions):
             extra = f" ({rule})" if rule else ""
             extra += f", {len(conditions)} condition(s)" if conditions else ""
@@ -214,7 +219,7 @@ def summarise(event: StoredEvent) -> str:
             return f"expired at {gate} (deadline {timestamp(deadline)[:19]})"
         case PartiesScreened(matches=matches, parties=parties, list_version=version):
             if not matches:
-                return f"{len(parties)} parties screened, clear (list {version})"
+                return f"{_count(len(parties), 'party', 'parties')} screened, clear (list {version})"
             names = ", ".join(sorted({m.entry_name for m in matches}))
             return f"HOLD: {len(matches)} match(es) ({names}), list {version}"
         case InformationRequested(question=question, due=due):
