@@ -50,9 +50,8 @@ class UsExportPolicy(_Section):
     # predates them replays exactly as it ran.
     screening: bool = False  # restricted-party screening of every party before review
     screening_threshold: Annotated[float, Field(ge=50, le=100)] = 90.0
-    review_sla: IsoDuration | None = (
-        None  # escalate when undecided by then (time waiting for the applicant excluded)
-    )
+    # Escalate when undecided by then; time waiting for the applicant's answer is not counted.
+    review_sla: IsoDuration | None = None
     info_deadline: IsoDuration = timedelta(days=10)  # how long the applicant has to answer
     default_conditions: tuple[Annotated[str, Field(min_length=1, max_length=2000)], ...] = ()
 
