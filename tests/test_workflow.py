@@ -18,7 +18,7 @@ from temporalio.worker import Replayer, Worker
 from activities.events import AppendInput, EventActivities
 from chipclear import client as ops
 from chipclear.domain.allocation import BatchSpec, OpenBatch
-from chipclear.domain.commands import AddEvidence, Decide, Withdraw
+from chipclear.domain.commands import AddEvidence, Decide, RequestInfo, Respond, Withdraw
 from chipclear.domain.models import Gate, ImportRequest, ProcurementRecord, Status
 from chipclear.domain.state import RequestState, fold
 from chipclear.store.protocol import AppendResult
@@ -428,7 +428,48 @@ async def _allocation_released(client: Client, store: SQLiteEventStore) -> Handl
     return handle
 
 
+US_EXPORT_IN_DEPTH = {
+    "screening": True,
+    "max_units_per_buyer": 75_000,
+    "default_conditions": ["KYC of the consignee"],
+}
+
+
+async def _held_asked_approved_withdrawn(client: Client, store: SQLiteEventStore) -> Handle:
+    """Screening hold, a question and its answer, a capped approval, then withdrawal: the claim's
+    units go back to the buyer."""
+    request = make_request(
+        request_id="history-us-export-held",
+        units=20_000,
+        buyer={"name": "Huawei Technologies Co Ltd", "country": "CN", "kind": "private"},
+    )
+    policy = make_policy("manual", us_export=US_EXPORT_IN_DEPTH)
+    async with running_worker(client, store, policy) as worker:
+        handle = await start(client, store, worker, request)
+        await wait_for(client, request.request_id, lambda state: state.on_hold)
+        ask = RequestInfo(gate=Gate.US_EXPORT, reviewer="alice", question="Which entity is the buyer?")
+        await ops.update(client, request.request_id, ask)
+        await ops.update(client, request.request_id, Respond(text="A different, unlisted one"))
+        reason = "counsel confirmed a different entity"
+        await ops.update(client, request.request_id, decision(Gate.US_EXPORT, "alice", reason=reason))
+        await ops.update(client, request.request_id, Withdraw(reason="replay me"))
+        await handle.result()
+    return handle
+
+
+async def _escalated_expired(client: Client, store: SQLiteEventStore) -> Handle:
+    request = make_request(request_id="history-us-export-escalated")
+    timeline = {"review_sla": "PT1S", "decision_deadline": "PT3S"}
+    policy = make_policy("manual", us_export=US_EXPORT_IN_DEPTH | timeline)
+    async with running_worker(client, store, policy) as worker:
+        handle = await start(client, store, worker, request)
+        await handle.result()
+    return handle
+
+
 SCENARIOS = {
+    "us-export-held": _held_asked_approved_withdrawn,
+    "us-export-escalated": _escalated_expired,
     "manual-withdrawn": _manual_withdrawn,
     "auto-evidence": _auto_evidence,
     "expired": _expired,
