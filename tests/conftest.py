@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from chipclear.devserver import UPDATE_LIMITS, temporal_binary
 from chipclear.domain.policy import Policy
@@ -60,4 +61,20 @@ async def running_worker(
             **options,
         )
         async with worker:
+            yield worker
+
+
+@asynccontextmanager
+async def worker_with(client: Client, *activities: Callable[..., Any]) -> AsyncIterator[Worker]:
+    """Only the import workflow and `activities`: a fake registers under the real activity's name."""
+    from workflows.import_request import ImportRequestWorkflow
+
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        async with Worker(
+            client,
+            task_queue=f"test-{uuid.uuid4().hex[:12]}",
+            workflows=[ImportRequestWorkflow],
+            activities=list(activities),
+            activity_executor=executor,
+        ) as worker:
             yield worker

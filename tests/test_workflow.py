@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ from chipclear.domain.state import RequestState, fold
 from chipclear.store.protocol import AppendResult
 from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.temporal import DATA_CONVERTER
-from tests.conftest import running_worker
+from tests.conftest import running_worker, worker_with
 from tests.factories import make_policy, make_request
 from worker import ChipclearWorker
 from workflows.import_request import ImportRequestResult, ImportRequestWorkflow
@@ -359,15 +357,8 @@ async def test_retried_append_after_a_successful_write_stores_nothing_twice(
 ) -> None:
     flaky = FlakyAppend(store)
     request = make_request()
-    with ThreadPoolExecutor(max_workers=4) as executor:
-        async with Worker(
-            client,
-            task_queue=f"test-{uuid.uuid4().hex[:12]}",
-            workflows=[ImportRequestWorkflow],
-            activities=[flaky.append_events, flaky.real.current_policy],
-            activity_executor=executor,
-        ) as worker:
-            result = await (await start(client, store, worker, request)).result()
+    async with worker_with(client, flaky.append_events, flaky.real.current_policy) as worker:
+        result = await (await start(client, store, worker, request)).result()
     assert result.status is Status.LICENSED
     assert 1 in flaky.attempts and 2 in flaky.attempts
     events = store.read_stream(request.request_id)

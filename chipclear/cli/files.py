@@ -18,14 +18,18 @@ class InvalidInput(ValueError):
     """Bad input from the user: the CLI prints the message and exits 2."""
 
 
-def read_document(path: Path) -> Any:
-    """JSON or YAML, chosen by extension (YAML is a superset of JSON, so anything else tries YAML)."""
+def read_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InvalidInput(f"{path}: no such file") from None
     except (IsADirectoryError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"{path}: cannot read ({exc})") from None
+        raise InvalidInput(f"{path}: cannot read as UTF-8 text ({exc})") from None
+
+
+def read_document(path: Path) -> Any:
+    """JSON or YAML, chosen by extension (YAML is a superset of JSON, so anything else tries YAML)."""
+    text = read_text(path)
     try:
         if path.suffix.lower() == ".json":
             return json.loads(text)

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from chipclear.cli import output
 from chipclear.cli.common import JsonOption, actor_default, handles_errors, settings, store
-from chipclear.cli.files import InvalidInput
+from chipclear.cli.files import InvalidInput, read_text
 from chipclear.domain.policy import load_policy
 from chipclear.domain.screening import ScreenedParty, ScreeningListError, parse_csl
 from chipclear.store.screening import CurrentList
@@ -31,12 +31,7 @@ def load(
     json_: JsonOption = False,
 ) -> None:
     """Make FILE the list every later screening uses; a bad file loads nothing (exit 2)."""
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InvalidInput(f"{file}: no such file") from None
-    except (IsADirectoryError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"{file}: cannot read as UTF-8 CSV ({exc})") from None
+    text = read_text(file)
     try:
         parsed = parse_csl(text, source=source or file.name, loaded_at=datetime.now(UTC))
     except ScreeningListError as exc:

@@ -26,6 +26,7 @@ In another terminal (with the venv active: `source .venv/bin/activate`):
   chipclear decide bytedance-2026-001 --gate us-export --reviewer alice --approve
   chipclear events bytedance-2026-001
   chipclear audit verify
+  chipclear screening load consolidated.csv          # the current Consolidated Screening List (trade.gov)
 Ctrl-C stops the worker and the server; their state is kept in {home} (server log: {home}/temporal.log).
 """
 
