@@ -33,6 +33,7 @@ from workflows.import_request import ImportRequestWorkflow
 WORKFLOWS: Sequence[type] = (ImportRequestWorkflow, AllocationLedgerWorkflow, BuyerCapWorkflow, BareWorkflow)
 # SQLite has one writer at a time; more threads than this only queue on its lock.
 ACTIVITY_THREADS = 16
+LOCAL_ACTIVITY_SLOTS = 200
 
 
 class ChipclearWorker:
@@ -76,10 +77,18 @@ def build_worker(
         client,
         task_queue=task_queue,
         workflows=list(WORKFLOWS),
-        activities=[events.append_events, events.current_policy, screening.screen_parties, bare_step],
+        activities=[
+            events.append_events,
+            events.current_policy,
+            screening.screen_parties,
+            # A local activity on the hot path (workflows/import_request.py `_claim_units`).
+            ledger.claim_buyer_units,
+            bare_step,
+        ],
         activity_executor=executor,
         max_concurrent_activities=ACTIVITY_THREADS,
-        max_concurrent_local_activities=ACTIVITY_THREADS,
+        # The sync ones queue for the thread pool anyway; the async entity calls mostly wait.
+        max_concurrent_local_activities=LOCAL_ACTIVITY_SLOTS,
         graceful_shutdown_timeout=timedelta(seconds=10),
         **options,
     )

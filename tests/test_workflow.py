@@ -492,7 +492,9 @@ async def test_saved_histories_still_replay(path: Path) -> None:
 def test_saved_histories_exist() -> None:
     stems = {p.stem for p in HISTORIES.glob("*.json")}
     assert stems >= set(SCENARIOS)
+    # v1: appends as local activities; v2: ledger and buyer-cap calls as regular activities.
     assert stems >= {f"v1-{name}" for name in ("manual-withdrawn", "auto-evidence", "expired")}
+    assert stems >= {"v2-allocation-released", "v2-us-export-held"}
 
 
 async def test_query_is_answered_while_waiting(client: Client, store: SQLiteEventStore) -> None:
