@@ -80,6 +80,7 @@ def build_worker(
         activities=[
             events.append_events,
             events.current_policy,
+            events.register_invoices,
             screening.screen_parties,
             # A local activity on the hot path (workflows/import_request.py `_claim_units`).
             ledger.claim_buyer_units,

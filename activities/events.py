@@ -7,6 +7,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from chipclear.domain.events import Event
+from chipclear.domain.evidence import InvoiceOwner
 from chipclear.domain.policy import Policy
 from chipclear.logs import get_logger
 from chipclear.store.protocol import AppendResult, ConcurrencyError, EventStore
@@ -16,6 +17,16 @@ class AppendInput(BaseModel):
     stream_id: str
     expected_version: int
     events: list[Event]
+
+
+class RegisterInvoices(BaseModel):
+    request_id: str
+    buyer: str
+    keys: list[str]
+
+
+class InvoiceOwners(BaseModel):
+    owners: dict[str, InvoiceOwner]
 
 
 class PolicyInput(BaseModel):
@@ -62,3 +73,15 @@ class EventActivities:
         # Read through an activity so the policy is recorded in history: replay never re-reads a file
         # that may have changed since.
         return PolicyResult(policy=self.policy)
+
+    @activity.defn(name="register_invoices")
+    def register_invoices(self, input: RegisterInvoices) -> InvoiceOwners:
+        # Safe to repeat: registering for the same request again changes nothing and gives the same
+        # answer, so it runs as a local activity on the evidence path.
+        owners = self.store.register_invoices(input.request_id, input.buyer, input.keys)
+        taken = sorted(key for key, owner in owners.items() if owner.request_id != input.request_id)
+        if taken:
+            get_logger("chipclear.activities").info(
+                "invoices already counted elsewhere", request_id=input.request_id, invoices=taken
+            )
+        return InvoiceOwners(owners=owners)

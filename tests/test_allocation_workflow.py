@@ -141,7 +141,8 @@ async def test_concurrent_reservations_never_exceed_capacity_and_the_queue_is_se
         served_state = await settled(store, [next_in_line], lambda s: s.status is Status.CN_IMPORT_REVIEW)
         assert served_state[next_in_line].allocation.units == min(needed, donor_units)  # type: ignore[union-attr]
 
-        release = store.read_stream(donor)[-1]
+        *_, release, unused = store.read_stream(donor)
+        assert unused.type == "ExportApprovalReleased"  # its US approval goes unused too
         assert release.type == "AllocationReleased" and release.data.units == donor_units  # type: ignore[union-attr]
         ledger_types = [e.type for e in store.read_stream(ledger_stream(ledger_id(queue)))]
         assert "UnitsReleased" in ledger_types
@@ -185,7 +186,9 @@ async def test_denial_after_allocation_releases_the_units(client: Client, store:
         book = await ledger(client, store, worker.task_queue)
     assert result.status is Status.DENIED
     types = [e.type for e in store.read_stream(request.request_id)]
-    assert types.count("AllocationGranted") == 1 and types[-1] == "AllocationReleased"
+    assert types.count("AllocationGranted") == 1
+    # Compensation, in order: the units back to the batch, then the export approval recorded unused.
+    assert types[-3:] == ["GateDenied", "AllocationReleased", "ExportApprovalReleased"]
     assert book.batches["D1"].allocated == 0 and book.released[request.request_id].units == 500
 
 
@@ -198,7 +201,12 @@ async def test_expiry_in_the_queue_leaves_it(client: Client, store: SQLiteEventS
         book = await ledger(client, store, worker.task_queue)
     assert result.status is Status.EXPIRED
     types = [e.type for e in store.read_stream(request.request_id)]
-    assert types[-3:] == ["AllocationQueued", "RequestExpired", "AllocationReleased"]
+    assert types[-4:] == [
+        "AllocationQueued",
+        "RequestExpired",
+        "AllocationReleased",
+        "ExportApprovalReleased",
+    ]
     assert book.queue == [] and book.released[request.request_id].units == 0
 
 

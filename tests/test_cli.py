@@ -379,9 +379,11 @@ def test_request_through_all_three_gates(stack: Stack, tmp_path: Path) -> None:
     assert [event["recorded_at"] for event in events] == sorted(event["recorded_at"] for event in events)
     assert {event["policy_version"] for event in events} == {TEST_POLICY_VERSION}
     types = [event["type"] for event in events]
-    assert types[:2] == ["RequestSubmitted", "GateOpened"]
+    # The request's own procurement records are judged one by one: both count.
+    assert types[:4] == ["RequestSubmitted", "EvidenceAdded", "GateOpened", "PartiesScreened"]
+    assert events[1]["data"]["records"] == events[0]["data"]["request"]["domestic_procurement"]
     assert types[-2:] == ["GateApproved", "LicenseIssued"]
-    assert types.count("GateApproved") == 3 and types.count("EvidenceAdded") == 1
+    assert types.count("GateApproved") == 3 and types.count("EvidenceAdded") == 2
     assert events[0]["data"]["request"]["request_id"] == request_id
     approvals = [event for event in events if event["type"] == "GateApproved"]
     assert [(a["data"]["gate"], a["actor"]) for a in approvals] == [

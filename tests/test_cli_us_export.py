@@ -187,6 +187,7 @@ def test_a_screened_party_is_held_until_an_officer_gives_a_reason(stack: Stack, 
     # Nothing recorded (the three-second review SLA may have escalated it meanwhile: time, not her).
     assert set(event_types(stack, request_id)) <= {
         "RequestSubmitted",
+        "EvidenceAdded",
         "GateOpened",
         "PartiesScreened",
         "ReviewEscalated",

@@ -42,6 +42,14 @@ from chipclear.domain.state import RequestState, evolve, fold
 from tests.factories import make_policy, make_request
 
 NOW = datetime(2026, 2, 1, tzinfo=UTC)
+# Licences are valid for the default licence_validity, P4Y, from the moment they are issued.
+FOUR_YEARS_ON = datetime(2030, 2, 1, tzinfo=UTC)
+
+
+def issued(run: Any, units: int) -> LicenseIssued:
+    return LicenseIssued(licence_id=f"LIC-{run.state.request_id}", units=units, valid_until=FOUR_YEARS_ON)
+
+
 GATES = list(Gate)
 REVIEWER = {Gate.US_EXPORT: "alice", Gate.CN_IMPORT: "wang", Gate.DOMESTIC_QUOTA: "wang"}
 MODES = ["manual", "auto"]
@@ -240,7 +248,9 @@ def test_evaluate_auto_approves_and_moves_on(gate, expected, next_gate, deadline
         assert events[-1].data == GateOpened(gate=next_gate, deadline=NOW + deadline)
         assert run.state.gate is next_gate
     else:
-        assert events[-1].data == LicenseIssued(licence_id=f"LIC-{run.state.request_id}", units=50_000)
+        assert events[-1].data == LicenseIssued(
+            licence_id=f"LIC-{run.state.request_id}", units=50_000, valid_until=FOUR_YEARS_ON
+        )
         assert run.state.status is Status.LICENSED
         assert run.state.licence_id == f"LIC-{run.state.request_id}"
         assert run.state.units_approved == 50_000
@@ -309,7 +319,9 @@ def test_decide_approve_by_allowed_reviewer(gate, expected):
         assert events[1].data.deadline == NOW + run.policy.deadline(gate.next)
         assert run.state.gate is gate.next
     else:
-        assert events[1].data == LicenseIssued(licence_id=f"LIC-{run.state.request_id}", units=50_000)
+        assert events[1].data == LicenseIssued(
+            licence_id=f"LIC-{run.state.request_id}", units=50_000, valid_until=FOUR_YEARS_ON
+        )
         assert run.state.status is Status.LICENSED
 
 
@@ -361,7 +373,9 @@ def test_fewer_units_are_carried_forward_and_never_exceeded():
         r"units: 20001 exceeds the 20000 units still requested",
     )
     events = run.send(Decide(gate=Gate.DOMESTIC_QUOTA, reviewer="wang", approve=True))
-    assert events[-1].data == LicenseIssued(licence_id=f"LIC-{run.state.request_id}", units=20_000)
+    assert events[-1].data == LicenseIssued(
+        licence_id=f"LIC-{run.state.request_id}", units=20_000, valid_until=FOUR_YEARS_ON
+    )
     assert run.state.units_approved == 20_000
     assert run.state.units_requested == 50_000
 

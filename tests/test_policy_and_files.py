@@ -355,7 +355,7 @@ def test_empty_or_non_list_evidence_is_refused(tmp_path, document):
         ({"units": 10_000_001}, "1.units", "10000001"),
         ({"units": "many"}, "1.units", "'many'"),
         ({"invoice": ""}, "1.invoice", "''"),
-        ({"serial": "X"}, "1.serial", "'X'"),
+        ({"invoice_date": "2026-02-30"}, "1.invoice_date", "'2026-02-30'"),
     ],
 )
 @pytest.mark.parametrize("suffix", [".json", ".yaml"])
@@ -366,6 +366,15 @@ def test_bad_evidence_names_index_and_field(tmp_path, suffix, record, field, sho
     message = str(info.value)
     assert f"{field}:" in message
     assert f"(got {shown})" in message
+
+
+def test_evidence_keeps_extra_fields_and_reads_the_optional_ones(tmp_path):
+    """The named fields are the contract; a procurement system's own extra fields travel along."""
+    extra = {**RECORDS[0], "serial": "X-1", "invoice_date": "2026-01-10", "data_center": "Wuhu 3"}
+    [record] = load_evidence(write_document(tmp_path, [extra], ".yaml", "evidence"))
+    assert record.model_extra == {"serial": "X-1"}
+    assert record.invoice_date is not None and record.invoice_date.isoformat() == "2026-01-10"
+    assert record.data_center == "Wuhu 3" and record.delivered_on is None
 
 
 def test_evidence_missing_field_names_index(tmp_path):

@@ -163,7 +163,9 @@ async def test_listed_buyer_is_held_until_an_officer_approves_with_a_written_rea
         "PartiesScreened",
         "GateApproved",
         "GateOpened",
-        "RequestWithdrawn",  # no per-buyer cap in this policy, so nothing to release
+        "RequestWithdrawn",
+        # No per-buyer cap in this policy, so no units to give back; the approval is recorded unused.
+        "ExportApprovalReleased",
     ]
     opened, screened, export, cn_opened = events[1].data, events[2].data, events[3].data, events[4].data
     assert isinstance(opened, GateOpened) and opened.gate is Gate.US_EXPORT
@@ -455,6 +457,7 @@ async def test_information_request_pauses_approval_until_the_applicant_answers(
         "GateApproved",
         "GateOpened",
         "RequestWithdrawn",
+        "ExportApprovalReleased",
     ]
     requested, provided = events[3], events[4]
     assert isinstance(requested.data, InformationRequested) and requested.actor == "alice"

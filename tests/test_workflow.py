@@ -175,8 +175,7 @@ async def test_denial_rules_apply_in_every_mode(
         result = await handle.result()
     assert result.status is Status.DENIED
     assert result.outcome_reason is not None and rule in result.outcome_reason
-    denied = store.read_stream(request.request_id)[-1]
-    assert denied.type == "GateDenied"
+    [denied] = [e for e in store.read_stream(request.request_id) if e.type == "GateDenied"]
     assert denied.data.gate is gate  # type: ignore[union-attr]
     assert denied.actor == "policy"
     assert_store_matches(store, request.request_id, result)
@@ -269,8 +268,10 @@ async def test_withdrawal_ends_the_request_at_its_gate(client: Client, store: SQ
         assert withdrawn.status is Status.WITHDRAWN
         result = await handle.result()
     assert result.outcome_reason == "order cancelled"
-    last = store.read_stream(request.request_id)[-1]
+    *_, last, unused = store.read_stream(request.request_id)
     assert last.type == "RequestWithdrawn" and last.data.gate is Gate.CN_IMPORT  # type: ignore[union-attr]
+    # The US approval goes unused: recorded once, with the units it approved.
+    assert unused.type == "ExportApprovalReleased" and unused.data.units == 50_000  # type: ignore[union-attr]
     assert_store_matches(store, request.request_id, result)
 
 

@@ -12,13 +12,13 @@ import contextlib
 from datetime import timedelta
 from functools import partial
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.allocation import AllocationActivities
-    from activities.events import AppendInput, EventActivities, PolicyInput
+    from activities.events import AppendInput, EventActivities, PolicyInput, RegisterInvoices
     from activities.screening import ScreeningActivities, ScreenInput
     from chipclear.domain.allocation import Release, Reservation, Reserve
     from chipclear.domain.buyer_cap import BuyerClaim, ClaimUnits, ReleaseClaim
@@ -39,8 +39,9 @@ with workflow.unsafe.imports_passed_through():
     )
     from chipclear.domain.decider import Due, buyer_claim_for, decide, next_due
     from chipclear.domain.errors import DomainError
-    from chipclear.domain.events import Event
-    from chipclear.domain.models import Gate, ImportRequest, Status
+    from chipclear.domain.events import Event, EvidenceRejected
+    from chipclear.domain.evidence import InvoiceOwner, registrable
+    from chipclear.domain.models import Gate, ImportRequest, ProcurementRecord, Status
     from chipclear.domain.policy import Policy
     from chipclear.domain.screening import parties_of
     from chipclear.domain.state import RequestState, evolve
@@ -57,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
 
 APPEND_AS_ACTIVITY = "append-as-activity"
 CLAIMS_LOCAL = "buyer-claims-local"
+RECORD_UNUSED_EXPORT = "record-unused-export-approval"
 
 
 def workflow_id(request_id: str) -> str:
@@ -87,6 +89,8 @@ class TransitionResult(BaseModel):
     version: int
     units_approved: int | None
     events: list[str]
+    # Evidence records that did not count, each with its reason ("invoice 'X': …").
+    rejected: list[str] = Field(default_factory=list)
 
 
 class StateQuery(BaseModel):
@@ -143,9 +147,17 @@ class ImportRequestWorkflow:
         )
         self._policy = policy_result.policy
         screening = await self._screen(input.request) if self._policy.us_export.screening else None
+        request = input.request
+        owners = (
+            await self._register(
+                request.request_id, request.buyer.name, request.domestic_procurement, already=[]
+            )
+            if self._unique_invoices
+            else None
+        )
         # Submission, screening and the rules of every gate the request passes straight through are
         # decided together; they are recorded in one atomic append, before anyone waits.
-        self._record(Submit(request=input.request, actor=input.actor))
+        self._record(Submit(request=request, actor=input.actor, invoice_owners=owners))
         if screening is not None:
             self._record(screening)
         while (gate := self._state.gate) is not None:
@@ -230,6 +242,8 @@ class ImportRequestWorkflow:
         """Dry-run the decider: an update it would refuse never enters history."""
         if self._policy is None or self._state.status is None:
             raise ApplicationError("request is still being submitted; try again", type="NotReady")
+        if isinstance(command, AddEvidence) and self._unique_invoices:
+            command = self._provisionally_owned(command)
         claim = buyer_claim_for(self._state, command, self._policy)
         if claim is not None and isinstance(command, Decide):
             # The headroom is checked by the buyer's cap owner, whose own validator names it; here,
@@ -256,15 +270,80 @@ class ImportRequestWorkflow:
             version=state.version,
             units_approved=state.units_approved,
             events=[event.type for event in events],
+            rejected=[
+                f"invoice {rejected.record.invoice!r}: {rejected.reason}"
+                for event in events
+                if isinstance(event.data, EvidenceRejected)
+                for rejected in event.data.records
+            ],
         )
 
     async def _transition(self, command: Command) -> list[Event]:
         async with self._lock:
             if isinstance(command, Decide) and (claim := await self._claim(command)) is not None:
                 command = command.model_copy(update={"buyer_claim": claim})
+            if isinstance(command, AddEvidence) and self._unique_invoices:
+                command = await self._with_owners(command)
             events = self._record(command)
             await self._flush()
             return events
+
+    # -- the invoice registry ------------------------------------------------------------------
+    @property
+    def _unique_invoices(self) -> bool:
+        return self._policy is not None and self._policy.domestic_quota.unique_invoices
+
+    def _provisionally_owned(self, command: AddEvidence) -> AddEvidence:
+        """As if every invoice were free: lets a validator check every rule but the registry's."""
+        assert self._policy is not None
+        state = self._state
+        assert state.request_id is not None and state.buyer is not None
+        keys = registrable(
+            command.records, already=state.evidence, policy=self._policy, today=workflow.now().date()
+        )
+        owner = InvoiceOwner(request_id=state.request_id, buyer=state.buyer)
+        return command.model_copy(update={"invoice_owners": dict.fromkeys(keys, owner)})
+
+    async def _with_owners(self, command: AddEvidence) -> AddEvidence:
+        """Dry-run first (refused evidence registers nothing), then ask the registry; lock held."""
+        assert self._policy is not None and self._state.request_id and self._state.buyer
+        decide(
+            self._state,
+            self._provisionally_owned(command),
+            self._policy,
+            workflow.now(),
+            new_id=lambda: "trial",
+        )
+        owners = await self._register(
+            self._state.request_id, self._state.buyer, command.records, already=self._state.evidence
+        )
+        return command.model_copy(update={"invoice_owners": owners})
+
+    async def _register(
+        self,
+        request_id: str,
+        buyer: str,
+        records: list[ProcurementRecord],
+        *,
+        already: list[ProcurementRecord],
+    ) -> dict[str, InvoiceOwner]:
+        """Register the invoices that pass the policy's own rules; who owns each one now.
+
+        A local activity: registering again for the same request changes nothing, so a call repeated
+        after a lost workflow task gets the same answer.
+        """
+        assert self._policy is not None
+        keys = registrable(records, already=already, policy=self._policy, today=workflow.now().date())
+        if not keys:
+            return {}
+        result = await workflow.execute_local_activity_method(
+            EventActivities.register_invoices,
+            RegisterInvoices(request_id=request_id, buyer=buyer, keys=keys),
+            start_to_close_timeout=APPEND_TIMEOUT,
+            retry_policy=APPEND_RETRY,
+            summary=f"register {len(keys)} invoice(s)",
+        )
+        return result.owners
 
     async def _screen(self, request: ImportRequest) -> RecordScreening:
         """Screen every party before anyone reviews the request (read-only, so a local activity)."""
@@ -433,23 +512,30 @@ class ImportRequestWorkflow:
         await self._release_export_approval()
 
     async def _release_export_approval(self) -> None:
+        """The export approval goes unused: its units back to the buyer's cap (when claimed), and a
+        record that the licence goes unused (`ExportApprovalReleased`), once."""
         state = self._state
-        if not self._claimed or state.export_released:
+        if state.export_released:
             return
         assert state.request_id is not None and state.request is not None
         reason = f"request {state.status}: {state.outcome_reason or 'ended'}"
-        given = await workflow.execute_activity_method(
-            AllocationActivities.release_buyer_units,
-            ReleaseClaim(buyer=state.request.buyer.name, request_id=state.request_id, reason=reason),
-            task_queue=ledger_calls_queue(workflow.info().task_queue),
-            start_to_close_timeout=LEDGER_TIMEOUT,
-            retry_policy=LEDGER_RETRY,
-            summary="release the export approval's units",
-        )
+        if self._claimed:
+            await workflow.execute_activity_method(
+                AllocationActivities.release_buyer_units,
+                ReleaseClaim(buyer=state.request.buyer.name, request_id=state.request_id, reason=reason),
+                task_queue=ledger_calls_queue(workflow.info().task_queue),
+                start_to_close_timeout=LEDGER_TIMEOUT,
+                retry_policy=LEDGER_RETRY,
+                summary="release the export approval's units",
+            )
         export = self._state.gates.get(Gate.US_EXPORT)
-        if export is not None and export.outcome == "approved":
+        if export is None or export.outcome != "approved" or export.units_approved is None:
+            return
+        # Requests that ran before every unused approval was recorded (only claimed ones were) replay
+        # without the record; the patch marker sits here, where the record would be.
+        if self._claimed or workflow.patched(RECORD_UNUSED_EXPORT):
             async with self._lock:
-                self._record(RecordExportRelease(units=given.units, reason=reason))
+                self._record(RecordExportRelease(units=export.units_approved, reason=reason))
                 await self._flush()
 
     async def _release_allocation(self) -> None:

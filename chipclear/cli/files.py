@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -51,7 +53,13 @@ def load_request(path: Path) -> ImportRequest:
 _RECORDS = TypeAdapter(list[ProcurementRecord])
 
 
+EVIDENCE_COLUMNS = ("vendor", "product", "units", "invoice")
+
+
 def load_evidence(path: Path) -> list[ProcurementRecord]:
+    """Procurement records from a JSON or YAML list, or a CSV with a header row naming the fields."""
+    if path.suffix.lower() == ".csv":
+        return _evidence_from_csv(path)
     document = read_document(path)
     if isinstance(document, dict) and "domestic_procurement" in document:
         document = document["domestic_procurement"]
@@ -83,3 +91,35 @@ def load_attachment(path: Path) -> Attachment:
     except PermissionError as exc:
         raise InvalidInput(f"--file {path}: cannot read ({exc})") from None
     return Attachment(name=path.name, size=size, sha256=digest.hexdigest())
+
+
+def _evidence_from_csv(path: Path) -> list[ProcurementRecord]:
+    """Every bad row is reported, by its line number and field, before anything is sent."""
+    reader = csv.DictReader(io.StringIO(read_text(path).removeprefix("\ufeff")), strict=True)
+    try:
+        header = [column.strip() for column in reader.fieldnames or []]
+        missing = [column for column in EVIDENCE_COLUMNS if column not in header]
+        if missing:
+            raise InvalidInput(
+                f"{path}: header: missing column(s) {', '.join(missing)} (the header row names "
+                f"{', '.join(EVIDENCE_COLUMNS)}, and optionally invoice_date, delivered_on, data_center)"
+            )
+        reader.fieldnames = header
+        records, problems = [], []
+        for row in reader:
+            if None in row:
+                problems.append(f"row {reader.line_num}: more fields than the {len(header)} columns")
+                continue
+            # An empty cell is a field left out, so optional columns may stay blank.
+            fields = {key: value.strip() for key, value in row.items() if value and value.strip()}
+            try:
+                records.append(ProcurementRecord.model_validate(fields))
+            except ValidationError as exc:
+                problems.append(f"row {reader.line_num}, {describe_validation_error(exc)}")
+    except csv.Error as exc:
+        raise InvalidInput(f"{path}: row {reader.line_num}: not valid CSV ({exc})") from None
+    if problems:
+        raise InvalidInput(f"{path}: " + "; ".join(problems))
+    if not records:
+        raise InvalidInput(f"{path}: no records under the header row")
+    return records

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 from temporalio.client import Client
 
 from chipclear import client as ops
@@ -360,8 +361,37 @@ def _send(request_id: str, command: ops.RequestUpdate, json_: bool) -> None:
         recorded = ", ".join(result.events) or "nothing new"
         where = f" at gate {result.gate}" if result.gate else ""
         output.console.print(f"{request_id}: recorded {recorded}; status [bold]{result.status}[/]{where}")
+        for rejection in result.rejected:
+            output.console.print(Text.assemble(("  not counted: ", "yellow"), rejection))
 
     run(go())
+
+
+@app.command()
+@handles_errors
+def licence(request_id: str, json_: JsonOption = False) -> None:
+    """The licence of a request that passed all three gates: units, validity, conditions."""
+
+    async def go() -> RequestState | None:
+        try:
+            live = await ops.live_state(await connect(), request_id)
+        except ServerUnavailable:
+            live = None
+        return live or store().get_request(request_id)
+
+    state = run(go())
+    if state is None:
+        raise ops.NotFound(f"no request {request_id!r}")
+    if state.licence_id is None:
+        raise ops.NotFound(
+            f"request {request_id!r} has no licence (status {state.status}"
+            + (f": {state.outcome_reason})" if state.outcome_reason else ")")
+        )
+    document = output.licence_document(state)
+    if json_:
+        output.print_json(document)
+    else:
+        output.print_licence(document)
 
 
 # -- the record ------------------------------------------------------------------------------------

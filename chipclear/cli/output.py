@@ -7,6 +7,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from chipclear.domain.events import (
     AllocationGranted,
@@ -14,6 +15,7 @@ from chipclear.domain.events import (
     AllocationReleased,
     DomesticQuotaAssessed,
     EvidenceAdded,
+    EvidenceRejected,
     ExportApprovalReleased,
     GateApproved,
     GateDenied,
@@ -29,6 +31,7 @@ from chipclear.domain.events import (
     ScreeningListLoaded,
     StoredEvent,
 )
+from chipclear.domain.models import Gate
 from chipclear.domain.state import RequestState
 from chipclear.store.chain import timestamp
 
@@ -58,6 +61,8 @@ def state_document(state: RequestState, *, source: str) -> dict[str, Any]:
         "conditions": state.conditions,
         "outcome_reason": state.outcome_reason,
         "domestic_quota": state.assessment.model_dump(exclude={"type"}) if state.assessment else None,
+        "rejected_evidence": [r.model_dump(mode="json") for r in state.rejected_evidence],
+        "licence_valid_until": timestamp(state.licence_valid_until) if state.licence_valid_until else None,
         "evidence_records": len(state.evidence),
         "allocation": state.allocation.model_dump() if state.allocation else None,
         "flags": state.flags,
@@ -118,13 +123,69 @@ def print_state(state: RequestState, *, source: str) -> None:
             f"domestic quota: {a.domestic_units} domestic units vs {a.required_units} required "
             f"(ratio {a.required_ratio} x {a.imported_units}); shortfall {a.shortfall}"
         )
+        if a.public_hub is not None:
+            hub = a.public_hub
+            console.print(
+                f"  public computing hub: domestic share after import {hub.share_after:.1%} "
+                f"(must exceed {hub.min_share:.0%}); short by {hub.shortfall}"
+            )
+        if a.shortfall and state.gate is Gate.DOMESTIC_QUOTA and state.deadline is not None:
+            console.print(
+                f"[yellow]waiting for evidence[/] of {a.shortfall} more domestic units until "
+                f"{timestamp(state.deadline)[:19]}; then the request expires"
+            )
+    for rejected in state.rejected_evidence:
+        # Text, not markup: a reason may quote brackets from the policy.
+        console.print(Text(f"  not counted: invoice {rejected.record.invoice!r}: {rejected.reason}"))
     if state.licence_id:
-        console.print(f"licence [bold]{state.licence_id}[/] for {state.units_approved} units")
+        until = (
+            f", valid until {timestamp(state.licence_valid_until)[:10]}" if state.licence_valid_until else ""
+        )
+        console.print(f"licence [bold]{state.licence_id}[/] for {state.units_approved} units{until}")
         for condition in state.conditions:
             console.print(f"  condition: {condition}")
     if state.outcome_reason:
         console.print(f"reason: {state.outcome_reason}")
     console.print(f"[dim]source: {source}, version {state.version}[/]")
+
+
+def licence_document(state: RequestState) -> dict[str, Any]:
+    """The `licence --json` contract."""
+    assert state.request is not None and state.licence_id is not None
+    request = state.request
+    issued = state.gates[Gate.DOMESTIC_QUOTA].decided_at if Gate.DOMESTIC_QUOTA in state.gates else None
+    return {
+        "licence_id": state.licence_id,
+        "request_id": state.request_id,
+        "holder": request.buyer.name,
+        "end_user": request.effective_end_user.name,
+        "product": request.product.value,
+        "units": state.units_approved,
+        "data_center": request.data_center.name,
+        "issued_at": timestamp(issued) if issued else None,
+        "valid_until": timestamp(state.licence_valid_until) if state.licence_valid_until else None,
+        "conditions": state.conditions,
+        "approvals": [
+            {"gate": gate.value, "units": record.units_approved, "by": record.decided_by}
+            for gate, record in state.gates.items()
+            if record.outcome == "approved"
+        ],
+        "policy_version": state.policy_version,
+    }
+
+
+def print_licence(doc: dict[str, Any]) -> None:
+    console.print(f"licence [bold]{doc['licence_id']}[/] for request {doc['request_id']}")
+    console.print(
+        f"  {doc['units']} {doc['product']} for {doc['holder']} (end user {doc['end_user']}), "
+        f"data centre {doc['data_center']}"
+    )
+    issued, until = (doc["issued_at"] or "-")[:10], (doc["valid_until"] or "-")[:10]
+    console.print(f"  issued {issued}, valid until {until} (policy {doc['policy_version']})")
+    approvals = ", ".join(f"{a['gate']} {a['units']} by {a['by']}" for a in doc["approvals"])
+    console.print(f"  approvals: {approvals}")
+    for number, condition in enumerate(doc["conditions"], start=1):
+        console.print(f"  condition {number}: {condition}", highlight=False)
 
 
 def _count(number: int, one: str, many: str) -> str:
@@ -207,6 +268,8 @@ def summarise(event: StoredEvent) -> str:
             return f"{gate} denied: {reason}"
         case EvidenceAdded(records=records):
             return f"{len(records)} record(s), {sum(r.units for r in records)} domestic units"
+        case EvidenceRejected(records=rejected):
+            return "not counted: " + "; ".join(f"{r.record.invoice} ({r.reason})" for r in rejected)
         case DomesticQuotaAssessed() as a:
             return f"{a.domestic_units} domestic vs {a.required_units} required, shortfall {a.shortfall}"
         case LicenseIssued(licence_id=licence_id, units=units, conditions=conditions):

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from chipclear.domain.buyer_cap import BuyerClaim
+from chipclear.domain.evidence import InvoiceOwner
 from chipclear.domain.models import MAX_UNITS, Attachment, Gate, ImportRequest, ProcurementRecord
 from chipclear.domain.screening import ScreenedParty, ScreeningMatch
 
@@ -24,6 +25,8 @@ class Submit(_Command):
     kind: Literal["submit"] = "submit"
     request: ImportRequest
     actor: str = "applicant"
+    # Set by the workflow: the invoice registry's answer for the request's own records.
+    invoice_owners: dict[str, InvoiceOwner] | None = None
 
 
 class Evaluate(_Command):
@@ -83,8 +86,10 @@ class Escalate(_Command):
 
 class AddEvidence(_Command):
     kind: Literal["add_evidence"] = "add_evidence"
-    records: list[ProcurementRecord]
+    records: Annotated[list[ProcurementRecord], Field(max_length=1_000)]
     actor: str = "applicant"
+    # Set by the workflow, never by the applicant: the invoice registry's answer for these records.
+    invoice_owners: dict[str, InvoiceOwner] | None = None
 
 
 class Withdraw(_Command):

@@ -6,11 +6,9 @@ enters history); tests call it directly with no server at all.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 
 from chipclear.domain.buyer_cap import RULE as BUYER_CAP_RULE
 from chipclear.domain.buyer_cap import BuyerClaim, ClaimUnits
@@ -39,6 +37,7 @@ from chipclear.domain.events import (
     Event,
     EventData,
     EvidenceAdded,
+    EvidenceRejected,
     ExportApprovalReleased,
     GateApproved,
     GateDenied,
@@ -47,11 +46,13 @@ from chipclear.domain.events import (
     InformationRequested,
     LicenseIssued,
     PartiesScreened,
+    PublicHubShare,
     RequestExpired,
     RequestSubmitted,
     RequestWithdrawn,
     ReviewEscalated,
 )
+from chipclear.domain.evidence import InvoiceOwner, RejectedRecord, hub_shortfall, judge, required_units
 from chipclear.domain.models import Gate, ProcurementRecord, Status
 from chipclear.domain.policy import GateMode, Policy
 from chipclear.domain.state import RequestState
@@ -152,7 +153,53 @@ def _require_at(state: RequestState, gate: Gate) -> None:
 def _submit(state: RequestState, command: Submit, policy: Policy, now: datetime) -> list[Payload]:
     if state.status is not None:
         raise DomainError(f"request {state.request_id} was already submitted")
-    return [RequestSubmitted(request=command.request), *_open(Gate.US_EXPORT, policy, now)]
+    request = command.request
+    if not judges_evidence(policy):
+        return [RequestSubmitted(request=request), *_open(Gate.US_EXPORT, policy, now)]
+    # The request's own records are judged like any evidence sent later; those that count follow.
+    payloads: list[Payload] = [RequestSubmitted(request=request, evidence_separately=True)]
+    if request.domestic_procurement:
+        accepted, rejected = _judge(
+            request.domestic_procurement,
+            request_id=request.request_id,
+            buyer=request.buyer.name,
+            already=[],
+            owners=command.invoice_owners,
+            policy=policy,
+            now=now,
+        )
+        payloads += [EvidenceAdded(records=accepted)] if accepted else []
+        payloads += [EvidenceRejected(records=rejected)] if rejected else []
+    return [*payloads, *_open(Gate.US_EXPORT, policy, now)]
+
+
+def judges_evidence(policy: Policy) -> bool:
+    """Records are judged one by one once the policy has a vendor list or keeps invoices unique."""
+    rules = policy.domestic_quota
+    return bool(rules.vendors) or rules.unique_invoices
+
+
+def _judge(
+    records: list[ProcurementRecord],
+    *,
+    request_id: str,
+    buyer: str,
+    already: list[ProcurementRecord],
+    owners: dict[str, InvoiceOwner] | None,
+    policy: Policy,
+    now: datetime,
+) -> tuple[list[ProcurementRecord], list[RejectedRecord]]:
+    if policy.domestic_quota.unique_invoices and owners is None:
+        raise DomainError("the invoices have not been checked against the invoice registry")
+    return judge(
+        records,
+        request_id=request_id,
+        buyer=buyer,
+        already=already,
+        policy=policy,
+        today=now.date(),
+        owners=owners if policy.domestic_quota.unique_invoices else None,
+    )
 
 
 def _open(gate: Gate, policy: Policy, now: datetime) -> list[EventData]:
@@ -215,15 +262,43 @@ def _rule_denial(state: RequestState, gate: Gate, policy: Policy) -> GateDenied 
 def assess(state: RequestState, evidence: list[ProcurementRecord], policy: Policy) -> DomesticQuotaAssessed:
     ratio = policy.domestic_quota.required_ratio
     imported = state.units_in_play
-    # Exact decimal arithmetic: 1.1 x 50,000 is 55,000, not the float 55000.00000000001 rounded up.
-    required = math.ceil(Decimal(str(ratio)) * imported)
+    required = required_units(ratio, imported)
     domestic = sum(record.units for record in evidence)
+    hub = _public_hub(state, evidence, policy, imported)
+    shortfall = max(0, required - domestic, hub.shortfall if hub else 0)
     return DomesticQuotaAssessed(
         imported_units=imported,
         domestic_units=domestic,
         required_ratio=ratio,
         required_units=required,
-        shortfall=max(0, required - domestic),
+        shortfall=shortfall,
+        public_hub=hub,
+    )
+
+
+def _public_hub(
+    state: RequestState, evidence: list[ProcurementRecord], policy: Policy, imported: int
+) -> PublicHubShare | None:
+    """A public computing hub must stay majority domestic after the import (policy min share)."""
+    min_share = policy.domestic_quota.min_domestic_share
+    assert state.request is not None
+    site = state.request.data_center
+    if min_share is None or not site.public_computing_hub:
+        return None
+    # Evidence counts towards the hub when delivered there (or no site is named on the record).
+    added = sum(
+        r.units for r in evidence if r.data_center is None or r.data_center.casefold() == site.name.casefold()
+    )
+    domestic = site.installed_domestic + added
+    total = domestic + site.installed_foreign + imported
+    return PublicHubShare(
+        installed_domestic=site.installed_domestic,
+        installed_foreign=site.installed_foreign,
+        domestic_added=added,
+        imported_units=imported,
+        share_after=round(domestic / total, 4) if total else 0.0,
+        min_share=min_share,
+        shortfall=hub_shortfall(min_share, domestic, total),
     )
 
 
@@ -260,7 +335,12 @@ def _approve(
     else:
         all_conditions = list(dict.fromkeys([*state.conditions, *conditions]))
         assert state.request_id is not None
-        licence = LicenseIssued(licence_id=f"LIC-{state.request_id}", units=units, conditions=all_conditions)
+        licence = LicenseIssued(
+            licence_id=f"LIC-{state.request_id}",
+            units=units,
+            conditions=all_conditions,
+            valid_until=policy.licence_validity.after(now),
+        )
         payloads = [approved, licence]
     return [ByPolicy(p) for p in payloads] if by_policy else list(payloads)
 
@@ -352,16 +432,35 @@ def _add_evidence(state: RequestState, command: AddEvidence, policy: Policy, now
     _require_open(state)
     if not command.records:
         raise DomainError("records: at least one procurement record is needed")
-    known = {record.invoice.casefold() for record in state.evidence}
-    seen: set[str] = set()
-    for record in command.records:
-        key = record.invoice.casefold()
-        if key in known or key in seen:
-            raise DomainError(f"invoice {record.invoice!r} was already submitted for this request")
-        seen.add(key)
-    payloads: list[Payload] = [EvidenceAdded(records=list(command.records))]
+    payloads: list[Payload]
+    if judges_evidence(policy):
+        assert state.request_id is not None and state.buyer is not None
+        accepted, rejected = _judge(
+            list(command.records),
+            request_id=state.request_id,
+            buyer=state.buyer,
+            already=state.evidence,
+            owners=command.invoice_owners,
+            policy=policy,
+            now=now,
+        )
+        if not accepted:
+            reasons = "; ".join(f"invoice {r.record.invoice!r}: {r.reason}" for r in rejected)
+            raise DomainError(f"no record counts ({reasons})")
+        payloads = [EvidenceAdded(records=accepted)]
+        payloads += [EvidenceRejected(records=rejected)] if rejected else []
+    else:
+        accepted = list(command.records)
+        known = {record.invoice.casefold() for record in state.evidence}
+        seen: set[str] = set()
+        for record in accepted:
+            key = record.invoice.casefold()
+            if key in known or key in seen:
+                raise DomainError(f"invoice {record.invoice!r} was already submitted for this request")
+            seen.add(key)
+        payloads = [EvidenceAdded(records=accepted)]
     if state.gate is Gate.DOMESTIC_QUOTA:
-        assessment = assess(state, state.evidence + list(command.records), policy)
+        assessment = assess(state, state.evidence + accepted, policy)
         payloads.append(assessment)
         if policy.mode(Gate.DOMESTIC_QUOTA) is GateMode.AUTO and assessment.shortfall == 0:
             payloads += _approve(

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, computed_field
 
 from chipclear.domain.allocation import BatchOpened, QueueLeft, RequestQueued, UnitsGranted, UnitsReleased
 from chipclear.domain.buyer_cap import BuyerClaim
+from chipclear.domain.evidence import RejectedRecord
 from chipclear.domain.models import Attachment, Gate, ImportRequest, ProcurementRecord, UtcDatetime
 from chipclear.domain.screening import ScreenedParty, ScreeningMatch
 
@@ -24,6 +25,9 @@ class _Payload(BaseModel):
 class RequestSubmitted(_Payload):
     type: Literal["RequestSubmitted"] = "RequestSubmitted"
     request: ImportRequest
+    # True: the request's own procurement records were judged one by one and the ones that count
+    # follow as EvidenceAdded; False (events recorded before that): they all count as submitted.
+    evidence_separately: bool = False
 
 
 class GateOpened(_Payload):
@@ -87,6 +91,27 @@ class EvidenceAdded(_Payload):
     records: list[ProcurementRecord]
 
 
+class EvidenceRejected(_Payload):
+    """Records that do not count, each with the reason: the buyer can correct and send them again."""
+
+    type: Literal["EvidenceRejected"] = "EvidenceRejected"
+    records: list[RejectedRecord]
+
+
+class PublicHubShare(BaseModel):
+    """A public computing hub's domestic share after the import: (installed domestic + domestic
+    evidence delivered there) / (that + installed foreign + imported)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    installed_domestic: int
+    installed_foreign: int
+    domestic_added: int
+    imported_units: int
+    share_after: float
+    min_share: float
+    shortfall: int  # more domestic units needed for the share to exceed min_share
+
+
 class DomesticQuotaAssessed(_Payload):
     """The computation behind a domestic-quota verdict, kept so an auditor can redo it by hand."""
 
@@ -95,14 +120,16 @@ class DomesticQuotaAssessed(_Payload):
     domestic_units: int
     required_ratio: float
     required_units: int
-    shortfall: int
+    shortfall: int  # the larger of the ratio's shortfall and the public hub's
+    public_hub: PublicHubShare | None = None
 
 
 class LicenseIssued(_Payload):
     type: Literal["LicenseIssued"] = "LicenseIssued"
     licence_id: str
-    units: int
+    units: int  # the smallest quantity any gate approved
     conditions: list[str] = Field(default_factory=list)
+    valid_until: UtcDatetime | None = None  # issue time + policy licence_validity
 
 
 class RequestWithdrawn(_Payload):
@@ -171,6 +198,7 @@ EventData = Annotated[
     | GateApproved
     | GateDenied
     | EvidenceAdded
+    | EvidenceRejected
     | DomesticQuotaAssessed
     | LicenseIssued
     | RequestWithdrawn
@@ -199,6 +227,7 @@ REQUEST_EVENT_TYPES = frozenset(
         GateApproved,
         GateDenied,
         EvidenceAdded,
+        EvidenceRejected,
         DomesticQuotaAssessed,
         LicenseIssued,
         RequestWithdrawn,

@@ -6,7 +6,7 @@ arrives from a file, a test or a client library.
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, date
 from enum import StrEnum
 from typing import Annotated
 
@@ -98,15 +98,29 @@ class DataCenter(_Strict):
     name: NonEmpty
     province: NonEmpty
     state_funded: bool = False
+    # Public computing hubs must run a majority of domestic accelerators (policy min_domestic_share);
+    # what is installed today is what the share after import is computed from.
+    public_computing_hub: bool = False
+    installed_domestic: Annotated[int, Field(ge=0)] = 0
+    installed_foreign: Annotated[int, Field(ge=0)] = 0
 
 
 class ProcurementRecord(_Strict):
-    """One domestic accelerator purchase offered as evidence for the domestic-quota gate."""
+    """One domestic accelerator purchase offered as evidence for the domestic-quota gate.
+
+    The named fields are the contract; other fields a buyer's procurement system exports (an order
+    number, a note) are kept as they came, so the record is the buyer's own.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True, str_strip_whitespace=True)
 
     vendor: NonEmpty
     product: NonEmpty
     units: Annotated[int, Field(ge=1, le=10 * MAX_UNITS)]
     invoice: NonEmpty
+    invoice_date: date | None = None
+    delivered_on: date | None = None
+    data_center: NonEmpty | None = None  # where the accelerators were delivered, if not the request's
 
 
 class Attachment(_Strict):

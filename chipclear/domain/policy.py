@@ -6,15 +6,26 @@ file, and every decision event names the policy version it was made under.
 
 from __future__ import annotations
 
+import calendar
+import re
 import tomllib
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
+from chipclear.domain.allocation import normalise_buyer
 from chipclear.domain.models import Gate, PartyKind
 
 
@@ -71,10 +82,73 @@ class CnImportPolicy(_Section):
     allocate_from_batches: bool = False
 
 
+class VendorRule(BaseModel):
+    """A vendor the policy knows: whether its accelerators count as domestic, and which products."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    domestic: bool
+    products: tuple[Annotated[str, Field(min_length=1)], ...] = ()  # empty: any product of the vendor
+
+
 class DomesticQuotaPolicy(_Section):
     required_ratio: Annotated[float, Field(ge=0)] = 1.0
     deny_state_funded: bool = True
     evidence_deadline: IsoDuration = timedelta(days=60)
+    # Off unless the file says so, like the us-export features: a request recorded under an older
+    # policy replays as it ran.
+    # Public computing hubs: domestic share of the data centre's accelerators after import, > this.
+    min_domestic_share: Annotated[float, Field(gt=0, lt=1)] | None = None
+    # The vendors evidence may name (empty: any vendor counts, as before vendor lists existed).
+    vendors: dict[str, VendorRule] = Field(default_factory=dict)
+    # An invoice counts once, for one request of one buyer, across all requests.
+    unique_invoices: bool = False
+
+    def vendor(self, name: str) -> tuple[str, VendorRule] | None:
+        """The vendor rule for `name`, matched without regard to case, punctuation or legal form."""
+        wanted = vendor_key(name)
+        for listed, rule in self.vendors.items():
+            if vendor_key(listed) == wanted:
+                return listed, rule
+        return None
+
+
+def vendor_key(name: str) -> str:
+    return normalise_buyer(name)
+
+
+class CalendarPeriod(BaseModel):
+    """A period in calendar terms (`P4Y`: four years to the day), unlike a fixed timedelta."""
+
+    model_config = ConfigDict(frozen=True)
+    years: int = 0
+    months: int = 0
+    days: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            found = re.fullmatch(r"P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)D)?", value)
+            if not found or value == "P":
+                raise ValueError(
+                    f"expected an ISO 8601 period in years, months, days such as 'P4Y', got {value!r}"
+                )
+            years, months, days = (int(part or 0) for part in found.groups())
+            return {"years": years, "months": months, "days": days}
+        return value
+
+    @model_serializer
+    def _text(self) -> str:
+        return "P" + "".join(
+            f"{n}{unit}" for n, unit in ((self.years, "Y"), (self.months, "M"), (self.days, "D")) if n
+        )
+
+    def after(self, moment: datetime) -> datetime:
+        """`moment` plus this period; 29 February plus a year is 28 February."""
+        month_index = moment.month - 1 + self.months + 12 * self.years
+        year, month = moment.year + month_index // 12, month_index % 12 + 1
+        day = min(moment.day, calendar.monthrange(year, month)[1])
+        return moment.replace(year=year, month=month, day=day) + timedelta(days=self.days)
 
 
 class Policy(BaseModel):
@@ -85,6 +159,7 @@ class Policy(BaseModel):
     cn_import: CnImportPolicy = CnImportPolicy()
     domestic_quota: DomesticQuotaPolicy = DomesticQuotaPolicy()
     reviewers: dict[str, frozenset[Gate]] = Field(default_factory=dict)
+    licence_validity: CalendarPeriod = CalendarPeriod(years=4)
 
     def mode(self, gate: Gate) -> GateMode:
         return self.section(gate).mode

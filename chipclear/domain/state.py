@@ -20,6 +20,7 @@ from chipclear.domain.events import (
     DomesticQuotaAssessed,
     Event,
     EvidenceAdded,
+    EvidenceRejected,
     ExportApprovalReleased,
     GateApproved,
     GateDenied,
@@ -33,6 +34,7 @@ from chipclear.domain.events import (
     RequestWithdrawn,
     ReviewEscalated,
 )
+from chipclear.domain.evidence import RejectedRecord
 from chipclear.domain.models import (
     GATE_OF_STATUS,
     Attachment,
@@ -108,6 +110,8 @@ class RequestState(BaseModel):
     escalated_at: AwareDatetime | None = None
     buyer_claim: BuyerClaim | None = None  # the per-buyer cap claim behind the us-export approval
     export_released: bool = False  # the US approval went unused and its units back to the buyer
+    rejected_evidence: list[RejectedRecord] = Field(default_factory=list)
+    licence_valid_until: AwareDatetime | None = None
 
     @property
     def gate(self) -> Gate | None:
@@ -192,7 +196,8 @@ def evolve(state: RequestState, event: Event) -> RequestState:
                 "request": request,
                 "status": Status.SUBMITTED,
                 "units_requested": request.units,
-                "evidence": list(request.domestic_procurement),
+                # Judged one by one, the records that count follow as EvidenceAdded.
+                "evidence": [] if data.evidence_separately else list(request.domestic_procurement),
                 "submitted_at": event.occurred_at,
             }
         case GateOpened(gate=gate, deadline=deadline, review_due=review_due):
@@ -232,13 +237,16 @@ def evolve(state: RequestState, event: Event) -> RequestState:
             changes |= {"status": Status.DENIED, "outcome_reason": reason}
         case EvidenceAdded(records=records):
             changes["evidence"] = state.evidence + records
+        case EvidenceRejected(records=rejected):
+            changes["rejected_evidence"] = state.rejected_evidence + rejected
         case DomesticQuotaAssessed():
             changes["assessment"] = data
-        case LicenseIssued(licence_id=licence_id, units=units):
+        case LicenseIssued(licence_id=licence_id, units=units, valid_until=valid_until):
             changes |= {
                 "status": Status.LICENSED,
                 "licence_id": licence_id,
                 "units_approved": units,
+                "licence_valid_until": valid_until,
             }
         case RequestWithdrawn(gate=gate, reason=reason):
             if gate in gates:

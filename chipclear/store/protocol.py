@@ -8,6 +8,7 @@ from typing import Protocol
 from pydantic import BaseModel, Field, field_validator
 
 from chipclear.domain.events import Event, StoredEvent
+from chipclear.domain.evidence import InvoiceOwner
 from chipclear.domain.models import Status
 from chipclear.domain.screening import ScreeningList, ScreeningListInfo
 from chipclear.domain.state import RequestState
@@ -80,6 +81,10 @@ class EventStore(Protocol):
 
     def rebuild_projection(self) -> int:
         """Replay the whole log through `evolve` into fresh projection rows; returns the row count."""
+        ...
+
+    def register_invoices(self, request_id: str, buyer: str, keys: Sequence[str]) -> dict[str, InvoiceOwner]:
+        """Register the free invoices to `request_id` atomically; who owns each of `keys` now."""
         ...
 
     def save_screening_list(self, screening_list: ScreeningList, *, actor: str) -> bool:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from chipclear.domain.events import Event, ScreeningListLoaded, StoredEvent
+from chipclear.domain.evidence import InvoiceOwner
 from chipclear.domain.models import Status
 from chipclear.domain.screening import ScreeningEntry, ScreeningList, ScreeningListInfo
 from chipclear.domain.state import RequestState, fold
@@ -61,6 +62,13 @@ CREATE TABLE IF NOT EXISTS requests (
     flags           TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS requests_status ON requests (status, submitted_at);
+-- Which request each domestic invoice counts for: an invoice counts once, across all requests.
+CREATE TABLE IF NOT EXISTS invoices (
+    invoice_key   TEXT PRIMARY KEY,
+    request_id    TEXT NOT NULL,
+    buyer         TEXT NOT NULL,
+    registered_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS screening_lists (
     version   TEXT PRIMARY KEY,
     sha256    TEXT NOT NULL,
@@ -286,6 +294,29 @@ class SQLiteEventStore:
         for state in states.values():
             _upsert_projection(conn, state)
         return len(states)
+
+    # -- the invoice registry -----------------------------------------------------------------
+    def register_invoices(self, request_id: str, buyer: str, keys: Sequence[str]) -> dict[str, InvoiceOwner]:
+        """Register each free invoice to `request_id`; answer who owns every key, in one transaction.
+
+        First come, first served, atomically: two requests registering one invoice at the same
+        moment cannot both get it. Registering again for the same request changes nothing.
+        """
+        if not keys:
+            return {}
+        now = timestamp(datetime.now(UTC))
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT INTO invoices (invoice_key, request_id, buyer, registered_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (invoice_key) DO NOTHING",
+                [(key, request_id, buyer, now) for key in keys],
+            )
+            marks = ", ".join("?" * len(keys))
+            rows = conn.execute(
+                f"SELECT invoice_key, request_id, buyer FROM invoices WHERE invoice_key IN ({marks})",
+                list(keys),
+            ).fetchall()
+        return {key: InvoiceOwner(request_id=owner, buyer=owner_buyer) for key, owner, owner_buyer in rows}
 
     # -- restricted-party screening lists ----------------------------------------------------
     def save_screening_list(self, screening_list: ScreeningList, *, actor: str) -> bool:

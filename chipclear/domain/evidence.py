@@ -1,0 +1,129 @@
+"""Domestic procurement evidence: which records count, and what the quota computation is.
+
+Each record is judged on its own, so a buyer learns exactly which invoice failed and why while the
+good ones still count. Whether an invoice was already used by another request is a fact about every
+request, not this one: the workflow asks the event store's invoice registry first and hands the
+answer in (`owners`), so this stays pure.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import date
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict
+
+from chipclear.domain.models import ProcurementRecord
+from chipclear.domain.policy import Policy, vendor_key
+
+
+class InvoiceOwner(BaseModel):
+    """Which request (and buyer) an invoice is registered to."""
+
+    model_config = ConfigDict(frozen=True)
+    request_id: str
+    buyer: str
+
+
+class RejectedRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    record: ProcurementRecord
+    reason: str
+
+
+def invoice_key(record: ProcurementRecord) -> str:
+    """Invoice numbers are unique per vendor: `huawei|hw20260017` for "HW-2026-0017" from "Huawei Co."."""
+    number = re.sub(r"[\W_]+", "", record.invoice.casefold())
+    return f"{vendor_key(record.vendor)}|{number}"
+
+
+def rule_problem(record: ProcurementRecord, policy: Policy, today: date) -> str | None:
+    """Why `record` cannot count under the policy alone (vendor, product, dates), or None."""
+    rules = policy.domestic_quota
+    if rules.vendors:
+        found = rules.vendor(record.vendor)
+        if found is None:
+            known = ", ".join(sorted(name for name, rule in rules.vendors.items() if rule.domestic))
+            return f"vendor {record.vendor!r} is not in domestic_quota.vendors (domestic: {known})"
+        name, rule = found
+        if not rule.domestic:
+            return f"vendor {name!r} is not a domestic vendor (domestic_quota.vendors)"
+        if rule.products and record.product.casefold() not in {p.casefold() for p in rule.products}:
+            return f"product {record.product!r} is not a known {name} product ({', '.join(rule.products)})"
+    for field in ("invoice_date", "delivered_on"):
+        when = getattr(record, field)
+        if when is not None and when > today:
+            return f"{field} {when.isoformat()} is in the future"
+    return None
+
+
+def judge(
+    records: list[ProcurementRecord],
+    *,
+    request_id: str,
+    buyer: str,
+    already: list[ProcurementRecord],
+    policy: Policy,
+    today: date,
+    owners: dict[str, InvoiceOwner] | None,
+) -> tuple[list[ProcurementRecord], list[RejectedRecord]]:
+    """Split `records` into those that count and those that do not, each with its reason.
+
+    `owners` is the invoice registry's answer for the records that pass the policy's rules, or None
+    when the policy does not keep invoices unique across requests.
+    """
+    seen = {invoice_key(record) for record in already}
+    accepted: list[ProcurementRecord] = []
+    rejected: list[RejectedRecord] = []
+    for record in records:
+        key = invoice_key(record)
+        problem = rule_problem(record, policy, today)
+        if problem is None and key in seen:
+            problem = f"invoice {record.invoice!r} was already submitted for this request"
+        if problem is None and owners is not None:
+            owner = owners.get(key)
+            if owner is None:
+                problem = f"invoice {record.invoice!r} is not registered yet; send it again"
+            elif owner.request_id != request_id:
+                problem = (
+                    f"invoice {record.invoice!r} already counts for request {owner.request_id}"
+                    if vendor_key(owner.buyer) == vendor_key(buyer)
+                    else f"invoice {record.invoice!r} is registered to another buyer's request"
+                )
+        if problem is None:
+            accepted.append(record)
+            seen.add(key)
+        else:
+            rejected.append(RejectedRecord(record=record, reason=problem))
+    return accepted, rejected
+
+
+def registrable(
+    records: list[ProcurementRecord], *, already: list[ProcurementRecord], policy: Policy, today: date
+) -> list[str]:
+    """Invoice keys worth registering: records that pass every rule the registry does not decide."""
+    seen = {invoice_key(record) for record in already}
+    keys: list[str] = []
+    for record in records:
+        key = invoice_key(record)
+        if rule_problem(record, policy, today) is None and key not in seen:
+            keys.append(key)
+            seen.add(key)
+    return keys
+
+
+def required_units(ratio: float, imported: int) -> int:
+    # Exact decimal arithmetic: 1.1 x 50,000 is 55,000, not the float 55000.00000000001 rounded up.
+    return math.ceil(Decimal(str(ratio)) * imported)
+
+
+def hub_shortfall(min_share: float, domestic: int, total: int) -> int:
+    """Domestic units still needed so that domestic / total > min_share, each added unit counting in
+    both: the smallest d with (domestic + d) / (total + d) > min_share."""
+    share = Decimal(str(min_share))
+    if total and Decimal(domestic) / Decimal(total) > share:
+        return 0
+    needed = (share * total - domestic) / (1 - share)
+    return max(0, math.floor(needed) + 1)
