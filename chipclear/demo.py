@@ -112,7 +112,10 @@ def scenario(run_id: str) -> list[ImportRequest]:
                 "units": row["units"],
                 "unit_price_usd": 32_000,
                 "data_center": row["data_center"],
-                "domestic_procurement": row["evidence"],
+                # Invoices count once across every request ever filed: each run gets its own.
+                "domestic_procurement": [
+                    {**record, "invoice": f"{record['invoice']}/{run_id}"} for record in row["evidence"]
+                ],
             }
         )
         for row in rows
@@ -210,7 +213,10 @@ async def run_demo(settings: Settings) -> None:
         short = next(s for s in states if s.status is Status.DOMESTIC_QUOTA_REVIEW)
         assert short.request_id is not None and short.assessment is not None
         extra = ProcurementRecord(
-            vendor="Huawei", product="Ascend 910C", units=short.assessment.shortfall, invoice="HW-JD-002"
+            vendor="Huawei",
+            product="Ascend 910C",
+            units=short.assessment.shortfall,
+            invoice=f"HW-JD-002/{run_id}",
         )
         output.console.print(
             f"{short.buyer} files one more invoice ({extra.units} Ascend 910C units, {extra.invoice}):"

@@ -510,6 +510,78 @@ def test_withdrawn_request_is_final(stack: Stack, tmp_path: Path) -> None:
     assert events[-1]["type"] == "RequestWithdrawn"
 
 
+# -- domestic evidence and the licence ---------------------------------------------------------------
+def write_csv(path: Path, *rows: str) -> Path:
+    path.write_text(
+        "\n".join(["vendor,product,units,invoice,invoice_date,data_center,po_number", *rows]) + "\n"
+    )
+    return path
+
+
+def test_evidence_from_csv_is_judged_record_by_record_then_the_licence(stack: Stack, tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex[:8]
+    request_id = new_id("evidence")
+    path = request_file(
+        tmp_path, request_id, units=10_000, buyer__name=f"Evidence Buyer {tag}", domestic_procurement=[]
+    )
+    ok(stack.run("submit", path))
+    wait_for_gate = time.monotonic() + 20
+    while "PartiesScreened" not in {e["type"] for e in as_json(stack.run("events", request_id, "--json"))}:
+        assert time.monotonic() < wait_for_gate, f"{request_id} was never screened"
+        time.sleep(0.1)
+    ok(stack.run("decide", request_id, "--gate", "us-export", "--reviewer", "alice", "--approve"))
+    ok(stack.run("decide", request_id, "--gate", "cn-import", "--reviewer", "wang", "--approve"))
+
+    # Bad input: every bad row named by its line, exit 2, nothing sent.
+    bad = write_csv(tmp_path / "bad.csv", f"Huawei,Ascend 910C,0,HW-{tag}-0,,,", "Huawei,Ascend 910C,5,,,,")
+    refused(stack.run("evidence", request_id, bad), "row 2, units", "row 3, invoice", code=2)
+    # Records that do not count are reported one by one; those that do become events.
+    mixed = write_csv(
+        tmp_path / "mixed.csv",
+        f"Huawei,Ascend 910C,4000,HW-{tag}-1,2026-01-05,Wuhu Compute Cluster 3,PO-1",
+        f"NVIDIA,H20,3000,NV-{tag}-1,2026-01-05,,PO-2",
+        f"Cambricon,MLU590,2000,CB-{tag}-1,2999-01-01,,PO-3",
+    )
+    sent = ok(stack.run("evidence", request_id, mixed))
+    text = flat(sent.stdout)
+    assert "EvidenceAdded, EvidenceRejected, DomesticQuotaAssessed" in text, show(sent)
+    assert f"not counted: invoice 'NV-{tag}-1': vendor 'NVIDIA' is not a domestic vendor" in text, show(sent)
+    assert f"not counted: invoice 'CB-{tag}-1': invoice_date 2999-01-01 is in the future" in text, show(sent)
+    status = ok(stack.run("status", request_id))
+    assert "shortfall 6000" in flat(status.stdout), show(status)
+    assert "waiting for evidence of 6000 more domestic units until" in flat(status.stdout), show(status)
+    doc = as_json(stack.run("status", request_id, "--json"))
+    assert doc["domestic_quota"]["domestic_units"] == 4_000 and len(doc["rejected_evidence"]) == 2
+
+    # Nothing that counts: refused before anything is recorded; the same invoice twice is one invoice.
+    before = stored_version(stack, request_id)
+    none = write_csv(tmp_path / "none.csv", f"Huawei,Ascend 910C,4000,HW {tag} 1,,,")
+    refused(stack.run("evidence", request_id, none), "no record counts", "already submitted for this request")
+    assert stored_version(stack, request_id) == before
+    refused(
+        stack.run("decide", request_id, "--gate", "domestic-quota", "--reviewer", "wang", "--approve"),
+        "domestic quota not met",
+        "short by 6000",
+    )
+    rest = write_csv(tmp_path / "rest.csv", f"Hygon,DCU K100,6000,HY-{tag}-1,2026-02-01,,")
+    ok(stack.run("evidence", request_id, rest))
+    ok(stack.run("decide", request_id, "--gate", "domestic-quota", "--reviewer", "wang", "--approve"))
+
+    licence = ok(stack.run("licence", request_id))
+    assert f"licence LIC-{request_id}" in flat(licence.stdout), show(licence)
+    issued = as_json(stack.run("licence", request_id, "--json"))
+    assert issued["units"] == 10_000 and issued["holder"] == f"Evidence Buyer {tag}"
+    valid_from, valid_until = (issued[key][:10] for key in ("issued_at", "valid_until"))
+    assert int(valid_until[:4]) - int(valid_from[:4]) == 4 and valid_until[4:] == valid_from[4:]
+    assert issued["conditions"] == list(load_policy("default").us_export.default_conditions)
+    events = as_json(stack.run("events", request_id, "--json"))
+    [added, *_] = [e for e in events if e["type"] == "EvidenceAdded"]
+    assert added["data"]["records"][0]["po_number"] == "PO-1"  # extra columns travel with the record
+    refused(
+        stack.run("licence", submitted(stack, tmp_path, "unlicensed")), "has no licence", "us_export_review"
+    )
+
+
 # -- the audit ----------------------------------------------------------------------------------------
 def test_audit_verify_finds_a_tampered_event(stack: Stack, tmp_path: Path) -> None:
     request_id = submitted(stack, tmp_path, "tamper")
