@@ -276,6 +276,23 @@ def assess(state: RequestState, evidence: list[ProcurementRecord], policy: Polic
     )
 
 
+def shortfall_reason(a: DomesticQuotaAssessed) -> str:
+    """Which rule is short, and by how much, in a reviewer's words."""
+    parts = []
+    if a.domestic_units < a.required_units:
+        parts.append(
+            f"{a.domestic_units} domestic units < {a.required_units} required "
+            f"(ratio {a.required_ratio} x {a.imported_units})"
+        )
+    if a.public_hub is not None and a.public_hub.shortfall:
+        hub = a.public_hub
+        parts.append(
+            f"the public computing hub's domestic share after import would be {hub.share_after:.2%}, "
+            f"not above domestic_quota.min_domestic_share {hub.min_share}"
+        )
+    return "; ".join(parts) + f"; short by {a.shortfall}"
+
+
 def _public_hub(
     state: RequestState, evidence: list[ProcurementRecord], policy: Policy, imported: int
 ) -> PublicHubShare | None:
@@ -407,11 +424,7 @@ def _decide(state: RequestState, command: Decide, policy: Policy, now: datetime)
     if gate is Gate.DOMESTIC_QUOTA:
         assessment = assess(state.model_copy(update={"units_approved": units}), state.evidence, policy)
         if assessment.shortfall:
-            raise DomainError(
-                f"domestic quota not met: {assessment.domestic_units} domestic units < "
-                f"{assessment.required_units} required (ratio {assessment.required_ratio} x "
-                f"{assessment.imported_units}); short by {assessment.shortfall}"
-            )
+            raise DomainError(f"domestic quota not met: {shortfall_reason(assessment)}")
         if assessment != state.assessment:
             payloads.append(assessment)
     note = command.reason.strip() if command.reason else None
