@@ -116,8 +116,8 @@ def _evidence_from_csv(path: Path) -> list[ProcurementRecord]:
                 records.append(ProcurementRecord.model_validate(fields))
             except ValidationError as exc:
                 problems.append(f"row {reader.line_num}, {describe_validation_error(exc)}")
-    except csv.Error as exc:
-        raise InvalidInput(f"{path}: row {reader.line_num}: not valid CSV ({exc})") from None
+    except csv.Error as exc:  # the DictReader's count lags behind the line that failed
+        raise InvalidInput(f"{path}: row {reader.reader.line_num}: not valid CSV ({exc})") from None
     if problems:
         raise InvalidInput(f"{path}: " + "; ".join(problems))
     if not records:

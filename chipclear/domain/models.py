@@ -6,6 +6,7 @@ arrives from a file, a test or a client library.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date
 from enum import StrEnum
 from typing import Annotated
@@ -163,10 +164,16 @@ class ImportRequest(_Strict):
 
 
 def first_duplicate_invoice(records: list[ProcurementRecord]) -> str | None:
-    seen: set[str] = set()
+    """An invoice number listed twice for one vendor (numbers are the vendor's, so two vendors may
+    share one); case and punctuation do not make two numbers different."""
+    seen: set[tuple[str, str]] = set()
     for record in records:
-        key = record.invoice.casefold()
+        key = (_bare(record.vendor), _bare(record.invoice))
         if key in seen:
             return record.invoice
         seen.add(key)
     return None
+
+
+def _bare(text: str) -> str:
+    return re.sub(r"[\W_]+", "", text.casefold())

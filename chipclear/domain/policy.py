@@ -134,6 +134,8 @@ class CalendarPeriod(BaseModel):
                     f"expected an ISO 8601 period in years, months, days such as 'P4Y', got {value!r}"
                 )
             years, months, days = (int(part or 0) for part in found.groups())
+            if not (years or months or days):
+                raise ValueError(f"a period must be longer than nothing, got {value!r}")
             return {"years": years, "months": months, "days": days}
         return value
 

@@ -268,8 +268,8 @@ def parse_csl(text: str, *, source: str, loaded_at: datetime | None) -> Screenin
             if None in row:
                 raise ScreeningListError(f"row {line}: more fields than the {len(columns)} columns")
             entries.append(_entry(row, line))
-    except csv.Error as exc:
-        raise ScreeningListError(f"row {reader.line_num}: not valid CSV ({exc})") from None
+    except csv.Error as exc:  # the DictReader's count lags behind the line that failed
+        raise ScreeningListError(f"row {reader.reader.line_num}: not valid CSV ({exc})") from None
     if not entries:
         raise ScreeningListError("the file has a header but no entries")
     names = sum(len(dict.fromkeys([e.name, *e.alt_names])) for e in entries)

@@ -1,0 +1,565 @@
+"""The domestic-quota gate and the compensations of a request that ends unlicensed, against a real dev
+server and a real SQLite event store.
+
+A shortfall that more evidence cures (auto and manual), a shortfall the evidence deadline ends (units
+back to the ledger), withdrawal at every gate with exactly the compensations it owes, a release retried
+after the ledger already took the units back, and the invoice registry across requests and buyers.
+Requests are driven as users drive them; open ones are cleaned up by withdrawal, never by terminating.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.allocation import AllocationActivities
+from activities.bench import bare_step
+from activities.events import EventActivities
+from activities.screening import ScreeningActivities
+from chipclear import client as ops
+from chipclear.domain.allocation import Release, Released, UnitsReleased
+from chipclear.domain.commands import AddEvidence, Withdraw
+from chipclear.domain.events import (
+    AllocationReleased,
+    DomesticQuotaAssessed,
+    EvidenceAdded,
+    EvidenceRejected,
+    ExportApprovalReleased,
+    GateApproved,
+    LicenseIssued,
+    RequestExpired,
+    RequestWithdrawn,
+)
+from chipclear.domain.models import Gate, ProcurementRecord, Status
+from chipclear.domain.policy import CalendarPeriod, Policy
+from chipclear.domain.state import RequestState
+from chipclear.store.sqlite import SQLiteEventStore
+from tests.factories import make_policy, make_request
+from tests.test_allocation_workflow import allocation_policy, ledger, open_batch
+from tests.test_us_export_workflow import payloads, replay, stored_of
+from tests.test_workflow import assert_store_matches, at_gate, decision, start, wait_for
+from worker import ACTIVITY_THREADS, WORKFLOWS, ChipclearWorker
+from workflows.allocation import ReleaseResult, ledger_calls_queue, ledger_id, ledger_stream
+
+# Long enough for any step of a test, short enough that a request a failed test leaves open ends itself.
+SAFETY_DEADLINE = "PT60S"
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def record(
+    invoice: str, units: int, vendor: str = "Huawei", product: str = "Ascend 910C", **extra: Any
+) -> ProcurementRecord:
+    return ProcurementRecord(vendor=vendor, product=product, units=units, invoice=invoice, **extra)
+
+
+def evidence(*records: ProcurementRecord) -> list[dict[str, Any]]:
+    """Records as a request document carries them."""
+    return [r.model_dump(mode="json", exclude_none=True) for r in records]
+
+
+def types(store: SQLiteEventStore, request_id: str) -> list[str]:
+    return [event.type for event in store.read_stream(request_id)]
+
+
+def has_assessment(state: RequestState) -> bool:
+    return state.gate is Gate.DOMESTIC_QUOTA and state.assessment is not None
+
+
+def allocated(state: RequestState) -> bool:
+    return state.gate is Gate.CN_IMPORT and state.allocation is not None
+
+
+def assert_licence_valid_for_the_policy_period(
+    store: SQLiteEventStore, request_id: str, policy: Policy
+) -> None:
+    [issued] = stored_of(store, request_id, "LicenseIssued")
+    assert isinstance(issued.data, LicenseIssued)
+    assert policy.licence_validity == CalendarPeriod(years=4)
+    valid_until = issued.data.valid_until
+    assert valid_until is not None
+    assert valid_until == policy.licence_validity.after(issued.occurred_at)
+    assert valid_until.year == issued.occurred_at.year + 4
+    assert abs(valid_until - issued.occurred_at - timedelta(days=4 * 365 + 1)) <= timedelta(days=1)
+    state = store.get_request(request_id)
+    assert state is not None and state.licence_valid_until == valid_until
+
+
+class FlakyRelease:
+    """The real `release_units`, but its first attempt fails *after* the ledger recorded the release."""
+
+    def __init__(self, client: Client) -> None:
+        self.real = AllocationActivities(client)
+        self.attempts: dict[str, list[int]] = {}
+
+    @activity.defn(name="release_units")
+    async def release_units(self, command: Release) -> ReleaseResult:
+        result = await self.real.release_units(command)
+        attempt = activity.info().attempt
+        self.attempts.setdefault(command.request_id, []).append(attempt)
+        if attempt == 1:
+            raise RuntimeError("connection lost after the ledger answered")
+        return result
+
+
+@asynccontextmanager
+async def running(
+    client: Client,
+    store: SQLiteEventStore,
+    policy: Policy,
+    release_units: Callable[..., Any] | None = None,
+) -> AsyncIterator[ChipclearWorker]:
+    """`build_worker`'s two workers on a fresh queue, mirrored by hand so `release_units` can be swapped."""
+    events = EventActivities(store, policy)
+    screening = ScreeningActivities(store)
+    real = AllocationActivities(client)
+    queue = f"test-{uuid.uuid4().hex[:12]}"
+    with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
+        main = Worker(
+            client,
+            task_queue=queue,
+            workflows=list(WORKFLOWS),
+            activities=[
+                events.append_events,
+                events.current_policy,
+                events.register_invoices,
+                screening.screen_parties,
+                real.claim_buyer_units,
+                bare_step,
+            ],
+            activity_executor=executor,
+            max_concurrent_activities=ACTIVITY_THREADS,
+            graceful_shutdown_timeout=timedelta(seconds=10),
+        )
+        ledger_calls = Worker(
+            client,
+            task_queue=ledger_calls_queue(queue),
+            activities=[
+                real.reserve_units,
+                release_units or real.release_units,
+                real.claim_buyer_units,
+                real.release_buyer_units,
+            ],
+            graceful_shutdown_timeout=timedelta(seconds=10),
+        )
+        async with ChipclearWorker(main, ledger_calls) as worker:
+            yield worker
+
+
+# -- 1. a shortfall, more evidence, the quota met ---------------------------------------------------
+@pytest.mark.parametrize("mode", ["auto", "manual"])
+async def test_shortfall_then_more_evidence_meets_the_quota(
+    client: Client, store: SQLiteEventStore, mode: str
+) -> None:
+    policy = make_policy(
+        mode,
+        us_export={"decision_deadline": SAFETY_DEADLINE},
+        cn_import={"decision_deadline": SAFETY_DEADLINE},
+        domestic_quota={"required_ratio": 1.5, "evidence_deadline": SAFETY_DEADLINE},
+    )
+    request = make_request(units=40_000, domestic_procurement=evidence(record("HW-SF-1", 10_000)))
+    rid = request.request_id
+    async with running(client, store, policy) as worker:
+        handle = await start(client, store, worker, request)
+        if mode == "manual":
+            await wait_for(client, rid, at_gate(Gate.US_EXPORT))
+            await ops.update(client, rid, decision(Gate.US_EXPORT, "alice"))
+            await ops.update(client, rid, decision(Gate.CN_IMPORT, "wang"))
+
+        short = await wait_for(client, rid, has_assessment)
+        assert short.status is Status.DOMESTIC_QUOTA_REVIEW
+        assert short.assessment is not None
+        assert (short.assessment.domestic_units, short.assessment.required_units) == (10_000, 60_000)
+        assert short.assessment.shortfall == 50_000
+        [stored_short] = payloads(store, rid, DomesticQuotaAssessed)
+        assert stored_short.shortfall == 50_000 and stored_short.imported_units == 40_000
+
+        if mode == "manual":
+            # While short, the reviewer cannot approve; the refusal names the shortfall.
+            with pytest.raises(ops.Rejected, match=r"10000 domestic units < 60000 required.*short by 50000"):
+                await ops.update(client, rid, decision(Gate.DOMESTIC_QUOTA, "wang"))
+            assert len(store.read_stream(rid)) == short.version
+
+        more = await ops.update(client, rid, AddEvidence(records=[record("HW-SF-2", 50_000)]))
+        if mode == "auto":
+            assert more.events == ["EvidenceAdded", "DomesticQuotaAssessed", "GateApproved", "LicenseIssued"]
+            assert more.status is Status.LICENSED
+        else:
+            assert more.events == ["EvidenceAdded", "DomesticQuotaAssessed"]
+            assert more.status is Status.DOMESTIC_QUOTA_REVIEW
+            approved = await ops.update(client, rid, decision(Gate.DOMESTIC_QUOTA, "wang"))
+            assert approved.events == ["GateApproved", "LicenseIssued"]
+            assert approved.status is Status.LICENSED
+        result = await handle.result()
+
+    assert result.status is Status.LICENSED and result.units_approved == 40_000
+    assessments = payloads(store, rid, DomesticQuotaAssessed)
+    assert [(a.domestic_units, a.shortfall) for a in assessments] == [(10_000, 50_000), (60_000, 0)]
+    [domestic] = [
+        e
+        for e in stored_of(store, rid, "GateApproved")
+        if isinstance(e.data, GateApproved) and e.data.gate is Gate.DOMESTIC_QUOTA
+    ]
+    assert isinstance(domestic.data, GateApproved) and domestic.data.units_approved == 40_000
+    if mode == "auto":
+        assert domestic.data.rule == "domestic_quota.mode = auto" and domestic.actor == "policy"
+    else:
+        assert domestic.data.rule is None and domestic.actor == "wang"
+    assert_licence_valid_for_the_policy_period(store, rid, policy)
+    # A licensed request gives nothing back.
+    assert "AllocationReleased" not in types(store, rid)
+    assert "ExportApprovalReleased" not in types(store, rid)
+    assert types(store, rid)[-4:] == [
+        "EvidenceAdded",
+        "DomesticQuotaAssessed",
+        "GateApproved",
+        "LicenseIssued",
+    ]
+    assert_store_matches(store, rid, result)
+    await replay(handle)
+
+
+# -- 2. a shortfall the deadline ends: the units go back -----------------------------------------
+async def test_shortfall_until_the_deadline_expires_and_releases_the_units(
+    client: Client, store: SQLiteEventStore
+) -> None:
+    policy = allocation_policy(
+        cn_import={"mode": "auto", "decision_deadline": SAFETY_DEADLINE},
+        domestic_quota={"evidence_deadline": "PT3S"},
+    )
+    request = make_request(units=500, domestic_procurement=evidence(record("HW-EX-1", 100)))
+    rid = request.request_id
+    async with running(client, store, policy) as worker:
+        queue = worker.task_queue
+        await open_batch(client, queue, batch_id="E1", capacity=1_000)
+        handle = await start(client, store, worker, request)
+        result = await handle.result()
+        book = await ledger(client, store, queue)
+
+    assert result.status is Status.EXPIRED
+    assert types(store, rid) == [
+        "RequestSubmitted",
+        "GateOpened",
+        "GateApproved",
+        "GateOpened",
+        "AllocationGranted",
+        "GateApproved",
+        "GateOpened",
+        "DomesticQuotaAssessed",
+        "RequestExpired",
+        "AllocationReleased",
+        "ExportApprovalReleased",
+    ]
+    # Held for the shortfall (read from the store: the live state is gone once the deadline passes).
+    [short] = payloads(store, rid, DomesticQuotaAssessed)
+    assert (short.imported_units, short.domestic_units, short.shortfall) == (500, 100, 400)
+    [expired_event] = stored_of(store, rid, "RequestExpired")
+    assert isinstance(expired_event.data, RequestExpired)
+    assert expired_event.data.gate is Gate.DOMESTIC_QUOTA and expired_event.actor == "deadline"
+    assert expired_event.occurred_at >= expired_event.data.deadline
+    [released] = payloads(store, rid, AllocationReleased)
+    assert (released.batch_id, released.units) == ("E1", 500)
+    assert "expired" in released.reason
+    [unused] = payloads(store, rid, ExportApprovalReleased)
+    assert unused.units == 500 and "expired" in unused.reason
+
+    # The ledger has the units back, once.
+    assert book.batches["E1"].allocated == 0
+    assert rid not in book.allocations
+    assert book.released[rid] == Released(batch_id="E1", units=500)
+    ledger_events = store.read_stream(ledger_stream(ledger_id(worker.task_queue)))
+    assert [e.type for e in ledger_events] == ["BatchOpened", "UnitsGranted", "UnitsReleased"]
+    assert [
+        (e.data.request_id, e.data.units) for e in ledger_events if isinstance(e.data, UnitsReleased)
+    ] == [(rid, 500)]
+    final = store.get_request(rid)
+    assert final is not None and final.allocation is not None and final.allocation.released
+    assert final.export_released
+    assert_store_matches(store, rid, result)
+    await replay(handle)
+
+
+# -- 3. withdrawal at each gate, with exactly the compensations it owes ---------------------------
+PREFIX = ["RequestSubmitted", "GateOpened"]
+WITHDRAWALS: dict[str, tuple[Gate, bool, list[str]]] = {
+    "us-export": (Gate.US_EXPORT, True, [*PREFIX, "RequestWithdrawn"]),
+    "cn-import-granted": (
+        Gate.CN_IMPORT,
+        True,
+        [
+            *PREFIX,
+            "GateApproved",
+            "GateOpened",
+            "AllocationGranted",
+            "RequestWithdrawn",
+            "AllocationReleased",
+            "ExportApprovalReleased",
+        ],
+    ),
+    "cn-import-queued": (
+        Gate.CN_IMPORT,
+        False,
+        [
+            *PREFIX,
+            "GateApproved",
+            "GateOpened",
+            "AllocationQueued",
+            "RequestWithdrawn",
+            "AllocationReleased",
+            "ExportApprovalReleased",
+        ],
+    ),
+    "domestic-quota": (
+        Gate.DOMESTIC_QUOTA,
+        True,
+        [
+            *PREFIX,
+            "GateApproved",
+            "GateOpened",
+            "AllocationGranted",
+            "GateApproved",
+            "GateOpened",
+            "DomesticQuotaAssessed",
+            "RequestWithdrawn",
+            "AllocationReleased",
+            "ExportApprovalReleased",
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(WITHDRAWALS))
+async def test_withdrawal_at_each_gate_compensates_exactly_what_is_held(
+    client: Client, store: SQLiteEventStore, case: str
+) -> None:
+    gate, with_batch, expected = WITHDRAWALS[case]
+    policy = make_policy(
+        "manual",
+        us_export={"decision_deadline": SAFETY_DEADLINE},
+        cn_import={"allocate_from_batches": True, "decision_deadline": SAFETY_DEADLINE},
+        domestic_quota={"evidence_deadline": SAFETY_DEADLINE},
+    )
+    request = make_request(units=500)
+    rid = request.request_id
+    async with running(client, store, policy) as worker:
+        queue = worker.task_queue
+        if with_batch:
+            await open_batch(client, queue, batch_id="W1", capacity=1_000)
+        handle = await start(client, store, worker, request)
+        await wait_for(client, rid, at_gate(Gate.US_EXPORT))
+        if gate is not Gate.US_EXPORT:
+            await ops.update(client, rid, decision(Gate.US_EXPORT, "alice"))
+            held = await wait_for(client, rid, allocated)
+            assert held.allocation is not None
+            if with_batch:
+                assert (held.allocation.outcome, held.allocation.units) == ("granted", 500)
+                assert (await ledger(client, store, queue)).batches["W1"].allocated == 500
+            else:
+                assert held.status is Status.CN_IMPORT_QUEUED
+                assert (await ledger(client, store, queue)).position(rid) == 1
+        if gate is Gate.DOMESTIC_QUOTA:
+            await ops.update(client, rid, decision(Gate.CN_IMPORT, "wang"))
+            await wait_for(client, rid, has_assessment)
+
+        withdrawn = await ops.update(client, rid, Withdraw(reason="order cancelled"))
+        assert withdrawn.events == ["RequestWithdrawn"] and withdrawn.status is Status.WITHDRAWN
+        result = await handle.result()
+        book = await ledger(client, store, queue)
+
+    assert result.status is Status.WITHDRAWN and result.outcome_reason == "order cancelled"
+    assert types(store, rid) == expected
+    [gone] = payloads(store, rid, RequestWithdrawn)
+    assert gone.gate is gate
+    releases = payloads(store, rid, AllocationReleased)
+    unused = payloads(store, rid, ExportApprovalReleased)
+    final = store.get_request(rid)
+    assert final is not None
+    assert book.queue == [] and rid not in book.allocations
+    if gate is Gate.US_EXPORT:
+        # Nothing was reserved and no US approval exists: nothing to give back.
+        assert releases == [] and unused == []
+        assert final.allocation is None and not final.export_released
+        assert book.batches["W1"].allocated == 0 and rid not in book.released
+    elif with_batch:
+        assert [(r.batch_id, r.units) for r in releases] == [("W1", 500)]
+        assert [u.units for u in unused] == [500]
+        assert book.batches["W1"].allocated == 0
+        assert book.released[rid] == Released(batch_id="W1", units=500)
+    else:
+        # Only queued: it leaves the queue, and no batch exists to give units back to.
+        assert [(r.batch_id, r.units) for r in releases] == [(None, 0)]
+        assert [u.units for u in unused] == [500]
+        assert book.batches == {} and book.released[rid] == Released(batch_id=None, units=0)
+    if gate is not Gate.US_EXPORT:
+        assert final.allocation is not None and final.allocation.released and final.export_released
+    assert_store_matches(store, rid, result)
+    await replay(handle)
+
+
+# -- 4. a release retried after the ledger already took the units back ---------------------------
+async def test_a_retried_release_gives_the_units_back_once(client: Client, store: SQLiteEventStore) -> None:
+    flaky = FlakyRelease(client)
+    policy = allocation_policy(cn_import={"decision_deadline": SAFETY_DEADLINE})
+    donor = make_request(units=500)
+    other = make_request(units=300)
+    async with running(client, store, policy, release_units=flaky.release_units) as worker:
+        queue = worker.task_queue
+        await open_batch(client, queue, batch_id="R1", capacity=1_000)
+        donor_handle = await start(client, store, worker, donor)
+        await wait_for(client, donor.request_id, allocated)
+        other_handle = await start(client, store, worker, other)
+        await wait_for(client, other.request_id, allocated)
+        assert (await ledger(client, store, queue)).batches["R1"].allocated == 800
+
+        await ops.update(client, donor.request_id, Withdraw(reason="order cancelled"))
+        result = await donor_handle.result()
+        book = await ledger(client, store, queue)
+        assert flaky.attempts == {donor.request_id: [1, 2]}
+        # Down by the donor's 500 exactly once: the other request's 300 are still held.
+        assert book.batches["R1"].allocated == 300
+        assert book.released[donor.request_id] == Released(batch_id="R1", units=500)
+        assert set(book.allocations) == {other.request_id}
+
+        await ops.update(client, other.request_id, Withdraw(reason="test over"))  # as a user ends it
+        assert (await other_handle.result()).status is Status.WITHDRAWN
+        assert (await ledger(client, store, queue)).batches["R1"].allocated == 0
+
+    assert result.status is Status.WITHDRAWN
+    assert types(store, donor.request_id)[-3:] == [
+        "RequestWithdrawn",
+        "AllocationReleased",
+        "ExportApprovalReleased",
+    ]
+    [released] = payloads(store, donor.request_id, AllocationReleased)
+    assert (released.batch_id, released.units) == ("R1", 500)
+    assert len(payloads(store, donor.request_id, ExportApprovalReleased)) == 1
+    ledger_events = store.read_stream(ledger_stream(ledger_id(queue)))
+    releases = [e.data for e in ledger_events if isinstance(e.data, UnitsReleased)]
+    assert [(r.request_id, r.units) for r in releases] == [(donor.request_id, 500), (other.request_id, 300)]
+    assert flaky.attempts[other.request_id] == [1, 2]
+    assert store.verify().ok
+    assert_store_matches(store, donor.request_id, result)
+    await replay(donor_handle)
+    await replay(other_handle)
+
+
+# -- 5. the invoice registry through the real server ---------------------------------------------
+async def test_an_invoice_counts_for_one_request_of_one_buyer(
+    client: Client, store: SQLiteEventStore
+) -> None:
+    policy = make_policy(
+        "auto",
+        domestic_quota={"unique_invoices": True, "evidence_deadline": SAFETY_DEADLINE},
+    )
+    first = make_request(units=40_000, domestic_procurement=evidence(record("HW-7001", 60_000)))
+    second = make_request(
+        units=40_000,
+        domestic_procurement=evidence(
+            record("HW-7001", 60_000), record("CB-1", 10_000, vendor="Cambricon", product="MLU370")
+        ),
+    )
+    # Another buyer, the same invoice written differently: one key, "huawei|hw7001".
+    stranger = make_request(
+        units=10_000,
+        buyer={"name": "Kuaishou Technology", "country": "CN", "kind": "private"},
+        domestic_procurement=evidence(record("hw 7001", 60_000)),
+    )
+    a, b, c = first.request_id, second.request_id, stranger.request_id
+    taken = f"invoice 'HW-7001': invoice 'HW-7001' already counts for request {a}"
+    async with running(client, store, policy) as worker:
+        first_handle = await start(client, store, worker, first)
+        assert (await first_handle.result()).status is Status.LICENSED
+        second_handle = await start(client, store, worker, second)
+        stranger_handle = await start(client, store, worker, stranger)
+        short = await wait_for(client, b, has_assessment)
+        assert short.assessment is not None
+        assert (short.assessment.domestic_units, short.assessment.shortfall) == (10_000, 30_000)
+        await wait_for(client, c, has_assessment)
+
+        # The first request counted the invoice; the second's copy is refused and does not count.
+        assert [r.invoice for r in short.evidence] == ["CB-1"]
+        [refused] = payloads(store, b, EvidenceRejected)
+        assert [(r.record.invoice, r.reason) for r in refused.records] == [
+            ("HW-7001", f"invoice 'HW-7001' already counts for request {a}")
+        ]
+        [counted] = payloads(store, b, EvidenceAdded)
+        assert [r.invoice for r in counted.records] == ["CB-1"]
+        [assessed] = payloads(store, b, DomesticQuotaAssessed)
+        assert (assessed.domestic_units, assessed.required_units, assessed.shortfall) == (
+            10_000,
+            40_000,
+            30_000,
+        )
+        assert types(store, b)[:4] == ["RequestSubmitted", "EvidenceAdded", "EvidenceRejected", "GateOpened"]
+
+        # Another buyer cannot use it at all.
+        [foreign] = payloads(store, c, EvidenceRejected)
+        assert [(r.record.invoice, r.reason) for r in foreign.records] == [
+            ("hw 7001", "invoice 'hw 7001' is registered to another buyer's request")
+        ]
+        assert payloads(store, c, EvidenceAdded) == []
+        [foreign_assessed] = payloads(store, c, DomesticQuotaAssessed)
+        assert (foreign_assessed.domestic_units, foreign_assessed.shortfall) == (0, 10_000)
+
+        # Evidence of which nothing counts is refused whole, with each reason; nothing is stored.
+        before = store.read_stream(b)
+        future = record("HW-7003", 30_000, invoice_date="2999-01-01")
+        for records, reason in (
+            ([record("HW-7001", 60_000)], taken),
+            ([future], "invoice 'HW-7003': invoice_date 2999-01-01 is in the future"),
+        ):
+            with pytest.raises(ops.Rejected) as refusal:
+                await ops.update(client, b, AddEvidence(records=records))
+            assert str(refusal.value) == f"no record counts ({reason})"
+            assert store.read_stream(b) == before
+            live = await ops.live_state(client, b)
+            assert live is not None and live.version == len(before) and live.evidence == short.evidence
+
+        # Good and bad together: the good one counts, the bad one is listed back with its reason.
+        mixed = await ops.update(
+            client, b, AddEvidence(records=[record("HW-7001", 60_000), record("HW-7002", 30_000)])
+        )
+        assert mixed.rejected == [taken]
+        assert mixed.events == [
+            "EvidenceAdded",
+            "EvidenceRejected",
+            "DomesticQuotaAssessed",
+            "GateApproved",
+            "LicenseIssued",
+        ]
+        assert mixed.status is Status.LICENSED
+        second_result = await second_handle.result()
+
+        await ops.update(client, c, Withdraw(reason="test over"))  # as a user ends it
+        stranger_result = await stranger_handle.result()
+
+    assert second_result.status is Status.LICENSED
+    *_, added = payloads(store, b, EvidenceAdded)
+    assert [r.invoice for r in added.records] == ["HW-7002"]
+    *_, refused_again = payloads(store, b, EvidenceRejected)
+    assert [r.record.invoice for r in refused_again.records] == ["HW-7001"]
+    assert [(x.domestic_units, x.shortfall) for x in payloads(store, b, DomesticQuotaAssessed)] == [
+        (10_000, 30_000),
+        (40_000, 0),
+    ]
+    final = store.get_request(b)
+    assert final is not None and [r.invoice for r in final.evidence] == ["CB-1", "HW-7002"]
+    assert [r.record.invoice for r in final.rejected_evidence] == ["HW-7001", "HW-7001"]
+    # The registry still holds the invoice for the first request alone.
+    assert (
+        store.register_invoices(c, "Kuaishou Technology", ["huawei|hw7001"])["huawei|hw7001"].request_id == a
+    )
+    assert stranger_result.status is Status.WITHDRAWN
+    assert types(store, c)[-2:] == ["RequestWithdrawn", "ExportApprovalReleased"]
+    assert_store_matches(store, b, second_result)
+    assert_store_matches(store, c, stranger_result)
+    for handle in (first_handle, second_handle, stranger_handle):
+        await replay(handle)

@@ -1,0 +1,990 @@
+"""Domestic procurement evidence: judged record by record, invoices unique across requests, the
+quota and public-hub computation, licence validity, and evidence read from CSV."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+import sqlite3
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from chipclear.cli.files import InvalidInput, load_evidence
+from chipclear.domain.commands import AddEvidence, Command, Decide, Evaluate, Submit
+from chipclear.domain.decider import decide, judges_evidence
+from chipclear.domain.errors import DomainError
+from chipclear.domain.events import (
+    DomesticQuotaAssessed,
+    Event,
+    EvidenceAdded,
+    EvidenceRejected,
+    LicenseIssued,
+    PublicHubShare,
+    RequestSubmitted,
+)
+from chipclear.domain.evidence import (
+    InvoiceOwner,
+    RejectedRecord,
+    hub_shortfall,
+    invoice_key,
+    judge,
+    registrable,
+    required_units,
+    rule_problem,
+)
+from chipclear.domain.models import Gate, ImportRequest, ProcurementRecord, Status
+from chipclear.domain.policy import CalendarPeriod, Policy, load_policy
+from chipclear.domain.state import RequestState, evolve
+from chipclear.store.sqlite import SQLiteEventStore
+from tests.factories import make_policy, make_request
+
+NOW = datetime(2026, 2, 1, 9, 30, tzinfo=UTC)
+TODAY = NOW.date()
+BUYER = "ByteDance Ltd."
+OTHER_BUYER = "Alibaba Cloud Computing Co., Ltd."
+
+VENDORS: dict[str, Any] = {
+    "Huawei": {"domestic": True, "products": ["Ascend 910B", "Ascend 910C"]},
+    "Cambricon": {"domestic": True, "products": ["MLU370", "MLU590"]},
+    "Moore Threads": {"domestic": True},  # any product
+    "NVIDIA": {"domestic": False},
+}
+# The vendor list alone, the registry alone, and both (as in the bundled default policy).
+VENDOR_LIST = make_policy("manual", domestic_quota={"vendors": VENDORS})
+REGISTRY = make_policy("manual", domestic_quota={"unique_invoices": True})
+BOTH = make_policy("manual", domestic_quota={"vendors": VENDORS, "unique_invoices": True})
+OLD = make_policy("manual")
+REVIEWER = {Gate.US_EXPORT: "alice", Gate.CN_IMPORT: "wang", Gate.DOMESTIC_QUOTA: "wang"}
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+
+def rec(
+    invoice: str = "HW-2026-0001",
+    *,
+    vendor: str = "Huawei",
+    product: str = "Ascend 910C",
+    units: int = 10_000,
+    **extra: Any,
+) -> ProcurementRecord:
+    return ProcurementRecord.model_validate(
+        {"vendor": vendor, "product": product, "units": units, "invoice": invoice, **extra}
+    )
+
+
+def record_doc(record: ProcurementRecord) -> dict[str, Any]:
+    return record.model_dump(mode="json", exclude_none=True)
+
+
+def request_with(*records: ProcurementRecord, **overrides: Any) -> ImportRequest:
+    return make_request(domestic_procurement=[record_doc(r) for r in records], **overrides)
+
+
+def dated(field_name: str, when: date) -> ProcurementRecord:
+    """The default record with `invoice_date` or `delivered_on` set."""
+    return rec().model_copy(update={field_name: when})
+
+
+def judged(
+    records: Sequence[ProcurementRecord],
+    policy: Policy,
+    *,
+    owners: dict[str, InvoiceOwner] | None = None,
+    already: Sequence[ProcurementRecord] = (),
+    request_id: str = "req-1",
+    buyer: str = BUYER,
+    today: date = TODAY,
+) -> tuple[list[ProcurementRecord], list[RejectedRecord]]:
+    return judge(
+        list(records),
+        request_id=request_id,
+        buyer=buyer,
+        already=list(already),
+        policy=policy,
+        today=today,
+        owners=owners,
+    )
+
+
+def only_reason(rejected: list[RejectedRecord]) -> str:
+    assert len(rejected) == 1, rejected
+    return rejected[0].reason
+
+
+def mine(
+    *records: ProcurementRecord, request_id: str = "req-1", buyer: str = BUYER
+) -> dict[str, InvoiceOwner]:
+    return {invoice_key(r): InvoiceOwner(request_id=request_id, buyer=buyer) for r in records}
+
+
+class Ids:
+    def __init__(self) -> None:
+        self._counter = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"evt-{next(self._counter):06d}"
+
+
+@dataclass
+class Run:
+    """A request driven command by command through decide and evolve (as in test_decider)."""
+
+    policy: Policy
+    now: datetime = NOW
+    state: RequestState = field(default_factory=RequestState)
+    history: list[Event] = field(default_factory=list)
+    new_id: Ids = field(default_factory=Ids)
+
+    def send(self, command: Command, now: datetime | None = None) -> list[Event]:
+        events = decide(self.state, command, self.policy, now or self.now, new_id=self.new_id)
+        for event in events:
+            self.state = evolve(self.state, event)
+        self.history.extend(events)
+        return events
+
+    def refuse(self, command: Command, match: str) -> DomainError:
+        before = self.state
+        with pytest.raises(DomainError, match=match) as info:
+            decide(before, command, self.policy, self.now, new_id=self.new_id)
+        assert self.state == before
+        return info.value
+
+    def to(self, gate: Gate) -> None:
+        """Move on to `gate` as the workflow does: Evaluate, then a reviewer approves."""
+        for earlier in list(Gate)[: list(Gate).index(gate)]:
+            if self.state.gate is earlier:
+                self.send(Evaluate(gate=earlier))
+            if self.state.gate is earlier:
+                self.send(Decide(gate=earlier, reviewer=REVIEWER[earlier], approve=True))
+        assert self.state.gate is gate, self.state.status
+
+
+def types(events: Sequence[Event]) -> list[str]:
+    return [event.type for event in events]
+
+
+T = TypeVar("T")
+
+
+def of_type(events: Sequence[Event], kind: type[T]) -> T:
+    found = [event.data for event in events if isinstance(event.data, kind)]
+    assert len(found) == 1, types(events)
+    return found[0]
+
+
+def submit_with_registry(
+    store: SQLiteEventStore, policy: Policy, request: ImportRequest, now: datetime = NOW
+) -> Run:
+    """What the workflow does: register the invoices worth registering, then Submit with the answer."""
+    keys = registrable(request.domestic_procurement, already=[], policy=policy, today=now.date())
+    owners = store.register_invoices(request.request_id, request.buyer.name, keys)
+    run = Run(policy, now=now)
+    run.send(Submit(request=request, invoice_owners=owners))
+    return run
+
+
+def add_with_registry(store: SQLiteEventStore, run: Run, *records: ProcurementRecord) -> list[Event]:
+    state = run.state
+    assert state.request_id is not None and state.buyer is not None
+    keys = registrable(list(records), already=state.evidence, policy=run.policy, today=run.now.date())
+    owners = store.register_invoices(state.request_id, state.buyer, keys)
+    return run.send(AddEvidence(records=list(records), invoice_owners=owners))
+
+
+# -- 1. the policy's rules, one by one --------------------------------------------------------------
+
+
+def test_a_listed_domestic_vendor_and_product_is_accepted() -> None:
+    good = rec()
+    assert rule_problem(good, VENDOR_LIST, TODAY) is None
+    assert judged([good], VENDOR_LIST) == ([good], [])
+
+
+def test_unknown_vendor_names_the_policy_key_and_lists_domestic_vendors() -> None:
+    problem = rule_problem(rec(vendor="Acme Chips"), VENDOR_LIST, TODAY)
+    assert problem == (
+        "vendor 'Acme Chips' is not in domestic_quota.vendors (domestic: Cambricon, Huawei, Moore Threads)"
+    )
+    accepted, rejected = judged([rec(vendor="Acme Chips")], VENDOR_LIST)
+    assert accepted == []
+    assert only_reason(rejected) == problem
+    assert "NVIDIA" not in problem  # only domestic vendors are offered
+
+
+def test_known_foreign_vendor_is_not_domestic() -> None:
+    nvidia = rec("NV-1", vendor="NVIDIA Corporation", product="H20")
+    problem = rule_problem(nvidia, VENDOR_LIST, TODAY)
+    assert problem == "vendor 'NVIDIA' is not a domestic vendor (domestic_quota.vendors)"
+    accepted, rejected = judged([nvidia], VENDOR_LIST)
+    assert accepted == [] and rejected == [RejectedRecord(record=nvidia, reason=problem)]
+
+
+def test_product_not_in_the_vendors_list() -> None:
+    problem = rule_problem(rec(product="Ascend 920"), VENDOR_LIST, TODAY)
+    assert problem == "product 'Ascend 920' is not a known Huawei product (Ascend 910B, Ascend 910C)"
+    # Product names are compared without regard to case; a vendor without a product list takes any.
+    assert rule_problem(rec(product="ascend 910c"), VENDOR_LIST, TODAY) is None
+    assert rule_problem(rec(vendor="Moore Threads", product="Anything"), VENDOR_LIST, TODAY) is None
+
+
+@pytest.mark.parametrize(
+    "vendor",
+    ["Huawei", "HUAWEI", "huawei", "Huawei Co., Ltd.", "Huawei Technologies Co., Ltd.", " huawei, inc. "],
+)
+def test_vendor_matched_regardless_of_case_punctuation_and_legal_form(vendor: str) -> None:
+    assert rule_problem(rec(vendor=vendor), VENDOR_LIST, TODAY) is None
+    assert invoice_key(rec(vendor=vendor)) == "huawei|hw20260001"
+
+
+def test_similar_but_different_vendor_is_unknown() -> None:
+    problem = rule_problem(rec(vendor="Huaweii"), VENDOR_LIST, TODAY)
+    assert problem is not None and problem.startswith("vendor 'Huaweii' is not in domestic_quota.vendors")
+
+
+@pytest.mark.parametrize("field_name", ["invoice_date", "delivered_on"])
+def test_dates_in_the_future_are_rejected(field_name: str) -> None:
+    tomorrow = TODAY + timedelta(days=1)
+    future = dated(field_name, tomorrow)
+    assert rule_problem(future, VENDOR_LIST, TODAY) == f"{field_name} 2026-02-02 is in the future"
+    # The date rule applies with or without a vendor list.
+    assert rule_problem(future, OLD, TODAY) == f"{field_name} 2026-02-02 is in the future"
+    assert only_reason(judged([future], VENDOR_LIST)[1]) == f"{field_name} 2026-02-02 is in the future"
+
+
+@pytest.mark.parametrize("field_name", ["invoice_date", "delivered_on"])
+def test_today_and_the_past_are_accepted(field_name: str) -> None:
+    for when in (TODAY, TODAY - timedelta(days=400)):
+        assert rule_problem(dated(field_name, when), VENDOR_LIST, TODAY) is None
+
+
+def test_today_is_relative_to_the_decision_date() -> None:
+    dated = rec(invoice_date="2026-03-01")
+    assert rule_problem(dated, VENDOR_LIST, date(2026, 2, 28)) is not None
+    assert rule_problem(dated, VENDOR_LIST, date(2026, 3, 1)) is None
+
+
+def test_invoice_keys_normalise_case_and_punctuation_per_vendor() -> None:
+    assert invoice_key(rec("HW-2026-001")) == invoice_key(rec("hw 2026 001")) == "huawei|hw2026001"
+    assert invoice_key(rec("HW_2026/001", vendor="Huawei Co., Ltd.")) == "huawei|hw2026001"
+    other_vendor = rec("HW-2026-001", vendor="Cambricon", product="MLU370")
+    assert invoice_key(other_vendor) == "cambricon|hw2026001"
+    assert invoice_key(other_vendor) != invoice_key(rec("HW-2026-001"))
+
+
+def test_invoice_repeated_within_one_batch_is_rejected() -> None:
+    first, again = rec("HW-2026-001"), rec("hw 2026 001", units=5)
+    other_vendor = rec("HW-2026-001", vendor="Cambricon", product="MLU370")
+    accepted, rejected = judged([first, again, other_vendor], VENDOR_LIST)
+    assert accepted == [first, other_vendor]
+    assert rejected == [
+        RejectedRecord(record=again, reason="invoice 'hw 2026 001' was already submitted for this request")
+    ]
+
+
+def test_invoice_already_in_the_requests_evidence_is_rejected() -> None:
+    accepted, rejected = judged(
+        [rec("hw 2026 001"), rec("HW-2026-002")], VENDOR_LIST, already=[rec("HW-2026-001")]
+    )
+    assert [r.invoice for r in accepted] == ["HW-2026-002"]
+    assert only_reason(rejected) == "invoice 'hw 2026 001' was already submitted for this request"
+
+
+def test_a_rejected_record_does_not_block_a_corrected_copy_in_the_same_batch() -> None:
+    wrong, corrected = rec("HW-9", product="Ascend 999"), rec("HW-9")
+    accepted, rejected = judged([wrong, corrected], VENDOR_LIST)
+    assert accepted == [corrected]
+    assert [r.record for r in rejected] == [wrong]
+    assert registrable([wrong, corrected], already=[], policy=VENDOR_LIST, today=TODAY) == ["huawei|hw9"]
+
+
+def test_without_a_vendor_list_every_vendor_counts() -> None:
+    records = [rec("A-1", vendor="Acme Chips", product="X"), rec("NV-1", vendor="NVIDIA", product="H20")]
+    for record in records:
+        assert rule_problem(record, OLD, TODAY) is None
+        assert rule_problem(record, REGISTRY, TODAY) is None
+    assert judged(records, OLD) == (records, [])
+
+
+def test_registrable_skips_rule_failures_and_duplicates() -> None:
+    records = [
+        rec("HW-1"),
+        rec("hw 1"),  # the same invoice
+        rec("NV-1", vendor="NVIDIA", product="H20"),  # not domestic
+        rec("HW-2", invoice_date="2026-02-02"),  # future
+        rec("HW-3"),  # already in the evidence
+        rec("HW-1", vendor="Cambricon", product="MLU370"),
+    ]
+    keys = registrable(records, already=[rec("HW-3")], policy=VENDOR_LIST, today=TODAY)
+    assert keys == ["huawei|hw1", "cambricon|hw1"]
+
+
+def test_bundled_default_policy_judges_evidence() -> None:
+    policy = load_policy()
+    assert judges_evidence(policy) and policy.domestic_quota.unique_invoices
+    assert rule_problem(rec(vendor="Huawei Technologies Co., Ltd."), policy, TODAY) is None
+    assert rule_problem(rec(vendor="Alibaba T-Head", product="PPU"), policy, TODAY) is None
+    nvidia = rule_problem(rec(vendor="NVIDIA", product="H20"), policy, TODAY)
+    assert nvidia == "vendor 'NVIDIA' is not a domestic vendor (domestic_quota.vendors)"
+    unknown = rule_problem(rec(vendor="Acme"), policy, TODAY)
+    assert unknown is not None and "Huawei" in unknown and "NVIDIA" not in unknown
+
+
+# -- 2. the invoice registry's answer, through judge ------------------------------------------------
+
+
+def test_invoice_owned_by_this_request_is_accepted() -> None:
+    good = rec()
+    assert judged([good], BOTH, owners=mine(good)) == ([good], [])
+    # The buyer name the registry recorded may be spelt differently; the request id decides.
+    assert judged([good], BOTH, owners=mine(good, buyer="BYTEDANCE")) == ([good], [])
+
+
+@pytest.mark.parametrize("spelling", [BUYER, "BYTEDANCE", "ByteDance Limited", "bytedance, inc."])
+def test_invoice_owned_by_another_request_of_the_same_buyer(spelling: str) -> None:
+    good = rec()
+    accepted, rejected = judged([good], BOTH, owners=mine(good, request_id="req-0", buyer=spelling))
+    assert accepted == []
+    assert only_reason(rejected) == "invoice 'HW-2026-0001' already counts for request req-0"
+
+
+def test_invoice_owned_by_another_buyers_request() -> None:
+    good = rec()
+    accepted, rejected = judged([good], BOTH, owners=mine(good, request_id="req-0", buyer=OTHER_BUYER))
+    assert accepted == []
+    reason = only_reason(rejected)
+    assert reason == "invoice 'HW-2026-0001' is registered to another buyer's request"
+    assert "req-0" not in reason  # another buyer's request id is not disclosed
+
+
+def test_invoice_missing_from_the_registrys_answer() -> None:
+    good, other = rec("HW-1"), rec("HW-2")
+    accepted, rejected = judged([good, other], BOTH, owners=mine(good))
+    assert accepted == [good]
+    assert only_reason(rejected) == "invoice 'HW-2' is not registered yet; send it again"
+
+
+def test_rule_problems_come_before_the_registry() -> None:
+    nvidia = rec("NV-1", vendor="NVIDIA", product="H20")
+    owners = mine(nvidia, request_id="req-0", buyer=OTHER_BUYER)
+    assert "not a domestic vendor" in only_reason(judged([nvidia], BOTH, owners=owners)[1])
+
+
+def test_owners_none_skips_the_registry() -> None:
+    good = rec()
+    assert judged([good], VENDOR_LIST, owners=None) == ([good], [])
+
+
+# -- 3. the decider ---------------------------------------------------------------------------------
+
+
+def test_judges_evidence_only_with_a_vendor_list_or_unique_invoices() -> None:
+    assert not judges_evidence(OLD)
+    assert judges_evidence(VENDOR_LIST) and judges_evidence(REGISTRY) and judges_evidence(BOTH)
+
+
+def test_submit_without_invoice_owners_is_refused_when_invoices_are_unique() -> None:
+    for policy in (REGISTRY, BOTH):
+        Run(policy).refuse(
+            Submit(request=make_request()), "invoices have not been checked against the invoice registry"
+        )
+
+
+def test_submit_without_records_needs_no_owners() -> None:
+    run = Run(BOTH)
+    events = run.send(Submit(request=make_request(domestic_procurement=[])))
+    assert types(events) == ["RequestSubmitted", "GateOpened"]
+    assert of_type(events, RequestSubmitted).evidence_separately is True
+    assert run.state.evidence == []
+
+
+def test_submit_judges_the_requests_own_records() -> None:
+    good = rec("HW-1", units=30_000)
+    nvidia = rec("NV-1", vendor="NVIDIA", product="H20", units=5_000)
+    taken = rec("HW-2", units=20_000)
+    unregistered = rec("HW-3", units=1_000)
+    request = request_with(good, nvidia, taken, unregistered)
+    owners = mine(good, request_id=request.request_id) | mine(taken, request_id="req-0", buyer=OTHER_BUYER)
+    run = Run(BOTH)
+    events = run.send(Submit(request=request, invoice_owners=owners))
+
+    assert types(events) == ["RequestSubmitted", "EvidenceAdded", "EvidenceRejected", "GateOpened"]
+    assert of_type(events, RequestSubmitted).evidence_separately is True
+    assert of_type(events, EvidenceAdded).records == [good]
+    assert of_type(events, EvidenceRejected).records == [
+        RejectedRecord(
+            record=nvidia, reason="vendor 'NVIDIA' is not a domestic vendor (domestic_quota.vendors)"
+        ),
+        RejectedRecord(record=taken, reason="invoice 'HW-2' is registered to another buyer's request"),
+        RejectedRecord(record=unregistered, reason="invoice 'HW-3' is not registered yet; send it again"),
+    ]
+    assert [event.actor for event in events[:3]] == ["applicant"] * 3
+    state = run.state
+    assert state.status is Status.US_EXPORT_REVIEW
+    assert state.evidence == [good]
+    assert [r.record.invoice for r in state.rejected_evidence] == ["NV-1", "HW-2", "HW-3"]
+    # The request itself keeps every record as filed.
+    assert state.request is not None and len(state.request.domestic_procurement) == 4
+
+
+def test_submit_where_no_record_counts_still_submits() -> None:
+    nvidia = rec("NV-1", vendor="NVIDIA", product="H20")
+    run = Run(VENDOR_LIST)
+    events = run.send(Submit(request=request_with(nvidia)))
+    assert types(events) == ["RequestSubmitted", "EvidenceRejected", "GateOpened"]
+    assert run.state.evidence == [] and len(run.state.rejected_evidence) == 1
+
+
+def test_submit_with_a_vendor_list_only_ignores_owners() -> None:
+    good = rec("HW-1")
+    request = request_with(good)
+    run = Run(VENDOR_LIST)
+    # No registry in this policy: an owners answer, even a hostile one, changes nothing.
+    hostile = mine(good, request_id="req-0", buyer=OTHER_BUYER)
+    events = run.send(Submit(request=request, invoice_owners=hostile))
+    assert of_type(events, EvidenceAdded).records == [good]
+    assert run.state.evidence == [good]
+
+
+def test_old_behaviour_without_vendor_list_or_registry() -> None:
+    records = [
+        rec("NV-1", vendor="NVIDIA", product="H20", units=5_000),
+        rec("A-1", vendor="Acme", product="X", units=7_000, invoice_date="2027-01-01"),
+    ]
+    run = Run(OLD)
+    events = run.send(Submit(request=request_with(*records)))
+    assert types(events) == ["RequestSubmitted", "GateOpened"]
+    assert of_type(events, RequestSubmitted).evidence_separately is False
+    assert run.state.evidence == records
+    assert run.state.rejected_evidence == []
+
+
+def test_add_evidence_without_owners_is_refused_when_invoices_are_unique() -> None:
+    run = Run(REGISTRY)
+    run.send(Submit(request=make_request(domestic_procurement=[])))
+    run.refuse(AddEvidence(records=[rec("HW-5")]), "not been checked against the invoice registry")
+
+
+def test_add_evidence_where_no_record_counts_is_refused_with_every_reason() -> None:
+    run = Run(BOTH)
+    run.send(Submit(request=make_request(domestic_procurement=[])))
+    nvidia = rec("NV-1", vendor="NVIDIA", product="H20")
+    future = rec("HW-7", delivered_on="2026-02-02")
+    taken = rec("HW-8")
+    owners = mine(taken, request_id="req-0", buyer=BUYER)
+    error = run.refuse(
+        AddEvidence(records=[nvidia, future, taken], invoice_owners=owners), "no record counts"
+    )
+    message = str(error)
+    assert "invoice 'NV-1': vendor 'NVIDIA' is not a domestic vendor" in message
+    assert "invoice 'HW-7': delivered_on 2026-02-02 is in the future" in message
+    assert "invoice 'HW-8': invoice 'HW-8' already counts for request req-0" in message
+
+
+def test_add_evidence_some_good_some_bad_at_domestic_quota() -> None:
+    first = rec("HW-1", units=20_000)
+    run = Run(BOTH)
+    request = request_with(first, units=50_000)
+    run.send(Submit(request=request, invoice_owners=mine(first, request_id=request.request_id)))
+    run.to(Gate.DOMESTIC_QUOTA)
+    assessed = of_type(run.send(Evaluate(gate=Gate.DOMESTIC_QUOTA)), DomesticQuotaAssessed)
+    assert (assessed.domestic_units, assessed.shortfall) == (20_000, 30_000)
+
+    good = rec("HW-2", units=25_000)
+    nvidia = rec("NV-1", vendor="NVIDIA", product="H20", units=40_000)
+    stranger = rec("HW-3", units=40_000)
+    owners = mine(good, request_id=request.request_id) | mine(stranger, request_id="req-x", buyer=OTHER_BUYER)
+    events = run.send(AddEvidence(records=[good, nvidia, stranger], invoice_owners=owners))
+
+    assert types(events) == ["EvidenceAdded", "EvidenceRejected", "DomesticQuotaAssessed"]
+    assert of_type(events, EvidenceAdded).records == [good]
+    assert [r.record for r in of_type(events, EvidenceRejected).records] == [nvidia, stranger]
+    assessed = of_type(events, DomesticQuotaAssessed)
+    assert assessed.domestic_units == 45_000  # 20,000 + 25,000; the rejected 80,000 do not count
+    assert assessed.required_units == 50_000 and assessed.shortfall == 5_000
+    assert run.state.evidence == [first, good]
+    assert run.state.assessment == assessed
+    run.refuse(Decide(gate=Gate.DOMESTIC_QUOTA, reviewer="wang", approve=True), "short by 5000")
+
+
+def test_add_evidence_at_an_earlier_gate_only_records_it() -> None:
+    run = Run(VENDOR_LIST)
+    run.send(Submit(request=make_request(domestic_procurement=[])))
+    events = run.send(AddEvidence(records=[rec("HW-1"), rec("NV-1", vendor="NVIDIA", product="H20")]))
+    assert types(events) == ["EvidenceAdded", "EvidenceRejected"]
+
+
+def test_add_evidence_in_auto_mode_approves_once_accepted_evidence_suffices() -> None:
+    policy = make_policy("auto", domestic_quota={"vendors": VENDORS, "unique_invoices": True})
+    run = Run(policy)
+    request = make_request(domestic_procurement=[], units=10_000)
+    run.send(Submit(request=request))
+    run.to(Gate.DOMESTIC_QUOTA)
+    good, nvidia = rec("HW-1", units=10_000), rec("NV-1", vendor="NVIDIA", product="H20", units=50_000)
+    events = run.send(
+        AddEvidence(records=[good, nvidia], invoice_owners=mine(good, request_id=request.request_id))
+    )
+    assert types(events) == [
+        "EvidenceAdded",
+        "EvidenceRejected",
+        "DomesticQuotaAssessed",
+        "GateApproved",
+        "LicenseIssued",
+    ]
+    assert run.state.status is Status.LICENSED
+
+
+# -- 4. acceptance: the real SQLite registry with decide ---------------------------------------------
+
+
+def test_same_invoice_for_two_requests_of_one_buyer_counts_once(store: SQLiteEventStore) -> None:
+    shared = rec("HW-2026-0042", units=60_000)
+    first = submit_with_registry(store, BOTH, request_with(shared, request_id="req-first"))
+    assert first.state.evidence == [shared]
+
+    # The same buyer, spelt differently, files the same invoice (written differently) again.
+    again = rec("hw 2026 0042", vendor="Huawei Co., Ltd.", units=60_000)
+    extra = rec("HW-2026-0043", units=15_000)
+    second_request = request_with(
+        again,
+        extra,
+        request_id="req-second",
+        buyer={"name": "BYTEDANCE", "country": "CN", "kind": "private"},
+    )
+    second = submit_with_registry(store, BOTH, second_request)
+    assert second.state.evidence == [extra]
+    assert second.state.rejected_evidence == [
+        RejectedRecord(record=again, reason="invoice 'hw 2026 0042' already counts for request req-first")
+    ]
+    second.to(Gate.DOMESTIC_QUOTA)
+    assessed = of_type(second.send(Evaluate(gate=Gate.DOMESTIC_QUOTA)), DomesticQuotaAssessed)
+    assert assessed.domestic_units == 15_000
+    assert assessed.shortfall == 35_000
+
+    # The first request still counts it, and asking again answers the same.
+    again_owners = store.register_invoices("req-first", BUYER, [invoice_key(shared)])
+    assert again_owners == {"huawei|hw20260042": InvoiceOwner(request_id="req-first", buyer=BUYER)}
+
+
+def test_same_invoice_for_two_buyers_is_rejected_for_the_second(store: SQLiteEventStore) -> None:
+    shared = rec("HW-2026-0042", units=60_000)
+    submit_with_registry(store, BOTH, request_with(shared, request_id="req-first"))
+    other = request_with(
+        shared, request_id="req-other", buyer={"name": OTHER_BUYER, "country": "CN", "kind": "private"}
+    )
+    run = submit_with_registry(store, BOTH, other)
+    assert run.state.evidence == []
+    assert [r.reason for r in run.state.rejected_evidence] == [
+        "invoice 'HW-2026-0042' is registered to another buyer's request"
+    ]
+
+
+def test_evidence_added_later_goes_through_the_registry_too(store: SQLiteEventStore) -> None:
+    first = submit_with_registry(store, BOTH, request_with(rec("HW-1"), request_id="req-a"))
+    second = submit_with_registry(store, BOTH, make_request(request_id="req-b", domestic_procurement=[]))
+    events = add_with_registry(store, second, rec("HW-1"), rec("HW-2"))
+    assert of_type(events, EvidenceAdded).records == [rec("HW-2")]
+    assert (
+        only_reason(of_type(events, EvidenceRejected).records)
+        == "invoice 'HW-1' already counts for request req-a"
+    )
+    # HW-2 now belongs to req-b: req-a cannot add it.
+    with pytest.raises(DomainError, match="already counts for request req-b"):
+        add_with_registry(store, first, rec("HW-2"))
+
+
+def test_records_refused_by_the_rules_are_not_registered(store: SQLiteEventStore) -> None:
+    nvidia = rec("NV-1", vendor="NVIDIA", product="H20")
+    submit_with_registry(store, BOTH, request_with(nvidia, rec("HW-1"), request_id="req-a"))
+    owners = store.register_invoices("req-b", BUYER, [invoice_key(nvidia)])
+    assert owners == {invoice_key(nvidia): InvoiceOwner(request_id="req-b", buyer=BUYER)}
+
+
+def test_register_invoices_is_idempotent_for_one_request(store: SQLiteEventStore) -> None:
+    keys = ["huawei|hw1", "huawei|hw2"]
+    answer = store.register_invoices("req-a", BUYER, keys)
+    assert answer == dict.fromkeys(keys, InvoiceOwner(request_id="req-a", buyer=BUYER))
+    assert store.register_invoices("req-a", BUYER, keys) == answer
+    assert store.register_invoices("req-a", BUYER, list(reversed(keys))) == answer
+    assert store.register_invoices("req-a", BUYER, []) == {}
+
+
+def test_register_invoices_first_come_first_served(store: SQLiteEventStore) -> None:
+    a = InvoiceOwner(request_id="req-a", buyer=BUYER)
+    b = InvoiceOwner(request_id="req-b", buyer=OTHER_BUYER)
+    assert store.register_invoices("req-a", BUYER, ["k1", "k2"]) == {"k1": a, "k2": a}
+    assert store.register_invoices("req-b", OTHER_BUYER, ["k2", "k3"]) == {"k2": a, "k3": b}
+    assert store.register_invoices("req-a", BUYER, ["k3"]) == {"k3": b}
+
+
+def test_register_invoices_is_atomic_under_concurrency(store: SQLiteEventStore) -> None:
+    keys = [f"huawei|hw{n:04d}" for n in range(50)]
+    threads_n = 8
+    barrier = threading.Barrier(threads_n)
+    answers: dict[int, dict[str, InvoiceOwner]] = {}
+    errors: list[BaseException] = []
+
+    def race(n: int) -> None:
+        mine_keys = list(keys)
+        random.Random(n).shuffle(mine_keys)
+        try:
+            barrier.wait(timeout=30)
+            answers[n] = store.register_invoices(f"req-{n}", f"Buyer {n}", mine_keys)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=race, args=(n,)) for n in range(threads_n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert sorted(answers) == list(range(threads_n))
+
+    with sqlite3.connect(store.path) as conn:
+        rows = conn.execute("SELECT invoice_key, request_id, buyer FROM invoices").fetchall()
+    assert sorted(key for key, _, _ in rows) == sorted(keys)  # every key exactly once
+    final = {key: InvoiceOwner(request_id=owner, buyer=buyer) for key, owner, buyer in rows}
+    for n, answer in answers.items():
+        assert answer == final, f"thread {n} saw a different owner than the table holds"
+    for owner in final.values():
+        assert owner.buyer == f"Buyer {owner.request_id.removeprefix('req-')}"
+
+
+# -- 5. the computation ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ratio", "imported", "required"),
+    [
+        (1.1, 50_000, 55_000),
+        (1.0, 50_000, 50_000),
+        (0.3333, 50_000, 16_665),
+        (0.3333, 50_001, 16_666),
+        (0.7, 10, 7),
+        (2.675, 1_000, 2_675),
+        (0.1, 3, 1),
+        (0.0, 50_000, 0),
+    ],
+)
+def test_required_units_use_exact_decimals(ratio: float, imported: int, required: int) -> None:
+    assert required_units(ratio, imported) == required
+
+
+@given(st.integers(0, 100_000).map(lambda n: n / 10_000), st.integers(0, 1_000_000))
+def test_required_units_is_the_exact_decimal_ceiling(ratio: float, imported: int) -> None:
+    exact = Fraction(Decimal(str(ratio))) * imported
+    got = required_units(ratio, imported)
+    assert got >= exact > got - 1 or (exact == 0 and got == 0)
+
+
+def _share_exceeds(min_share: float, domestic: int, total: int) -> bool:
+    return total > 0 and Fraction(domestic, total) > Fraction(Decimal(str(min_share)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    min_share=st.one_of(
+        st.integers(1, 9_999).map(lambda n: n / 10_000),
+        st.floats(min_value=0.001, max_value=0.999, allow_nan=False, allow_infinity=False),
+    ),
+    domestic=st.integers(0, 5_000_000),
+    foreign=st.integers(0, 5_000_000),
+)
+@example(min_share=0.5, domestic=0, foreign=0)
+@example(min_share=0.5, domestic=10, foreign=10)
+@example(min_share=0.5, domestic=11, foreign=10)
+@example(min_share=1 / 3, domestic=1, foreign=2)
+def test_hub_shortfall_is_the_smallest_sufficient_addition(
+    min_share: float, domestic: int, foreign: int
+) -> None:
+    total = domestic + foreign
+    d = hub_shortfall(min_share, domestic, total)
+    assert d >= 0
+    assert _share_exceeds(min_share, domestic + d, total + d)
+    if d > 0:
+        assert not _share_exceeds(min_share, domestic + d - 1, total + d - 1)
+
+
+@pytest.mark.parametrize(
+    ("min_share", "domestic", "total", "expected"),
+    [
+        (0.5, 70_000, 150_000, 10_001),
+        (0.5, 60_000, 100_000, 0),  # already above
+        (0.5, 50_000, 100_000, 1),  # exactly at the minimum is not above it
+        (0.5, 0, 0, 1),
+        (0.6, 0, 100, 151),
+    ],
+)
+def test_hub_shortfall_examples(min_share: float, domestic: int, total: int, expected: int) -> None:
+    assert hub_shortfall(min_share, domestic, total) == expected
+
+
+def hub_request(**data_center: Any) -> ImportRequest:
+    site = {"name": "Wuhu Cluster 3", "province": "Anhui", "public_computing_hub": True, **data_center}
+    return make_request(units=50_000, data_center=site, domestic_procurement=[])
+
+
+def assessed_at_quota(
+    policy: Policy, request: ImportRequest, records: list[ProcurementRecord]
+) -> DomesticQuotaAssessed:
+    run = Run(policy)
+    run.send(Submit(request=request))
+    run.to(Gate.DOMESTIC_QUOTA)
+    run.send(AddEvidence(records=records))
+    assert run.state.assessment is not None
+    return run.state.assessment
+
+
+HUB = make_policy("manual", domestic_quota={"min_domestic_share": 0.5})
+
+
+def test_public_hub_share_counts_only_evidence_delivered_there() -> None:
+    records = [
+        rec("HW-1", units=40_000),  # no site named: delivered to the request's data centre
+        rec("HW-2", units=20_000, data_center="wuhu cluster 3"),  # named, in another case
+        rec("HW-3", units=20_000, data_center="Shenzhen Campus 1"),  # elsewhere
+    ]
+    assessed = assessed_at_quota(
+        HUB, hub_request(installed_domestic=10_000, installed_foreign=30_000), records
+    )
+    # The ratio counts every domestic unit: 80,000 >= 1.0 x 50,000.
+    assert (assessed.domestic_units, assessed.required_units) == (80_000, 50_000)
+    # The hub: (10,000 + 60,000) / (70,000 + 30,000 + 50,000) = 0.4667; needs d > 10,000.
+    assert assessed.public_hub == PublicHubShare(
+        installed_domestic=10_000,
+        installed_foreign=30_000,
+        domestic_added=60_000,
+        imported_units=50_000,
+        share_after=0.4667,
+        min_share=0.5,
+        shortfall=10_001,
+    )
+    assert assessed.shortfall == 10_001  # the hub's, larger than the ratio's 0
+
+
+def test_ratio_shortfall_wins_when_larger_than_the_hubs() -> None:
+    records = [rec("HW-1", units=20_000)]
+    assessed = assessed_at_quota(HUB, hub_request(installed_domestic=200_000, installed_foreign=0), records)
+    assert assessed.public_hub is not None and assessed.public_hub.shortfall == 0
+    assert assessed.public_hub.share_after == round(220_000 / 270_000, 4)
+    assert assessed.shortfall == 30_000
+
+
+def test_hub_shortfall_larger_of_two_when_both_short() -> None:
+    records = [rec("HW-1", units=10_000)]
+    assessed = assessed_at_quota(HUB, hub_request(installed_domestic=0, installed_foreign=100_000), records)
+    # ratio: 50,000 - 10,000 = 40,000; hub: (10,000 + d) / (160,000 + d) > 0.5 -> d = 140,001
+    assert assessed.public_hub is not None and assessed.public_hub.shortfall == 140_001
+    assert assessed.shortfall == 140_001
+
+
+def test_no_public_hub_assessment_when_not_a_hub_or_no_min_share() -> None:
+    records = [rec("HW-1", units=10_000)]
+    not_hub = make_request(units=50_000, domestic_procurement=[])
+    assert assessed_at_quota(HUB, not_hub, records).public_hub is None
+    assessed = assessed_at_quota(OLD, hub_request(installed_foreign=100_000), records)
+    assert assessed.public_hub is None
+    assert assessed.shortfall == 40_000
+
+
+# -- 6. licence validity ----------------------------------------------------------------------------
+
+
+def with_validity(period: str) -> Policy:
+    return Policy.model_validate({**OLD.model_dump(mode="json"), "licence_validity": period})
+
+
+def licence_at(policy: Policy, now: datetime) -> tuple[LicenseIssued, RequestState]:
+    run = Run(policy, now=now)
+    run.send(Submit(request=make_request()))
+    run.to(Gate.DOMESTIC_QUOTA)
+    run.send(Evaluate(gate=Gate.DOMESTIC_QUOTA))
+    events = run.send(Decide(gate=Gate.DOMESTIC_QUOTA, reviewer="wang", approve=True))
+    return of_type(events, LicenseIssued), run.state
+
+
+@pytest.mark.parametrize(
+    ("period", "issued", "until"),
+    [
+        ("P4Y", datetime(2028, 2, 29, 10, 15, tzinfo=UTC), datetime(2032, 2, 29, 10, 15, tzinfo=UTC)),
+        ("P4Y", datetime(2027, 2, 28, 8, 0, tzinfo=UTC), datetime(2031, 2, 28, 8, 0, tzinfo=UTC)),
+        ("P1Y", datetime(2028, 2, 29, tzinfo=UTC), datetime(2029, 2, 28, tzinfo=UTC)),
+        ("P1Y6M", datetime(2026, 8, 31, 12, 0, tzinfo=UTC), datetime(2028, 2, 29, 12, 0, tzinfo=UTC)),
+        ("P1Y6M", datetime(2026, 2, 1, tzinfo=UTC), datetime(2027, 8, 1, tzinfo=UTC)),
+        ("P30D", datetime(2026, 2, 1, 9, 30, tzinfo=UTC), datetime(2026, 3, 3, 9, 30, tzinfo=UTC)),
+        ("P1M", datetime(2026, 1, 31, tzinfo=UTC), datetime(2026, 2, 28, tzinfo=UTC)),
+        ("P11M", datetime(2026, 3, 15, tzinfo=UTC), datetime(2027, 2, 15, tzinfo=UTC)),
+    ],
+)
+def test_licence_valid_until_is_issue_time_plus_calendar_period(
+    period: str, issued: datetime, until: datetime
+) -> None:
+    policy = with_validity(period)
+    assert policy.licence_validity.after(issued) == until
+    licence, state = licence_at(policy, issued)
+    assert licence.valid_until == until
+    assert state.status is Status.LICENSED
+    assert state.licence_valid_until == until
+
+
+def test_default_licence_validity_is_four_years() -> None:
+    assert OLD.licence_validity == CalendarPeriod(years=4)
+    licence, state = licence_at(OLD, NOW)
+    assert licence.valid_until == datetime(2030, 2, 1, 9, 30, tzinfo=UTC)
+    assert state.licence_valid_until == licence.valid_until
+
+
+@pytest.mark.parametrize("text", ["P4W", "P", "4Y", "P4Y2W", "PT4H", "P-1Y", "p4y", "", "P4Y4Y"])
+def test_calendar_period_parse_errors(text: str) -> None:
+    with pytest.raises(ValidationError, match="expected an ISO 8601 period in years, months, days"):
+        CalendarPeriod.model_validate(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "fields"),
+    [("P4Y", (4, 0, 0)), ("P1Y6M", (1, 6, 0)), ("P30D", (0, 0, 30)), ("P2Y3M4D", (2, 3, 4))],
+)
+def test_calendar_period_round_trips(text: str, fields: tuple[int, int, int]) -> None:
+    period = CalendarPeriod.model_validate(text)
+    assert (period.years, period.months, period.days) == fields
+    dumped: object = period.model_dump()
+    assert dumped == text
+    assert period.model_dump_json() == f'"{text}"'
+    assert CalendarPeriod.model_validate(period.model_dump()) == period
+    policy = with_validity(text)
+    assert policy.model_dump(mode="json")["licence_validity"] == text
+    assert Policy.model_validate_json(policy.model_dump_json()) == policy
+
+
+def test_zero_calendar_period_is_refused_or_round_trips() -> None:
+    try:
+        policy = with_validity("P0D")
+    except ValidationError:
+        return  # refusing a licence valid for no time at all is a fine answer
+    assert Policy.model_validate_json(policy.model_dump_json()) == policy
+
+
+# -- 7. evidence from CSV ----------------------------------------------------------------------------
+
+
+def write_csv(tmp_path: Path, text: str, name: str = "evidence.csv", *, bom: bool = False) -> Path:
+    path = tmp_path / name
+    path.write_text(("\ufeff" if bom else "") + text, encoding="utf-8")
+    return path
+
+
+def test_csv_with_required_and_optional_columns(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path,
+        "vendor,product,units,invoice,invoice_date,delivered_on,data_center,po_number\n"
+        "Huawei,Ascend 910C,30000,HW-1,2026-01-05,2026-01-20,Wuhu Cluster 3,PO-77\n"
+        "Cambricon, MLU370 ,5000,CB-2,,,,\n",
+    )
+    first, second = load_evidence(path)
+    assert first == rec(
+        "HW-1",
+        units=30_000,
+        invoice_date="2026-01-05",
+        delivered_on="2026-01-20",
+        data_center="Wuhu Cluster 3",
+        po_number="PO-77",
+    )
+    assert first.invoice_date == date(2026, 1, 5) and first.delivered_on == date(2026, 1, 20)
+    assert first.model_extra == {"po_number": "PO-77"}
+    # Empty optional cells are left out, not empty strings.
+    assert second == rec("CB-2", vendor="Cambricon", product="MLU370", units=5_000)
+    assert second.invoice_date is None and second.data_center is None
+    assert second.model_extra == {}
+
+
+def test_csv_with_a_bom_and_reordered_padded_header(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, " invoice , units,vendor,product\r\nHW-1,10,Huawei,Ascend 910B\r\n", bom=True)
+    assert load_evidence(path) == [rec("HW-1", units=10, product="Ascend 910B")]
+
+
+def test_csv_missing_required_column(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, "vendor,product,amount,invoice_no\nHuawei,Ascend 910C,5,HW-1\n")
+    with pytest.raises(InvalidInput, match=r"header: missing column\(s\) units, invoice") as info:
+        load_evidence(path)
+    assert str(path) in str(info.value)
+
+
+def test_csv_every_bad_row_is_reported_with_line_and_field(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path,
+        "vendor,product,units,invoice\n"
+        "Huawei,Ascend 910C,5,HW-1\n"
+        "Huawei,Ascend 910C,lots,HW-2\n"
+        "Huawei,Ascend 910C,5,HW-3\n"
+        ",Ascend 910C,5,HW-4\n",
+    )
+    with pytest.raises(InvalidInput) as info:
+        load_evidence(path)
+    message = str(info.value)
+    assert re.search(r"row 3, units: .*\(got 'lots'\)", message), message
+    assert "row 5, vendor: Field required" in message
+    assert "row 2" not in message and "row 4" not in message
+
+
+def test_csv_row_with_too_many_fields(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, "vendor,product,units,invoice\nHuawei,Ascend 910C,5,HW-1,surplus\n")
+    with pytest.raises(InvalidInput, match="row 2: more fields than the 4 columns"):
+        load_evidence(path)
+
+
+def test_csv_row_with_too_few_fields(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, "vendor,product,units,invoice\nHuawei,Ascend 910C,5\n")
+    with pytest.raises(InvalidInput, match="row 2, invoice: Field required"):
+        load_evidence(path)
+
+
+def test_csv_unterminated_quote(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, 'vendor,product,units,invoice\nHuawei,"Ascend 910C,5,HW-1\n')
+    with pytest.raises(InvalidInput, match="not valid CSV"):
+        load_evidence(path)
+
+
+def test_csv_malformed_row_is_reported_at_its_own_line(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path,
+        'vendor,product,units,invoice\nHuawei,Ascend 910C,5,HW-1\nHuawei,Ascend 910C,5,"HW-2"x\n',
+    )
+    with pytest.raises(InvalidInput, match=r"row 3: not valid CSV"):
+        load_evidence(path)
+
+
+def test_csv_header_only(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, "vendor,product,units,invoice\n")
+    with pytest.raises(InvalidInput, match="no records under the header row"):
+        load_evidence(path)
+
+
+def test_csv_blank_lines_are_skipped(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, "vendor,product,units,invoice\n\nHuawei,Ascend 910C,5,HW-1\n\n")
+    assert load_evidence(path) == [rec("HW-1", units=5)]
+
+
+def test_csv_records_feed_the_judge(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path,
+        "vendor,product,units,invoice,invoice_date\n"
+        "Huawei Co. Ltd.,Ascend 910C,5,HW-1,2026-01-31\n"
+        "NVIDIA,H20,5,NV-1,\n"
+        "Huawei,Ascend 910C,5,hw 1,\n",
+    )
+    accepted, rejected = judged(load_evidence(path), VENDOR_LIST)
+    assert [r.invoice for r in accepted] == ["HW-1"]
+    assert [r.record.invoice for r in rejected] == ["NV-1", "hw 1"]
