@@ -521,10 +521,18 @@ def write_csv(path: Path, *rows: str) -> Path:
 def test_evidence_from_csv_is_judged_record_by_record_then_the_licence(stack: Stack, tmp_path: Path) -> None:
     tag = uuid.uuid4().hex[:8]
     request_id = new_id("evidence")
+    foreign = {"vendor": "NVIDIA", "product": "H20", "units": 10_000, "invoice": f"NV-{tag}-0"}
     path = request_file(
-        tmp_path, request_id, units=10_000, buyer__name=f"Evidence Buyer {tag}", domestic_procurement=[]
+        tmp_path,
+        request_id,
+        units=10_000,
+        buyer__name=f"Evidence Buyer {tag}",
+        domestic_procurement=[foreign],
     )
-    ok(stack.run("submit", path))
+    submitted_out = ok(stack.run("submit", path))
+    assert f"not counted: invoice 'NV-{tag}-0': vendor 'NVIDIA' is not a domestic vendor" in flat(
+        submitted_out.stdout
+    ), show(submitted_out)
     wait_for_gate = time.monotonic() + 20
     while "PartiesScreened" not in {e["type"] for e in as_json(stack.run("events", request_id, "--json"))}:
         assert time.monotonic() < wait_for_gate, f"{request_id} was never screened"
@@ -551,7 +559,7 @@ def test_evidence_from_csv_is_judged_record_by_record_then_the_licence(stack: St
     assert "shortfall 6000" in flat(status.stdout), show(status)
     assert "waiting for evidence of 6000 more domestic units until" in flat(status.stdout), show(status)
     doc = as_json(stack.run("status", request_id, "--json"))
-    assert doc["domestic_quota"]["domestic_units"] == 4_000 and len(doc["rejected_evidence"]) == 2
+    assert doc["domestic_quota"]["domestic_units"] == 4_000 and len(doc["rejected_evidence"]) == 3
 
     # Nothing that counts: refused before anything is recorded; the same invoice twice is one invoice.
     before = stored_version(stack, request_id)

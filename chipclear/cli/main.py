@@ -162,6 +162,12 @@ def submit(
                 "nothing new started"
             )
         output.console.print(f"status: [bold]{state.status if state else 'starting'}[/]")
+        for rejected in state.rejected_evidence if state else []:
+            output.console.print(
+                Text.assemble(
+                    ("  not counted: ", "yellow"), f"invoice {rejected.record.invoice!r}: {rejected.reason}"
+                )
+            )
 
     run(go())
 
