@@ -553,7 +553,7 @@ async def test_an_invoice_counts_for_one_request_of_one_buyer(
     final = store.get_request(b)
     assert final is not None and [r.invoice for r in final.evidence] == ["CB-1", "HW-7002"]
     assert [r.record.invoice for r in final.rejected_evidence] == ["HW-7001", "HW-7001"]
-    # The registry still holds the invoice for the first request alone.
+    # The registry still holds the invoice for the first request alone (asking again changes nothing).
     assert (
         store.register_invoices(c, "Kuaishou Technology", ["huawei|hw7001"])["huawei|hw7001"].request_id == a
     )
