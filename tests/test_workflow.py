@@ -459,7 +459,29 @@ async def _escalated_expired(client: Client, store: SQLiteEventStore) -> Handle:
     return handle
 
 
+async def _evidence_judged(client: Client, store: SQLiteEventStore) -> Handle:
+    """Evidence judged record by record through the invoice registry, short, then made up."""
+    request = make_request(
+        request_id="history-evidence-judged",
+        units=20_000,
+        domestic_procurement=[
+            {"vendor": "Huawei", "product": "Ascend 910C", "units": 10_000, "invoice": "HJ-1"},
+            {"vendor": "NVIDIA", "product": "H20", "units": 10_000, "invoice": "NV-1"},
+        ],
+    )
+    vendors = {"Huawei": {"domestic": True}, "NVIDIA": {"domestic": False}}
+    policy = make_policy("auto", domestic_quota={"unique_invoices": True, "vendors": vendors})
+    async with running_worker(client, store, policy) as worker:
+        handle = await start(client, store, worker, request)
+        await wait_for(client, request.request_id, lambda s: s.assessment is not None)
+        more = ProcurementRecord(vendor="Huawei", product="Ascend 910B", units=10_000, invoice="HJ-2")
+        await ops.update(client, request.request_id, AddEvidence(records=[more]))
+        await handle.result()
+    return handle
+
+
 SCENARIOS = {
+    "evidence-judged": _evidence_judged,
     "us-export-held": _held_asked_approved_withdrawn,
     "us-export-escalated": _escalated_expired,
     "manual-withdrawn": _manual_withdrawn,
@@ -496,6 +518,8 @@ def test_saved_histories_exist() -> None:
     # v1: appends as local activities; v2: ledger and buyer-cap calls as regular activities.
     assert stems >= {f"v1-{name}" for name in ("manual-withdrawn", "auto-evidence", "expired")}
     assert stems >= {"v2-allocation-released", "v2-us-export-held"}
+    # v3: an unused US approval recorded only when its units were claimed from a buyer cap.
+    assert stems >= {"v3-manual-withdrawn"}
 
 
 async def test_query_is_answered_while_waiting(client: Client, store: SQLiteEventStore) -> None:
