@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -65,27 +65,39 @@ def build_worker(
     policy: Policy,
     executor: ThreadPoolExecutor,
     sandbox: bool = True,
+    replace: Sequence[Callable[..., Any]] = (),
     **options: Any,
 ) -> ChipclearWorker:
-    """Everything chipclear registers for one task queue. Tests build their workers here too."""
+    """Everything chipclear registers for one task queue. Tests build their workers here too.
+
+    `replace`: activities that stand in for the real ones of the same name (tests inject failures).
+    """
     events = EventActivities(store, policy)
     screening = ScreeningActivities(store)
     ledger = AllocationActivities(client)
     if not sandbox:
         options.setdefault("workflow_runner", UnsandboxedWorkflowRunner())
+    stand_ins = {_activity_name(fake): fake for fake in replace}
+
+    def swapped(activities: list[Callable[..., Any]]) -> list[Callable[..., Any]]:
+        return [stand_ins.get(_activity_name(real), real) for real in activities]
+
     main = Worker(
         client,
         task_queue=task_queue,
         workflows=list(WORKFLOWS),
-        activities=[
-            events.append_events,
-            events.current_policy,
-            events.register_invoices,
-            screening.screen_parties,
-            # A local activity on the hot path (workflows/import_request.py `_claim_units`).
-            ledger.claim_buyer_units,
-            bare_step,
-        ],
+        activities=swapped(
+            [
+                events.append_events,
+                events.current_policy,
+                events.register_invoices,
+                events.release_invoices,
+                screening.screen_parties,
+                # A local activity on the hot path (workflows/import_request.py `_claim_units`).
+                ledger.claim_buyer_units,
+                bare_step,
+            ]
+        ),
         activity_executor=executor,
         max_concurrent_activities=ACTIVITY_THREADS,
         # The sync ones queue for the thread pool anyway; the async entity calls mostly wait.
@@ -96,17 +108,24 @@ def build_worker(
     ledger_calls = Worker(
         client,
         task_queue=ledger_calls_queue(task_queue),
-        activities=[
-            ledger.reserve_units,
-            ledger.release_units,
-            ledger.claim_buyer_units,
-            ledger.release_buyer_units,
-        ],
+        activities=swapped(
+            [
+                ledger.reserve_units,
+                ledger.release_units,
+                ledger.claim_buyer_units,
+                ledger.release_buyer_units,
+            ]
+        ),
         # Async and mostly waiting on the ledger: many may be in flight at little cost.
         max_concurrent_activities=1_000,
         graceful_shutdown_timeout=timedelta(seconds=10),
     )
     return ChipclearWorker(main, ledger_calls)
+
+
+def _activity_name(function: Callable[..., Any]) -> str:
+    # Every chipclear activity is registered under its function's name (`@activity.defn(name=…)`).
+    return function.__name__
 
 
 async def run_worker(

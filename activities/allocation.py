@@ -29,7 +29,7 @@ from workflows.allocation import (
     ReleaseResult,
     ledger_start,
 )
-from workflows.buyer_cap import ReleasedUnits, buyer_cap_start
+from workflows.buyer_cap import ReleasedUnits, buyer_cap_id, buyer_cap_start
 
 T = TypeVar("T", bound=BaseModel)
 _BUSY = {RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE, RPCStatusCode.ABORTED}
@@ -102,8 +102,13 @@ class AllocationActivities:
 
     @activity.defn(name="release_buyer_units")
     async def release_buyer_units(self, command: ReleaseClaim) -> ReleasedUnits:
-        # Safe to retry: a second release gives back nothing.
-        queue = self._home_queue()
-        return await self._update(
-            "release", command, ReleasedUnits, lambda: buyer_cap_start(command.buyer, queue)
-        )
+        # Safe to retry: a second release gives back nothing. A plain update, not update-with-start:
+        # a buyer whose cap was never claimed has nothing to give back, and no workflow to start.
+        handle = self.client.get_workflow_handle(buyer_cap_id(command.buyer, self._home_queue()))
+        try:
+            result: ReleasedUnits = await handle.execute_update("release", command, result_type=ReleasedUnits)
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            return ReleasedUnits(request_id=command.request_id, units=0)
+        return result

@@ -25,6 +25,14 @@ class RegisterInvoices(BaseModel):
     keys: list[str]
 
 
+class ReleaseInvoices(BaseModel):
+    request_id: str
+
+
+class ReleasedInvoices(BaseModel):
+    released: int
+
+
 class InvoiceOwners(BaseModel):
     owners: dict[str, InvoiceOwner]
 
@@ -85,3 +93,8 @@ class EventActivities:
                 "invoices already counted elsewhere", request_id=input.request_id, invoices=taken
             )
         return InvoiceOwners(owners=owners)
+
+    @activity.defn(name="release_invoices")
+    def release_invoices(self, input: ReleaseInvoices) -> ReleasedInvoices:
+        # Safe to repeat: freeing what is already free changes nothing.
+        return ReleasedInvoices(released=self.store.release_invoices(input.request_id))

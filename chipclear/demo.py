@@ -153,7 +153,8 @@ def _table(title: str, states: list[RequestState]) -> Table:
         if allocation is not None and allocation.released:
             batch += " (released)"
         denied = state.units_approved is None or state.status is Status.DENIED
-        table.add_row(
+        output.row(
+            table,
             state.request.buyer.name,
             str(state.units_requested),
             "-" if denied else str(state.units_approved),
@@ -167,8 +168,8 @@ def _table(title: str, states: list[RequestState]) -> Table:
 def _batches(ledger: LedgerState) -> Table:
     table = Table("batch", "capacity", "allocated", "free", "eligible", title="allocation batches")
     for batch in ledger.batches.values():
-        table.add_row(
-            batch.batch_id, str(batch.capacity), str(batch.allocated), str(batch.free), batch.eligible
+        output.row(
+            table, batch.batch_id, str(batch.capacity), str(batch.allocated), str(batch.free), batch.eligible
         )
     return table
 

@@ -537,7 +537,11 @@ def test_evidence_from_csv_is_judged_record_by_record_then_the_licence(stack: St
     while "PartiesScreened" not in {e["type"] for e in as_json(stack.run("events", request_id, "--json"))}:
         assert time.monotonic() < wait_for_gate, f"{request_id} was never screened"
         time.sleep(0.1)
-    ok(stack.run("decide", request_id, "--gate", "us-export", "--reviewer", "alice", "--approve"))
+    # Square brackets in a condition are text, not rich markup: the licence must print them.
+    condition = "[third-party lab] review of each shipment"
+    us = ("decide", request_id, "--gate", "us-export", "--reviewer", "alice", "--approve")
+    refused(stack.run(*us, "--condition", " "), "conditions.0", code=2)
+    ok(stack.run(*us, "--condition", condition))
     ok(stack.run("decide", request_id, "--gate", "cn-import", "--reviewer", "wang", "--approve"))
 
     # Bad input: every bad row named by its line, exit 2, nothing sent.
@@ -581,7 +585,8 @@ def test_evidence_from_csv_is_judged_record_by_record_then_the_licence(stack: St
     assert issued["units"] == 10_000 and issued["holder"] == f"Evidence Buyer {tag}"
     valid_from, valid_until = (issued[key][:10] for key in ("issued_at", "valid_until"))
     assert int(valid_until[:4]) - int(valid_from[:4]) == 4 and valid_until[4:] == valid_from[4:]
-    assert issued["conditions"] == list(load_policy("default").us_export.default_conditions)
+    assert issued["conditions"] == [*load_policy("default").us_export.default_conditions, condition]
+    assert condition in licence.stdout, show(licence)
     events = as_json(stack.run("events", request_id, "--json"))
     [added, *_] = [e for e in events if e["type"] == "EvidenceAdded"]
     assert added["data"]["records"][0]["po_number"] == "PO-1"  # extra columns travel with the record

@@ -242,6 +242,7 @@ def test_request_info_respond_and_escalation(stack: Stack, tmp_path: Path) -> No
     certificate.write_bytes(b"%PDF-1.7 signed end-user certificate")
     refused(stack.run("respond", request_id, "--text", "attached", "--file", tmp_path / "nope.pdf"), code=2)
     refused(stack.run("respond", request_id, "--text", "  "), "--text", code=2)
+    refused(stack.run("respond", request_id, "--text", "x" * 2001), "text:", "2000 characters", code=2)
     assert "InformationProvided" not in event_types(stack, request_id)
     answered = ok(stack.run("respond", request_id, "--text", "Certificate attached", "--file", certificate))
     assert "InformationProvided" in flat(answered.stdout), show(answered)

@@ -9,9 +9,7 @@ Requests are driven as users drive them; open ones are cleaned up by withdrawal,
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -19,12 +17,8 @@ from typing import Any
 import pytest
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.worker import Worker
 
 from activities.allocation import AllocationActivities
-from activities.bench import bare_step
-from activities.events import EventActivities
-from activities.screening import ScreeningActivities
 from chipclear import client as ops
 from chipclear.domain.allocation import Release, Released, UnitsReleased
 from chipclear.domain.commands import AddEvidence, Withdraw
@@ -43,12 +37,13 @@ from chipclear.domain.models import Gate, ProcurementRecord, Status
 from chipclear.domain.policy import CalendarPeriod, Policy
 from chipclear.domain.state import RequestState
 from chipclear.store.sqlite import SQLiteEventStore
+from tests.conftest import running_worker
 from tests.factories import make_policy, make_request
 from tests.test_allocation_workflow import allocation_policy, ledger, open_batch
 from tests.test_us_export_workflow import payloads, replay, stored_of
 from tests.test_workflow import assert_store_matches, at_gate, decision, start, wait_for
-from worker import ACTIVITY_THREADS, WORKFLOWS, ChipclearWorker
-from workflows.allocation import ReleaseResult, ledger_calls_queue, ledger_id, ledger_stream
+from worker import ChipclearWorker
+from workflows.allocation import ReleaseResult, ledger_id, ledger_stream
 
 # Long enough for any step of a test, short enough that a request a failed test leaves open ends itself.
 SAFETY_DEADLINE = "PT60S"
@@ -117,41 +112,11 @@ async def running(
     policy: Policy,
     release_units: Callable[..., Any] | None = None,
 ) -> AsyncIterator[ChipclearWorker]:
-    """`build_worker`'s two workers on a fresh queue, mirrored by hand so `release_units` can be swapped."""
-    events = EventActivities(store, policy)
-    screening = ScreeningActivities(store)
-    real = AllocationActivities(client)
-    queue = f"test-{uuid.uuid4().hex[:12]}"
-    with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
-        main = Worker(
-            client,
-            task_queue=queue,
-            workflows=list(WORKFLOWS),
-            activities=[
-                events.append_events,
-                events.current_policy,
-                events.register_invoices,
-                screening.screen_parties,
-                real.claim_buyer_units,
-                bare_step,
-            ],
-            activity_executor=executor,
-            max_concurrent_activities=ACTIVITY_THREADS,
-            graceful_shutdown_timeout=timedelta(seconds=10),
-        )
-        ledger_calls = Worker(
-            client,
-            task_queue=ledger_calls_queue(queue),
-            activities=[
-                real.reserve_units,
-                release_units or real.release_units,
-                real.claim_buyer_units,
-                real.release_buyer_units,
-            ],
-            graceful_shutdown_timeout=timedelta(seconds=10),
-        )
-        async with ChipclearWorker(main, ledger_calls) as worker:
-            yield worker
+    """The real worker on a fresh queue, with `release_units` swapped for a stand-in if given."""
+    async with running_worker(
+        client, store, policy, replace=[release_units] if release_units else []
+    ) as worker:
+        yield worker
 
 
 # -- 1. a shortfall, more evidence, the quota met ---------------------------------------------------
@@ -563,3 +528,36 @@ async def test_an_invoice_counts_for_one_request_of_one_buyer(
     assert_store_matches(store, c, stranger_result)
     for handle in (first_handle, second_handle, stranger_handle):
         await replay(handle)
+
+
+async def test_a_withdrawn_request_frees_its_invoices_for_the_same_buyer(
+    client: Client, store: SQLiteEventStore
+) -> None:
+    policy = make_policy(
+        "manual", domestic_quota={"unique_invoices": True, "evidence_deadline": SAFETY_DEADLINE}
+    )
+    first = make_request(units=10_000, domestic_procurement=evidence(record("HW-8101", 10_000)))
+    refiled = make_request(units=10_000, domestic_procurement=evidence(record("HW-8101", 10_000)))
+    stranger = make_request(
+        units=10_000,
+        buyer={"name": "Kuaishou Technology", "country": "CN", "kind": "private"},
+        domestic_procurement=evidence(record("HW-8101", 10_000)),
+    )
+    async with running(client, store, policy) as worker:
+        handle = await start(client, store, worker, first)
+        await wait_for(client, first.request_id, at_gate(Gate.US_EXPORT))
+        await ops.update(client, first.request_id, Withdraw(reason="refiling with the right site"))
+        assert (await handle.result()).status is Status.WITHDRAWN
+        # The invoice never backed a licence: the same buyer's new request counts it, a stranger not.
+        for request in (refiled, stranger):
+            await start(client, store, worker, request)
+            await wait_for(client, request.request_id, at_gate(Gate.US_EXPORT))
+        refiled_state = store.get_request(refiled.request_id)
+        stranger_state = store.get_request(stranger.request_id)
+        for request in (refiled, stranger):
+            await ops.update(client, request.request_id, Withdraw(reason="test over"))
+    assert refiled_state is not None and [r.invoice for r in refiled_state.evidence] == ["HW-8101"]
+    assert stranger_state is not None and stranger_state.evidence == []
+    assert [r.reason for r in stranger_state.rejected_evidence] == [
+        "invoice 'HW-8101' is registered to another buyer's request"
+    ]

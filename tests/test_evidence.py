@@ -988,3 +988,17 @@ def test_csv_records_feed_the_judge(tmp_path: Path) -> None:
     accepted, rejected = judged(load_evidence(path), VENDOR_LIST)
     assert [r.invoice for r in accepted] == ["HW-1"]
     assert [r.record.invoice for r in rejected] == ["NV-1", "hw 1"]
+
+
+def test_an_unlicensed_request_frees_its_invoices_for_its_own_buyer_only(store: SQLiteEventStore) -> None:
+    key = "huawei|hw9001"
+    assert store.register_invoices("req-a1", "ByteDance Ltd.", [key])[key].request_id == "req-a1"
+    assert store.release_invoices("req-a1") == 1
+    assert store.release_invoices("req-a1") == 0  # freeing what is free changes nothing
+    # Another buyer still cannot count it: the purchase was ByteDance's.
+    stranger = store.register_invoices("req-b1", "Kuaishou Technology", [key])[key]
+    assert stranger.request_id != "req-b1" and stranger.buyer == "ByteDance Ltd."
+    # The same buyer (however its name is written) may count it for another request.
+    again = store.register_invoices("req-a2", "BYTEDANCE LTD", [key])[key]
+    assert again.request_id == "req-a2"
+    assert store.register_invoices("req-a3", "ByteDance Ltd.", [key])[key].request_id == "req-a2"

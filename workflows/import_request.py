@@ -18,7 +18,13 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.allocation import AllocationActivities
-    from activities.events import AppendInput, EventActivities, PolicyInput, RegisterInvoices
+    from activities.events import (
+        AppendInput,
+        EventActivities,
+        PolicyInput,
+        RegisterInvoices,
+        ReleaseInvoices,
+    )
     from activities.screening import ScreeningActivities, ScreenInput
     from chipclear.domain.allocation import Release, Reservation, Reserve
     from chipclear.domain.buyer_cap import BuyerClaim, ClaimUnits, ReleaseClaim
@@ -40,7 +46,7 @@ with workflow.unsafe.imports_passed_through():
     from chipclear.domain.decider import Due, buyer_claim_for, decide, next_due
     from chipclear.domain.errors import DomainError
     from chipclear.domain.events import Event, EvidenceRejected
-    from chipclear.domain.evidence import InvoiceOwner, registrable
+    from chipclear.domain.evidence import InvoiceOwner, local_today, registrable
     from chipclear.domain.models import Gate, ImportRequest, ProcurementRecord, Status
     from chipclear.domain.policy import Policy
     from chipclear.domain.screening import parties_of
@@ -59,6 +65,8 @@ with workflow.unsafe.imports_passed_through():
 APPEND_AS_ACTIVITY = "append-as-activity"
 CLAIMS_LOCAL = "buyer-claims-local"
 RECORD_UNUSED_EXPORT = "record-unused-export-approval"
+RELEASE_CAP_ALWAYS = "release-buyer-cap-on-every-unlicensed-end"
+RELEASE_INVOICES = "release-invoices-when-unlicensed"
 
 
 def workflow_id(request_id: str) -> str:
@@ -299,7 +307,7 @@ class ImportRequestWorkflow:
         state = self._state
         assert state.request_id is not None and state.buyer is not None
         keys = registrable(
-            command.records, already=state.evidence, policy=self._policy, today=workflow.now().date()
+            command.records, already=state.evidence, policy=self._policy, today=local_today(workflow.now())
         )
         owner = InvoiceOwner(request_id=state.request_id, buyer=state.buyer)
         return command.model_copy(update={"invoice_owners": dict.fromkeys(keys, owner)})
@@ -333,7 +341,7 @@ class ImportRequestWorkflow:
         after a lost workflow task gets the same answer.
         """
         assert self._policy is not None
-        keys = registrable(records, already=already, policy=self._policy, today=workflow.now().date())
+        keys = registrable(records, already=already, policy=self._policy, today=local_today(workflow.now()))
         if not keys:
             return {}
         result = await workflow.execute_local_activity_method(
@@ -510,6 +518,20 @@ class ImportRequestWorkflow:
             return
         await self._release_allocation()
         await self._release_export_approval()
+        await self._release_invoices()
+
+    async def _release_invoices(self) -> None:
+        """The request's invoices never backed a licence: its buyer may count them for another."""
+        if not self._unique_invoices or not workflow.patched(RELEASE_INVOICES):
+            return
+        assert self._state.request_id is not None
+        await workflow.execute_local_activity_method(
+            EventActivities.release_invoices,
+            ReleaseInvoices(request_id=self._state.request_id),
+            start_to_close_timeout=APPEND_TIMEOUT,
+            retry_policy=APPEND_RETRY,
+            summary="free the request's invoices",
+        )
 
     async def _release_export_approval(self) -> None:
         """The export approval goes unused: its units back to the buyer's cap (when claimed), and a
@@ -519,7 +541,12 @@ class ImportRequestWorkflow:
             return
         assert state.request_id is not None and state.request is not None
         reason = f"request {state.status}: {state.outcome_reason or 'ended'}"
-        if self._claimed:
+        assert self._policy is not None
+        capped = self._policy.us_export.max_units_per_buyer is not None
+        # A claim made by a local activity whose workflow task was then lost is not in `_claimed`,
+        # yet the buyer's cap holds it: since the patch, every unlicensed end under a cap releases
+        # (a release of nothing gives back nothing).
+        if self._claimed or (capped and workflow.patched(RELEASE_CAP_ALWAYS)):
             await workflow.execute_activity_method(
                 AllocationActivities.release_buyer_units,
                 ReleaseClaim(buyer=state.request.buyer.name, request_id=state.request_id, reason=reason),

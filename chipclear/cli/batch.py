@@ -150,7 +150,8 @@ def batch_list(json_: JsonOption = False) -> None:
         return
     table = Table("batch", "capacity", "allocated", "free", "waiting", "eligible", "priority", "cap")
     for row in rows:
-        table.add_row(
+        output.row(
+            table,
             row["batch_id"],
             str(row["capacity"]),
             str(row["allocated"]),
@@ -178,13 +179,13 @@ def batch_show(batch_id: str, json_: JsonOption = False) -> None:
     )
     allocations = Table("buyer", "units", "requests")
     for row in detail["allocations"]:
-        allocations.add_row(
-            row["buyer"], str(row["units"]), ", ".join(r["request_id"] for r in row["requests"])
+        output.row(
+            allocations, row["buyer"], str(row["units"]), ", ".join(r["request_id"] for r in row["requests"])
         )
     output.console.print(allocations)
     queue = Table("position", "request", "buyer", "units", "priority")
     for row in detail["queue"]:
-        queue.add_row(
+        output.row(queue,
             str(row["position"]), row["request_id"], row["buyer"], str(row["units"]),
             "yes" if row["priority"] else "",
         )  # fmt: skip

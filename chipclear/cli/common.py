@@ -9,13 +9,14 @@ from functools import wraps
 from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.text import Text
 
 from chipclear import client as ops
 from chipclear.cli import output
 from chipclear.cli.files import InvalidInput
 from chipclear.config import Settings
-from chipclear.domain.policy import PolicyError
+from chipclear.domain.policy import PolicyError, describe_validation_error
 from chipclear.store import open_store
 from chipclear.store.factory import StoreURLError
 from chipclear.store.protocol import EventStore
@@ -42,6 +43,9 @@ def handles_errors(func: Callable[P, T]) -> Callable[P, T]:
             return func(*args, **kwargs)
         except (InvalidInput, PolicyError, StoreURLError) as exc:
             fail(str(exc), 2)
+        except ValidationError as exc:
+            # An option that breaks a command's rules (an over-long answer, an empty condition).
+            fail(describe_validation_error(exc), 2)
         except ServerUnavailable as exc:
             fail(str(exc), 1)
         except (ops.NotFound, ops.Rejected, ops.Conflict, ops.NotAnswered) as exc:

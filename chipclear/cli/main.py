@@ -254,7 +254,8 @@ def list_(
     )
     for row in rows:
         approved = "-" if row.units_approved is None else str(row.units_approved)
-        table.add_row(
+        output.row(
+            table,
             row.request_id,
             row.status.value,
             row.gate or "",

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -37,6 +38,12 @@ from chipclear.store.chain import timestamp
 
 console = Console()
 errors = Console(stderr=True)
+
+
+def row(table: Table, *cells: object) -> None:
+    """A table row as plain text: names, reasons and conditions come from users and may hold square
+    brackets, which rich would otherwise read as markup (and drop, or fail on)."""
+    table.add_row(*(cell if isinstance(cell, Text) else Text(str(cell)) for cell in cells))
 
 
 def print_json(document: Any) -> None:
@@ -92,13 +99,14 @@ def print_state(state: RequestState, *, source: str) -> None:
         + (f" at gate [bold]{doc['gate']}[/] (deadline {doc['deadline']})" if doc["gate"] else "")
     )
     console.print(
-        f"buyer {doc['buyer']}  units requested {doc['units_requested']}  "
+        f"buyer {escape(doc['buyer'])}  units requested {doc['units_requested']}  "
         f"approved {doc['units_approved'] if doc['units_approved'] is not None else '-'}  "
         f"policy {doc['policy_version']}"
     )
     table = Table("gate", "outcome", "by", "units", "opened", "decided", "reason")
     for gate, record in state.gates.items():
-        table.add_row(
+        row(
+            table,
             gate.value,
             record.outcome or "pending",
             record.decided_by or "",
@@ -143,9 +151,9 @@ def print_state(state: RequestState, *, source: str) -> None:
         )
         console.print(f"licence [bold]{state.licence_id}[/] for {state.units_approved} units{until}")
         for condition in state.conditions:
-            console.print(f"  condition: {condition}")
+            console.print(f"  condition: {escape(condition)}")
     if state.outcome_reason:
-        console.print(f"reason: {state.outcome_reason}")
+        console.print(f"reason: {escape(state.outcome_reason)}")
     console.print(f"[dim]source: {source}, version {state.version}[/]")
 
 
@@ -177,15 +185,17 @@ def licence_document(state: RequestState) -> dict[str, Any]:
 def print_licence(doc: dict[str, Any]) -> None:
     console.print(f"licence [bold]{doc['licence_id']}[/] for request {doc['request_id']}")
     console.print(
-        f"  {doc['units']} {doc['product']} for {doc['holder']} (end user {doc['end_user']}), "
-        f"data centre {doc['data_center']}"
+        escape(
+            f"  {doc['units']} {doc['product']} for {doc['holder']} (end user {doc['end_user']}), "
+            f"data centre {doc['data_center']}"
+        )
     )
     issued, until = (doc["issued_at"] or "-")[:10], (doc["valid_until"] or "-")[:10]
-    console.print(f"  issued {issued}, valid until {until} (policy {doc['policy_version']})")
+    console.print(f"  issued {issued}, valid until {until} (policy {escape(doc['policy_version'])})")
     approvals = ", ".join(f"{a['gate']} {a['units']} by {a['by']}" for a in doc["approvals"])
-    console.print(f"  approvals: {approvals}")
+    console.print(escape(f"  approvals: {approvals}"))
     for number, condition in enumerate(doc["conditions"], start=1):
-        console.print(f"  condition {number}: {condition}", highlight=False)
+        console.print(escape(f"  condition {number}: {condition}"), highlight=False)
 
 
 def _count(number: int, one: str, many: str) -> str:
@@ -204,8 +214,10 @@ def _print_us_export(state: RequestState) -> None:
             )
             for match in screened.matches:
                 console.print(
-                    f"  {match.role} {match.party_name!r} ~ {match.entry_name!r} "
-                    f"(as {match.matched_name!r}, score {match.score:g}, {match.source})"
+                    escape(
+                        f"  {match.role} {match.party_name!r} ~ {match.entry_name!r} "
+                        f"(as {match.matched_name!r}, score {match.score:g}, {match.source})"
+                    )
                 )
         else:
             console.print(
@@ -219,18 +231,18 @@ def _print_us_export(state: RequestState) -> None:
     if question is not None:
         console.print(
             f"[yellow]waiting for the applicant[/] since {timestamp(question.asked_at)[:19]}, answer due "
-            f"{timestamp(question.due)[:19]}: {question.question}"
+            f"{timestamp(question.due)[:19]}: {escape(question.question)}"
         )
     for exchange in state.correspondence:
         if exchange.answered_at is not None:
             files = f" (+{len(exchange.attachments)} file(s))" if exchange.attachments else ""
-            console.print(f"  asked by {exchange.asked_by}: {exchange.question}")
-            console.print(f"  answered by {exchange.answered_by}: {exchange.answer}{files}")
+            console.print(escape(f"  asked by {exchange.asked_by}: {exchange.question}"))
+            console.print(escape(f"  answered by {exchange.answered_by}: {exchange.answer}{files}"))
     if state.buyer_claim is not None:
         claim = state.buyer_claim
         released = " (released: the approval went unused)" if state.export_released else ""
         console.print(
-            f"buyer cap: {claim.buyer} has {claim.total} of {claim.cap} units approved "
+            f"buyer cap: {escape(claim.buyer)} has {claim.total} of {claim.cap} units approved "
             f"({claim.units} by this request){released}"
         )
 
@@ -307,7 +319,8 @@ def summarise(event: StoredEvent) -> str:
 def print_events(events: list[StoredEvent]) -> None:
     table = Table("v", "type", "actor", "occurred (UTC)", "what", "hash")
     for event in events:
-        table.add_row(
+        row(
+            table,
             str(event.version),
             event.type,
             event.actor,

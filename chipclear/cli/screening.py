@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from chipclear.cli import output
@@ -75,22 +76,23 @@ def check(
             }
         )
         return
-    output.console.print(f"list {index.info.version} ({index.info.source}), threshold {threshold:g}")
+    output.console.print(escape(f"list {index.info.version} ({index.info.source}), threshold {threshold:g}"))
     for name in names:
         found = [match for match in matches if match.party_name == name]
         if not found:
-            output.console.print(f"[green]clear:[/] {name}")
+            output.console.print(f"[green]clear:[/] {escape(name)}")
             continue
         table = Table("score", "listed as", "matched name", "entity number", "list")
         for match in found:
-            table.add_row(
+            output.row(
+                table,
                 f"{match.score:g}",
                 match.entry_name,
                 match.matched_name,
                 match.entity_number or "",
                 match.source,
             )
-        output.console.print(f"[bold red]{len(found)} match(es):[/] {name}")
+        output.console.print(f"[bold red]{len(found)} match(es):[/] {escape(name)}")
         output.console.print(table)
 
 
@@ -112,7 +114,8 @@ def versions(json_: JsonOption = False) -> None:
     table = Table("version", "loaded (UTC)", "source", "entries", "names", "sha256")
     for number, info in enumerate(loaded):
         assert info.loaded_at is not None
-        table.add_row(
+        output.row(
+            table,
             info.version + (" (in force)" if number == 0 else ""),
             info.loaded_at.isoformat()[:19],
             info.source,

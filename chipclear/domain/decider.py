@@ -52,7 +52,14 @@ from chipclear.domain.events import (
     RequestWithdrawn,
     ReviewEscalated,
 )
-from chipclear.domain.evidence import InvoiceOwner, RejectedRecord, hub_shortfall, judge, required_units
+from chipclear.domain.evidence import (
+    InvoiceOwner,
+    RejectedRecord,
+    hub_shortfall,
+    judge,
+    local_today,
+    required_units,
+)
 from chipclear.domain.models import Gate, ProcurementRecord, Status
 from chipclear.domain.policy import GateMode, Policy
 from chipclear.domain.state import RequestState
@@ -197,7 +204,7 @@ def _judge(
         buyer=buyer,
         already=already,
         policy=policy,
-        today=now.date(),
+        today=local_today(now),
         owners=owners if policy.domestic_quota.unique_invoices else None,
     )
 

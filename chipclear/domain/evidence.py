@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict
@@ -37,6 +37,15 @@ def invoice_key(record: ProcurementRecord) -> str:
     """Invoice numbers are unique per vendor: `huawei|hw20260017` for "HW-2026-0017" from "Huawei Co."."""
     number = re.sub(r"[\W_]+", "", record.invoice.casefold())
     return f"{vendor_key(record.vendor)}|{number}"
+
+
+# Invoices and deliveries are dated where they happen: in China (UTC+8 all year, no daylight saving).
+CHINA = timezone(timedelta(hours=8), "CST")
+
+
+def local_today(now: datetime) -> date:
+    """The date in China at `now`: an invoice dated today in Beijing is not "in the future" at 07:00."""
+    return now.astimezone(CHINA).date()
 
 
 def rule_problem(record: ProcurementRecord, policy: Policy, today: date) -> str | None:

@@ -58,6 +58,21 @@ LEGAL_SUFFIXES = frozenset(
         "",
     ]
 )
+# Abbreviations lists and buyers both use; spelt out before scoring, on both sides, so "Semiconductor
+# Manufacturing Intl" is not 12 points short of "... International" (a miss is the dangerous error).
+ABBREVIATIONS = {
+    "intl": "international",
+    "natl": "national",
+    "tech": "technology",
+    "technol": "technology",
+    "mfg": "manufacturing",
+    "elec": "electronics",
+    "sci": "science",
+    "info": "information",
+    "grp": "group",
+    "ctr": "center",
+    "centre": "center",
+}
 CJK_LEGAL_SUFFIXES = ("股份有限公司", "有限责任公司", "有限公司", "公司")
 # Shorter than this (after normalising) a name matches only exactly: "ZTE" must not score on "ZTF".
 MIN_FUZZY_LENGTH = 4
@@ -144,7 +159,8 @@ def normalise(name: str) -> Normalised:
     text = unicodedata.normalize("NFKD", text)
     text = "".join(ch for ch in text if not unicodedata.combining(ch))  # "Müller" == "Muller"
     text = text.replace("&", " and ")
-    words = re.sub(r"[\W_]+", " ", text).split()
+    text = re.sub(r"\bint'l\b", "international", text)
+    words = [ABBREVIATIONS.get(word, word) for word in re.sub(r"[\W_]+", " ", text).split()]
     while len(words) > 1 and words[-1] in LEGAL_SUFFIXES:
         words.pop()
     if len(words) > 1 and words[-1] in CJK_LEGAL_SUFFIXES:

@@ -87,6 +87,10 @@ class EventStore(Protocol):
         """Register the free invoices to `request_id` atomically; who owns each of `keys` now."""
         ...
 
+    def release_invoices(self, request_id: str) -> int:
+        """Free the invoices of a request that ended unlicensed (its buyer may count them again)."""
+        ...
+
     def save_screening_list(self, screening_list: ScreeningList, *, actor: str) -> bool:
         """Store a loaded list and its `ScreeningListLoaded` event atomically; False if unchanged."""
         ...

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from chipclear.domain.allocation import normalise_buyer
 from chipclear.domain.events import Event, ScreeningListLoaded, StoredEvent
 from chipclear.domain.evidence import InvoiceOwner
 from chipclear.domain.models import Status
@@ -63,12 +64,15 @@ CREATE TABLE IF NOT EXISTS requests (
 );
 CREATE INDEX IF NOT EXISTS requests_status ON requests (status, submitted_at);
 -- Which request each domestic invoice counts for: an invoice counts once, across all requests.
+-- request_id NULL: the request ended without a licence; only the same buyer may count it again.
 CREATE TABLE IF NOT EXISTS invoices (
     invoice_key   TEXT PRIMARY KEY,
-    request_id    TEXT NOT NULL,
+    request_id    TEXT,
     buyer         TEXT NOT NULL,
+    buyer_key     TEXT NOT NULL,
     registered_at TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS invoices_request ON invoices (request_id);
 CREATE TABLE IF NOT EXISTS screening_lists (
     version   TEXT PRIMARY KEY,
     sha256    TEXT NOT NULL,
@@ -307,16 +311,27 @@ class SQLiteEventStore:
         now = timestamp(datetime.now(UTC))
         with self._transaction() as conn:
             conn.executemany(
-                "INSERT INTO invoices (invoice_key, request_id, buyer, registered_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (invoice_key) DO NOTHING",
-                [(key, request_id, buyer, now) for key in keys],
+                "INSERT INTO invoices (invoice_key, request_id, buyer, buyer_key, registered_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (invoice_key) DO UPDATE SET "
+                "request_id = excluded.request_id, registered_at = excluded.registered_at "
+                "WHERE invoices.request_id IS NULL AND invoices.buyer_key = excluded.buyer_key",
+                [(key, request_id, buyer, normalise_buyer(buyer), now) for key in keys],
             )
             marks = ", ".join("?" * len(keys))
             rows = conn.execute(
                 f"SELECT invoice_key, request_id, buyer FROM invoices WHERE invoice_key IN ({marks})",
                 list(keys),
             ).fetchall()
-        return {key: InvoiceOwner(request_id=owner, buyer=owner_buyer) for key, owner, owner_buyer in rows}
+        return {
+            key: InvoiceOwner(request_id=owner or "(ended unlicensed)", buyer=owner_buyer)
+            for key, owner, owner_buyer in rows
+        }
+
+    def release_invoices(self, request_id: str) -> int:
+        """A request that ended without a licence frees its invoices, for its own buyer only."""
+        with self._transaction() as conn:
+            cursor = conn.execute("UPDATE invoices SET request_id = NULL WHERE request_id = ?", (request_id,))
+            return cursor.rowcount
 
     # -- restricted-party screening lists ----------------------------------------------------
     def save_screening_list(self, screening_list: ScreeningList, *, actor: str) -> bool:
