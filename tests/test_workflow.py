@@ -480,7 +480,24 @@ async def _evidence_judged(client: Client, store: SQLiteEventStore) -> Handle:
     return handle
 
 
+async def _withdrawn_under_cap_and_registry(client: Client, store: SQLiteEventStore) -> Handle:
+    """Withdrawn before any claim, under a buyer cap and the invoice registry: both are given back."""
+    request = make_request(request_id="history-withdrawn-registry")
+    policy = make_policy(
+        "manual",
+        us_export={"max_units_per_buyer": 75_000},
+        domestic_quota={"unique_invoices": True},
+    )
+    async with running_worker(client, store, policy) as worker:
+        handle = await start(client, store, worker, request)
+        await wait_for(client, request.request_id, at_gate(Gate.US_EXPORT))
+        await ops.update(client, request.request_id, Withdraw(reason="replay me"))
+        await handle.result()
+    return handle
+
+
 SCENARIOS = {
+    "withdrawn-registry": _withdrawn_under_cap_and_registry,
     "evidence-judged": _evidence_judged,
     "us-export-held": _held_asked_approved_withdrawn,
     "us-export-escalated": _escalated_expired,
