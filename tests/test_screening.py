@@ -10,7 +10,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import random
+import sqlite3
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -549,8 +551,25 @@ def test_save_screening_list(store: SQLiteEventStore) -> None:
         source="test list",
         entries=2,
         names=4,
+        entries_sha256=hashlib.sha256(
+            json.dumps([e.model_dump(mode="json") for e in acme.entries]).encode()
+        ).hexdigest(),
     )
     assert (event.version, event.actor, event.occurred_at) == (1, "ops@example.com", LOADED_AT)
+
+
+def test_audit_verify_finds_an_edited_screening_list(store: SQLiteEventStore) -> None:
+    """The list in force decides who is held: an edit to the stored entries must not go unnoticed."""
+    acme = csl_list(*ACME_ROWS)
+    assert store.save_screening_list(acme, actor="ops")
+    assert store.verify().ok
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("UPDATE screening_lists SET data = '[]' WHERE version = ?", (acme.info.version,))
+    report = store.verify()
+    assert not report.ok
+    [broken] = report.breaks
+    assert broken.stream_id == SCREENING_STREAM and broken.version == 1
+    assert "differs from the list that was loaded" in broken.problem
 
 
 def test_saving_the_same_content_again_writes_nothing(store: SQLiteEventStore) -> None:

@@ -1046,3 +1046,14 @@ def test_the_licence_lists_each_condition_once_whichever_gate_repeats_it() -> No
         Decide(gate=Gate.DOMESTIC_QUOTA, reviewer="wang", approve=True, conditions=["Annual audit"] * 2)
     )
     assert only(events, LicenseIssued).conditions == [*DEFAULTS, "Customs seal", "Annual audit"]
+
+
+def test_an_answer_after_its_deadline_is_refused() -> None:
+    """BIS returns an application without action once the hold passes; a late answer cannot revive it."""
+    run = Run(make_policy("manual", us_export={"info_deadline": "P10D"}))
+    run.send(Submit(request=make_request(request_id="late-answer")))
+    run.send(RequestInfo(gate=Gate.US_EXPORT, reviewer="alice", question="Who operates the site?"))
+    due = NOW + timedelta(days=10)
+    run.refuse(Respond(text="Us."), "the answer was due by", at=due + timedelta(seconds=1))
+    run.send(Respond(text="Us, in time."), at=due)
+    assert run.state.open_question is None

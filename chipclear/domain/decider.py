@@ -101,7 +101,7 @@ def decide(
         case RequestInfo():
             actor, payloads = command.reviewer, _request_info(state, command, policy, now)
         case Respond():
-            actor, payloads = command.actor, _respond(state, command)
+            actor, payloads = command.actor, _respond(state, command, now)
         case Escalate():
             actor, payloads = DEADLINE_ACTOR, _escalate(state, command.gate, now)
         case RecordExportRelease():
@@ -595,11 +595,14 @@ def _request_info(state: RequestState, command: RequestInfo, policy: Policy, now
     return [InformationRequested(gate=gate, question=command.question.strip(), due=due)]
 
 
-def _respond(state: RequestState, command: Respond) -> list[Payload]:
+def _respond(state: RequestState, command: Respond, now: datetime) -> list[Payload]:
     _require_open(state)
     question = state.open_question
     if question is None:
         raise DomainError("nobody has asked this request for information; there is nothing to answer")
+    if now > question.due:
+        # The application is being returned without action; a late answer cannot revive it.
+        raise DomainError(f"the answer was due by {question.due.isoformat()}; the request is being returned")
     return [
         InformationProvided(
             gate=question.gate, text=command.text.strip(), attachments=list(command.attachments)

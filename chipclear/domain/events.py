@@ -164,6 +164,8 @@ class ScreeningListLoaded(_Payload):
     source: str
     entries: int
     names: int
+    # sha256 of the parsed entries as stored: `audit verify` proves the list in force is the one loaded.
+    entries_sha256: str | None = None
 
 
 class AllocationGranted(_Payload):

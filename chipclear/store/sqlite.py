@@ -7,6 +7,7 @@ processes never both read a stream version and then both write (no read-then-wri
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import threading
@@ -25,7 +26,7 @@ from chipclear.domain.screening import ScreeningEntry, ScreeningList, ScreeningL
 from chipclear.domain.state import RequestState, fold
 from chipclear.store import projection
 from chipclear.store.chain import GENESIS, chained_fields, first_break, link, timestamp
-from chipclear.store.protocol import AppendResult, AuditReport, ConcurrencyError, RequestSummary
+from chipclear.store.protocol import AppendResult, AuditReport, ChainBreak, ConcurrencyError, RequestSummary
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -280,6 +281,7 @@ class SQLiteEventStore:
             problem = first_break(stream_id, (_chain_row(row) for row in rows), heads.get(stream_id))
             if problem is not None:
                 breaks.append(problem)
+        breaks += _screening_list_breaks(conn)
         return AuditReport(
             ok=not breaks, streams_checked=len(stream_ids), events_checked=events_checked, breaks=breaks
         )
@@ -347,6 +349,7 @@ class SQLiteEventStore:
             ).fetchone()
             if current is not None and current[0] == info.sha256:
                 return False
+            data = json.dumps([e.model_dump(mode="json") for e in screening_list.entries])
             conn.execute(
                 "INSERT INTO screening_lists (version, sha256, source, loaded_at, entries, names, data) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -357,7 +360,7 @@ class SQLiteEventStore:
                     timestamp(info.loaded_at),
                     info.entries,
                     info.names,
-                    json.dumps([e.model_dump(mode="json") for e in screening_list.entries]),
+                    data,
                 ),
             )
             head = conn.execute(
@@ -374,6 +377,7 @@ class SQLiteEventStore:
                     source=info.source,
                     entries=info.entries,
                     names=info.names,
+                    entries_sha256=_sha256(data),
                 ),
                 occurred_at=info.loaded_at,
                 policy_version="screening",
@@ -414,6 +418,32 @@ class SQLiteEventStore:
     def projection_rows(self) -> list[tuple[Any, ...]]:
         """Every projection row, for comparing the inline projection with a rebuild."""
         return self._conn().execute("SELECT * FROM requests ORDER BY request_id").fetchall()
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _screening_list_breaks(conn: sqlite3.Connection) -> list[ChainBreak]:
+    """Every stored screening list must be, byte for byte, the one its chained event says was loaded."""
+    loaded: dict[str, tuple[int, str | None]] = {}
+    for row in conn.execute(
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? ORDER BY version", (SCREENING_STREAM,)
+    ):
+        event = _stored(row)
+        if isinstance(event.data, ScreeningListLoaded):
+            loaded[event.data.version] = (event.version, event.data.entries_sha256)
+    breaks = []
+    for version, data in conn.execute("SELECT version, data FROM screening_lists ORDER BY rowid"):
+        at, expected = loaded.get(version, (0, None))
+        if at == 0:
+            problem = f"screening list {version} is stored but no ScreeningListLoaded event records it"
+        elif expected is not None and _sha256(data) != expected:
+            problem = f"screening list {version} differs from the list that was loaded (entries sha256)"
+        else:
+            continue
+        breaks.append(ChainBreak(stream_id=SCREENING_STREAM, version=at, problem=problem))
+    return breaks
 
 
 def _check_batch(stream_id: str, expected_version: int, events: Sequence[Event]) -> None:
