@@ -13,8 +13,10 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 
+from chipclear.codec import data_converter, keys_from_env
 from chipclear.config import DEFAULT_ADDRESS
 
+# The converter without encryption: tests, the replayer and anything that must read payloads as stored.
 DATA_CONVERTER = pydantic_data_converter
 
 
@@ -32,7 +34,9 @@ def connect_config() -> dict[str, Any]:
 async def connect(**overrides: Any) -> Client:
     config = connect_config() | overrides
     try:
-        return await Client.connect(**config, data_converter=DATA_CONVERTER)
+        # Sealed with CHIPCLEAR_CODEC_KEYS when set: the worker and every CLI command alike.
+        converter = data_converter(keys_from_env())
+        return await Client.connect(**config, data_converter=converter)
     except RuntimeError as exc:
         raise ServerUnavailable(
             f"cannot reach the Temporal server at {config['target_host']} "

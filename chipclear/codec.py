@@ -1,0 +1,117 @@
+"""Payload encryption (opt-in): AES-256-GCM over every payload Temporal stores.
+
+Requests name buyers, prices, invoices and reviewers' reasons; a Temporal cluster run by someone else
+should hold ciphertext only. Each payload carries the id of the key that sealed it, so keys rotate:
+the first key seals, every listed key opens, and old histories stay readable while their key is kept.
+Search attributes are not payloads and stay clear text: keep them to what may be public.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from temporalio.api.common.v1 import Payload
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter, PayloadCodec
+
+ENCODING = b"binary/encrypted"
+KEY_ID = "encryption-key-id"
+NONCE_BYTES = 12
+
+
+class CodecKeyError(ValueError):
+    """Keys that cannot be used: the message names the variable or file and what is wrong."""
+
+
+class UnknownKey(KeyError):
+    """A payload sealed with a key this process was not given."""
+
+
+class EncryptionCodec(PayloadCodec):
+    def __init__(self, keys: Mapping[str, bytes]) -> None:
+        """`keys` in order: the first seals new payloads; all of them open old ones."""
+        if not keys:
+            raise CodecKeyError("at least one key is needed")
+        self.active = next(iter(keys))
+        self._ciphers = {key_id: AESGCM(key) for key_id, key in keys.items()}
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        cipher = self._ciphers[self.active]
+        sealed = []
+        for payload in payloads:
+            nonce = os.urandom(NONCE_BYTES)
+            data = nonce + cipher.encrypt(nonce, payload.SerializeToString(), None)
+            sealed.append(Payload(metadata={"encoding": ENCODING, KEY_ID: self.active.encode()}, data=data))
+        return sealed
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        opened = []
+        for payload in payloads:
+            if payload.metadata.get("encoding") != ENCODING:
+                opened.append(payload)  # written before encryption was turned on
+                continue
+            key_id = payload.metadata.get(KEY_ID, b"").decode()
+            cipher = self._ciphers.get(key_id)
+            if cipher is None:
+                raise UnknownKey(f"payload sealed with key {key_id!r}, which this process was not given")
+            nonce, sealed = payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:]
+            try:
+                opened.append(Payload.FromString(cipher.decrypt(nonce, sealed, None)))
+            except InvalidTag:
+                raise ValueError(f"payload sealed with key {key_id!r} fails authentication") from None
+        return opened
+
+
+def parse_keys(text: str, *, source: str) -> dict[str, bytes]:
+    """`id=base64key` entries separated by commas or new lines; the first one seals."""
+    keys: dict[str, bytes] = {}
+    for number, entry in enumerate((e.strip() for e in text.replace("\n", ",").split(",")), start=1):
+        if not entry or entry.startswith("#"):
+            continue
+        key_id, sep, encoded = entry.partition("=")
+        key_id = key_id.strip()
+        if not sep or not key_id:
+            raise CodecKeyError(f"{source}, entry {number}: expected ID=BASE64KEY")
+        try:
+            key = base64.b64decode(encoded.strip(), validate=True)
+        except binascii.Error:
+            raise CodecKeyError(f"{source}, key {key_id!r}: not valid base64") from None
+        if len(key) != 32:
+            raise CodecKeyError(f"{source}, key {key_id!r}: AES-256 needs 32 bytes, got {len(key)}")
+        if key_id in keys:
+            raise CodecKeyError(f"{source}, key {key_id!r}: listed twice")
+        keys[key_id] = key
+    return keys
+
+
+def keys_from_env(env: Mapping[str, str] | None = None) -> dict[str, bytes]:
+    """CHIPCLEAR_CODEC_KEYS, or the file CHIPCLEAR_CODEC_KEY_FILE; none: encryption off."""
+    env = os.environ if env is None else env
+    if env.get("CHIPCLEAR_CODEC_KEYS"):
+        return parse_keys(env["CHIPCLEAR_CODEC_KEYS"], source="CHIPCLEAR_CODEC_KEYS")
+    if path := env.get("CHIPCLEAR_CODEC_KEY_FILE"):
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CodecKeyError(f"CHIPCLEAR_CODEC_KEY_FILE {path}: cannot read ({exc})") from None
+        return parse_keys(text, source=path)
+    return {}
+
+
+def new_key() -> str:
+    """A fresh random AES-256 key, base64, for a key file or CHIPCLEAR_CODEC_KEYS."""
+    return base64.b64encode(AESGCM.generate_key(bit_length=256)).decode()
+
+
+def data_converter(keys: Mapping[str, bytes]) -> DataConverter:
+    """The pydantic converter, sealed with `keys` when there are any."""
+    if not keys:
+        return pydantic_data_converter
+    return dataclasses.replace(pydantic_data_converter, payload_codec=EncryptionCodec(keys))
