@@ -141,7 +141,7 @@ async def run_worker(
     policy = policy or load_policy(settings.policy)
     if client is None:
         log.info("connecting to Temporal")
-        client = await connect_patiently()
+        client = await connect_patiently(metrics_port=settings.metrics_port)
     store = open_store(settings.event_store_url)
     stop = stop or asyncio.Event()
     with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS, thread_name_prefix="activity") as executor:
@@ -161,6 +161,7 @@ async def run_worker(
                 policy_version=policy.version,
                 event_store=settings.event_store_url,
                 sandbox=settings.sandbox,
+                metrics_port=settings.metrics_port,
             )
             if ready is not None:
                 ready.set()

@@ -80,7 +80,9 @@ class DevServer:
                 self.command(), stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
             )
 
-    async def wait_ready(self, process: subprocess.Popen[bytes], within: float = 60.0) -> Client:
+    async def wait_ready(
+        self, process: subprocess.Popen[bytes], within: float = 60.0, *, metrics_port: int | None = None
+    ) -> Client:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         while True:
@@ -90,7 +92,7 @@ class DevServer:
                     f"(is port {self.port} already in use?)"
                 )
             try:
-                return await connect(target_host=self.address, namespace="default")
+                return await connect(target_host=self.address, namespace="default", metrics_port=metrics_port)
             except ServerUnavailable:
                 if loop.time() > deadline:
                     raise

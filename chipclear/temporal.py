@@ -7,11 +7,13 @@ including histories replayed years later.
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from chipclear.codec import data_converter, keys_from_env
 from chipclear.config import DEFAULT_ADDRESS
@@ -31,8 +33,18 @@ def connect_config() -> dict[str, Any]:
     return config
 
 
-async def connect(**overrides: Any) -> Client:
+@functools.cache
+def metrics_runtime(port: int) -> Runtime:
+    """One runtime per process and port: it serves Prometheus /metrics for the SDK's own metrics
+    (prefixed temporal_) and chipclear's (prefixed chipclear_)."""
+    metrics = PrometheusConfig(bind_address=f"0.0.0.0:{port}", counters_total_suffix=True)
+    return Runtime(telemetry=TelemetryConfig(metrics=metrics, metric_prefix="temporal_"))
+
+
+async def connect(*, metrics_port: int | None = None, **overrides: Any) -> Client:
     config = connect_config() | overrides
+    if metrics_port is not None:
+        config["runtime"] = metrics_runtime(metrics_port)
     try:
         # Sealed with CHIPCLEAR_CODEC_KEYS when set: the worker and every CLI command alike.
         converter = data_converter(keys_from_env())

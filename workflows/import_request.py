@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
     from chipclear.domain.policy import Policy
     from chipclear.domain.screening import parties_of
     from chipclear.domain.state import RequestState, evolve
+    from workflows import metrics
     from workflows.allocation import ledger_calls_queue
     from workflows.options import (
         APPEND_RETRY,
@@ -441,6 +442,7 @@ class ImportRequestWorkflow:
             # Not stored, so not true: fall back to the last state the event store agrees with.
             self._state = self._durable
             raise
+        metrics.record(self._durable, self._state, events)
         self._durable = self._state
 
     async def _reserve(self) -> None:

@@ -16,7 +16,7 @@ from chipclear import client as ops
 from chipclear.cli import output
 from chipclear.cli.files import InvalidInput
 from chipclear.codec import CodecKeyError
-from chipclear.config import Settings
+from chipclear.config import ConfigError, Settings
 from chipclear.domain.policy import PolicyError, describe_validation_error
 from chipclear.store import open_store
 from chipclear.store.factory import StoreURLError
@@ -42,7 +42,7 @@ def handles_errors(func: Callable[P, T]) -> Callable[P, T]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return func(*args, **kwargs)
-        except (InvalidInput, PolicyError, StoreURLError, CodecKeyError) as exc:
+        except (InvalidInput, PolicyError, StoreURLError, CodecKeyError, ConfigError) as exc:
             fail(str(exc), 2)
         except ValidationError as exc:
             # An option that breaks a command's rules (an over-long answer, an empty condition).

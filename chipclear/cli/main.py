@@ -59,6 +59,10 @@ UiCodecOption = Annotated[
         f"set: {DEFAULT_CODEC_ENDPOINT} (run `chipclear codec-server`)."
     ),
 ]
+MetricsPortOption = Annotated[
+    int | None,
+    typer.Option(min=1, max=65535, help="Serve Prometheus /metrics on this port ($CHIPCLEAR_METRICS_PORT)."),
+]
 PolicyOption = Annotated[
     str | None,
     typer.Option(
@@ -108,12 +112,14 @@ def server(
 
 @app.command()
 @handles_errors
-def worker(policy: PolicyOption = None, no_sandbox: NoSandboxOption = False) -> None:
+def worker(
+    policy: PolicyOption = None, no_sandbox: NoSandboxOption = False, metrics_port: MetricsPortOption = None
+) -> None:
     """Run a worker: the import workflow and its activities, until SIGINT/SIGTERM."""
     from chipclear.logs import configure
     from worker import _main
 
-    current = _with_options(settings(), policy, no_sandbox)
+    current = _with_options(settings(), policy, no_sandbox, metrics_port)
     load_policy(current.policy)  # fail fast, exit 2, on a bad policy file
     configure()
     run(_main(current))
@@ -127,12 +133,13 @@ def up(
     ui_port: Annotated[int, typer.Option(min=1, max=65535)] = 8233,
     no_sandbox: NoSandboxOption = False,
     ui_codec_endpoint: UiCodecOption = None,
+    metrics_port: MetricsPortOption = None,
 ) -> None:
     """Start the dev server and a worker together; Ctrl-C stops both."""
     from chipclear.cli.up import run_up
 
     run_up(
-        _with_options(settings(), policy, no_sandbox),
+        _with_options(settings(), policy, no_sandbox, metrics_port),
         port=port,
         ui_port=ui_port,
         server_args=_codec_args(ui_codec_endpoint),
@@ -148,11 +155,15 @@ def _codec_args(endpoint: str | None) -> list[str]:
     return ["--ui-codec-endpoint", endpoint] if endpoint else []
 
 
-def _with_options(current: Settings, policy: str | None, no_sandbox: bool) -> Settings:
+def _with_options(
+    current: Settings, policy: str | None, no_sandbox: bool, metrics_port: int | None = None
+) -> Settings:
     if policy:
         current = current.with_(policy=policy)
     if no_sandbox:
         current = current.with_(sandbox=False)
+    if metrics_port is not None:
+        current = current.with_(metrics_port=metrics_port)
     return current
 
 

@@ -40,7 +40,7 @@ def run_up(settings: Settings, *, port: int, ui_port: int, server_args: list[str
     async def go() -> None:
         stop_event = asyncio.Event()
         install_signal_handlers(stop_event)
-        client = await dev.wait_ready(process)
+        client = await dev.wait_ready(process, metrics_port=settings.metrics_port)
         ready = asyncio.Event()
         worker_task = asyncio.create_task(
             run_worker(settings, policy=policy, client=client, stop=stop_event, ready=ready)
