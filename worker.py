@@ -14,12 +14,14 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.allocation import AllocationActivities
 from activities.bench import bare_step
 from activities.events import EventActivities
 from activities.screening import ScreeningActivities
+from chipclear import search_attributes
 from chipclear.config import Settings
 from chipclear.domain.policy import Policy, load_policy
 from chipclear.logs import configure, get_logger
@@ -66,13 +68,14 @@ def build_worker(
     executor: ThreadPoolExecutor,
     sandbox: bool = True,
     replace: Sequence[Callable[..., Any]] = (),
+    search_attributes: bool = False,
     **options: Any,
 ) -> ChipclearWorker:
     """Everything chipclear registers for one task queue. Tests build their workers here too.
 
     `replace`: activities that stand in for the real ones of the same name (tests inject failures).
     """
-    events = EventActivities(store, policy)
+    events = EventActivities(store, policy, search_attributes=search_attributes)
     screening = ScreeningActivities(store)
     ledger = AllocationActivities(client)
     if not sandbox:
@@ -144,6 +147,13 @@ async def run_worker(
         client = await connect_patiently(metrics_port=settings.metrics_port)
     store = open_store(settings.event_store_url)
     stop = stop or asyncio.Event()
+    try:
+        indexed = await search_attributes.ready(client)
+    except RPCError as exc:  # a cluster that does not let this worker list them
+        log.warning("cannot check search attributes", error=str(exc))
+        indexed = False
+    if not indexed:
+        log.warning("search attributes missing: the Web UI cannot filter requests; run `chipclear setup`")
     with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS, thread_name_prefix="activity") as executor:
         worker = build_worker(
             client,
@@ -152,6 +162,7 @@ async def run_worker(
             policy=policy,
             executor=executor,
             sandbox=settings.sandbox,
+            search_attributes=indexed,
         )
         async with worker:
             log.info(

@@ -43,14 +43,18 @@ class PolicyInput(BaseModel):
 
 class PolicyResult(BaseModel):
     policy: Policy
+    # Whether the namespace has chipclear's search attributes: only then may the workflow upsert them.
+    # Recorded in history with the policy, so a replay decides the same way.
+    search_attributes: bool = False
 
 
 class EventActivities:
     """Bound to one store and the worker's policy; methods run in the worker's thread pool."""
 
-    def __init__(self, store: EventStore, policy: Policy) -> None:
+    def __init__(self, store: EventStore, policy: Policy, *, search_attributes: bool = False) -> None:
         self.store = store
         self.policy = policy
+        self.search_attributes = search_attributes
 
     @activity.defn(name="append_events")
     def append_events(self, input: AppendInput) -> AppendResult:
@@ -80,7 +84,7 @@ class EventActivities:
     def current_policy(self, input: PolicyInput) -> PolicyResult:
         # Read through an activity so the policy is recorded in history: replay never re-reads a file
         # that may have changed since.
-        return PolicyResult(policy=self.policy)
+        return PolicyResult(policy=self.policy, search_attributes=self.search_attributes)
 
     @activity.defn(name="register_invoices")
     def register_invoices(self, input: RegisterInvoices) -> InvoiceOwners:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from temporalio.client import Client
 
+from chipclear.search_attributes import dev_server_args
 from chipclear.temporal import ServerUnavailable, connect
 
 # Measured here: WAL + synchronous=normal makes the file-backed dev server 2.3x faster than defaults.
@@ -67,7 +68,7 @@ class DevServer:
             args += ["--db-filename", str(self.db)]
             for pragma in SQLITE_PRAGMAS:
                 args += ["--sqlite-pragma", pragma]
-        return args + list(UPDATE_LIMITS) + self.extra
+        return args + list(UPDATE_LIMITS) + dev_server_args() + self.extra
 
     def start(self, log: Path | None = None) -> subprocess.Popen[bytes]:
         """Start the server; with `log`, its output goes to that file and Ctrl-C reaches only us,

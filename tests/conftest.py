@@ -16,6 +16,7 @@ from temporalio.worker import Worker
 
 from chipclear.devserver import UPDATE_LIMITS, temporal_binary
 from chipclear.domain.policy import Policy
+from chipclear.search_attributes import dev_server_args
 from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.temporal import DATA_CONVERTER
 from worker import ACTIVITY_THREADS, ChipclearWorker, build_worker
@@ -26,7 +27,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),
         data_converter=DATA_CONVERTER,
-        dev_server_extra_args=["--headless", *UPDATE_LIMITS],
+        dev_server_extra_args=["--headless", *UPDATE_LIMITS, *dev_server_args()],
     )
     try:
         yield env

@@ -220,6 +220,24 @@ def test_buyer_cap_refusal_names_the_headroom(stack: Stack, tmp_path: Path) -> N
     ok(stack.run("decide", ids[1], *decide, "--units", "15000"))
     doc = as_json(stack.run("status", ids[1], "--json"))
     assert doc["buyer_claim"]["units"] == 15_000 and doc["buyer_claim"]["approved_before"] == 60_000
+
+    # The same requests through Temporal's visibility store, by the search attributes they upsert.
+    def visible() -> list[dict[str, object]]:
+        found: list[dict[str, object]] = as_json(
+            stack.run("list", "--gate", "cn-import", "--buyer", buyer, "--json")
+        )
+        return found
+
+    wait_until(lambda: len(visible()) == 2, "both requests visible at cn-import")
+    assert {(row["request_id"], row["units"], row["status"]) for row in visible()} == {
+        (ids[0], 60_000, "cn_import_review"),
+        (ids[1], 15_000, "cn_import_review"),
+    }
+    big = as_json(stack.run("list", "--buyer", buyer, "--query", "ChipclearUnits > 20000", "--json"))
+    assert [row["request_id"] for row in big] == [ids[0]]
+    refused(stack.run("list", "--query", "ChipclearUnits >>> 1"), "--query", code=2)
+    setup = ok(stack.run("setup"))
+    assert "already registered" in flat(setup.stdout), show(setup)
     for request_id in ids:
         ok(stack.run("withdraw", request_id, "--reason", "test over"))
 

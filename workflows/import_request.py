@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         ReleaseInvoices,
     )
     from activities.screening import ScreeningActivities, ScreenInput
+    from chipclear import search_attributes
     from chipclear.domain.allocation import Release, Reservation, Reserve
     from chipclear.domain.buyer_cap import BuyerClaim, ClaimUnits, ReleaseClaim
     from chipclear.domain.commands import (
@@ -68,6 +69,7 @@ CLAIMS_LOCAL = "buyer-claims-local"
 RECORD_UNUSED_EXPORT = "record-unused-export-approval"
 RELEASE_CAP_ALWAYS = "release-buyer-cap-on-every-unlicensed-end"
 RELEASE_INVOICES = "release-invoices-when-unlicensed"
+SEARCH_ATTRIBUTES = "search-attributes"
 
 
 def workflow_id(request_id: str) -> str:
@@ -138,6 +140,7 @@ class ImportRequestWorkflow:
         self._durable = self._state  # the state as of the last successful append
         self._append_as_activity = True
         self._claims_local = True
+        self._upsert = False
         self._granted: Reservation | None = None  # a grant signalled by the ledger, not yet recorded
         # The buyer's cap owner holds units for this request (maybe before the approval is stored):
         # whatever happens next, a request that ends unlicensed hands them back.
@@ -148,6 +151,8 @@ class ImportRequestWorkflow:
         # Asked once, first thing, so the patch marker sits at the same place in every history.
         self._append_as_activity = workflow.patched(APPEND_AS_ACTIVITY)
         self._claims_local = workflow.patched(CLAIMS_LOCAL)
+        # Asked here, before any local activity: a patch first asked right after one does not replay.
+        self._upsert = workflow.patched(SEARCH_ATTRIBUTES)
         policy_result = await workflow.execute_local_activity_method(
             EventActivities.current_policy,
             PolicyInput(),
@@ -155,6 +160,8 @@ class ImportRequestWorkflow:
             retry_policy=APPEND_RETRY,
         )
         self._policy = policy_result.policy
+        # Upsert the Web UI's search attributes only where the namespace has them (recorded above).
+        self._upsert = self._upsert and policy_result.search_attributes
         screening = await self._screen(input.request) if self._policy.us_export.screening else None
         request = input.request
         owners = (
@@ -444,6 +451,8 @@ class ImportRequestWorkflow:
             raise
         metrics.record(self._durable, self._state, events)
         self._durable = self._state
+        if self._upsert:
+            workflow.upsert_search_attributes(search_attributes.updates(self._state))
 
     async def _reserve(self) -> None:
         """Ask the allocation ledger for units. The lock is held throughout, so a withdrawal lands

@@ -17,8 +17,10 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 from chipclear import client as ops
+from chipclear import search_attributes as sa
 from chipclear.cli import output
 from chipclear.cli.batch import batch_app
 from chipclear.cli.common import JsonOption, actor_default, fail, handles_errors, run, settings, store
@@ -271,9 +273,27 @@ def list_(
     awaiting: Annotated[
         bool, typer.Option("--awaiting-applicant", help="Only requests waiting for the applicant's answer.")
     ] = False,
+    gate: Annotated[
+        Gate | None, typer.Option(help="Only requests at this gate (a Temporal visibility query).")
+    ] = None,
+    buyer: Annotated[
+        str | None, typer.Option(help="Only this buyer's requests (a Temporal visibility query).")
+    ] = None,
+    query: Annotated[
+        str | None,
+        typer.Option(help="A raw visibility query, e.g. 'ChipclearUnits > 50000' (Temporal's list syntax)."),
+    ] = None,
     json_: JsonOption = False,
 ) -> None:
-    """Every request and its current status, from the event store's projection."""
+    """Every request and its current status: from the event store's projection, or with --gate,
+    --buyer or --query from Temporal's visibility store through the search attributes."""
+    if gate is not None or buyer is not None or query is not None:
+        if held or awaiting:
+            raise InvalidInput(
+                "--held / --awaiting-applicant: these read the event store; drop --gate/--buyer/--query"
+            )
+        _list_visible(_visibility_query(status_, gate, buyer, escalated, query), json_)
+        return
     wanted = [
         flag
         for flag, on in (("escalated", escalated), ("held", held), ("awaiting-applicant", awaiting))
@@ -308,6 +328,79 @@ def list_(
         )
     output.console.print(table)
     output.console.print(f"{len(rows)} request(s)")
+
+
+def _visibility_query(
+    status: Status | None, gate: Gate | None, buyer: str | None, escalated: bool, raw: str | None
+) -> str:
+    def text(value: str) -> str:
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    parts = ['WorkflowType = "ImportRequest"']
+    if status is not None:
+        parts.append(f"{sa.STATUS.name} = {text(status.value)}")
+    if gate is not None:
+        parts.append(f"{sa.GATE.name} = {text(gate.value)}")
+    if buyer is not None:
+        parts.append(f"{sa.BUYER.name} = {text(buyer)}")
+    if escalated:
+        parts.append(f"{sa.ESCALATED.name} = true")
+    if raw:
+        parts.append(f"({raw})")
+    return " AND ".join(parts)
+
+
+def _list_visible(visibility_query: str, json_: bool) -> None:
+    async def go() -> list[dict[str, Any]]:
+        client = await connect()
+        rows = []
+        try:
+            async for execution in client.list_workflows(visibility_query):
+                found = execution.typed_search_attributes
+                rows.append(
+                    {
+                        "request_id": execution.id.removeprefix("import-"),
+                        "workflow": execution.status.name.lower() if execution.status else None,
+                        "status": found.get(sa.STATUS),
+                        "gate": found.get(sa.GATE) or None,
+                        "buyer": found.get(sa.BUYER),
+                        "units": found.get(sa.UNITS),
+                        "batch": found.get(sa.BATCH) or None,
+                        "escalated": found.get(sa.ESCALATED),
+                    }
+                )
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.INVALID_ARGUMENT:
+                raise InvalidInput(f"--query: {exc.message}") from None
+            raise
+        return rows
+
+    rows = run(go())
+    if json_:
+        output.print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table("request", "status", "gate", "buyer", "units", "batch", "escalated", "workflow")
+    for row in rows:
+        output.row(table, *("" if value is None else value for value in row.values()))
+    output.console.print(table)
+    output.console.print(f"{len(rows)} request(s) matching {visibility_query}")
+
+
+@app.command()
+@handles_errors
+def setup() -> None:
+    """Register chipclear's search attributes on the namespace (idempotent); the dev server has them."""
+
+    async def go() -> list[str]:
+        return await sa.ensure(await connect())
+
+    added = run(go())
+    if added:
+        output.console.print(f"registered search attributes: {', '.join(added)}")
+    else:
+        output.console.print("search attributes already registered: " + ", ".join(k.name for k in sa.ALL))
 
 
 @app.command(name="decide")

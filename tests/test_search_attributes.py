@@ -1,0 +1,74 @@
+"""Search attributes: upserted at every transition, so visibility queries (and the Web UI) follow."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Replayer
+
+from chipclear import client as ops
+from chipclear import search_attributes as sa
+from chipclear.domain.commands import Decide, Withdraw
+from chipclear.domain.models import Gate, Status
+from chipclear.store.sqlite import SQLiteEventStore
+from chipclear.temporal import DATA_CONVERTER
+from tests.conftest import running_worker
+from tests.factories import make_policy, make_request
+from tests.test_workflow import at_gate, wait_for
+from workflows.import_request import ImportRequestWorkflow
+
+
+async def visible(client: Client, query: str, within: float = 20.0) -> list[dict[str, Any]]:
+    """The requests a visibility query finds, once it finds any (visibility is eventually consistent)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        found = [
+            {key.name: execution.typed_search_attributes.get(key) for key in sa.ALL} | {"id": execution.id}
+            async for execution in client.list_workflows(query)
+        ]
+        if found or loop.time() > deadline:
+            return found
+        await asyncio.sleep(0.3)
+
+
+async def test_the_namespace_has_them_and_setup_is_idempotent(client: Client) -> None:
+    assert await sa.ready(client)
+    assert await sa.ensure(client) == []  # the dev server registered them all at start
+
+
+async def test_every_transition_is_searchable(client: Client, store: SQLiteEventStore) -> None:
+    buyer = f"Search Buyer {uuid.uuid4().hex[:8]}"
+    request = make_request(buyer={"name": buyer, "country": "CN", "kind": "private"}, units=42_000)
+    rid = request.request_id
+    async with running_worker(client, store, make_policy("manual"), search_attributes=True) as worker:
+        submission = await ops.submit(client, store, request, task_queue=worker.task_queue, actor="t")
+        await wait_for(client, rid, at_gate(Gate.US_EXPORT))
+        [row] = await visible(client, f'ChipclearGate = "us-export" AND ChipclearBuyer = "{buyer}"')
+        assert row == {
+            "id": f"import-{rid}",
+            "ChipclearStatus": "us_export_review",
+            "ChipclearGate": "us-export",
+            "ChipclearBuyer": buyer,
+            "ChipclearUnits": 42_000,
+            "ChipclearBatch": "",
+            "ChipclearEscalated": False,
+        }
+        await ops.update(
+            client, rid, Decide(gate=Gate.US_EXPORT, reviewer="alice", approve=True, units=40_000)
+        )
+        [moved] = await visible(client, f'ChipclearGate = "cn-import" AND ChipclearBuyer = "{buyer}"')
+        assert moved["ChipclearUnits"] == 40_000
+        await ops.update(client, rid, Withdraw(reason="test over"))
+        assert (await submission.handle.result()).status is Status.WITHDRAWN
+        [ended] = await visible(client, f'ChipclearStatus = "withdrawn" AND ChipclearBuyer = "{buyer}"')
+        assert ended["ChipclearGate"] == ""
+    # No longer at us-export: the query that found it there finds nothing now.
+    assert (
+        await visible(client, f'ChipclearGate = "us-export" AND ChipclearBuyer = "{buyer}"', within=1) == []
+    )
+    history = await submission.handle.fetch_history()
+    await Replayer(workflows=[ImportRequestWorkflow], data_converter=DATA_CONVERTER).replay_workflow(history)
