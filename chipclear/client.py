@@ -17,6 +17,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from chipclear import ui_text
 from chipclear.domain.allocation import (
     LedgerState,
     OpenBatch,
@@ -97,10 +98,8 @@ async def submit(
             # A request id is used once, ever: a finished request is not re-opened by resubmission.
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             # What an operator sees in the Web UI's workflow list instead of an opaque id.
-            static_summary=(
-                f"{request.buyer.name}: {request.units} {request.product} for "
-                f"{request.data_center.name} ({request.data_center.province})"
-            ),
+            static_summary=ui_text.summary(request),
+            static_details=ui_text.details(request),
         )
         return Submission(handle, created=True)
     except WorkflowAlreadyStartedError:

@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from typing import Any
 
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client
 from temporalio.worker import Replayer
 
@@ -62,6 +63,15 @@ async def test_every_transition_is_searchable(client: Client, store: SQLiteEvent
         )
         [moved] = await visible(client, f'ChipclearGate = "cn-import" AND ChipclearBuyer = "{buyer}"')
         assert moved["ChipclearUnits"] == 40_000
+        # What the Web UI shows on the request's page: the summary, the request, the gate table.
+        description = await submission.handle.describe()
+        assert await description.static_summary() == f"H200 \u00d7 42,000 \u2192 {buyer}"
+        details = await description.static_details()
+        assert details is not None and "Wuhu Cluster 3" in details and "large language model" in details
+        metadata = await submission.handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+        table = metadata.current_details
+        assert "| us-export | approved | 40,000 | alice |" in table
+        assert "| cn-import | **current** |" in table and "| domestic-quota | not reached |" in table
         await ops.update(client, rid, Withdraw(reason="test over"))
         assert (await submission.handle.result()).status is Status.WITHDRAWN
         [ended] = await visible(client, f'ChipclearStatus = "withdrawn" AND ChipclearBuyer = "{buyer}"')

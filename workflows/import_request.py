@@ -26,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
         ReleaseInvoices,
     )
     from activities.screening import ScreeningActivities, ScreenInput
-    from chipclear import search_attributes
+    from chipclear import search_attributes, ui_text
     from chipclear.domain.allocation import Release, Reservation, Reserve
     from chipclear.domain.buyer_cap import BuyerClaim, ClaimUnits, ReleaseClaim
     from chipclear.domain.commands import (
@@ -453,6 +453,8 @@ class ImportRequestWorkflow:
         self._durable = self._state
         if self._upsert:
             workflow.upsert_search_attributes(search_attributes.updates(self._state))
+        # The Web UI's "current details": the gate table, as of what is stored (not a command).
+        workflow.set_current_details(ui_text.gate_table(self._state))
 
     async def _reserve(self) -> None:
         """Ask the allocation ledger for units. The lock is held throughout, so a withdrawal lands
@@ -612,7 +614,11 @@ class ImportRequestWorkflow:
             remaining = due.at - workflow.now()
             if remaining > timedelta(0):
                 with contextlib.suppress(TimeoutError):
-                    await workflow.wait_condition(partial(self._changed, gate, due), timeout=remaining)
+                    await workflow.wait_condition(
+                        partial(self._changed, gate, due),
+                        timeout=remaining,
+                        timeout_summary=f"{due.command.kind} {gate} at {due.at:%Y-%m-%d %H:%M:%S} UTC",
+                    )
                 continue
             async with self._lock:
                 if self._state.gate == gate and next_due(self._state) == due:
