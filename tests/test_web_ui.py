@@ -1,0 +1,163 @@
+"""The Temporal Web UI as operators see it, driven by Playwright in Debian's Chromium.
+
+A dev server with its UI, encryption on, and a codec server the UI decodes through: the workflow
+list filtered by a search attribute, a request's page with its decoded input, summary and gate table.
+Screenshots go to $CHIPCLEAR_ARTIFACTS (default ./test-artifacts/web-ui).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from aiohttp import web
+from playwright.async_api import Page, async_playwright
+from temporalio.client import Client
+
+from chipclear import client as ops
+from chipclear.codec import ENCODING, EncryptionCodec, data_converter, new_key
+from chipclear.codec_server import build_app
+from chipclear.devserver import DevServer, free_port, stop
+from chipclear.domain.commands import Decide
+from chipclear.domain.models import Gate, ImportRequest
+from chipclear.store.sqlite import SQLiteEventStore
+from tests.factories import make_policy, make_request
+from tests.test_workflow import at_gate, wait_for
+from worker import ACTIVITY_THREADS, build_worker
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+ARTIFACTS = Path(os.environ.get("CHIPCLEAR_ARTIFACTS", "test-artifacts")) / "web-ui"
+
+
+@dataclass
+class Site:
+    ui: str
+    plain: Client  # without the codec: what anyone without the keys sees
+    held: ImportRequest  # waiting at us-export
+    moved: ImportRequest  # approved on to cn-import
+
+
+@pytest.fixture(scope="module")
+async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
+    assert CHROMIUM.exists(), "Debian's chromium is needed: apt-get install -y chromium (.ci/run does)"
+    home = tmp_path_factory.mktemp("web-ui")
+    port, ui_port, codec_port = free_port(), free_port(), free_port()
+    ui = f"http://127.0.0.1:{ui_port}"
+    dev = DevServer(
+        port=port,
+        ui_port=ui_port,
+        db=home / "temporal.db",
+        extra=["--ui-codec-endpoint", f"http://127.0.0.1:{codec_port}"],
+    )
+    process = dev.start(log=home / "temporal.log")
+    keys = {"ui-test": base64.b64decode(new_key())}
+    runner = web.AppRunner(build_app(EncryptionCodec(keys), ui_origins=[ui]))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", codec_port).start()
+    store = SQLiteEventStore(home / "events.db")
+    try:
+        plain = await dev.wait_ready(process)
+        sealed = Client(plain.service_client, namespace=plain.namespace, data_converter=data_converter(keys))
+        held, moved = (
+            make_request(request_id=f"ui-{name}-{uuid.uuid4().hex[:6]}", buyer=buyer)
+            for name, buyer in (
+                ("held", {"name": "Alpha Compute Ltd.", "country": "CN", "kind": "private"}),
+                ("moved", {"name": "Beta Cloud Ltd.", "country": "CN", "kind": "private"}),
+            )
+        )
+        with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
+            worker = build_worker(
+                sealed,
+                task_queue="web-ui",
+                store=store,
+                policy=make_policy("manual"),
+                executor=executor,
+                search_attributes=True,
+            )
+            async with worker:
+                for request in (held, moved):
+                    await ops.submit(sealed, store, request, task_queue="web-ui", actor="applicant")
+                    await wait_for(sealed, request.request_id, at_gate(Gate.US_EXPORT))
+                await ops.update(
+                    sealed, moved.request_id, Decide(gate=Gate.US_EXPORT, reviewer="alice", approve=True)
+                )
+                await wait_for(sealed, moved.request_id, at_gate(Gate.CN_IMPORT))
+                yield Site(ui=ui, plain=plain, held=held, moved=moved)
+    finally:
+        store.close()
+        await runner.cleanup()
+        stop(process)
+
+
+@pytest.fixture
+async def page() -> AsyncIterator[Page]:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield await browser.new_page(viewport={"width": 1400, "height": 1000})
+        finally:
+            await browser.close()
+
+
+async def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+async def test_the_list_filtered_by_gate_shows_the_right_requests(site: Site, page: Page) -> None:
+    query = quote('ChipclearGate = "us-export"')
+    for _ in range(20):  # visibility is eventually consistent: reload until the filter has caught up
+        await page.goto(f"{site.ui}/namespaces/default/workflows?query={query}")
+        held_row = page.get_by_text(f"import-{site.held.request_id}", exact=True)
+        try:
+            await held_row.first.wait_for(timeout=3_000)
+            break
+        except Exception:
+            await asyncio.sleep(0.5)
+    await shot(page, "list-us-export")
+    body = await page.inner_text("body")
+    assert f"import-{site.held.request_id}" in body
+    assert f"import-{site.moved.request_id}" not in body  # it moved on to cn-import
+
+
+async def test_a_request_page_shows_decoded_input_summary_and_gate_table(site: Site, page: Page) -> None:
+    await page.goto(f"{site.ui}/namespaces/default/workflows/import-{site.moved.request_id}")
+    # The input is ciphertext on the server; the UI shows it decoded through the codec server.
+    await page.get_by_text('"Beta Cloud Ltd."').first.wait_for(timeout=15_000)
+    await shot(page, "request-input")
+    await page.get_by_role("tab", name="User Metadata").click()
+    # Summary, details and current details are markdown, rendered in frames of their own.
+    metadata = ""
+    for _ in range(30):
+        metadata = "\n".join([await frame.inner_text("body") for frame in page.frames[1:]])
+        if "H200 \u00d7 50,000 \u2192 Beta Cloud Ltd." in metadata and "not reached" in metadata:
+            break
+        await asyncio.sleep(0.5)
+    await shot(page, "request-gate-table")
+    assert "H200 \u00d7 50,000 \u2192 Beta Cloud Ltd." in metadata
+    assert "data centre: Wuhu Cluster 3, Anhui" in metadata
+    for expected in ("us-export", "approved", "50,000", "alice", "cn-import", "current", "not reached"):
+        assert expected in metadata, f"{expected!r} not in the gate table:\n{metadata}"
+
+
+async def test_without_the_keys_the_history_is_ciphertext(site: Site) -> None:
+    handle = site.plain.get_workflow_handle(f"import-{site.moved.request_id}")
+    history = await handle.fetch_history()
+    started = history.events[0].workflow_execution_started_event_attributes.input.payloads[0]
+    assert started.metadata["encoding"] == ENCODING
+    assert b"Beta Cloud" not in started.data
