@@ -158,6 +158,7 @@ class ImportRequestWorkflow:
             PolicyInput(),
             start_to_close_timeout=APPEND_TIMEOUT,
             retry_policy=APPEND_RETRY,
+            summary="read the policy in force",
         )
         self._policy = policy_result.policy
         # Upsert the Web UI's search attributes only where the namespace has them (recorded above).
