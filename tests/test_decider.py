@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,6 +38,8 @@ from chipclear.domain.events import (
 from chipclear.domain.models import MAX_UNITS, Gate, ImportRequest, PartyKind, ProcurementRecord, Status
 from chipclear.domain.policy import GateMode, Policy
 from chipclear.domain.state import RequestState, evolve, fold
+from tests import decisions
+from tests.decisions import REVIEWER, Ids, types
 from tests.factories import make_policy, make_request
 
 NOW = datetime(2026, 2, 1, tzinfo=UTC)
@@ -51,7 +52,6 @@ def issued(run: Any, units: int) -> LicenseIssued:
 
 
 GATES = list(Gate)
-REVIEWER = {Gate.US_EXPORT: "alice", Gate.CN_IMPORT: "wang", Gate.DOMESTIC_QUOTA: "wang"}
 MODES = ["manual", "auto"]
 FINAL = [Status.LICENSED, Status.DENIED, Status.WITHDRAWN, Status.EXPIRED]
 
@@ -59,51 +59,9 @@ FINAL = [Status.LICENSED, Status.DENIED, Status.WITHDRAWN, Status.EXPIRED]
 # -- helpers ----------------------------------------------------------------------------------------
 
 
-class Ids:
-    """A counter-based `new_id`: deterministic event ids."""
-
-    def __init__(self) -> None:
-        self._counter = itertools.count(1)
-
-    def __call__(self) -> str:
-        return f"evt-{next(self._counter):06d}"
-
-
 @dataclass
-class Run:
-    """A request driven command by command, keeping the history and checking each step's envelope."""
-
-    policy: Policy
+class Run(decisions.Run):
     now: datetime = NOW
-    state: RequestState = field(default_factory=RequestState)
-    history: list[Event] = field(default_factory=list)
-    new_id: Ids = field(default_factory=Ids)
-
-    def send(self, command: Command, now: datetime | None = None) -> list[Event]:
-        when = self.now if now is None else now
-        before = self.state
-        events = decide(before, command, self.policy, when, new_id=self.new_id)
-        assert [e.version for e in events] == list(
-            range(before.version + 1, before.version + 1 + len(events))
-        )
-        for event in events:
-            assert event.policy_version == self.policy.version
-            assert event.occurred_at == when
-            assert event.stream_id == (before.request_id or event.stream_id)
-            self.state = evolve(self.state, event)
-        self.history.extend(events)
-        return events
-
-    def refuse(self, command: Command, match: str, now: datetime | None = None) -> DomainError:
-        before = self.state
-        with pytest.raises(DomainError, match=match) as info:
-            decide(before, command, self.policy, self.now if now is None else now, new_id=self.new_id)
-        assert self.state == before
-        return info.value
-
-
-def types(events: Sequence[Event]) -> list[str]:
-    return [event.type for event in events]
 
 
 def evidence(*invoices: str, units: int = 10_000) -> list[ProcurementRecord]:
@@ -149,7 +107,7 @@ def final_run(status: Status) -> Run:
             run.send(Withdraw(reason="project cancelled"))
         case Status.EXPIRED:
             run = at_gate(Gate.US_EXPORT, make_policy("manual"))
-            run.send(Expire(gate=Gate.US_EXPORT), now=NOW + timedelta(days=90))
+            run.send(Expire(gate=Gate.US_EXPORT), at=NOW + timedelta(days=90))
         case _:
             raise AssertionError(status)
     assert run.state.status is status
@@ -470,7 +428,7 @@ def test_expire_at_or_after_the_deadline(gate, after):
     run = at_gate(gate, make_policy("manual"))
     deadline = run.state.deadline
     assert deadline == NOW + run.policy.deadline(gate)
-    events = run.send(Expire(gate=gate), now=deadline + after)
+    events = run.send(Expire(gate=gate), at=deadline + after)
     assert types(events) == ["RequestExpired"]
     assert events[0].data == RequestExpired(gate=gate, deadline=deadline)
     assert events[0].actor == "deadline"
@@ -500,7 +458,7 @@ def test_submit_twice_is_refused():
     ids=lambda c: c.kind,
 )
 def test_any_command_before_submit_is_refused(command):
-    Run(make_policy()).refuse(command, r"has not been submitted", now=NOW + timedelta(days=1000))
+    Run(make_policy()).refuse(command, r"has not been submitted", at=NOW + timedelta(days=1000))
 
 
 @pytest.mark.parametrize(
@@ -517,7 +475,7 @@ def test_any_command_before_submit_is_refused(command):
 )
 def test_command_for_the_wrong_gate_is_refused(gate, command):
     run = at_gate(gate, make_policy("manual"))
-    run.refuse(command, rf"request is at {gate}, not at gate {command.gate}", now=NOW + timedelta(days=1000))
+    run.refuse(command, rf"request is at {gate}, not at gate {command.gate}", at=NOW + timedelta(days=1000))
 
 
 @pytest.mark.parametrize(
@@ -629,7 +587,7 @@ def test_empty_evidence_is_refused():
 def test_expire_before_the_deadline_is_refused(gate, early):
     run = at_gate(gate, make_policy("manual"))
     assert run.state.deadline is not None
-    run.refuse(Expire(gate=gate), r"deadline .* has not passed", now=run.state.deadline - early)
+    run.refuse(Expire(gate=gate), r"deadline .* has not passed", at=run.state.deadline - early)
 
 
 def _commands_on_a_final_request() -> list[Command]:
@@ -648,7 +606,7 @@ def _commands_on_a_final_request() -> list[Command]:
 @pytest.mark.parametrize("status", FINAL)
 def test_any_command_on_a_final_request_is_refused(status, command):
     run = final_run(status)
-    run.refuse(command, rf"request is already final \(status {status}\)", now=NOW + timedelta(days=1000))
+    run.refuse(command, rf"request is already final \(status {status}\)", at=NOW + timedelta(days=1000))
 
 
 @pytest.mark.parametrize("status", FINAL)
@@ -758,7 +716,7 @@ def _auto_history() -> Run:
 
 def _expired_history() -> Run:
     run = at_gate(Gate.CN_IMPORT, make_policy("manual"))
-    run.send(Expire(gate=Gate.CN_IMPORT), now=NOW + timedelta(days=91))
+    run.send(Expire(gate=Gate.CN_IMPORT), at=NOW + timedelta(days=91))
     return run
 
 

@@ -3,18 +3,17 @@ quota and public-hub computation, licence validity, and evidence read from CSV."
 
 from __future__ import annotations
 
-import itertools
 import random
 import re
 import sqlite3
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from hypothesis import example, given, settings
@@ -22,8 +21,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from chipclear.cli.files import InvalidInput, load_evidence
-from chipclear.domain.commands import AddEvidence, Command, Decide, Evaluate, Submit
-from chipclear.domain.decider import decide, judges_evidence
+from chipclear.domain.commands import AddEvidence, Decide, Evaluate, Submit
+from chipclear.domain.decider import judges_evidence
 from chipclear.domain.errors import DomainError
 from chipclear.domain.events import (
     DomesticQuotaAssessed,
@@ -46,8 +45,10 @@ from chipclear.domain.evidence import (
 )
 from chipclear.domain.models import Gate, ImportRequest, ProcurementRecord, Status
 from chipclear.domain.policy import CalendarPeriod, Policy, load_policy
-from chipclear.domain.state import RequestState, evolve
+from chipclear.domain.state import RequestState
 from chipclear.store.sqlite import SQLiteEventStore
+from tests import decisions
+from tests.decisions import only, types
 from tests.factories import make_policy, make_request
 
 NOW = datetime(2026, 2, 1, 9, 30, tzinfo=UTC)
@@ -66,7 +67,6 @@ VENDOR_LIST = make_policy("manual", domestic_quota={"vendors": VENDORS})
 REGISTRY = make_policy("manual", domestic_quota={"unique_invoices": True})
 BOTH = make_policy("manual", domestic_quota={"vendors": VENDORS, "unique_invoices": True})
 OLD = make_policy("manual")
-REVIEWER = {Gate.US_EXPORT: "alice", Gate.CN_IMPORT: "wang", Gate.DOMESTIC_QUOTA: "wang"}
 
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -130,59 +130,9 @@ def mine(
     return {invoice_key(r): InvoiceOwner(request_id=request_id, buyer=buyer) for r in records}
 
 
-class Ids:
-    def __init__(self) -> None:
-        self._counter = itertools.count(1)
-
-    def __call__(self) -> str:
-        return f"evt-{next(self._counter):06d}"
-
-
 @dataclass
-class Run:
-    """A request driven command by command through decide and evolve (as in test_decider)."""
-
-    policy: Policy
+class Run(decisions.Run):
     now: datetime = NOW
-    state: RequestState = field(default_factory=RequestState)
-    history: list[Event] = field(default_factory=list)
-    new_id: Ids = field(default_factory=Ids)
-
-    def send(self, command: Command, now: datetime | None = None) -> list[Event]:
-        events = decide(self.state, command, self.policy, now or self.now, new_id=self.new_id)
-        for event in events:
-            self.state = evolve(self.state, event)
-        self.history.extend(events)
-        return events
-
-    def refuse(self, command: Command, match: str) -> DomainError:
-        before = self.state
-        with pytest.raises(DomainError, match=match) as info:
-            decide(before, command, self.policy, self.now, new_id=self.new_id)
-        assert self.state == before
-        return info.value
-
-    def to(self, gate: Gate) -> None:
-        """Move on to `gate` as the workflow does: Evaluate, then a reviewer approves."""
-        for earlier in list(Gate)[: list(Gate).index(gate)]:
-            if self.state.gate is earlier:
-                self.send(Evaluate(gate=earlier))
-            if self.state.gate is earlier:
-                self.send(Decide(gate=earlier, reviewer=REVIEWER[earlier], approve=True))
-        assert self.state.gate is gate, self.state.status
-
-
-def types(events: Sequence[Event]) -> list[str]:
-    return [event.type for event in events]
-
-
-T = TypeVar("T")
-
-
-def of_type(events: Sequence[Event], kind: type[T]) -> T:
-    found = [event.data for event in events if isinstance(event.data, kind)]
-    assert len(found) == 1, types(events)
-    return found[0]
 
 
 def submit_with_registry(
@@ -406,7 +356,7 @@ def test_submit_without_records_needs_no_owners() -> None:
     run = Run(BOTH)
     events = run.send(Submit(request=make_request(domestic_procurement=[])))
     assert types(events) == ["RequestSubmitted", "GateOpened"]
-    assert of_type(events, RequestSubmitted).evidence_separately is True
+    assert only(events, RequestSubmitted).evidence_separately is True
     assert run.state.evidence == []
 
 
@@ -421,9 +371,9 @@ def test_submit_judges_the_requests_own_records() -> None:
     events = run.send(Submit(request=request, invoice_owners=owners))
 
     assert types(events) == ["RequestSubmitted", "EvidenceAdded", "EvidenceRejected", "GateOpened"]
-    assert of_type(events, RequestSubmitted).evidence_separately is True
-    assert of_type(events, EvidenceAdded).records == [good]
-    assert of_type(events, EvidenceRejected).records == [
+    assert only(events, RequestSubmitted).evidence_separately is True
+    assert only(events, EvidenceAdded).records == [good]
+    assert only(events, EvidenceRejected).records == [
         RejectedRecord(
             record=nvidia, reason="vendor 'NVIDIA' is not a domestic vendor (domestic_quota.vendors)"
         ),
@@ -454,7 +404,7 @@ def test_submit_with_a_vendor_list_only_ignores_owners() -> None:
     # No registry in this policy: an owners answer, even a hostile one, changes nothing.
     hostile = mine(good, request_id="req-0", buyer=OTHER_BUYER)
     events = run.send(Submit(request=request, invoice_owners=hostile))
-    assert of_type(events, EvidenceAdded).records == [good]
+    assert only(events, EvidenceAdded).records == [good]
     assert run.state.evidence == [good]
 
 
@@ -466,7 +416,7 @@ def test_old_behaviour_without_vendor_list_or_registry() -> None:
     run = Run(OLD)
     events = run.send(Submit(request=request_with(*records)))
     assert types(events) == ["RequestSubmitted", "GateOpened"]
-    assert of_type(events, RequestSubmitted).evidence_separately is False
+    assert only(events, RequestSubmitted).evidence_separately is False
     assert run.state.evidence == records
     assert run.state.rejected_evidence == []
 
@@ -499,7 +449,7 @@ def test_add_evidence_some_good_some_bad_at_domestic_quota() -> None:
     request = request_with(first, units=50_000)
     run.send(Submit(request=request, invoice_owners=mine(first, request_id=request.request_id)))
     run.to(Gate.DOMESTIC_QUOTA)
-    assessed = of_type(run.send(Evaluate(gate=Gate.DOMESTIC_QUOTA)), DomesticQuotaAssessed)
+    assessed = only(run.send(Evaluate(gate=Gate.DOMESTIC_QUOTA)), DomesticQuotaAssessed)
     assert (assessed.domestic_units, assessed.shortfall) == (20_000, 30_000)
 
     good = rec("HW-2", units=25_000)
@@ -509,9 +459,9 @@ def test_add_evidence_some_good_some_bad_at_domestic_quota() -> None:
     events = run.send(AddEvidence(records=[good, nvidia, stranger], invoice_owners=owners))
 
     assert types(events) == ["EvidenceAdded", "EvidenceRejected", "DomesticQuotaAssessed"]
-    assert of_type(events, EvidenceAdded).records == [good]
-    assert [r.record for r in of_type(events, EvidenceRejected).records] == [nvidia, stranger]
-    assessed = of_type(events, DomesticQuotaAssessed)
+    assert only(events, EvidenceAdded).records == [good]
+    assert [r.record for r in only(events, EvidenceRejected).records] == [nvidia, stranger]
+    assessed = only(events, DomesticQuotaAssessed)
     assert assessed.domestic_units == 45_000  # 20,000 + 25,000; the rejected 80,000 do not count
     assert assessed.required_units == 50_000 and assessed.shortfall == 5_000
     assert run.state.evidence == [first, good]
@@ -569,7 +519,7 @@ def test_same_invoice_for_two_requests_of_one_buyer_counts_once(store: SQLiteEve
         RejectedRecord(record=again, reason="invoice 'hw 2026 0042' already counts for request req-first")
     ]
     second.to(Gate.DOMESTIC_QUOTA)
-    assessed = of_type(second.send(Evaluate(gate=Gate.DOMESTIC_QUOTA)), DomesticQuotaAssessed)
+    assessed = only(second.send(Evaluate(gate=Gate.DOMESTIC_QUOTA)), DomesticQuotaAssessed)
     assert assessed.domestic_units == 15_000
     assert assessed.shortfall == 35_000
 
@@ -595,9 +545,9 @@ def test_evidence_added_later_goes_through_the_registry_too(store: SQLiteEventSt
     first = submit_with_registry(store, BOTH, request_with(rec("HW-1"), request_id="req-a"))
     second = submit_with_registry(store, BOTH, make_request(request_id="req-b", domestic_procurement=[]))
     events = add_with_registry(store, second, rec("HW-1"), rec("HW-2"))
-    assert of_type(events, EvidenceAdded).records == [rec("HW-2")]
+    assert only(events, EvidenceAdded).records == [rec("HW-2")]
     assert (
-        only_reason(of_type(events, EvidenceRejected).records)
+        only_reason(only(events, EvidenceRejected).records)
         == "invoice 'HW-1' already counts for request req-a"
     )
     # HW-2 now belongs to req-b: req-a cannot add it.
@@ -813,7 +763,7 @@ def licence_at(policy: Policy, now: datetime) -> tuple[LicenseIssued, RequestSta
     run.to(Gate.DOMESTIC_QUOTA)
     run.send(Evaluate(gate=Gate.DOMESTIC_QUOTA))
     events = run.send(Decide(gate=Gate.DOMESTIC_QUOTA, reviewer="wang", approve=True))
-    return of_type(events, LicenseIssued), run.state
+    return only(events, LicenseIssued), run.state
 
 
 @pytest.mark.parametrize(

@@ -6,11 +6,9 @@ export approval back."""
 from __future__ import annotations
 
 import hashlib
-import itertools
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -29,7 +27,6 @@ from chipclear.domain.buyer_cap import (
 )
 from chipclear.domain.commands import (
     AddEvidence,
-    Command,
     Decide,
     Escalate,
     Evaluate,
@@ -41,7 +38,7 @@ from chipclear.domain.commands import (
     Submit,
     Withdraw,
 )
-from chipclear.domain.decider import Due, buyer_claim_for, decide, next_due
+from chipclear.domain.decider import Due, buyer_claim_for, next_due
 from chipclear.domain.errors import DomainError
 from chipclear.domain.events import (
     Event,
@@ -58,7 +55,9 @@ from chipclear.domain.events import (
 from chipclear.domain.models import Attachment, Gate, ImportRequest, ProcurementRecord, Status
 from chipclear.domain.policy import Policy
 from chipclear.domain.screening import ScreenedParty, ScreeningMatch, parties_of
-from chipclear.domain.state import RequestState, evolve, fold
+from chipclear.domain.state import RequestState
+from tests import decisions
+from tests.decisions import only, types
 from tests.factories import make_policy, make_request
 
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
@@ -68,61 +67,14 @@ BUYER = "ByteDance Ltd."
 BUYER_CAP = 100_000
 DEFAULTS = ("KYC of the consignee on file", "No remote access by unauthorised parties")
 LIST_VERSION = "csl-0123456789ab-20260301T000000Z"
-T = TypeVar("T")
 
 
 # -- helpers ----------------------------------------------------------------------------------------
 
 
 @dataclass
-class Run:
-    """One request driven command by command through `decide`, folding each event as the workflow does."""
-
-    policy: Policy
+class Run(decisions.Run):
     now: datetime = NOW
-    state: RequestState = field(default_factory=RequestState)
-    history: list[Event] = field(default_factory=list)
-    ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-
-    def new_id(self) -> str:
-        return f"evt-{next(self.ids):06d}"
-
-    def send(self, command: Command, at: datetime | None = None) -> list[Event]:
-        when = self.now if at is None else at
-        before = self.state
-        events = decide(before, command, self.policy, when, new_id=self.new_id)
-        assert [e.version for e in events] == list(
-            range(before.version + 1, before.version + 1 + len(events))
-        )
-        for event in events:
-            assert event.occurred_at == when
-            assert event.policy_version == self.policy.version
-            self.state = evolve(self.state, event)
-        self.history.extend(events)
-        assert fold(self.history) == self.state
-        return events
-
-    def refuse(self, command: Command, match: str, at: datetime | None = None) -> DomainError:
-        before = self.state
-        with pytest.raises(DomainError, match=match) as info:
-            decide(before, command, self.policy, self.now if at is None else at, new_id=self.new_id)
-        assert self.state == before
-        return info.value
-
-    @property
-    def request_id(self) -> str:
-        assert self.state.request_id is not None
-        return self.state.request_id
-
-
-def types(events: Sequence[Event]) -> list[str]:
-    return [event.type for event in events]
-
-
-def only(events: Sequence[Event], kind: type[T]) -> T:
-    found = [event.data for event in events if isinstance(event.data, kind)]
-    assert len(found) == 1, types(events)
-    return found[0]
 
 
 def policy(mode: str = "manual", **us_export: Any) -> Policy:
