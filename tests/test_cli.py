@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from chipclear.devserver import free_port
+from chipclear.devserver import free_port, stop
 from chipclear.domain.policy import load_policy
 
 CHIPCLEAR = Path(sys.executable).parent / "chipclear"
@@ -248,13 +248,7 @@ def open_stack(home: Path, policy_toml: str) -> Iterator[Stack]:
             worker.kill()
             worker.wait()
         dev_servers = dev_servers or children_of(server.pid)
-        if server.poll() is None:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+        stop(server)
         for pid in dev_servers:  # SIGTERM leaves them running: test_bug_server_stops_its_dev_server_…
             end_pid(pid)
 

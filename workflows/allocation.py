@@ -29,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from chipclear.domain.errors import DomainError
     from chipclear.domain.events import Event
-    from workflows.options import APPEND_RETRY, APPEND_TIMEOUT
+    from workflows.options import APPEND_RETRY, APPEND_TIMEOUT, until_history_is_long
 
 LEDGER_ID = "cn-import-allocation"
 LEDGER_CALLS_SUFFIX = ".ledger-calls"
@@ -101,14 +101,7 @@ class AllocationLedgerWorkflow:
 
     @workflow.run
     async def run(self, input: LedgerInput) -> None:
-        await workflow.wait_condition(
-            lambda: (
-                workflow.info().get_current_history_length() > self._history_limit
-                or workflow.info().is_continue_as_new_suggested()
-            )
-        )
-        # Finish every in-flight reservation before handing the state to the next run.
-        await workflow.wait_condition(workflow.all_handlers_finished)
+        await until_history_is_long(self._history_limit)
         workflow.continue_as_new(LedgerInput(state=self._state, history_limit=self._history_limit))
 
     @workflow.query(name="ledger")

@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         check_claim,
     )
     from chipclear.domain.errors import DomainError
+    from workflows.options import until_history_is_long
 
 BUYER_CAP_PREFIX = "us-export-buyer-"
 DEFAULT_HISTORY_LIMIT = 2_000
@@ -73,13 +74,7 @@ class BuyerCapWorkflow:
 
     @workflow.run
     async def run(self, input: BuyerCapInput) -> None:
-        await workflow.wait_condition(
-            lambda: (
-                workflow.info().get_current_history_length() > self._history_limit
-                or workflow.info().is_continue_as_new_suggested()
-            )
-        )
-        await workflow.wait_condition(workflow.all_handlers_finished)
+        await until_history_is_long(self._history_limit)
         workflow.continue_as_new(BuyerCapInput(state=self._state, history_limit=self._history_limit))
 
     @workflow.query(name="buyer_cap")

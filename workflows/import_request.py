@@ -141,6 +141,7 @@ class ImportRequestWorkflow:
         self._append_as_activity = True
         self._claims_local = True
         self._upsert = False
+        self._metrics: metrics.RequestMetrics | None = None  # made at the first flush, inside the run
         self._granted: Reservation | None = None  # a grant signalled by the ledger, not yet recorded
         # The buyer's cap owner holds units for this request (maybe before the approval is stored):
         # whatever happens next, a request that ends unlicensed hands them back.
@@ -450,7 +451,9 @@ class ImportRequestWorkflow:
             # Not stored, so not true: fall back to the last state the event store agrees with.
             self._state = self._durable
             raise
-        metrics.record(self._durable, self._state, events)
+        if self._metrics is None:
+            self._metrics = metrics.RequestMetrics()
+        self._metrics.record(self._durable, self._state, events)
         self._durable = self._state
         if self._upsert:
             workflow.upsert_search_attributes(search_attributes.updates(self._state))
@@ -530,8 +533,10 @@ class ImportRequestWorkflow:
         the ledger, and its export approval's units to the buyer's cap."""
         if self._state.status is Status.LICENSED:
             return
-        await self._release_allocation()
-        await self._release_export_approval()
+        state = self._state
+        reason = f"request {state.status}: {state.outcome_reason or 'ended'}"
+        await self._release_allocation(reason)
+        await self._release_export_approval(reason)
         await self._release_invoices()
 
     async def _release_invoices(self) -> None:
@@ -547,14 +552,13 @@ class ImportRequestWorkflow:
             summary="free the request's invoices",
         )
 
-    async def _release_export_approval(self) -> None:
+    async def _release_export_approval(self, reason: str) -> None:
         """The export approval goes unused: its units back to the buyer's cap (when claimed), and a
         record that the licence goes unused (`ExportApprovalReleased`), once."""
         state = self._state
         if state.export_released:
             return
         assert state.request_id is not None and state.request is not None
-        reason = f"request {state.status}: {state.outcome_reason or 'ended'}"
         assert self._policy is not None
         capped = self._policy.us_export.max_units_per_buyer is not None
         # A claim made by a local activity whose workflow task was then lost is not in `_claimed`,
@@ -579,13 +583,12 @@ class ImportRequestWorkflow:
                 self._record(RecordExportRelease(units=export.units_approved, reason=reason))
                 await self._flush()
 
-    async def _release_allocation(self) -> None:
+    async def _release_allocation(self, reason: str) -> None:
         allocation = self._state.allocation
         if allocation is None or allocation.released:
             return
         state = self._state
-        assert state.request_id is not None and state.status is not None
-        reason = f"request {state.status}: {state.outcome_reason or 'ended'}"
+        assert state.request_id is not None
         given = await workflow.execute_activity_method(
             AllocationActivities.release_units,
             Release(request_id=state.request_id, reason=reason),

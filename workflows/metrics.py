@@ -25,32 +25,38 @@ with workflow.unsafe.imports_passed_through():
     from chipclear.domain.state import RequestState
 
 
-def record(before: RequestState, after: RequestState, events: Sequence[Event]) -> None:
-    meter = workflow.metric_meter()
-    if before.status != after.status and after.status is not None:
-        meter.create_counter(
+class RequestMetrics:
+    """The instruments, made once per workflow run rather than at every transition."""
+
+    def __init__(self) -> None:
+        meter = workflow.metric_meter()
+        self.transitions = meter.create_counter(
             "chipclear_request_transitions", "Requests entering each status.", "requests"
-        ).add(1, {"status": after.status.value})
-    for event in events:
-        match event.data:
-            case LicenseIssued(units=units):
-                meter.create_counter("chipclear_units_licensed", "Units on issued licences.", "units").add(
-                    units
-                )
-            case PartiesScreened(matches=matches) if matches:
-                meter.create_counter(
-                    "chipclear_screening_hits", "Restricted-party screening matches.", "matches"
-                ).add(len(matches))
-            case GateApproved(gate=gate) | GateDenied(gate=gate) | RequestExpired(gate=gate):
-                _gate_closed(before, gate, event)
-            case RequestWithdrawn(gate=gate) if gate is not None:
-                _gate_closed(before, gate, event)
+        )
+        self.licensed = meter.create_counter("chipclear_units_licensed", "Units on issued licences.", "units")
+        self.hits = meter.create_counter(
+            "chipclear_screening_hits", "Restricted-party screening matches.", "matches"
+        )
+        self.gate_duration = meter.create_histogram_float(
+            "chipclear_gate_duration_seconds", "Time from a gate opening to its outcome.", "s"
+        )
 
+    def record(self, before: RequestState, after: RequestState, events: Sequence[Event]) -> None:
+        if before.status != after.status and after.status is not None:
+            self.transitions.add(1, {"status": after.status.value})
+        for event in events:
+            match event.data:
+                case LicenseIssued(units=units):
+                    self.licensed.add(units)
+                case PartiesScreened(matches=matches) if matches:
+                    self.hits.add(len(matches))
+                case GateApproved(gate=gate) | GateDenied(gate=gate) | RequestExpired(gate=gate):
+                    self._gate_closed(before, gate, event)
+                case RequestWithdrawn(gate=gate) if gate is not None:
+                    self._gate_closed(before, gate, event)
 
-def _gate_closed(before: RequestState, gate: Gate, event: Event) -> None:
-    opened = before.gates.get(gate)
-    # A gate opened and closed in the same step (auto mode) took no time.
-    duration = 0.0 if opened is None else (event.occurred_at - opened.opened_at).total_seconds()
-    workflow.metric_meter().create_histogram_float(
-        "chipclear_gate_duration_seconds", "Time from a gate opening to its outcome.", "s"
-    ).record(duration, {"gate": gate.value, "outcome": event.type})
+    def _gate_closed(self, before: RequestState, gate: Gate, event: Event) -> None:
+        opened = before.gates.get(gate)
+        # A gate opened and closed in the same step (auto mode) took no time.
+        duration = 0.0 if opened is None else (event.occurred_at - opened.opened_at).total_seconds()
+        self.gate_duration.record(duration, {"gate": gate.value, "outcome": event.type})

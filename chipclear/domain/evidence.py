@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -83,27 +84,13 @@ def judge(
     `owners` is the invoice registry's answer for the records that pass the policy's rules, or None
     when the policy does not keep invoices unique across requests.
     """
-    seen = {invoice_key(record) for record in already}
     accepted: list[ProcurementRecord] = []
     rejected: list[RejectedRecord] = []
-    for record in records:
-        key = invoice_key(record)
-        problem = rule_problem(record, policy, today)
-        if problem is None and key in seen:
-            problem = f"invoice {record.invoice!r} was already submitted for this request"
+    for record, key, problem in _first_look(records, already, policy, today):
         if problem is None and owners is not None:
-            owner = owners.get(key)
-            if owner is None:
-                problem = f"invoice {record.invoice!r} is not registered yet; send it again"
-            elif owner.request_id != request_id:
-                problem = (
-                    f"invoice {record.invoice!r} already counts for request {owner.request_id}"
-                    if vendor_key(owner.buyer) == vendor_key(buyer)
-                    else f"invoice {record.invoice!r} is registered to another buyer's request"
-                )
+            problem = _registry_problem(record, owners.get(key), request_id, buyer)
         if problem is None:
             accepted.append(record)
-            seen.add(key)
         else:
             rejected.append(RejectedRecord(record=record, reason=problem))
     return accepted, rejected
@@ -113,14 +100,34 @@ def registrable(
     records: list[ProcurementRecord], *, already: list[ProcurementRecord], policy: Policy, today: date
 ) -> list[str]:
     """Invoice keys worth registering: records that pass every rule the registry does not decide."""
+    return [key for _, key, problem in _first_look(records, already, policy, today) if problem is None]
+
+
+def _first_look(
+    records: list[ProcurementRecord], already: list[ProcurementRecord], policy: Policy, today: date
+) -> Iterator[tuple[ProcurementRecord, str, str | None]]:
+    """Each record with its invoice key and what the policy alone (or a repeat) says against it."""
     seen = {invoice_key(record) for record in already}
-    keys: list[str] = []
     for record in records:
         key = invoice_key(record)
-        if rule_problem(record, policy, today) is None and key not in seen:
-            keys.append(key)
+        problem = rule_problem(record, policy, today)
+        if problem is None and key in seen:
+            problem = f"invoice {record.invoice!r} was already submitted for this request"
+        if problem is None:
             seen.add(key)
-    return keys
+        yield record, key, problem
+
+
+def _registry_problem(
+    record: ProcurementRecord, owner: InvoiceOwner | None, request_id: str, buyer: str
+) -> str | None:
+    if owner is None:
+        return f"invoice {record.invoice!r} is not registered yet; send it again"
+    if owner.request_id == request_id:
+        return None
+    if vendor_key(owner.buyer) == vendor_key(buyer):
+        return f"invoice {record.invoice!r} already counts for request {owner.request_id}"
+    return f"invoice {record.invoice!r} is registered to another buyer's request"
 
 
 def required_units(ratio: float, imported: int) -> int:

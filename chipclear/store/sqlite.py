@@ -388,9 +388,13 @@ class SQLiteEventStore:
 
     def screening_list_versions(self) -> list[ScreeningListInfo]:
         """Every list ever loaded, newest (the current one) first."""
+        return self._screening_infos()
+
+    def _screening_infos(self, limit: int = -1) -> list[ScreeningListInfo]:
         cursor = self._conn().execute(
             "SELECT version, sha256, source, loaded_at, entries, names FROM screening_lists "
-            "ORDER BY rowid DESC"
+            "ORDER BY rowid DESC LIMIT ?",
+            (limit,),
         )
         names = [d[0] for d in cursor.description]
         return [ScreeningListInfo.model_validate(dict(zip(names, row, strict=True))) for row in cursor]
@@ -399,12 +403,13 @@ class SQLiteEventStore:
         """The newest loaded list, or None if none was loaded; `known_version` skips re-reading it.
 
         With `known_version` equal to the current version, only the version is read and the returned
-        list has no entries: callers cache by version, since a full list is tens of megabytes.
+        list has no entries: callers cache by version, since a full list is tens of megabytes. Every
+        screening asks this, so it reads one row, not the whole history of loads.
         """
-        versions = self.screening_list_versions()
-        if not versions:
+        current = self._screening_infos(limit=1)
+        if not current:
             return None
-        info = versions[0]
+        info = current[0]
         if info.version == known_version:
             return ScreeningList(info=info, entries=[])
         found = (
