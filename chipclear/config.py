@@ -10,6 +10,34 @@ from pathlib import Path
 DEFAULT_TASK_QUEUE = "chipclear"
 DEFAULT_ADDRESS = "127.0.0.1:7233"
 
+# Every environment variable chipclear reads, and what it is for. Deployment files (deploy/) are checked
+# against this list, so a misspelt name in a manifest fails a test instead of being silently ignored.
+ENVIRONMENT: dict[str, str] = {
+    "CHIPCLEAR_HOME": "directory for the SQLite event store and the dev server's database",
+    "CHIPCLEAR_EVENT_STORE": "event store URL: sqlite:///PATH or postgresql://USER@HOST:PORT/DB",
+    "CHIPCLEAR_TASK_QUEUE": "task queue the workers poll and the CLI starts workflows on",
+    "CHIPCLEAR_POLICY": "policy TOML file, or a bundled policy name",
+    "CHIPCLEAR_WORKFLOW_SANDBOX": "off runs workflows unsandboxed",
+    "CHIPCLEAR_METRICS_PORT": "port for the worker's Prometheus /metrics",
+    "CHIPCLEAR_HEALTH_PORT": "port for the worker's /healthz (liveness) and /readyz (readiness)",
+    "CHIPCLEAR_CODEC_KEYS": "payload encryption keys (id:base64key, comma-separated; first seals)",
+    "CHIPCLEAR_CODEC_KEY_FILE": "file holding the payload encryption keys",
+    "CHIPCLEAR_LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR",
+    "CHIPCLEAR_LOG_FORMAT": "json or console",
+    # Temporal's own client variables (temporalio.envconfig).
+    "TEMPORAL_ADDRESS": "Temporal frontend host:port",
+    "TEMPORAL_NAMESPACE": "Temporal namespace",
+    "TEMPORAL_API_KEY": "Temporal Cloud API key",
+    "TEMPORAL_TLS": "true to connect with TLS",
+    "TEMPORAL_TLS_CLIENT_CERT_PATH": "mTLS client certificate",
+    "TEMPORAL_TLS_CLIENT_KEY_PATH": "mTLS client key",
+    "TEMPORAL_TLS_SERVER_CA_CERT_PATH": "CA that signed the server's certificate",
+    "TEMPORAL_TLS_SERVER_NAME": "server name to verify the certificate against",
+    # libpq's: the PostgreSQL password stays out of the event store URL (and out of logs).
+    "PGPASSWORD": "password for the PostgreSQL event store",
+    "PGSSLMODE": "TLS mode for the PostgreSQL event store",
+}
+
 
 class ConfigError(ValueError):
     """An environment variable with a value chipclear cannot use; the message names it."""
@@ -25,6 +53,7 @@ class Settings:
     # doubles throughput (see `chipclear bench --no-sandbox`) at the price of that guard.
     sandbox: bool = True
     metrics_port: int | None = None  # Prometheus /metrics for this worker process
+    health_port: int | None = None  # /healthz and /readyz for an orchestrator's probes
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -36,16 +65,18 @@ class Settings:
             task_queue=env.get("CHIPCLEAR_TASK_QUEUE") or DEFAULT_TASK_QUEUE,
             policy=env.get("CHIPCLEAR_POLICY") or None,
             sandbox=(env.get("CHIPCLEAR_WORKFLOW_SANDBOX") or "on").lower() not in {"off", "0", "false"},
-            metrics_port=_port(env.get("CHIPCLEAR_METRICS_PORT")),
+            metrics_port=_port(env, "CHIPCLEAR_METRICS_PORT"),
+            health_port=_port(env, "CHIPCLEAR_HEALTH_PORT"),
         )
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
-def _port(value: str | None) -> int | None:
+def _port(env: Mapping[str, str], name: str) -> int | None:
+    value = env.get(name)
     if not value:
         return None
     if not value.isdigit() or not 0 < int(value) < 65536:
-        raise ConfigError(f"CHIPCLEAR_METRICS_PORT: expected a port number 1-65535, got {value!r}")
+        raise ConfigError(f"{name}: expected a port number 1-65535, got {value!r}")
     return int(value)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,10 @@ from temporalio.worker import Worker
 from chipclear.devserver import UPDATE_LIMITS, temporal_binary
 from chipclear.domain.policy import Policy
 from chipclear.search_attributes import dev_server_args
+from chipclear.store import open_store
 from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.temporal import DATA_CONVERTER
+from tests.postgres import Cluster
 from worker import ACTIVITY_THREADS, ChipclearWorker, build_worker
 
 
@@ -38,6 +40,25 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture(scope="session")
 def client(temporal_env: WorkflowEnvironment) -> Client:
     return temporal_env.client
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Cluster]:
+    """One throwaway PostgreSQL server for the session, started on first use."""
+    cluster = Cluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_url(postgres: Cluster) -> str:
+    """The URL of a fresh, migrated PostgreSQL event store (its own schema)."""
+    url = postgres.new_schema()
+    with closing(open_store(url, require_schema=False)) as fresh:
+        fresh.migrate()
+    return url
 
 
 @pytest.fixture

@@ -35,7 +35,8 @@ from chipclear.domain.screening import (
     parties_of,
     similarity,
 )
-from chipclear.store.sqlite import SCREENING_STREAM, SQLiteEventStore
+from chipclear.store.sql import SCREENING_STREAM
+from chipclear.store.sqlite import SQLiteEventStore
 from tests.factories import make_request
 
 THRESHOLD = 90.0  # the policy default (`screening_threshold`)

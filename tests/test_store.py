@@ -24,7 +24,8 @@ from typing import Any, Protocol
 
 import pytest
 
-import chipclear.store.sqlite as sqlite_backend
+import chipclear.store.sql as sql_backend
+from chipclear.devserver import free_port
 from chipclear.domain.commands import AddEvidence, Command, Evaluate, Expire, Submit, Withdraw
 from chipclear.domain.decider import decide
 from chipclear.domain.events import Event, RequestWithdrawn, StoredEvent
@@ -33,11 +34,14 @@ from chipclear.domain.policy import Policy
 from chipclear.domain.state import RequestState, fold
 from chipclear.store.chain import GENESIS, chained_fields, first_break, link, timestamp
 from chipclear.store.factory import StoreURLError, open_store
-from chipclear.store.protocol import AppendResult, ConcurrencyError, EventStore
+from chipclear.store.migrations import SchemaError
+from chipclear.store.postgres import PostgresEventStore
+from chipclear.store.protocol import AppendResult, ConcurrencyError, EventStore, StoreUnavailable
 from chipclear.store.sqlite import SQLiteEventStore
 from tests.factories import make_policy, make_request
+from tests.postgres import Cluster
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgresql"]
 NOW = datetime(2026, 3, 2, 9, 30, 15, 123456, tzinfo=UTC)
 AUTO = make_policy("auto")
 MANUAL = make_policy("manual")
@@ -185,18 +189,22 @@ def store_url(store: EventStore) -> str:
     """The `CHIPCLEAR_EVENT_STORE` URL that opens another handle on the same database."""
     if isinstance(store, SQLiteEventStore):
         return f"sqlite:///{store.path.resolve()}"
+    if isinstance(store, PostgresEventStore):
+        return store.url
     raise NotImplementedError(type(store).__name__)
 
 
-def open_backend(name: str, tmp_path: Path) -> StoreUnderTest:
+def open_backend(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> StoreUnderTest:
     if name == "sqlite":
         return SQLiteEventStore(tmp_path / "events.db")
+    if name == "postgresql":
+        return PostgresEventStore(request.getfixturevalue("pg_url"))
     raise NotImplementedError(name)
 
 
 @pytest.fixture(params=BACKENDS)
 def event_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreUnderTest]:
-    store = open_backend(request.param, tmp_path)
+    store = open_backend(request.param, request, tmp_path)
     yield store
     store.close()
 
@@ -648,10 +656,10 @@ class TestSQLiteTampering:
         """Re-hashing the edited row moves the break to the next link, which still names the old hash."""
         with attacker(store) as conn:
             row = conn.execute(
-                f"SELECT {sqlite_backend.EVENT_COLUMNS} FROM events WHERE stream_id = ? AND version = 5",
+                f"SELECT {sql_backend.EVENT_COLUMNS} FROM events WHERE stream_id = ? AND version = 5",
                 (TARGET,),
             ).fetchone()
-            fields = sqlite_backend._chain_row(row)[4]
+            fields = sql_backend.chain_row(row)[4]
             fields["actor"] = "mallory"
             conn.execute(
                 "UPDATE events SET actor = 'mallory', hash = ? WHERE stream_id = ? AND version = 5",
@@ -728,7 +736,7 @@ class TestSQLiteTampering:
                 other_worker.append("race-b", 2, late.batches[1])
             return first_break(stream_id, rows, head)
 
-        monkeypatch.setattr("chipclear.store.sqlite.first_break", first_break_while_a_worker_appends)
+        monkeypatch.setattr("chipclear.store.sql.first_break", first_break_while_a_worker_appends)
         try:
             during = sqlite_store.verify()
         finally:
@@ -923,7 +931,9 @@ class TestOpenStore:
             "sqlite:///",
             "sqlite:///?synchronous=normal",
             "mysql://x",
-            "postgresql://chipclear@localhost/events",
+            "postgresql://chipclear@localhost/events?pool_max_size=0",
+            "postgresql://chipclear@localhost/events?pool_min_size=5&pool_max_size=2",
+            "postgresql://chipclear@localhost/events?pool_timeout=soon",
             "sqlite://events.db",
             "events.db",
         ],
@@ -935,3 +945,20 @@ class TestOpenStore:
         with pytest.raises(StoreURLError, match="CHIPCLEAR_EVENT_STORE"):
             open_store(url)
         assert list(tmp_path.iterdir()) == []  # nothing created on the way to the error
+
+    def test_unreachable_postgresql_names_the_store_without_its_password(self) -> None:
+        url = f"postgresql://chipclear:s3cret@127.0.0.1:{free_port()}/events?pool_timeout=1"
+        with pytest.raises(StoreUnavailable, match="cannot reach the PostgreSQL event store") as caught:
+            open_store(url)
+        assert "s3cret" not in str(caught.value) and ":***@" in str(caught.value)
+
+    def test_unmigrated_postgresql_is_refused_until_migrated(self, postgres: Cluster) -> None:
+        url = postgres.new_schema()
+        with pytest.raises(SchemaError, match="chipclear store migrate"):
+            open_store(url)
+        with closing(open_store(url, require_schema=False)) as store:
+            assert store.schema_version() == 0
+            assert [m.version for m in store.migrate()] == [1]
+            assert store.migrate() == []  # idempotent
+        with closing(open_store(url)) as store:
+            assert store.schema_version() == 1 and store.verify().ok

@@ -12,8 +12,16 @@ class StoreURLError(ValueError):
     pass
 
 
-def open_store(url: str) -> EventStore:
-    """`sqlite:///relative.db`, `sqlite:////absolute.db`, optional `?synchronous=normal`."""
+ALLOWED = "sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
+
+
+def open_store(url: str, *, require_schema: bool = True) -> EventStore:
+    """`sqlite:///relative.db`, `sqlite:////absolute.db` (optional `?synchronous=normal`), or
+    `postgresql://user@host:5432/db` with libpq's options and `pool_min_size`/`pool_max_size`.
+
+    A PostgreSQL store must be migrated (`chipclear store migrate`) before workers use it;
+    `require_schema=False` opens it anyway, for the migration itself. SQLite migrates itself.
+    """
     if url.startswith("sqlite:///"):
         path, _, query = url.removeprefix("sqlite:///").partition("?")
         if not path:
@@ -25,7 +33,22 @@ def open_store(url: str) -> EventStore:
                 f"CHIPCLEAR_EVENT_STORE: synchronous={synchronous!r} (allowed: full, normal, extra)"
             )
         return SQLiteEventStore(path, synchronous=synchronous)
-    scheme = urlsplit(url).scheme or url
+    scheme = urlsplit(url).scheme
+    if scheme in {"postgresql", "postgres"}:
+        from chipclear.store.postgres import PostgresEventStore, redact, split_url
+
+        try:
+            split_url(url)
+        except ValueError as exc:
+            raise StoreURLError(f"CHIPCLEAR_EVENT_STORE: {exc} in {redact(url)!r}") from exc
+        return PostgresEventStore(url, require_schema=require_schema)
     raise StoreURLError(
-        f"CHIPCLEAR_EVENT_STORE: unsupported scheme {scheme!r} in {url!r} (allowed: sqlite:///PATH)"
+        f"CHIPCLEAR_EVENT_STORE: unsupported scheme {scheme or url!r} in {url!r} (allowed: {ALLOWED})"
     )
+
+
+def redacted(url: str) -> str:
+    """A store URL safe to log: any password is replaced."""
+    from chipclear.store.postgres import redact
+
+    return redact(url)

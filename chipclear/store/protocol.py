@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -13,9 +13,17 @@ from chipclear.domain.models import Status
 from chipclear.domain.screening import ScreeningList, ScreeningListInfo
 from chipclear.domain.state import RequestState
 
+if TYPE_CHECKING:
+    from chipclear.store.follow import LogFollower
+    from chipclear.store.migrations import Migration
+
 
 class ConcurrencyError(Exception):
     """Another writer got to the stream first, or an event id is reused with different content."""
+
+
+class StoreUnavailable(RuntimeError):
+    """The event store cannot be reached; the message names it (never its password)."""
 
 
 class AppendResult(BaseModel):
@@ -69,7 +77,13 @@ class EventStore(Protocol):
 
     def read_stream(self, stream_id: str) -> list[StoredEvent]: ...
 
-    def read_all(self, after_position: int = 0) -> Iterator[StoredEvent]: ...
+    def read_all(self, after_position: int = 0) -> Iterator[StoredEvent]:
+        """A one-off read of what is committed now; to keep reading as writers append, use `follow`."""
+        ...
+
+    def follow(self, after_position: int = 0) -> LogFollower:
+        """Hands out each event once, in position order, and never passes one that may still commit."""
+        ...
 
     def get_request(self, request_id: str) -> RequestState | None: ...
 
@@ -98,5 +112,17 @@ class EventStore(Protocol):
     def screening_list_versions(self) -> list[ScreeningListInfo]: ...
 
     def current_screening_list(self, known_version: str | None = None) -> ScreeningList | None: ...
+
+    def schema_version(self) -> int: ...
+
+    def pending_migrations(self) -> list[Migration]: ...
+
+    def migrate(self) -> list[Migration]:
+        """Apply the pending schema migrations in order; returns those applied."""
+        ...
+
+    def ping(self) -> None:
+        """Raise if the store cannot be reached."""
+        ...
 
     def close(self) -> None: ...
