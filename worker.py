@@ -24,8 +24,11 @@ from activities.screening import ScreeningActivities
 from chipclear import search_attributes
 from chipclear.config import Settings
 from chipclear.domain.policy import Policy, load_policy
+from chipclear.health import Health
+from chipclear.health import serve as serve_health
 from chipclear.logs import configure, get_logger
 from chipclear.store import EventStore, open_store
+from chipclear.store.factory import redacted
 from chipclear.temporal import connect_patiently
 from workflows.allocation import AllocationLedgerWorkflow, ledger_calls_queue
 from workflows.bench import BareWorkflow
@@ -147,6 +150,27 @@ async def run_worker(
         client = await connect_patiently(metrics_port=settings.metrics_port)
     store = open_store(settings.event_store_url)
     stop = stop or asyncio.Event()
+    health = Health(store)
+    probes = await serve_health(health, settings.health_port) if settings.health_port else None
+    try:
+        await _serve(client, store, policy, settings, health, stop, ready)
+    finally:
+        if probes is not None:
+            await probes.cleanup()
+        store.close()
+    log.info("worker stopped", task_queue=settings.task_queue)
+
+
+async def _serve(
+    client: Client,
+    store: EventStore,
+    policy: Policy,
+    settings: Settings,
+    health: Health,
+    stop: asyncio.Event,
+    ready: asyncio.Event | None,
+) -> None:
+    log = get_logger("chipclear.worker")
     try:
         indexed = await search_attributes.ready(client)
     except RPCError as exc:  # a cluster that does not let this worker list them
@@ -170,16 +194,17 @@ async def run_worker(
                 task_queue=settings.task_queue,
                 namespace=client.namespace,
                 policy_version=policy.version,
-                event_store=settings.event_store_url,
+                event_store=redacted(settings.event_store_url),
                 sandbox=settings.sandbox,
                 metrics_port=settings.metrics_port,
+                health_port=settings.health_port,
             )
+            health.polling = True
             if ready is not None:
                 ready.set()
             await stop.wait()
+            health.polling = False
             log.info("worker draining", task_queue=settings.task_queue)
-    store.close()
-    log.info("worker stopped", task_queue=settings.task_queue)
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

@@ -760,7 +760,7 @@ def assert_complete(store: EventStore, found: Sequence[Scenario]) -> None:
     assert report.events_checked == sum(len(each.events) for each in found)
 
 
-def run_threads(targets: Sequence[Callable[[], None]]) -> list[BaseException]:
+def run_threads(targets: Sequence[Callable[[], None]], timeout: float = 60) -> list[BaseException]:
     errors: list[BaseException] = []
 
     def guarded(target: Callable[[], None]) -> None:
@@ -773,7 +773,7 @@ def run_threads(targets: Sequence[Callable[[], None]]) -> list[BaseException]:
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=60)
+        thread.join(timeout=timeout)
     assert not any(thread.is_alive() for thread in threads)
     return errors
 

@@ -20,7 +20,10 @@ from chipclear.config import ConfigError, Settings
 from chipclear.domain.policy import PolicyError, describe_validation_error
 from chipclear.store import open_store
 from chipclear.store.factory import StoreURLError
-from chipclear.store.protocol import EventStore
+from chipclear.store.migrations import SchemaError
+from chipclear.store.protocol import EventStore, StoreUnavailable
+from chipclear.store.sql import StoreNotEmpty
+from chipclear.store.transfer import InvalidExport
 from chipclear.temporal import ServerUnavailable
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for programs.")]
@@ -42,12 +45,12 @@ def handles_errors(func: Callable[P, T]) -> Callable[P, T]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return func(*args, **kwargs)
-        except (InvalidInput, PolicyError, StoreURLError, CodecKeyError, ConfigError) as exc:
+        except (InvalidInput, PolicyError, StoreURLError, CodecKeyError, ConfigError, InvalidExport) as exc:
             fail(str(exc), 2)
         except ValidationError as exc:
             # An option that breaks a command's rules (an over-long answer, an empty condition).
             fail(describe_validation_error(exc), 2)
-        except ServerUnavailable as exc:
+        except (ServerUnavailable, StoreUnavailable, SchemaError, StoreNotEmpty) as exc:
             fail(str(exc), 1)
         except (ops.NotFound, ops.Rejected, ops.Conflict, ops.NotAnswered) as exc:
             fail(str(exc), 1)

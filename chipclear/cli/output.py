@@ -316,6 +316,23 @@ def summarise(event: StoredEvent) -> str:
     return event.type
 
 
+def print_log_line(event: StoredEvent, *, json_: bool) -> None:
+    """One event of the whole log, printed as soon as it is read (a follower cannot wait for a table)."""
+    if json_:
+        print(json.dumps(event_document(event), ensure_ascii=False), flush=True)
+        return
+    console.print(
+        Text.assemble(
+            (f"{event.position:>8} ", "dim"),
+            (event.stream_id, "bold"),
+            f" v{event.version} {event.type} by {event.actor} at {timestamp(event.occurred_at)[:19]}: ",
+            summarise(event),
+        ),
+        soft_wrap=True,
+    )
+    console.file.flush()
+
+
 def print_events(events: list[StoredEvent]) -> None:
     table = Table("v", "type", "actor", "occurred (UTC)", "what", "hash")
     for event in events:

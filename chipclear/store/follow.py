@@ -12,12 +12,14 @@ finished, a position still missing belongs to a rolled-back append and can be pa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from chipclear.domain.events import StoredEvent
 
 if TYPE_CHECKING:
     from chipclear.store.sql import SQLEventStore
+
+T = TypeVar("T")
 
 
 class LogFollower(Protocol):
@@ -60,8 +62,8 @@ class Cursor:
 
 
 def settled_run(
-    rows: list[tuple[int, StoredEvent]], cursor: Cursor, *, xmin: int, xmax: int, complete: bool
-) -> tuple[list[StoredEvent], Cursor]:
+    rows: list[tuple[int, T]], cursor: Cursor, *, xmin: int, xmax: int, complete: bool
+) -> tuple[list[T], Cursor]:
     """Which of `rows` (visible now, in position order) may be handed out, and where that leaves us.
 
     Pure, so the rule is tested on its own. Contiguous positions pass. At a gap the follower waits
@@ -73,7 +75,7 @@ def settled_run(
     position, gap, final_through = cursor.position, cursor.gap, cursor.final_through
     if gap is not None and xmin >= gap.xmax:
         final_through, gap = max(final_through, gap.through), None
-    out: list[StoredEvent] = []
+    out: list[T] = []
     for at, event in rows:
         if at != position + 1 and at > final_through:
             break

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from pydantic import BaseModel, Field, field_validator
@@ -16,6 +16,7 @@ from chipclear.domain.state import RequestState
 if TYPE_CHECKING:
     from chipclear.store.follow import LogFollower
     from chipclear.store.migrations import Migration
+    from chipclear.store.transfer import ExportRecord, ImportSummary
 
 
 class ConcurrencyError(Exception):
@@ -95,6 +96,14 @@ class EventStore(Protocol):
 
     def rebuild_projection(self) -> int:
         """Replay the whole log through `evolve` into fresh projection rows; returns the row count."""
+        ...
+
+    def dump(self) -> Iterator[ExportRecord]:
+        """Everything stored, exactly as stored, from one snapshot (an export's header first)."""
+        ...
+
+    def load(self, records: Iterable[ExportRecord]) -> ImportSummary:
+        """Import an export into this empty store; commits only if every chain verifies."""
         ...
 
     def register_invoices(self, request_id: str, buyer: str, keys: Sequence[str]) -> dict[str, InvoiceOwner]:

@@ -13,10 +13,12 @@ import hashlib
 import json
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any, Protocol
+
+from pydantic import BaseModel
 
 from chipclear.domain.allocation import normalise_buyer
 from chipclear.domain.events import Event, ScreeningListLoaded, StoredEvent
@@ -29,6 +31,15 @@ from chipclear.store.chain import GENESIS, chained_fields, first_break, link, ti
 from chipclear.store.follow import InOrderFollower, LogFollower
 from chipclear.store.migrations import MIGRATIONS_TABLE, Migration, SchemaError
 from chipclear.store.protocol import AppendResult, AuditReport, ChainBreak, ConcurrencyError, RequestSummary
+from chipclear.store.transfer import (
+    ExportedEvent,
+    ExportedInvoice,
+    ExportedScreeningList,
+    ExportHeader,
+    ExportRecord,
+    ImportSummary,
+    InvalidExport,
+)
 
 SCREENING_STREAM = "screening-lists"
 
@@ -335,6 +346,88 @@ class SQLEventStore(ABC):
             _upsert_projection(tx, state)
         return len(states)
 
+    # -- export and import -------------------------------------------------------------------------
+    def dump(self) -> Iterator[ExportRecord]:
+        """Everything the store holds, as stored, from one consistent snapshot: header first."""
+        version = self.schema_version()
+        with self._snapshot() as tx:
+            yield ExportHeader(exported_at=timestamp(datetime.now(UTC)), schema_version=version)
+            after = 0
+            while True:
+                rows = tx.execute(
+                    f"SELECT {EVENT_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",
+                    (after, PAGE),
+                ).fetchall()
+                for row in rows:
+                    yield ExportedEvent.model_validate(
+                        {**dict(zip(EXPORTED_EVENT_COLUMNS, row, strict=True)), "data": json.loads(row[5])}
+                    )
+                if len(rows) < PAGE:
+                    break
+                after = rows[-1][0]
+            for row in tx.execute(
+                f"SELECT {', '.join(SCREENING_COLUMNS)} FROM screening_lists ORDER BY {self.SCREENING_ORDER}"
+            ).fetchall():
+                yield ExportedScreeningList.model_validate(dict(zip(SCREENING_COLUMNS, row, strict=True)))
+            for row in tx.execute(
+                f"SELECT {', '.join(INVOICE_COLUMNS)} FROM invoices ORDER BY invoice_key"
+            ).fetchall():
+                yield ExportedInvoice.model_validate(dict(zip(INVOICE_COLUMNS, row, strict=True)))
+
+    def load(self, records: Iterable[ExportRecord]) -> ImportSummary:
+        """Import an export into this empty store, in one transaction that commits only if it verifies.
+
+        The chains are checked by the same audit as `verify`, inside the transaction, before commit:
+        a broken or edited export leaves nothing behind. Positions are kept, so an auditor's
+        references into the old log still point at the same events.
+        """
+        with self._transaction() as tx:
+            for table in ("events", "streams", "screening_lists", "invoices"):
+                if tx.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone():
+                    raise StoreNotEmpty(
+                        f"the target event store is not empty ({table}): import only into a new one"
+                    )
+            heads: dict[str, tuple[int, str]] = {}
+            seen_ids: set[str] = set()
+            pending: list[tuple[Any, ...]] = []
+            counts = {"events": 0, "screening_lists": 0, "invoices": 0}
+            last_position = 0
+            for record in records:
+                if isinstance(record, ExportedEvent):
+                    if record.position <= last_position or record.event_id in seen_ids:
+                        raise InvalidExport(
+                            f"event {record.event_id} at position {record.position}: positions must rise "
+                            "and event ids must be unique"
+                        )
+                    last_position = record.position
+                    seen_ids.add(record.event_id)
+                    stored = record.model_dump() | {"data": record.data_text()}
+                    pending.append(tuple(stored[c] for c in EXPORTED_EVENT_COLUMNS))
+                    heads[record.stream_id] = (record.version, record.hash)
+                    counts["events"] += 1
+                    if len(pending) >= PAGE:
+                        _insert(tx, "events", EXPORTED_EVENT_COLUMNS, pending)
+                        pending = []
+                elif isinstance(record, ExportedScreeningList):
+                    _insert(tx, "screening_lists", SCREENING_COLUMNS, [_values(record, SCREENING_COLUMNS)])
+                    counts["screening_lists"] += 1
+                elif isinstance(record, ExportedInvoice):
+                    _insert(tx, "invoices", INVOICE_COLUMNS, [_values(record, INVOICE_COLUMNS)])
+                    counts["invoices"] += 1
+            _insert(tx, "events", EXPORTED_EVENT_COLUMNS, pending)
+            for stream_id, (version, head_hash) in heads.items():
+                _set_head(tx, stream_id, version, head_hash)
+            self._after_import(tx)
+            requests = self._rebuild(tx)
+            report = self._verify(tx)
+            if not report.ok:
+                first = report.breaks[0]
+                raise InvalidExport(
+                    f"the export does not verify: stream {first.stream_id!r} at version {first.version}: "
+                    f"{first.problem} ({len(report.breaks)} broken); nothing was imported"
+                )
+            return ImportSummary(streams=len(heads), requests=requests, **counts)
+
     # -- the invoice registry ----------------------------------------------------------------------
     def register_invoices(self, request_id: str, buyer: str, keys: Sequence[str]) -> dict[str, InvoiceOwner]:
         """Register each free invoice to `request_id`; answer who owns every key, in one transaction.
@@ -475,6 +568,25 @@ class SQLEventStore(ABC):
                 continue
             breaks.append(ChainBreak(stream_id=SCREENING_STREAM, version=at, problem=problem))
         return breaks
+
+
+EXPORTED_EVENT_COLUMNS = tuple(column.strip() for column in EVENT_COLUMNS.split(","))
+SCREENING_COLUMNS = ("version", "sha256", "source", "loaded_at", "entries", "names", "data")
+INVOICE_COLUMNS = ("invoice_key", "request_id", "buyer", "buyer_key", "registered_at")
+
+
+class StoreNotEmpty(RuntimeError):
+    """An import into a store that already holds a log: logs are moved, never merged."""
+
+
+def _insert(tx: Tx, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
+    if rows:
+        marks = ", ".join("?" * len(columns))
+        tx.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+
+
+def _values(record: BaseModel, columns: Sequence[str]) -> tuple[Any, ...]:
+    return tuple(getattr(record, column) for column in columns)
 
 
 def sha256(text: str) -> str:

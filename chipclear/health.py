@@ -1,0 +1,63 @@
+"""The worker's health endpoints, for an orchestrator's probes (Kubernetes, compose, a load balancer).
+
+Liveness and readiness answer different questions. `/healthz` says the process's event loop still
+answers: a restart would help if it does not. `/readyz` says this worker is polling its task queues
+and can reach the event store: if not, the orchestrator should hold traffic and wait, not restart it
+(a store outage would otherwise restart every worker at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from chipclear.store.protocol import EventStore
+
+LIVENESS_PATH = "/healthz"
+READINESS_PATH = "/readyz"
+STORE_TIMEOUT = 2.0  # seconds a readiness probe waits for the event store
+
+
+@dataclass
+class Health:
+    store: EventStore
+    polling: bool = False  # set once the worker runs; cleared when it starts draining
+
+    async def readiness(self) -> tuple[bool, str]:
+        if not self.polling:
+            return False, "the worker is not polling (starting or draining)"
+        try:
+            await asyncio.wait_for(asyncio.to_thread(self.store.ping), STORE_TIMEOUT)
+        except Exception as exc:  # any failure to answer is "not ready", with the reason shown
+            return False, f"the event store does not answer: {type(exc).__name__}: {exc}"
+        return True, "polling, event store reachable"
+
+
+def build_app(health: Health) -> web.Application:
+    async def alive(request: web.Request) -> web.Response:
+        return _answer(200, "alive")
+
+    async def ready(request: web.Request) -> web.Response:
+        ok, reason = await health.readiness()
+        return _answer(200 if ok else 503, reason)
+
+    app = web.Application()
+    app.router.add_get(LIVENESS_PATH, alive)
+    app.router.add_get(READINESS_PATH, ready)
+    return app
+
+
+def _answer(status: int, detail: str) -> web.Response:
+    body = {"status": "ok" if status == 200 else "unavailable", "detail": detail}
+    return web.Response(status=status, text=json.dumps(body), content_type="application/json")
+
+
+async def serve(health: Health, port: int, host: str = "0.0.0.0") -> web.AppRunner:
+    """Start serving in the running loop; the caller cleans the returned runner up."""
+    runner = web.AppRunner(build_app(health), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

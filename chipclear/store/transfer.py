@@ -1,0 +1,166 @@
+"""The store's export format: for auditors, and for moving a log between backends.
+
+Rows travel exactly as stored (timestamps as their chained text, hashes as written), so an import
+re-checks the very hashes the source computed: a log that was edited on the way does not verify and
+is not imported. JSON Lines carries everything a store holds (events, screening lists, the invoice
+registry); CSV carries the events alone, one row each, for a spreadsheet.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Iterator
+from typing import IO, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from chipclear.domain.events import Event
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ExportHeader(_Record):
+    record: Literal["header"] = "header"
+    format: Literal["chipclear-event-store"] = "chipclear-event-store"
+    format_version: Literal[1] = 1
+    exported_at: str
+    schema_version: int
+
+
+class ExportedEvent(_Record):
+    record: Literal["event"] = "event"
+    position: int = Field(ge=1)
+    event_id: str = Field(min_length=1)
+    stream_id: str = Field(min_length=1)
+    version: int = Field(ge=1)
+    type: str
+    data: dict[str, Any]
+    occurred_at: str
+    recorded_at: str
+    policy_version: str
+    actor: str
+    prev_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    def check_payload(self) -> None:
+        """The data must be an event this release knows: an import never stores what it cannot read."""
+        Event.parse_data(self.type, self.data)
+
+    def data_text(self) -> str:
+        return json.dumps(self.data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class ExportedScreeningList(_Record):
+    record: Literal["screening_list"] = "screening_list"
+    version: str
+    sha256: str
+    source: str
+    loaded_at: str
+    entries: int
+    names: int
+    data: str  # as stored: its sha256 is chained in the list's ScreeningListLoaded event
+
+
+class ExportedInvoice(_Record):
+    record: Literal["invoice"] = "invoice"
+    invoice_key: str
+    request_id: str | None
+    buyer: str
+    buyer_key: str
+    registered_at: str
+
+
+ExportRecord = ExportHeader | ExportedEvent | ExportedScreeningList | ExportedInvoice
+Record = Annotated[
+    ExportHeader | ExportedEvent | ExportedScreeningList | ExportedInvoice, Field(discriminator="record")
+]
+RECORD: TypeAdapter[Record] = TypeAdapter(Record)
+CSV_COLUMNS = [name for name in ExportedEvent.model_fields if name != "record"]
+
+
+class InvalidExport(ValueError):
+    """An export file that cannot be imported; the message names the line and the field."""
+
+
+class ImportSummary(BaseModel):
+    events: int
+    streams: int
+    screening_lists: int
+    invoices: int
+    requests: int  # projection rows rebuilt from the imported log
+
+
+# -- writing ---------------------------------------------------------------------------------------
+def write_jsonl(records: Iterable[ExportRecord], out: IO[str]) -> int:
+    count = 0
+    for record in records:
+        out.write(record.model_dump_json() + "\n")
+        count += isinstance(record, ExportedEvent)
+    return count
+
+
+def write_csv(records: Iterable[ExportRecord], out: IO[str]) -> int:
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    count = 0
+    for record in records:
+        if isinstance(record, ExportedEvent):
+            row = record.model_dump(exclude={"record"})
+            row["data"] = record.data_text()
+            writer.writerow(row)
+            count += 1
+    return count
+
+
+# -- reading ---------------------------------------------------------------------------------------
+def read_jsonl(lines: Iterable[str]) -> Iterator[ExportRecord]:
+    first = True
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = RECORD.validate_json(line)
+        except ValidationError as exc:
+            raise InvalidExport(f"line {number}: {_describe(exc)}") from None
+        if first and not isinstance(record, ExportHeader):
+            raise InvalidExport(f"line {number}: not a chipclear export (the first line must be its header)")
+        first = False
+        yield _checked(record, number)
+    if first:
+        raise InvalidExport("the file is empty: not a chipclear export")
+
+
+def read_csv(lines: Iterable[str]) -> Iterator[ExportRecord]:
+    reader = csv.DictReader(lines)
+    if reader.fieldnames != CSV_COLUMNS:
+        raise InvalidExport(f"line 1: expected the columns {','.join(CSV_COLUMNS)}, got {reader.fieldnames}")
+    for row in reader:
+        number = reader.line_num
+        try:
+            data = json.loads(row["data"])
+        except (json.JSONDecodeError, TypeError):
+            raise InvalidExport(f"line {number}: data: not a JSON object") from None
+        try:
+            record = ExportedEvent.model_validate({**row, "data": data})
+        except ValidationError as exc:
+            raise InvalidExport(f"line {number}: {_describe(exc)}") from None
+        yield _checked(record, number)
+
+
+def _checked(record: ExportRecord, number: int) -> ExportRecord:
+    if isinstance(record, ExportedEvent):
+        try:
+            record.check_payload()
+        except (ValidationError, ValueError) as exc:
+            detail = _describe(exc) if isinstance(exc, ValidationError) else str(exc)
+            raise InvalidExport(f"line {number}: {record.type} event {record.event_id}: {detail}") from None
+    return record
+
+
+def _describe(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "record"
+    return f"{where}: {first['msg']}" + (f" ({len(exc.errors())} problems)" if len(exc.errors()) > 1 else "")

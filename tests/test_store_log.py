@@ -1,0 +1,316 @@
+"""The log as a whole: readers following it while writers append, and writers in parallel.
+
+Runs on both backends through the conformance fixture. The PostgreSQL-only tests hold a transaction
+open by hand to make a position commit after a later one, the case a follower must not skip.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from datetime import timedelta
+from functools import partial
+from typing import Any
+
+import psycopg
+import pytest
+
+from chipclear.domain.allocation import UnitsGranted
+from chipclear.domain.events import Event, StoredEvent
+from chipclear.store import open_store
+from chipclear.store.follow import Cursor, Gap, settled_run
+from chipclear.store.postgres import PostgresEventStore, _Tx, split_url
+from chipclear.store.protocol import EventStore
+from tests.test_store import (
+    NOW,
+    StoreUnderTest,
+    append_all,
+    event_store,
+    run_threads,
+    scenarios,
+    store_url,
+)
+
+__all__ = ["event_store"]  # the conformance fixture, parametrised over both backends
+
+
+def grant(stream_id: str, version: int) -> Event:
+    """A ledger event: streams outside the request projection, so writers only append and chain."""
+    return Event(
+        event_id=str(uuid.uuid4()),
+        stream_id=stream_id,
+        version=version,
+        data=UnitsGranted(
+            request_id=f"{stream_id}-r{version}",
+            buyer="Alpha Compute Ltd.",
+            batch_id="2026-Q1",
+            units=version,
+            requested=version,
+            workflow_id=f"import-{stream_id}-r{version}",
+        ),
+        occurred_at=NOW + timedelta(milliseconds=version),
+        policy_version="test-auto",
+        actor="ledger",
+    )
+
+
+def write_stream(store: EventStore, stream_id: str, events: int) -> None:
+    """One append per event, as a busy entity workflow does."""
+    for version in range(1, events + 1):
+        store.append(stream_id, version - 1, [grant(stream_id, version)])
+
+
+def follow_until(store: EventStore, total: int) -> list[StoredEvent]:
+    """Poll as `chipclear events --follow` does, until `total` events arrived (or two minutes passed)."""
+    follower, seen = store.follow(0), list[StoredEvent]()
+    deadline = time.monotonic() + 120
+    while len(seen) < total and time.monotonic() < deadline:
+        batch = follower.poll()
+        seen += batch
+        if not batch:
+            time.sleep(0.005)
+    return seen
+
+
+# -- the follower's rule, on its own -------------------------------------------------------------------
+
+
+def at(*positions: int) -> list[tuple[int, str]]:
+    return [(position, f"event@{position}") for position in positions]
+
+
+class TestSettledRun:
+    def test_contiguous_positions_pass(self) -> None:
+        out, cursor = settled_run(at(1, 2, 3), Cursor(), xmin=10, xmax=10, complete=True)
+        assert out == ["event@1", "event@2", "event@3"] and cursor == Cursor(position=3)
+
+    def test_a_gap_stops_the_run_and_is_remembered(self) -> None:
+        out, cursor = settled_run(at(1, 2, 4, 5), Cursor(), xmin=7, xmax=9, complete=True)
+        assert out == ["event@1", "event@2"]
+        assert cursor == Cursor(position=2, gap=Gap(xmax=9, through=5))
+
+    def test_the_gap_holds_while_an_older_transaction_runs(self) -> None:
+        waiting = Cursor(position=2, gap=Gap(xmax=9, through=5))
+        out, cursor = settled_run(at(4, 5, 6), waiting, xmin=8, xmax=12, complete=True)
+        assert out == [] and cursor == waiting
+
+    def test_a_late_commit_fills_the_gap_and_passes_in_order(self) -> None:
+        waiting = Cursor(position=2, gap=Gap(xmax=9, through=5))
+        out, cursor = settled_run(at(3, 4, 5, 6), waiting, xmin=8, xmax=12, complete=True)
+        assert out == ["event@3", "event@4", "event@5", "event@6"] and cursor.position == 6
+
+    def test_a_rolled_back_position_is_passed_once_final(self) -> None:
+        waiting = Cursor(position=2, gap=Gap(xmax=9, through=5))
+        out, cursor = settled_run(at(4, 5, 7), waiting, xmin=9, xmax=12, complete=True)
+        # 3 is final and missing: rolled back. 6 is above the settled range: a new gap to wait out.
+        assert out == ["event@4", "event@5"]
+        assert cursor == Cursor(position=5, gap=Gap(xmax=12, through=7), final_through=5)
+
+    def test_a_rolled_back_tail_of_the_settled_range_is_stepped_over(self) -> None:
+        waiting = Cursor(position=2, gap=Gap(xmax=9, through=6))
+        out, cursor = settled_run(at(3, 7), waiting, xmin=9, xmax=12, complete=True)
+        assert out == ["event@3"]  # 4-6 were rolled back; 7 sits right after the final range
+        assert cursor.position == 6 and cursor.gap == Gap(xmax=12, through=7)
+
+    def test_a_page_cut_short_keeps_the_follower_inside_the_settled_range(self) -> None:
+        waiting = Cursor(position=2, gap=Gap(xmax=9, through=50))
+        out, cursor = settled_run(at(4, 5), waiting, xmin=9, xmax=12, complete=False)
+        assert out == ["event@4", "event@5"] and cursor.position == 5 and cursor.final_through == 50
+
+
+# -- following a live log --------------------------------------------------------------------------------
+
+
+class TestFollow:
+    def test_a_follower_sees_every_event_once_in_order_while_writers_run(
+        self, event_store: StoreUnderTest
+    ) -> None:
+        writers, each = 4, 60
+        total = writers * each
+        handles = [open_store(store_url(event_store)) for _ in range(writers)]
+        seen: list[StoredEvent] = []
+
+        def follower() -> None:
+            seen.extend(follow_until(event_store, total))
+
+        reader = threading.Thread(target=follower)
+        reader.start()
+        try:
+            errors = run_threads(
+                [partial(write_stream, h, f"ledger-{w}", each) for w, h in enumerate(handles)]
+            )
+        finally:
+            reader.join(timeout=120)
+            for handle in handles:
+                handle.close()
+        assert errors == []
+        logged = list(event_store.read_all())
+        assert len(logged) == total
+        assert [e.position for e in seen] == [e.position for e in logged]  # none lost, none twice, in order
+        assert [e.event_id for e in seen] == [e.event_id for e in logged]
+        assert event_store.verify().ok
+
+    def test_a_follower_resumes_from_its_checkpoint(self, event_store: StoreUnderTest) -> None:
+        append_all(event_store, scenarios(3))
+        first = event_store.follow(0)
+        head = first.poll()
+        middle = head[len(head) // 2].position
+        rest = event_store.follow(middle).poll()
+        assert [e.position for e in rest] == [e.position for e in head if e.position > middle]
+        assert first.poll() == [] and first.position == head[-1].position
+
+
+@contextmanager
+def open_append(store: PostgresEventStore, stream_id: str) -> Iterator[Callable[[], None]]:
+    """Append one event inside a transaction that stays open; call the yielded function to commit.
+
+    Leaving the block without committing rolls the append back, as a failed activity would.
+    """
+    conn = psycopg.connect(split_url(store.url)[0], autocommit=False)
+    try:
+        store._append_in(_Tx(conn), stream_id, 0, [grant(stream_id, 1)])
+        yield conn.commit
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+@pytest.fixture
+def pg_store(pg_url: str) -> Iterator[PostgresEventStore]:
+    with closing(PostgresEventStore(pg_url)) as store:
+        yield store
+
+
+class TestPostgresGaps:
+    def test_a_position_that_commits_late_is_waited_for_not_skipped(
+        self, pg_store: PostgresEventStore
+    ) -> None:
+        write_stream(pg_store, "early", 1)
+        follower = pg_store.follow(0)
+        assert [e.stream_id for e in follower.poll()] == ["early"]
+        with open_append(pg_store, "slow") as commit_slow:  # draws position 2 and does not commit yet
+            write_stream(pg_store, "fast", 1)  # position 3 commits first
+            assert [e.stream_id for e in pg_store.read_all()] == ["early", "fast"]  # a naive read skips 2
+            assert follower.poll() == [] and follower.poll() == []  # the follower waits at the gap
+            commit_slow()
+        assert [(e.position, e.stream_id) for e in follower.poll()] == [(2, "slow"), (3, "fast")]
+        assert pg_store.verify().ok
+
+    def test_a_rolled_back_position_is_passed_once_no_writer_can_fill_it(
+        self, pg_store: PostgresEventStore
+    ) -> None:
+        follower = pg_store.follow(0)
+        with open_append(pg_store, "doomed"):  # draws position 1, then rolls back
+            write_stream(pg_store, "kept", 1)
+            assert follower.poll() == []  # 1 may still commit: 2 waits
+            assert follower.poll() == []
+        # The writer rolled back: the next poll sees no transaction that could still fill 1.
+        assert [(e.position, e.stream_id) for e in follower.poll()] == [(2, "kept")]
+        assert follower.poll() == []
+        assert [e.stream_id for e in pg_store.read_all()] == ["kept"]
+
+    def test_appends_to_different_streams_do_not_wait_for_each_other(
+        self, pg_store: PostgresEventStore
+    ) -> None:
+        """No table-wide lock: with one append held open, another stream's append commits at once."""
+        with open_append(pg_store, "held") as commit_held:
+            done = threading.Event()
+
+            def free() -> None:
+                write_stream(pg_store, "free", 3)
+                done.set()
+
+            other = threading.Thread(target=free)
+            other.start()
+            assert done.wait(timeout=20), "an append to another stream waited for the open transaction"
+            other.join()
+            commit_held()
+        assert {e.stream_id for e in pg_store.read_all()} == {"held", "free"}
+
+    def test_appends_to_one_stream_queue_behind_each_other(self, pg_store: PostgresEventStore) -> None:
+        with open_append(pg_store, "contended") as commit_first:
+            result: list[BaseException] = []
+
+            def second() -> None:
+                try:
+                    pg_store.append("contended", 0, [grant("contended", 1)])
+                except BaseException as exc:
+                    result.append(exc)
+
+            rival = threading.Thread(target=second)
+            rival.start()
+            rival.join(timeout=1)
+            assert rival.is_alive(), "the second writer did not wait for the stream's lock"
+            commit_first()
+            rival.join(timeout=20)
+        assert [type(e).__name__ for e in result] == ["ConcurrencyError"]
+        assert [e.version for e in pg_store.read_stream("contended")] == [1]
+
+
+# -- many writers -------------------------------------------------------------------------------------------
+
+
+WRITERS, EVENTS_EACH = 8, 500
+
+
+def timed(target: Callable[[], None]) -> float:
+    started = time.perf_counter()
+    target()
+    return time.perf_counter() - started
+
+
+@pytest.mark.slow
+def test_eight_writers_on_distinct_streams_beat_one_writer_doing_the_same_work(
+    pg_url: str, postgres: Any
+) -> None:
+    """8 x 500 events: nothing lost, duplicated or reordered, every chain intact, and in parallel faster.
+
+    The one writer appends the same 4,000 events (the same 8 streams, one after the other) to a
+    second, fresh schema on the same server.
+    """
+    parallel = PostgresEventStore(pg_url + "&pool_max_size=8")
+    alone_url = postgres.new_schema()
+    with closing(open_store(alone_url, require_schema=False)) as fresh:
+        fresh.migrate()
+    alone = PostgresEventStore(alone_url)
+    streams = [f"writer-{w}" for w in range(WRITERS)]
+    try:
+        start = threading.Barrier(WRITERS)
+
+        def writer(stream_id: str) -> Callable[[], None]:
+            def run() -> None:
+                start.wait(timeout=30)
+                write_stream(parallel, stream_id, EVENTS_EACH)
+
+            return run
+
+        errors: list[BaseException] = []
+        in_parallel = timed(lambda: errors.extend(run_threads([writer(s) for s in streams], timeout=600)))
+
+        def one_writer_alone() -> None:
+            for stream_id in streams:
+                write_stream(alone, stream_id, EVENTS_EACH)
+
+        one_writer = timed(one_writer_alone)
+        assert errors == []
+
+        for store in (parallel, alone):
+            report = store.verify()
+            assert report.ok, report.breaks
+            assert (report.streams_checked, report.events_checked) == (WRITERS, WRITERS * EVENTS_EACH)
+            logged = list(store.read_all())
+            assert len(logged) == len({e.event_id for e in logged}) == WRITERS * EVENTS_EACH
+            for stream_id in streams:
+                stored = store.read_stream(stream_id)
+                assert [e.version for e in stored] == list(range(1, EVENTS_EACH + 1))
+                assert [e.data.units for e in stored] == list(range(1, EVENTS_EACH + 1))  # type: ignore[union-attr]
+                positions = [e.position for e in stored]
+                assert positions == sorted(positions)  # versions in log order: nothing reordered
+        print(f"\n8 writers: {in_parallel:.2f}s; one writer: {one_writer:.2f}s")
+        assert in_parallel < one_writer
+    finally:
+        parallel.close()
+        alone.close()
