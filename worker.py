@@ -145,19 +145,21 @@ async def run_worker(
     """Run until `stop` is set (or SIGINT/SIGTERM when running as the main process)."""
     log = get_logger("chipclear.worker")
     policy = policy or load_policy(settings.policy)
-    if client is None:
-        log.info("connecting to Temporal")
-        client = await connect_patiently(metrics_port=settings.metrics_port)
-    store = open_store(settings.event_store_url)
-    stop = stop or asyncio.Event()
-    health = Health(store)
+    # Probes first: alive while connecting (which may take a minute), ready only once polling.
+    health = Health()
     probes = await serve_health(health, settings.health_port) if settings.health_port else None
+    store: EventStore | None = None
     try:
-        await _serve(client, store, policy, settings, health, stop, ready)
+        if client is None:
+            log.info("connecting to Temporal")
+            client = await connect_patiently(metrics_port=settings.metrics_port)
+        store = health.store = open_store(settings.event_store_url)
+        await _serve(client, store, policy, settings, health, stop or asyncio.Event(), ready)
     finally:
         if probes is not None:
             await probes.cleanup()
-        store.close()
+        if store is not None:
+            store.close()
     log.info("worker stopped", task_queue=settings.task_queue)
 
 

@@ -20,7 +20,7 @@ ENVIRONMENT: dict[str, str] = {
     "CHIPCLEAR_WORKFLOW_SANDBOX": "off runs workflows unsandboxed",
     "CHIPCLEAR_METRICS_PORT": "port for the worker's Prometheus /metrics",
     "CHIPCLEAR_HEALTH_PORT": "port for the worker's /healthz (liveness) and /readyz (readiness)",
-    "CHIPCLEAR_CODEC_KEYS": "payload encryption keys (id:base64key, comma-separated; first seals)",
+    "CHIPCLEAR_CODEC_KEYS": "payload encryption keys (id=base64key, comma-separated; the first seals)",
     "CHIPCLEAR_CODEC_KEY_FILE": "file holding the payload encryption keys",
     "CHIPCLEAR_LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR",
     "CHIPCLEAR_LOG_FORMAT": "json or console",

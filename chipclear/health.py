@@ -23,11 +23,11 @@ STORE_TIMEOUT = 2.0  # seconds a readiness probe waits for the event store
 
 @dataclass
 class Health:
-    store: EventStore
+    store: EventStore | None = None  # set once the store is open
     polling: bool = False  # set once the worker runs; cleared when it starts draining
 
     async def readiness(self) -> tuple[bool, str]:
-        if not self.polling:
+        if not self.polling or self.store is None:
             return False, "the worker is not polling (starting or draining)"
         try:
             await asyncio.wait_for(asyncio.to_thread(self.store.ping), STORE_TIMEOUT)
