@@ -150,10 +150,11 @@ async def run_worker(
     probes = await serve_health(health, settings.health_port) if settings.health_port else None
     store: EventStore | None = None
     try:
+        # The store first: a wrong URL or an unmigrated schema fails at once, before a minute of retries.
+        store = health.store = open_store(settings.event_store_url)
         if client is None:
             log.info("connecting to Temporal")
             client = await connect_patiently(metrics_port=settings.metrics_port)
-        store = health.store = open_store(settings.event_store_url)
         await _serve(client, store, policy, settings, health, stop or asyncio.Event(), ready)
     finally:
         if probes is not None:

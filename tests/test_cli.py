@@ -29,6 +29,7 @@ import yaml
 
 from chipclear.devserver import free_port, stop
 from chipclear.domain.policy import load_policy
+from tests.postgres import Cluster
 
 CHIPCLEAR = Path(sys.executable).parent / "chipclear"
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,9 +201,31 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield running
 
 
+@pytest.fixture(scope="module")
+def pg_stack(tmp_path_factory: pytest.TempPathFactory, postgres: Cluster) -> Iterator[Stack]:
+    """The same stack with its event store on PostgreSQL, migrated by `chipclear store migrate`."""
+    url = postgres.new_schema()
+    migrated = ok(chipclear(hermetic_env(CHIPCLEAR_EVENT_STORE=url), "store", "migrate"))
+    assert "applied 1:" in migrated.stdout and "schema version 1, up to date" in flat(migrated.stdout)
+    home = tmp_path_factory.mktemp("chipclear-pg-home")
+    with open_stack(
+        home, policy_text(), CHIPCLEAR_EVENT_STORE=url, CHIPCLEAR_HEALTH_PORT=str(free_port())
+    ) as running:
+        yield running
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_stack(request: pytest.FixtureRequest) -> Stack:
+    stack: Stack = request.getfixturevalue("stack" if request.param == "sqlite" else "pg_stack")
+    return stack
+
+
 @contextmanager
-def open_stack(home: Path, policy_toml: str) -> Iterator[Stack]:
-    """A dev server (`chipclear server`) and a worker (`chipclear worker`) under `policy_toml`."""
+def open_stack(home: Path, policy_toml: str, **settings: str) -> Iterator[Stack]:
+    """A dev server (`chipclear server`) and a worker (`chipclear worker`) under `policy_toml`.
+
+    `settings` are more environment variables for every process (another event store, a health port).
+    """
     port, ui_port = free_port(), free_port()
     policy = home / "policy.toml"
     policy.write_text(policy_toml, encoding="utf-8")
@@ -213,6 +236,7 @@ def open_stack(home: Path, policy_toml: str) -> Iterator[Stack]:
         CHIPCLEAR_TASK_QUEUE=task_queue,
         CHIPCLEAR_POLICY=str(policy),
         CHIPCLEAR_LOG_FORMAT="json",
+        **settings,
     )
     server_cmd = [str(CHIPCLEAR), "server", "--port", str(port), "--ui-port", str(ui_port)]
     server_cmd += ["--db", str(home / "temporal.db")]
@@ -295,7 +319,9 @@ def submitted(stack: Stack, directory: Path, prefix: str) -> str:
 
 
 # -- the main flow ----------------------------------------------------------------------------------
-def test_request_through_all_three_gates(stack: Stack, tmp_path: Path) -> None:
+def test_request_through_all_three_gates(any_stack: Stack, tmp_path: Path) -> None:
+    """The core flow, with the worker's event store on SQLite and on PostgreSQL."""
+    stack = any_stack
     request_id = new_id("flow")
     path = request_file(tmp_path, request_id)
 
@@ -726,3 +752,52 @@ def test_server_stops_its_dev_server_on_sigterm(tmp_path: Path) -> None:
             server.wait()
         for pid in dev_servers:
             end_pid(pid)
+
+
+# -- moving the record between backends ---------------------------------------------------------------
+def test_export_from_sqlite_import_into_postgresql_verifies_and_every_status_agrees(
+    stack: Stack, postgres: Cluster, tmp_path: Path
+) -> None:
+    """The move an operator makes from one machine to a cluster: everything the earlier tests stored."""
+    requests = [row["request_id"] for row in as_json(stack.run("list", "--json"))]
+    assert len(requests) >= 5, "the earlier tests in this module leave requests behind"
+    export = tmp_path / "record.jsonl"
+    exported = ok(stack.run("store", "export", "--format", "jsonl", "--output", export))
+    assert f"to {export}" in flat(exported.stderr)
+
+    target = hermetic_env(CHIPCLEAR_EVENT_STORE=postgres.new_schema())
+    ok(chipclear(target, "store", "migrate"))
+    imported = ok(chipclear(target, "store", "import", export))
+    assert "every chain verified" in flat(imported.stdout), show(imported)
+    source_report = as_json(stack.run("audit", "verify", "--json"))
+    target_report = as_json(chipclear(target, "audit", "verify", "--json"))
+    assert target_report == source_report and target_report["ok"] is True
+    assert as_json(chipclear(target, "list", "--json")) == as_json(stack.run("list", "--json"))
+
+    # `status` with no server to ask reads the event store: the same answer from either backend.
+    nobody = {"TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}"}
+    commands = [("status", request_id, "--json") for request_id in requests]
+    from_sqlite = parallel(stack.env | nobody, commands, workers=4)
+    from_postgresql = parallel(target | nobody, commands, workers=4)
+    for request_id, old, new in zip(requests, from_sqlite, from_postgresql, strict=True):
+        assert as_json(new) == as_json(old), request_id
+        assert as_json(new)["source"] == "event-store"
+
+
+def test_worker_on_postgresql_answers_its_probes(pg_stack: Stack) -> None:
+    import urllib.request
+
+    port = pg_stack.env["CHIPCLEAR_HEALTH_PORT"]
+    for path, detail in (("/healthz", "alive"), ("/readyz", "polling, event store reachable")):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+            assert answer.status == 200
+            assert json.loads(answer.read()) == {"status": "ok", "detail": detail}
+
+
+def test_worker_refuses_an_unmigrated_postgresql_store(postgres: Cluster, tmp_path: Path) -> None:
+    env = hermetic_env(
+        CHIPCLEAR_EVENT_STORE=postgres.new_schema(),
+        CHIPCLEAR_HOME=str(tmp_path),
+        TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}",  # never reached: the store is checked first
+    )
+    refused(chipclear(env, "worker"), "schema is at version 0", "chipclear store migrate")
