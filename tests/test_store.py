@@ -1,8 +1,9 @@
 """The event store contract, as a conformance suite.
 
-Every backend must pass the tests that take the `event_store` fixture; add a backend by adding its name
-to `BACKENDS` and a branch to `open_backend`. The tests that take `sqlite_store` reach behind the
-contract (raw SQL on the file) to play an attacker or an operator with file access.
+Every backend must pass the tests that take the `event_store` fixture (SQLite, and PostgreSQL on a
+throwaway cluster); add a backend by adding its name to `BACKENDS` and a branch to `open_backend`.
+The tampering and repair tests reach behind the contract (`Raw`: plain SQL on the database) to play an
+attacker or an operator with database access.
 
 Events are never hand-written when the decider can produce them: each scenario plays real commands
 through `decide` and `fold`, so the store is exercised with the batches the workflow really appends.
@@ -10,6 +11,7 @@ through `decide` and `fold`, so the store is exercised with the batches the work
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import sqlite3
 import threading
@@ -22,6 +24,7 @@ from multiprocessing.synchronize import Barrier as ProcessBarrier
 from pathlib import Path
 from typing import Any, Protocol
 
+import psycopg
 import pytest
 
 import chipclear.store.sql as sql_backend
@@ -35,7 +38,7 @@ from chipclear.domain.state import RequestState, fold
 from chipclear.store.chain import GENESIS, chained_fields, first_break, link, timestamp
 from chipclear.store.factory import StoreURLError, open_store
 from chipclear.store.migrations import SchemaError
-from chipclear.store.postgres import PostgresEventStore
+from chipclear.store.postgres import PostgresEventStore, split_url
 from chipclear.store.protocol import AppendResult, ConcurrencyError, EventStore, StoreUnavailable
 from chipclear.store.sqlite import SQLiteEventStore
 from tests.factories import make_policy, make_request
@@ -205,13 +208,6 @@ def open_backend(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> S
 @pytest.fixture(params=BACKENDS)
 def event_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreUnderTest]:
     store = open_backend(request.param, request, tmp_path)
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def sqlite_store(tmp_path: Path) -> Iterator[SQLiteEventStore]:
-    store = SQLiteEventStore(tmp_path / "events.db")
     yield store
     store.close()
 
@@ -554,13 +550,14 @@ class TestProjection:
         assert event_store.projection_rows() == before
 
 
-class TestSQLiteProjectionRepair:
-    def test_rebuild_restores_deleted_and_edited_rows(self, sqlite_store: SQLiteEventStore) -> None:
+class TestProjectionRepair:
+    def test_rebuild_restores_deleted_and_edited_rows(self, event_store: StoreUnderTest) -> None:
         found = scenarios(len(KINDS))
-        append_all(sqlite_store, found)
-        before = sqlite_store.projection_rows()
+        append_all(event_store, found)
+        before = event_store.projection_rows()
 
-        with closing(sqlite3.connect(sqlite_store.path, isolation_level=None)) as raw:
+        raw = Raw(event_store)
+        with closing(raw.conn):
             # The projection has no append-only guard: it is derived data.
             raw.execute(
                 "DELETE FROM requests WHERE request_id IN (?, ?)", (found[0].request_id, found[3].request_id)
@@ -569,16 +566,14 @@ class TestSQLiteProjectionRepair:
                 "UPDATE requests SET status = 'licensed', units_approved = 1 WHERE request_id = ?",
                 (found[1].request_id,),
             )
-        assert sqlite_store.get_request(found[0].request_id) is None
-        assert sqlite_store.projection_rows() != before
+        assert event_store.get_request(found[0].request_id) is None
+        assert event_store.projection_rows() != before
 
-        assert sqlite_store.rebuild_projection() == len(found)
+        assert event_store.rebuild_projection() == len(found)
 
-        assert sqlite_store.projection_rows() == before
+        assert event_store.projection_rows() == before
         for each in found:
-            assert sqlite_store.get_request(each.request_id) == fold(
-                sqlite_store.read_stream(each.request_id)
-            )
+            assert event_store.get_request(each.request_id) == fold(event_store.read_stream(each.request_id))
 
 
 # -- audit ---------------------------------------------------------------------------------------------
@@ -600,20 +595,44 @@ class TestVerify:
         assert report.events_checked == sum(len(each.events) for each in found)
 
 
+class Raw:
+    """Plain SQL on the store's database, outside the store: `?` placeholders on either backend."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.postgres = isinstance(store, PostgresEventStore)
+        if isinstance(store, PostgresEventStore):
+            self.conn: Any = psycopg.connect(split_url(store.url)[0], autocommit=True)
+        else:
+            assert isinstance(store, SQLiteEventStore)
+            self.conn = sqlite3.connect(store.path, isolation_level=None)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.conn.execute(sql.replace("?", "%s") if self.postgres else sql, params)
+
+    def drop_guards(self) -> None:
+        if self.postgres:
+            self.execute("ALTER TABLE events DISABLE TRIGGER USER")
+        else:
+            self.execute("DROP TRIGGER events_append_only_update")
+            self.execute("DROP TRIGGER events_append_only_delete")
+
+
 @contextmanager
-def attacker(store: SQLiteEventStore) -> Iterator[sqlite3.Connection]:
-    """A raw connection to the file that first drops the append-only guards, as an attacker would."""
-    with closing(sqlite3.connect(store.path, isolation_level=None)) as conn:
-        conn.execute("DROP TRIGGER events_append_only_update")
-        conn.execute("DROP TRIGGER events_append_only_delete")
-        yield conn
+def attacker(store: EventStore) -> Iterator[Raw]:
+    """A raw connection to the database that first drops the append-only guards, as an attacker would."""
+    raw = Raw(store)
+    try:
+        raw.drop_guards()
+        yield raw
+    finally:
+        raw.conn.close()
 
 
 TARGET = "tamper-b"
 
 
-class TestSQLiteTampering:
-    """Every edit an attacker with file access can make is caught, in the right stream at the right version.
+class TestTampering:
+    """Every edit an attacker with database access can make is caught, in the right stream and version.
 
     Three licensed streams of 9 events; only the middle one is touched:
     v1 RequestSubmitted, v2 GateOpened, v3 GateApproved, v4 GateOpened, v5 GateApproved,
@@ -621,12 +640,12 @@ class TestSQLiteTampering:
     """
 
     @pytest.fixture
-    def store(self, sqlite_store: SQLiteEventStore) -> SQLiteEventStore:
-        append_all(sqlite_store, [scenario("licensed", f"tamper-{name}") for name in "abc"])
-        assert sqlite_store.verify().ok
-        return sqlite_store
+    def store(self, event_store: StoreUnderTest) -> StoreUnderTest:
+        append_all(event_store, [scenario("licensed", f"tamper-{name}") for name in "abc"])
+        assert event_store.verify().ok
+        return event_store
 
-    def only_break(self, store: SQLiteEventStore, version: int, events_checked: int = 27) -> str:
+    def only_break(self, store: EventStore, version: int, events_checked: int = 27) -> str:
         report = store.verify()
         assert not report.ok
         assert report.streams_checked == 3
@@ -634,25 +653,29 @@ class TestSQLiteTampering:
         assert [(b.stream_id, b.version) for b in report.breaks] == [(TARGET, version)], report.breaks
         return report.breaks[0].problem
 
-    def test_the_guards_refuse_update_and_delete(self, store: SQLiteEventStore) -> None:
-        with closing(sqlite3.connect(store.path, isolation_level=None)) as conn:
-            with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-                conn.execute("UPDATE events SET actor = 'mallory' WHERE stream_id = ?", (TARGET,))
-            with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-                conn.execute("DELETE FROM events WHERE stream_id = ?", (TARGET,))
+    def test_the_guards_refuse_update_and_delete(self, store: EventStore) -> None:
+        raw = Raw(store)
+        with closing(raw.conn):
+            with pytest.raises(Exception, match="append-only"):
+                raw.execute("UPDATE events SET actor = 'mallory' WHERE stream_id = ?", (TARGET,))
+            with pytest.raises(Exception, match="append-only"):
+                raw.execute("DELETE FROM events WHERE stream_id = ?", (TARGET,))
+            if raw.postgres:
+                with pytest.raises(Exception, match="append-only"):
+                    raw.execute("TRUNCATE events")
         assert store.verify().ok
         assert len(store.read_stream(TARGET)) == 9
 
-    def test_edited_data(self, store: SQLiteEventStore) -> None:
+    def test_edited_data(self, store: EventStore) -> None:
         with attacker(store) as conn:
-            conn.execute(
-                "UPDATE events SET data = json_set(data, '$.units_approved', 75000) "
-                "WHERE stream_id = ? AND version = 3",
-                (TARGET,),
-            )
+            (data,) = conn.execute(
+                "SELECT data FROM events WHERE stream_id = ? AND version = 3", (TARGET,)
+            ).fetchone()
+            edited = json.dumps(json.loads(data) | {"units_approved": 75000})
+            conn.execute("UPDATE events SET data = ? WHERE stream_id = ? AND version = 3", (edited, TARGET))
         assert "hash" in self.only_break(store, 3)
 
-    def test_edited_row_with_its_hash_recomputed(self, store: SQLiteEventStore) -> None:
+    def test_edited_row_with_its_hash_recomputed(self, store: EventStore) -> None:
         """Re-hashing the edited row moves the break to the next link, which still names the old hash."""
         with attacker(store) as conn:
             row = conn.execute(
@@ -667,17 +690,17 @@ class TestSQLiteTampering:
             )
         assert "prev_hash" in self.only_break(store, 6)
 
-    def test_deleted_middle_row(self, store: SQLiteEventStore) -> None:
+    def test_deleted_middle_row(self, store: EventStore) -> None:
         with attacker(store) as conn:
             conn.execute("DELETE FROM events WHERE stream_id = ? AND version = 5", (TARGET,))
         assert "version 5 is missing" in self.only_break(store, 5, events_checked=26)
 
-    def test_deleted_first_row(self, store: SQLiteEventStore) -> None:
+    def test_deleted_first_row(self, store: EventStore) -> None:
         with attacker(store) as conn:
             conn.execute("DELETE FROM events WHERE stream_id = ? AND version = 1", (TARGET,))
         assert "version 1 is missing" in self.only_break(store, 1, events_checked=26)
 
-    def test_swapped_content_of_two_rows(self, store: SQLiteEventStore) -> None:
+    def test_swapped_content_of_two_rows(self, store: EventStore) -> None:
         with attacker(store) as conn:
             (t2, d2), (t3, d3) = conn.execute(
                 "SELECT type, data FROM events WHERE stream_id = ? AND version IN (2, 3) ORDER BY version",
@@ -688,7 +711,7 @@ class TestSQLiteTampering:
             conn.execute(update, (t2, d2, TARGET, 3))
         assert "hash" in self.only_break(store, 2)
 
-    def test_swapped_version_numbers(self, store: SQLiteEventStore) -> None:
+    def test_swapped_version_numbers(self, store: EventStore) -> None:
         with attacker(store) as conn:
             move = "UPDATE events SET version = ? WHERE stream_id = ? AND version = ?"
             conn.execute(move, (1000, TARGET, 4))
@@ -696,24 +719,24 @@ class TestSQLiteTampering:
             conn.execute(move, (5, TARGET, 1000))
         self.only_break(store, 4)
 
-    def test_truncated_tail(self, store: SQLiteEventStore) -> None:
+    def test_truncated_tail(self, store: EventStore) -> None:
         with attacker(store) as conn:
             conn.execute("DELETE FROM events WHERE stream_id = ? AND version = 9", (TARGET,))
         problem = self.only_break(store, 9, events_checked=26)
         assert "version 9 is missing" in problem and "head" in problem
 
-    def test_truncated_tail_and_head_rolled_back_without_its_hash(self, store: SQLiteEventStore) -> None:
+    def test_truncated_tail_and_head_rolled_back_without_its_hash(self, store: EventStore) -> None:
         with attacker(store) as conn:
             conn.execute("DELETE FROM events WHERE stream_id = ? AND version IN (8, 9)", (TARGET,))
             conn.execute("UPDATE streams SET version = 7 WHERE stream_id = ?", (TARGET,))
         assert "head hash" in self.only_break(store, 7, events_checked=25)
 
-    def test_deleted_stream_head(self, store: SQLiteEventStore) -> None:
+    def test_deleted_stream_head(self, store: EventStore) -> None:
         with attacker(store) as conn:
             conn.execute("DELETE FROM streams WHERE stream_id = ?", (TARGET,))
         assert "head is missing" in self.only_break(store, 9)
 
-    def test_edited_recorded_at(self, store: SQLiteEventStore) -> None:
+    def test_edited_recorded_at(self, store: EventStore) -> None:
         with attacker(store) as conn:
             recorded = conn.execute(
                 "SELECT recorded_at FROM events WHERE stream_id = ? AND version = 6", (TARGET,)
@@ -725,11 +748,11 @@ class TestSQLiteTampering:
         assert "hash" in self.only_break(store, 6)
 
     def test_verify_during_a_concurrent_append_reports_no_false_break(
-        self, sqlite_store: SQLiteEventStore, monkeypatch: pytest.MonkeyPatch
+        self, event_store: StoreUnderTest, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         early, late = scenario("licensed", "race-a"), scenario("licensed", "race-b")
-        append_batches(sqlite_store, [early.batches[0], late.batches[0]])
-        other_worker = SQLiteEventStore(sqlite_store.path)
+        append_batches(event_store, [early.batches[0], late.batches[0]])
+        other_worker = open_store(store_url(event_store))
 
         def first_break_while_a_worker_appends(stream_id: str, rows: Any, head: Any) -> Any:
             if stream_id == "race-a":  # heads are already read; race-b gets a new batch before its rows
@@ -738,12 +761,12 @@ class TestSQLiteTampering:
 
         monkeypatch.setattr("chipclear.store.sql.first_break", first_break_while_a_worker_appends)
         try:
-            during = sqlite_store.verify()
+            during = event_store.verify()
         finally:
             monkeypatch.undo()
             other_worker.close()
 
-        assert sqlite_store.verify().ok  # the log itself is fine...
+        assert event_store.verify().ok  # the log itself is fine...
         assert during.ok, during.breaks  # ...so the audit taken during the append must be too
 
 
