@@ -584,9 +584,9 @@ def _print_log(
                 if count is not None and printed >= count:
                     return
             if not batch:
-                if not follow:
-                    return
-                time.sleep(0.5)
+                if not follow and not follower.waiting:
+                    return  # everything final now is printed
+                time.sleep(0.5 if follow else 0.05)
     except KeyboardInterrupt:
         pass
     finally:

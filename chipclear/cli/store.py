@@ -79,11 +79,19 @@ def export(
 ) -> None:
     """Write the whole store, exactly as stored, from one consistent snapshot."""
     writer = write_jsonl if format_ is ExportFormat.jsonl else write_csv
+    if out is not None and not out.parent.is_dir():
+        raise InvalidInput(f"--output: the directory {out.parent} does not exist")
     events = store()
+    records = events.dump()
     try:
         with _destination(out) as stream:
-            count = writer(events.dump(), stream)
+            count = writer(records, stream)
+    except BrokenPipeError:
+        # `chipclear store export | head`: the reader has what it wanted. Say nothing more on a dead pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(1) from None
     finally:
+        records.close()  # ends the snapshot before the store closes under it
         events.close()
     if out is not None:
         output.errors.print(f"exported {count} events to {out} ({format_})", highlight=False)
@@ -91,12 +99,16 @@ def export(
 
 @contextmanager
 def _destination(path: Path | None) -> Iterator[IO[str]]:
-    """Standard output, or a file that appears only once the export is complete."""
+    """Standard output, or a regular file that appears only once the export is complete."""
     if path is None:
         yield sys.stdout
         sys.stdout.flush()
         return
-    fd, temporary = tempfile.mkstemp(dir=path.parent if path.parent.is_dir() else None, suffix=".partial")
+    if path.exists() and not path.is_file():  # a FIFO or a device: write into it, never replace it
+        with path.open("w", encoding="utf-8", newline="") as stream:
+            yield stream
+        return
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as stream:
             yield stream
@@ -138,7 +150,8 @@ def import_(
     )
     if kind is ExportFormat.csv:
         output.console.print(
-            "[yellow]note:[/] a CSV export holds the events only: load the screening list again "
+            "[yellow]note:[/] a CSV export holds the events only: no stream heads (a stream cut short "
+            "at its end cannot be told), no invoice registry, no screening list; load the list again "
             "(`chipclear screening load`) before screening new requests",
             highlight=False,
         )

@@ -28,6 +28,11 @@ class LogFollower(Protocol):
         """The last position handed out: a checkpoint to resume from."""
         ...
 
+    @property
+    def waiting(self) -> bool:
+        """True while a gap is not yet known to be final: polling again will pass it or fill it."""
+        ...
+
     def poll(self) -> list[StoredEvent]:
         """The events that are final after `position`, in order; empty when there is nothing new."""
         ...
@@ -35,6 +40,8 @@ class LogFollower(Protocol):
 
 class InOrderFollower:
     """For a store whose positions commit in order (SQLite): the next page is always final."""
+
+    waiting = False  # positions commit in order: there is never a gap to wait out
 
     def __init__(self, store: SQLEventStore, after_position: int) -> None:
         self.store, self.position = store, after_position

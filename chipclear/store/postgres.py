@@ -254,6 +254,10 @@ class GapAwareFollower:
     def position(self) -> int:
         return self.cursor.position
 
+    @property
+    def waiting(self) -> bool:
+        return self.cursor.gap is not None
+
     def poll(self) -> list[StoredEvent]:
         with self.store._snapshot() as tx:  # the snapshot's bounds and the rows it shows agree
             xmin, xmax = tx.execute(

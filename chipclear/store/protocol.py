@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from pydantic import BaseModel, Field, field_validator
@@ -98,7 +98,7 @@ class EventStore(Protocol):
         """Replay the whole log through `evolve` into fresh projection rows; returns the row count."""
         ...
 
-    def dump(self) -> Iterator[ExportRecord]:
+    def dump(self) -> Generator[ExportRecord, None, None]:
         """Everything stored, exactly as stored, from one snapshot (an export's header first)."""
         ...
 

@@ -13,7 +13,7 @@ import hashlib
 import json
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -35,6 +35,7 @@ from chipclear.store.transfer import (
     ExportedEvent,
     ExportedInvoice,
     ExportedScreeningList,
+    ExportedStream,
     ExportHeader,
     ExportRecord,
     ImportSummary,
@@ -347,7 +348,7 @@ class SQLEventStore(ABC):
         return len(states)
 
     # -- export and import -------------------------------------------------------------------------
-    def dump(self) -> Iterator[ExportRecord]:
+    def dump(self) -> Generator[ExportRecord, None, None]:
         """Everything the store holds, as stored, from one consistent snapshot: header first."""
         version = self.schema_version()
         with self._snapshot() as tx:
@@ -365,6 +366,10 @@ class SQLEventStore(ABC):
                 if len(rows) < PAGE:
                     break
                 after = rows[-1][0]
+            for stream_id, version, head_hash in tx.execute(
+                "SELECT stream_id, version, head_hash FROM streams ORDER BY stream_id"
+            ).fetchall():
+                yield ExportedStream(stream_id=stream_id, version=version, head_hash=head_hash)
             for row in tx.execute(
                 f"SELECT {', '.join(SCREENING_COLUMNS)} FROM screening_lists ORDER BY {self.SCREENING_ORDER}"
             ).fetchall():
@@ -387,38 +392,45 @@ class SQLEventStore(ABC):
                     raise StoreNotEmpty(
                         f"the target event store is not empty ({table}): import only into a new one"
                     )
-            heads: dict[str, tuple[int, str]] = {}
-            seen_ids: set[str] = set()
+            heads: dict[str, tuple[int, str]] = {}  # from the export's stream records
+            tails: dict[str, tuple[int, str]] = {}  # from its events (a CSV has no stream records)
+            seen: set[tuple[str, str]] = set()
             pending: list[tuple[Any, ...]] = []
             counts = {"events": 0, "screening_lists": 0, "invoices": 0}
             last_position = 0
             for record in records:
                 if isinstance(record, ExportedEvent):
-                    if record.position <= last_position or record.event_id in seen_ids:
+                    _once(seen, "event id", record.event_id)
+                    _once(seen, "stream version", f"{record.stream_id}@{record.version}")
+                    if record.position <= last_position:
                         raise InvalidExport(
                             f"event {record.event_id} at position {record.position}: positions must rise "
-                            "and event ids must be unique"
+                            f"(the one before is {last_position}); nothing was imported"
                         )
                     last_position = record.position
-                    seen_ids.add(record.event_id)
                     stored = record.model_dump() | {"data": record.data_text()}
                     pending.append(tuple(stored[c] for c in EXPORTED_EVENT_COLUMNS))
-                    heads[record.stream_id] = (record.version, record.hash)
+                    tails[record.stream_id] = (record.version, record.hash)
                     counts["events"] += 1
                     if len(pending) >= PAGE:
                         _insert(tx, "events", EXPORTED_EVENT_COLUMNS, pending)
                         pending = []
+                elif isinstance(record, ExportedStream):
+                    _once(seen, "stream", record.stream_id)
+                    heads[record.stream_id] = (record.version, record.head_hash)
                 elif isinstance(record, ExportedScreeningList):
+                    _once(seen, "screening list", record.version)
                     _insert(tx, "screening_lists", SCREENING_COLUMNS, [_values(record, SCREENING_COLUMNS)])
                     counts["screening_lists"] += 1
                 elif isinstance(record, ExportedInvoice):
+                    _once(seen, "invoice", record.invoice_key)
                     _insert(tx, "invoices", INVOICE_COLUMNS, [_values(record, INVOICE_COLUMNS)])
                     counts["invoices"] += 1
             _insert(tx, "events", EXPORTED_EVENT_COLUMNS, pending)
-            for stream_id, (version, head_hash) in heads.items():
+            for stream_id, (version, head_hash) in (heads or tails).items():
                 _set_head(tx, stream_id, version, head_hash)
             self._after_import(tx)
-            requests = self._rebuild(tx)
+            # The audit first: a broken log may not even fold into states.
             report = self._verify(tx)
             if not report.ok:
                 first = report.breaks[0]
@@ -426,7 +438,14 @@ class SQLEventStore(ABC):
                     f"the export does not verify: stream {first.stream_id!r} at version {first.version}: "
                     f"{first.problem} ({len(report.breaks)} broken); nothing was imported"
                 )
-            return ImportSummary(streams=len(heads), requests=requests, **counts)
+            try:
+                requests = self._rebuild(tx)
+            except (LookupError, ValueError, TypeError, AssertionError) as exc:  # a forged, re-hashed log
+                raise InvalidExport(
+                    f"the export verifies but its events do not replay ({type(exc).__name__}: {exc}); "
+                    "nothing was imported"
+                ) from None
+            return ImportSummary(streams=len(heads or tails), requests=requests, **counts)
 
     # -- the invoice registry ----------------------------------------------------------------------
     def register_invoices(self, request_id: str, buyer: str, keys: Sequence[str]) -> dict[str, InvoiceOwner]:
@@ -577,6 +596,12 @@ INVOICE_COLUMNS = ("invoice_key", "request_id", "buyer", "buyer_key", "registere
 
 class StoreNotEmpty(RuntimeError):
     """An import into a store that already holds a log: logs are moved, never merged."""
+
+
+def _once(seen: set[tuple[str, str]], kind: str, key: str) -> None:
+    if (kind, key) in seen:
+        raise InvalidExport(f"the export holds {kind} {key!r} twice; nothing was imported")
+    seen.add((kind, key))
 
 
 def _insert(tx: Tx, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:

@@ -2,8 +2,9 @@
 
 Rows travel exactly as stored (timestamps as their chained text, hashes as written), so an import
 re-checks the very hashes the source computed: a log that was edited on the way does not verify and
-is not imported. JSON Lines carries everything a store holds (events, screening lists, the invoice
-registry); CSV carries the events alone, one row each, for a spreadsheet.
+is not imported. JSON Lines carries everything a store holds (events, stream heads, screening lists,
+the invoice registry); CSV carries the events alone, one row each, for a spreadsheet: without the
+heads, an import from CSV cannot tell a stream whose last events were cut off.
 """
 
 from __future__ import annotations
@@ -53,6 +54,15 @@ class ExportedEvent(_Record):
         return json.dumps(self.data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+class ExportedStream(_Record):
+    """A stream's head as stored: without it a cut-off tail would import as a shorter, valid stream."""
+
+    record: Literal["stream"] = "stream"
+    stream_id: str = Field(min_length=1)
+    version: int = Field(ge=0)
+    head_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class ExportedScreeningList(_Record):
     record: Literal["screening_list"] = "screening_list"
     version: str
@@ -73,9 +83,10 @@ class ExportedInvoice(_Record):
     registered_at: str
 
 
-ExportRecord = ExportHeader | ExportedEvent | ExportedScreeningList | ExportedInvoice
+ExportRecord = ExportHeader | ExportedEvent | ExportedStream | ExportedScreeningList | ExportedInvoice
 Record = Annotated[
-    ExportHeader | ExportedEvent | ExportedScreeningList | ExportedInvoice, Field(discriminator="record")
+    ExportHeader | ExportedEvent | ExportedStream | ExportedScreeningList | ExportedInvoice,
+    Field(discriminator="record"),
 ]
 RECORD: TypeAdapter[Record] = TypeAdapter(Record)
 CSV_COLUMNS = [name for name in ExportedEvent.model_fields if name != "record"]
