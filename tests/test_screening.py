@@ -573,6 +573,28 @@ def test_audit_verify_finds_an_edited_screening_list(store: SQLiteEventStore) ->
     assert "differs from the list that was loaded" in broken.problem
 
 
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("source", "'a trusted source'"),
+        ("entries", "entries + 1"),
+        ("sha256", "'0'"),
+        ("loaded_at", "'2020'"),
+    ],
+)
+def test_audit_verify_finds_an_edited_screening_list_description(
+    store: SQLiteEventStore, column: str, value: str
+) -> None:
+    """What a list says about itself (its source, its size, when it was loaded) is checked too."""
+    acme = csl_list(*ACME_ROWS)
+    assert store.save_screening_list(acme, actor="ops")
+    with sqlite3.connect(store.path) as conn:
+        conn.execute(f"UPDATE screening_lists SET {column} = {value} WHERE version = ?", (acme.info.version,))
+    [broken] = store.verify().breaks
+    assert (broken.stream_id, broken.version) == (SCREENING_STREAM, 1)
+    assert "description differs from its ScreeningListLoaded event" in broken.problem
+
+
 def test_saving_the_same_content_again_writes_nothing(store: SQLiteEventStore) -> None:
     acme = csl_list(*ACME_ROWS)
     assert store.save_screening_list(acme, actor="ops")

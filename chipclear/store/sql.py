@@ -566,25 +566,43 @@ class SQLEventStore(ABC):
         return ScreeningList(info=info, entries=entries)
 
     def _screening_list_breaks(self, tx: Tx) -> list[ChainBreak]:
-        """Every stored screening list must be, byte for byte, the one its chained event says was loaded."""
-        loaded: dict[str, tuple[int, str | None]] = {}
+        """Every stored screening list must be, byte for byte, the one its chained event says was loaded:
+        its entries (by sha256) and its description (checksum, source, counts, load time)."""
+        loaded: dict[str, StoredEvent] = {}
         for row in tx.execute(
             f"SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? ORDER BY version", (SCREENING_STREAM,)
         ).fetchall():
             event = stored_event(row)
             if isinstance(event.data, ScreeningListLoaded):
-                loaded[event.data.version] = (event.version, event.data.entries_sha256)
+                loaded[event.data.version] = event
         breaks = []
-        for version, data in tx.execute(
-            f"SELECT version, data FROM screening_lists ORDER BY {self.SCREENING_ORDER}"
+        for version, sha, source, loaded_at, entries, names, data in tx.execute(
+            f"SELECT {', '.join(SCREENING_COLUMNS)} FROM screening_lists ORDER BY {self.SCREENING_ORDER}"
         ).fetchall():
-            at, expected = loaded.get(version, (0, None))
-            if at == 0:
+            record = loaded.get(version)
+            if record is None:
                 problem = f"screening list {version} is stored but no ScreeningListLoaded event records it"
-            elif expected is not None and sha256(data) != expected:
-                problem = f"screening list {version} differs from the list that was loaded (entries sha256)"
             else:
-                continue
+                assert isinstance(record.data, ScreeningListLoaded)
+                said = record.data
+                stored = (sha, source, entries, names, loaded_at)
+                if said.entries_sha256 is not None and sha256(data) != said.entries_sha256:
+                    problem = (
+                        f"screening list {version} differs from the list that was loaded (entries sha256)"
+                    )
+                elif stored != (
+                    said.sha256,
+                    said.source,
+                    said.entries,
+                    said.names,
+                    timestamp(record.occurred_at),
+                ):
+                    problem = (
+                        f"screening list {version}'s description differs from its ScreeningListLoaded event"
+                    )
+                else:
+                    continue
+            at = record.version if record is not None else 0
             breaks.append(ChainBreak(stream_id=SCREENING_STREAM, version=at, problem=problem))
         return breaks
 
