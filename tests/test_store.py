@@ -41,6 +41,7 @@ from chipclear.store.migrations import SchemaError
 from chipclear.store.postgres import PostgresEventStore, split_url
 from chipclear.store.protocol import AppendResult, ConcurrencyError, EventStore, StoreUnavailable
 from chipclear.store.sqlite import SQLiteEventStore
+from chipclear.store.urls import redact
 from tests.factories import make_policy, make_request
 from tests.postgres import Cluster
 
@@ -974,6 +975,47 @@ class TestOpenStore:
         with pytest.raises(StoreUnavailable, match="cannot reach the PostgreSQL event store") as caught:
             open_store(url)
         assert "s3cret" not in str(caught.value) and ":***@" in str(caught.value)
+
+    @pytest.mark.parametrize(
+        ("url", "error", "says"),
+        [
+            ("{base}/no_such_db", StoreUnavailable, 'database "no_such_db" does not exist'),
+            (
+                "postgresql://nobody@127.0.0.1:{port}/postgres",
+                StoreUnavailable,
+                'role "nobody" does not exist',
+            ),
+            ("{base}/postgres?sslmod=require", StoreURLError, 'invalid URI query parameter: "sslmod"'),
+        ],
+    )
+    def test_a_postgresql_store_that_refuses_says_why(
+        self, postgres: Cluster, url: str, error: type[Exception], says: str
+    ) -> None:
+        base = f"postgresql://postgres@127.0.0.1:{postgres.port}"
+        with pytest.raises(error, match="CHIPCLEAR_EVENT_STORE") as caught:
+            open_store(url.format(base=base, port=postgres.port))
+        assert says in str(caught.value)
+
+    @pytest.mark.parametrize(
+        ("url", "shown"),
+        [
+            ("postgresql://bob:s3cret@db/x", "postgresql://bob:***@db/x"),
+            (
+                "postgresql://bob@db/x?password=s3cret&sslmode=require",
+                "postgresql://bob@db/x?password=***&sslmode=require",
+            ),
+            ("postgresq://bob:s3cret@db/x", "postgresq://bob:***@db/x"),
+            ("postgresql://bob@db/x?sslmode=require", "postgresql://bob@db/x?sslmode=require"),
+            ("sqlite:///var/lib/chipclear/events.db", "sqlite:///var/lib/chipclear/events.db"),
+        ],
+    )
+    def test_urls_in_messages_and_logs_never_show_a_password(self, url: str, shown: str) -> None:
+        assert redact(url) == shown
+
+    def test_an_unsupported_scheme_is_named_without_its_password(self) -> None:
+        with pytest.raises(StoreURLError, match="unsupported scheme 'postgresq'") as caught:
+            open_store("postgresq://bob:s3cret@db/x")
+        assert "s3cret" not in str(caught.value)
 
     def test_unmigrated_postgresql_is_refused_until_migrated(self, postgres: Cluster) -> None:
         url = postgres.new_schema()

@@ -21,7 +21,7 @@ import pytest
 from chipclear.domain.allocation import UnitsGranted
 from chipclear.domain.events import Event, StoredEvent
 from chipclear.store import open_store
-from chipclear.store.follow import Cursor, Gap, settled_run
+from chipclear.store.follow import FollowerState, Gap, settled_run
 from chipclear.store.postgres import PostgresEventStore, _Tx, split_url
 from chipclear.store.protocol import EventStore
 from tests.test_store import (
@@ -82,43 +82,46 @@ def at(*positions: int) -> list[tuple[int, str]]:
     return [(position, f"event@{position}") for position in positions]
 
 
+WRITER = frozenset({(4242, "731")})
+
+
 class TestSettledRun:
     def test_contiguous_positions_pass(self) -> None:
-        out, cursor = settled_run(at(1, 2, 3), Cursor(), xmin=10, xmax=10, complete=True)
-        assert out == ["event@1", "event@2", "event@3"] and cursor == Cursor(position=3)
+        out, state, gap = settled_run(at(1, 2, 3), FollowerState(), gap_final=False, complete=True)
+        assert out == ["event@1", "event@2", "event@3"] and state == FollowerState(position=3) and gap is None
 
-    def test_a_gap_stops_the_run_and_is_remembered(self) -> None:
-        out, cursor = settled_run(at(1, 2, 4, 5), Cursor(), xmin=7, xmax=9, complete=True)
+    def test_a_gap_stops_the_run_and_is_reported(self) -> None:
+        out, state, gap = settled_run(at(1, 2, 4, 5), FollowerState(), gap_final=False, complete=True)
         assert out == ["event@1", "event@2"]
-        assert cursor == Cursor(position=2, gap=Gap(xmax=9, through=5))
+        assert state == FollowerState(position=2) and gap == 5  # the caller records the writers
 
-    def test_the_gap_holds_while_an_older_transaction_runs(self) -> None:
-        waiting = Cursor(position=2, gap=Gap(xmax=9, through=5))
-        out, cursor = settled_run(at(4, 5, 6), waiting, xmin=8, xmax=12, complete=True)
-        assert out == [] and cursor == waiting
+    def test_the_gap_holds_while_a_writer_of_that_moment_runs(self) -> None:
+        waiting = FollowerState(position=2, gap=Gap(writers=WRITER, through=5))
+        out, state, gap = settled_run(at(4, 5, 6), waiting, gap_final=False, complete=True)
+        assert out == [] and state == waiting and gap is None
 
     def test_a_late_commit_fills_the_gap_and_passes_in_order(self) -> None:
-        waiting = Cursor(position=2, gap=Gap(xmax=9, through=5))
-        out, cursor = settled_run(at(3, 4, 5, 6), waiting, xmin=8, xmax=12, complete=True)
-        assert out == ["event@3", "event@4", "event@5", "event@6"] and cursor.position == 6
+        waiting = FollowerState(position=2, gap=Gap(writers=WRITER, through=5))
+        out, state, _ = settled_run(at(3, 4, 5, 6), waiting, gap_final=False, complete=True)
+        assert out == ["event@3", "event@4", "event@5", "event@6"] and state.position == 6
 
     def test_a_rolled_back_position_is_passed_once_final(self) -> None:
-        waiting = Cursor(position=2, gap=Gap(xmax=9, through=5))
-        out, cursor = settled_run(at(4, 5, 7), waiting, xmin=9, xmax=12, complete=True)
+        waiting = FollowerState(position=2, gap=Gap(writers=WRITER, through=5))
+        out, state, gap = settled_run(at(4, 5, 7), waiting, gap_final=True, complete=True)
         # 3 is final and missing: rolled back. 6 is above the settled range: a new gap to wait out.
         assert out == ["event@4", "event@5"]
-        assert cursor == Cursor(position=5, gap=Gap(xmax=12, through=7), final_through=5)
+        assert state == FollowerState(position=5, final_through=5) and gap == 7
 
     def test_a_rolled_back_tail_of_the_settled_range_is_stepped_over(self) -> None:
-        waiting = Cursor(position=2, gap=Gap(xmax=9, through=6))
-        out, cursor = settled_run(at(3, 7), waiting, xmin=9, xmax=12, complete=True)
-        assert out == ["event@3"]  # 4-6 were rolled back; 7 sits right after the final range
-        assert cursor.position == 6 and cursor.gap == Gap(xmax=12, through=7)
+        waiting = FollowerState(position=2, gap=Gap(writers=WRITER, through=6))
+        out, state, gap = settled_run(at(3, 7), waiting, gap_final=True, complete=True)
+        assert out == ["event@3", "event@7"]  # 4-6 were rolled back; 7 follows the final range
+        assert state == FollowerState(position=7, final_through=6) and gap is None
 
     def test_a_page_cut_short_keeps_the_follower_inside_the_settled_range(self) -> None:
-        waiting = Cursor(position=2, gap=Gap(xmax=9, through=50))
-        out, cursor = settled_run(at(4, 5), waiting, xmin=9, xmax=12, complete=False)
-        assert out == ["event@4", "event@5"] and cursor.position == 5 and cursor.final_through == 50
+        waiting = FollowerState(position=2, gap=Gap(writers=WRITER, through=50))
+        out, state, _ = settled_run(at(4, 5), waiting, gap_final=True, complete=False)
+        assert out == ["event@4", "event@5"] and state.position == 5 and state.final_through == 50
 
 
 # -- following a live log --------------------------------------------------------------------------------
@@ -178,6 +181,26 @@ def open_append(store: PostgresEventStore, stream_id: str) -> Iterator[Callable[
         conn.close()
 
 
+def wait_for(condition: Callable[[], bool], within: float = 20) -> bool:
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def lock_waiters(store: PostgresEventStore) -> int:
+    """Sessions of this database blocked on a lock right now."""
+    with psycopg.connect(split_url(store.url)[0], autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 @pytest.fixture
 def pg_store(pg_url: str) -> Iterator[PostgresEventStore]:
     with closing(PostgresEventStore(pg_url)) as store:
@@ -212,6 +235,41 @@ class TestPostgresGaps:
         assert follower.poll() == []
         assert [e.stream_id for e in pg_store.read_all()] == ["kept"]
 
+    def test_a_late_commit_by_a_younger_transaction_is_not_skipped(
+        self, pg_store: PostgresEventStore
+    ) -> None:
+        """The slow writer takes its transaction id after the fast one, yet draws the lower position."""
+        fast = psycopg.connect(split_url(pg_store.url)[0], autocommit=False)
+        slow = psycopg.connect(split_url(pg_store.url)[0], autocommit=False)
+        try:
+            pg_store._lock_stream(_Tx(fast), "fast")  # the older transaction id
+            pg_store._lock_stream(_Tx(slow), "slow")  # the younger one
+            pg_store._append_in(_Tx(slow), "slow", 0, [grant("slow", 1)])  # position 1, not committed
+            pg_store._append_in(_Tx(fast), "fast", 0, [grant("fast", 1)])  # position 2
+            fast.commit()
+            follower = pg_store.follow(0)
+            for _ in range(3):  # however often it is asked while `slow` runs
+                assert follower.poll() == [] and follower.waiting
+            slow.commit()
+        finally:
+            for conn in (fast, slow):
+                conn.rollback()
+                conn.close()
+        assert [(e.position, e.stream_id) for e in follower.poll()] == [(1, "slow"), (2, "fast")]
+
+    def test_an_unrelated_open_transaction_does_not_hold_the_follower(
+        self, pg_store: PostgresEventStore, postgres: Any
+    ) -> None:
+        """A long transaction elsewhere in the cluster (another database, another table) is no writer."""
+        with psycopg.connect(postgres.url("template1"), autocommit=False) as elsewhere:
+            elsewhere.execute("SELECT pg_current_xact_id()")  # holds a transaction id, open
+            follower = pg_store.follow(0)
+            with open_append(pg_store, "doomed"):
+                write_stream(pg_store, "kept", 1)
+                assert follower.poll() == []
+            assert [(e.position, e.stream_id) for e in follower.poll()] == [(2, "kept")]
+            elsewhere.rollback()
+
     def test_appends_to_different_streams_do_not_wait_for_each_other(
         self, pg_store: PostgresEventStore
     ) -> None:
@@ -242,8 +300,8 @@ class TestPostgresGaps:
 
             rival = threading.Thread(target=second)
             rival.start()
-            rival.join(timeout=1)
-            assert rival.is_alive(), "the second writer did not wait for the stream's lock"
+            assert wait_for(lambda: lock_waiters(pg_store) == 1), "the second writer never waited on a lock"
+            assert rival.is_alive() and result == []
             commit_first()
             rival.join(timeout=20)
         assert [type(e).__name__ for e in result] == ["ConcurrencyError"]

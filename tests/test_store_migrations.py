@@ -16,7 +16,7 @@ from chipclear.domain.state import fold
 from chipclear.store import open_store
 from chipclear.store.migrations import SchemaError
 from chipclear.store.postgres import PostgresEventStore, split_url
-from chipclear.store.sqlite import MIGRATIONS, SQLiteEventStore
+from chipclear.store.sqlite import SQLiteEventStore
 from tests.postgres import Cluster
 from tests.test_store import append_all, run_threads, scenario, scenarios
 
@@ -59,7 +59,7 @@ class TestSQLite:
         path = tmp_path / "events.db"
         request_ids = legacy_store(path)
         with closing(SQLiteEventStore(path)) as store:
-            assert store.schema_version() == MIGRATIONS[-1].version == 2
+            assert store.schema_version() == store.migrations()[-1].version == 2
             assert store.pending_migrations() == []
             report = store.verify()
             assert report.ok and report.streams_checked == len(request_ids)
@@ -74,6 +74,42 @@ class TestSQLite:
         with closing(sqlite3.connect(path)) as conn:
             applied = conn.execute("SELECT version, name FROM schema_migrations ORDER BY version").fetchall()
         assert [version for version, _ in applied] == [1, 2]
+
+    def test_an_interrupted_upgrade_leaves_the_store_as_it_was(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The flags column and the projection's refill are one step: a crash between them undoes both."""
+        path = tmp_path / "events.db"
+        request_ids = legacy_store(path)
+
+        def crash(self: SQLiteEventStore, tx: object) -> int:
+            raise KeyboardInterrupt  # the operator's Ctrl-C, in the middle of the upgrade
+
+        with monkeypatch.context() as patched:
+            patched.setattr(SQLiteEventStore, "_rebuild", crash)
+            with pytest.raises(KeyboardInterrupt):
+                SQLiteEventStore(path)
+        with closing(open_store(f"sqlite:///{path}", require_schema=False)) as untouched:
+            assert untouched.schema_version() == 1  # step 1 went in; step 2 did not, not even in part
+        with closing(SQLiteEventStore(path)) as store:
+            assert [row.request_id for row in store.list_requests()] == sorted(request_ids)
+
+    def test_opening_for_migration_changes_nothing_until_asked(self, tmp_path: Path) -> None:
+        path = tmp_path / "events.db"
+        legacy_store(path)
+        with closing(open_store(f"sqlite:///{path}", require_schema=False)) as store:
+            assert [m.version for m in store.pending_migrations()] == [1, 2]  # `store migrate --check`
+        with closing(open_store(f"sqlite:///{path}", require_schema=False)) as store:
+            assert store.schema_version() == 0
+            assert [m.version for m in store.migrate()] == [1, 2]  # `store migrate`
+
+    def test_a_schema_newer_than_the_release_is_refused(self, tmp_path: Path) -> None:
+        path = tmp_path / "events.db"
+        SQLiteEventStore(path).close()
+        with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+            conn.execute("INSERT INTO schema_migrations VALUES (3, 'from the future', 'now')")
+        with pytest.raises(SchemaError, match=r"version 3, newer than this release knows \(2\): upgrade"):
+            SQLiteEventStore(path)
 
     def test_an_up_to_date_store_applies_nothing_when_opened_again(self, tmp_path: Path) -> None:
         with closing(SQLiteEventStore(tmp_path / "events.db")) as store:

@@ -14,6 +14,7 @@ import io
 import json
 import sqlite3
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -30,7 +31,7 @@ from typer.testing import CliRunner, Result
 
 import chipclear.cli.store as cli_store
 from chipclear.cli.main import app
-from chipclear.domain.commands import Withdraw
+from chipclear.domain.commands import Submit, Withdraw
 from chipclear.domain.decider import decide
 from chipclear.domain.models import Status
 from chipclear.store import open_store
@@ -51,10 +52,12 @@ from chipclear.store.transfer import (
     write_csv,
     write_jsonl,
 )
+from tests.factories import make_request
 from tests.postgres import Cluster
 from tests.test_cli import CHIPCLEAR, chipclear, flat, hermetic_env, ok, refused, show
 from tests.test_screening import ACME_ROWS, LOADED_AT, csl_list
 from tests.test_store import (
+    AUTO,
     KINDS,
     MANUAL,
     NOW,
@@ -63,6 +66,7 @@ from tests.test_store import (
     append_all,
     event_store,
     new_id,
+    play,
     scenario,
     scenarios,
     store_url,
@@ -538,6 +542,38 @@ def test_broken_chains_the_projection_cannot_fold_are_refused_as_invalid(
     assert_empty(sqlite_target)
 
 
+def test_a_jsonl_export_without_its_stream_records_is_refused(
+    sqlite_target: SQLiteEventStore, export_lines: list[str]
+) -> None:
+    """Deleting the heads too does not make a cut-off tail pass: a JSON Lines export must carry them."""
+    last = line_of(export_lines, event_at("req-000", 9))
+    cut = [
+        line for i, line in enumerate(export_lines) if i != last and not line.startswith('{"record":"stream"')
+    ]
+    with pytest.raises(
+        InvalidExport, match="no stream record for 'req-000' and 7 more; nothing was imported"
+    ):
+        sqlite_target.load(read_jsonl(cut))
+    assert_empty(sqlite_target)
+
+
+def test_a_csv_cell_far_above_csvs_default_limit_imports(
+    sqlite_target: SQLiteEventStore, tmp_path: Path
+) -> None:
+    """A request filed with a thousand procurement records is one large data cell."""
+    records = [
+        {"vendor": "Huawei", "product": "Ascend 910C", "units": 1, "invoice": f"HW-{i:06d}-" + "x" * 150}
+        for i in range(1_000)
+    ]
+    found = play(AUTO, [(timedelta(0), Submit(request=make_request(domestic_procurement=records)))])
+    with closing(SQLiteEventStore(tmp_path / "big.db")) as source:
+        append_all(source, [found])
+        text = csv_text(source)
+    assert max(len(line) for line in text.splitlines()) > 128 * 1024  # csv's default cell limit
+    summary = sqlite_target.load(read_csv(text.splitlines(keepends=True)))
+    assert summary.events == len(found.events) and sqlite_target.verify().ok
+
+
 def test_export_with_a_streams_last_event_cut_off_is_refused(
     sqlite_target: SQLiteEventStore, export_lines: list[str]
 ) -> None:
@@ -948,3 +984,43 @@ def test_cli_events_on_postgresql_prints_events_after_a_rolled_back_position(
         assert [e["event_id"] for e in printed] == [e.event_id for e in log]
     finally:
         store.close()
+
+
+def test_a_writer_arriving_during_an_import_waits_and_then_continues_the_log(
+    pg_url: str, export_lines: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An import locks out appenders until it commits; they then see the imported heads and positions."""
+    from tests.test_store_log import grant, lock_waiters
+
+    target = PostgresEventStore(pg_url)
+    importing, release = threading.Event(), threading.Event()
+    rebuild = PostgresEventStore._rebuild
+
+    def paused_rebuild(self: PostgresEventStore, tx: Any) -> int:
+        importing.set()
+        assert release.wait(timeout=30)
+        return rebuild(self, tx)
+
+    monkeypatch.setattr(PostgresEventStore, "_rebuild", paused_rebuild)
+    results: list[Any] = []
+    loader = threading.Thread(target=lambda: results.append(target.load(read_jsonl(export_lines))))
+    writer = threading.Thread(target=lambda: results.append(target.append("ledger", 0, [grant("ledger", 1)])))
+    try:
+        loader.start()
+        assert importing.wait(timeout=30)
+        writer.start()
+        deadline = time.monotonic() + 20
+        while lock_waiters(target) < 1:
+            assert time.monotonic() < deadline, "the appender did not wait for the import"
+            time.sleep(0.02)
+        release.set()
+        loader.join(timeout=30)
+        writer.join(timeout=30)
+        assert len(results) == 2, results
+        imported = max(e.position for e in target.read_all() if e.stream_id != "ledger")
+        [appended] = target.read_stream("ledger")
+        assert appended.position > imported
+        assert target.verify().ok
+    finally:
+        release.set()
+        target.close()

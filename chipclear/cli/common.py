@@ -21,7 +21,7 @@ from chipclear.domain.policy import PolicyError, describe_validation_error
 from chipclear.store import open_store
 from chipclear.store.factory import StoreURLError
 from chipclear.store.migrations import SchemaError
-from chipclear.store.protocol import EventStore, StoreUnavailable
+from chipclear.store.protocol import ConcurrencyError, EventStore, StoreUnavailable
 from chipclear.store.sql import StoreNotEmpty
 from chipclear.store.transfer import InvalidExport
 from chipclear.temporal import ServerUnavailable
@@ -50,7 +50,7 @@ def handles_errors(func: Callable[P, T]) -> Callable[P, T]:
         except ValidationError as exc:
             # An option that breaks a command's rules (an over-long answer, an empty condition).
             fail(describe_validation_error(exc), 2)
-        except (ServerUnavailable, StoreUnavailable, SchemaError, StoreNotEmpty) as exc:
+        except (ServerUnavailable, StoreUnavailable, SchemaError, StoreNotEmpty, ConcurrencyError) as exc:
             fail(str(exc), 1)
         except (ops.NotFound, ops.Rejected, ops.Conflict, ops.NotAnswered) as exc:
             fail(str(exc), 1)

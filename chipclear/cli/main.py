@@ -555,7 +555,7 @@ def events(
     ] = False,
 ) -> None:
     """The stored events of a request with their hash chain, or the whole log (--follow to keep reading)."""
-    if request_id is not None and not follow:
+    if request_id is not None and not follow and after == 0 and count is None:
         stored = store().read_stream(request_id)
         if not stored:
             raise ops.NotFound(f"no events stored for {request_id!r}")

@@ -14,7 +14,7 @@ from typing import IO, Annotated
 import typer
 
 from chipclear.cli import output
-from chipclear.cli.common import JsonOption, handles_errors, settings, store
+from chipclear.cli.common import JsonOption, fail, handles_errors, settings, store
 from chipclear.cli.files import InvalidInput
 from chipclear.store import open_store
 from chipclear.store.factory import redacted
@@ -79,8 +79,13 @@ def export(
 ) -> None:
     """Write the whole store, exactly as stored, from one consistent snapshot."""
     writer = write_jsonl if format_ is ExportFormat.jsonl else write_csv
-    if out is not None and not out.parent.is_dir():
-        raise InvalidInput(f"--output: the directory {out.parent} does not exist")
+    if out is not None:
+        if not out.parent.is_dir():
+            raise InvalidInput(f"--output: the directory {out.parent} does not exist")
+        if out.is_dir():
+            raise InvalidInput(f"--output: {out} is a directory; name a file")
+        if not os.access(out.parent, os.W_OK):
+            raise InvalidInput(f"--output: cannot write in {out.parent} (permission denied)")
     events = store()
     records = events.dump()
     try:
@@ -90,6 +95,8 @@ def export(
         # `chipclear store export | head`: the reader has what it wanted. Say nothing more on a dead pipe.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise typer.Exit(1) from None
+    except OSError as exc:  # a full disk, a quota: the export is not written, and says so
+        fail(f"the export was not written: {exc.strerror or exc}", 1)
     finally:
         records.close()  # ends the snapshot before the store closes under it
         events.close()

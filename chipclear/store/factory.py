@@ -6,10 +6,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from chipclear.store.protocol import EventStore
 from chipclear.store.sqlite import SQLiteEventStore
+from chipclear.store.urls import StoreURLError, redact
 
-
-class StoreURLError(ValueError):
-    pass
+__all__ = ["StoreURLError", "open_store", "redacted"]
 
 
 ALLOWED = "sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
@@ -19,8 +18,8 @@ def open_store(url: str, *, require_schema: bool = True) -> EventStore:
     """`sqlite:///relative.db`, `sqlite:////absolute.db` (optional `?synchronous=normal`), or
     `postgresql://user@host:5432/db` with libpq's options and `pool_min_size`/`pool_max_size`.
 
-    A PostgreSQL store must be migrated (`chipclear store migrate`) before workers use it;
-    `require_schema=False` opens it anyway, for the migration itself. SQLite migrates itself.
+    A PostgreSQL store must be migrated (`chipclear store migrate`) before workers use it; SQLite
+    migrates itself when opened. `require_schema=False` opens either as it is, for the migration.
     """
     if url.startswith("sqlite:///"):
         path, _, query = url.removeprefix("sqlite:///").partition("?")
@@ -32,10 +31,10 @@ def open_store(url: str, *, require_schema: bool = True) -> EventStore:
             raise StoreURLError(
                 f"CHIPCLEAR_EVENT_STORE: synchronous={synchronous!r} (allowed: full, normal, extra)"
             )
-        return SQLiteEventStore(path, synchronous=synchronous)
+        return SQLiteEventStore(path, synchronous=synchronous, migrate=require_schema)
     scheme = urlsplit(url).scheme
     if scheme in {"postgresql", "postgres"}:
-        from chipclear.store.postgres import PostgresEventStore, redact, split_url
+        from chipclear.store.postgres import PostgresEventStore, split_url
 
         try:
             split_url(url)
@@ -43,12 +42,8 @@ def open_store(url: str, *, require_schema: bool = True) -> EventStore:
             raise StoreURLError(f"CHIPCLEAR_EVENT_STORE: {exc} in {redact(url)!r}") from exc
         return PostgresEventStore(url, require_schema=require_schema)
     raise StoreURLError(
-        f"CHIPCLEAR_EVENT_STORE: unsupported scheme {scheme or url!r} in {url!r} (allowed: {ALLOWED})"
+        f"CHIPCLEAR_EVENT_STORE: unsupported scheme {scheme or url!r} in {redact(url)!r} (allowed: {ALLOWED})"
     )
 
 
-def redacted(url: str) -> str:
-    """A store URL safe to log: any password is replaced."""
-    from chipclear.store.postgres import redact
-
-    return redact(url)
+redacted = redact  # a store URL safe to log

@@ -112,6 +112,10 @@ class SQLEventStore(ABC):
     def close(self) -> None: ...
 
     @abstractmethod
+    def _lock_for_import(self, tx: Tx) -> None:
+        """Keep writers out while an import checks the store is empty and fills it."""
+
+    @abstractmethod
     def _after_import(self, tx: Tx) -> None:
         """Called after rows were loaded with explicit positions (PostgreSQL moves its sequence on)."""
 
@@ -387,6 +391,7 @@ class SQLEventStore(ABC):
         references into the old log still point at the same events.
         """
         with self._transaction() as tx:
+            self._lock_for_import(tx)
             for table in ("events", "streams", "screening_lists", "invoices"):
                 if tx.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone():
                     raise StoreNotEmpty(
@@ -398,7 +403,9 @@ class SQLEventStore(ABC):
             pending: list[tuple[Any, ...]] = []
             counts = {"events": 0, "screening_lists": 0, "invoices": 0}
             last_position = 0
+            with_heads = False  # a JSON Lines export (it has a header) carries every stream's head
             for record in records:
+                with_heads = with_heads or isinstance(record, ExportHeader)
                 if isinstance(record, ExportedEvent):
                     _once(seen, "event id", record.event_id)
                     _once(seen, "stream version", f"{record.stream_id}@{record.version}")
@@ -427,7 +434,14 @@ class SQLEventStore(ABC):
                     _insert(tx, "invoices", INVOICE_COLUMNS, [_values(record, INVOICE_COLUMNS)])
                     counts["invoices"] += 1
             _insert(tx, "events", EXPORTED_EVENT_COLUMNS, pending)
-            for stream_id, (version, head_hash) in (heads or tails).items():
+            if with_heads and set(tails) - set(heads):
+                missing = sorted(set(tails) - set(heads))
+                raise InvalidExport(
+                    f"the export has events but no stream record for {missing[0]!r}"
+                    + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+                    + "; nothing was imported"
+                )
+            for stream_id, (version, head_hash) in (heads if with_heads else tails).items():
                 _set_head(tx, stream_id, version, head_hash)
             self._after_import(tx)
             # The audit first: a broken log may not even fold into states.
@@ -445,7 +459,7 @@ class SQLEventStore(ABC):
                     f"the export verifies but its events do not replay ({type(exc).__name__}: {exc}); "
                     "nothing was imported"
                 ) from None
-            return ImportSummary(streams=len(heads or tails), requests=requests, **counts)
+            return ImportSummary(streams=len(heads if with_heads else tails), requests=requests, **counts)
 
     # -- the invoice registry ----------------------------------------------------------------------
     def register_invoices(self, request_id: str, buyer: str, keys: Sequence[str]) -> dict[str, InvoiceOwner]:

@@ -96,22 +96,8 @@ def _initial_schema(tx: Tx) -> None:
         tx.execute(statement)
 
 
-def _requests_flags(tx: Tx) -> None:
-    """Stores made before the held/escalated flags: add the column and fill it from the log."""
-    columns = {row[1] for row in tx.execute("PRAGMA table_info(requests)")}
-    if "flags" not in columns:
-        tx.execute("ALTER TABLE requests ADD COLUMN flags TEXT NOT NULL DEFAULT ''")
-        tx.execute("DELETE FROM requests")  # the rebuild that follows (`migrate`) fills it again
-
-
-MIGRATIONS = (
-    Migration(1, "events, streams, projection, invoice registry, screening lists", _initial_schema),
-    Migration(2, "requests.flags (held, awaiting-applicant, escalated)", _requests_flags),
-)
-
-
 class SQLiteEventStore(SQLEventStore):
-    def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL", migrate: bool = True) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # FULL by default: this is the legal record, and an acknowledged append must survive power loss.
@@ -119,12 +105,25 @@ class SQLiteEventStore(SQLEventStore):
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        # Embedded, one file: the store brings its own schema up to date when opened.
-        if self.migrate():
-            self.rebuild_projection()
+        # Embedded, one file: the store brings its own schema up to date when opened (but never one
+        # newer than this release). `migrate=False` leaves it as found, for `chipclear store migrate`.
+        if migrate:
+            self.migrate()
+            self.require_schema()
 
     def migrations(self) -> Sequence[Migration]:
-        return MIGRATIONS
+        return (
+            Migration(1, "events, streams, projection, invoice registry, screening lists", _initial_schema),
+            Migration(2, "requests.flags (held, awaiting-applicant, escalated)", self._requests_flags),
+        )
+
+    def _requests_flags(self, tx: Tx) -> None:
+        """Stores made before the held/escalated flags: add the column and fill it from the log, in the
+        migration's own transaction, so no store is ever left at version 2 with an empty projection."""
+        columns = {row[1] for row in tx.execute("PRAGMA table_info(requests)")}
+        if "flags" not in columns:
+            tx.execute("ALTER TABLE requests ADD COLUMN flags TEXT NOT NULL DEFAULT ''")
+            self._rebuild(tx)
 
     def _has_migrations_table(self, tx: Tx) -> bool:
         found = tx.execute(
@@ -183,6 +182,9 @@ class SQLiteEventStore(SQLEventStore):
 
     def _lock_migrations(self, tx: Tx) -> None:
         pass  # and again
+
+    def _lock_for_import(self, tx: Tx) -> None:
+        pass  # BEGIN IMMEDIATE: the one writer
 
     def _after_import(self, tx: Tx) -> None:
         pass  # AUTOINCREMENT continues after the highest position stored

@@ -33,7 +33,7 @@ class ExportHeader(_Record):
 
 class ExportedEvent(_Record):
     record: Literal["event"] = "event"
-    position: int = Field(ge=1)
+    position: int = Field(ge=1, le=2**63 - 1)  # a BIGINT on PostgreSQL, an INTEGER on SQLite
     event_id: str = Field(min_length=1)
     stream_id: str = Field(min_length=1)
     version: int = Field(ge=1)
@@ -144,7 +144,13 @@ def read_jsonl(lines: Iterable[str]) -> Iterator[ExportRecord]:
         raise InvalidExport("the file is empty: not a chipclear export")
 
 
+# An event's data is one CSV cell: a request with a thousand procurement records is far above csv's
+# default limit of 128 KiB.
+CSV_FIELD_LIMIT = 64 * 1024 * 1024
+
+
 def read_csv(lines: Iterable[str]) -> Iterator[ExportRecord]:
+    csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
     reader = csv.DictReader(lines)
     if reader.fieldnames != CSV_COLUMNS:
         raise InvalidExport(f"line 1: expected the columns {','.join(CSV_COLUMNS)}, got {reader.fieldnames}")
