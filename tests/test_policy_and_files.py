@@ -251,6 +251,17 @@ BAD_REQUESTS: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
         "domestic_procurement.0.units",
         "(got 0)",
     ),
+    # PostgreSQL cannot store a NUL; it is refused at the door, named, on either backend.
+    ("NUL in a name", _set("buyer.name", "Acme\x00 Ltd"), "buyer", "name: contains a NUL character"),
+    (
+        "NUL in an extra procurement field",
+        _set(
+            "domestic_procurement",
+            [{"vendor": "H", "product": "A", "units": 1, "invoice": "I", "note": "a\x00b"}],
+        ),
+        "domestic_procurement.0",
+        "note: contains a NUL character",
+    ),
     (
         "duplicate invoice",
         _duplicate_invoice,

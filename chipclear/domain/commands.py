@@ -7,17 +7,17 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from chipclear.domain.buyer_cap import BuyerClaim
 from chipclear.domain.evidence import InvoiceOwner
-from chipclear.domain.models import MAX_UNITS, Attachment, Gate, ImportRequest, ProcurementRecord
+from chipclear.domain.models import MAX_UNITS, Attachment, Gate, ImportRequest, ProcurementRecord, Text
 from chipclear.domain.screening import ScreenedParty, ScreeningMatch
 
 Reason = Annotated[str, Field(min_length=1, max_length=2000)]
 
 
-class _Command(BaseModel):
+class _Command(Text):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 

@@ -81,7 +81,34 @@ class Product(StrEnum):
     H200 = "H200"
 
 
-class _Strict(BaseModel):
+def _no_nul(value: object) -> None:
+    """A NUL character is refused in every text an applicant or officer sends: PostgreSQL cannot store
+    one, and no legitimate name, reason or invoice number holds it."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("contains a NUL character (\\x00)")
+    if isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            _no_nul(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _no_nul(key)
+            _no_nul(item)
+
+
+class Text(BaseModel):
+    """Every model that carries user text: no NUL anywhere, named fields or extra ones."""
+
+    @model_validator(mode="after")
+    def _refuse_nul(self) -> Text:
+        for name, value in [*self.__dict__.items(), *(self.__pydantic_extra__ or {}).items()]:
+            try:
+                _no_nul(value)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        return self
+
+
+class _Strict(Text):
     # Unknown fields are an error: a misspelt `unit` must not silently drop the quantity.
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
