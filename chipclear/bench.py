@@ -126,16 +126,22 @@ async def _suite(client: Client, task_queue: str, requests: int, concurrency: in
 
 
 async def run_bench(
-    *, requests: int, concurrency: int, embedded: bool, sandbox: bool, allocation: bool, as_json: bool
+    *,
+    requests: int,
+    concurrency: int,
+    embedded: bool,
+    sandbox: bool,
+    allocation: bool,
+    as_json: bool,
+    event_store: str | None = None,
 ) -> None:
     from worker import run_worker
 
     configure(level="WARNING")
     with tempfile.TemporaryDirectory(prefix="chipclear-bench-") as tmp:
         home = Path(tmp)
-        settings = Settings(
-            home, f"sqlite:///{home / 'events.db'}", f"bench-{uuid.uuid4().hex[:8]}", "auto", sandbox
-        )
+        store_url = event_store or f"sqlite:///{home / 'events.db'}"
+        settings = Settings(home, store_url, f"bench-{uuid.uuid4().hex[:8]}", "auto", sandbox)
         process = None
         if embedded:
             dev = DevServer(port=free_port(), ui_port=None, db=home / "temporal.db")
@@ -153,6 +159,7 @@ async def run_bench(
                 report = await _suite(client, settings.task_queue, requests, concurrency)
                 report["sandbox"] = sandbox
                 report["allocation"] = allocation
+                report["event_store"] = "postgresql" if store_url.startswith("postgres") else "sqlite"
             finally:
                 stop_event.set()
                 await worker
@@ -177,5 +184,5 @@ async def run_bench(
         f"ratio chipclear / bare regular: [bold]{report['ratio_vs_regular']}[/]   "
         f"chipclear / bare local: [bold]{report['ratio_vs_local']}[/]   "
         f"(concurrency {concurrency}, workflow sandbox {'on' if sandbox else 'off'}, "
-        f"allocation batches {'on' if allocation else 'off'})"
+        f"allocation batches {'on' if allocation else 'off'}, event store {report['event_store']})"
     )

@@ -685,6 +685,13 @@ def bench(
     allocation: Annotated[
         bool, typer.Option("--allocation/--no-allocation", help="cn-import reserves from the ledger.")
     ] = True,
+    event_store: Annotated[
+        str | None,
+        typer.Option(
+            help="The worker's event store, e.g. a migrated PostgreSQL database kept for benchmarks (never "
+            "your records: the run writes thousands of requests). Default: a throwaway SQLite file."
+        ),
+    ] = None,
     json_: JsonOption = False,
 ) -> None:
     """Throughput and latency of auto-policy requests against a bare three-activity workflow."""
@@ -698,6 +705,7 @@ def bench(
             sandbox=not no_sandbox and settings().sandbox,
             allocation=allocation,
             as_json=json_,
+            event_store=event_store,
         )
     )
 
