@@ -82,7 +82,7 @@ def at(*positions: int) -> list[tuple[int, str]]:
     return [(position, f"event@{position}") for position in positions]
 
 
-WRITER = frozenset({(4242, "731")})
+WRITER = frozenset({(4242, "3/731")})
 
 
 class TestSettledRun:

@@ -60,7 +60,7 @@ class InOrderFollower:
 class Gap:
     """A gap seen after `position`: final once none of `writers` is still running."""
 
-    writers: frozenset[tuple[int, str]]  # (backend pid, transaction id) of each writer then
+    writers: frozenset[tuple[int, str]]  # (backend pid, virtual transaction id) of each writer then
     through: int  # the highest position visible then: every position up to it was drawn before
 
 
