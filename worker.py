@@ -28,7 +28,7 @@ from chipclear.health import Health
 from chipclear.health import serve as serve_health
 from chipclear.logs import configure, get_logger
 from chipclear.store import EventStore, open_store
-from chipclear.store.factory import redacted
+from chipclear.store.urls import redact
 from chipclear.temporal import connect_patiently
 from workflows.allocation import AllocationLedgerWorkflow, ledger_calls_queue
 from workflows.bench import BareWorkflow
@@ -197,7 +197,7 @@ async def _serve(
                 task_queue=settings.task_queue,
                 namespace=client.namespace,
                 policy_version=policy.version,
-                event_store=redacted(settings.event_store_url),
+                event_store=redact(settings.event_store_url),
                 sandbox=settings.sandbox,
                 metrics_port=settings.metrics_port,
                 health_port=settings.health_port,

@@ -24,6 +24,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from chipclear.domain.allocation import Release, Reservation, Reserve
 from chipclear.domain.buyer_cap import BuyerClaim, ClaimUnits, ReleaseClaim
+from chipclear.temporal import refusal
 from workflows.allocation import (
     LEDGER_CALLS_SUFFIX,
     ReleaseResult,
@@ -74,9 +75,8 @@ class AllocationActivities:
                 )
                 return result
             except WorkflowUpdateFailedError as exc:
-                # The entity's own words (its validator names the rule), without the error type.
-                message = getattr(exc.cause, "message", None) or str(exc.cause or exc)
-                raise ApplicationError(message, type="LedgerRefused", non_retryable=True) from exc
+                # The entity's own words (its validator names the rule).
+                raise ApplicationError(refusal(exc), type="LedgerRefused", non_retryable=True) from exc
             except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
                 if isinstance(exc, RPCError) and exc.status not in _BUSY:
                     raise

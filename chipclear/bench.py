@@ -77,7 +77,9 @@ async def _measure(count: int, concurrency: int, one: Callable[[int], Awaitable[
     }
 
 
-async def _suite(client: Client, task_queue: str, requests: int, concurrency: int) -> dict[str, Any]:
+async def _suite(
+    client: Client, task_queue: str, requests: int, concurrency: int, allocation: bool
+) -> dict[str, Any]:
     run = uuid.uuid4().hex[:8]
 
     async def import_request(index: int) -> None:
@@ -107,9 +109,9 @@ async def _suite(client: Client, task_queue: str, requests: int, concurrency: in
         await bare(True)(requests + index)
         await bare(False)(requests + index)
 
-    # Enough units for every request: the benchmark measures the gates, not a queue.
-    batch = BatchSpec(batch_id=f"bench-{run}", capacity=2_000 * (requests + 20))
-    await open_batch(client, task_queue, OpenBatch(batch=batch, actor="bench"))
+    if allocation:  # enough units for every request: the benchmark measures the gates, not a queue
+        batch = BatchSpec(batch_id=f"bench-{run}", capacity=2_000 * (requests + 20))
+        await open_batch(client, task_queue, OpenBatch(batch=batch, actor="bench"))
     await _measure(min(20, requests), concurrency, warm)
     results = {
         "chipclear (3 gates, auto policy)": await _measure(requests, concurrency, import_request),
@@ -156,7 +158,7 @@ async def run_bench(
             )
             await ready.wait()
             try:
-                report = await _suite(client, settings.task_queue, requests, concurrency)
+                report = await _suite(client, settings.task_queue, requests, concurrency, allocation)
                 report["sandbox"] = sandbox
                 report["allocation"] = allocation
                 report["event_store"] = "postgresql" if store_url.startswith("postgres") else "sqlite"

@@ -28,6 +28,7 @@ from chipclear.domain.commands import AddEvidence, Decide, RequestInfo, Respond,
 from chipclear.domain.models import ImportRequest
 from chipclear.domain.state import RequestState
 from chipclear.store.protocol import EventStore
+from chipclear.temporal import refusal
 from workflows.allocation import (
     LedgerQuery,
     OpenBatchResult,
@@ -164,8 +165,7 @@ async def update(client: Client, request_id: str, command: RequestUpdate) -> Tra
             "The update stays queued and applies when a worker picks it up."
         ) from None
     except WorkflowUpdateFailedError as exc:
-        cause = exc.cause
-        raise Rejected(getattr(cause, "message", None) or str(cause or exc)) from None
+        raise Rejected(refusal(exc)) from None
     except RPCError as exc:
         if exc.status != RPCStatusCode.NOT_FOUND and "already completed" not in exc.message:
             raise
@@ -195,7 +195,7 @@ async def open_batch(client: Client, task_queue: str, command: OpenBatch) -> Ope
             UPDATE_WAIT,
         )
     except WorkflowUpdateFailedError as exc:
-        raise Rejected(getattr(exc.cause, "message", None) or str(exc.cause or exc)) from None
+        raise Rejected(refusal(exc)) from None
     except TimeoutError:
         raise NotAnswered(
             f"no worker answered within {UPDATE_WAIT:.0f} s; is `chipclear worker` running?"

@@ -10,7 +10,7 @@ import asyncio
 import functools
 from typing import Any
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
@@ -20,6 +20,11 @@ from chipclear.config import DEFAULT_ADDRESS
 
 # The converter without encryption: tests, the replayer and anything that must read payloads as stored.
 DATA_CONVERTER = pydantic_data_converter
+
+
+def refusal(exc: WorkflowUpdateFailedError) -> str:
+    """What a refused update says, in the handler's or validator's own words, without the error type."""
+    return getattr(exc.cause, "message", None) or str(exc.cause or exc)
 
 
 class ServerUnavailable(RuntimeError):

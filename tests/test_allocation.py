@@ -25,9 +25,9 @@ from chipclear.domain.allocation import (
     UnitsReleased,
     decide_ledger,
     evolve_ledger,
-    normalise_buyer,
 )
 from chipclear.domain.errors import DomainError
+from chipclear.domain.names import normalise_buyer
 
 NOW = datetime(2026, 1, 28, tzinfo=UTC)
 Command = Reserve | Release | OpenBatch

@@ -251,16 +251,28 @@ BAD_REQUESTS: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
         "domestic_procurement.0.units",
         "(got 0)",
     ),
+    (
+        "duplicate invoice, the vendor's legal form written out",
+        _set(
+            "domestic_procurement",
+            [
+                {"vendor": "Huawei", "product": "Ascend 910C", "units": 10, "invoice": "HW-1"},
+                {"vendor": "Huawei Co., Ltd.", "product": "Ascend 910C", "units": 10, "invoice": "hw 1"},
+            ],
+        ),
+        "domestic_procurement",
+        "invoice 'hw 1' appears more than once",
+    ),
     # PostgreSQL cannot store a NUL; it is refused at the door, named, on either backend.
-    ("NUL in a name", _set("buyer.name", "Acme\x00 Ltd"), "buyer", "name: contains a NUL character"),
+    ("NUL in a name", _set("buyer.name", "Acme\x00 Ltd"), "buyer.name", "contains a NUL character"),
     (
         "NUL in an extra procurement field",
         _set(
             "domestic_procurement",
             [{"vendor": "H", "product": "A", "units": 1, "invoice": "I", "note": "a\x00b"}],
         ),
-        "domestic_procurement.0",
-        "note: contains a NUL character",
+        "domestic_procurement.0.note",
+        "contains a NUL character",
     ),
     (
         "duplicate invoice",

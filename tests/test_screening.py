@@ -10,9 +10,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import random
 import sqlite3
+from contextlib import closing
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -33,8 +33,9 @@ from chipclear.domain.screening import (
     normalise,
     parse_csl,
     parties_of,
-    similarity,
 )
+from chipclear.store import sql
+from chipclear.store.screening import CurrentList
 from chipclear.store.sql import SCREENING_STREAM
 from chipclear.store.sqlite import SQLiteEventStore
 from tests.factories import make_request
@@ -304,6 +305,18 @@ def test_screen_covers_every_party(sample: ScreeningIndex) -> None:
 
 
 # -- threshold and match fields -----------------------------------------------------------------------
+
+
+def similarity(party: str, listed: str) -> float:
+    """0 to 100: how well a party's name matches one listed name, scored as `ScreeningIndex` does."""
+    entry = ScreeningEntry(source="-", name=listed)
+    info = ScreeningListInfo(version="-", sha256="-", source="-", loaded_at=None, entries=1, names=1)
+    found = ScreeningIndex(ScreeningList(info=info, entries=[entry])).match(
+        ScreenedParty(role="buyer", name=party), threshold=0
+    )
+    return found[0].score if found else 0.0
+
+
 def test_threshold_decides_a_near_spelling(sample: ScreeningIndex) -> None:
     party = "Huawai Technologys"
     score = similarity(party, HUAWEI)
@@ -546,15 +559,18 @@ def test_save_screening_list(store: SQLiteEventStore) -> None:
     assert store.screening_list_versions() == [acme.info]
     [event] = store.read_stream(SCREENING_STREAM)
     assert event.type == "ScreeningListLoaded"
+    # The event vouches for the entries exactly as stored (what `audit verify` checks them against).
+    with closing(sqlite3.connect(store.path)) as conn:
+        [(data,)] = conn.execute(
+            "SELECT data FROM screening_lists WHERE version = ?", (acme.info.version,)
+        ).fetchall()
     assert event.data == ScreeningListLoaded(
         version=acme.info.version,
         sha256=acme.info.sha256,
         source="test list",
         entries=2,
         names=4,
-        entries_sha256=hashlib.sha256(
-            json.dumps([e.model_dump(mode="json") for e in acme.entries]).encode()
-        ).hexdigest(),
+        entries_sha256=sql.sha256(data),
     )
     assert (event.version, event.actor, event.occurred_at) == (1, "ops@example.com", LOADED_AT)
 
@@ -620,14 +636,9 @@ def test_second_list_becomes_current(store: SQLiteEventStore) -> None:
         (2, second.info.version),
     ]
 
-    # Known version: the info alone, not the entries a full list would take to read.
-    known = store.current_screening_list(known_version=second.info.version)
-    assert known is not None
-    assert known.info == second.info
-    assert known.entries == []
-    # A stale known version reads the entries.
-    stale = store.current_screening_list(known_version=first.info.version)
-    assert stale == second
+    # What is in force, without the entries a full list would take to read; then any version in full.
+    assert store.current_screening_info() == second.info
+    assert store.screening_list(first.info) == first
 
     # Going back to the first content is a new load, and it becomes current.
     back = csl_list(*ACME_ROWS, loaded_at=LOADED_AT + timedelta(hours=2))
@@ -756,3 +767,27 @@ def test_twenty_thousand_entries_match_the_one_right_entry() -> None:
     probe = entries[4_242]
     assert [m.entity_number for m in index.match(buyer(probe.name.upper()), THRESHOLD)] == ["N-04242"]
     assert index.match(buyer("Entirely Unlisted Party"), THRESHOLD) == []
+
+
+def test_the_list_in_force_is_read_in_full_once_per_version(
+    store: SQLiteEventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every screening asks which list is in force; only a new version is read and indexed again."""
+    reads: list[str] = []
+    read_in_full = store.screening_list
+
+    def counted(info: ScreeningListInfo) -> ScreeningList:
+        reads.append(info.version)
+        return read_in_full(info)
+
+    monkeypatch.setattr(store, "screening_list", counted)
+    current = CurrentList(store)
+    assert current.index().info.version.startswith("sample-")  # nothing loaded: the bundled sample
+    acme = csl_list(*ACME_ROWS)
+    assert store.save_screening_list(acme, actor="ops")
+    first = current.index()
+    assert first.info == acme.info and current.index() is first and current.index() is first
+    second = csl_list(ACME_ROWS[1], loaded_at=LOADED_AT + timedelta(hours=1))
+    assert store.save_screening_list(second, actor="ops")
+    assert current.index().info == second.info
+    assert reads == [acme.info.version, second.info.version]

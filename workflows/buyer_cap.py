@@ -24,10 +24,10 @@ with workflow.unsafe.imports_passed_through():
         ReleaseClaim,
         apply_claim,
         apply_release,
-        buyer_key,
         check_claim,
     )
     from chipclear.domain.errors import DomainError
+    from chipclear.domain.names import normalise_buyer
     from workflows.options import until_history_is_long
 
 BUYER_CAP_PREFIX = "us-export-buyer-"
@@ -36,7 +36,7 @@ DEFAULT_HISTORY_LIMIT = 2_000
 
 def buyer_cap_id(buyer: str, task_queue: str) -> str:
     """`us-export-buyer-bytedance`: one owner per buyer, however the buyer's name is written."""
-    slug = re.sub(r"\s+", "-", buyer_key(buyer))
+    slug = re.sub(r"\s+", "-", normalise_buyer(buyer))
     suffix = "" if task_queue == DEFAULT_TASK_QUEUE else f"@{task_queue}"
     return f"{BUYER_CAP_PREFIX}{slug}{suffix}"
 

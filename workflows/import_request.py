@@ -48,7 +48,7 @@ with workflow.unsafe.imports_passed_through():
     from chipclear.domain.errors import DomainError
     from chipclear.domain.events import Event, EvidenceRejected
     from chipclear.domain.evidence import InvoiceOwner, local_today, registrable
-    from chipclear.domain.models import Gate, ImportRequest, ProcurementRecord, Status
+    from chipclear.domain.models import Gate, ImportRequest, ProcurementRecord, Status, Text
     from chipclear.domain.policy import Policy
     from chipclear.domain.screening import parties_of
     from chipclear.domain.state import RequestState, evolve
@@ -76,7 +76,9 @@ def workflow_id(request_id: str) -> str:
     return f"import-{request_id}"
 
 
-class ImportRequestInput(BaseModel):
+class ImportRequestInput(Text):
+    """Where a request enters its workflow: checked for NUL characters here, once, not on every parse."""
+
     request: ImportRequest
     actor: str = "applicant"
 
@@ -168,7 +170,7 @@ class ImportRequestWorkflow:
         request = input.request
         owners = (
             await self._register(
-                request.request_id, request.buyer.name, request.domestic_procurement, already=[]
+                request.request_id, request.buyer.name, self._registrable(request.domestic_procurement, [])
             )
             if self._unique_invoices
             else None
@@ -316,42 +318,31 @@ class ImportRequestWorkflow:
         assert self._policy is not None
         state = self._state
         assert state.request_id is not None and state.buyer is not None
-        keys = registrable(
-            command.records, already=state.evidence, policy=self._policy, today=local_today(workflow.now())
-        )
         owner = InvoiceOwner(request_id=state.request_id, buyer=state.buyer)
+        keys = self._registrable(command.records, state.evidence)
         return command.model_copy(update={"invoice_owners": dict.fromkeys(keys, owner)})
+
+    def _registrable(self, records: list[ProcurementRecord], already: list[ProcurementRecord]) -> list[str]:
+        """The invoice keys of `records` that pass the policy's own rules: those to register."""
+        assert self._policy is not None
+        return registrable(records, already=already, policy=self._policy, today=local_today(workflow.now()))
 
     async def _with_owners(self, command: AddEvidence) -> AddEvidence:
         """Dry-run first (refused evidence registers nothing), then ask the registry; lock held."""
         assert self._policy is not None and self._state.request_id and self._state.buyer
-        decide(
-            self._state,
-            self._provisionally_owned(command),
-            self._policy,
-            workflow.now(),
-            new_id=lambda: "trial",
-        )
+        trial = self._provisionally_owned(command)
+        decide(self._state, trial, self._policy, workflow.now(), new_id=lambda: "trial")
         owners = await self._register(
-            self._state.request_id, self._state.buyer, command.records, already=self._state.evidence
+            self._state.request_id, self._state.buyer, list(trial.invoice_owners or {})
         )
         return command.model_copy(update={"invoice_owners": owners})
 
-    async def _register(
-        self,
-        request_id: str,
-        buyer: str,
-        records: list[ProcurementRecord],
-        *,
-        already: list[ProcurementRecord],
-    ) -> dict[str, InvoiceOwner]:
-        """Register the invoices that pass the policy's own rules; who owns each one now.
+    async def _register(self, request_id: str, buyer: str, keys: list[str]) -> dict[str, InvoiceOwner]:
+        """Register the invoices that passed the policy's own rules (`keys`); who owns each one now.
 
         A local activity: registering again for the same request changes nothing, so a call repeated
         after a lost workflow task gets the same answer.
         """
-        assert self._policy is not None
-        keys = registrable(records, already=already, policy=self._policy, today=local_today(workflow.now()))
         if not keys:
             return {}
         result = await workflow.execute_local_activity_method(

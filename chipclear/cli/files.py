@@ -7,12 +7,12 @@ import hashlib
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from chipclear.domain.models import Attachment, ImportRequest, ProcurementRecord
+from chipclear.domain.models import Attachment, ImportRequest, ProcurementRecord, refuse_nul
 from chipclear.domain.policy import describe_validation_error
 
 
@@ -45,7 +45,7 @@ def load_request(path: Path) -> ImportRequest:
     if not isinstance(document, dict):
         raise InvalidInput(f"{path}: expected a mapping with request_id, buyer, units, …")
     try:
-        return ImportRequest.model_validate(document)
+        return _text_only(path, ImportRequest.model_validate(document))
     except ValidationError as exc:
         raise InvalidInput(f"{path}: {describe_validation_error(exc)}") from None
 
@@ -66,9 +66,23 @@ def load_evidence(path: Path) -> list[ProcurementRecord]:
     if not isinstance(document, list) or not document:
         raise InvalidInput(f"{path}: expected a non-empty list of {{vendor, product, units, invoice}}")
     try:
-        return _RECORDS.validate_python(document)
+        records = _RECORDS.validate_python(document)
     except ValidationError as exc:
         raise InvalidInput(f"{path}: {describe_validation_error(exc)}") from None
+    for number, record in enumerate(records):
+        _text_only(path, record, f"{number}.")
+    return records
+
+
+T = TypeVar("T", bound=BaseModel)
+
+
+def _text_only(path: Path, model: T, where: str = "") -> T:
+    try:
+        refuse_nul(model)
+    except ValueError as exc:
+        raise InvalidInput(f"{path}: {where}{exc}") from None
+    return model
 
 
 MAX_ATTACHMENT_BYTES = 100 * 1024 * 1024
@@ -114,8 +128,11 @@ def _evidence_from_csv(path: Path) -> list[ProcurementRecord]:
             fields = {key: value.strip() for key, value in row.items() if value and value.strip()}
             try:
                 records.append(ProcurementRecord.model_validate(fields))
+                refuse_nul(records[-1])
             except ValidationError as exc:
                 problems.append(f"row {reader.line_num}, {describe_validation_error(exc)}")
+            except ValueError as exc:
+                problems.append(f"row {reader.line_num}, {exc}")
     except csv.Error as exc:  # the DictReader's count lags behind the line that failed
         raise InvalidInput(f"{path}: row {reader.reader.line_num}: not valid CSV ({exc})") from None
     if problems:

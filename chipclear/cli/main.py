@@ -229,20 +229,29 @@ async def _settled_state(client: Client, events: EventStore, request_id: str) ->
     return None
 
 
+async def _current_state(
+    events: EventStore, request_id: str
+) -> tuple[Client | None, RequestState | None, str]:
+    """The running workflow's state if the server answers, else the event store's: (client, state, source)."""
+    client = None
+    try:
+        client = await connect()
+        live = await ops.live_state(client, request_id)
+        if live is not None:
+            return client, live, "workflow"
+    except ServerUnavailable:
+        pass  # the event store still has every recorded step
+    return client, events.get_request(request_id), "event-store"
+
+
 @app.command()
 @handles_errors
 def status(request_id: str, json_: JsonOption = False) -> None:
     """Where a request stands: from its running workflow, or from the event store once it is gone."""
 
     async def go() -> None:
-        events, client, state, source = store(), None, None, "event-store"
-        try:
-            client = await connect()
-            state, source = await ops.live_state(client, request_id), "workflow"
-        except ServerUnavailable:
-            pass  # the event store still has every recorded step
-        if state is None:
-            state, source = events.get_request(request_id), "event-store"
+        events = store()
+        client, state, source = await _current_state(events, request_id)
         if state is None:
             raise ops.NotFound(f"no request {request_id!r} (neither a workflow nor stored events)")
         if state.allocation and state.allocation.outcome == "queued" and not state.is_final:
@@ -301,8 +310,7 @@ def list_(
         for flag, on in (("escalated", escalated), ("held", held), ("awaiting-applicant", awaiting))
         if on
     ]
-    rows = store().list_requests(status_, wanted[0] if wanted else None)
-    rows = [row for row in rows if all(flag in row.flags for flag in wanted)]
+    rows = store().list_requests(status_, wanted)
     if json_:
         output.print_json([row.model_dump() for row in rows])
         return
@@ -352,6 +360,10 @@ def _visibility_query(
     return " AND ".join(parts)
 
 
+# The columns of `list --gate/--buyer/--query`, in the order the table shows them.
+VISIBLE_COLUMNS = ("request_id", "status", "gate", "buyer", "units", "batch", "escalated", "workflow")
+
+
 def _list_visible(visibility_query: str, json_: bool) -> None:
     async def go() -> list[dict[str, Any]]:
         client = await connect()
@@ -362,13 +374,13 @@ def _list_visible(visibility_query: str, json_: bool) -> None:
                 rows.append(
                     {
                         "request_id": execution.id.removeprefix("import-"),
-                        "workflow": execution.status.name.lower() if execution.status else None,
                         "status": found.get(sa.STATUS),
                         "gate": found.get(sa.GATE) or None,
                         "buyer": found.get(sa.BUYER),
                         "units": found.get(sa.UNITS),
                         "batch": found.get(sa.BATCH) or None,
                         "escalated": found.get(sa.ESCALATED),
+                        "workflow": execution.status.name.lower() if execution.status else None,
                     }
                 )
         except RPCError as exc:
@@ -383,9 +395,9 @@ def _list_visible(visibility_query: str, json_: bool) -> None:
         return
     from rich.table import Table
 
-    table = Table("request", "status", "gate", "buyer", "units", "batch", "escalated", "workflow")
+    table = Table("request", *VISIBLE_COLUMNS[1:])
     for row in rows:
-        output.row(table, *("" if value is None else value for value in row.values()))
+        output.row(table, *("" if row[key] is None else row[key] for key in VISIBLE_COLUMNS))
     output.console.print(table)
     output.console.print(f"{len(rows)} request(s) matching {visibility_query}")
 
@@ -515,11 +527,7 @@ def licence(request_id: str, json_: JsonOption = False) -> None:
     """The licence of a request that passed all three gates: units, validity, conditions."""
 
     async def go() -> RequestState | None:
-        try:
-            live = await ops.live_state(await connect(), request_id)
-        except ServerUnavailable:
-            live = None
-        return live or store().get_request(request_id)
+        return (await _current_state(store(), request_id))[1]
 
     state = run(go())
     if state is None:

@@ -100,12 +100,13 @@ def check(
 @handles_errors
 def versions(json_: JsonOption = False) -> None:
     """Every list loaded, newest (the one in force) first."""
-    loaded = store().screening_list_versions()
+    events = store()
+    loaded = events.screening_list_versions()
     if json_:
         output.print_json([info.model_dump(mode="json") for info in loaded])
         return
     if not loaded:
-        sample = CurrentList(store()).index().info
+        sample = CurrentList(events).index().info
         output.console.print(
             f"no list loaded: screenings use the bundled sample {sample.version} ({sample.entries} entries). "
             "Load the current Consolidated Screening List with `chipclear screening load FILE.csv`."

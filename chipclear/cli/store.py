@@ -17,8 +17,8 @@ from chipclear.cli import output
 from chipclear.cli.common import JsonOption, fail, handles_errors, settings, store
 from chipclear.cli.files import InvalidInput
 from chipclear.store import open_store
-from chipclear.store.factory import redacted
 from chipclear.store.transfer import read_csv, read_jsonl, write_csv, write_jsonl
+from chipclear.store.urls import redact
 
 store_app = typer.Typer(help="The event store: schema migrations, export and import.", no_args_is_help=True)
 projections_app = typer.Typer(help="The read models kept from the event log.", no_args_is_help=True)
@@ -47,7 +47,7 @@ def migrate(
     if json_:
         output.print_json(
             {
-                "event_store": redacted(url),
+                "event_store": redact(url),
                 "schema_version": version,
                 "pending" if check else "applied": [{"version": m.version, "name": m.name} for m in steps],
             }
@@ -57,9 +57,7 @@ def migrate(
             verb = "pending" if check else "applied"
             output.console.print(f"{verb} {migration.version}: {migration.name}", highlight=False)
         state = f"{len(steps)} pending" if check and steps else "up to date"
-        output.console.print(
-            f"event store {redacted(url)}: schema version {version}, {state}", highlight=False
-        )
+        output.console.print(f"event store {redact(url)}: schema version {version}, {state}", highlight=False)
     if check and pending:
         raise typer.Exit(1)
 

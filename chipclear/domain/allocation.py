@@ -8,7 +8,6 @@ one reservation.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Literal
@@ -17,22 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chipclear.domain.errors import DomainError
 from chipclear.domain.models import MAX_UNITS, UtcDatetime
+from chipclear.domain.names import normalise_buyer
 
 LEDGER_STREAM = "allocation"
-
-# Legal-form and corporate words that do not distinguish one buyer from another.
-_LEGAL_WORDS = {
-    "co", "company", "corp", "corporation", "inc", "incorporated", "ltd", "limited", "llc", "plc",
-    "group", "holding", "holdings", "international", "technology", "technologies", "tech", "sa", "ag",
-    "gmbh", "pte", "bv", "nv",
-}  # fmt: skip
-
-
-def normalise_buyer(name: str) -> str:
-    """'ByteDance Ltd.' -> 'bytedance'; 'Alibaba Group Holding Limited' -> 'alibaba'."""
-    words = re.sub(r"[^\w\s]", " ", name.casefold()).split()
-    kept = [word for word in words if word not in _LEGAL_WORDS]
-    return " ".join(kept or words)
 
 
 class BatchSpec(BaseModel):
@@ -93,17 +79,19 @@ class QueueEntry(BaseModel):
 
 
 # -- events -------------------------------------------------------------------------------------------
-class _LedgerEvent(BaseModel):
+class LedgerPayload(BaseModel):
+    """What every event of the allocation ledger's own stream is (not a request's)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class BatchOpened(_LedgerEvent):
+class BatchOpened(LedgerPayload):
     type: Literal["BatchOpened"] = "BatchOpened"
     batch: BatchSpec
     opened_at: UtcDatetime
 
 
-class UnitsGranted(_LedgerEvent):
+class UnitsGranted(LedgerPayload):
     type: Literal["UnitsGranted"] = "UnitsGranted"
     request_id: str
     buyer: str
@@ -115,7 +103,7 @@ class UnitsGranted(_LedgerEvent):
     from_queue: bool = False
 
 
-class RequestQueued(_LedgerEvent):
+class RequestQueued(LedgerPayload):
     type: Literal["RequestQueued"] = "RequestQueued"
     request_id: str
     buyer: str
@@ -124,7 +112,7 @@ class RequestQueued(_LedgerEvent):
     seq: int
 
 
-class UnitsReleased(_LedgerEvent):
+class UnitsReleased(LedgerPayload):
     type: Literal["UnitsReleased"] = "UnitsReleased"
     request_id: str
     batch_id: str
@@ -132,7 +120,7 @@ class UnitsReleased(_LedgerEvent):
     reason: str
 
 
-class QueueLeft(_LedgerEvent):
+class QueueLeft(LedgerPayload):
     type: Literal["QueueLeft"] = "QueueLeft"
     request_id: str
     reason: str

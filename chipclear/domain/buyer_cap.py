@@ -11,9 +11,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from chipclear.domain.allocation import normalise_buyer
 from chipclear.domain.errors import DomainError
 from chipclear.domain.models import MAX_UNITS
+from chipclear.domain.names import normalise_buyer
 
 RULE = "us_export.max_units_per_buyer"
 
@@ -65,10 +65,6 @@ class BuyerCapState(_Model):
         return sum(units for other, units in self.claims.items() if other != request_id)
 
 
-def buyer_key(buyer: str) -> str:
-    return normalise_buyer(buyer)
-
-
 def check_claim(state: BuyerCapState, command: ClaimUnits) -> BuyerClaim:
     """The grant `command` would get, or DomainError naming the headroom; changes nothing."""
     if command.request_id in state.released:
@@ -96,7 +92,7 @@ def apply_claim(state: BuyerCapState, claim: BuyerClaim) -> BuyerCapState:
         claims[claim.request_id] = claim.units
     else:
         claims.pop(claim.request_id, None)
-    return state.model_copy(update={"claims": claims, "buyer_key": buyer_key(claim.buyer)})
+    return state.model_copy(update={"claims": claims, "buyer_key": normalise_buyer(claim.buyer)})
 
 
 def apply_release(state: BuyerCapState, command: ReleaseClaim) -> tuple[BuyerCapState, int]:

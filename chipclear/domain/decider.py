@@ -227,7 +227,7 @@ def _evaluate(
     match gate:
         case Gate.US_EXPORT:
             _require_screened(state, policy)
-            if not auto or state.on_hold:
+            if not _exports_automatically(state, policy):
                 return []
             return _auto_export_approval(state, policy, now, claim)
         case Gate.CN_IMPORT:
@@ -535,8 +535,8 @@ def _record_screening(state: RequestState, command: RecordScreening, policy: Pol
 def _auto_export_approval(
     state: RequestState, policy: Policy, now: datetime, claim: BuyerClaim | None
 ) -> list[Payload]:
+    units = _export_units(state, policy)
     cap = policy.us_export.max_units_per_request
-    units = min(state.units_in_play, cap)
     note = f"capped at us_export.max_units_per_request = {cap}" if units < state.units_in_play else None
     if policy.us_export.max_units_per_buyer is not None:
         if claim is None or claim.request_id != state.request_id or claim.units > units:
@@ -557,6 +557,20 @@ def _auto_export_approval(
     )
 
 
+def _exports_automatically(state: RequestState, policy: Policy) -> bool:
+    """Whether entering us-export approves by policy: auto mode, not held, no rule denies it."""
+    return (
+        policy.mode(Gate.US_EXPORT) is GateMode.AUTO
+        and not state.on_hold
+        and _rule_denial(state, Gate.US_EXPORT, policy) is None
+    )
+
+
+def _export_units(state: RequestState, policy: Policy) -> int:
+    """What an export approval covers unless an officer says otherwise: capped per request."""
+    return min(state.units_in_play, policy.us_export.max_units_per_request)
+
+
 def buyer_claim_for(state: RequestState, command: Command, policy: Policy) -> ClaimUnits | None:
     """The claim the buyer's cap owner must grant before `command` can be recorded, if any.
 
@@ -567,13 +581,13 @@ def buyer_claim_for(state: RequestState, command: Command, policy: Policy) -> Cl
     request = state.request
     if cap is None or request is None or state.request_id is None or state.gate is not Gate.US_EXPORT:
         return None
-    per_request = min(state.units_in_play, policy.us_export.max_units_per_request)
+    per_request = _export_units(state, policy)
     match command:
         case Decide(gate=Gate.US_EXPORT, approve=True, units=units):
             claim_units, partial = units if units is not None else per_request, False
         case Evaluate(gate=Gate.US_EXPORT):
-            auto = policy.mode(Gate.US_EXPORT) is GateMode.AUTO
-            if not auto or state.on_hold or _rule_denial(state, Gate.US_EXPORT, policy) is not None:
+            # Exactly when `_evaluate` approves by policy: a claim no approval uses would take headroom.
+            if not _exports_automatically(state, policy):
                 return None
             claim_units, partial = per_request, True
         case _:

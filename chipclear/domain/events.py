@@ -7,11 +7,18 @@ stored events outlive every release of this code.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, computed_field
 
-from chipclear.domain.allocation import BatchOpened, QueueLeft, RequestQueued, UnitsGranted, UnitsReleased
+from chipclear.domain.allocation import (
+    BatchOpened,
+    LedgerPayload,
+    QueueLeft,
+    RequestQueued,
+    UnitsGranted,
+    UnitsReleased,
+)
 from chipclear.domain.buyer_cap import BuyerClaim
 from chipclear.domain.evidence import RejectedRecord
 from chipclear.domain.models import Attachment, Gate, ImportRequest, ProcurementRecord, UtcDatetime
@@ -216,28 +223,12 @@ EventData = Annotated[
     Field(discriminator="type"),
 ]
 EVENT_DATA: TypeAdapter[EventData] = TypeAdapter(EventData)
+# Every event of a request's own stream: the union above, less the screening lists' and the ledger's
+# (derived, so a new request event is projected without being listed twice).
 REQUEST_EVENT_TYPES = frozenset(
     model.model_fields["type"].default
-    for model in (
-        RequestSubmitted,
-        GateOpened,
-        PartiesScreened,
-        InformationRequested,
-        InformationProvided,
-        ReviewEscalated,
-        ExportApprovalReleased,
-        GateApproved,
-        GateDenied,
-        EvidenceAdded,
-        EvidenceRejected,
-        DomesticQuotaAssessed,
-        LicenseIssued,
-        RequestWithdrawn,
-        RequestExpired,
-        AllocationGranted,
-        AllocationQueued,
-        AllocationReleased,
-    )
+    for model in get_args(get_args(EventData)[0])
+    if not issubclass(model, ScreeningListLoaded | LedgerPayload)
 )
 
 

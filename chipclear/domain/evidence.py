@@ -9,15 +9,15 @@ answer in (`owners`), so this stays pure.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict
 
-from chipclear.domain.models import ProcurementRecord
-from chipclear.domain.policy import Policy, vendor_key
+from chipclear.domain.models import ProcurementRecord, invoice_key
+from chipclear.domain.names import normalise_buyer
+from chipclear.domain.policy import Policy
 
 
 class InvoiceOwner(BaseModel):
@@ -32,12 +32,6 @@ class RejectedRecord(BaseModel):
     model_config = ConfigDict(frozen=True)
     record: ProcurementRecord
     reason: str
-
-
-def invoice_key(record: ProcurementRecord) -> str:
-    """Invoice numbers are unique per vendor: `huawei|hw20260017` for "HW-2026-0017" from "Huawei Co."."""
-    number = re.sub(r"[\W_]+", "", record.invoice.casefold())
-    return f"{vendor_key(record.vendor)}|{number}"
 
 
 # Invoices and deliveries are dated where they happen: in China (UTC+8 all year, no daylight saving).
@@ -125,7 +119,7 @@ def _registry_problem(
         return f"invoice {record.invoice!r} is not registered yet; send it again"
     if owner.request_id == request_id:
         return None
-    if vendor_key(owner.buyer) == vendor_key(buyer):
+    if normalise_buyer(owner.buyer) == normalise_buyer(buyer):
         return f"invoice {record.invoice!r} already counts for request {owner.request_id}"
     return f"invoice {record.invoice!r} is registered to another buyer's request"
 

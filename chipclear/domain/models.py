@@ -13,6 +13,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from chipclear.domain.names import normalise_buyer
+
 # Every instant in an event is kept in UTC, so the state folded from a live event and from its stored
 # copy are identical, whatever time zone the caller used.
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(lambda moment: moment.astimezone(UTC))]
@@ -81,34 +83,38 @@ class Product(StrEnum):
     H200 = "H200"
 
 
-def _no_nul(value: object) -> None:
+def nul_at(value: object, path: str = "") -> str | None:
+    """Where (a dotted path) a NUL character sits in plain data, if anywhere."""
+    if isinstance(value, str):
+        return (path or "value") if "\x00" in value else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = nul_at(str(key), path) if isinstance(key, str) else None
+        found = found or nul_at(item, f"{path}.{key}" if path else str(key))
+        if found:
+            return found
+    return None
+
+
+def refuse_nul(model: BaseModel) -> None:
     """A NUL character is refused in every text an applicant or officer sends: PostgreSQL cannot store
-    one, and no legitimate name, reason or invoice number holds it."""
-    if isinstance(value, str) and "\x00" in value:
-        raise ValueError("contains a NUL character (\\x00)")
-    if isinstance(value, list | tuple | set | frozenset):
-        for item in value:
-            _no_nul(item)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _no_nul(key)
-            _no_nul(item)
+    one, and no legitimate name, reason or invoice number holds it. Checked where text comes in (a
+    command, a workflow's input, a file read by the CLI), not on every parse of stored data."""
+    where = nul_at(model.model_dump(mode="json"))
+    if where is not None:
+        raise ValueError(f"{where}: contains a NUL character (\\x00)")
 
 
 class Text(BaseModel):
-    """Every model that carries user text: no NUL anywhere, named fields or extra ones."""
+    """A model that brings user text in: no NUL anywhere, in named fields or extra ones."""
 
     @model_validator(mode="after")
     def _refuse_nul(self) -> Text:
-        for name, value in [*self.__dict__.items(), *(self.__pydantic_extra__ or {}).items()]:
-            try:
-                _no_nul(value)
-            except ValueError as exc:
-                raise ValueError(f"{name}: {exc}") from None
+        refuse_nul(self)
         return self
 
 
-class _Strict(Text):
+class _Strict(BaseModel):
     # Unknown fields are an error: a misspelt `unit` must not silently drop the quantity.
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
@@ -190,17 +196,19 @@ class ImportRequest(_Strict):
         return self.end_user or self.buyer
 
 
+def invoice_key(record: ProcurementRecord) -> str:
+    """Invoice numbers are unique per vendor: `huawei|hw20260017` for "HW-2026-0017" from "Huawei Co."."""
+    number = re.sub(r"[\W_]+", "", record.invoice.casefold())
+    return f"{normalise_buyer(record.vendor)}|{number}"
+
+
 def first_duplicate_invoice(records: list[ProcurementRecord]) -> str | None:
-    """An invoice number listed twice for one vendor (numbers are the vendor's, so two vendors may
-    share one); case and punctuation do not make two numbers different."""
-    seen: set[tuple[str, str]] = set()
+    """An invoice listed twice: the same number from the same vendor (numbers are the vendor's, so two
+    vendors may share one), whatever the case, punctuation or legal form."""
+    seen: set[str] = set()
     for record in records:
-        key = (_bare(record.vendor), _bare(record.invoice))
+        key = invoice_key(record)
         if key in seen:
             return record.invoice
         seen.add(key)
     return None
-
-
-def _bare(text: str) -> str:
-    return re.sub(r"[\W_]+", "", text.casefold())

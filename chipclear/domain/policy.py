@@ -11,6 +11,7 @@ import re
 import tomllib
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,8 +26,8 @@ from pydantic import (
     model_validator,
 )
 
-from chipclear.domain.allocation import normalise_buyer
 from chipclear.domain.models import Gate, PartyKind
+from chipclear.domain.names import normalise_buyer
 
 
 def _iso_duration(value: Any) -> Any:
@@ -105,15 +106,12 @@ class DomesticQuotaPolicy(_Section):
 
     def vendor(self, name: str) -> tuple[str, VendorRule] | None:
         """The vendor rule for `name`, matched without regard to case, punctuation or legal form."""
-        wanted = vendor_key(name)
-        for listed, rule in self.vendors.items():
-            if vendor_key(listed) == wanted:
-                return listed, rule
-        return None
+        return self._vendors_by_key.get(normalise_buyer(name))
 
-
-def vendor_key(name: str) -> str:
-    return normalise_buyer(name)
+    @cached_property
+    def _vendors_by_key(self) -> dict[str, tuple[str, VendorRule]]:
+        # Once per policy, not once per record judged: evidence is judged several times per update.
+        return {normalise_buyer(listed): (listed, rule) for listed, rule in reversed(self.vendors.items())}
 
 
 class CalendarPeriod(BaseModel):

@@ -174,16 +174,6 @@ def normalise(name: str) -> Normalised:
     return Normalised(spaced=spaced, compact=spaced.replace(" ", ""))
 
 
-def similarity(party: str, listed: str) -> float:
-    """0 to 100: how well a party's name matches one listed name, scored as `ScreeningIndex` does."""
-    entry = ScreeningEntry(source="-", name=listed)
-    info = ScreeningListInfo(version="-", sha256="-", source="-", loaded_at=None, entries=1, names=1)
-    found = ScreeningIndex(ScreeningList(info=info, entries=[entry])).match(
-        ScreenedParty(role="buyer", name=party), threshold=0
-    )
-    return found[0].score if found else 0.0
-
-
 # -- matching -----------------------------------------------------------------------------------------
 class ScreeningIndex:
     """A list prepared for matching: every name and alternative name normalised once.

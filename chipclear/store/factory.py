@@ -8,7 +8,7 @@ from chipclear.store.protocol import EventStore
 from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.store.urls import StoreURLError, redact
 
-__all__ = ["StoreURLError", "open_store", "redacted"]
+__all__ = ["StoreURLError", "open_store"]
 
 
 ALLOWED = "sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
@@ -34,16 +34,9 @@ def open_store(url: str, *, require_schema: bool = True) -> EventStore:
         return SQLiteEventStore(path, synchronous=synchronous, migrate=require_schema)
     scheme = urlsplit(url).scheme
     if scheme in {"postgresql", "postgres"}:
-        from chipclear.store.postgres import PostgresEventStore, split_url
+        from chipclear.store.postgres import PostgresEventStore
 
-        try:
-            split_url(url)
-        except ValueError as exc:
-            raise StoreURLError(f"CHIPCLEAR_EVENT_STORE: {exc} in {redact(url)!r}") from exc
         return PostgresEventStore(url, require_schema=require_schema)
     raise StoreURLError(
         f"CHIPCLEAR_EVENT_STORE: unsupported scheme {scheme or url!r} in {redact(url)!r} (allowed: {ALLOWED})"
     )
-
-
-redacted = redact  # a store URL safe to log

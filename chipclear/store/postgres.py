@@ -25,7 +25,7 @@ from chipclear.domain.events import StoredEvent
 from chipclear.store.follow import FollowerState, Gap, LogFollower, settled_run
 from chipclear.store.migrations import Migration
 from chipclear.store.protocol import ConcurrencyError, StoreUnavailable
-from chipclear.store.sql import EVENT_COLUMNS, GENESIS, PAGE, SQLEventStore, Tx, stored_event
+from chipclear.store.sql import GENESIS, PAGE, SQLEventStore, Tx
 from chipclear.store.urls import StoreURLError, redact
 
 # Keys that are sorted are compared byte by byte (COLLATE "C"), as SQLite does, whatever the database's
@@ -169,7 +169,10 @@ class PostgresEventStore(SQLEventStore):
 
     def __init__(self, url: str, *, require_schema: bool = True) -> None:
         self.url = url
-        conninfo, pool = split_url(url)
+        try:
+            conninfo, pool = split_url(url)
+        except ValueError as exc:
+            raise StoreURLError(f"CHIPCLEAR_EVENT_STORE: {exc} in {redact(url)!r}") from None
         self.pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             conninfo,
             min_size=pool["pool_min_size"],
@@ -279,16 +282,12 @@ class GapAwareFollower:
         gap = self.state.gap
         # Who is writing is asked before the rows are read: a writer that ended by then has its row in them.
         gap_final = gap is not None and not (gap.writers & self._writers())
-        with self.store._reader() as tx:
-            rows = tx.execute(
-                f"SELECT {EVENT_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",
-                (self.state.position, self.limit),
-            ).fetchall()
+        page = self.store.read_page(self.state.position, self.limit)
         events, self.state, new_gap = settled_run(
-            [(row[0], stored_event(row)) for row in rows],
+            [(event.position, event) for event in page],
             self.state,
             gap_final=gap_final,
-            complete=len(rows) < self.limit,
+            complete=len(page) < self.limit,
         )
         if new_gap is not None:
             # Asked after the rows were read: every writer that drew a position below `new_gap` and has

@@ -18,13 +18,11 @@ class CurrentList:
 
     def index(self) -> ScreeningIndex:
         with self._lock:
-            known = self._index.info.version if self._index else None
-            current = self.store.current_screening_list(known_version=known)
+            current = self.store.current_screening_info()
             if current is None:
                 # No list loaded yet: the sample bundled with the package, named as such in every event.
                 if self._index is None or self._index.info.loaded_at is not None:
                     self._index = ScreeningIndex(bundled_list())
-            elif current.info.version != known:
-                self._index = ScreeningIndex(current)
-            assert self._index is not None
+            elif self._index is None or current.version != self._index.info.version:
+                self._index = ScreeningIndex(self.store.screening_list(current))
             return self._index

@@ -20,14 +20,14 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from chipclear.domain.allocation import normalise_buyer
 from chipclear.domain.events import Event, ScreeningListLoaded, StoredEvent
 from chipclear.domain.evidence import InvoiceOwner
 from chipclear.domain.models import Status
+from chipclear.domain.names import normalise_buyer
 from chipclear.domain.screening import ScreeningEntry, ScreeningList, ScreeningListInfo
 from chipclear.domain.state import RequestState, fold
 from chipclear.store import projection
-from chipclear.store.chain import GENESIS, chained_fields, first_break, link, timestamp
+from chipclear.store.chain import GENESIS, canonical, chained_fields, first_break, link, timestamp
 from chipclear.store.follow import InOrderFollower, LogFollower
 from chipclear.store.migrations import MIGRATIONS_TABLE, Migration, SchemaError
 from chipclear.store.protocol import AppendResult, AuditReport, ChainBreak, ConcurrencyError, RequestSummary
@@ -213,7 +213,7 @@ class SQLEventStore(ABC):
                     stream_id,
                     event.version,
                     event.type,
-                    json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
+                    canonical(data),
                     occurred_at,
                     recorded_at,
                     event.policy_version,
@@ -277,13 +277,13 @@ class SQLEventStore(ABC):
             found = tx.execute("SELECT state FROM requests WHERE request_id = ?", (request_id,)).fetchone()
         return RequestState.model_validate_json(found[0]) if found else None
 
-    def list_requests(self, status: Status | None = None, flag: str | None = None) -> list[RequestSummary]:
+    def list_requests(self, status: Status | None = None, flags: Sequence[str] = ()) -> list[RequestSummary]:
         columns = ", ".join(c for c in projection.COLUMNS if c != "state")
         where: list[str] = ["1 = 1"]
         params: list[str] = []
         if status is not None:
             where, params = [*where, "status = ?"], [*params, status.value]
-        if flag is not None:
+        for flag in flags:
             where, params = [*where, "(',' || flags || ',') LIKE ?"], [*params, f"%,{flag},%"]
         with self._reader() as tx:
             cursor = tx.execute(
@@ -559,25 +559,24 @@ class SQLEventStore(ABC):
             names = [d[0] for d in cursor.description]
             return [ScreeningListInfo.model_validate(dict(zip(names, row, strict=True))) for row in cursor]
 
-    def current_screening_list(self, known_version: str | None = None) -> ScreeningList | None:
-        """The newest loaded list, or None if none was loaded; `known_version` skips re-reading it.
-
-        With `known_version` equal to the current version, only the version is read and the returned
-        list has no entries: callers cache by version, since a full list is tens of megabytes. Every
-        screening asks this, so it reads one row, not the whole history of loads.
-        """
+    def current_screening_info(self) -> ScreeningListInfo | None:
+        """What the list in force is (one row, no entries): every screening asks, caching by version."""
         current = self._screening_infos(limit=1)
-        if not current:
-            return None
-        info = current[0]
-        if info.version == known_version:
-            return ScreeningList(info=info, entries=[])
+        return current[0] if current else None
+
+    def screening_list(self, info: ScreeningListInfo) -> ScreeningList:
+        """A stored list with its entries (tens of megabytes for a full list: read it once per version)."""
         with self._reader() as tx:
             found = tx.execute(
                 "SELECT data FROM screening_lists WHERE version = ?", (info.version,)
             ).fetchone()
         entries = [ScreeningEntry.model_validate(entry) for entry in json.loads(found[0])]
         return ScreeningList(info=info, entries=entries)
+
+    def current_screening_list(self) -> ScreeningList | None:
+        """The newest loaded list with its entries, or None if none was loaded."""
+        info = self.current_screening_info()
+        return self.screening_list(info) if info is not None else None
 
     def _screening_list_breaks(self, tx: Tx) -> list[ChainBreak]:
         """Every stored screening list must be, byte for byte, the one its chained event says was loaded:

@@ -17,6 +17,7 @@ from typing import IO, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from chipclear.domain.events import Event
+from chipclear.store.chain import canonical
 
 
 class _Record(BaseModel):
@@ -51,7 +52,7 @@ class ExportedEvent(_Record):
         Event.parse_data(self.type, self.data)
 
     def data_text(self) -> str:
-        return json.dumps(self.data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return canonical(self.data)  # as the store writes it
 
 
 class ExportedStream(_Record):
