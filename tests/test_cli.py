@@ -312,7 +312,9 @@ def submitted(stack: Stack, directory: Path, prefix: str) -> str:
     result = ok(stack.run("submit", request_file(directory, request_id)))
     assert request_id in flat(result.stdout) and "us_export_review" in result.stdout, show(result)
     deadline = time.monotonic() + 20
-    while stored_version(stack, request_id) < 2:  # RequestSubmitted, GateOpened
+    # Version 2 follows RequestSubmitted: EvidenceAdded under the default policy (EvidenceRejected once
+    # the example's invoices count for an earlier request). GateOpened is in the same atomic append.
+    while stored_version(stack, request_id) < 2:
         assert time.monotonic() < deadline, f"{request_id} was never stored"
         time.sleep(0.05)
     return request_id

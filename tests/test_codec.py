@@ -7,7 +7,6 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -32,10 +31,10 @@ from chipclear.codec_server import build_app
 from chipclear.domain.commands import Withdraw
 from chipclear.domain.models import Gate, Status
 from chipclear.store.sqlite import SQLiteEventStore
+from tests.conftest import running_worker
 from tests.factories import make_policy, make_request
 from tests.test_cli import chipclear, hermetic_env, refused
 from tests.test_workflow import at_gate, wait_for
-from worker import ACTIVITY_THREADS, build_worker
 
 UI = "http://127.0.0.1:8233"
 
@@ -179,21 +178,13 @@ async def test_history_holds_ciphertext_and_the_keys_read_it(
         client.service_client, namespace=client.namespace, data_converter=data_converter(keys)
     )
     request = make_request(request_id=f"sealed-{uuid.uuid4().hex[:8]}", unit_price_usd=31_999)
-    with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
-        worker = build_worker(
-            sealed_client,
-            task_queue=f"test-{uuid.uuid4().hex[:12]}",
-            store=store,
-            policy=make_policy("manual"),
-            executor=executor,
+    async with running_worker(sealed_client, store, make_policy("manual")) as worker:
+        submission = await ops.submit(
+            sealed_client, store, request, task_queue=worker.task_queue, actor="applicant"
         )
-        async with worker:
-            submission = await ops.submit(
-                sealed_client, store, request, task_queue=worker.task_queue, actor="applicant"
-            )
-            await wait_for(sealed_client, request.request_id, at_gate(Gate.US_EXPORT))
-            await ops.update(sealed_client, request.request_id, Withdraw(reason="test over"))
-            assert (await submission.handle.result()).status is Status.WITHDRAWN
+        await wait_for(sealed_client, request.request_id, at_gate(Gate.US_EXPORT))
+        await ops.update(sealed_client, request.request_id, Withdraw(reason="test over"))
+        assert (await submission.handle.result()).status is Status.WITHDRAWN
 
     # Without the codec the stored history is ciphertext: no buyer, no price, only the key's id.
     raw = await client.get_workflow_handle(submission.handle.id).fetch_history()

@@ -9,8 +9,6 @@ Requests are driven as users drive them; open ones are cleaned up by withdrawal,
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -33,7 +31,7 @@ from chipclear.domain.events import (
     RequestExpired,
     RequestWithdrawn,
 )
-from chipclear.domain.models import Gate, ProcurementRecord, Status
+from chipclear.domain.models import Gate, ProcurementRecord, Status, invoice_key
 from chipclear.domain.policy import CalendarPeriod, Policy
 from chipclear.domain.state import RequestState
 from chipclear.store.sqlite import SQLiteEventStore
@@ -42,7 +40,6 @@ from tests.factories import make_policy, make_request
 from tests.test_allocation_workflow import allocation_policy, ledger, open_batch
 from tests.test_us_export_workflow import payloads, replay, stored_of
 from tests.test_workflow import assert_store_matches, at_gate, decision, start, wait_for
-from worker import ChipclearWorker
 from workflows.allocation import ReleaseResult, ledger_id, ledger_stream
 
 # Long enough for any step of a test, short enough that a request a failed test leaves open ends itself.
@@ -105,20 +102,6 @@ class FlakyRelease:
         return result
 
 
-@asynccontextmanager
-async def running(
-    client: Client,
-    store: SQLiteEventStore,
-    policy: Policy,
-    release_units: Callable[..., Any] | None = None,
-) -> AsyncIterator[ChipclearWorker]:
-    """The real worker on a fresh queue, with `release_units` swapped for a stand-in if given."""
-    async with running_worker(
-        client, store, policy, replace=[release_units] if release_units else []
-    ) as worker:
-        yield worker
-
-
 # -- 1. a shortfall, more evidence, the quota met ---------------------------------------------------
 @pytest.mark.parametrize("mode", ["auto", "manual"])
 async def test_shortfall_then_more_evidence_meets_the_quota(
@@ -132,7 +115,7 @@ async def test_shortfall_then_more_evidence_meets_the_quota(
     )
     request = make_request(units=40_000, domestic_procurement=evidence(record("HW-SF-1", 10_000)))
     rid = request.request_id
-    async with running(client, store, policy) as worker:
+    async with running_worker(client, store, policy) as worker:
         handle = await start(client, store, worker, request)
         if mode == "manual":
             await wait_for(client, rid, at_gate(Gate.US_EXPORT))
@@ -202,7 +185,7 @@ async def test_shortfall_until_the_deadline_expires_and_releases_the_units(
     )
     request = make_request(units=500, domestic_procurement=evidence(record("HW-EX-1", 100)))
     rid = request.request_id
-    async with running(client, store, policy) as worker:
+    async with running_worker(client, store, policy) as worker:
         queue = worker.task_queue
         await open_batch(client, queue, batch_id="E1", capacity=1_000)
         handle = await start(client, store, worker, request)
@@ -314,7 +297,7 @@ async def test_withdrawal_at_each_gate_compensates_exactly_what_is_held(
     )
     request = make_request(units=500)
     rid = request.request_id
-    async with running(client, store, policy) as worker:
+    async with running_worker(client, store, policy) as worker:
         queue = worker.task_queue
         if with_batch:
             await open_batch(client, queue, batch_id="W1", capacity=1_000)
@@ -375,7 +358,7 @@ async def test_a_retried_release_gives_the_units_back_once(client: Client, store
     policy = allocation_policy(cn_import={"decision_deadline": SAFETY_DEADLINE})
     donor = make_request(units=500)
     other = make_request(units=300)
-    async with running(client, store, policy, release_units=flaky.release_units) as worker:
+    async with running_worker(client, store, policy, replace=[flaky.release_units]) as worker:
         queue = worker.task_queue
         await open_batch(client, queue, batch_id="R1", capacity=1_000)
         donor_handle = await start(client, store, worker, donor)
@@ -431,7 +414,7 @@ async def test_an_invoice_counts_for_one_request_of_one_buyer(
             record("HW-7001", 60_000), record("CB-1", 10_000, vendor="Cambricon", product="MLU370")
         ),
     )
-    # Another buyer, the same invoice written differently: one key, "huawei|hw7001".
+    # Another buyer, the same invoice written differently: one key.
     stranger = make_request(
         units=10_000,
         buyer={"name": "Kuaishou Technology", "country": "CN", "kind": "private"},
@@ -439,7 +422,7 @@ async def test_an_invoice_counts_for_one_request_of_one_buyer(
     )
     a, b, c = first.request_id, second.request_id, stranger.request_id
     taken = f"invoice 'HW-7001': invoice 'HW-7001' already counts for request {a}"
-    async with running(client, store, policy) as worker:
+    async with running_worker(client, store, policy) as worker:
         first_handle = await start(client, store, worker, first)
         assert (await first_handle.result()).status is Status.LICENSED
         second_handle = await start(client, store, worker, second)
@@ -519,9 +502,9 @@ async def test_an_invoice_counts_for_one_request_of_one_buyer(
     assert final is not None and [r.invoice for r in final.evidence] == ["CB-1", "HW-7002"]
     assert [r.record.invoice for r in final.rejected_evidence] == ["HW-7001", "HW-7001"]
     # The registry still holds the invoice for the first request alone (asking again changes nothing).
-    assert (
-        store.register_invoices(c, "Kuaishou Technology", ["huawei|hw7001"])["huawei|hw7001"].request_id == a
-    )
+    key = invoice_key(first.domestic_procurement[0])
+    assert invoice_key(stranger.domestic_procurement[0]) == key  # written differently, one invoice
+    assert store.register_invoices(c, "Kuaishou Technology", [key])[key].request_id == a
     assert stranger_result.status is Status.WITHDRAWN
     assert types(store, c)[-2:] == ["RequestWithdrawn", "ExportApprovalReleased"]
     assert_store_matches(store, b, second_result)
@@ -543,19 +526,21 @@ async def test_a_withdrawn_request_frees_its_invoices_for_the_same_buyer(
         buyer={"name": "Kuaishou Technology", "country": "CN", "kind": "private"},
         domestic_procurement=evidence(record("HW-8101", 10_000)),
     )
-    async with running(client, store, policy) as worker:
+    async with running_worker(client, store, policy) as worker:
         handle = await start(client, store, worker, first)
         await wait_for(client, first.request_id, at_gate(Gate.US_EXPORT))
         await ops.update(client, first.request_id, Withdraw(reason="refiling with the right site"))
         assert (await handle.result()).status is Status.WITHDRAWN
         # The invoice never backed a licence: the same buyer's new request counts it, a stranger not.
+        handles = []
         for request in (refiled, stranger):
-            await start(client, store, worker, request)
+            handles.append(await start(client, store, worker, request))
             await wait_for(client, request.request_id, at_gate(Gate.US_EXPORT))
         refiled_state = store.get_request(refiled.request_id)
         stranger_state = store.get_request(stranger.request_id)
-        for request in (refiled, stranger):
-            await ops.update(client, request.request_id, Withdraw(reason="test over"))
+        for request, each in zip((refiled, stranger), handles, strict=True):
+            await ops.update(client, request.request_id, Withdraw(reason="test over"))  # as a user ends it
+            assert (await each.result()).status is Status.WITHDRAWN
     assert refiled_state is not None and [r.invoice for r in refiled_state.evidence] == ["HW-8101"]
     assert stranger_state is not None and stranger_state.evidence == []
     assert [r.reason for r in stranger_state.rejected_evidence] == [

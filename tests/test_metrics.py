@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import urllib.request
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 from temporalio.client import Client
 
@@ -14,8 +13,8 @@ from chipclear.devserver import free_port
 from chipclear.domain.models import Status
 from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.temporal import connect
+from tests.conftest import running_worker
 from tests.factories import make_policy, make_request
-from worker import ACTIVITY_THREADS, build_worker
 
 
 def scrape(port: int) -> str:
@@ -45,17 +44,11 @@ async def test_metrics_endpoint_counts_what_the_requests_did(client: Client, sto
         request_id=f"metrics-{uuid.uuid4().hex[:8]}",
         buyer={"name": "Huawei Technologies Co., Ltd.", "country": "CN", "kind": "private"},
     )
-    with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
-        worker = build_worker(
-            metered, task_queue=f"test-{uuid.uuid4().hex[:12]}", store=store, policy=policy, executor=executor
-        )
-        async with worker:
-            results = {}
-            for request in (clean, listed):
-                submission = await ops.submit(
-                    metered, store, request, task_queue=worker.task_queue, actor="t"
-                )
-                results[request.request_id] = (await submission.handle.result()).status
+    async with running_worker(metered, store, policy) as worker:
+        results = {}
+        for request in (clean, listed):
+            submission = await ops.submit(metered, store, request, task_queue=worker.task_queue, actor="t")
+            results[request.request_id] = (await submission.handle.result()).status
     assert results == {clean.request_id: Status.LICENSED, listed.request_id: Status.DENIED}
 
     text = scrape(port)

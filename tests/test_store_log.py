@@ -63,10 +63,13 @@ def write_stream(store: EventStore, stream_id: str, events: int) -> None:
         store.append(stream_id, version - 1, [grant(stream_id, version)])
 
 
+FOLLOW_WITHIN = 30.0  # seconds; well inside pytest-timeout, so a lost event shows as a diff, not a kill
+
+
 def follow_until(store: EventStore, total: int) -> list[StoredEvent]:
-    """Poll as `chipclear events --follow` does, until `total` events arrived (or two minutes passed)."""
+    """Poll as `chipclear events --follow` does, until `total` events arrived (or FOLLOW_WITHIN passed)."""
     follower, seen = store.follow(0), list[StoredEvent]()
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + FOLLOW_WITHIN
     while len(seen) < total and time.monotonic() < deadline:
         batch = follower.poll()
         seen += batch
@@ -146,9 +149,10 @@ class TestFollow:
                 [partial(write_stream, h, f"ledger-{w}", each) for w, h in enumerate(handles)]
             )
         finally:
-            reader.join(timeout=120)
+            reader.join(timeout=FOLLOW_WITHIN + 10)
             for handle in handles:
                 handle.close()
+        assert not reader.is_alive(), "the follower did not return"
         assert errors == []
         logged = list(event_store.read_all())
         assert len(logged) == total

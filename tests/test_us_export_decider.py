@@ -984,12 +984,12 @@ def test_export_release_once_after_an_unlicensed_end(ending: str) -> None:
     run.refuse(give_back(), "already released")
 
 
-# -- bugs found in the domain code (this fails until the decider is fixed) ---------------------------
+# -- 8. regressions: bugs once found in the decider, fixed since -------------------------------------
 
 
 def test_the_licence_lists_each_condition_once_whichever_gate_repeats_it() -> None:
-    """Only the us-export approval de-duplicates its conditions; a condition an officer repeats at
-    cn-import or domestic-quota is carried into the state and the licence twice."""
+    """Every gate's approval de-duplicates its conditions, not only us-export's: a condition an officer
+    repeats at cn-import or domestic-quota is carried into the state and the licence once."""
     run = submitted(policy("manual", default_conditions=list(DEFAULTS)))
     approve_us_export(run)
     run.send(Decide(gate=Gate.CN_IMPORT, reviewer="wang", approve=True, conditions=["Customs seal"] * 2))
