@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test lint format bench clean
+.PHONY: up test test-fast lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest -q -ra
+
+# The pure tests (domain rules, no server, no database): seconds, for the edit-test loop.
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -ra tests/domain
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

@@ -2,7 +2,7 @@
 
 - docker-compose.yml against the compose specification (check-jsonschema's vendored schema);
 - the Kubernetes manifests against Kubernetes' own schemas (kubernetes-validate, strict: unknown fields
-  fail), and the KEDA ScaledObject against KEDA's CRD schema, vendored in tests/schemas/;
+  fail), and the KEDA ScaledObject against KEDA's CRD schema, vendored in tests/deploy/schemas/;
 - each validator is shown a broken copy too, so a validator that accepts anything fails the test;
 - the Dockerfile, compose file and manifests against the code: the entrypoint is the console script,
   every command they run is a real CLI command, every environment variable name is one chipclear reads
@@ -34,7 +34,7 @@ import yaml
 
 from chipclear.config import DEFAULT_TASK_QUEUE, ENVIRONMENT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 DOCKERFILE = DEPLOY / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -685,5 +685,5 @@ def test_readme_covers_every_file_and_the_second_task_queue() -> None:
     readme = (DEPLOY / "README.md").read_text()
     for path in [DOCKERFILE, COMPOSE, *k8s_files(), K8S / "kustomization.yaml"]:
         assert path.name in readme, f"deploy/README.md does not mention {path.name}"
-    for phrase in ("make up", "kubectl apply -k deploy/k8s", "ledger-calls", "tests/test_deploy.py", SECRET):
+    for phrase in ("make up", "kubectl apply -k deploy/k8s", "ledger-calls", "tests/deploy/test_deploy.py", SECRET):
         assert phrase in readme, phrase

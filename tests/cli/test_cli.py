@@ -32,7 +32,7 @@ from chipclear.domain.policy import load_policy
 from tests.postgres import Cluster
 
 CHIPCLEAR = Path(sys.executable).parent / "chipclear"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_REQUEST = ROOT / "examples" / "bytedance.yaml"
 EXAMPLE_EVIDENCE = ROOT / "examples" / "evidence.yaml"
 DEFAULT_POLICY = ROOT / "chipclear" / "policies" / "default.toml"

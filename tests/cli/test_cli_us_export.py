@@ -37,7 +37,7 @@ from tests.test_cli import (
 
 REVIEW_SLA = "PT3S"
 SAMPLE_HEADER = (
-    (Path(__file__).resolve().parents[1] / "chipclear" / "data" / "screening-sample.csv")
+    (Path(__file__).resolve().parents[2] / "chipclear" / "data" / "screening-sample.csv")
     .read_text(encoding="utf-8")
     .splitlines()[0]
 )

@@ -367,7 +367,7 @@ async def test_retried_append_after_a_successful_write_stores_nothing_twice(
     assert_store_matches(store, request.request_id, result)
 
 
-HISTORIES = Path(__file__).parent / "histories"
+HISTORIES = Path(__file__).parents[1] / "histories"
 
 
 async def _manual_withdrawn(client: Client, store: SQLiteEventStore) -> Handle:
