@@ -7,7 +7,7 @@ from contextlib import closing
 
 from chipclear.domain.models import Status
 from chipclear.store import open_store
-from tests.test_cli import chipclear, hermetic_env, ok
+from tests.cli.test_cli import chipclear, hermetic_env, ok
 
 
 def test_bench_on_a_postgresql_event_store_records_every_request(pg_url: str) -> None:

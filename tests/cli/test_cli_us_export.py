@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from chipclear.domain.screening import bundled_list
-from tests.test_cli import (
+from tests.cli.test_cli import (
     Stack,
     as_json,
     chipclear,

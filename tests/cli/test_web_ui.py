@@ -32,7 +32,7 @@ from chipclear.domain.commands import Decide
 from chipclear.domain.models import Gate, ImportRequest
 from chipclear.store.sqlite import SQLiteEventStore
 from tests.factories import make_policy, make_request
-from tests.test_workflow import at_gate, wait_for
+from tests.workflows.test_workflow import at_gate, wait_for
 from worker import ACTIVITY_THREADS, build_worker
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -685,5 +685,11 @@ def test_readme_covers_every_file_and_the_second_task_queue() -> None:
     readme = (DEPLOY / "README.md").read_text()
     for path in [DOCKERFILE, COMPOSE, *k8s_files(), K8S / "kustomization.yaml"]:
         assert path.name in readme, f"deploy/README.md does not mention {path.name}"
-    for phrase in ("make up", "kubectl apply -k deploy/k8s", "ledger-calls", "tests/deploy/test_deploy.py", SECRET):
+    for phrase in (
+        "make up",
+        "kubectl apply -k deploy/k8s",
+        "ledger-calls",
+        "tests/deploy/test_deploy.py",
+        SECRET,
+    ):
         assert phrase in readme, phrase

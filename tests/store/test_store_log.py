@@ -24,7 +24,7 @@ from chipclear.store import open_store
 from chipclear.store.follow import FollowerState, Gap, settled_run
 from chipclear.store.postgres import PostgresEventStore, _Tx, split_url
 from chipclear.store.protocol import EventStore
-from tests.test_store import (
+from tests.store.test_store import (
     NOW,
     StoreUnderTest,
     append_all,

@@ -18,7 +18,7 @@ from chipclear.store.migrations import SchemaError
 from chipclear.store.postgres import PostgresEventStore, split_url
 from chipclear.store.sqlite import SQLiteEventStore
 from tests.postgres import Cluster
-from tests.test_store import append_all, run_threads, scenario, scenarios
+from tests.store.test_store import append_all, run_threads, scenario, scenarios
 
 # The schema of the release before flags and versioned migrations: a store file made by it must open.
 BEFORE_FLAGS = [

@@ -55,9 +55,9 @@ from chipclear.store.transfer import (
 )
 from tests.factories import make_request
 from tests.postgres import Cluster
-from tests.test_cli import CHIPCLEAR, chipclear, flat, hermetic_env, ok, refused, show
-from tests.test_screening import ACME_ROWS, LOADED_AT, csl_list
-from tests.test_store import (
+from tests.cli.test_cli import CHIPCLEAR, chipclear, flat, hermetic_env, ok, refused, show
+from tests.domain.test_screening import ACME_ROWS, LOADED_AT, csl_list
+from tests.store.test_store import (
     AUTO,
     KINDS,
     MANUAL,

@@ -33,8 +33,8 @@ from chipclear.domain.models import Gate, Status
 from chipclear.store.sqlite import SQLiteEventStore
 from tests.conftest import running_worker
 from tests.factories import make_policy, make_request
-from tests.test_cli import chipclear, hermetic_env, refused
-from tests.test_workflow import at_gate, wait_for
+from tests.cli.test_cli import chipclear, hermetic_env, refused
+from tests.workflows.test_workflow import at_gate, wait_for
 
 UI = "http://127.0.0.1:8233"
 

@@ -37,9 +37,9 @@ from chipclear.domain.state import RequestState
 from chipclear.store.sqlite import SQLiteEventStore
 from tests.conftest import running_worker
 from tests.factories import make_policy, make_request
-from tests.test_allocation_workflow import allocation_policy, ledger, open_batch
-from tests.test_us_export_workflow import payloads, replay, stored_of
-from tests.test_workflow import assert_store_matches, at_gate, decision, start, wait_for
+from tests.workflows.test_allocation_workflow import allocation_policy, ledger, open_batch
+from tests.workflows.test_us_export_workflow import payloads, replay, stored_of
+from tests.workflows.test_workflow import assert_store_matches, at_gate, decision, start, wait_for
 from workflows.allocation import ReleaseResult, ledger_id, ledger_stream
 
 # Long enough for any step of a test, short enough that a request a failed test leaves open ends itself.

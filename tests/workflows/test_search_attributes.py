@@ -18,7 +18,7 @@ from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.temporal import DATA_CONVERTER
 from tests.conftest import running_worker
 from tests.factories import make_policy, make_request
-from tests.test_workflow import at_gate, wait_for
+from tests.workflows.test_workflow import at_gate, wait_for
 from workflows.import_request import ImportRequestWorkflow
 
 

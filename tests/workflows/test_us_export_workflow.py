@@ -46,7 +46,7 @@ from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.temporal import DATA_CONVERTER
 from tests.conftest import running_worker, worker_with
 from tests.factories import make_policy, make_request
-from tests.test_workflow import Handle, at_gate, decision, settled_history_length, start, wait_for
+from tests.workflows.test_workflow import Handle, at_gate, decision, settled_history_length, start, wait_for
 from workflows.import_request import ImportRequestWorkflow, TransitionResult
 
 E = TypeVar("E", bound=EventData)
