@@ -53,10 +53,10 @@ from chipclear.store.transfer import (
     write_csv,
     write_jsonl,
 )
-from tests.factories import make_request
-from tests.postgres import Cluster
 from tests.cli.test_cli import CHIPCLEAR, chipclear, flat, hermetic_env, ok, refused, show
 from tests.domain.test_screening import ACME_ROWS, LOADED_AT, csl_list
+from tests.factories import make_request
+from tests.postgres import Cluster
 from tests.store.test_store import (
     AUTO,
     KINDS,

@@ -31,9 +31,9 @@ from chipclear.codec_server import build_app
 from chipclear.domain.commands import Withdraw
 from chipclear.domain.models import Gate, Status
 from chipclear.store.sqlite import SQLiteEventStore
+from tests.cli.test_cli import chipclear, hermetic_env, refused
 from tests.conftest import running_worker
 from tests.factories import make_policy, make_request
-from tests.cli.test_cli import chipclear, hermetic_env, refused
 from tests.workflows.test_workflow import at_gate, wait_for
 
 UI = "http://127.0.0.1:8233"
