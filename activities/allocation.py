@@ -22,15 +22,21 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from chipclear.contracts import (
+    BUYER_CAP_CLAIM,
+    BUYER_CAP_RELEASE,
+    LEDGER_RELEASE,
+    LEDGER_RESERVE,
+    ReleasedUnits,
+    ReleaseResult,
+    buyer_cap_id,
+    buyer_cap_start,
+    home_queue,
+    ledger_start,
+)
 from chipclear.domain.allocation import Release, Reservation, Reserve
 from chipclear.domain.buyer_cap import BuyerClaim, ClaimUnits, ReleaseClaim
 from chipclear.temporal import refusal
-from workflows.allocation import (
-    LEDGER_CALLS_SUFFIX,
-    ReleaseResult,
-    ledger_start,
-)
-from workflows.buyer_cap import ReleasedUnits, buyer_cap_id, buyer_cap_start
 
 T = TypeVar("T", bound=BaseModel)
 _BUSY = {RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE, RPCStatusCode.ABORTED}
@@ -46,7 +52,7 @@ class AllocationActivities:
     @staticmethod
     def _home_queue() -> str:
         # The entities live on the requests' own queue, not on this side queue.
-        return activity.info().task_queue.removesuffix(LEDGER_CALLS_SUFFIX)
+        return home_queue(activity.info().task_queue)
 
     async def _update(
         self,
@@ -87,18 +93,20 @@ class AllocationActivities:
     @activity.defn(name="reserve_units")
     async def reserve_units(self, command: Reserve) -> Reservation:
         # Safe to retry: the ledger answers a repeated reserve from the same request identically.
-        return await self._update("reserve", command, Reservation)
+        return await self._update(LEDGER_RESERVE, command, Reservation)
 
     @activity.defn(name="release_units")
     async def release_units(self, command: Release) -> ReleaseResult:
         # Safe to retry: releasing what is no longer held is a no-op in the ledger.
-        return await self._update("release", command, ReleaseResult)
+        return await self._update(LEDGER_RELEASE, command, ReleaseResult)
 
     @activity.defn(name="claim_buyer_units")
     async def claim_buyer_units(self, command: ClaimUnits) -> BuyerClaim:
         # Safe to retry: a repeated claim by the same request replaces its own earlier claim.
         queue = self._home_queue()
-        return await self._update("claim", command, BuyerClaim, lambda: buyer_cap_start(command.buyer, queue))
+        return await self._update(
+            BUYER_CAP_CLAIM, command, BuyerClaim, lambda: buyer_cap_start(command.buyer, queue)
+        )
 
     @activity.defn(name="release_buyer_units")
     async def release_buyer_units(self, command: ReleaseClaim) -> ReleasedUnits:
@@ -106,7 +114,9 @@ class AllocationActivities:
         # a buyer whose cap was never claimed has nothing to give back, and no workflow to start.
         handle = self.client.get_workflow_handle(buyer_cap_id(command.buyer, self._home_queue()))
         try:
-            result: ReleasedUnits = await handle.execute_update("release", command, result_type=ReleasedUnits)
+            result: ReleasedUnits = await handle.execute_update(
+                BUYER_CAP_RELEASE, command, result_type=ReleasedUnits
+            )
         except RPCError as exc:
             if exc.status != RPCStatusCode.NOT_FOUND:
                 raise

@@ -8,6 +8,7 @@ from temporalio.exceptions import ApplicationError
 
 from chipclear.domain.events import Event
 from chipclear.domain.evidence import InvoiceOwner
+from chipclear.domain.facts import RegisterInvoices, ReleaseInvoices
 from chipclear.domain.policy import Policy
 from chipclear.logs import get_logger
 from chipclear.store.protocol import AppendResult, ConcurrencyError, EventStore
@@ -17,16 +18,6 @@ class AppendInput(BaseModel):
     stream_id: str
     expected_version: int
     events: list[Event]
-
-
-class RegisterInvoices(BaseModel):
-    request_id: str
-    buyer: str
-    keys: list[str]
-
-
-class ReleaseInvoices(BaseModel):
-    request_id: str
 
 
 class ReleasedInvoices(BaseModel):

@@ -6,25 +6,13 @@ and its answer, list version included, is recorded in history for replay.
 
 from __future__ import annotations
 
-from pydantic import BaseModel
 from temporalio import activity
 
-from chipclear.domain.screening import ScreenedParty, ScreeningIndex, ScreeningMatch
+from chipclear.domain.facts import ScreenParties, Screening
+from chipclear.domain.screening import ScreeningIndex
 from chipclear.logs import get_logger
 from chipclear.store.protocol import EventStore
 from chipclear.store.screening import CurrentList
-
-
-class ScreenInput(BaseModel):
-    parties: list[ScreenedParty]
-    threshold: float
-
-
-class ScreeningResult(BaseModel):
-    list_version: str
-    threshold: float
-    parties: list[ScreenedParty]
-    matches: list[ScreeningMatch]
 
 
 class ScreeningActivities:
@@ -35,7 +23,7 @@ class ScreeningActivities:
         return self.current.index()
 
     @activity.defn(name="screen_parties")
-    def screen_parties(self, input: ScreenInput) -> ScreeningResult:
+    def screen_parties(self, input: ScreenParties) -> Screening:
         index = self.index()
         matches = index.screen(input.parties, input.threshold)
         info = activity.info()
@@ -46,7 +34,7 @@ class ScreeningActivities:
             parties=len(input.parties),
             matches=len(matches),
         )
-        return ScreeningResult(
+        return Screening(
             list_version=index.info.version,
             threshold=input.threshold,
             parties=input.parties,

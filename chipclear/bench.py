@@ -19,9 +19,11 @@ from typing import Any
 from rich.table import Table
 from temporalio.client import Client
 
+from activities.bench import bare_step
 from chipclear.cli import output
 from chipclear.client import open_batch
 from chipclear.config import Settings
+from chipclear.contracts import ImportRequestInput, workflow_id
 from chipclear.devserver import DevServer, free_port, stop
 from chipclear.domain.allocation import BatchSpec, OpenBatch
 from chipclear.domain.models import ImportRequest, Status
@@ -29,7 +31,7 @@ from chipclear.domain.policy import Policy, load_policy
 from chipclear.logs import configure
 from chipclear.temporal import connect
 from workflows.bench import BareInput, BareWorkflow
-from workflows.import_request import ImportRequestInput, ImportRequestWorkflow, workflow_id
+from workflows.import_request import ImportRequestWorkflow
 
 
 def _request(run: str, index: int) -> ImportRequest:
@@ -49,9 +51,7 @@ def _request(run: str, index: int) -> ImportRequest:
 
 def _policy(allocation: bool) -> Policy:
     """The bundled auto policy; without allocation, cn-import decides by rule alone (no ledger)."""
-    policy = load_policy("auto")
-    cn_import = policy.cn_import.model_copy(update={"allocate_from_batches": allocation})
-    return policy.model_copy(update={"cn_import": cn_import})
+    return load_policy("auto").with_section("cn-import", allocate_from_batches=allocation)
 
 
 async def _measure(count: int, concurrency: int, one: Callable[[int], Awaitable[None]]) -> dict[str, float]:
@@ -137,7 +137,7 @@ async def run_bench(
     as_json: bool,
     event_store: str | None = None,
 ) -> None:
-    from worker import run_worker
+    from chipclear.worker import run_worker
 
     configure(level="WARNING")
     with tempfile.TemporaryDirectory(prefix="chipclear-bench-") as tmp:
@@ -153,8 +153,17 @@ async def run_bench(
             client = await connect()
         try:
             stop_event, ready = asyncio.Event(), asyncio.Event()
+            # The bare yardstick runs on the same worker as the import workflow, and only on the bench's.
             worker = asyncio.create_task(
-                run_worker(settings, policy=_policy(allocation), client=client, stop=stop_event, ready=ready)
+                run_worker(
+                    settings,
+                    policy=_policy(allocation),
+                    client=client,
+                    stop=stop_event,
+                    ready=ready,
+                    extra_workflows=[BareWorkflow],
+                    extra_activities=[bare_step],
+                )
             )
             await ready.wait()
             try:

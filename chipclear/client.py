@@ -18,6 +18,23 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from chipclear import ui_text
+from chipclear.contracts import (
+    BUYER_CAP_QUERY,
+    LEDGER_OPEN_BATCH,
+    LEDGER_QUERY,
+    BuyerCapQuery,
+    ImportRequestInput,
+    ImportRequestResult,
+    LedgerQuery,
+    OpenBatchResult,
+    StateQuery,
+    TransitionResult,
+    buyer_cap_id,
+    ledger_id,
+    ledger_start,
+    ledger_stream,
+    workflow_id,
+)
 from chipclear.domain.allocation import (
     LedgerState,
     OpenBatch,
@@ -29,22 +46,7 @@ from chipclear.domain.models import ImportRequest
 from chipclear.domain.state import RequestState
 from chipclear.store.protocol import EventStore
 from chipclear.temporal import refusal
-from workflows.allocation import (
-    LedgerQuery,
-    OpenBatchResult,
-    ledger_id,
-    ledger_start,
-    ledger_stream,
-)
-from workflows.buyer_cap import BuyerCapQuery, buyer_cap_id
-from workflows.import_request import (
-    ImportRequestInput,
-    ImportRequestResult,
-    ImportRequestWorkflow,
-    StateQuery,
-    TransitionResult,
-    workflow_id,
-)
+from workflows.import_request import ImportRequestWorkflow
 
 UPDATE_NAMES: dict[type, str] = {
     Decide: "decide",
@@ -190,7 +192,7 @@ async def open_batch(client: Client, task_queue: str, command: OpenBatch) -> Ope
     try:
         result: OpenBatchResult = await asyncio.wait_for(
             client.execute_update_with_start_workflow(
-                "open_batch", command, start_workflow_operation=start, result_type=OpenBatchResult
+                LEDGER_OPEN_BATCH, command, start_workflow_operation=start, result_type=OpenBatchResult
             ),
             UPDATE_WAIT,
         )
@@ -211,7 +213,7 @@ async def ledger_state(client: Client | None, store: EventStore, task_queue: str
             description = await handle.describe(rpc_timeout=timedelta(seconds=5))
             if description.status == WorkflowExecutionStatus.RUNNING:
                 state: LedgerState = await handle.query(
-                    "ledger", LedgerQuery(), result_type=LedgerState, rpc_timeout=timedelta(seconds=5)
+                    LEDGER_QUERY, LedgerQuery(), result_type=LedgerState, rpc_timeout=timedelta(seconds=5)
                 )
                 return state
         except RPCError:
@@ -224,7 +226,7 @@ async def buyer_cap_state(client: Client, buyer: str, task_queue: str) -> BuyerC
     handle = client.get_workflow_handle(buyer_cap_id(buyer, task_queue))
     try:
         state: BuyerCapState = await handle.query(
-            "buyer_cap", BuyerCapQuery(), result_type=BuyerCapState, rpc_timeout=timedelta(seconds=5)
+            BUYER_CAP_QUERY, BuyerCapQuery(), result_type=BuyerCapState, rpc_timeout=timedelta(seconds=5)
         )
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:

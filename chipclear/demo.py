@@ -19,13 +19,17 @@ from chipclear.cli import output
 from chipclear.config import Settings
 from chipclear.domain.allocation import BatchSpec, LedgerState, OpenBatch
 from chipclear.domain.commands import AddEvidence
+from chipclear.domain.gates import cn_import, domestic_quota
 from chipclear.domain.models import ImportRequest, ProcurementRecord, Status
 from chipclear.domain.policy import load_policy
 from chipclear.domain.state import RequestState
 from chipclear.logs import configure
 from chipclear.store import EventStore, open_store
 from chipclear.temporal import connect
-from worker import run_worker
+from chipclear.worker import run_worker
+
+QUEUED = "cn_import_queued"
+QUOTA_REVIEW = "domestic_quota_review"
 
 
 def _party(name: str, kind: str = "private") -> dict[str, Any]:
@@ -126,14 +130,14 @@ def _settled(state: RequestState | None) -> bool:
     """Final, queued for a later batch, or held at the domestic quota waiting for evidence."""
     if state is None or state.status is None:
         return False
-    held = state.status is Status.DOMESTIC_QUOTA_REVIEW and state.assessment is not None
-    return state.is_final or held or state.status is Status.CN_IMPORT_QUEUED
+    held = state.status == QUOTA_REVIEW and domestic_quota.GATE.slice(state).assessment is not None
+    return state.is_final or held or state.status == QUEUED
 
 
-async def _wait_settled(store: EventStore, request_id: str, *, leaving: Status | None = None) -> RequestState:
+async def _wait_settled(store: EventStore, request_id: str, *, leaving: str | None = None) -> RequestState:
     for _ in range(600):
         state = store.get_request(request_id)
-        if state is not None and _settled(state) and state.status is not leaving:
+        if state is not None and _settled(state) and state.status != leaving:
             return state
         await asyncio.sleep(0.1)
     raise TimeoutError(f"{request_id} did not settle within 60 s")
@@ -144,22 +148,23 @@ def _table(title: str, states: list[RequestState]) -> Table:
     for state in states:
         assert state.request is not None and state.status is not None
         where = state.outcome_reason or ""
-        if state.status is Status.DOMESTIC_QUOTA_REVIEW and state.assessment:
-            where = f"held: short of {state.assessment.shortfall} domestic units"
-        allocation = state.allocation
-        if state.status is Status.CN_IMPORT_QUEUED and allocation is not None:
+        assessment = domestic_quota.GATE.slice(state).assessment
+        if state.status == QUOTA_REVIEW and assessment:
+            where = f"held: short of {assessment.shortfall} domestic units"
+        allocation = cn_import.GATE.slice(state).allocation
+        if state.status == QUEUED and allocation is not None:
             where = f"queued for a later batch (position {allocation.position})"
         batch = allocation.batch_id if allocation and allocation.batch_id else "-"
         if allocation is not None and allocation.released:
             batch += " (released)"
-        denied = state.units_approved is None or state.status is Status.DENIED
+        denied = state.units_approved is None or state.status == Status.DENIED
         output.row(
             table,
             state.request.buyer.name,
             str(state.units_requested),
             "-" if denied else str(state.units_approved),
             batch,
-            state.status.value,
+            state.status,
             where,
         )
     return table
@@ -210,13 +215,14 @@ async def run_demo(settings: Settings) -> None:
             f"\nBatch B2: 300,000 units for everyone; served from the queue at once: "
             f"{', '.join(opened.served)}"
         )
-        states = [await _wait_settled(store, rid, leaving=Status.CN_IMPORT_QUEUED) for rid in ids]
-        short = next(s for s in states if s.status is Status.DOMESTIC_QUOTA_REVIEW)
-        assert short.request_id is not None and short.assessment is not None
+        states = [await _wait_settled(store, rid, leaving=QUEUED) for rid in ids]
+        short = next(s for s in states if s.status == QUOTA_REVIEW)
+        shortfall = domestic_quota.GATE.slice(short).assessment
+        assert short.request_id is not None and shortfall is not None
         extra = ProcurementRecord(
             vendor="Huawei",
             product="Ascend 910C",
-            units=short.assessment.shortfall,
+            units=shortfall.shortfall,
             invoice=f"HW-JD-002/{run_id}",
         )
         output.console.print(
@@ -226,7 +232,7 @@ async def run_demo(settings: Settings) -> None:
         output.console.print(
             f"  {short.request_id}: {', '.join(result.events)} -> [bold]{result.status}[/]\n"
         )
-        states = [await _wait_settled(store, rid, leaving=Status.DOMESTIC_QUOTA_REVIEW) for rid in ids]
+        states = [await _wait_settled(store, rid, leaving=QUOTA_REVIEW) for rid in ids]
         output.console.print(_table("after batch B2", states))
         output.console.print(_batches(await ops.ledger_state(client, store, demo.task_queue)))
     finally:

@@ -47,13 +47,12 @@ def dev_server_args() -> list[str]:
 def updates(state: RequestState) -> list[SearchAttributeUpdate]:  # type: ignore[type-arg]
     """The values for a request's current state; the workflow upserts them at every transition."""
     assert state.status is not None and state.buyer is not None
-    batch = state.allocation.batch_id if state.allocation and state.allocation.batch_id else ""
     return [
-        STATUS.value_set(state.status.value),
-        GATE.value_set(state.gate.value if state.gate else ""),
+        STATUS.value_set(state.status),
+        GATE.value_set(state.gate or ""),
         BUYER.value_set(state.buyer),
         UNITS.value_set(state.units_in_play),
-        BATCH.value_set(batch),
+        BATCH.value_set(state.labels.get("batch", "")),
         ESCALATED.value_set(state.escalated),
     ]
 

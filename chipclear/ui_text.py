@@ -6,7 +6,7 @@ refreshes the gate table after every stored transition.
 
 from __future__ import annotations
 
-from chipclear.domain.models import Gate, ImportRequest
+from chipclear.domain.models import ImportRequest
 from chipclear.domain.state import RequestState
 
 TIMES, ARROW = "\u00d7", "\u2192"
@@ -36,14 +36,14 @@ def details(request: ImportRequest) -> str:
 
 
 def gate_table(state: RequestState) -> str:
-    """The three gates as a markdown table: status, units, reviewer and time of each."""
+    """The request's gates as a markdown table: status, units, reviewer and time of each."""
     rows = ["| gate | status | units | reviewer | time (UTC) |", "|---|---|---|---|---|"]
-    for gate in Gate:
+    for gate in state.route:
         record = state.gates.get(gate)
         if record is None:
             rows.append(f"| {gate} | not reached | | | |")
             continue
-        status = record.outcome or ("**current**" if state.gate is gate else "open")
+        status = record.outcome or ("**current**" if state.gate == gate else "open")
         units = f"{record.units_approved:,}" if record.units_approved is not None else ""
         when = (record.decided_at or record.opened_at).strftime("%Y-%m-%d %H:%M")
         rows.append(f"| {gate} | {status} | {units} | {record.decided_by or ''} | {when} |")

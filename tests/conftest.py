@@ -20,8 +20,8 @@ from chipclear.search_attributes import dev_server_args
 from chipclear.store import open_store
 from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.temporal import DATA_CONVERTER
+from chipclear.worker import ACTIVITY_THREADS, ChipclearWorker, build_worker
 from tests.postgres import Cluster
-from worker import ACTIVITY_THREADS, ChipclearWorker, build_worker
 
 
 @pytest.fixture(scope="session")

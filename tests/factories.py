@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from typing import Any
 
 from chipclear.domain.models import ImportRequest
-from chipclear.domain.policy import Policy
+from chipclear.domain.policy import DEFAULT_ROUTE, Policy, section_key
 
 _counter = itertools.count(1)
+
+# Who may decide which gate in a `make_policy` policy.
+REVIEWERS = {"alice": ["us-export"], "wang": ["cn-import", "domestic-quota"]}
+# The rules that ask the world outside the request for a fact. The product turns each on unless a
+# policy turns it off; `make_policy` writes each off, so a test turns on exactly the ones it is about
+# (and `safe_policy` builds a policy a new user would write, with every one of them on).
+OUTSIDE_FACTS: dict[str, dict[str, Any]] = {
+    "us_export": {"screening": False},
+    "cn_import": {"allocate_from_batches": False},
+    "domestic_quota": {"unique_invoices": False},
+}
 
 
 def request_doc(**overrides: Any) -> dict[str, Any]:
@@ -36,14 +48,30 @@ def make_request(**overrides: Any) -> ImportRequest:
     return ImportRequest.model_validate(request_doc(**overrides))
 
 
-def make_policy(mode: str = "manual", **sections: dict[str, Any]) -> Policy:
+def make_policy(
+    mode: str = "manual", *, route: Sequence[str] = DEFAULT_ROUTE, **sections: dict[str, Any]
+) -> Policy:
+    """Every gate of `route` in `mode`, the rules that ask the world off unless `sections` turn them
+    on, and the reviewers alice (us-export) and wang (the others) for the gates on the route."""
+    keys = [section_key(gate) for gate in route]
     doc: dict[str, Any] = {
         "version": f"test-{mode}",
-        "us_export": {"mode": mode},
-        "cn_import": {"mode": mode},
-        "domestic_quota": {"mode": mode},
-        "reviewers": {"alice": ["us-export"], "wang": ["cn-import", "domestic-quota"]},
+        "route": list(route),
+        "reviewers": {
+            name: [gate for gate in gates if gate in route]
+            for name, gates in REVIEWERS.items()
+            if any(gate in route for gate in gates)
+        },
     }
+    for key in keys:
+        doc[key] = {"mode": mode, **OUTSIDE_FACTS.get(key, {})}
     for name, values in sections.items():
         doc[name] = {**doc.get(name, {}), **values}
     return Policy.model_validate(doc)
+
+
+def safe_policy(mode: str = "manual", version: str = "new-user") -> Policy:
+    """A policy of only its version and the modes, as a new user writes one: every default applies."""
+    return Policy.model_validate(
+        {"version": version, **{section_key(gate): {"mode": mode} for gate in DEFAULT_ROUTE}}
+    )

@@ -7,15 +7,27 @@ carrying its whole state.
 
 from __future__ import annotations
 
-from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.client import WithStartWorkflowOperation
-from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.events import AppendInput, EventActivities
-    from chipclear.config import DEFAULT_TASK_QUEUE
+    from chipclear.contracts import (
+        ALLOCATION_GRANTED_SIGNAL,
+        LEDGER_OPEN_BATCH,
+        LEDGER_QUERY,
+        LEDGER_RELEASE,
+        LEDGER_RESERVE,
+        LEDGER_WORKFLOW,
+        LedgerInput,
+        LedgerQuery,
+        OpenBatchResult,
+        ReleaseResult,
+        ledger_stream,
+    )
+
+    # Re-exported for workflows/import_request.py until it imports chipclear.contracts itself.
+    from chipclear.contracts import ledger_calls_queue as ledger_calls_queue
     from chipclear.domain.allocation import (
         LedgerEvent,
         LedgerState,
@@ -31,65 +43,8 @@ with workflow.unsafe.imports_passed_through():
     from chipclear.domain.events import Event
     from workflows.options import APPEND_RETRY, APPEND_TIMEOUT, until_history_is_long
 
-LEDGER_ID = "cn-import-allocation"
-LEDGER_CALLS_SUFFIX = ".ledger-calls"
-DEFAULT_HISTORY_LIMIT = 2_000
-GRANTED_SIGNAL = "allocation_granted"
 
-
-def ledger_id(task_queue: str) -> str:
-    """One ledger per deployment (task queue); the production one is plainly `cn-import-allocation`."""
-    return LEDGER_ID if task_queue == DEFAULT_TASK_QUEUE else f"{LEDGER_ID}@{task_queue}"
-
-
-def ledger_calls_queue(task_queue: str) -> str:
-    """Where reserve/release activities run: apart from the appends, so they never starve each other.
-
-    A reserve activity waits for the ledger, and the ledger waits for its own append activity; on one
-    shared pool of activity slots a rush of reservations could take every slot and wait forever.
-    """
-    return task_queue + LEDGER_CALLS_SUFFIX
-
-
-def ledger_start(task_queue: str) -> WithStartWorkflowOperation[AllocationLedgerWorkflow, None]:
-    """Update-with-start: the ledger starts itself the first time anyone needs it."""
-    return WithStartWorkflowOperation(
-        AllocationLedgerWorkflow.run,
-        LedgerInput(),
-        id=ledger_id(task_queue),
-        task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-    )
-
-
-def ledger_stream(workflow_id: str) -> str:
-    return "allocation" + workflow_id.removeprefix(LEDGER_ID)
-
-
-class LedgerInput(BaseModel):
-    state: LedgerState | None = None
-    # Continue as new past this many history events; tests set it small to prove nothing is lost.
-    history_limit: int = DEFAULT_HISTORY_LIMIT
-
-
-class ReleaseResult(BaseModel):
-    request_id: str
-    batch_id: str | None
-    units: int  # units given back (0 if the request was only queued, or already released)
-    left_queue: bool
-
-
-class OpenBatchResult(BaseModel):
-    batch_id: str
-    capacity: int
-    served: list[str]  # queued requests granted at once
-
-
-class LedgerQuery(BaseModel):
-    """Empty today; a model so the query can grow a field."""
-
-
-@workflow.defn(name="CnImportAllocation")
+@workflow.defn(name=LEDGER_WORKFLOW)
 class AllocationLedgerWorkflow:
     @workflow.init
     def __init__(self, input: LedgerInput) -> None:
@@ -104,11 +59,11 @@ class AllocationLedgerWorkflow:
         await until_history_is_long(self._history_limit)
         workflow.continue_as_new(LedgerInput(state=self._state, history_limit=self._history_limit))
 
-    @workflow.query(name="ledger")
+    @workflow.query(name=LEDGER_QUERY)
     def ledger(self, _: LedgerQuery | None = None) -> LedgerState:
         return self._state
 
-    @workflow.update(name="reserve")
+    @workflow.update(name=LEDGER_RESERVE)
     async def reserve(self, command: Reserve) -> Reservation:
         # No lock: `_apply` decides and folds without awaiting, so commands are serialised by
         # construction; only the write is awaited, and it is shared (see `_stored`).
@@ -122,7 +77,7 @@ class AllocationLedgerWorkflow:
     def _validate_reserve(self, command: Reserve) -> None:
         self._validate(command)
 
-    @workflow.update(name="release")
+    @workflow.update(name=LEDGER_RELEASE)
     async def release(self, command: Release) -> ReleaseResult:
         await self._apply(command)
         # The same answer however often the request asks: what it gave back the first time.
@@ -138,7 +93,7 @@ class AllocationLedgerWorkflow:
     def _validate_release(self, command: Release) -> None:
         self._validate(command)
 
-    @workflow.update(name="open_batch")
+    @workflow.update(name=LEDGER_OPEN_BATCH)
     async def open_batch(self, command: OpenBatch) -> OpenBatchResult:
         events = await self._apply(command)
         served = [e.request_id for e in events if isinstance(e, UnitsGranted)]
@@ -222,7 +177,7 @@ class AllocationLedgerWorkflow:
                 answer = self._state.answer(event.request_id, event.requested)
                 handle = workflow.get_external_workflow_handle(event.workflow_id)
                 try:
-                    await handle.signal(GRANTED_SIGNAL, answer)
+                    await handle.signal(ALLOCATION_GRANTED_SIGNAL, answer)
                 except Exception:
                     workflow.logger.warning("could not wake %s", event.workflow_id)
 

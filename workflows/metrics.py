@@ -21,7 +21,6 @@ with workflow.unsafe.imports_passed_through():
         RequestExpired,
         RequestWithdrawn,
     )
-    from chipclear.domain.models import Gate
     from chipclear.domain.state import RequestState
 
 
@@ -43,7 +42,7 @@ class RequestMetrics:
 
     def record(self, before: RequestState, after: RequestState, events: Sequence[Event]) -> None:
         if before.status != after.status and after.status is not None:
-            self.transitions.add(1, {"status": after.status.value})
+            self.transitions.add(1, {"status": after.status})
         for event in events:
             match event.data:
                 case LicenseIssued(units=units):
@@ -55,8 +54,8 @@ class RequestMetrics:
                 case RequestWithdrawn(gate=gate) if gate is not None:
                     self._gate_closed(before, gate, event)
 
-    def _gate_closed(self, before: RequestState, gate: Gate, event: Event) -> None:
+    def _gate_closed(self, before: RequestState, gate: str, event: Event) -> None:
         opened = before.gates.get(gate)
         # A gate opened and closed in the same step (auto mode) took no time.
         duration = 0.0 if opened is None else (event.occurred_at - opened.opened_at).total_seconds()
-        self.gate_duration.record(duration, {"gate": gate.value, "outcome": event.type})
+        self.gate_duration.record(duration, {"gate": gate, "outcome": event.type})

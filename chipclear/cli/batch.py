@@ -15,12 +15,12 @@ from chipclear.cli import output
 from chipclear.cli.common import JsonOption, actor_default, handles_errors, run, settings
 from chipclear.cli.files import InvalidInput
 from chipclear.config import Settings
+from chipclear.contracts import OpenBatchResult
 from chipclear.domain.allocation import BatchSpec, LedgerState, OpenBatch
 from chipclear.domain.names import normalise_buyer
 from chipclear.domain.policy import describe_validation_error
 from chipclear.store import open_store
 from chipclear.temporal import ServerUnavailable, connect
-from workflows.allocation import OpenBatchResult
 
 batch_app = typer.Typer(help="Allocation batches of the cn-import gate.", no_args_is_help=True)
 

@@ -7,6 +7,7 @@ field, the value and what is allowed).
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import os
 import signal
 import sys
@@ -30,7 +31,7 @@ from chipclear.cli.screening import screening_app
 from chipclear.cli.store import projections_app, rebuild, store_app
 from chipclear.config import Settings
 from chipclear.domain.commands import AddEvidence, Decide, RequestInfo, Respond, Withdraw
-from chipclear.domain.models import Gate, Status
+from chipclear.domain.gates import cn_import, domestic_quota, registered, statuses
 from chipclear.domain.policy import load_policy
 from chipclear.domain.state import RequestState
 from chipclear.store.protocol import EventStore
@@ -45,6 +46,24 @@ app = typer.Typer(
 )
 audit_app = typer.Typer(help="Verify and rebuild the event log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(f"chipclear {importlib.metadata.version('chipclear')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    # No docstring: the app's help stays the help.
+    pass
+
 
 NoSandboxOption = Annotated[
     bool,
@@ -79,6 +98,19 @@ PolicyOption = Annotated[
 # -- running ---------------------------------------------------------------------------------------
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
+
+
+def _known_gate(value: str | None) -> str | None:
+    """A gate's name as the registry knows it; anything else is bad input naming the known ones."""
+    if value is not None and value not in registered():
+        raise typer.BadParameter(f"{value!r} is not a gate (known: {', '.join(registered())})")
+    return value
+
+
+def _known_status(value: str | None) -> str | None:
+    if value is not None and value not in statuses():
+        raise typer.BadParameter(f"{value!r} is not a status (known: {', '.join(statuses())})")
+    return value
 
 
 @app.command()
@@ -120,13 +152,11 @@ def worker(
     policy: PolicyOption = None, no_sandbox: NoSandboxOption = False, metrics_port: MetricsPortOption = None
 ) -> None:
     """Run a worker: the import workflow and its activities, until SIGINT/SIGTERM."""
-    from chipclear.logs import configure
-    from worker import _main
+    from chipclear.worker import main as worker_process
 
     current = _with_options(settings(), policy, no_sandbox, metrics_port)
     load_policy(current.policy)  # fail fast, exit 2, on a bad policy file
-    configure()
-    run(_main(current))
+    worker_process(current)
 
 
 @app.command()
@@ -206,7 +236,7 @@ def submit(
                 "nothing new started"
             )
         output.console.print(f"status: [bold]{state.status if state else 'starting'}[/]")
-        for rejected in state.rejected_evidence if state else []:
+        for rejected in domestic_quota.GATE.slice(state).rejected_evidence if state else []:
             output.console.print(
                 Text.assemble(
                     ("  not counted: ", "yellow"), f"invoice {rejected.record.invoice!r}: {rejected.reason}"
@@ -254,13 +284,13 @@ def status(request_id: str, json_: JsonOption = False) -> None:
         client, state, source = await _current_state(events, request_id)
         if state is None:
             raise ops.NotFound(f"no request {request_id!r} (neither a workflow nor stored events)")
-        if state.allocation and state.allocation.outcome == "queued" and not state.is_final:
+        held = cn_import.GATE.slice(state).allocation if cn_import.NAME in state.slices else None
+        if held is not None and held.outcome == "queued" and not state.is_final:
             # The place recorded at queueing time moves as others are served: ask the ledger now.
             ledger = await ops.ledger_state(client, events, settings().task_queue)
-            position = ledger.position(request_id)
-            state = state.model_copy(
-                update={"allocation": state.allocation.model_copy(update={"position": position})}
-            )
+            moved = held.model_copy(update={"position": ledger.position(request_id)})
+            part = cn_import.GATE.slice(state).model_copy(update={"allocation": moved})
+            state = state.model_copy(update={"slices": {**state.slices, cn_import.NAME: part}})
         if json_:
             output.print_json(output.state_document(state, source=source))
         else:
@@ -273,7 +303,8 @@ def status(request_id: str, json_: JsonOption = False) -> None:
 @handles_errors
 def list_(
     status_: Annotated[
-        Status | None, typer.Option("--status", help="Only requests with this status.")
+        str | None,
+        typer.Option("--status", help="Only requests with this status.", callback=_known_status),
     ] = None,
     escalated: Annotated[
         bool, typer.Option("--escalated", help="Only requests whose review SLA has passed undecided.")
@@ -285,7 +316,8 @@ def list_(
         bool, typer.Option("--awaiting-applicant", help="Only requests waiting for the applicant's answer.")
     ] = False,
     gate: Annotated[
-        Gate | None, typer.Option(help="Only requests at this gate (a Temporal visibility query).")
+        str | None,
+        typer.Option(help="Only requests at this gate (a Temporal visibility query).", callback=_known_gate),
     ] = None,
     buyer: Annotated[
         str | None, typer.Option(help="Only this buyer's requests (a Temporal visibility query).")
@@ -341,16 +373,16 @@ def list_(
 
 
 def _visibility_query(
-    status: Status | None, gate: Gate | None, buyer: str | None, escalated: bool, raw: str | None
+    status: str | None, gate: str | None, buyer: str | None, escalated: bool, raw: str | None
 ) -> str:
     def text(value: str) -> str:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
     parts = ['WorkflowType = "ImportRequest"']
     if status is not None:
-        parts.append(f"{sa.STATUS.name} = {text(status.value)}")
+        parts.append(f"{sa.STATUS.name} = {text(status)}")
     if gate is not None:
-        parts.append(f"{sa.GATE.name} = {text(gate.value)}")
+        parts.append(f"{sa.GATE.name} = {text(gate)}")
     if buyer is not None:
         parts.append(f"{sa.BUYER.name} = {text(buyer)}")
     if escalated:
@@ -421,7 +453,7 @@ def setup() -> None:
 @handles_errors
 def decide_(
     request_id: str,
-    gate: Annotated[Gate, typer.Option(help="The gate being decided.")],
+    gate: Annotated[str, typer.Option(help="The gate being decided.", callback=_known_gate)],
     reviewer: Annotated[str, typer.Option(help="Your reviewer name, as in the policy's [reviewers].")],
     approve: Annotated[bool, typer.Option("--approve", help="Approve the gate.")] = False,
     deny: Annotated[bool, typer.Option("--deny", help="Deny the request at this gate.")] = False,

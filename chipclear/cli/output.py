@@ -32,7 +32,6 @@ from chipclear.domain.events import (
     ScreeningListLoaded,
     StoredEvent,
 )
-from chipclear.domain.models import Gate
 from chipclear.domain.state import RequestState
 from chipclear.store.chain import timestamp
 
@@ -52,13 +51,14 @@ def print_json(document: Any) -> None:
 
 
 def state_document(state: RequestState, *, source: str) -> dict[str, Any]:
-    """The `status --json` contract: stable keys, ISO timestamps."""
+    """The `status --json` contract: stable keys, ISO timestamps; each gate adds its own keys."""
     assert state.status is not None
     deadline = state.deadline
-    return {
+    document: dict[str, Any] = {
         "request_id": state.request_id,
-        "status": state.status.value,
-        "gate": state.gate.value if state.gate else None,
+        "status": state.status,
+        "gate": state.gate,
+        "route": list(state.route),
         "buyer": state.buyer,
         "units_requested": state.units_requested,
         "units_approved": state.units_approved,
@@ -67,29 +67,21 @@ def state_document(state: RequestState, *, source: str) -> dict[str, Any]:
         "licence_id": state.licence_id,
         "conditions": state.conditions,
         "outcome_reason": state.outcome_reason,
-        "domestic_quota": state.assessment.model_dump(exclude={"type"}) if state.assessment else None,
-        "rejected_evidence": [r.model_dump(mode="json") for r in state.rejected_evidence],
         "licence_valid_until": timestamp(state.licence_valid_until) if state.licence_valid_until else None,
-        "evidence_records": len(state.evidence),
-        "allocation": state.allocation.model_dump() if state.allocation else None,
         "flags": state.flags,
-        "on_hold": state.on_hold,
-        "screening": state.screening.model_dump(mode="json", exclude={"type"}) if state.screening else None,
         "review_due": timestamp(state.review_due) if state.review_due else None,
         "escalated": state.escalated,
         "open_question": state.open_question.model_dump(mode="json") if state.open_question else None,
         "correspondence": [exchange.model_dump(mode="json") for exchange in state.correspondence],
-        "buyer_claim": state.buyer_claim.model_dump() if state.buyer_claim else None,
-        "export_released": state.export_released,
-        "gates": {
-            gate.value: record.model_dump(mode="json", exclude={"gate"})
-            for gate, record in state.gates.items()
-        },
+        "gates": {gate: record.model_dump(mode="json", exclude={"gate"}) for gate, record in state.gates.items()},
         "version": state.version,
         "submitted_at": timestamp(state.submitted_at) if state.submitted_at else None,
         "updated_at": timestamp(state.updated_at) if state.updated_at else None,
         "source": source,
     }
+    for part in state.slices.values():
+        document |= part.document(state)
+    return document
 
 
 def print_state(state: RequestState, *, source: str) -> None:
@@ -107,7 +99,7 @@ def print_state(state: RequestState, *, source: str) -> None:
     for gate, record in state.gates.items():
         row(
             table,
-            gate.value,
+            gate,
             record.outcome or "pending",
             record.decided_by or "",
             str(record.units_approved or ""),
@@ -116,35 +108,12 @@ def print_state(state: RequestState, *, source: str) -> None:
             record.reason or "",
         )
     console.print(table)
-    _print_us_export(state)
-    if state.allocation:
-        held = state.allocation
-        if held.outcome == "queued":
-            where = f"queued for allocation, position {held.position}" if held.position else "queued"
-        else:
-            where = f"{held.units} of {held.requested} units allocated from batch {held.batch_id}"
-            where += f" ({held.reason})" if held.reason else ""
-        console.print(f"allocation: {where}" + (" (released)" if held.released else ""))
-    if state.assessment:
-        a = state.assessment
-        console.print(
-            f"domestic quota: {a.domestic_units} domestic units vs {a.required_units} required "
-            f"(ratio {a.required_ratio} x {a.imported_units}); shortfall {a.shortfall}"
-        )
-        if a.public_hub is not None:
-            hub = a.public_hub
-            console.print(
-                f"  public computing hub: domestic share after import {hub.share_after:.1%} "
-                f"(must exceed {hub.min_share:.0%}); short by {hub.shortfall}"
-            )
-        if a.shortfall and state.gate is Gate.DOMESTIC_QUOTA and state.deadline is not None:
-            console.print(
-                f"[yellow]waiting for evidence[/] of {a.shortfall} more domestic units until "
-                f"{timestamp(state.deadline)[:19]}; then the request expires"
-            )
-    for rejected in state.rejected_evidence:
-        # Text, not markup: a reason may quote brackets from the policy.
-        console.print(Text(f"  not counted: invoice {rejected.record.invoice!r}: {rejected.reason}"))
+    _print_review(state)
+    for gate in state.route:
+        part = state.slices.get(gate)
+        for line in part.describe(state) if part is not None else []:
+            # Text, not markup: names and reasons come from users and the policy, brackets included.
+            console.print(Text(line))
     if state.licence_id:
         until = (
             f", valid until {timestamp(state.licence_valid_until)[:10]}" if state.licence_valid_until else ""
@@ -161,7 +130,8 @@ def licence_document(state: RequestState) -> dict[str, Any]:
     """The `licence --json` contract."""
     assert state.request is not None and state.licence_id is not None
     request = state.request
-    issued = state.gates[Gate.DOMESTIC_QUOTA].decided_at if Gate.DOMESTIC_QUOTA in state.gates else None
+    last = state.gates.get(state.route[-1]) if state.route else None
+    issued = last.decided_at if last is not None else None
     return {
         "licence_id": state.licence_id,
         "request_id": state.request_id,
@@ -174,7 +144,7 @@ def licence_document(state: RequestState) -> dict[str, Any]:
         "valid_until": timestamp(state.licence_valid_until) if state.licence_valid_until else None,
         "conditions": state.conditions,
         "approvals": [
-            {"gate": gate.value, "units": record.units_approved, "by": record.decided_by}
+            {"gate": gate, "units": record.units_approved, "by": record.decided_by}
             for gate, record in state.gates.items()
             if record.outcome == "approved"
         ],
@@ -202,28 +172,8 @@ def _count(number: int, one: str, many: str) -> str:
     return f"{number} {one if number == 1 else many}"
 
 
-def _print_us_export(state: RequestState) -> None:
-    """Screening, the officer's questions, the SLA and the buyer's cap: what a US officer checks."""
-    if state.screening is not None:
-        screened = state.screening
-        if screened.matches:
-            mark = "[bold red]HOLD[/] " if state.on_hold else ""
-            console.print(
-                f"{mark}screening: {len(screened.matches)} match(es) on list {screened.list_version}"
-                + (" - only an officer's decision with a written reason moves it on" if state.on_hold else "")
-            )
-            for match in screened.matches:
-                console.print(
-                    escape(
-                        f"  {match.role} {match.party_name!r} ~ {match.entry_name!r} "
-                        f"(as {match.matched_name!r}, score {match.score:g}, {match.source})"
-                    )
-                )
-        else:
-            console.print(
-                f"screening: clear ({_count(len(screened.parties), 'party', 'parties')}, "
-                f"list {screened.list_version}, threshold {screened.threshold:g})"
-            )
+def _print_review(state: RequestState) -> None:
+    """The review clock and the officer's questions, at whichever gate asks them."""
     if state.review_due is not None:
         flag = " [bold red]ESCALATED[/]" if state.escalated else ""
         console.print(f"review SLA due {timestamp(state.review_due)[:19]}{flag}")
@@ -238,13 +188,6 @@ def _print_us_export(state: RequestState) -> None:
             files = f" (+{len(exchange.attachments)} file(s))" if exchange.attachments else ""
             console.print(escape(f"  asked by {exchange.asked_by}: {exchange.question}"))
             console.print(escape(f"  answered by {exchange.answered_by}: {exchange.answer}{files}"))
-    if state.buyer_claim is not None:
-        claim = state.buyer_claim
-        released = " (released: the approval went unused)" if state.export_released else ""
-        console.print(
-            f"buyer cap: {escape(claim.buyer)} has {claim.total} of {claim.cap} units approved "
-            f"({claim.units} by this request){released}"
-        )
 
 
 def event_document(event: StoredEvent) -> dict[str, Any]:

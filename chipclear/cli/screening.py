@@ -13,6 +13,7 @@ from rich.table import Table
 from chipclear.cli import output
 from chipclear.cli.common import JsonOption, actor_default, handles_errors, settings, store
 from chipclear.cli.files import InvalidInput, read_text
+from chipclear.domain.gates import us_export
 from chipclear.domain.policy import load_policy
 from chipclear.domain.screening import ScreenedParty, ScreeningListError, parse_csl
 from chipclear.store.screening import CurrentList
@@ -63,7 +64,7 @@ def check(
 ) -> None:
     """Show what the list in force matches for each name, as a request's screening would."""
     if threshold is None:
-        threshold = load_policy(settings().policy).us_export.screening_threshold
+        threshold = us_export.GATE.section(load_policy(settings().policy)).screening_threshold
     index = CurrentList(store()).index()
     parties = [ScreenedParty(role="buyer", name=name) for name in names]
     matches = index.screen(parties, threshold)

@@ -9,7 +9,7 @@ from chipclear.config import Settings
 from chipclear.devserver import DevServer, stop
 from chipclear.domain.policy import load_policy
 from chipclear.logs import configure
-from worker import install_signal_handlers, run_worker
+from chipclear.worker import install_signal_handlers, run_worker
 
 NEXT_STEPS = """
 [bold green]chipclear is up.[/]

@@ -1,4 +1,9 @@
-"""The pure domain: models, policy, events and the decider. Imports nothing from Temporal."""
+"""The pure domain: models, policy, events, the gates and the decider. Imports nothing from Temporal.
+
+The gates are imported first, so the registry knows them whichever domain module a caller imports.
+"""
+
+from chipclear.domain import gates  # noqa: F401  (registers the built-in gates)
 
 from chipclear.domain.commands import (
     AddEvidence,
@@ -12,7 +17,7 @@ from chipclear.domain.commands import (
 from chipclear.domain.decider import decide
 from chipclear.domain.errors import DomainError
 from chipclear.domain.events import Event, StoredEvent
-from chipclear.domain.models import Gate, ImportRequest, Status
+from chipclear.domain.models import GateName, ImportRequest, Status
 from chipclear.domain.policy import Policy, load_policy
 from chipclear.domain.state import RequestState, evolve, fold, initial_state
 
@@ -24,7 +29,7 @@ __all__ = [
     "Evaluate",
     "Event",
     "Expire",
-    "Gate",
+    "GateName",
     "ImportRequest",
     "Policy",
     "RequestState",

@@ -1,6 +1,9 @@
 """Commands: what someone (or the workflow itself) asks a request to do.
 
 A command is a request, not a fact; `decide` turns it into events or refuses it with a DomainError.
+What a person sends (`HumanCommand`: decide, request information, respond, evidence, withdraw) is
+exactly what crosses the wire: facts from outside (a buyer-cap claim, the invoice registry's answer)
+travel separately (chipclear.domain.facts), never on a model a client fills in.
 """
 
 from __future__ import annotations
@@ -9,10 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field
 
-from chipclear.domain.buyer_cap import BuyerClaim
-from chipclear.domain.evidence import InvoiceOwner
-from chipclear.domain.models import MAX_UNITS, Attachment, Gate, ImportRequest, ProcurementRecord, Text
-from chipclear.domain.screening import ScreenedParty, ScreeningMatch
+from chipclear.domain.allocation import Reservation
+from chipclear.domain.models import MAX_UNITS, Attachment, GateName, ImportRequest, ProcurementRecord, Text
 
 Reason = Annotated[str, Field(min_length=1, max_length=2000)]
 
@@ -25,47 +26,30 @@ class Submit(_Command):
     kind: Literal["submit"] = "submit"
     request: ImportRequest
     actor: str = "applicant"
-    # Set by the workflow: the invoice registry's answer for the request's own records.
-    invoice_owners: dict[str, InvoiceOwner] | None = None
 
 
 class Evaluate(_Command):
     """Apply the policy's rules at a gate the request has just entered."""
 
     kind: Literal["evaluate"] = "evaluate"
-    gate: Gate
-    # us-export in auto mode with a per-buyer cap: what the buyer's cap owner granted (the workflow
-    # claims first, then evaluates).
-    buyer_claim: BuyerClaim | None = None
+    gate: GateName
 
 
 class Decide(_Command):
     kind: Literal["decide"] = "decide"
-    gate: Gate
+    gate: GateName
     reviewer: Annotated[str, Field(min_length=1, max_length=100)]
     approve: bool
     units: Annotated[int, Field(ge=1, le=MAX_UNITS)] | None = None
     reason: str | None = None
     conditions: list[Reason] = Field(default_factory=list)
-    # Set by the workflow, never by a reviewer: the per-buyer cap claim that backs a us-export approval.
-    buyer_claim: BuyerClaim | None = None
-
-
-class RecordScreening(_Command):
-    """The restricted-party screening's result, as the screening activity returned it."""
-
-    kind: Literal["record_screening"] = "record_screening"
-    list_version: str
-    threshold: float
-    parties: list[ScreenedParty]
-    matches: list[ScreeningMatch]
 
 
 class RequestInfo(_Command):
     """An officer asks the applicant for more information; the review waits for the answer."""
 
     kind: Literal["request_info"] = "request_info"
-    gate: Gate
+    gate: GateName
     reviewer: Annotated[str, Field(min_length=1, max_length=100)]
     question: Reason
 
@@ -81,15 +65,13 @@ class Escalate(_Command):
     """The review SLA passed: raised by the workflow's timer, not by a person."""
 
     kind: Literal["escalate"] = "escalate"
-    gate: Gate
+    gate: GateName
 
 
 class AddEvidence(_Command):
     kind: Literal["add_evidence"] = "add_evidence"
     records: Annotated[list[ProcurementRecord], Field(max_length=1_000)]
     actor: str = "applicant"
-    # Set by the workflow, never by the applicant: the invoice registry's answer for these records.
-    invoice_owners: dict[str, InvoiceOwner] | None = None
 
 
 class Withdraw(_Command):
@@ -100,44 +82,34 @@ class Withdraw(_Command):
 
 class Expire(_Command):
     kind: Literal["expire"] = "expire"
-    gate: Gate
+    gate: GateName
     cause: Literal["information_request"] | None = None
 
 
 class RecordAllocation(_Command):
-    """The allocation ledger's answer for this request: units granted (maybe fewer), or queued."""
+    """The allocation ledger served this request from its queue (a new batch, or units given back)."""
 
     kind: Literal["record_allocation"] = "record_allocation"
-    outcome: Literal["granted", "partial", "queued"]
-    batch_id: str | None = None
-    units: int = 0
-    requested: int
-    reason: str | None = None
-    position: int | None = None
+    reservation: Reservation
 
 
-class RecordRelease(_Command):
-    """Units (or a queue place) handed back to the ledger when the request ends without a licence."""
+class Compensate(_Command):
+    """The request ended without a licence: the gate gives back what it holds (units to a batch,
+    headroom to the buyer's cap, invoices to the registry), once."""
 
-    kind: Literal["record_release"] = "record_release"
-    batch_id: str | None
-    units: int
+    kind: Literal["compensate"] = "compensate"
+    gate: GateName
     reason: str
 
 
-class RecordExportRelease(_Command):
-    """Compensation: the request ended unlicensed, so its US approval's units go back to the buyer."""
-
-    kind: Literal["record_export_release"] = "record_export_release"
-    units: int
-    reason: str
-
-
+HumanCommand = Annotated[
+    Decide | RequestInfo | Respond | AddEvidence | Withdraw,
+    Field(discriminator="kind"),
+]
 Command = Annotated[
     Submit
     | Evaluate
     | Decide
-    | RecordScreening
     | RequestInfo
     | Respond
     | Escalate
@@ -145,7 +117,6 @@ Command = Annotated[
     | Withdraw
     | Expire
     | RecordAllocation
-    | RecordRelease
-    | RecordExportRelease,
+    | Compensate,
     Field(discriminator="kind"),
 ]

@@ -21,7 +21,7 @@ from chipclear.domain.allocation import (
 )
 from chipclear.domain.buyer_cap import BuyerClaim
 from chipclear.domain.evidence import RejectedRecord
-from chipclear.domain.models import Attachment, Gate, ImportRequest, ProcurementRecord, UtcDatetime
+from chipclear.domain.models import Attachment, GateName, ImportRequest, ProcurementRecord, UtcDatetime
 from chipclear.domain.screening import ScreenedParty, ScreeningMatch
 
 
@@ -32,14 +32,14 @@ class _Payload(BaseModel):
 class RequestSubmitted(_Payload):
     type: Literal["RequestSubmitted"] = "RequestSubmitted"
     request: ImportRequest
-    # True: the request's own procurement records were judged one by one and the ones that count
-    # follow as EvidenceAdded; False (events recorded before that): they all count as submitted.
-    evidence_separately: bool = False
+    # The gates this request walks, in order, as the policy named them when it was submitted: a route
+    # changed later changes no request already under way.
+    route: tuple[GateName, ...]
 
 
 class GateOpened(_Payload):
     type: Literal["GateOpened"] = "GateOpened"
-    gate: Gate
+    gate: GateName
     deadline: UtcDatetime
     review_due: UtcDatetime | None = None  # the review SLA, when the policy sets one
 
@@ -56,14 +56,14 @@ class PartiesScreened(_Payload):
 
 class InformationRequested(_Payload):
     type: Literal["InformationRequested"] = "InformationRequested"
-    gate: Gate
+    gate: GateName
     question: str
     due: UtcDatetime
 
 
 class InformationProvided(_Payload):
     type: Literal["InformationProvided"] = "InformationProvided"
-    gate: Gate
+    gate: GateName
     text: str
     attachments: list[Attachment] = Field(default_factory=list)
 
@@ -72,13 +72,13 @@ class ReviewEscalated(_Payload):
     """The review SLA passed without a decision: someone above the officer should look."""
 
     type: Literal["ReviewEscalated"] = "ReviewEscalated"
-    gate: Gate
+    gate: GateName
     due: UtcDatetime
 
 
 class GateApproved(_Payload):
     type: Literal["GateApproved"] = "GateApproved"
-    gate: Gate
+    gate: GateName
     units_approved: int
     conditions: list[str] = Field(default_factory=list)
     note: str | None = None
@@ -88,7 +88,7 @@ class GateApproved(_Payload):
 
 class GateDenied(_Payload):
     type: Literal["GateDenied"] = "GateDenied"
-    gate: Gate
+    gate: GateName
     reason: str
     rule: str | None = None
 
@@ -141,13 +141,13 @@ class LicenseIssued(_Payload):
 
 class RequestWithdrawn(_Payload):
     type: Literal["RequestWithdrawn"] = "RequestWithdrawn"
-    gate: Gate | None
+    gate: GateName | None
     reason: str
 
 
 class RequestExpired(_Payload):
     type: Literal["RequestExpired"] = "RequestExpired"
-    gate: Gate
+    gate: GateName
     deadline: UtcDatetime
     # None: the gate's decision deadline; "information_request": the applicant never answered.
     cause: Literal["information_request"] | None = None

@@ -9,15 +9,25 @@ answer in (`owners`), so this stays pure.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 
 from chipclear.domain.models import ProcurementRecord, invoice_key
 from chipclear.domain.names import normalise_buyer
-from chipclear.domain.policy import Policy
+from chipclear.domain.policy import VendorRule
+
+
+class VendorPolicy(Protocol):
+    """The vendor list evidence is judged by (the domestic-quota gate's policy section)."""
+
+    @property
+    def vendors(self) -> Mapping[str, VendorRule]: ...
+
+    def vendor(self, name: str) -> tuple[str, VendorRule] | None: ...
 
 
 class InvoiceOwner(BaseModel):
@@ -43,9 +53,8 @@ def local_today(now: datetime) -> date:
     return now.astimezone(CHINA).date()
 
 
-def rule_problem(record: ProcurementRecord, policy: Policy, today: date) -> str | None:
+def rule_problem(record: ProcurementRecord, rules: VendorPolicy, today: date) -> str | None:
     """Why `record` cannot count under the policy alone (vendor, product, dates), or None."""
-    rules = policy.domestic_quota
     if rules.vendors:
         found = rules.vendor(record.vendor)
         if found is None:
@@ -69,7 +78,7 @@ def judge(
     request_id: str,
     buyer: str,
     already: list[ProcurementRecord],
-    policy: Policy,
+    rules: VendorPolicy,
     today: date,
     owners: dict[str, InvoiceOwner] | None,
 ) -> tuple[list[ProcurementRecord], list[RejectedRecord]]:
@@ -80,7 +89,7 @@ def judge(
     """
     accepted: list[ProcurementRecord] = []
     rejected: list[RejectedRecord] = []
-    for record, key, problem in _first_look(records, already, policy, today):
+    for record, key, problem in _first_look(records, already, rules, today):
         if problem is None and owners is not None:
             problem = _registry_problem(record, owners.get(key), request_id, buyer)
         if problem is None:
@@ -91,20 +100,20 @@ def judge(
 
 
 def registrable(
-    records: list[ProcurementRecord], *, already: list[ProcurementRecord], policy: Policy, today: date
+    records: list[ProcurementRecord], *, already: list[ProcurementRecord], rules: VendorPolicy, today: date
 ) -> list[str]:
     """Invoice keys worth registering: records that pass every rule the registry does not decide."""
-    return [key for _, key, problem in _first_look(records, already, policy, today) if problem is None]
+    return [key for _, key, problem in _first_look(records, already, rules, today) if problem is None]
 
 
 def _first_look(
-    records: list[ProcurementRecord], already: list[ProcurementRecord], policy: Policy, today: date
+    records: list[ProcurementRecord], already: list[ProcurementRecord], rules: VendorPolicy, today: date
 ) -> Iterator[tuple[ProcurementRecord, str, str | None]]:
     """Each record with its invoice key and what the policy alone (or a repeat) says against it."""
     seen = {invoice_key(record) for record in already}
     for record in records:
         key = invoice_key(record)
-        problem = rule_problem(record, policy, today)
+        problem = rule_problem(record, rules, today)
         if problem is None and key in seen:
             problem = f"invoice {record.invoice!r} was already submitted for this request"
         if problem is None:

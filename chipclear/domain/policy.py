@@ -11,7 +11,6 @@ import re
 import tomllib
 from datetime import datetime, timedelta
 from enum import StrEnum
-from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,13 +20,14 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializeAsAny,
     ValidationError,
     model_serializer,
     model_validator,
 )
 
-from chipclear.domain.models import Gate, PartyKind
-from chipclear.domain.names import normalise_buyer
+from chipclear.domain.models import GateName
+from chipclear.domain.registry import registered
 
 
 def _iso_duration(value: Any) -> Any:
@@ -47,40 +47,32 @@ class GateMode(StrEnum):
     AUTO = "auto"  # rules decide alone: demos and benchmarks
 
 
-class _Section(BaseModel):
+class GateSection(BaseModel):
+    """What every gate's policy section says: its mode, its deadline and (optionally) a review SLA.
+
+    A gate's module extends this with its own rules; the section's key in the file is the gate's name
+    with underscores (`[us_export]` for `us-export`).
+    """
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     mode: GateMode = GateMode.MANUAL
-
-
-class UsExportPolicy(_Section):
-    max_units_per_request: Annotated[int, Field(ge=1)] = 75_000
-    # Over all of one buyer's requests; None: no cap across requests.
-    max_units_per_buyer: Annotated[int, Field(ge=1)] | None = None
-    excluded_end_user_kinds: frozenset[PartyKind] = frozenset({PartyKind.MILITARY})
-    decision_deadline: IsoDuration = timedelta(days=90)
-    # The features below are off unless the file turns them on, so a request whose recorded policy
-    # predates them replays exactly as it ran.
-    screening: bool = False  # restricted-party screening of every party before review
-    screening_threshold: Annotated[float, Field(ge=50, le=100)] = 90.0
     # Escalate when undecided by then; time waiting for the applicant's answer is not counted.
     review_sla: IsoDuration | None = None
-    info_deadline: IsoDuration = timedelta(days=10)  # how long the applicant has to answer
-    default_conditions: tuple[Annotated[str, Field(min_length=1, max_length=2000)], ...] = ()
+
+    @property
+    def deadline(self) -> timedelta:
+        """How long the gate may stay open before the request expires there."""
+        raise NotImplementedError
 
 
-class CnImportPolicy(_Section):
-    excluded_buyer_kinds: frozenset[PartyKind] = frozenset(
-        {
-            PartyKind.MILITARY,
-            PartyKind.GOVERNMENT,
-            PartyKind.CRITICAL_INFRASTRUCTURE,
-            PartyKind.STATE_OWNED,
-        }
-    )
+class ReviewSection(GateSection):
+    """A gate decided by review: it expires if undecided by its decision deadline."""
+
     decision_deadline: IsoDuration = timedelta(days=90)
-    # Off unless the file says so: a request whose recorded policy predates allocation batches must
-    # replay exactly as it ran.
-    allocate_from_batches: bool = False
+
+    @property
+    def deadline(self) -> timedelta:
+        return self.decision_deadline
 
 
 class VendorRule(BaseModel):
@@ -89,29 +81,6 @@ class VendorRule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     domestic: bool
     products: tuple[Annotated[str, Field(min_length=1)], ...] = ()  # empty: any product of the vendor
-
-
-class DomesticQuotaPolicy(_Section):
-    required_ratio: Annotated[float, Field(ge=0)] = 1.0
-    deny_state_funded: bool = True
-    evidence_deadline: IsoDuration = timedelta(days=60)
-    # Off unless the file says so, like the us-export features: a request recorded under an older
-    # policy replays as it ran.
-    # Public computing hubs: domestic share of the data centre's accelerators after import, > this.
-    min_domestic_share: Annotated[float, Field(gt=0, lt=1)] | None = None
-    # The vendors evidence may name (empty: any vendor counts, as before vendor lists existed).
-    vendors: dict[str, VendorRule] = Field(default_factory=dict)
-    # An invoice counts once, for one request of one buyer, across all requests.
-    unique_invoices: bool = False
-
-    def vendor(self, name: str) -> tuple[str, VendorRule] | None:
-        """The vendor rule for `name`, matched without regard to case, punctuation or legal form."""
-        return self._vendors_by_key.get(normalise_buyer(name))
-
-    @cached_property
-    def _vendors_by_key(self) -> dict[str, tuple[str, VendorRule]]:
-        # Once per policy, not once per record judged: evidence is judged several times per update.
-        return {normalise_buyer(listed): (listed, rule) for listed, rule in reversed(self.vendors.items())}
 
 
 class CalendarPeriod(BaseModel):
@@ -151,39 +120,99 @@ class CalendarPeriod(BaseModel):
         return moment.replace(year=year, month=month, day=day) + timedelta(days=self.days)
 
 
+def section_key(gate: str) -> str:
+    """The policy file's key for a gate's section: `us-export` -> `us_export`."""
+    return gate.replace("-", "_")
+
+
+DEFAULT_ROUTE = ("us-export", "cn-import", "domestic-quota")
+_FIXED_KEYS = frozenset({"version", "route", "reviewers", "licence_validity", "sections"})
+
+
 class Policy(BaseModel):
+    """Every rule a request is decided by. Recorded whole in each request's history, every value
+    written out, so a replay never reads a default of the code that replays it."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     version: Annotated[str, Field(min_length=1, max_length=64)]
-    us_export: UsExportPolicy = UsExportPolicy()
-    cn_import: CnImportPolicy = CnImportPolicy()
-    domestic_quota: DomesticQuotaPolicy = DomesticQuotaPolicy()
-    reviewers: dict[str, frozenset[Gate]] = Field(default_factory=dict)
+    # The gates a request walks, in order; recorded with each request when it is submitted.
+    route: Annotated[tuple[GateName, ...], Field(min_length=1)] = DEFAULT_ROUTE
+    reviewers: dict[str, frozenset[GateName]] = Field(default_factory=dict)
     licence_validity: CalendarPeriod = CalendarPeriod(years=4)
+    # One section per gate of the route, typed by the gate's own model (see chipclear.domain.gates).
+    sections: dict[str, SerializeAsAny[GateSection]] = Field(default_factory=dict)
 
-    def mode(self, gate: Gate) -> GateMode:
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_sections(cls, raw: Any) -> Any:
+        """Each gate's section, from the key the file uses for it, validated by that gate's model."""
+        if not isinstance(raw, dict) or "sections" in raw:
+            return raw
+        route = raw.get("route", DEFAULT_ROUTE)
+        if not isinstance(route, list | tuple) or not all(isinstance(g, str) for g in route):
+            return raw  # the field validator names the problem
+        fixed = {key: value for key, value in raw.items() if key in _FIXED_KEYS}
+        sections: dict[str, Any] = {}
+        for gate in route:
+            model = section_model(gate)
+            section = raw.get(section_key(gate), {})
+            if not isinstance(section, GateSection):
+                try:
+                    section = model.model_validate(section)
+                except ValidationError as exc:
+                    raise ValueError(describe_validation_error(exc, prefix=section_key(gate))) from None
+            sections[gate] = section
+        known = _FIXED_KEYS | {section_key(gate) for gate in route}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            gates = ", ".join(route)
+            raise ValueError(f"{unknown[0]}: unknown key (no gate of the route [{gates}] has that section)")
+        return {**fixed, "sections": sections}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Policy:
+        if len(set(self.route)) != len(self.route):
+            raise ValueError(f"route: a gate is listed twice ({', '.join(self.route)})")
+        for reviewer, gates in self.reviewers.items():
+            strangers = sorted(gates - set(self.route))
+            if strangers:
+                raise ValueError(
+                    f"reviewers.{reviewer}: gate {strangers[0]!r} is not on the route ({', '.join(self.route)})"
+                )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: Any) -> dict[str, Any]:
+        """Written back in the file's own shape, one top-level key per gate section."""
+        dumped: dict[str, Any] = handler(self)
+        sections = dumped.pop("sections")
+        return dumped | {section_key(gate): section for gate, section in sections.items()}
+
+    def section(self, gate: str) -> GateSection:
+        try:
+            return self.sections[gate]
+        except KeyError:
+            raise KeyError(f"gate {gate!r} is not on this policy's route ({', '.join(self.route)})") from None
+
+    def mode(self, gate: str) -> GateMode:
         return self.section(gate).mode
 
-    def section(self, gate: Gate) -> _Section:
-        match gate:
-            case Gate.US_EXPORT:
-                return self.us_export
-            case Gate.CN_IMPORT:
-                return self.cn_import
-            case Gate.DOMESTIC_QUOTA:
-                return self.domestic_quota
-
-    def deadline(self, gate: Gate) -> timedelta:
-        match gate:
-            case Gate.US_EXPORT:
-                return self.us_export.decision_deadline
-            case Gate.CN_IMPORT:
-                return self.cn_import.decision_deadline
-            case Gate.DOMESTIC_QUOTA:
-                return self.domestic_quota.evidence_deadline
-
-    def may_decide(self, reviewer: str, gate: Gate) -> bool:
+    def may_decide(self, reviewer: str, gate: str) -> bool:
         return gate in self.reviewers.get(reviewer, frozenset())
+
+    def with_section(self, gate: str, **changes: Any) -> Policy:
+        """A copy with some of one gate's rules changed (benchmarks, tests)."""
+        section = self.section(gate).model_copy(update=changes)
+        return self.model_copy(update={"sections": {**self.sections, gate: section}})
+
+
+def section_model(gate: str) -> type[GateSection]:
+    found = registered().get(gate)
+    if found is None:
+        known = ", ".join(sorted(registered()))
+        raise ValueError(f"route: unknown gate {gate!r} (known gates: {known})")
+    return found.section_model
 
 
 class PolicyError(ValueError):
@@ -214,11 +243,14 @@ def load_policy(path: str | Path | None = None) -> Policy:
         raise PolicyError(f"policy file {path}: {describe_validation_error(exc)}") from exc
 
 
-def describe_validation_error(exc: ValidationError) -> str:
+def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
     """One line per problem, each naming the field, the value and what is allowed."""
     lines = []
     for error in exc.errors():
-        field = ".".join(str(part) for part in error["loc"]) or "(document)"
+        if error["type"] == "value_error" and not error["loc"] and not prefix:
+            lines.append(str(error["ctx"]["error"]))  # already names its field (a gate's section)
+            continue
+        field = ".".join(str(part) for part in [*([prefix] if prefix else []), *error["loc"]]) or "(document)"
         value = error.get("input")
         shown = "" if isinstance(value, dict | list) else f" (got {value!r})"
         lines.append(f"{field}: {error['msg']}{shown}")

@@ -8,45 +8,29 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny
 
-from chipclear.domain.buyer_cap import BuyerClaim
 from chipclear.domain.events import (
-    AllocationGranted,
-    AllocationQueued,
-    AllocationReleased,
-    DomesticQuotaAssessed,
     Event,
-    EvidenceAdded,
-    EvidenceRejected,
-    ExportApprovalReleased,
     GateApproved,
     GateDenied,
     GateOpened,
     InformationProvided,
     InformationRequested,
     LicenseIssued,
-    PartiesScreened,
     RequestExpired,
     RequestSubmitted,
     RequestWithdrawn,
     ReviewEscalated,
 )
-from chipclear.domain.evidence import RejectedRecord
-from chipclear.domain.models import (
-    GATE_OF_STATUS,
-    Attachment,
-    Gate,
-    ImportRequest,
-    ProcurementRecord,
-    Status,
-)
+from chipclear.domain.models import Attachment, GateName, ImportRequest, Status, is_final
+from chipclear.domain.registry import gate_of, registered
 
 
 class GateRecord(BaseModel):
-    gate: Gate
+    gate: GateName
     opened_at: AwareDatetime
     deadline: AwareDatetime
     outcome: Literal["approved", "denied", "expired", "withdrawn"] | None = None
@@ -60,7 +44,7 @@ class GateRecord(BaseModel):
 class InfoExchange(BaseModel):
     """An officer's question and the applicant's answer; the review clock stops in between."""
 
-    gate: Gate
+    gate: GateName
     question: str
     asked_by: str
     asked_at: AwareDatetime
@@ -75,59 +59,86 @@ class InfoExchange(BaseModel):
         return (self.answered_at - self.asked_at) if self.answered_at else timedelta(0)
 
 
-class AllocationRecord(BaseModel):
-    """Where the request stands with the cn-import allocation ledger."""
+class GateSlice(BaseModel):
+    """A gate's own part of a request's state (screening, allocation, evidence…), folded by the gate.
 
-    outcome: Literal["granted", "partial", "queued"]
-    batch_id: str | None = None
-    units: int = 0
-    requested: int = 0
-    reason: str | None = None
-    position: int | None = None  # when queued: place at the time of queueing
-    released: bool = False
+    The core knows only these two questions about it.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    def unit_limit(self) -> int | None:
+        """Units this gate's facts allow at most (an allocation), or None: no limit of its own."""
+        return None
+
+    def flags(self) -> list[str]:
+        """Markers for lists: what needs someone's attention at this gate."""
+        return []
+
+    def labels(self) -> dict[str, str]:
+        """Public labels the Web UI's list may index (`batch`); never prices, invoices or reasons."""
+        return {}
+
+    def document(self, state: RequestState) -> dict[str, Any]:
+        """This gate's keys in `status --json` (JSON-ready)."""
+        return {}
+
+    def describe(self, state: RequestState) -> list[str]:
+        """This gate's lines in `status`, plain text for a person."""
+        return []
+
+
+def _typed_slices(raw: Any) -> Any:
+    """Slices read back from JSON (a query's answer, a projection) become each gate's own model."""
+    if not isinstance(raw, dict):
+        return raw
+    gates = registered()
+    typed: dict[str, Any] = {}
+    for name, value in raw.items():
+        gate = gates.get(name)
+        typed[name] = (
+            gate.slice_model.model_validate(value) if gate is not None and isinstance(value, dict) else value
+        )
+    return typed
 
 
 class RequestState(BaseModel):
     request_id: str | None = None
     request: ImportRequest | None = None
-    status: Status | None = None  # None: nothing submitted yet
+    route: tuple[GateName, ...] = ()
+    # None: nothing submitted yet; at a gate, the gate's own status ("us_export_review", …).
+    status: str | None = None
+    gate: GateName | None = None  # the gate the request is at; None before submission and once final
     version: int = 0
     policy_version: str | None = None
     units_requested: int = 0
     units_approved: int | None = None
-    allocation: AllocationRecord | None = None
     conditions: list[str] = Field(default_factory=list)
-    gates: dict[Gate, GateRecord] = Field(default_factory=dict)
-    evidence: list[ProcurementRecord] = Field(default_factory=list)
-    assessment: DomesticQuotaAssessed | None = None
+    gates: dict[GateName, GateRecord] = Field(default_factory=dict)
+    slices: Annotated[dict[GateName, SerializeAsAny[GateSlice]], BeforeValidator(_typed_slices)] = Field(
+        default_factory=dict
+    )
     licence_id: str | None = None
+    licence_valid_until: AwareDatetime | None = None
     outcome_reason: str | None = None
     submitted_at: AwareDatetime | None = None
     updated_at: AwareDatetime | None = None
-    screening: PartiesScreened | None = None
     correspondence: list[InfoExchange] = Field(default_factory=list)
-    escalated_gate: Gate | None = None
+    escalated_gate: GateName | None = None
     escalated_at: AwareDatetime | None = None
-    buyer_claim: BuyerClaim | None = None  # the per-buyer cap claim behind the us-export approval
-    export_released: bool = False  # the US approval went unused and its units back to the buyer
-    rejected_evidence: list[RejectedRecord] = Field(default_factory=list)
-    licence_valid_until: AwareDatetime | None = None
-
-    @property
-    def gate(self) -> Gate | None:
-        """The gate the request is at now, or None before submission and after a final status."""
-        return GATE_OF_STATUS.get(self.status) if self.status else None
 
     @property
     def is_final(self) -> bool:
-        return self.status is not None and self.status.is_final
+        return is_final(self.status)
 
     @property
     def units_in_play(self) -> int:
-        """Units still under consideration: each gate (and the allocation) may cut them, never raise."""
+        """Units still under consideration: each gate (and its facts) may cut them, never raise."""
         units = self.units_requested if self.units_approved is None else self.units_approved
-        if self.allocation is not None and self.allocation.outcome != "queued":
-            units = min(units, self.allocation.units)
+        for part in self.slices.values():
+            limit = part.unit_limit()
+            if limit is not None:
+                units = min(units, limit)
         return units
 
     @property
@@ -138,11 +149,6 @@ class RequestState(BaseModel):
     @property
     def buyer(self) -> str | None:
         return self.request.buyer.name if self.request else None
-
-    @property
-    def on_hold(self) -> bool:
-        """A restricted-party match holds the request at us-export until an officer decides."""
-        return self.gate is Gate.US_EXPORT and self.screening is not None and bool(self.screening.matches)
 
     @property
     def open_question(self) -> InfoExchange | None:
@@ -167,14 +173,27 @@ class RequestState(BaseModel):
         return self.escalated_gate is not None and self.escalated_gate == self.gate
 
     @property
+    def next_gate(self) -> GateName | None:
+        """The gate after the current one on this request's route, or None after the last."""
+        if self.gate is None:
+            return None
+        index = self.route.index(self.gate) + 1
+        return self.route[index] if index < len(self.route) else None
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {key: value for part in self.slices.values() for key, value in part.labels().items()}
+
+    @property
     def flags(self) -> list[str]:
         """Short markers for lists: what needs someone's attention."""
-        marks = {
-            "held": self.on_hold,
-            "awaiting-applicant": self.open_question is not None,
-            "escalated": self.escalated,
-        }
-        return [name for name, on in marks.items() if on]
+        current = self.slices.get(self.gate) if self.gate else None
+        marks = current.flags() if current is not None else []
+        if self.open_question is not None:
+            marks.append("awaiting-applicant")
+        if self.escalated:
+            marks.append("escalated")
+        return marks
 
 
 initial_state = RequestState
@@ -190,23 +209,21 @@ def evolve(state: RequestState, event: Event) -> RequestState:
     }
     gates = dict(state.gates)
     match data:
-        case RequestSubmitted(request=request):
+        case RequestSubmitted(request=request, route=route):
             changes |= {
                 "request_id": request.request_id,
                 "request": request,
+                "route": route,
                 "status": Status.SUBMITTED,
                 "units_requested": request.units,
-                # Judged one by one, the records that count follow as EvidenceAdded.
-                "evidence": [] if data.evidence_separately else list(request.domestic_procurement),
                 "submitted_at": event.occurred_at,
+                "slices": {gate: gate_of(gate).slice_model() for gate in route},
             }
         case GateOpened(gate=gate, deadline=deadline, review_due=review_due):
             gates[gate] = GateRecord(
                 gate=gate, opened_at=event.occurred_at, deadline=deadline, review_due=review_due
             )
-            changes["status"] = gate.review_status
-        case PartiesScreened():
-            changes["screening"] = data
+            changes["gate"] = gate
         case InformationRequested(gate=gate, question=question, due=due):
             asked = InfoExchange(
                 gate=gate, question=question, asked_by=event.actor, asked_at=event.occurred_at, due=due
@@ -224,52 +241,25 @@ def evolve(state: RequestState, event: Event) -> RequestState:
             changes["correspondence"] = [*state.correspondence[:-1], answered]
         case ReviewEscalated(gate=gate):
             changes |= {"escalated_gate": gate, "escalated_at": event.occurred_at}
-        case GateApproved(gate=gate, units_approved=units, conditions=conditions, buyer_claim=claim):
+        case GateApproved(gate=gate, units_approved=units, conditions=conditions):
             gates[gate] = _closed(gates, gate, "approved", event, units_approved=units)
             changes["units_approved"] = units
             changes["conditions"] = list(dict.fromkeys([*state.conditions, *conditions]))
-            if claim is not None:
-                changes["buyer_claim"] = claim
-        case ExportApprovalReleased():
-            changes["export_released"] = True
         case GateDenied(gate=gate, reason=reason):
             gates[gate] = _closed(gates, gate, "denied", event, reason=reason)
-            changes |= {"status": Status.DENIED, "outcome_reason": reason}
-        case EvidenceAdded(records=records):
-            changes["evidence"] = state.evidence + records
-        case EvidenceRejected(records=rejected):
-            changes["rejected_evidence"] = state.rejected_evidence + rejected
-        case DomesticQuotaAssessed():
-            changes["assessment"] = data
+            changes |= {"status": Status.DENIED, "gate": None, "outcome_reason": reason}
         case LicenseIssued(licence_id=licence_id, units=units, valid_until=valid_until):
             changes |= {
                 "status": Status.LICENSED,
+                "gate": None,
                 "licence_id": licence_id,
                 "units_approved": units,
                 "licence_valid_until": valid_until,
             }
         case RequestWithdrawn(gate=gate, reason=reason):
-            if gate in gates:
+            if gate is not None and gate in gates:
                 gates[gate] = _closed(gates, gate, "withdrawn", event, reason=reason)
-            changes |= {"status": Status.WITHDRAWN, "outcome_reason": reason}
-        case AllocationGranted(batch_id=batch_id, units=units, requested=requested, reason=reason):
-            outcome: Literal["granted", "partial"] = "partial" if units < requested else "granted"
-            changes |= {
-                "status": Status.CN_IMPORT_REVIEW,
-                "allocation": AllocationRecord(
-                    outcome=outcome, batch_id=batch_id, units=units, requested=requested, reason=reason
-                ),
-            }
-        case AllocationQueued(position=position):
-            changes |= {
-                "status": Status.CN_IMPORT_QUEUED,
-                "allocation": AllocationRecord(
-                    outcome="queued", requested=state.units_in_play, position=position
-                ),
-            }
-        case AllocationReleased():
-            assert state.allocation is not None
-            changes["allocation"] = state.allocation.model_copy(update={"released": True})
+            changes |= {"status": Status.WITHDRAWN, "gate": None, "outcome_reason": reason}
         case RequestExpired(gate=gate, deadline=deadline, cause=cause):
             if cause == "information_request":
                 reason = (
@@ -279,14 +269,25 @@ def evolve(state: RequestState, event: Event) -> RequestState:
             else:
                 reason = f"no decision at {gate} before its deadline {deadline.isoformat()}"
             gates[gate] = _closed(gates, gate, "expired", event, reason=reason)
-            changes |= {"status": Status.EXPIRED, "outcome_reason": reason}
+            changes |= {"status": Status.EXPIRED, "gate": None, "outcome_reason": reason}
     changes["gates"] = gates
-    return state.model_copy(update=changes)
+    # Every gate of the route folds what concerns its own slice (most events concern none).
+    slices = changes.get("slices", state.slices)
+    assert isinstance(slices, dict)
+    folded = {name: gate_of(name).evolve(part, event, state) for name, part in slices.items()}
+    if any(folded[name] is not slices[name] for name in folded):
+        changes["slices"] = folded
+    new = state.model_copy(update=changes)
+    if new.gate is not None:
+        status = gate_of(new.gate).status(new)
+        if status != new.status:
+            new = new.model_copy(update={"status": status})
+    return new
 
 
 def _closed(
-    gates: dict[Gate, GateRecord],
-    gate: Gate,
+    gates: dict[GateName, GateRecord],
+    gate: GateName,
     outcome: Literal["approved", "denied", "expired", "withdrawn"],
     event: Event,
     **fields: object,

@@ -24,8 +24,8 @@ def row(state: RequestState) -> dict[str, Any]:
     assert state.submitted_at and state.updated_at
     return {
         "request_id": state.request_id,
-        "status": state.status.value,
-        "gate": state.gate.value if state.gate else None,
+        "status": state.status,
+        "gate": state.gate,
         "buyer": state.request.buyer.name,
         "units_requested": state.units_requested,
         "units_approved": state.units_approved,

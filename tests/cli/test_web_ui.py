@@ -31,9 +31,9 @@ from chipclear.devserver import DevServer, free_port, stop
 from chipclear.domain.commands import Decide
 from chipclear.domain.models import Gate, ImportRequest
 from chipclear.store.sqlite import SQLiteEventStore
+from chipclear.worker import ACTIVITY_THREADS, build_worker
 from tests.factories import make_policy, make_request
 from tests.workflows.test_workflow import at_gate, wait_for
-from worker import ACTIVITY_THREADS, build_worker
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

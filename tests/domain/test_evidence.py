@@ -21,12 +21,10 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from chipclear.cli.files import InvalidInput, load_evidence
-from chipclear.domain.commands import AddEvidence, Decide, Evaluate, Submit
-from chipclear.domain.decider import judges_evidence
-from chipclear.domain.errors import DomainError
+from chipclear.domain.commands import AddEvidence, Compensate, Decide, Evaluate, Submit, Withdraw
+from chipclear.domain.decider import compensations, needs
 from chipclear.domain.events import (
     DomesticQuotaAssessed,
-    Event,
     EvidenceAdded,
     EvidenceRejected,
     LicenseIssued,
@@ -38,20 +36,23 @@ from chipclear.domain.evidence import (
     RejectedRecord,
     hub_shortfall,
     judge,
-    local_today,
     registrable,
     required_units,
     rule_problem,
 )
-from chipclear.domain.models import Gate, ImportRequest, ProcurementRecord, Status, invoice_key
-from chipclear.domain.policy import CalendarPeriod, Policy, load_policy
+from chipclear.domain.facts import NONE, Facts, FactsWanted, RegisterInvoices, ReleaseInvoices
+from chipclear.domain.gates import domestic_quota
+from chipclear.domain.gates.domestic_quota import DomesticQuotaSection, DomesticQuotaSlice
+from chipclear.domain.models import ImportRequest, ProcurementRecord, Status, invoice_key
+from chipclear.domain.policy import DEFAULT_ROUTE, CalendarPeriod, Policy, load_policy
 from chipclear.domain.state import RequestState
 from chipclear.store.sqlite import SQLiteEventStore
 from tests import decisions
-from tests.decisions import only, types
+from tests.decisions import World, only, types
 from tests.factories import make_policy, make_request
 
 NOW = datetime(2026, 2, 1, 9, 30, tzinfo=UTC)
+_, _, DOMESTIC_QUOTA = DEFAULT_ROUTE
 TODAY = NOW.date()
 BUYER = "ByteDance Ltd."
 OTHER_BUYER = "Alibaba Cloud Computing Co., Ltd."
@@ -62,14 +63,24 @@ VENDORS: dict[str, Any] = {
     "Moore Threads": {"domestic": True},  # any product
     "NVIDIA": {"domestic": False},
 }
-# The vendor list alone, the registry alone, and both (as in the bundled default policy).
+# The vendor list alone, the registry alone, both (as in the bundled default policy), and neither.
 VENDOR_LIST = make_policy("manual", domestic_quota={"vendors": VENDORS})
 REGISTRY = make_policy("manual", domestic_quota={"unique_invoices": True})
 BOTH = make_policy("manual", domestic_quota={"vendors": VENDORS, "unique_invoices": True})
-OLD = make_policy("manual")
+PLAIN = make_policy("manual")
 
 
 # -- helpers ----------------------------------------------------------------------------------------
+
+
+def rules(policy: Policy) -> DomesticQuotaSection:
+    """The domestic-quota gate's section of `policy`: the rules evidence is judged by."""
+    return domestic_quota.GATE.section(policy)
+
+
+def part(run: decisions.Run) -> DomesticQuotaSlice:
+    """The domestic-quota gate's slice of the request's state."""
+    return domestic_quota.GATE.slice(run.state)
 
 
 def rec(
@@ -113,7 +124,7 @@ def judged(
         request_id=request_id,
         buyer=buyer,
         already=list(already),
-        policy=policy,
+        rules=rules(policy),
         today=today,
         owners=owners,
     )
@@ -135,30 +146,33 @@ class Run(decisions.Run):
     now: datetime = NOW
 
 
+@dataclass
+class StoreWorld(World):
+    """The world with the event store's real invoice registry (SQLite) in place of the test's own."""
+
+    store: SQLiteEventStore | None = None
+
+    def respond(self, wanted: FactsWanted, now: datetime) -> Facts:
+        assert self.store is not None
+        facts = Facts()
+        if wanted.invoices is not None:
+            asking = wanted.invoices
+            owners = self.store.register_invoices(asking.request_id, asking.buyer, asking.keys)
+            facts = facts.merged(Facts(invoice_owners=owners))
+        if wanted.release_invoices is not None:
+            freed = self.store.release_invoices(wanted.release_invoices.request_id)
+            facts = facts.merged(Facts(invoices_released=freed))
+        rest = wanted.model_copy(update={"invoices": None, "release_invoices": None})
+        return facts.merged(super().respond(rest, now))
+
+
 def submit_with_registry(
     store: SQLiteEventStore, policy: Policy, request: ImportRequest, now: datetime = NOW
 ) -> Run:
-    """What the workflow does: register the invoices worth registering, then Submit with the answer."""
-    keys = registrable(request.domestic_procurement, already=[], policy=policy, today=local_today(now))
-    owners = store.register_invoices(request.request_id, request.buyer.name, keys)
-    run = Run(policy, now=now)
-    run.send(Submit(request=request, invoice_owners=owners))
+    """What the workflow does: ask needs, register the invoices worth registering, Submit with the answer."""
+    run = Run(policy, now=now, world=StoreWorld(store=store))
+    run.send(Submit(request=request))
     return run
-
-
-def add_with_registry(store: SQLiteEventStore, run: Run, *records: ProcurementRecord) -> list[Event]:
-    """Register the invoices worth registering, then AddEvidence with the answer.
-
-    Unlike the workflow, no dry run first: the workflow decides the command once with every invoice
-    provisionally its own, so evidence the rules refuse outright registers nothing; here it registers
-    its invoices before decide refuses it. Use it only where the command is refused for the registry's
-    answer or not at all.
-    """
-    state = run.state
-    assert state.request_id is not None and state.buyer is not None
-    keys = registrable(list(records), already=state.evidence, policy=run.policy, today=local_today(run.now))
-    owners = store.register_invoices(state.request_id, state.buyer, keys)
-    return run.send(AddEvidence(records=list(records), invoice_owners=owners))
 
 
 # -- 1. the policy's rules, one by one --------------------------------------------------------------
@@ -166,12 +180,12 @@ def add_with_registry(store: SQLiteEventStore, run: Run, *records: ProcurementRe
 
 def test_a_listed_domestic_vendor_and_product_is_accepted() -> None:
     good = rec()
-    assert rule_problem(good, VENDOR_LIST, TODAY) is None
+    assert rule_problem(good, rules(VENDOR_LIST), TODAY) is None
     assert judged([good], VENDOR_LIST) == ([good], [])
 
 
 def test_unknown_vendor_names_the_policy_key_and_lists_domestic_vendors() -> None:
-    problem = rule_problem(rec(vendor="Acme Chips"), VENDOR_LIST, TODAY)
+    problem = rule_problem(rec(vendor="Acme Chips"), rules(VENDOR_LIST), TODAY)
     assert problem == (
         "vendor 'Acme Chips' is not in domestic_quota.vendors (domestic: Cambricon, Huawei, Moore Threads)"
     )
@@ -183,18 +197,18 @@ def test_unknown_vendor_names_the_policy_key_and_lists_domestic_vendors() -> Non
 
 def test_known_foreign_vendor_is_not_domestic() -> None:
     nvidia = rec("NV-1", vendor="NVIDIA Corporation", product="H20")
-    problem = rule_problem(nvidia, VENDOR_LIST, TODAY)
+    problem = rule_problem(nvidia, rules(VENDOR_LIST), TODAY)
     assert problem == "vendor 'NVIDIA' is not a domestic vendor (domestic_quota.vendors)"
     accepted, rejected = judged([nvidia], VENDOR_LIST)
     assert accepted == [] and rejected == [RejectedRecord(record=nvidia, reason=problem)]
 
 
 def test_product_not_in_the_vendors_list() -> None:
-    problem = rule_problem(rec(product="Ascend 920"), VENDOR_LIST, TODAY)
+    problem = rule_problem(rec(product="Ascend 920"), rules(VENDOR_LIST), TODAY)
     assert problem == "product 'Ascend 920' is not a known Huawei product (Ascend 910B, Ascend 910C)"
     # Product names are compared without regard to case; a vendor without a product list takes any.
-    assert rule_problem(rec(product="ascend 910c"), VENDOR_LIST, TODAY) is None
-    assert rule_problem(rec(vendor="Moore Threads", product="Anything"), VENDOR_LIST, TODAY) is None
+    assert rule_problem(rec(product="ascend 910c"), rules(VENDOR_LIST), TODAY) is None
+    assert rule_problem(rec(vendor="Moore Threads", product="Anything"), rules(VENDOR_LIST), TODAY) is None
 
 
 @pytest.mark.parametrize(
@@ -202,12 +216,12 @@ def test_product_not_in_the_vendors_list() -> None:
     ["Huawei", "HUAWEI", "huawei", "Huawei Co., Ltd.", "Huawei Technologies Co., Ltd.", " huawei, inc. "],
 )
 def test_vendor_matched_regardless_of_case_punctuation_and_legal_form(vendor: str) -> None:
-    assert rule_problem(rec(vendor=vendor), VENDOR_LIST, TODAY) is None
+    assert rule_problem(rec(vendor=vendor), rules(VENDOR_LIST), TODAY) is None
     assert invoice_key(rec(vendor=vendor)) == "huawei|hw20260001"
 
 
 def test_similar_but_different_vendor_is_unknown() -> None:
-    problem = rule_problem(rec(vendor="Huaweii"), VENDOR_LIST, TODAY)
+    problem = rule_problem(rec(vendor="Huaweii"), rules(VENDOR_LIST), TODAY)
     assert problem is not None and problem.startswith("vendor 'Huaweii' is not in domestic_quota.vendors")
 
 
@@ -215,22 +229,22 @@ def test_similar_but_different_vendor_is_unknown() -> None:
 def test_dates_in_the_future_are_rejected(field_name: str) -> None:
     tomorrow = TODAY + timedelta(days=1)
     future = dated(field_name, tomorrow)
-    assert rule_problem(future, VENDOR_LIST, TODAY) == f"{field_name} 2026-02-02 is in the future"
+    assert rule_problem(future, rules(VENDOR_LIST), TODAY) == f"{field_name} 2026-02-02 is in the future"
     # The date rule applies with or without a vendor list.
-    assert rule_problem(future, OLD, TODAY) == f"{field_name} 2026-02-02 is in the future"
+    assert rule_problem(future, rules(PLAIN), TODAY) == f"{field_name} 2026-02-02 is in the future"
     assert only_reason(judged([future], VENDOR_LIST)[1]) == f"{field_name} 2026-02-02 is in the future"
 
 
 @pytest.mark.parametrize("field_name", ["invoice_date", "delivered_on"])
 def test_today_and_the_past_are_accepted(field_name: str) -> None:
     for when in (TODAY, TODAY - timedelta(days=400)):
-        assert rule_problem(dated(field_name, when), VENDOR_LIST, TODAY) is None
+        assert rule_problem(dated(field_name, when), rules(VENDOR_LIST), TODAY) is None
 
 
 def test_today_is_relative_to_the_decision_date() -> None:
     dated = rec(invoice_date="2026-03-01")
-    assert rule_problem(dated, VENDOR_LIST, date(2026, 2, 28)) is not None
-    assert rule_problem(dated, VENDOR_LIST, date(2026, 3, 1)) is None
+    assert rule_problem(dated, rules(VENDOR_LIST), date(2026, 2, 28)) is not None
+    assert rule_problem(dated, rules(VENDOR_LIST), date(2026, 3, 1)) is None
 
 
 def test_invoice_keys_normalise_case_and_punctuation_per_vendor() -> None:
@@ -264,15 +278,17 @@ def test_a_rejected_record_does_not_block_a_corrected_copy_in_the_same_batch() -
     accepted, rejected = judged([wrong, corrected], VENDOR_LIST)
     assert accepted == [corrected]
     assert [r.record for r in rejected] == [wrong]
-    assert registrable([wrong, corrected], already=[], policy=VENDOR_LIST, today=TODAY) == ["huawei|hw9"]
+    assert registrable([wrong, corrected], already=[], rules=rules(VENDOR_LIST), today=TODAY) == [
+        "huawei|hw9"
+    ]
 
 
 def test_without_a_vendor_list_every_vendor_counts() -> None:
     records = [rec("A-1", vendor="Acme Chips", product="X"), rec("NV-1", vendor="NVIDIA", product="H20")]
     for record in records:
-        assert rule_problem(record, OLD, TODAY) is None
-        assert rule_problem(record, REGISTRY, TODAY) is None
-    assert judged(records, OLD) == (records, [])
+        assert rule_problem(record, rules(PLAIN), TODAY) is None
+        assert rule_problem(record, rules(REGISTRY), TODAY) is None
+    assert judged(records, PLAIN) == (records, [])
 
 
 def test_registrable_skips_rule_failures_and_duplicates() -> None:
@@ -284,18 +300,18 @@ def test_registrable_skips_rule_failures_and_duplicates() -> None:
         rec("HW-3"),  # already in the evidence
         rec("HW-1", vendor="Cambricon", product="MLU370"),
     ]
-    keys = registrable(records, already=[rec("HW-3")], policy=VENDOR_LIST, today=TODAY)
+    keys = registrable(records, already=[rec("HW-3")], rules=rules(VENDOR_LIST), today=TODAY)
     assert keys == ["huawei|hw1", "cambricon|hw1"]
 
 
 def test_bundled_default_policy_judges_evidence() -> None:
     policy = load_policy()
-    assert judges_evidence(policy) and policy.domestic_quota.unique_invoices
-    assert rule_problem(rec(vendor="Huawei Technologies Co., Ltd."), policy, TODAY) is None
-    assert rule_problem(rec(vendor="Alibaba T-Head", product="PPU"), policy, TODAY) is None
-    nvidia = rule_problem(rec(vendor="NVIDIA", product="H20"), policy, TODAY)
+    assert rules(policy).unique_invoices and rules(policy).vendors
+    assert rule_problem(rec(vendor="Huawei Technologies Co., Ltd."), rules(policy), TODAY) is None
+    assert rule_problem(rec(vendor="Alibaba T-Head", product="PPU"), rules(policy), TODAY) is None
+    nvidia = rule_problem(rec(vendor="NVIDIA", product="H20"), rules(policy), TODAY)
     assert nvidia == "vendor 'NVIDIA' is not a domestic vendor (domestic_quota.vendors)"
-    unknown = rule_problem(rec(vendor="Acme"), policy, TODAY)
+    unknown = rule_problem(rec(vendor="Acme"), rules(policy), TODAY)
     assert unknown is not None and "Huawei" in unknown and "NVIDIA" not in unknown
 
 
@@ -347,24 +363,51 @@ def test_owners_none_skips_the_registry() -> None:
 # -- 3. the decider ---------------------------------------------------------------------------------
 
 
-def test_judges_evidence_only_with_a_vendor_list_or_unique_invoices() -> None:
-    assert not judges_evidence(OLD)
-    assert judges_evidence(VENDOR_LIST) and judges_evidence(REGISTRY) and judges_evidence(BOTH)
+def test_every_policy_judges_evidence_record_by_record() -> None:
+    """Without a vendor list or a registry, a record still fails on its dates or a repeated invoice."""
+    records = [
+        rec("NV-1", vendor="NVIDIA", product="H20", units=5_000),  # no vendor list: counts
+        rec("A-1", vendor="Acme", product="X", units=7_000, invoice_date="2027-01-01"),
+    ]
+    run = Run(PLAIN)
+    events = run.send(Submit(request=request_with(*records)))
+    assert types(events) == ["RequestSubmitted", "EvidenceAdded", "EvidenceRejected", "GateOpened"]
+    assert only(events, RequestSubmitted).route == DEFAULT_ROUTE
+    assert part(run).evidence == records[:1]
+    assert part(run).rejected_evidence == [
+        RejectedRecord(record=records[1], reason="invoice_date 2027-01-01 is in the future")
+    ]
+    assert run.world.asked == []  # no registry in this policy: nobody is asked
+
+
+@pytest.mark.parametrize("policy", [REGISTRY, BOTH], ids=["registry", "both"])
+def test_submit_asks_the_registry_for_the_requests_invoices(policy: Policy) -> None:
+    request = request_with(rec("HW-1"), rec("NV-1", vendor="NVIDIA", product="H20"))
+    wanted = needs(RequestState(), Submit(request=request), policy, NOW)
+    # Only invoices that pass the policy's own rules are registered: NVIDIA's is refused first.
+    keys = ["huawei|hw1"] if policy is BOTH else ["huawei|hw1", "nvidia|nv1"]
+    assert wanted == FactsWanted(
+        invoices=RegisterInvoices(request_id=request.request_id, buyer=BUYER, keys=keys)
+    )
+    assert needs(RequestState(), Submit(request=request), VENDOR_LIST, NOW) == FactsWanted()
 
 
 def test_submit_without_invoice_owners_is_refused_when_invoices_are_unique() -> None:
     for policy in (REGISTRY, BOTH):
         Run(policy).refuse(
-            Submit(request=make_request()), "invoices have not been checked against the invoice registry"
+            Submit(request=make_request()),
+            "invoices have not been checked against the invoice registry",
+            facts=NONE,
         )
 
 
 def test_submit_without_records_needs_no_owners() -> None:
+    request = make_request(domestic_procurement=[])
+    assert needs(RequestState(), Submit(request=request), BOTH, NOW) == FactsWanted()
     run = Run(BOTH)
-    events = run.send(Submit(request=make_request(domestic_procurement=[])))
+    events = run.send(Submit(request=request), facts=NONE)
     assert types(events) == ["RequestSubmitted", "GateOpened"]
-    assert only(events, RequestSubmitted).evidence_separately is True
-    assert run.state.evidence == []
+    assert part(run).evidence == []
 
 
 def test_submit_judges_the_requests_own_records() -> None:
@@ -375,10 +418,9 @@ def test_submit_judges_the_requests_own_records() -> None:
     request = request_with(good, nvidia, taken, unregistered)
     owners = mine(good, request_id=request.request_id) | mine(taken, request_id="req-0", buyer=OTHER_BUYER)
     run = Run(BOTH)
-    events = run.send(Submit(request=request, invoice_owners=owners))
+    events = run.send(Submit(request=request), facts=Facts(invoice_owners=owners))
 
     assert types(events) == ["RequestSubmitted", "EvidenceAdded", "EvidenceRejected", "GateOpened"]
-    assert only(events, RequestSubmitted).evidence_separately is True
     assert only(events, EvidenceAdded).records == [good]
     assert only(events, EvidenceRejected).records == [
         RejectedRecord(
@@ -389,9 +431,9 @@ def test_submit_judges_the_requests_own_records() -> None:
     ]
     assert [event.actor for event in events[:3]] == ["applicant"] * 3
     state = run.state
-    assert state.status is Status.US_EXPORT_REVIEW
-    assert state.evidence == [good]
-    assert [r.record.invoice for r in state.rejected_evidence] == ["NV-1", "HW-2", "HW-3"]
+    assert state.status == "us_export_review"
+    assert part(run).evidence == [good]
+    assert [r.record.invoice for r in part(run).rejected_evidence] == ["NV-1", "HW-2", "HW-3"]
     # The request itself keeps every record as filed.
     assert state.request is not None and len(state.request.domestic_procurement) == 4
 
@@ -401,7 +443,7 @@ def test_submit_where_no_record_counts_still_submits() -> None:
     run = Run(VENDOR_LIST)
     events = run.send(Submit(request=request_with(nvidia)))
     assert types(events) == ["RequestSubmitted", "EvidenceRejected", "GateOpened"]
-    assert run.state.evidence == [] and len(run.state.rejected_evidence) == 1
+    assert part(run).evidence == [] and len(part(run).rejected_evidence) == 1
 
 
 def test_submit_with_a_vendor_list_only_ignores_owners() -> None:
@@ -410,28 +452,27 @@ def test_submit_with_a_vendor_list_only_ignores_owners() -> None:
     run = Run(VENDOR_LIST)
     # No registry in this policy: an owners answer, even a hostile one, changes nothing.
     hostile = mine(good, request_id="req-0", buyer=OTHER_BUYER)
-    events = run.send(Submit(request=request, invoice_owners=hostile))
+    events = run.send(Submit(request=request), facts=Facts(invoice_owners=hostile))
     assert only(events, EvidenceAdded).records == [good]
-    assert run.state.evidence == [good]
-
-
-def test_old_behaviour_without_vendor_list_or_registry() -> None:
-    records = [
-        rec("NV-1", vendor="NVIDIA", product="H20", units=5_000),
-        rec("A-1", vendor="Acme", product="X", units=7_000, invoice_date="2027-01-01"),
-    ]
-    run = Run(OLD)
-    events = run.send(Submit(request=request_with(*records)))
-    assert types(events) == ["RequestSubmitted", "GateOpened"]
-    assert only(events, RequestSubmitted).evidence_separately is False
-    assert run.state.evidence == records
-    assert run.state.rejected_evidence == []
+    assert part(run).evidence == [good]
 
 
 def test_add_evidence_without_owners_is_refused_when_invoices_are_unique() -> None:
     run = Run(REGISTRY)
     run.send(Submit(request=make_request(domestic_procurement=[])))
-    run.refuse(AddEvidence(records=[rec("HW-5")]), "not been checked against the invoice registry")
+    run.refuse(
+        AddEvidence(records=[rec("HW-5")]), "not been checked against the invoice registry", facts=NONE
+    )
+
+
+def test_add_evidence_registers_only_what_passes_the_rules() -> None:
+    run = Run(BOTH)
+    run.send(Submit(request=make_request(domestic_procurement=[rec("HW-1").model_dump()])))
+    command = AddEvidence(records=[rec("HW-1"), rec("NV-1", vendor="NVIDIA", product="H20"), rec("HW-2")])
+    assert needs(run.state, command, BOTH, NOW) == FactsWanted(
+        invoices=RegisterInvoices(request_id=run.request_id, buyer=BUYER, keys=["huawei|hw2"])
+    )
+    assert needs(run.state, command, VENDOR_LIST, NOW) == FactsWanted()
 
 
 def test_add_evidence_where_no_record_counts_is_refused_with_every_reason() -> None:
@@ -440,10 +481,8 @@ def test_add_evidence_where_no_record_counts_is_refused_with_every_reason() -> N
     nvidia = rec("NV-1", vendor="NVIDIA", product="H20")
     future = rec("HW-7", delivered_on="2026-02-02")
     taken = rec("HW-8")
-    owners = mine(taken, request_id="req-0", buyer=BUYER)
-    error = run.refuse(
-        AddEvidence(records=[nvidia, future, taken], invoice_owners=owners), "no record counts"
-    )
+    run.world.register(taken, request_id="req-0", buyer=BUYER)
+    error = run.refuse(AddEvidence(records=[nvidia, future, taken]), "no record counts")
     message = str(error)
     assert "invoice 'NV-1': vendor 'NVIDIA' is not a domestic vendor" in message
     assert "invoice 'HW-7': delivered_on 2026-02-02 is in the future" in message
@@ -454,16 +493,16 @@ def test_add_evidence_some_good_some_bad_at_domestic_quota() -> None:
     first = rec("HW-1", units=20_000)
     run = Run(BOTH)
     request = request_with(first, units=50_000)
-    run.send(Submit(request=request, invoice_owners=mine(first, request_id=request.request_id)))
-    run.to(Gate.DOMESTIC_QUOTA)
-    assessed = only(run.send(Evaluate(gate=Gate.DOMESTIC_QUOTA)), DomesticQuotaAssessed)
+    run.send(Submit(request=request))
+    run.to(DOMESTIC_QUOTA)
+    assessed = only(run.send(Evaluate(gate=DOMESTIC_QUOTA)), DomesticQuotaAssessed)
     assert (assessed.domestic_units, assessed.shortfall) == (20_000, 30_000)
 
     good = rec("HW-2", units=25_000)
     nvidia = rec("NV-1", vendor="NVIDIA", product="H20", units=40_000)
     stranger = rec("HW-3", units=40_000)
-    owners = mine(good, request_id=request.request_id) | mine(stranger, request_id="req-x", buyer=OTHER_BUYER)
-    events = run.send(AddEvidence(records=[good, nvidia, stranger], invoice_owners=owners))
+    run.world.register(stranger, request_id="req-x", buyer=OTHER_BUYER)
+    events = run.send(AddEvidence(records=[good, nvidia, stranger]))
 
     assert types(events) == ["EvidenceAdded", "EvidenceRejected", "DomesticQuotaAssessed"]
     assert only(events, EvidenceAdded).records == [good]
@@ -471,9 +510,9 @@ def test_add_evidence_some_good_some_bad_at_domestic_quota() -> None:
     assessed = only(events, DomesticQuotaAssessed)
     assert assessed.domestic_units == 45_000  # 20,000 + 25,000; the rejected 80,000 do not count
     assert assessed.required_units == 50_000 and assessed.shortfall == 5_000
-    assert run.state.evidence == [first, good]
-    assert run.state.assessment == assessed
-    run.refuse(Decide(gate=Gate.DOMESTIC_QUOTA, reviewer="wang", approve=True), "short by 5000")
+    assert part(run).evidence == [first, good]
+    assert part(run).assessment == assessed
+    run.refuse(Decide(gate=DOMESTIC_QUOTA, reviewer="wang", approve=True), "short by 5000")
 
 
 def test_add_evidence_at_an_earlier_gate_only_records_it() -> None:
@@ -488,11 +527,9 @@ def test_add_evidence_in_auto_mode_approves_once_accepted_evidence_suffices() ->
     run = Run(policy)
     request = make_request(domestic_procurement=[], units=10_000)
     run.send(Submit(request=request))
-    run.to(Gate.DOMESTIC_QUOTA)
+    run.to(DOMESTIC_QUOTA)
     good, nvidia = rec("HW-1", units=10_000), rec("NV-1", vendor="NVIDIA", product="H20", units=50_000)
-    events = run.send(
-        AddEvidence(records=[good, nvidia], invoice_owners=mine(good, request_id=request.request_id))
-    )
+    events = run.send(AddEvidence(records=[good, nvidia]))
     assert types(events) == [
         "EvidenceAdded",
         "EvidenceRejected",
@@ -500,7 +537,52 @@ def test_add_evidence_in_auto_mode_approves_once_accepted_evidence_suffices() ->
         "GateApproved",
         "LicenseIssued",
     ]
-    assert run.state.status is Status.LICENSED
+    assert run.state.status == Status.LICENSED
+
+
+def test_evidence_outside_the_route_is_refused() -> None:
+    run = Run(make_policy("manual", route=("us-export", "cn-import")))
+    run.send(Submit(request=make_request(domestic_procurement=[])))
+    run.refuse(AddEvidence(records=[rec("HW-1")]), "no gate of this request's route takes add_evidence")
+
+
+# -- 3b. compensation: an unlicensed request frees its invoices ---------------------------------------
+
+
+@pytest.mark.parametrize("registry", ["test", "sqlite"])
+def test_compensation_frees_an_unlicensed_requests_invoices_for_its_buyer_only(
+    registry: str, store: SQLiteEventStore
+) -> None:
+    world = World() if registry == "test" else StoreWorld(store=store)
+    first = Run(BOTH, world=world)
+    first.send(Submit(request=request_with(rec("HW-1"), request_id="req-first")))
+    first.send(Withdraw(reason="project cancelled"))
+    command = Compensate(gate=DOMESTIC_QUOTA, reason="request withdrawn: project cancelled")
+    assert command in compensations(first.state)
+    assert needs(first.state, command, BOTH, NOW) == FactsWanted(
+        release_invoices=ReleaseInvoices(request_id="req-first")
+    )
+    assert first.send(command) == []  # the registry keeps the record; the request's history needs none
+    assert world.asked[-1] == FactsWanted(release_invoices=ReleaseInvoices(request_id="req-first"))
+
+    other = request_with(
+        rec("HW-1"), request_id="req-other", buyer={"name": OTHER_BUYER, "country": "CN", "kind": "private"}
+    )
+    stranger = Run(BOTH, world=world)
+    stranger.send(Submit(request=other))
+    assert part(stranger).evidence == []  # still the first buyer's purchase
+    again = Run(BOTH, world=world)
+    again.send(Submit(request=request_with(rec("HW-1"), request_id="req-again")))
+    assert part(again).evidence == [rec("HW-1")]
+
+
+def test_without_a_registry_compensation_asks_nothing() -> None:
+    run = Run(VENDOR_LIST)
+    run.send(Submit(request=request_with(rec("HW-1"))))
+    run.send(Withdraw(reason="project cancelled"))
+    command = Compensate(gate=DOMESTIC_QUOTA, reason="x")
+    assert needs(run.state, command, VENDOR_LIST, NOW) == FactsWanted()
+    assert run.send(command) == []
 
 
 # -- 4. acceptance: the real SQLite registry with decide ---------------------------------------------
@@ -509,7 +591,7 @@ def test_add_evidence_in_auto_mode_approves_once_accepted_evidence_suffices() ->
 def test_same_invoice_for_two_requests_of_one_buyer_counts_once(store: SQLiteEventStore) -> None:
     shared = rec("HW-2026-0042", units=60_000)
     first = submit_with_registry(store, BOTH, request_with(shared, request_id="req-first"))
-    assert first.state.evidence == [shared]
+    assert part(first).evidence == [shared]
 
     # The same buyer, spelt differently, files the same invoice (written differently) again.
     again = rec("hw 2026 0042", vendor="Huawei Co., Ltd.", units=60_000)
@@ -521,12 +603,12 @@ def test_same_invoice_for_two_requests_of_one_buyer_counts_once(store: SQLiteEve
         buyer={"name": "BYTEDANCE", "country": "CN", "kind": "private"},
     )
     second = submit_with_registry(store, BOTH, second_request)
-    assert second.state.evidence == [extra]
-    assert second.state.rejected_evidence == [
+    assert part(second).evidence == [extra]
+    assert part(second).rejected_evidence == [
         RejectedRecord(record=again, reason="invoice 'hw 2026 0042' already counts for request req-first")
     ]
-    second.to(Gate.DOMESTIC_QUOTA)
-    assessed = only(second.send(Evaluate(gate=Gate.DOMESTIC_QUOTA)), DomesticQuotaAssessed)
+    second.to(DOMESTIC_QUOTA)
+    assessed = only(second.send(Evaluate(gate=DOMESTIC_QUOTA)), DomesticQuotaAssessed)
     assert assessed.domestic_units == 15_000
     assert assessed.shortfall == 35_000
 
@@ -542,8 +624,8 @@ def test_same_invoice_for_two_buyers_is_rejected_for_the_second(store: SQLiteEve
         shared, request_id="req-other", buyer={"name": OTHER_BUYER, "country": "CN", "kind": "private"}
     )
     run = submit_with_registry(store, BOTH, other)
-    assert run.state.evidence == []
-    assert [r.reason for r in run.state.rejected_evidence] == [
+    assert part(run).evidence == []
+    assert [r.reason for r in part(run).rejected_evidence] == [
         "invoice 'HW-2026-0042' is registered to another buyer's request"
     ]
 
@@ -551,15 +633,14 @@ def test_same_invoice_for_two_buyers_is_rejected_for_the_second(store: SQLiteEve
 def test_evidence_added_later_goes_through_the_registry_too(store: SQLiteEventStore) -> None:
     first = submit_with_registry(store, BOTH, request_with(rec("HW-1"), request_id="req-a"))
     second = submit_with_registry(store, BOTH, make_request(request_id="req-b", domestic_procurement=[]))
-    events = add_with_registry(store, second, rec("HW-1"), rec("HW-2"))
+    events = second.send(AddEvidence(records=[rec("HW-1"), rec("HW-2")]))
     assert only(events, EvidenceAdded).records == [rec("HW-2")]
     assert (
         only_reason(only(events, EvidenceRejected).records)
         == "invoice 'HW-1' already counts for request req-a"
     )
     # HW-2 now belongs to req-b: req-a cannot add it.
-    with pytest.raises(DomainError, match="already counts for request req-b"):
-        add_with_registry(store, first, rec("HW-2"))
+    first.refuse(AddEvidence(records=[rec("HW-2")]), "already counts for request req-b")
 
 
 def test_records_refused_by_the_rules_are_not_registered(store: SQLiteEventStore) -> None:
@@ -699,10 +780,10 @@ def assessed_at_quota(
 ) -> DomesticQuotaAssessed:
     run = Run(policy)
     run.send(Submit(request=request))
-    run.to(Gate.DOMESTIC_QUOTA)
+    run.to(DOMESTIC_QUOTA)
     run.send(AddEvidence(records=records))
-    assert run.state.assessment is not None
-    return run.state.assessment
+    assert part(run).assessment is not None
+    return part(run).assessment
 
 
 HUB = make_policy("manual", domestic_quota={"min_domestic_share": 0.5})
@@ -752,7 +833,7 @@ def test_no_public_hub_assessment_when_not_a_hub_or_no_min_share() -> None:
     records = [rec("HW-1", units=10_000)]
     not_hub = make_request(units=50_000, domestic_procurement=[])
     assert assessed_at_quota(HUB, not_hub, records).public_hub is None
-    assessed = assessed_at_quota(OLD, hub_request(installed_foreign=100_000), records)
+    assessed = assessed_at_quota(PLAIN, hub_request(installed_foreign=100_000), records)
     assert assessed.public_hub is None
     assert assessed.shortfall == 40_000
 
@@ -761,15 +842,15 @@ def test_no_public_hub_assessment_when_not_a_hub_or_no_min_share() -> None:
 
 
 def with_validity(period: str) -> Policy:
-    return Policy.model_validate({**OLD.model_dump(mode="json"), "licence_validity": period})
+    return Policy.model_validate({**PLAIN.model_dump(mode="json"), "licence_validity": period})
 
 
 def licence_at(policy: Policy, now: datetime) -> tuple[LicenseIssued, RequestState]:
     run = Run(policy, now=now)
     run.send(Submit(request=make_request()))
-    run.to(Gate.DOMESTIC_QUOTA)
-    run.send(Evaluate(gate=Gate.DOMESTIC_QUOTA))
-    events = run.send(Decide(gate=Gate.DOMESTIC_QUOTA, reviewer="wang", approve=True))
+    run.to(DOMESTIC_QUOTA)
+    run.send(Evaluate(gate=DOMESTIC_QUOTA))
+    events = run.send(Decide(gate=DOMESTIC_QUOTA, reviewer="wang", approve=True))
     return only(events, LicenseIssued), run.state
 
 
@@ -793,13 +874,13 @@ def test_licence_valid_until_is_issue_time_plus_calendar_period(
     assert policy.licence_validity.after(issued) == until
     licence, state = licence_at(policy, issued)
     assert licence.valid_until == until
-    assert state.status is Status.LICENSED
+    assert state.status == Status.LICENSED
     assert state.licence_valid_until == until
 
 
 def test_default_licence_validity_is_four_years() -> None:
-    assert OLD.licence_validity == CalendarPeriod(years=4)
-    licence, state = licence_at(OLD, NOW)
+    assert PLAIN.licence_validity == CalendarPeriod(years=4)
+    licence, state = licence_at(PLAIN, NOW)
     assert licence.valid_until == datetime(2030, 2, 1, 9, 30, tzinfo=UTC)
     assert state.licence_valid_until == licence.valid_until
 

@@ -14,6 +14,7 @@ from typing import Any
 from temporalio.client import Client
 
 from chipclear import client as ops
+from chipclear.contracts import LedgerInput, ledger_id, ledger_stream
 from chipclear.domain.allocation import BatchSpec, LedgerState, OpenBatch, Reservation, Reserve, fold_ledger
 from chipclear.domain.commands import Withdraw
 from chipclear.domain.events import AllocationGranted
@@ -23,7 +24,7 @@ from chipclear.domain.state import RequestState
 from chipclear.store.sqlite import SQLiteEventStore
 from tests.conftest import running_worker
 from tests.factories import make_policy, make_request
-from workflows.allocation import AllocationLedgerWorkflow, LedgerInput, ledger_id, ledger_stream
+from workflows.allocation import AllocationLedgerWorkflow
 
 
 def allocation_policy(**sections: dict[str, Any]) -> Policy:

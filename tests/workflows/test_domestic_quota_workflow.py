@@ -18,6 +18,7 @@ from temporalio.client import Client
 
 from activities.allocation import AllocationActivities
 from chipclear import client as ops
+from chipclear.contracts import ReleaseResult, ledger_id, ledger_stream
 from chipclear.domain.allocation import Release, Released, UnitsReleased
 from chipclear.domain.commands import AddEvidence, Withdraw
 from chipclear.domain.events import (
@@ -40,7 +41,6 @@ from tests.factories import make_policy, make_request
 from tests.workflows.test_allocation_workflow import allocation_policy, ledger, open_batch
 from tests.workflows.test_us_export_workflow import payloads, replay, stored_of
 from tests.workflows.test_workflow import assert_store_matches, at_gate, decision, start, wait_for
-from workflows.allocation import ReleaseResult, ledger_id, ledger_stream
 
 # Long enough for any step of a test, short enough that a request a failed test leaves open ends itself.
 SAFETY_DEADLINE = "PT60S"

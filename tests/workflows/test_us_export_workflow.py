@@ -22,6 +22,7 @@ from temporalio.worker import Replayer
 
 from activities.events import AppendInput, EventActivities
 from chipclear import client as ops
+from chipclear.contracts import TransitionResult
 from chipclear.domain.buyer_cap import RULE as BUYER_CAP_RULE
 from chipclear.domain.commands import RequestInfo, Respond, Withdraw
 from chipclear.domain.events import (
@@ -47,7 +48,7 @@ from chipclear.temporal import DATA_CONVERTER
 from tests.conftest import running_worker, worker_with
 from tests.factories import make_policy, make_request
 from tests.workflows.test_workflow import Handle, at_gate, decision, settled_history_length, start, wait_for
-from workflows.import_request import ImportRequestWorkflow, TransitionResult
+from workflows.import_request import ImportRequestWorkflow
 
 E = TypeVar("E", bound=EventData)
 

@@ -15,6 +15,7 @@ from temporalio.worker import Replayer, Worker
 
 from activities.events import AppendInput, EventActivities
 from chipclear import client as ops
+from chipclear.contracts import ImportRequestResult
 from chipclear.domain.allocation import BatchSpec, OpenBatch
 from chipclear.domain.commands import AddEvidence, Decide, RequestInfo, Respond, Withdraw
 from chipclear.domain.models import Gate, ImportRequest, ProcurementRecord, Status
@@ -22,10 +23,10 @@ from chipclear.domain.state import RequestState, fold
 from chipclear.store.protocol import AppendResult
 from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.temporal import DATA_CONVERTER
+from chipclear.worker import ChipclearWorker
 from tests.conftest import running_worker, worker_with
 from tests.factories import make_policy, make_request
-from worker import ChipclearWorker
-from workflows.import_request import ImportRequestResult, ImportRequestWorkflow
+from workflows.import_request import ImportRequestWorkflow
 
 Handle = WorkflowHandle[ImportRequestWorkflow, ImportRequestResult]
 

@@ -1,0 +1,268 @@
+"""US export clearance: restricted-party screening, end-use exclusions, the per-request and per-buyer
+caps, questions to the applicant, and the standing licence conditions.
+
+Screening and the buyer's cap are facts from outside the request: the screening list in force, and the
+units the buyer's other requests already hold (claimed from the buyer's cap owner, an entity workflow,
+so two requests decided at the same instant cannot both take the same headroom).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from chipclear.domain.buyer_cap import RULE as BUYER_CAP_RULE
+from chipclear.domain.buyer_cap import BuyerClaim, ClaimUnits, ReleaseClaim
+from chipclear.domain.commands import Command, Compensate, Decide, Evaluate
+from chipclear.domain.errors import DomainError
+from chipclear.domain.events import (
+    Event,
+    ExportApprovalReleased,
+    GateApproved,
+    GateDenied,
+    PartiesScreened,
+)
+from chipclear.domain.facts import FactsWanted, ScreenParties
+from chipclear.domain.gates.base import ByPolicy, Context, GateRules, Payload, approval
+from chipclear.domain.models import PartyKind
+from chipclear.domain.policy import GateMode, IsoDuration, Policy, ReviewSection
+from chipclear.domain.screening import parties_of
+from chipclear.domain.state import GateSlice, RequestState
+
+NAME = "us-export"
+
+
+class UsExportSection(ReviewSection):
+    max_units_per_request: Annotated[int, Field(ge=1)] = 75_000
+    # Over all of one buyer's requests; None: no cap across requests.
+    max_units_per_buyer: Annotated[int, Field(ge=1)] | None = None
+    excluded_end_user_kinds: frozenset[PartyKind] = frozenset({PartyKind.MILITARY})
+    # Restricted-party screening of every party before review: on unless a policy turns it off.
+    screening: bool = True
+    screening_threshold: Annotated[float, Field(ge=50, le=100)] = 90.0
+    info_deadline: IsoDuration = timedelta(days=10)  # how long the applicant has to answer
+    default_conditions: tuple[Annotated[str, Field(min_length=1, max_length=2000)], ...] = ()
+
+
+class UsExportSlice(GateSlice):
+    screening: PartiesScreened | None = None
+    buyer_claim: BuyerClaim | None = None  # the per-buyer cap claim behind the approval
+    export_released: bool = False  # the approval went unused and its units back to the buyer
+
+    @property
+    def held(self) -> bool:
+        """A restricted-party match holds the request for an officer."""
+        return self.screening is not None and bool(self.screening.matches)
+
+    def flags(self) -> list[str]:
+        return ["held"] if self.held else []
+
+    def document(self, state: RequestState) -> dict[str, Any]:
+        screened = self.screening
+        return {
+            "on_hold": state.gate == NAME and self.held,
+            "screening": screened.model_dump(mode="json", exclude={"type"}) if screened else None,
+            "buyer_claim": self.buyer_claim.model_dump() if self.buyer_claim else None,
+            "export_released": self.export_released,
+        }
+
+    def describe(self, state: RequestState) -> list[str]:
+        lines: list[str] = []
+        screened, holding = self.screening, state.gate == NAME and self.held
+        if screened is not None and screened.matches:
+            lines.append(
+                ("HOLD " if holding else "")
+                + f"screening: {len(screened.matches)} match(es) on list {screened.list_version}"
+                + (" - only an officer's decision with a written reason moves it on" if holding else "")
+            )
+            lines += [
+                f"  {m.role} {m.party_name!r} ~ {m.entry_name!r} (as {m.matched_name!r}, score {m.score:g}, "
+                f"{m.source})"
+                for m in screened.matches
+            ]
+        elif screened is not None:
+            parties = len(screened.parties)
+            lines.append(
+                f"screening: clear ({parties} {'party' if parties == 1 else 'parties'}, "
+                f"list {screened.list_version}, threshold {screened.threshold:g})"
+            )
+        if self.buyer_claim is not None:
+            claim = self.buyer_claim
+            released = " (released: the approval went unused)" if self.export_released else ""
+            lines.append(
+                f"buyer cap: {claim.buyer} has {claim.total} of {claim.cap} units approved "
+                f"({claim.units} by this request){released}"
+            )
+        return lines
+
+
+class UsExport(GateRules[UsExportSection, UsExportSlice]):
+    name = NAME
+    section_model = UsExportSection
+    slice_model = UsExportSlice
+
+    def info_deadline(self, policy: Policy) -> timedelta | None:
+        return self.section(policy).info_deadline
+
+    def denial(self, state: RequestState, policy: Policy) -> GateDenied | None:
+        assert state.request is not None
+        kind = state.request.effective_end_user.kind
+        if kind in self.section(policy).excluded_end_user_kinds:
+            rule = f"{self.rule_prefix}.excluded_end_user_kinds"
+            return GateDenied(gate=NAME, rule=rule, reason=f"end user kind {kind} is in {rule}")
+        return None
+
+    def max_units(self, policy: Policy) -> int | None:
+        return self.section(policy).max_units_per_request
+
+    def standing_conditions(self, policy: Policy) -> tuple[str, ...]:
+        return self.section(policy).default_conditions
+
+    # -- facts ---------------------------------------------------------------------------------------
+    def needs(self, ctx: Context, command: Command) -> FactsWanted:
+        state, policy, known = ctx.state, ctx.policy, ctx.facts
+        section = self.section(policy)
+        match command:
+            case Evaluate():
+                if self.denial(state, policy) is not None:
+                    return FactsWanted()
+                if section.screening and known.screening is None:
+                    assert state.request is not None
+                    return FactsWanted(
+                        screening=ScreenParties(
+                            parties=parties_of(state.request), threshold=section.screening_threshold
+                        )
+                    )
+                held = known.screening is not None and bool(known.screening.matches)
+                if section.mode is GateMode.AUTO and not held:
+                    return FactsWanted(buyer_claim=self._claim(state, policy, self._units(state, policy), True))
+            case Decide(approve=True, units=units):
+                return FactsWanted(
+                    buyer_claim=self._claim(state, policy, units or self._units(state, policy), False)
+                )
+            case Compensate():
+                if section.max_units_per_buyer is not None and not self.slice(state).export_released:
+                    assert state.request_id is not None and state.buyer is not None
+                    return FactsWanted(
+                        release_buyer_claim=ReleaseClaim(
+                            buyer=state.buyer, request_id=state.request_id, reason=command.reason
+                        )
+                    )
+        return FactsWanted()
+
+    def _claim(self, state: RequestState, policy: Policy, units: int, partial: bool) -> ClaimUnits | None:
+        cap = self.section(policy).max_units_per_buyer
+        if cap is None:
+            return None
+        assert state.request_id is not None and state.buyer is not None
+        return ClaimUnits(buyer=state.buyer, request_id=state.request_id, units=units, cap=cap, partial=partial)
+
+    def _units(self, state: RequestState, policy: Policy) -> int:
+        """What an approval covers unless an officer says otherwise: capped per request."""
+        return min(state.units_in_play, self.section(policy).max_units_per_request)
+
+    # -- rules ---------------------------------------------------------------------------------------
+    def on_enter(self, ctx: Context) -> list[Payload]:
+        section = self.section(ctx.policy)
+        payloads: list[Payload] = []
+        held = False
+        if section.screening:
+            found = ctx.facts.screening
+            if found is None:
+                raise DomainError("restricted-party screening has not run for this request yet")
+            payloads.append(
+                PartiesScreened(
+                    list_version=found.list_version,
+                    threshold=found.threshold,
+                    parties=found.parties,
+                    matches=found.matches,
+                )
+            )
+            held = bool(found.matches)
+            if held and section.mode is GateMode.AUTO:
+                best = max(found.matches, key=lambda match: match.score)
+                reason = (
+                    f"{best.role} {best.party_name!r} matches {best.entry_name!r} on the {best.source} "
+                    f"(score {best.score:g} >= {self.rule_prefix}.screening_threshold {found.threshold:g}, "
+                    f"list {found.list_version})"
+                )
+                return [*payloads, GateDenied(gate=NAME, rule=f"{self.rule_prefix}.screening", reason=reason)]
+        if section.mode is not GateMode.AUTO or held:
+            return payloads  # an officer decides; a match holds the request for one
+        return payloads + self._auto_approval(ctx)
+
+    def _auto_approval(self, ctx: Context) -> list[Payload]:
+        state, section = ctx.state, self.section(ctx.policy)
+        units = self._units(state, ctx.policy)
+        cap = section.max_units_per_request
+        note = f"capped at {self.rule_prefix}.max_units_per_request = {cap}" if units < state.units_in_play else None
+        claim = ctx.facts.buyer_claim
+        if section.max_units_per_buyer is not None:
+            if claim is None or claim.request_id != state.request_id or claim.units > units:
+                raise DomainError(f"an automatic export approval needs a claim against {BUYER_CAP_RULE}")
+            if claim.units == 0:
+                reason = (
+                    f"buyer {claim.buyer!r} has no headroom left under {BUYER_CAP_RULE} = {claim.cap} "
+                    f"({claim.approved_before} units already approved over its other requests)"
+                )
+                return [ByPolicy(GateDenied(gate=NAME, rule=BUYER_CAP_RULE, reason=reason))]
+            if claim.units < units:
+                units = claim.units
+                note = f"capped at the buyer's remaining headroom under {BUYER_CAP_RULE} = {claim.cap}"
+        else:
+            claim = None
+        return approval(ctx, self, units, by_policy=True, note=note, extra={"buyer_claim": claim})
+
+    def approve(self, ctx: Context, command: Decide, units: int) -> list[Payload]:
+        state, section = ctx.state, self.section(ctx.policy)
+        part = self.slice(state)
+        if section.screening and part.screening is None:
+            raise DomainError("restricted-party screening has not run for this request yet")
+        if part.held and not (command.reason and command.reason.strip()):
+            assert part.screening is not None
+            hits = ", ".join(sorted({m.entry_name for m in part.screening.matches}))
+            raise DomainError(
+                f"reason: the request is held by restricted-party screening (matches: {hits}); "
+                "an approval needs a written reason"
+            )
+        claim = ctx.facts.buyer_claim
+        if section.max_units_per_buyer is not None:
+            # The workflow claims the units from the buyer's cap owner first; without a matching claim
+            # nobody has checked the buyer's other requests.
+            if claim is None or claim.request_id != state.request_id or claim.units != units:
+                raise DomainError(f"units: {units} have not been claimed against {BUYER_CAP_RULE}")
+        else:
+            claim = None
+        note = command.reason.strip() if command.reason else None
+        return approval(
+            ctx, self, units, by_policy=False, conditions=command.conditions, note=note, extra={"buyer_claim": claim}
+        )
+
+    def compensate(self, ctx: Context, reason: str) -> list[Payload]:
+        """The approval goes unused: recorded once, its units already back with the buyer's cap."""
+        record = ctx.state.gates.get(NAME)
+        if record is None or record.outcome != "approved" or record.units_approved is None:
+            return []
+        if self.slice(ctx.state).export_released:
+            return []
+        return [ExportApprovalReleased(units=record.units_approved, reason=reason)]
+
+    def evolve(self, part: UsExportSlice, event: Event, state: RequestState) -> UsExportSlice:
+        match event.data:
+            case PartiesScreened():
+                return part.model_copy(update={"screening": event.data})
+            case GateApproved(gate=gate, buyer_claim=claim) if gate == NAME and claim is not None:
+                return part.model_copy(update={"buyer_claim": claim})
+            case ExportApprovalReleased():
+                return part.model_copy(update={"export_released": True})
+        return part
+
+
+GATE = UsExport()
+
+
+def on_hold(state: RequestState) -> bool:
+    """Held at us-export by a restricted-party match until an officer decides."""
+    return state.gate == NAME and GATE.slice(state).held

@@ -1,0 +1,254 @@
+"""The chipclear worker: everything chipclear registers on a task queue, and the process that runs it.
+
+`main()` is the process entry (`python worker.py`, `chipclear worker`); `run_worker()` runs one inside
+another program (`chipclear up`, the demo, the bench); `build_worker()` builds one for tests. Start as
+many worker processes as you like against one Temporal cluster and one event store; SIGINT/SIGTERM drain
+in-flight tasks before exiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.service import RPCError
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+from activities.allocation import AllocationActivities
+from activities.events import EventActivities
+from activities.screening import ScreeningActivities
+from chipclear import search_attributes
+from chipclear.config import Settings
+from chipclear.contracts import ledger_calls_queue
+from chipclear.domain.policy import Policy, load_policy
+from chipclear.health import Health
+from chipclear.health import serve as serve_health
+from chipclear.logs import configure, get_logger
+from chipclear.store import EventStore, open_store
+from chipclear.store.urls import redact
+from chipclear.temporal import connect_patiently
+from workflows.allocation import AllocationLedgerWorkflow
+from workflows.buyer_cap import BuyerCapWorkflow
+from workflows.import_request import ImportRequestWorkflow
+
+# The production set. The bench adds its bare yardstick workflow to its own worker only.
+WORKFLOWS: Sequence[type] = (ImportRequestWorkflow, AllocationLedgerWorkflow, BuyerCapWorkflow)
+# SQLite has one writer at a time; more threads than this only queue on its lock.
+ACTIVITY_THREADS = 16
+LOCAL_ACTIVITY_SLOTS = 200
+
+
+class ChipclearWorker:
+    """The worker for a task queue: workflows and appends, plus the ledger-calling activities."""
+
+    def __init__(self, main: Worker, ledger_calls: Worker) -> None:
+        self.main = main
+        self.ledger_calls = ledger_calls
+
+    @property
+    def task_queue(self) -> str:
+        return self.main.task_queue
+
+    async def __aenter__(self) -> ChipclearWorker:
+        await self.main.__aenter__()
+        await self.ledger_calls.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.ledger_calls.__aexit__(*exc)
+        await self.main.__aexit__(*exc)
+
+
+def build_worker(
+    client: Client,
+    *,
+    task_queue: str,
+    store: EventStore,
+    policy: Policy,
+    executor: ThreadPoolExecutor,
+    sandbox: bool = True,
+    replace: Sequence[Callable[..., Any]] = (),
+    search_attributes: bool = False,
+    extra_workflows: Sequence[type] = (),
+    extra_activities: Sequence[Callable[..., Any]] = (),
+    **options: Any,
+) -> ChipclearWorker:
+    """Everything chipclear registers for one task queue. Tests build their workers here too.
+
+    `replace`: activities that stand in for the real ones of the same name (tests inject failures).
+    `extra_workflows`, `extra_activities`: registered beside chipclear's own on the main task queue
+    (the bench's yardstick workflow and its activity).
+    """
+    events = EventActivities(store, policy, search_attributes=search_attributes)
+    screening = ScreeningActivities(store)
+    ledger = AllocationActivities(client)
+    if not sandbox:
+        options.setdefault("workflow_runner", UnsandboxedWorkflowRunner())
+    stand_ins = {_activity_name(fake): fake for fake in replace}
+
+    def swapped(activities: list[Callable[..., Any]]) -> list[Callable[..., Any]]:
+        return [stand_ins.get(_activity_name(real), real) for real in activities]
+
+    main = Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[*WORKFLOWS, *extra_workflows],
+        activities=swapped(
+            [
+                events.append_events,
+                events.current_policy,
+                events.register_invoices,
+                events.release_invoices,
+                screening.screen_parties,
+                # A local activity on the hot path (workflows/import_request.py `_claim_units`).
+                ledger.claim_buyer_units,
+                *extra_activities,
+            ]
+        ),
+        activity_executor=executor,
+        max_concurrent_activities=ACTIVITY_THREADS,
+        # The sync ones queue for the thread pool anyway; the async entity calls mostly wait.
+        max_concurrent_local_activities=LOCAL_ACTIVITY_SLOTS,
+        graceful_shutdown_timeout=timedelta(seconds=10),
+        **options,
+    )
+    ledger_calls = Worker(
+        client,
+        task_queue=ledger_calls_queue(task_queue),
+        activities=swapped(
+            [
+                ledger.reserve_units,
+                ledger.release_units,
+                ledger.claim_buyer_units,
+                ledger.release_buyer_units,
+            ]
+        ),
+        # Async and mostly waiting on the ledger: many may be in flight at little cost.
+        max_concurrent_activities=1_000,
+        graceful_shutdown_timeout=timedelta(seconds=10),
+    )
+    return ChipclearWorker(main, ledger_calls)
+
+
+def _activity_name(function: Callable[..., Any]) -> str:
+    # Every chipclear activity is registered under its function's name (`@activity.defn(name=…)`).
+    return function.__name__
+
+
+async def run_worker(
+    settings: Settings,
+    *,
+    policy: Policy | None = None,
+    client: Client | None = None,
+    stop: asyncio.Event | None = None,
+    ready: asyncio.Event | None = None,
+    extra_workflows: Sequence[type] = (),
+    extra_activities: Sequence[Callable[..., Any]] = (),
+) -> None:
+    """Run a worker until `stop` is set; `ready` is set once it polls. See `build_worker` for the extras."""
+    log = get_logger("chipclear.worker")
+    policy = policy or load_policy(settings.policy)
+    # Probes first: alive while connecting (which may take a minute), ready only once polling.
+    health = Health()
+    probes = await serve_health(health, settings.health_port) if settings.health_port else None
+    store: EventStore | None = None
+    try:
+        # The store first: a wrong URL or an unmigrated schema fails at once, before a minute of retries.
+        store = health.store = open_store(settings.event_store_url)
+        if client is None:
+            log.info("connecting to Temporal")
+            client = await connect_patiently(metrics_port=settings.metrics_port)
+        await _serve(
+            client,
+            store,
+            policy,
+            settings,
+            health,
+            stop or asyncio.Event(),
+            ready,
+            extra_workflows=extra_workflows,
+            extra_activities=extra_activities,
+        )
+    finally:
+        if probes is not None:
+            await probes.cleanup()
+        if store is not None:
+            store.close()
+    log.info("worker stopped", task_queue=settings.task_queue)
+
+
+async def _serve(
+    client: Client,
+    store: EventStore,
+    policy: Policy,
+    settings: Settings,
+    health: Health,
+    stop: asyncio.Event,
+    ready: asyncio.Event | None,
+    *,
+    extra_workflows: Sequence[type],
+    extra_activities: Sequence[Callable[..., Any]],
+) -> None:
+    log = get_logger("chipclear.worker")
+    try:
+        indexed = await search_attributes.ready(client)
+    except RPCError as exc:  # a cluster that does not let this worker list them
+        log.warning("cannot check search attributes", error=str(exc))
+        indexed = False
+    if not indexed:
+        log.warning("search attributes missing: the Web UI cannot filter requests; run `chipclear setup`")
+    with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS, thread_name_prefix="activity") as executor:
+        worker = build_worker(
+            client,
+            task_queue=settings.task_queue,
+            store=store,
+            policy=policy,
+            executor=executor,
+            sandbox=settings.sandbox,
+            search_attributes=indexed,
+            extra_workflows=extra_workflows,
+            extra_activities=extra_activities,
+        )
+        async with worker:
+            log.info(
+                "worker started",
+                task_queue=settings.task_queue,
+                namespace=client.namespace,
+                policy_version=policy.version,
+                event_store=redact(settings.event_store_url),
+                sandbox=settings.sandbox,
+                metrics_port=settings.metrics_port,
+                health_port=settings.health_port,
+            )
+            health.polling = True
+            if ready is not None:
+                ready.set()
+            await stop.wait()
+            health.polling = False
+            log.info("worker draining", task_queue=settings.task_queue)
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def _until_signalled(settings: Settings) -> None:
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    await run_worker(settings, stop=stop)
+
+
+def main(settings: Settings | None = None) -> None:
+    """The worker process: configure logging, run until SIGINT/SIGTERM, drain, return.
+
+    `settings`: as the environment gives them unless the caller (the CLI, with its options) has its own.
+    """
+    configure()
+    asyncio.run(_until_signalled(settings or Settings.from_env()))
