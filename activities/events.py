@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -11,7 +13,7 @@ from chipclear.domain.evidence import InvoiceOwner
 from chipclear.domain.facts import RegisterInvoices, ReleaseInvoices
 from chipclear.domain.policy import Policy
 from chipclear.logs import get_logger
-from chipclear.store.protocol import AppendResult, ConcurrencyError, EventStore
+from chipclear.store.protocol import AppendResult, ConcurrencyError, EventLog, InvoiceRegistry
 
 
 class AppendInput(BaseModel):
@@ -39,10 +41,14 @@ class PolicyResult(BaseModel):
     search_attributes: bool = False
 
 
+class EventsStore(EventLog, InvoiceRegistry, Protocol):
+    """What these activities use of the store: the log and the invoice registry."""
+
+
 class EventActivities:
     """Bound to one store and the worker's policy; methods run in the worker's thread pool."""
 
-    def __init__(self, store: EventStore, policy: Policy, *, search_attributes: bool = False) -> None:
+    def __init__(self, store: EventsStore, policy: Policy, *, search_attributes: bool = False) -> None:
         self.store = store
         self.policy = policy
         self.search_attributes = search_attributes

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from chipclear.domain.facts import ScreenParties, Screening
+from chipclear.domain.facts import Screening, ScreenParties
 from chipclear.domain.screening import ScreeningIndex
 from chipclear.logs import get_logger
-from chipclear.store.protocol import EventStore
+from chipclear.store.protocol import ScreeningLists
 from chipclear.store.screening import CurrentList
 
 
 class ScreeningActivities:
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: ScreeningLists) -> None:
         self.current = CurrentList(store)
 
     def index(self) -> ScreeningIndex:

@@ -44,6 +44,7 @@ from chipclear.domain.buyer_cap import BuyerCapState
 from chipclear.domain.commands import AddEvidence, Decide, RequestInfo, Respond, Withdraw
 from chipclear.domain.models import ImportRequest
 from chipclear.domain.state import RequestState
+from chipclear.projections import get_request
 from chipclear.store.protocol import EventStore
 from chipclear.temporal import refusal
 from workflows.import_request import ImportRequestWorkflow
@@ -88,7 +89,7 @@ async def submit(
 ) -> Submission:
     """Start `import-<id>`; submitting the same request again returns the existing run."""
     wf_id = workflow_id(request.request_id)
-    existing = store.get_request(request.request_id)
+    existing = get_request(store, request.request_id)
     if existing is not None:
         _same_request(existing, request)
         return Submission(client.get_workflow_handle_for(ImportRequestWorkflow.run, wf_id), created=False)

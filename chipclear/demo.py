@@ -24,7 +24,8 @@ from chipclear.domain.models import ImportRequest, ProcurementRecord, Status
 from chipclear.domain.policy import load_policy
 from chipclear.domain.state import RequestState
 from chipclear.logs import configure
-from chipclear.store import EventStore, open_store
+from chipclear.projections import get_request, open_event_store
+from chipclear.store import EventStore
 from chipclear.temporal import connect
 from chipclear.worker import run_worker
 
@@ -136,7 +137,7 @@ def _settled(state: RequestState | None) -> bool:
 
 async def _wait_settled(store: EventStore, request_id: str, *, leaving: str | None = None) -> RequestState:
     for _ in range(600):
-        state = store.get_request(request_id)
+        state = get_request(store, request_id)
         if state is not None and _settled(state) and state.status != leaving:
             return state
         await asyncio.sleep(0.1)
@@ -185,7 +186,7 @@ async def run_demo(settings: Settings) -> None:
     # A task queue (and so an allocation ledger) of its own: the demo's batches never serve real requests.
     demo = settings.with_(task_queue=f"{settings.task_queue}-demo-{run_id}", policy="auto")
     client = await connect()
-    store = open_store(settings.event_store_url)
+    store = open_event_store(settings.event_store_url)
     stop, ready = asyncio.Event(), asyncio.Event()
     worker = asyncio.create_task(
         run_worker(demo, policy=load_policy("auto"), client=client, stop=stop, ready=ready)

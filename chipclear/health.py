@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from chipclear.store.protocol import EventStore
+from chipclear.store.protocol import Connection
 
 LIVENESS_PATH = "/healthz"
 READINESS_PATH = "/readyz"
@@ -23,7 +23,7 @@ STORE_TIMEOUT = 2.0  # seconds a readiness probe waits for the event store
 
 @dataclass
 class Health:
-    store: EventStore | None = None  # set once the store is open
+    store: Connection | None = None  # set once the store is open
     polling: bool = False  # set once the worker runs; cleared when it starts draining
 
     async def readiness(self) -> tuple[bool, str]:

@@ -29,7 +29,8 @@ from chipclear.domain.policy import Policy, load_policy
 from chipclear.health import Health
 from chipclear.health import serve as serve_health
 from chipclear.logs import configure, get_logger
-from chipclear.store import EventStore, open_store
+from chipclear.projections import open_event_store
+from chipclear.store import EventStore
 from chipclear.store.urls import redact
 from chipclear.temporal import connect_patiently
 from workflows.allocation import AllocationLedgerWorkflow
@@ -105,7 +106,7 @@ def build_worker(
                 events.register_invoices,
                 events.release_invoices,
                 screening.screen_parties,
-                # A local activity on the hot path (workflows/import_request.py `_claim_units`).
+                # A local activity on the hot path (workflows/import_request.py `_fetch`).
                 ledger.claim_buyer_units,
                 *extra_activities,
             ]
@@ -124,7 +125,6 @@ def build_worker(
             [
                 ledger.reserve_units,
                 ledger.release_units,
-                ledger.claim_buyer_units,
                 ledger.release_buyer_units,
             ]
         ),
@@ -159,7 +159,7 @@ async def run_worker(
     store: EventStore | None = None
     try:
         # The store first: a wrong URL or an unmigrated schema fails at once, before a minute of retries.
-        store = health.store = open_store(settings.event_store_url)
+        store = health.store = open_event_store(settings.event_store_url)
         if client is None:
             log.info("connecting to Temporal")
             client = await connect_patiently(metrics_port=settings.metrics_port)

@@ -16,6 +16,7 @@ from temporalio.worker import Worker
 
 from chipclear.devserver import UPDATE_LIMITS, temporal_binary
 from chipclear.domain.policy import Policy
+from chipclear.projections import PROJECTIONS
 from chipclear.search_attributes import dev_server_args
 from chipclear.store import open_store
 from chipclear.store.sqlite import SQLiteEventStore
@@ -63,7 +64,7 @@ def pg_url(postgres: Cluster) -> str:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[SQLiteEventStore]:
-    store = SQLiteEventStore(tmp_path / "events.db")
+    store = SQLiteEventStore(tmp_path / "events.db", projections=PROJECTIONS)
     yield store
     store.close()
 

@@ -25,9 +25,6 @@ with workflow.unsafe.imports_passed_through():
         ReleaseResult,
         ledger_stream,
     )
-
-    # Re-exported for workflows/import_request.py until it imports chipclear.contracts itself.
-    from chipclear.contracts import ledger_calls_queue as ledger_calls_queue
     from chipclear.domain.allocation import (
         LedgerEvent,
         LedgerState,

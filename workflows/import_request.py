@@ -300,7 +300,8 @@ class ImportRequestWorkflow:
                 retry_policy=LEDGER_RETRY,
                 summary="release units",
             )
-            facts = facts.merged(Facts(allocation_released=Released(batch_id=given.batch_id, units=given.units)))
+            released = Released(batch_id=given.batch_id, units=given.units)
+            facts = facts.merged(Facts(allocation_released=released))
         if wanted.release_buyer_claim is not None:
             back = await workflow.execute_activity_method(
                 AllocationActivities.release_buyer_units,
@@ -336,7 +337,8 @@ class ImportRequestWorkflow:
         if not self._pending:
             return
         events, self._pending = self._pending, []
-        append = AppendInput(stream_id=events[0].stream_id, expected_version=events[0].version - 1, events=events)
+        first = events[0]
+        append = AppendInput(stream_id=first.stream_id, expected_version=first.version - 1, events=events)
         try:
             # A regular activity is scheduled in history before it writes, so the store never holds
             # an event from a workflow task that was later lost and decided differently.

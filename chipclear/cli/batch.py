@@ -19,7 +19,7 @@ from chipclear.contracts import OpenBatchResult
 from chipclear.domain.allocation import BatchSpec, LedgerState, OpenBatch
 from chipclear.domain.names import normalise_buyer
 from chipclear.domain.policy import describe_validation_error
-from chipclear.store import open_store
+from chipclear.projections import open_event_store
 from chipclear.temporal import ServerUnavailable, connect
 
 batch_app = typer.Typer(help="Allocation batches of the cn-import gate.", no_args_is_help=True)
@@ -104,7 +104,7 @@ async def read_ledger(settings: Settings) -> LedgerState:
         client = await connect()
     except ServerUnavailable:
         client = None  # the stored events still tell the whole story
-    return await ops.ledger_state(client, open_store(settings.event_store_url), settings.task_queue)
+    return await ops.ledger_state(client, open_event_store(settings.event_store_url), settings.task_queue)
 
 
 @batch_app.command("open")

@@ -18,7 +18,7 @@ from chipclear.cli.files import InvalidInput
 from chipclear.codec import CodecKeyError
 from chipclear.config import ConfigError, Settings
 from chipclear.domain.policy import PolicyError, describe_validation_error
-from chipclear.store import open_store
+from chipclear.projections import open_event_store
 from chipclear.store.factory import StoreURLError
 from chipclear.store.migrations import SchemaError
 from chipclear.store.protocol import ConcurrencyError, EventStore, StoreUnavailable
@@ -67,7 +67,7 @@ def settings() -> Settings:
 
 
 def store() -> EventStore:
-    return open_store(settings().event_store_url)
+    return open_event_store(settings().event_store_url)
 
 
 def actor_default() -> str:

@@ -34,6 +34,7 @@ from chipclear.domain.commands import AddEvidence, Decide, RequestInfo, Respond,
 from chipclear.domain.gates import cn_import, domestic_quota, registered, statuses
 from chipclear.domain.policy import load_policy
 from chipclear.domain.state import RequestState
+from chipclear.projections import get_request, list_requests
 from chipclear.store.protocol import EventStore
 from chipclear.temporal import ServerUnavailable, connect
 
@@ -252,7 +253,7 @@ async def _settled_state(client: Client, events: EventStore, request_id: str) ->
         state = await ops.live_state(client, request_id)
         if state is not None:
             return state
-        stored = events.get_request(request_id)
+        stored = get_request(events, request_id)
         if stored is not None:
             return stored
         await asyncio.sleep(0.1)
@@ -271,7 +272,7 @@ async def _current_state(
             return client, live, "workflow"
     except ServerUnavailable:
         pass  # the event store still has every recorded step
-    return client, events.get_request(request_id), "event-store"
+    return client, get_request(events, request_id), "event-store"
 
 
 @app.command()
@@ -342,7 +343,7 @@ def list_(
         for flag, on in (("escalated", escalated), ("held", held), ("awaiting-applicant", awaiting))
         if on
     ]
-    rows = store().list_requests(status_, wanted)
+    rows = list_requests(store(), status_, wanted)
     if json_:
         output.print_json([row.model_dump() for row in rows])
         return

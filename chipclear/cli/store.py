@@ -16,7 +16,7 @@ import typer
 from chipclear.cli import output
 from chipclear.cli.common import JsonOption, fail, handles_errors, settings, store
 from chipclear.cli.files import InvalidInput
-from chipclear.store import open_store
+from chipclear.projections import open_event_store
 from chipclear.store.transfer import read_csv, read_jsonl, write_csv, write_jsonl
 from chipclear.store.urls import redact
 
@@ -39,7 +39,7 @@ def migrate(
 ) -> None:
     """Bring the event store's schema up to this release (run once before workers start on PostgreSQL)."""
     url = settings().event_store_url
-    with closing(open_store(url, require_schema=False)) as events:
+    with closing(open_event_store(url, require_schema=False)) as events:
         pending = events.pending_migrations()
         applied = [] if check else events.migrate()
         version = events.schema_version()

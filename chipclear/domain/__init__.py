@@ -4,7 +4,6 @@ The gates are imported first, so the registry knows them whichever domain module
 """
 
 from chipclear.domain import gates  # noqa: F401  (registers the built-in gates)
-
 from chipclear.domain.commands import (
     AddEvidence,
     Command,

@@ -78,7 +78,9 @@ def owner(state: RequestState, policy: Policy, command: Command) -> GateRules[An
     return None
 
 
-def needs(state: RequestState, command: Command, policy: Policy, now: datetime, known: Facts = NONE) -> FactsWanted:
+def needs(
+    state: RequestState, command: Command, policy: Policy, now: datetime, known: Facts = NONE
+) -> FactsWanted:
     """The outside facts `command` still needs, given those already `known`; nothing: decide now.
 
     Called again after each fetch: what a gate wants next may depend on what it learnt (a request
@@ -95,6 +97,8 @@ def needs(state: RequestState, command: Command, policy: Policy, now: datetime, 
             return wanted.missing(known)
         case Decide(approve=False) | Withdraw() | Expire() | Escalate() | RequestInfo() | Respond():
             return FactsWanted()
+        case Compensate() if not state.is_final or state.licence_id is not None:
+            return FactsWanted()  # `decide` refuses it: nothing may be given back
     gate = owner(state, policy, command)
     if gate is None or state.status is None:
         return FactsWanted()
@@ -251,7 +255,9 @@ def _respond(ctx: Context, command: Respond) -> list[Payload]:
         # The application is being returned without action; a late answer cannot revive it.
         raise DomainError(f"the answer was due by {question.due.isoformat()}; the request is being returned")
     return [
-        InformationProvided(gate=question.gate, text=command.text.strip(), attachments=list(command.attachments))
+        InformationProvided(
+            gate=question.gate, text=command.text.strip(), attachments=list(command.attachments)
+        )
     ]
 
 

@@ -7,7 +7,7 @@ stored events outlive every release of this code.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, computed_field
 
@@ -27,6 +27,9 @@ from chipclear.domain.screening import ScreenedParty, ScreeningMatch
 
 class _Payload(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # The shape this payload is stored in. A change to a field's name, type or meaning raises it by one
+    # and registers an upcaster from the old shape (chipclear.store.upcasting); stored events never change.
+    SCHEMA_VERSION: ClassVar[int] = 1
 
 
 class RequestSubmitted(_Payload):
@@ -136,7 +139,7 @@ class LicenseIssued(_Payload):
     licence_id: str
     units: int  # the smallest quantity any gate approved
     conditions: list[str] = Field(default_factory=list)
-    valid_until: UtcDatetime | None = None  # issue time + policy licence_validity
+    valid_until: UtcDatetime  # issue time + policy licence_validity
 
 
 class RequestWithdrawn(_Payload):
@@ -230,6 +233,14 @@ REQUEST_EVENT_TYPES = frozenset(
     for model in get_args(get_args(EventData)[0])
     if not issubclass(model, ScreeningListLoaded | LedgerPayload)
 )
+
+
+def schema_versions() -> dict[str, int]:
+    """Each event type's current schema version (1 for a payload that declares none)."""
+    return {
+        model.model_fields["type"].default: getattr(model, "SCHEMA_VERSION", 1)
+        for model in get_args(get_args(EventData)[0])
+    }
 
 
 class Event(BaseModel):

@@ -112,13 +112,19 @@ def provisional(wanted: FactsWanted) -> Facts:
     invoices = wanted.invoices
     return Facts(
         screening=(
-            Screening(list_version="provisional", threshold=wanted.screening.threshold, parties=[], matches=[])
+            Screening(
+                list_version="provisional", threshold=wanted.screening.threshold, parties=[], matches=[]
+            )
             if wanted.screening
             else None
         ),
         buyer_claim=(
             BuyerClaim(
-                buyer=claim.buyer, request_id=claim.request_id, units=claim.units, cap=claim.cap, approved_before=0
+                buyer=claim.buyer,
+                request_id=claim.request_id,
+                units=claim.units,
+                cap=claim.cap,
+                approved_before=0,
             )
             if claim
             else None

@@ -177,9 +177,8 @@ class Policy(BaseModel):
         for reviewer, gates in self.reviewers.items():
             strangers = sorted(gates - set(self.route))
             if strangers:
-                raise ValueError(
-                    f"reviewers.{reviewer}: gate {strangers[0]!r} is not on the route ({', '.join(self.route)})"
-                )
+                route = ", ".join(self.route)
+                raise ValueError(f"reviewers.{reviewer}: gate {strangers[0]!r} is not on the route ({route})")
         return self
 
     @model_serializer(mode="wrap")

@@ -1,6 +1,34 @@
-"""The event store: the legal record. One protocol; backends chosen by URL."""
+"""The event store: the legal record. Small interfaces (`protocol`); backends chosen by URL (`factory`)."""
 
+from chipclear.store.chain import AuditReport
+from chipclear.store.errors import ConcurrencyError, StoreUnavailable
 from chipclear.store.factory import open_store
-from chipclear.store.protocol import AppendResult, AuditReport, ConcurrencyError, EventStore, RequestSummary
+from chipclear.store.protocol import (
+    AppendResult,
+    EventLog,
+    EventStore,
+    InvoiceRegistry,
+    LogReader,
+    ProjectionRows,
+    Projections,
+    Schema,
+    ScreeningLists,
+    Transfer,
+)
 
-__all__ = ["AppendResult", "AuditReport", "ConcurrencyError", "EventStore", "RequestSummary", "open_store"]
+__all__ = [
+    "AppendResult",
+    "AuditReport",
+    "ConcurrencyError",
+    "EventLog",
+    "EventStore",
+    "InvoiceRegistry",
+    "LogReader",
+    "ProjectionRows",
+    "Projections",
+    "Schema",
+    "ScreeningLists",
+    "StoreUnavailable",
+    "Transfer",
+    "open_store",
+]

@@ -11,9 +11,22 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from chipclear.store.protocol import ChainBreak
+from pydantic import BaseModel
 
 GENESIS = "0" * 64
+
+
+class ChainBreak(BaseModel):
+    stream_id: str
+    version: int
+    problem: str
+
+
+class AuditReport(BaseModel):
+    ok: bool
+    streams_checked: int
+    events_checked: int
+    breaks: list[ChainBreak]
 
 
 def timestamp(moment: datetime) -> str:
@@ -31,17 +44,21 @@ def chained_fields(
     stream_id: str,
     version: int,
     type_: str,
+    schema_version: int,
     data: dict[str, Any],
     occurred_at: str,
     recorded_at: str,
     policy_version: str,
     actor: str,
 ) -> dict[str, Any]:
+    # The schema version is chained with the data it describes: relabelling a stored payload as another
+    # shape (so that an upcaster rewrites it on read) breaks the chain like editing the payload would.
     return {
         "event_id": event_id,
         "stream_id": stream_id,
         "version": version,
         "type": type_,
+        "schema_version": schema_version,
         "data": data,
         "occurred_at": occurred_at,
         "recorded_at": recorded_at,

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from chipclear.store.projection import Projection
 from chipclear.store.protocol import EventStore
 from chipclear.store.sqlite import SQLiteEventStore
+from chipclear.store.upcasting import UPCASTERS, Upcasters
 from chipclear.store.urls import StoreURLError, redact
 
 __all__ = ["StoreURLError", "open_store"]
@@ -14,12 +18,20 @@ __all__ = ["StoreURLError", "open_store"]
 ALLOWED = "sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
 
 
-def open_store(url: str, *, require_schema: bool = True) -> EventStore:
+def open_store(
+    url: str,
+    *,
+    require_schema: bool = True,
+    projections: Iterable[Projection[Any]] = (),
+    upcasters: Upcasters = UPCASTERS,
+) -> EventStore:
     """`sqlite:///relative.db`, `sqlite:////absolute.db` (optional `?synchronous=normal`), or
     `postgresql://user@host:5432/db` with libpq's options and `pool_min_size`/`pool_max_size`.
 
     A PostgreSQL store must be migrated (`chipclear store migrate`) before workers use it; SQLite
     migrates itself when opened. `require_schema=False` opens either as it is, for the migration.
+    `projections` are kept inline with every append (chipclear.projections.open_event_store passes
+    the request projection); `upcasters` bring old stored event shapes up to date on read.
     """
     if url.startswith("sqlite:///"):
         path, _, query = url.removeprefix("sqlite:///").partition("?")
@@ -31,12 +43,20 @@ def open_store(url: str, *, require_schema: bool = True) -> EventStore:
             raise StoreURLError(
                 f"CHIPCLEAR_EVENT_STORE: synchronous={synchronous!r} (allowed: full, normal, extra)"
             )
-        return SQLiteEventStore(path, synchronous=synchronous, migrate=require_schema)
+        return SQLiteEventStore(
+            path,
+            synchronous=synchronous,
+            migrate=require_schema,
+            projections=projections,
+            upcasters=upcasters,
+        )
     scheme = urlsplit(url).scheme
     if scheme in {"postgresql", "postgres"}:
         from chipclear.store.postgres import PostgresEventStore
 
-        return PostgresEventStore(url, require_schema=require_schema)
+        return PostgresEventStore(
+            url, require_schema=require_schema, projections=projections, upcasters=upcasters
+        )
     raise StoreURLError(
         f"CHIPCLEAR_EVENT_STORE: unsupported scheme {scheme or url!r} in {redact(url)!r} (allowed: {ALLOWED})"
     )

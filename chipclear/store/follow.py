@@ -15,12 +15,9 @@ ended, a position still missing was rolled back and is passed. Only writers to t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from chipclear.domain.events import StoredEvent
-
-if TYPE_CHECKING:
-    from chipclear.store.sql import SQLEventStore
 
 T = TypeVar("T")
 
@@ -41,12 +38,18 @@ class LogFollower(Protocol):
         ...
 
 
+class PageReader(Protocol):
+    def read_page(self, after_position: int) -> list[StoredEvent]:
+        """The next page of events committed now after `after_position`, in position order."""
+        ...
+
+
 class InOrderFollower:
     """For a store whose positions commit in order (SQLite): the next page is always final."""
 
     waiting = False  # positions commit in order: there is never a gap to wait out
 
-    def __init__(self, store: SQLEventStore, after_position: int) -> None:
+    def __init__(self, store: PageReader, after_position: int) -> None:
         self.store, self.position = store, after_position
 
     def poll(self) -> list[StoredEvent]:

@@ -11,7 +11,7 @@ Connections come from a psycopg_pool pool shared by the worker's activity thread
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -22,10 +22,15 @@ import psycopg.errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from chipclear.domain.events import StoredEvent
+from chipclear.store.chain import GENESIS
+from chipclear.store.errors import ConcurrencyError, StoreUnavailable
 from chipclear.store.follow import FollowerState, Gap, LogFollower, settled_run
 from chipclear.store.migrations import Migration
-from chipclear.store.protocol import ConcurrencyError, StoreUnavailable
-from chipclear.store.sql import GENESIS, PAGE, SQLEventStore, Tx
+from chipclear.store.projection import Projection
+from chipclear.store.protocol import PAGE
+from chipclear.store.sql import SQLEventStore
+from chipclear.store.sql_base import Tx
+from chipclear.store.upcasting import UPCASTERS, Upcasters
 from chipclear.store.urls import StoreURLError, redact
 
 # Keys that are sorted are compared byte by byte (COLLATE "C"), as SQLite does, whatever the database's
@@ -39,6 +44,7 @@ CREATE TABLE events (
     stream_id      TEXT COLLATE "C" NOT NULL,
     version        INTEGER NOT NULL CHECK (version >= 1),
     type           TEXT NOT NULL,
+    schema_version INTEGER NOT NULL CHECK (schema_version >= 1),
     data           TEXT NOT NULL,
     occurred_at    TEXT NOT NULL,
     recorded_at    TEXT NOT NULL,
@@ -167,7 +173,15 @@ class PostgresEventStore(SQLEventStore):
     SCREENING_ORDER = "seq"
     FOR_UPDATE = " FOR UPDATE"
 
-    def __init__(self, url: str, *, require_schema: bool = True) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        require_schema: bool = True,
+        projections: Iterable[Projection[Any]] = (),
+        upcasters: Upcasters = UPCASTERS,
+    ) -> None:
+        super().__init__(projections=projections, upcasters=upcasters)
         self.url = url
         try:
             conninfo, pool = split_url(url)
@@ -241,9 +255,10 @@ class PostgresEventStore(SQLEventStore):
         ).fetchone()
         return int(head[0]), str(head[1])
 
-    def _lock_projection(self, tx: Tx) -> None:
-        # Appenders read their projection row FOR UPDATE, so they wait for the rebuild, then fold on it.
-        tx.execute("LOCK TABLE requests IN EXCLUSIVE MODE")
+    def _lock_projections(self, tx: Tx, tables: Sequence[str]) -> None:
+        # Appenders read their projection rows FOR UPDATE, so they wait for the rebuild, then fold on it.
+        if tables:
+            tx.execute(f"LOCK TABLE {', '.join(tables)} IN EXCLUSIVE MODE")
 
     def _lock_for_import(self, tx: Tx) -> None:
         # An import fills an empty store, once: appenders wait at their first statement (the stream

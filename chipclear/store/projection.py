@@ -1,54 +1,48 @@
-"""The inline projection: each request's current state, kept in the same transaction as its events.
+"""Inline projections: read models the store keeps in the same transaction as the events behind them.
 
-Rows are computed with the domain's own `evolve`, so `rebuild` (a fresh fold of the log) must give
-byte-identical rows; a difference means the projection or the log was tampered with.
+The store knows no aggregate. Whoever opens it hands it the projections to keep (chipclear.projections
+holds the request projection, and `open_event_store` there wires it in for the worker and the CLI).
+A projection keeps one row per stream in a table of the store's schema. On each append the store reads
+that stream's row, asks the projection for the state it holds, evolves it by the new events and writes
+the new row, all inside the append's transaction; `rebuild` replays the whole log the same way into
+fresh rows, which must equal the ones kept inline.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
-from chipclear.domain.events import REQUEST_EVENT_TYPES, Event
-from chipclear.domain.state import RequestState
-from chipclear.store.chain import timestamp
+from chipclear.domain.events import Event
 
-
-def is_request_stream(events: Sequence[Event]) -> bool:
-    return all(event.type in REQUEST_EVENT_TYPES for event in events)
+S = TypeVar("S")
 
 
-def row(state: RequestState) -> dict[str, Any]:
-    """The projection row for a state: summary columns for queries, the whole state as JSON."""
-    assert state.request_id and state.status and state.request and state.policy_version
-    assert state.submitted_at and state.updated_at
-    return {
-        "request_id": state.request_id,
-        "status": state.status,
-        "gate": state.gate,
-        "buyer": state.request.buyer.name,
-        "units_requested": state.units_requested,
-        "units_approved": state.units_approved,
-        "policy_version": state.policy_version,
-        "version": state.version,
-        "submitted_at": timestamp(state.submitted_at),
-        "updated_at": timestamp(state.updated_at),
-        "state": state.model_dump_json(),
-        "flags": ",".join(state.flags),
-    }
+class Projection(Protocol[S]):
+    """One row per stream, computed from its events: `row(evolve(load(row), events))`."""
 
+    @property
+    def table(self) -> str:
+        """Its table in the store's schema (made by the store's migrations)."""
+        ...
 
-COLUMNS = (
-    "request_id",
-    "status",
-    "gate",
-    "buyer",
-    "units_requested",
-    "units_approved",
-    "policy_version",
-    "version",
-    "submitted_at",
-    "updated_at",
-    "state",
-    "flags",
-)
+    @property
+    def columns(self) -> Sequence[str]:
+        """Every column of the table, the key (the stream id) first."""
+        ...
+
+    def wants(self, event: Event) -> bool:
+        """Whether this projection folds `event` (an event of a stream it keeps a row for)."""
+        ...
+
+    def load(self, row: Mapping[str, Any]) -> S:
+        """The state a stored row holds."""
+        ...
+
+    def evolve(self, state: S | None, events: Sequence[Event]) -> S:
+        """The state after `events` (None: the stream's first events). Pure, and never refuses an event."""
+        ...
+
+    def row(self, state: S) -> dict[str, Any]:
+        """The row for `state`: a value for every column."""
+        ...

@@ -1,30 +1,45 @@
-"""The event store contract every backend honours; one conformance suite runs against each."""
+"""The store's interfaces, each small enough to fake in a test; one conformance suite per interface.
+
+A backend (SQLite, PostgreSQL) implements all of them as one object, `EventStore`; a caller names the
+narrow one it uses (the append activity an `EventLog`, screening a `ScreeningLists`, …).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel
 
 from chipclear.domain.events import Event, StoredEvent
 from chipclear.domain.evidence import InvoiceOwner
-from chipclear.domain.models import Status
 from chipclear.domain.screening import ScreeningList, ScreeningListInfo
-from chipclear.domain.state import RequestState
+from chipclear.store.chain import AuditReport
+from chipclear.store.errors import ConcurrencyError, StoreUnavailable
+from chipclear.store.follow import LogFollower
+from chipclear.store.migrations import Migration
+from chipclear.store.projection import Projection
+from chipclear.store.transfer import ExportRecord, ImportSummary
 
-if TYPE_CHECKING:
-    from chipclear.store.follow import LogFollower
-    from chipclear.store.migrations import Migration
-    from chipclear.store.transfer import ExportRecord, ImportSummary
+# The errors a caller of these interfaces catches, importable from here with the interfaces.
+__all__ = [
+    "PAGE",
+    "AppendResult",
+    "ConcurrencyError",
+    "Connection",
+    "EventLog",
+    "EventStore",
+    "InvoiceRegistry",
+    "LogReader",
+    "ProjectionRows",
+    "Projections",
+    "Schema",
+    "ScreeningLists",
+    "StoreUnavailable",
+    "Transfer",
+]
 
-
-class ConcurrencyError(Exception):
-    """Another writer got to the stream first, or an event id is reused with different content."""
-
-
-class StoreUnavailable(RuntimeError):
-    """The event store cannot be reached; the message names it (never its password)."""
+PAGE = 1000  # events per read: a long log is read in pages, never all at once into memory
 
 
 class AppendResult(BaseModel):
@@ -33,41 +48,19 @@ class AppendResult(BaseModel):
     written: bool  # False when every event was already stored (an activity retry)
 
 
-class RequestSummary(BaseModel):
-    """One row of the inline projection: what `chipclear list` shows without folding any events."""
+class LogReader(Protocol):
+    def read_stream(self, stream_id: str) -> list[StoredEvent]: ...
 
-    request_id: str
-    status: Status
-    gate: str | None
-    buyer: str
-    units_requested: int
-    units_approved: int | None
-    policy_version: str
-    version: int
-    submitted_at: str
-    updated_at: str
-    flags: list[str] = Field(default_factory=list)  # held, awaiting-applicant, escalated
+    def read_all(self, after_position: int = 0) -> Iterator[StoredEvent]:
+        """A one-off read of what is committed now; to keep reading as writers append, use `follow`."""
+        ...
 
-    @field_validator("flags", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        return [flag for flag in value.split(",") if flag] if isinstance(value, str) else value
+    def read_page(self, after_position: int, limit: int = PAGE) -> list[StoredEvent]: ...
 
 
-class ChainBreak(BaseModel):
-    stream_id: str
-    version: int
-    problem: str
+class EventLog(LogReader, Protocol):
+    """The append-only, hash-chained log: write, read, follow, audit."""
 
-
-class AuditReport(BaseModel):
-    ok: bool
-    streams_checked: int
-    events_checked: int
-    breaks: list[ChainBreak]
-
-
-class EventStore(Protocol):
     def append(self, stream_id: str, expected_version: int, events: Sequence[Event]) -> AppendResult:
         """Append atomically if the stream is at `expected_version`.
 
@@ -76,36 +69,41 @@ class EventStore(Protocol):
         """
         ...
 
-    def read_stream(self, stream_id: str) -> list[StoredEvent]: ...
-
-    def read_all(self, after_position: int = 0) -> Iterator[StoredEvent]:
-        """A one-off read of what is committed now; to keep reading as writers append, use `follow`."""
-        ...
-
     def follow(self, after_position: int = 0) -> LogFollower:
         """Hands out each event once, in position order, and never passes one that may still commit."""
         ...
 
-    def get_request(self, request_id: str) -> RequestState | None: ...
-
-    def list_requests(self, status: Status | None = None, flags: Sequence[str] = ()) -> list[RequestSummary]:
-        """Projection rows, oldest first; `flags` keeps rows carrying every one (`escalated`, `held`, …)."""
+    def verify(self) -> AuditReport:
+        """Check every chain (and every stored screening list against its event) from one snapshot."""
         ...
 
-    def verify(self) -> AuditReport: ...
 
+class ProjectionRows(Protocol):
+    """Reading what the inline projections keep."""
+
+    def projection_row(self, projection: Projection[Any], key: str) -> dict[str, Any] | None: ...
+
+    def projection_rows(
+        self,
+        projection: Projection[Any],
+        *,
+        equal: Mapping[str, Any] | None = None,
+        tagged: Mapping[str, Sequence[str]] | None = None,
+        columns: Sequence[str] | None = None,
+        order_by: Sequence[str] = (),
+    ) -> list[dict[str, Any]]:
+        """Rows whose columns equal `equal`, whose comma-separated tag columns carry every tag in
+        `tagged`, ordered by `order_by` then the key; `columns` (default: all) to read only some."""
+        ...
+
+
+class Projections(ProjectionRows, Protocol):
     def rebuild_projection(self) -> int:
-        """Replay the whole log through `evolve` into fresh projection rows; returns the row count."""
+        """Replay the whole log into fresh rows of every registered projection; returns the row count."""
         ...
 
-    def dump(self) -> Generator[ExportRecord, None, None]:
-        """Everything stored, exactly as stored, from one snapshot (an export's header first)."""
-        ...
 
-    def load(self, records: Iterable[ExportRecord]) -> ImportSummary:
-        """Import an export into this empty store; commits only if every chain verifies."""
-        ...
-
+class InvoiceRegistry(Protocol):
     def register_invoices(self, request_id: str, buyer: str, keys: Sequence[str]) -> dict[str, InvoiceOwner]:
         """Register the free invoices to `request_id` atomically; who owns each of `keys` now."""
         ...
@@ -114,6 +112,8 @@ class EventStore(Protocol):
         """Free the invoices of a request that ended unlicensed (its buyer may count them again)."""
         ...
 
+
+class ScreeningLists(Protocol):
     def save_screening_list(self, screening_list: ScreeningList, *, actor: str) -> bool:
         """Store a loaded list and its `ScreeningListLoaded` event atomically; False if unchanged."""
         ...
@@ -126,6 +126,18 @@ class EventStore(Protocol):
 
     def current_screening_list(self) -> ScreeningList | None: ...
 
+
+class Transfer(Protocol):
+    def dump(self) -> Generator[ExportRecord, None, None]:
+        """Everything stored, exactly as stored, from one snapshot (an export's header first)."""
+        ...
+
+    def load(self, records: Iterable[ExportRecord]) -> ImportSummary:
+        """Import an export into this empty store; commits only if every chain verifies."""
+        ...
+
+
+class Schema(Protocol):
     def schema_version(self) -> int: ...
 
     def pending_migrations(self) -> list[Migration]: ...
@@ -134,8 +146,20 @@ class EventStore(Protocol):
         """Apply the pending schema migrations in order; returns those applied."""
         ...
 
+    def require_schema(self) -> None:
+        """Raise SchemaError unless the schema is the one this release was written for."""
+        ...
+
+
+class Connection(Protocol):
     def ping(self) -> None:
         """Raise if the store cannot be reached."""
         ...
 
     def close(self) -> None: ...
+
+
+class EventStore(
+    EventLog, Projections, InvoiceRegistry, ScreeningLists, Transfer, Schema, Connection, Protocol
+):
+    """A whole backend: what `open_store` returns and a worker is built with."""

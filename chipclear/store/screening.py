@@ -5,13 +5,13 @@ from __future__ import annotations
 import threading
 
 from chipclear.domain.screening import ScreeningIndex, bundled_list
-from chipclear.store.protocol import EventStore
+from chipclear.store.protocol import ScreeningLists
 
 
 class CurrentList:
     """Keeps one prepared index per list version: a full list is parsed once, not per request."""
 
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: ScreeningLists) -> None:
         self.store = store
         self._index: ScreeningIndex | None = None
         self._lock = threading.Lock()

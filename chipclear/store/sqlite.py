@@ -10,20 +10,26 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+from chipclear.store.chain import GENESIS
 from chipclear.store.migrations import Migration
-from chipclear.store.sql import GENESIS, SQLEventStore, Tx
+from chipclear.store.projection import Projection
+from chipclear.store.sql import SQLEventStore
+from chipclear.store.sql_base import Tx
+from chipclear.store.upcasting import UPCASTERS, Upcasters
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
+CREATE TABLE events (
     position       INTEGER PRIMARY KEY AUTOINCREMENT,
     event_id       TEXT NOT NULL UNIQUE,
     stream_id      TEXT NOT NULL,
     version        INTEGER NOT NULL CHECK (version >= 1),
     type           TEXT NOT NULL,
+    schema_version INTEGER NOT NULL CHECK (schema_version >= 1),
     data           TEXT NOT NULL,
     occurred_at    TEXT NOT NULL,
     recorded_at    TEXT NOT NULL,
@@ -33,12 +39,12 @@ CREATE TABLE IF NOT EXISTS events (
     hash           TEXT NOT NULL,
     UNIQUE (stream_id, version)
 );
-CREATE TABLE IF NOT EXISTS streams (
+CREATE TABLE streams (
     stream_id TEXT PRIMARY KEY,
     version   INTEGER NOT NULL,
     head_hash TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS requests (
+CREATE TABLE requests (
     request_id      TEXT PRIMARY KEY,
     status          TEXT NOT NULL,
     gate            TEXT,
@@ -52,18 +58,18 @@ CREATE TABLE IF NOT EXISTS requests (
     state           TEXT NOT NULL,
     flags           TEXT NOT NULL DEFAULT ''
 );
-CREATE INDEX IF NOT EXISTS requests_status ON requests (status, submitted_at);
+CREATE INDEX requests_status ON requests (status, submitted_at);
 -- Which request each domestic invoice counts for: an invoice counts once, across all requests.
 -- request_id NULL: the request ended without a licence; only the same buyer may count it again.
-CREATE TABLE IF NOT EXISTS invoices (
+CREATE TABLE invoices (
     invoice_key   TEXT PRIMARY KEY,
     request_id    TEXT,
     buyer         TEXT NOT NULL,
     buyer_key     TEXT NOT NULL,
     registered_at TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS invoices_request ON invoices (request_id);
-CREATE TABLE IF NOT EXISTS screening_lists (
+CREATE INDEX invoices_request ON invoices (request_id);
+CREATE TABLE screening_lists (
     version   TEXT PRIMARY KEY,
     sha256    TEXT NOT NULL,
     source    TEXT NOT NULL,
@@ -73,9 +79,9 @@ CREATE TABLE IF NOT EXISTS screening_lists (
     data      TEXT NOT NULL
 );
 -- The log is append-only; these guards stop accidents, the hash chain catches the rest.
-CREATE TRIGGER IF NOT EXISTS events_append_only_update BEFORE UPDATE ON events
+CREATE TRIGGER events_append_only_update BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS events_append_only_delete BEFORE DELETE ON events
+CREATE TRIGGER events_append_only_delete BEFORE DELETE ON events
 BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
 """
 
@@ -91,13 +97,26 @@ def _statements(script: str) -> Iterator[str]:
 
 
 def _initial_schema(tx: Tx) -> None:
-    # IF NOT EXISTS throughout: stores made before migrations were versioned already hold these tables.
     for statement in _statements(SCHEMA):
         tx.execute(statement)
 
 
+MIGRATIONS = (
+    Migration(1, "events, streams, projection, invoice registry, screening lists", _initial_schema),
+)
+
+
 class SQLiteEventStore(SQLEventStore):
-    def __init__(self, path: str | Path, *, synchronous: str = "FULL", migrate: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "FULL",
+        migrate: bool = True,
+        projections: Iterable[Projection[Any]] = (),
+        upcasters: Upcasters = UPCASTERS,
+    ) -> None:
+        super().__init__(projections=projections, upcasters=upcasters)
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # FULL by default: this is the legal record, and an acknowledged append must survive power loss.
@@ -112,18 +131,7 @@ class SQLiteEventStore(SQLEventStore):
             self.require_schema()
 
     def migrations(self) -> Sequence[Migration]:
-        return (
-            Migration(1, "events, streams, projection, invoice registry, screening lists", _initial_schema),
-            Migration(2, "requests.flags (held, awaiting-applicant, escalated)", self._requests_flags),
-        )
-
-    def _requests_flags(self, tx: Tx) -> None:
-        """Stores made before the held/escalated flags: add the column and fill it from the log, in the
-        migration's own transaction, so no store is ever left at version 2 with an empty projection."""
-        columns = {row[1] for row in tx.execute("PRAGMA table_info(requests)")}
-        if "flags" not in columns:
-            tx.execute("ALTER TABLE requests ADD COLUMN flags TEXT NOT NULL DEFAULT ''")
-            self._rebuild(tx)
+        return MIGRATIONS
 
     def _has_migrations_table(self, tx: Tx) -> bool:
         found = tx.execute(
@@ -177,7 +185,7 @@ class SQLiteEventStore(SQLEventStore):
         ).fetchone()
         return (head[0], head[1]) if head else (0, GENESIS)
 
-    def _lock_projection(self, tx: Tx) -> None:
+    def _lock_projections(self, tx: Tx, tables: Sequence[str]) -> None:
         pass  # the write lock again
 
     def _lock_migrations(self, tx: Tx) -> None:

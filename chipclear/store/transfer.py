@@ -16,8 +16,8 @@ from typing import IO, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from chipclear.domain.events import Event
 from chipclear.store.chain import canonical
+from chipclear.store.upcasting import UPCASTERS, Upcasters
 
 
 class _Record(BaseModel):
@@ -39,6 +39,7 @@ class ExportedEvent(_Record):
     stream_id: str = Field(min_length=1)
     version: int = Field(ge=1)
     type: str
+    schema_version: int = Field(ge=1)
     data: dict[str, Any]
     occurred_at: str
     recorded_at: str
@@ -47,9 +48,9 @@ class ExportedEvent(_Record):
     prev_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
     hash: str = Field(pattern=r"^[0-9a-f]{64}$")
 
-    def check_payload(self) -> None:
-        """The data must be an event this release knows: an import never stores what it cannot read."""
-        Event.parse_data(self.type, self.data)
+    def check_payload(self, upcasters: Upcasters = UPCASTERS) -> None:
+        """The data must be an event this release can read: an import never stores what it cannot."""
+        upcasters.parse(self.type, self.schema_version, self.data)
 
     def data_text(self) -> str:
         return canonical(self.data)  # as the store writes it
@@ -128,7 +129,7 @@ def write_csv(records: Iterable[ExportRecord], out: IO[str]) -> int:
 
 
 # -- reading ---------------------------------------------------------------------------------------
-def read_jsonl(lines: Iterable[str]) -> Iterator[ExportRecord]:
+def read_jsonl(lines: Iterable[str], upcasters: Upcasters = UPCASTERS) -> Iterator[ExportRecord]:
     first = True
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -140,7 +141,7 @@ def read_jsonl(lines: Iterable[str]) -> Iterator[ExportRecord]:
         if first and not isinstance(record, ExportHeader):
             raise InvalidExport(f"line {number}: not a chipclear export (the first line must be its header)")
         first = False
-        yield _checked(record, number)
+        yield _checked(record, number, upcasters)
     if first:
         raise InvalidExport("the file is empty: not a chipclear export")
 
@@ -150,7 +151,7 @@ def read_jsonl(lines: Iterable[str]) -> Iterator[ExportRecord]:
 CSV_FIELD_LIMIT = 64 * 1024 * 1024
 
 
-def read_csv(lines: Iterable[str]) -> Iterator[ExportRecord]:
+def read_csv(lines: Iterable[str], upcasters: Upcasters = UPCASTERS) -> Iterator[ExportRecord]:
     csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
     reader = csv.DictReader(lines)
     if reader.fieldnames != CSV_COLUMNS:
@@ -165,13 +166,13 @@ def read_csv(lines: Iterable[str]) -> Iterator[ExportRecord]:
             record = ExportedEvent.model_validate({**row, "data": data})
         except ValidationError as exc:
             raise InvalidExport(f"line {number}: {_describe(exc)}") from None
-        yield _checked(record, number)
+        yield _checked(record, number, upcasters)
 
 
-def _checked(record: ExportRecord, number: int) -> ExportRecord:
+def _checked(record: ExportRecord, number: int, upcasters: Upcasters) -> ExportRecord:
     if isinstance(record, ExportedEvent):
         try:
-            record.check_payload()
+            record.check_payload(upcasters)
         except (ValidationError, ValueError) as exc:
             detail = _describe(exc) if isinstance(exc, ValidationError) else str(exc)
             raise InvalidExport(f"line {number}: {record.type} event {record.event_id}: {detail}") from None

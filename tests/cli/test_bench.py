@@ -6,6 +6,7 @@ import json
 from contextlib import closing
 
 from chipclear.domain.models import Status
+from chipclear.projections import list_requests
 from chipclear.store import open_store
 from tests.cli.test_cli import chipclear, hermetic_env, ok
 
@@ -22,6 +23,6 @@ def test_bench_on_a_postgresql_event_store_records_every_request(pg_url: str) ->
     assert {row["workflows"] for row in report["results"].values()} == {4}
     assert all(row["per_second"] > 0 for row in report["results"].values())
     with closing(open_store(pg_url)) as store:
-        requests = store.list_requests()
+        requests = list_requests(store)
         assert len(requests) >= 4 and {row.status for row in requests} == {Status.LICENSED}  # + warm-up
         assert store.verify().ok

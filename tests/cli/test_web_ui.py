@@ -30,6 +30,7 @@ from chipclear.codec_server import build_app
 from chipclear.devserver import DevServer, free_port, stop
 from chipclear.domain.commands import Decide
 from chipclear.domain.models import Gate, ImportRequest
+from chipclear.projections import PROJECTIONS
 from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.worker import ACTIVITY_THREADS, build_worker
 from tests.factories import make_policy, make_request
@@ -71,7 +72,7 @@ async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
     runner = web.AppRunner(build_app(EncryptionCodec(keys), ui_origins=[ui]))
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", codec_port).start()
-    store = SQLiteEventStore(home / "events.db")
+    store = SQLiteEventStore(home / "events.db", projections=PROJECTIONS)
     try:
         plain = await dev.wait_ready(process)
         sealed = Client(plain.service_client, namespace=plain.namespace, data_converter=data_converter(keys))

@@ -1,9 +1,11 @@
-"""The pure allocation ledger: buyer names, reserve, open batch, release, idempotency and invariants."""
+"""The pure allocation ledger (buyer names, reserve, open batch, release, idempotency and invariants),
+and the cn-import gate that records its answers."""
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -26,8 +28,28 @@ from chipclear.domain.allocation import (
     decide_ledger,
     evolve_ledger,
 )
+from chipclear.domain.commands import (
+    Compensate,
+    Decide,
+    Evaluate,
+    Expire,
+    RecordAllocation,
+    Submit,
+    Withdraw,
+)
+from chipclear.domain.decider import compensations, needs
 from chipclear.domain.errors import DomainError
+from chipclear.domain.events import AllocationGranted, AllocationQueued, AllocationReleased, GateApproved
+from chipclear.domain.facts import FactsWanted
+from chipclear.domain.gates import cn_import
+from chipclear.domain.gates.cn_import import AllocationRecord
+from chipclear.domain.models import Status
 from chipclear.domain.names import normalise_buyer
+from chipclear.domain.policy import DEFAULT_ROUTE, Policy
+from tests import decisions
+from tests.decisions import BATCH, BUYER, World, ledger_with, only
+from tests.decisions import types as event_types
+from tests.factories import make_policy, make_request
 
 NOW = datetime(2026, 1, 28, tzinfo=UTC)
 Command = Reserve | Release | OpenBatch
@@ -666,3 +688,202 @@ def test_ledger_invariants_hold_for_any_interleaving(commands):
         assert kinds.count("UnitsReleased") + kinds.count("QueueLeft") <= 1, request_id
         if "UnitsReleased" in kinds or "QueueLeft" in kinds:
             assert kinds[-1] in {"UnitsReleased", "QueueLeft"}, (request_id, kinds)
+
+
+# -- the cn-import gate: the ledger's answer is a fact the request records -----------------------------
+
+US_EXPORT, CN_IMPORT, DOMESTIC_QUOTA = DEFAULT_ROUTE
+
+
+@dataclass
+class Run(decisions.Run):
+    now: datetime = NOW
+
+
+def batches(mode: str = "manual") -> Policy:
+    return make_policy(mode, cn_import={"allocate_from_batches": True})
+
+
+def at_cn_import(mode: str = "manual", world: World | None = None, **request: object) -> Run:
+    """Submitted and approved at us-export (by alice, or by the rules in auto mode)."""
+    run = Run(batches(mode), world=world or World())
+    run.send(Submit(request=make_request(**request)))
+    run.to(CN_IMPORT)
+    return run
+
+
+def allocation(run: Run) -> AllocationRecord | None:
+    return cn_import.GATE.slice(run.state).allocation
+
+
+def test_evaluate_at_cn_import_reserves_the_units_still_in_play():
+    run = Run(batches())
+    run.send(Submit(request=make_request(units=50_000)))
+    run.send(Decide(gate=US_EXPORT, reviewer="alice", approve=True, units=40_000))
+    assert needs(run.state, Evaluate(gate=CN_IMPORT), run.policy, NOW) == FactsWanted(
+        reservation=Reserve(request_id=run.request_id, buyer=BUYER, units=40_000, workflow_id="")
+    )
+    # Without batches, or when a rule denies the request anyway, the ledger is not asked.
+    assert needs(run.state, Evaluate(gate=CN_IMPORT), make_policy("manual"), NOW) == FactsWanted()
+    state_owned = at_cn_import(buyer={"name": "China Mobile", "country": "CN", "kind": "state_owned"})
+    assert needs(state_owned.state, Evaluate(gate=CN_IMPORT), state_owned.policy, NOW) == FactsWanted()
+    assert event_types(state_owned.send(Evaluate(gate=CN_IMPORT))) == ["GateDenied"]
+    assert state_owned.world.ledger.allocations == {}
+
+
+def test_a_grant_in_full_is_recorded_and_a_reviewer_decides():
+    run = at_cn_import("manual")
+    events = run.send(Evaluate(gate=CN_IMPORT))
+    assert event_types(events) == ["AllocationGranted"]
+    assert events[0].data == AllocationGranted(batch_id=BATCH, units=50_000, requested=50_000)
+    assert events[0].actor == "policy"
+    assert allocation(run) == AllocationRecord(
+        outcome="granted", batch_id=BATCH, units=50_000, requested=50_000
+    )
+    assert run.state.status == "cn_import_review"
+    assert run.state.labels == {"batch": BATCH}
+    assert run.world.ledger.allocations[run.request_id].units == 50_000
+    approved = only(run.send(Decide(gate=CN_IMPORT, reviewer="wang", approve=True)), GateApproved)
+    assert approved.units_approved == 50_000
+
+
+def test_a_grant_in_auto_mode_approves_at_once():
+    run = at_cn_import("auto")
+    events = run.send(Evaluate(gate=CN_IMPORT))
+    assert event_types(events) == ["AllocationGranted", "GateApproved", "GateOpened"]
+    assert {event.actor for event in events} == {"policy"}
+    assert run.state.gate == DOMESTIC_QUOTA
+
+
+@pytest.mark.parametrize("mode", ["manual", "auto"])
+def test_a_partial_grant_cuts_the_units_in_play(mode):
+    run = at_cn_import(mode, World(ledger=ledger_with(BatchSpec(batch_id=BATCH, capacity=30_000))))
+    events = run.send(Evaluate(gate=CN_IMPORT))
+    granted = only(events, AllocationGranted)
+    assert (granted.units, granted.requested) == (30_000, 50_000)
+    assert granted.reason == f"batch {BATCH} had only 30000 units left"
+    record = allocation(run)
+    assert record is not None and record.outcome == "partial"
+    if mode == "manual":
+        assert run.state.units_in_play == 30_000
+        run.refuse(
+            Decide(gate=CN_IMPORT, reviewer="wang", approve=True, units=40_000),
+            "units: 40000 exceeds the 30000 units still requested",
+        )
+        run.send(Decide(gate=CN_IMPORT, reviewer="wang", approve=True))
+    assert run.state.units_approved == 30_000
+    assert run.state.gate == DOMESTIC_QUOTA
+
+
+@pytest.mark.parametrize("mode", ["manual", "auto"])
+def test_a_request_the_ledger_cannot_serve_waits_in_its_queue(mode):
+    run = at_cn_import(mode, World(ledger=ledger_with()))
+    events = run.send(Evaluate(gate=CN_IMPORT))
+    assert event_types(events) == ["AllocationQueued"]
+    assert only(events, AllocationQueued).position == 1
+    assert run.state.status == "cn_import_queued"
+    assert run.state.gate == CN_IMPORT
+    assert needs(run.state, Evaluate(gate=CN_IMPORT), run.policy, NOW) == FactsWanted()  # asked once
+    run.refuse(
+        Decide(gate=CN_IMPORT, reviewer="wang", approve=True),
+        r"no units allocated yet \(queued at position 1\); cn-import can approve only units from an "
+        "allocation batch",
+    )
+    # A denial needs no units.
+    run.send(Decide(gate=CN_IMPORT, reviewer="wang", approve=False, reason="no batch this year"))
+    assert run.state.status == Status.DENIED
+
+
+@pytest.mark.parametrize("mode", ["manual", "auto"])
+def test_a_later_grant_from_the_ledger_is_recorded(mode):
+    run = at_cn_import(mode, World(ledger=ledger_with()))
+    run.send(Evaluate(gate=CN_IMPORT))
+    [granted] = run.world.open_batch(BatchSpec(batch_id="B2", capacity=80_000), NOW + timedelta(days=3))
+    assert (granted.request_id, granted.units, granted.from_queue) == (run.request_id, 50_000, True)
+    answer = run.world.reservation(run.request_id)
+    assert answer is not None
+    events = run.send(RecordAllocation(reservation=answer))
+    assert only(events, AllocationGranted) == AllocationGranted(batch_id="B2", units=50_000, requested=50_000)
+    assert events[0].actor == "allocation-ledger"
+    if mode == "manual":
+        assert event_types(events) == ["AllocationGranted"]
+        assert run.state.status == "cn_import_review"
+    else:
+        assert event_types(events) == ["AllocationGranted", "GateApproved", "GateOpened"]
+        assert {event.actor for event in events[1:]} == {"policy"}
+        assert run.state.gate == DOMESTIC_QUOTA
+
+
+def test_record_allocation_refusals():
+    granted = Reservation(request_id="x", outcome="granted", batch_id="B9", units=10, requested=10)
+    early = Run(batches())
+    early.send(Submit(request=make_request()))
+    early.refuse(RecordAllocation(reservation=granted), "request is at us-export, not at gate cn-import")
+
+    run = at_cn_import("manual")
+    run.send(Evaluate(gate=CN_IMPORT))
+    run.refuse(RecordAllocation(reservation=granted), "units are already allocated to this request")
+
+    queued = at_cn_import("manual", World(ledger=ledger_with()))
+    queued.send(Evaluate(gate=CN_IMPORT))
+    again = Reservation(request_id=queued.request_id, outcome="queued", requested=50_000, position=1)
+    queued.refuse(RecordAllocation(reservation=again), "already queued for allocation")
+    empty = granted.model_copy(update={"batch_id": None, "units": 0})
+    queued.refuse(RecordAllocation(reservation=empty), "names its batch and at least one unit")
+
+    off = Run(make_policy("manual"))
+    off.send(Submit(request=make_request()))
+    off.to(CN_IMPORT)
+    off.refuse(RecordAllocation(reservation=granted), "allocate_from_batches is off: this request takes no")
+
+
+def test_compensation_gives_the_units_back_once():
+    run = at_cn_import("manual")
+    run.send(Evaluate(gate=CN_IMPORT))
+    run.send(Withdraw(reason="project cancelled"))
+    command = Compensate(gate=CN_IMPORT, reason="request withdrawn: project cancelled")
+    assert command in compensations(run.state)
+    assert needs(run.state, command, run.policy, NOW) == FactsWanted(
+        release_allocation=Release(request_id=run.request_id, reason=command.reason)
+    )
+    events = run.send(command)
+    assert event_types(events) == ["AllocationReleased"]
+    assert events[0].data == AllocationReleased(batch_id=BATCH, units=50_000, reason=command.reason)
+    assert events[0].actor == "policy"
+    assert run.world.ledger.batches[BATCH].allocated == 0
+    record = allocation(run)
+    assert record is not None and record.released
+    assert needs(run.state, command, run.policy, NOW) == FactsWanted()
+    assert run.send(command) == []
+
+
+def test_compensation_of_a_queued_request_leaves_the_queue():
+    run = at_cn_import("manual", World(ledger=ledger_with()))
+    run.send(Evaluate(gate=CN_IMPORT))
+    run.send(Expire(gate=CN_IMPORT), at=NOW + timedelta(days=90))
+    events = run.send(Compensate(gate=CN_IMPORT, reason="expired"))
+    assert events[0].data == AllocationReleased(batch_id=None, units=0, reason="expired")
+    assert run.world.ledger.queue == []
+
+
+def test_compensation_without_an_allocation_asks_nothing():
+    run = at_cn_import("manual")
+    run.send(Withdraw(reason="project cancelled"))  # before the ledger was asked
+    command = Compensate(gate=CN_IMPORT, reason="x")
+    assert needs(run.state, command, run.policy, NOW) == FactsWanted()
+    assert run.send(command) == []
+
+
+def test_units_one_request_gives_back_serve_the_next_in_the_queue():
+    world = World(ledger=ledger_with(BatchSpec(batch_id=BATCH, capacity=50_000)))
+    first, second = at_cn_import("manual", world), at_cn_import("manual", world)
+    first.send(Evaluate(gate=CN_IMPORT))
+    assert event_types(second.send(Evaluate(gate=CN_IMPORT))) == ["AllocationQueued"]
+    first.send(Decide(gate=CN_IMPORT, reviewer="wang", approve=False, reason="end use unclear"))
+    for command in compensations(first.state):
+        first.send(command)
+    answer = world.reservation(second.request_id)
+    assert answer is not None and (answer.outcome, answer.units) == ("granted", 50_000)
+    second.send(RecordAllocation(reservation=answer))
+    assert second.state.status == "cn_import_review"
+    assert second.state.units_in_play == 50_000

@@ -65,7 +65,7 @@ from chipclear.domain.screening import ScreeningMatch, parties_of
 from chipclear.domain.state import RequestState, evolve, fold
 from tests import decisions
 from tests.decisions import BUYER, REVIEWER, Ids, World, ledger_with, only, types
-from tests.factories import make_policy, make_request
+from tests.factories import make_policy, make_request, safe_policy
 
 NOW = datetime(2026, 2, 1, tzinfo=UTC)
 # Licences are valid for the default licence_validity, P4Y, from the moment they are issued.
@@ -727,6 +727,55 @@ def test_state_funded_data_centre_allowed_when_policy_says_so(mode):
     assert "GateDenied" not in types(events)
 
 
+# -- safe defaults: a policy of only its version and modes ------------------------------------------
+
+
+def test_a_new_users_policy_screens_allocates_and_registers_invoices():
+    run = Run(safe_policy("auto"))
+    events = run.send(Submit(request=make_request()))
+    assert types(events) == ["RequestSubmitted", "EvidenceAdded", "GateOpened"]
+    assert [wanted.invoices is not None for wanted in run.world.asked] == [True]
+    events = run.send(Evaluate(gate=US_EXPORT))
+    assert types(events) == ["PartiesScreened", "GateApproved", "GateOpened"]
+    events = run.send(Evaluate(gate=CN_IMPORT))
+    assert types(events) == ["AllocationGranted", "GateApproved", "GateOpened"]
+    events = run.send(Evaluate(gate=DOMESTIC_QUOTA))
+    assert types(events)[-1] == "LicenseIssued"
+    assert run.state.labels == {"batch": "B1"}
+
+
+def test_a_new_users_policy_denies_a_listed_party():
+    listed = ScreeningMatch(
+        role="buyer",
+        party_name="ByteDance Ltd.",
+        entry_name="Listed Party Co.",
+        matched_name="Listed Party Co.",
+        entity_number=None,
+        source="Entity List (EL) - Bureau of Industry and Security",
+        programs=["EAR"],
+        score=97.0,
+    )
+    run = Run(safe_policy("auto"), world=World(matches=[listed]))
+    run.send(Submit(request=make_request()))
+    events = run.send(Evaluate(gate=US_EXPORT))
+    assert types(events) == ["PartiesScreened", "GateDenied"]
+    assert only(events, GateDenied).rule == "us_export.screening"
+    assert run.state.status == Status.DENIED
+
+
+def test_a_new_users_policy_refuses_an_invoice_another_buyer_counted():
+    world = World()
+    first = Run(safe_policy("auto"), world=world)
+    first.send(Submit(request=make_request()))  # invoice HW-2026-0001
+    other = make_request(buyer={"name": "Kuaishou Technology", "country": "CN", "kind": "private"})
+    second = Run(safe_policy("auto"), world=world)
+    events = second.send(Submit(request=other))
+    assert types(events) == ["RequestSubmitted", "EvidenceRejected", "GateOpened"]
+    [rejected] = only(events, EvidenceRejected).records
+    assert rejected.reason == "invoice 'HW-2026-0001' is registered to another buyer's request"
+    assert evidence_of(second.state) == []
+
+
 # -- the route is data -------------------------------------------------------------------------------
 
 
@@ -786,7 +835,7 @@ def test_the_route_is_recorded_so_a_later_policy_changes_no_running_request():
 
 def test_the_route_of_a_request_before_submission_is_the_policys():
     run = Run(make_policy("manual", route=SKIP_CN))
-    assert run.state.route == ()
+    assert not run.state.route
     assert needs(run.state, Evaluate(gate=US_EXPORT), run.policy, NOW) == FactsWanted()
     run.send(Submit(request=make_request()))
     assert run.state.route == SKIP_CN
@@ -931,11 +980,6 @@ def test_compensation_is_recorded_once_per_gate():
     assert all(run.send(command) == [] for command in compensations(run.state))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product: decider.needs() asks the world to give back (release units, headroom, invoices) "
-    "for a Compensate that decide() refuses on an open or licensed request",
-)
 @pytest.mark.parametrize("ending", ["open", "licensed"])
 def test_needs_asks_nothing_for_a_compensation_decide_refuses(ending):
     policy = make_policy(
@@ -1229,8 +1273,8 @@ def test_invariants_hold_for_random_command_sequences(
             granted = world.reservation(request.request_id)
         command = step.command(run.state, granted)
         before = run.state
-        # The workflow compensates only a request that ended (`compensations`); sent to an open one,
-        # the gate's release must not reach the world (see test_needs_asks_nothing_for_a_refused_...).
+        # The workflow compensates only a request that ended (`compensations`); sent to an open one, the
+        # release must not reach the world (see test_needs_asks_nothing_for_a_compensation_decide_refuses).
         early = isinstance(command, Compensate) and not before.is_final
         try:
             facts = NONE if early else run.facts(command, now)

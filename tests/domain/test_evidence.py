@@ -782,8 +782,9 @@ def assessed_at_quota(
     run.send(Submit(request=request))
     run.to(DOMESTIC_QUOTA)
     run.send(AddEvidence(records=records))
-    assert part(run).assessment is not None
-    return part(run).assessment
+    assessed = part(run).assessment
+    assert assessed is not None
+    return assessed
 
 
 HUB = make_policy("manual", domestic_quota={"min_domestic_share": 0.5})

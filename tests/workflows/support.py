@@ -1,14 +1,34 @@
-"""Helpers the workflow tests share: waiting on a running request's own state."""
+"""Helpers the workflow tests share: starting a request, waiting on its own state, deciding its gates."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
+from temporalio.worker import Worker
 
 from chipclear import client as ops
-from chipclear.domain.state import RequestState
+from chipclear.contracts import ImportRequestResult
+from chipclear.domain.commands import Decide
+from chipclear.domain.models import ImportRequest
+from chipclear.domain.state import RequestState, fold
+from chipclear.projections import get_request
+from chipclear.store.sqlite import SQLiteEventStore
+from chipclear.worker import ChipclearWorker
+from workflows.import_request import ImportRequestWorkflow
+
+Handle = WorkflowHandle[ImportRequestWorkflow, ImportRequestResult]
+
+
+async def start(
+    client: Client, store: SQLiteEventStore, worker: ChipclearWorker | Worker, request: ImportRequest
+) -> Handle:
+    """Submit `request` as an applicant would; it must be new."""
+    submission = await ops.submit(client, store, request, task_queue=worker.task_queue, actor="applicant")
+    assert submission.created
+    return submission.handle
 
 
 async def wait_for(client: Client, request_id: str, predicate: Any, within: float = 20.0) -> RequestState:
@@ -22,3 +42,35 @@ async def wait_for(client: Client, request_id: str, predicate: Any, within: floa
         if loop.time() > deadline:
             raise AssertionError(f"{request_id}: condition not reached, last state {state}")
         await asyncio.sleep(0.05)
+
+
+async def settled_history_length(handle: WorkflowHandle[Any, Any]) -> int:
+    """The history length once the workflow has stopped moving (its last append has completed)."""
+    previous = -1
+    while True:
+        length = len((await handle.fetch_history()).events)
+        if length == previous:
+            return length
+        previous = length
+        await asyncio.sleep(0.5)
+
+
+def at_gate(gate: str) -> Callable[[RequestState], bool]:
+    """A `wait_for` predicate: the request stands at `gate` (by name, `us-export`)."""
+    return lambda state: state.gate == gate
+
+
+def decision(gate: str, reviewer: str, **fields: Any) -> Decide:
+    """A reviewer's decision at `gate`: an approval unless `approve=False`."""
+    return Decide(gate=gate, reviewer=reviewer, approve=fields.pop("approve", True), **fields)
+
+
+def assert_store_matches(store: SQLiteEventStore, request_id: str, result: ImportRequestResult) -> None:
+    """The stored stream is gapless, folds to the workflow's result, matches the projection and verifies."""
+    events = store.read_stream(request_id)
+    assert [e.version for e in events] == list(range(1, len(events) + 1))
+    state = fold(events)
+    assert state.status == result.status
+    assert state.version == result.version
+    assert get_request(store, request_id) == state
+    assert store.verify().ok

@@ -29,12 +29,12 @@ from chipclear.codec import (
 )
 from chipclear.codec_server import build_app
 from chipclear.domain.commands import Withdraw
-from chipclear.domain.models import Gate, Status
+from chipclear.domain.models import Status
 from chipclear.store.sqlite import SQLiteEventStore
 from tests.cli.test_cli import chipclear, hermetic_env, refused
 from tests.conftest import running_worker
 from tests.factories import make_policy, make_request
-from tests.workflows.test_workflow import at_gate, wait_for
+from tests.workflows.support import at_gate, wait_for
 
 UI = "http://127.0.0.1:8233"
 
@@ -182,9 +182,9 @@ async def test_history_holds_ciphertext_and_the_keys_read_it(
         submission = await ops.submit(
             sealed_client, store, request, task_queue=worker.task_queue, actor="applicant"
         )
-        await wait_for(sealed_client, request.request_id, at_gate(Gate.US_EXPORT))
+        await wait_for(sealed_client, request.request_id, at_gate("us-export"))
         await ops.update(sealed_client, request.request_id, Withdraw(reason="test over"))
-        assert (await submission.handle.result()).status is Status.WITHDRAWN
+        assert (await submission.handle.result()).status == Status.WITHDRAWN
 
     # Without the codec the stored history is ciphertext: no buyer, no price, only the key's id.
     raw = await client.get_workflow_handle(submission.handle.id).fetch_history()

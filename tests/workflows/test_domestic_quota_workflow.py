@@ -32,15 +32,17 @@ from chipclear.domain.events import (
     RequestExpired,
     RequestWithdrawn,
 )
-from chipclear.domain.models import Gate, ProcurementRecord, Status, invoice_key
+from chipclear.domain.gates import cn_import, domestic_quota, us_export
+from chipclear.domain.models import ProcurementRecord, Status, invoice_key
 from chipclear.domain.policy import CalendarPeriod, Policy
 from chipclear.domain.state import RequestState
+from chipclear.projections import get_request
 from chipclear.store.sqlite import SQLiteEventStore
 from tests.conftest import running_worker
 from tests.factories import make_policy, make_request
+from tests.workflows.support import assert_store_matches, at_gate, decision, start, wait_for
 from tests.workflows.test_allocation_workflow import allocation_policy, ledger, open_batch
 from tests.workflows.test_us_export_workflow import payloads, replay, stored_of
-from tests.workflows.test_workflow import assert_store_matches, at_gate, decision, start, wait_for
 
 # Long enough for any step of a test, short enough that a request a failed test leaves open ends itself.
 SAFETY_DEADLINE = "PT60S"
@@ -62,12 +64,20 @@ def types(store: SQLiteEventStore, request_id: str) -> list[str]:
     return [event.type for event in store.read_stream(request_id)]
 
 
+def quota(state: RequestState) -> domestic_quota.DomesticQuotaSlice:
+    return domestic_quota.GATE.slice(state)
+
+
+def allocation(state: RequestState) -> cn_import.AllocationRecord | None:
+    return cn_import.GATE.slice(state).allocation
+
+
 def has_assessment(state: RequestState) -> bool:
-    return state.gate is Gate.DOMESTIC_QUOTA and state.assessment is not None
+    return state.gate == "domestic-quota" and quota(state).assessment is not None
 
 
 def allocated(state: RequestState) -> bool:
-    return state.gate is Gate.CN_IMPORT and state.allocation is not None
+    return state.gate == "cn-import" and allocation(state) is not None
 
 
 def assert_licence_valid_for_the_policy_period(
@@ -81,7 +91,7 @@ def assert_licence_valid_for_the_policy_period(
     assert valid_until == policy.licence_validity.after(issued.occurred_at)
     assert valid_until.year == issued.occurred_at.year + 4
     assert abs(valid_until - issued.occurred_at - timedelta(days=4 * 365 + 1)) <= timedelta(days=1)
-    state = store.get_request(request_id)
+    state = get_request(store, request_id)
     assert state is not None and state.licence_valid_until == valid_until
 
 
@@ -118,43 +128,44 @@ async def test_shortfall_then_more_evidence_meets_the_quota(
     async with running_worker(client, store, policy) as worker:
         handle = await start(client, store, worker, request)
         if mode == "manual":
-            await wait_for(client, rid, at_gate(Gate.US_EXPORT))
-            await ops.update(client, rid, decision(Gate.US_EXPORT, "alice"))
-            await ops.update(client, rid, decision(Gate.CN_IMPORT, "wang"))
+            await wait_for(client, rid, at_gate("us-export"))
+            await ops.update(client, rid, decision("us-export", "alice"))
+            await ops.update(client, rid, decision("cn-import", "wang"))
 
         short = await wait_for(client, rid, has_assessment)
-        assert short.status is Status.DOMESTIC_QUOTA_REVIEW
-        assert short.assessment is not None
-        assert (short.assessment.domestic_units, short.assessment.required_units) == (10_000, 60_000)
-        assert short.assessment.shortfall == 50_000
+        assert short.status == "domestic_quota_review"
+        assessment = quota(short).assessment
+        assert assessment is not None
+        assert (assessment.domestic_units, assessment.required_units) == (10_000, 60_000)
+        assert assessment.shortfall == 50_000
         [stored_short] = payloads(store, rid, DomesticQuotaAssessed)
         assert stored_short.shortfall == 50_000 and stored_short.imported_units == 40_000
 
         if mode == "manual":
             # While short, the reviewer cannot approve; the refusal names the shortfall.
             with pytest.raises(ops.Rejected, match=r"10000 domestic units < 60000 required.*short by 50000"):
-                await ops.update(client, rid, decision(Gate.DOMESTIC_QUOTA, "wang"))
+                await ops.update(client, rid, decision("domestic-quota", "wang"))
             assert len(store.read_stream(rid)) == short.version
 
         more = await ops.update(client, rid, AddEvidence(records=[record("HW-SF-2", 50_000)]))
         if mode == "auto":
             assert more.events == ["EvidenceAdded", "DomesticQuotaAssessed", "GateApproved", "LicenseIssued"]
-            assert more.status is Status.LICENSED
+            assert more.status == Status.LICENSED
         else:
             assert more.events == ["EvidenceAdded", "DomesticQuotaAssessed"]
-            assert more.status is Status.DOMESTIC_QUOTA_REVIEW
-            approved = await ops.update(client, rid, decision(Gate.DOMESTIC_QUOTA, "wang"))
+            assert more.status == "domestic_quota_review"
+            approved = await ops.update(client, rid, decision("domestic-quota", "wang"))
             assert approved.events == ["GateApproved", "LicenseIssued"]
-            assert approved.status is Status.LICENSED
+            assert approved.status == Status.LICENSED
         result = await handle.result()
 
-    assert result.status is Status.LICENSED and result.units_approved == 40_000
+    assert result.status == Status.LICENSED and result.units_approved == 40_000
     assessments = payloads(store, rid, DomesticQuotaAssessed)
     assert [(a.domestic_units, a.shortfall) for a in assessments] == [(10_000, 50_000), (60_000, 0)]
     [domestic] = [
         e
         for e in stored_of(store, rid, "GateApproved")
-        if isinstance(e.data, GateApproved) and e.data.gate is Gate.DOMESTIC_QUOTA
+        if isinstance(e.data, GateApproved) and e.data.gate == "domestic-quota"
     ]
     assert isinstance(domestic.data, GateApproved) and domestic.data.units_approved == 40_000
     if mode == "auto":
@@ -192,9 +203,10 @@ async def test_shortfall_until_the_deadline_expires_and_releases_the_units(
         result = await handle.result()
         book = await ledger(client, store, queue)
 
-    assert result.status is Status.EXPIRED
+    assert result.status == Status.EXPIRED
     assert types(store, rid) == [
         "RequestSubmitted",
+        "EvidenceAdded",
         "GateOpened",
         "GateApproved",
         "GateOpened",
@@ -211,7 +223,7 @@ async def test_shortfall_until_the_deadline_expires_and_releases_the_units(
     assert (short.imported_units, short.domestic_units, short.shortfall) == (500, 100, 400)
     [expired_event] = stored_of(store, rid, "RequestExpired")
     assert isinstance(expired_event.data, RequestExpired)
-    assert expired_event.data.gate is Gate.DOMESTIC_QUOTA and expired_event.actor == "deadline"
+    assert expired_event.data.gate == "domestic-quota" and expired_event.actor == "deadline"
     assert expired_event.occurred_at >= expired_event.data.deadline
     [released] = payloads(store, rid, AllocationReleased)
     assert (released.batch_id, released.units) == ("E1", 500)
@@ -228,19 +240,21 @@ async def test_shortfall_until_the_deadline_expires_and_releases_the_units(
     assert [
         (e.data.request_id, e.data.units) for e in ledger_events if isinstance(e.data, UnitsReleased)
     ] == [(rid, 500)]
-    final = store.get_request(rid)
-    assert final is not None and final.allocation is not None and final.allocation.released
-    assert final.export_released
+    final = get_request(store, rid)
+    assert final is not None
+    held = allocation(final)
+    assert held is not None and held.released
+    assert us_export.GATE.slice(final).export_released
     assert_store_matches(store, rid, result)
     await replay(handle)
 
 
 # -- 3. withdrawal at each gate, with exactly the compensations it owes ---------------------------
-PREFIX = ["RequestSubmitted", "GateOpened"]
-WITHDRAWALS: dict[str, tuple[Gate, bool, list[str]]] = {
-    "us-export": (Gate.US_EXPORT, True, [*PREFIX, "RequestWithdrawn"]),
+PREFIX = ["RequestSubmitted", "EvidenceAdded", "GateOpened"]  # the request's own records count at once
+WITHDRAWALS: dict[str, tuple[str, bool, list[str]]] = {
+    "us-export": ("us-export", True, [*PREFIX, "RequestWithdrawn"]),
     "cn-import-granted": (
-        Gate.CN_IMPORT,
+        "cn-import",
         True,
         [
             *PREFIX,
@@ -253,7 +267,7 @@ WITHDRAWALS: dict[str, tuple[Gate, bool, list[str]]] = {
         ],
     ),
     "cn-import-queued": (
-        Gate.CN_IMPORT,
+        "cn-import",
         False,
         [
             *PREFIX,
@@ -266,7 +280,7 @@ WITHDRAWALS: dict[str, tuple[Gate, bool, list[str]]] = {
         ],
     ),
     "domestic-quota": (
-        Gate.DOMESTIC_QUOTA,
+        "domestic-quota",
         True,
         [
             *PREFIX,
@@ -302,39 +316,41 @@ async def test_withdrawal_at_each_gate_compensates_exactly_what_is_held(
         if with_batch:
             await open_batch(client, queue, batch_id="W1", capacity=1_000)
         handle = await start(client, store, worker, request)
-        await wait_for(client, rid, at_gate(Gate.US_EXPORT))
-        if gate is not Gate.US_EXPORT:
-            await ops.update(client, rid, decision(Gate.US_EXPORT, "alice"))
+        await wait_for(client, rid, at_gate("us-export"))
+        if gate != "us-export":
+            await ops.update(client, rid, decision("us-export", "alice"))
             held = await wait_for(client, rid, allocated)
-            assert held.allocation is not None
+            reserved = allocation(held)
+            assert reserved is not None
             if with_batch:
-                assert (held.allocation.outcome, held.allocation.units) == ("granted", 500)
+                assert (reserved.outcome, reserved.units) == ("granted", 500)
                 assert (await ledger(client, store, queue)).batches["W1"].allocated == 500
             else:
-                assert held.status is Status.CN_IMPORT_QUEUED
+                assert held.status == "cn_import_queued"
                 assert (await ledger(client, store, queue)).position(rid) == 1
-        if gate is Gate.DOMESTIC_QUOTA:
-            await ops.update(client, rid, decision(Gate.CN_IMPORT, "wang"))
+        if gate == "domestic-quota":
+            await ops.update(client, rid, decision("cn-import", "wang"))
             await wait_for(client, rid, has_assessment)
 
         withdrawn = await ops.update(client, rid, Withdraw(reason="order cancelled"))
-        assert withdrawn.events == ["RequestWithdrawn"] and withdrawn.status is Status.WITHDRAWN
+        assert withdrawn.events == ["RequestWithdrawn"] and withdrawn.status == Status.WITHDRAWN
         result = await handle.result()
         book = await ledger(client, store, queue)
 
-    assert result.status is Status.WITHDRAWN and result.outcome_reason == "order cancelled"
+    assert result.status == Status.WITHDRAWN and result.outcome_reason == "order cancelled"
     assert types(store, rid) == expected
     [gone] = payloads(store, rid, RequestWithdrawn)
-    assert gone.gate is gate
+    assert gone.gate == gate
     releases = payloads(store, rid, AllocationReleased)
     unused = payloads(store, rid, ExportApprovalReleased)
-    final = store.get_request(rid)
+    final = get_request(store, rid)
     assert final is not None
+    given_back, unused_recorded = allocation(final), us_export.GATE.slice(final).export_released
     assert book.queue == [] and rid not in book.allocations
-    if gate is Gate.US_EXPORT:
+    if gate == "us-export":
         # Nothing was reserved and no US approval exists: nothing to give back.
         assert releases == [] and unused == []
-        assert final.allocation is None and not final.export_released
+        assert given_back is None and not unused_recorded
         assert book.batches["W1"].allocated == 0 and rid not in book.released
     elif with_batch:
         assert [(r.batch_id, r.units) for r in releases] == [("W1", 500)]
@@ -346,8 +362,8 @@ async def test_withdrawal_at_each_gate_compensates_exactly_what_is_held(
         assert [(r.batch_id, r.units) for r in releases] == [(None, 0)]
         assert [u.units for u in unused] == [500]
         assert book.batches == {} and book.released[rid] == Released(batch_id=None, units=0)
-    if gate is not Gate.US_EXPORT:
-        assert final.allocation is not None and final.allocation.released and final.export_released
+    if gate != "us-export":
+        assert given_back is not None and given_back.released and unused_recorded
     assert_store_matches(store, rid, result)
     await replay(handle)
 
@@ -377,10 +393,10 @@ async def test_a_retried_release_gives_the_units_back_once(client: Client, store
         assert set(book.allocations) == {other.request_id}
 
         await ops.update(client, other.request_id, Withdraw(reason="test over"))  # as a user ends it
-        assert (await other_handle.result()).status is Status.WITHDRAWN
+        assert (await other_handle.result()).status == Status.WITHDRAWN
         assert (await ledger(client, store, queue)).batches["R1"].allocated == 0
 
-    assert result.status is Status.WITHDRAWN
+    assert result.status == Status.WITHDRAWN
     assert types(store, donor.request_id)[-3:] == [
         "RequestWithdrawn",
         "AllocationReleased",
@@ -424,16 +440,17 @@ async def test_an_invoice_counts_for_one_request_of_one_buyer(
     taken = f"invoice 'HW-7001': invoice 'HW-7001' already counts for request {a}"
     async with running_worker(client, store, policy) as worker:
         first_handle = await start(client, store, worker, first)
-        assert (await first_handle.result()).status is Status.LICENSED
+        assert (await first_handle.result()).status == Status.LICENSED
         second_handle = await start(client, store, worker, second)
         stranger_handle = await start(client, store, worker, stranger)
         short = await wait_for(client, b, has_assessment)
-        assert short.assessment is not None
-        assert (short.assessment.domestic_units, short.assessment.shortfall) == (10_000, 30_000)
+        assessment = quota(short).assessment
+        assert assessment is not None
+        assert (assessment.domestic_units, assessment.shortfall) == (10_000, 30_000)
         await wait_for(client, c, has_assessment)
 
         # The first request counted the invoice; the second's copy is refused and does not count.
-        assert [r.invoice for r in short.evidence] == ["CB-1"]
+        assert [r.invoice for r in quota(short).evidence] == ["CB-1"]
         [refused] = payloads(store, b, EvidenceRejected)
         assert [(r.record.invoice, r.reason) for r in refused.records] == [
             ("HW-7001", f"invoice 'HW-7001' already counts for request {a}")
@@ -469,7 +486,11 @@ async def test_an_invoice_counts_for_one_request_of_one_buyer(
             assert str(refusal.value) == f"no record counts ({reason})"
             assert store.read_stream(b) == before
             live = await ops.live_state(client, b)
-            assert live is not None and live.version == len(before) and live.evidence == short.evidence
+            assert (
+                live is not None
+                and live.version == len(before)
+                and quota(live).evidence == quota(short).evidence
+            )
 
         # Good and bad together: the good one counts, the bad one is listed back with its reason.
         mixed = await ops.update(
@@ -483,13 +504,13 @@ async def test_an_invoice_counts_for_one_request_of_one_buyer(
             "GateApproved",
             "LicenseIssued",
         ]
-        assert mixed.status is Status.LICENSED
+        assert mixed.status == Status.LICENSED
         second_result = await second_handle.result()
 
         await ops.update(client, c, Withdraw(reason="test over"))  # as a user ends it
         stranger_result = await stranger_handle.result()
 
-    assert second_result.status is Status.LICENSED
+    assert second_result.status == Status.LICENSED
     *_, added = payloads(store, b, EvidenceAdded)
     assert [r.invoice for r in added.records] == ["HW-7002"]
     *_, refused_again = payloads(store, b, EvidenceRejected)
@@ -498,14 +519,14 @@ async def test_an_invoice_counts_for_one_request_of_one_buyer(
         (10_000, 30_000),
         (40_000, 0),
     ]
-    final = store.get_request(b)
-    assert final is not None and [r.invoice for r in final.evidence] == ["CB-1", "HW-7002"]
-    assert [r.record.invoice for r in final.rejected_evidence] == ["HW-7001", "HW-7001"]
+    final = get_request(store, b)
+    assert final is not None and [r.invoice for r in quota(final).evidence] == ["CB-1", "HW-7002"]
+    assert [r.record.invoice for r in quota(final).rejected_evidence] == ["HW-7001", "HW-7001"]
     # The registry still holds the invoice for the first request alone (asking again changes nothing).
     key = invoice_key(first.domestic_procurement[0])
     assert invoice_key(stranger.domestic_procurement[0]) == key  # written differently, one invoice
     assert store.register_invoices(c, "Kuaishou Technology", [key])[key].request_id == a
-    assert stranger_result.status is Status.WITHDRAWN
+    assert stranger_result.status == Status.WITHDRAWN
     assert types(store, c)[-2:] == ["RequestWithdrawn", "ExportApprovalReleased"]
     assert_store_matches(store, b, second_result)
     assert_store_matches(store, c, stranger_result)
@@ -528,21 +549,21 @@ async def test_a_withdrawn_request_frees_its_invoices_for_the_same_buyer(
     )
     async with running_worker(client, store, policy) as worker:
         handle = await start(client, store, worker, first)
-        await wait_for(client, first.request_id, at_gate(Gate.US_EXPORT))
+        await wait_for(client, first.request_id, at_gate("us-export"))
         await ops.update(client, first.request_id, Withdraw(reason="refiling with the right site"))
-        assert (await handle.result()).status is Status.WITHDRAWN
+        assert (await handle.result()).status == Status.WITHDRAWN
         # The invoice never backed a licence: the same buyer's new request counts it, a stranger not.
         handles = []
         for request in (refiled, stranger):
             handles.append(await start(client, store, worker, request))
-            await wait_for(client, request.request_id, at_gate(Gate.US_EXPORT))
-        refiled_state = store.get_request(refiled.request_id)
-        stranger_state = store.get_request(stranger.request_id)
+            await wait_for(client, request.request_id, at_gate("us-export"))
+        refiled_state = get_request(store, refiled.request_id)
+        stranger_state = get_request(store, stranger.request_id)
         for request, each in zip((refiled, stranger), handles, strict=True):
             await ops.update(client, request.request_id, Withdraw(reason="test over"))  # as a user ends it
-            assert (await each.result()).status is Status.WITHDRAWN
-    assert refiled_state is not None and [r.invoice for r in refiled_state.evidence] == ["HW-8101"]
-    assert stranger_state is not None and stranger_state.evidence == []
-    assert [r.reason for r in stranger_state.rejected_evidence] == [
+            assert (await each.result()).status == Status.WITHDRAWN
+    assert refiled_state is not None and [r.invoice for r in quota(refiled_state).evidence] == ["HW-8101"]
+    assert stranger_state is not None and quota(stranger_state).evidence == []
+    assert [r.reason for r in quota(stranger_state).rejected_evidence] == [
         "invoice 'HW-8101' is registered to another buyer's request"
     ]

@@ -13,12 +13,12 @@ from temporalio.worker import Replayer
 from chipclear import client as ops
 from chipclear import search_attributes as sa
 from chipclear.domain.commands import Decide, Withdraw
-from chipclear.domain.models import Gate, Status
+from chipclear.domain.models import Status
 from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.temporal import DATA_CONVERTER
 from tests.conftest import running_worker
 from tests.factories import make_policy, make_request
-from tests.workflows.test_workflow import at_gate, wait_for
+from tests.workflows.support import at_gate, wait_for
 from workflows.import_request import ImportRequestWorkflow
 
 
@@ -47,7 +47,7 @@ async def test_every_transition_is_searchable(client: Client, store: SQLiteEvent
     rid = request.request_id
     async with running_worker(client, store, make_policy("manual"), search_attributes=True) as worker:
         submission = await ops.submit(client, store, request, task_queue=worker.task_queue, actor="t")
-        await wait_for(client, rid, at_gate(Gate.US_EXPORT))
+        await wait_for(client, rid, at_gate("us-export"))
         [row] = await visible(client, f'ChipclearGate = "us-export" AND ChipclearBuyer = "{buyer}"')
         assert row == {
             "id": f"import-{rid}",
@@ -58,9 +58,7 @@ async def test_every_transition_is_searchable(client: Client, store: SQLiteEvent
             "ChipclearBatch": "",
             "ChipclearEscalated": False,
         }
-        await ops.update(
-            client, rid, Decide(gate=Gate.US_EXPORT, reviewer="alice", approve=True, units=40_000)
-        )
+        await ops.update(client, rid, Decide(gate="us-export", reviewer="alice", approve=True, units=40_000))
         [moved] = await visible(client, f'ChipclearGate = "cn-import" AND ChipclearBuyer = "{buyer}"')
         assert moved["ChipclearUnits"] == 40_000
         # What the Web UI shows on the request's page: the summary, the request, the gate table.
@@ -73,7 +71,7 @@ async def test_every_transition_is_searchable(client: Client, store: SQLiteEvent
         assert "| us-export | approved | 40,000 | alice |" in table
         assert "| cn-import | **current** |" in table and "| domestic-quota | not reached |" in table
         await ops.update(client, rid, Withdraw(reason="test over"))
-        assert (await submission.handle.result()).status is Status.WITHDRAWN
+        assert (await submission.handle.result()).status == Status.WITHDRAWN
         [ended] = await visible(client, f'ChipclearStatus = "withdrawn" AND ChipclearBuyer = "{buyer}"')
         assert ended["ChipclearGate"] == ""
     # No longer at us-export: the query that found it there finds nothing now.

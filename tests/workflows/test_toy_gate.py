@@ -22,6 +22,7 @@ from chipclear.domain.gates.base import Context, GateRules, Payload, approval
 from chipclear.domain.models import ImportRequest, PartyKind
 from chipclear.domain.policy import Policy, ReviewSection
 from chipclear.domain.state import GateSlice
+from chipclear.projections import get_request
 from chipclear.store.sqlite import SQLiteEventStore
 from tests.conftest import running_worker
 from tests.factories import request_doc
@@ -95,7 +96,7 @@ async def test_a_gate_defined_in_a_test_runs_through_the_real_worker(
     assert opened == ["us-export", CAC, "domestic-quota"]
     cac = [e for e in events if isinstance(e.data, GateApproved) and e.data.gate == CAC]
     assert [e.actor for e in cac] == ["chen"]
-    state = store.get_request(request.request_id)
+    state = get_request(store, request.request_id)
     assert state is not None and "Data of the installation stays in China (CAC review)" in state.conditions
     assert store.verify().ok
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import ClassVar, Generic, TypeVar, cast
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from chipclear.domain.commands import Command, Decide
 from chipclear.domain.errors import DomainError
@@ -80,7 +80,9 @@ class GateRules(Generic[S, L]):
     def opened(self, policy: Policy, now: datetime) -> GateOpened:
         section = self.section(policy)
         sla = section.review_sla
-        return GateOpened(gate=self.name, deadline=now + section.deadline, review_due=now + sla if sla else None)
+        return GateOpened(
+            gate=self.name, deadline=now + section.deadline, review_due=now + sla if sla else None
+        )
 
     def info_deadline(self, policy: Policy) -> timedelta | None:
         """How long the applicant has to answer a reviewer's question; None: this gate asks none."""
@@ -171,6 +173,16 @@ def approval(
         )
         payloads = [approved, licence]
     return [ByPolicy(p) for p in payloads] if by_policy else list(payloads)
+
+
+def excluded_kind(
+    gate: GateRules[S, L], role: str, kind: str, excluded: frozenset[Any], key: str
+) -> GateDenied | None:
+    """The denial for a party whose kind the policy excludes at this gate (`role` names the party)."""
+    if kind not in excluded:
+        return None
+    rule = f"{gate.rule_prefix}.{key}"
+    return GateDenied(gate=gate.name, rule=rule, reason=f"{role} kind {kind} is in {rule}")
 
 
 def require_at(state: RequestState, gate: str) -> None:

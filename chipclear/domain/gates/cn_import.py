@@ -22,7 +22,7 @@ from chipclear.domain.events import (
     GateDenied,
 )
 from chipclear.domain.facts import FactsWanted
-from chipclear.domain.gates.base import Context, GateRules, Payload, approval, require_at
+from chipclear.domain.gates.base import Context, GateRules, Payload, approval, excluded_kind, require_at
 from chipclear.domain.models import PartyKind
 from chipclear.domain.policy import GateMode, Policy, ReviewSection
 from chipclear.domain.state import GateSlice, RequestState
@@ -96,11 +96,8 @@ class CnImport(GateRules[CnImportSection, CnImportSlice]):
 
     def denial(self, state: RequestState, policy: Policy) -> GateDenied | None:
         assert state.request is not None
-        kind = state.request.buyer.kind
-        if kind in self.section(policy).excluded_buyer_kinds:
-            rule = f"{self.rule_prefix}.excluded_buyer_kinds"
-            return GateDenied(gate=NAME, rule=rule, reason=f"buyer kind {kind} is in {rule}")
-        return None
+        excluded = self.section(policy).excluded_buyer_kinds
+        return excluded_kind(self, "buyer", state.request.buyer.kind, excluded, "excluded_buyer_kinds")
 
     def awaiting_allocation(self, state: RequestState, policy: Policy) -> bool:
         held = self.slice(state).allocation
@@ -119,14 +116,19 @@ class CnImport(GateRules[CnImportSection, CnImportSlice]):
                     # The ledger signals a later grant to the requesting workflow, which fills its id in.
                     return FactsWanted(
                         reservation=Reserve(
-                            request_id=state.request_id, buyer=state.buyer, units=state.units_in_play, workflow_id=""
+                            request_id=state.request_id,
+                            buyer=state.buyer,
+                            units=state.units_in_play,
+                            workflow_id="",
                         )
                     )
             case Compensate():
                 held = self.slice(state).allocation
                 if held is not None and not held.released:
                     assert state.request_id is not None
-                    return FactsWanted(release_allocation=Release(request_id=state.request_id, reason=command.reason))
+                    return FactsWanted(
+                        release_allocation=Release(request_id=state.request_id, reason=command.reason)
+                    )
         return FactsWanted()
 
     def on_enter(self, ctx: Context) -> list[Payload]:
@@ -140,6 +142,8 @@ class CnImport(GateRules[CnImportSection, CnImportSlice]):
     def handle(self, ctx: Context, command: Command) -> list[Payload]:
         assert isinstance(command, RecordAllocation)
         require_at(ctx.state, NAME)
+        if not self.section(ctx.policy).allocate_from_batches:
+            raise DomainError(f"{self.rule_prefix}.allocate_from_batches is off: this request takes no allocation")
         if not self.awaiting_allocation(ctx.state, ctx.policy):
             raise DomainError("units are already allocated to this request")
         return self._allocated(ctx, command.reservation)
@@ -192,7 +196,9 @@ class CnImport(GateRules[CnImportSection, CnImportSlice]):
                 return part.model_copy(update={"allocation": record})
             case AllocationReleased():
                 assert part.allocation is not None
-                return part.model_copy(update={"allocation": part.allocation.model_copy(update={"released": True})})
+                return part.model_copy(
+                    update={"allocation": part.allocation.model_copy(update={"released": True})}
+                )
         return part
 
 

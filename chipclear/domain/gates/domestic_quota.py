@@ -2,7 +2,7 @@
 
 The buyer proves domestic purchases (vendor, product, units, invoice). Each record is judged on its own
 (chipclear.domain.evidence); an invoice counts once across every request, which the invoice registry
-(a fact from outside) decides. Domestic units must reach ratio × imported units, a public computing hub
+(a fact from outside) decides. Domestic units must reach ratio x imported units, a public computing hub
 must stay majority domestic, and state-funded data centres take no foreign chips at all. A shortfall
 holds the request until more evidence arrives or the evidence deadline passes.
 """
@@ -116,7 +116,9 @@ class DomesticQuota(GateRules[DomesticQuotaSection, DomesticQuotaSlice]):
         site = state.request.data_center
         if self.section(policy).deny_state_funded and site.state_funded:
             rule = f"{self.rule_prefix}.deny_state_funded"
-            return GateDenied(gate=NAME, rule=rule, reason=f"data centre {site.name!r} is state-funded ({rule})")
+            return GateDenied(
+                gate=NAME, rule=rule, reason=f"data centre {site.name!r} is state-funded ({rule})"
+            )
         return None
 
     # -- facts ---------------------------------------------------------------------------------------
@@ -227,7 +229,9 @@ class DomesticQuota(GateRules[DomesticQuotaSection, DomesticQuotaSlice]):
         return part
 
 
-def assess(state: RequestState, evidence: list[ProcurementRecord], section: DomesticQuotaSection) -> DomesticQuotaAssessed:
+def assess(
+    state: RequestState, evidence: list[ProcurementRecord], section: DomesticQuotaSection
+) -> DomesticQuotaAssessed:
     ratio = section.required_ratio
     imported = state.units_in_play
     required = required_units(ratio, imported)

@@ -25,7 +25,7 @@ from chipclear.domain.events import (
     PartiesScreened,
 )
 from chipclear.domain.facts import FactsWanted, ScreenParties
-from chipclear.domain.gates.base import ByPolicy, Context, GateRules, Payload, approval
+from chipclear.domain.gates.base import ByPolicy, Context, GateRules, Payload, approval, excluded_kind
 from chipclear.domain.models import PartyKind
 from chipclear.domain.policy import GateMode, IsoDuration, Policy, ReviewSection
 from chipclear.domain.screening import parties_of
@@ -108,11 +108,8 @@ class UsExport(GateRules[UsExportSection, UsExportSlice]):
 
     def denial(self, state: RequestState, policy: Policy) -> GateDenied | None:
         assert state.request is not None
-        kind = state.request.effective_end_user.kind
-        if kind in self.section(policy).excluded_end_user_kinds:
-            rule = f"{self.rule_prefix}.excluded_end_user_kinds"
-            return GateDenied(gate=NAME, rule=rule, reason=f"end user kind {kind} is in {rule}")
-        return None
+        kind, excluded = state.request.effective_end_user.kind, self.section(policy).excluded_end_user_kinds
+        return excluded_kind(self, "end user", kind, excluded, "excluded_end_user_kinds")
 
     def max_units(self, policy: Policy) -> int | None:
         return self.section(policy).max_units_per_request
@@ -137,7 +134,9 @@ class UsExport(GateRules[UsExportSection, UsExportSlice]):
                     )
                 held = known.screening is not None and bool(known.screening.matches)
                 if section.mode is GateMode.AUTO and not held:
-                    return FactsWanted(buyer_claim=self._claim(state, policy, self._units(state, policy), True))
+                    return FactsWanted(
+                        buyer_claim=self._claim(state, policy, self._units(state, policy), True)
+                    )
             case Decide(approve=True, units=units):
                 return FactsWanted(
                     buyer_claim=self._claim(state, policy, units or self._units(state, policy), False)
@@ -157,7 +156,9 @@ class UsExport(GateRules[UsExportSection, UsExportSlice]):
         if cap is None:
             return None
         assert state.request_id is not None and state.buyer is not None
-        return ClaimUnits(buyer=state.buyer, request_id=state.request_id, units=units, cap=cap, partial=partial)
+        return ClaimUnits(
+            buyer=state.buyer, request_id=state.request_id, units=units, cap=cap, partial=partial
+        )
 
     def _units(self, state: RequestState, policy: Policy) -> int:
         """What an approval covers unless an officer says otherwise: capped per request."""
@@ -197,7 +198,11 @@ class UsExport(GateRules[UsExportSection, UsExportSlice]):
         state, section = ctx.state, self.section(ctx.policy)
         units = self._units(state, ctx.policy)
         cap = section.max_units_per_request
-        note = f"capped at {self.rule_prefix}.max_units_per_request = {cap}" if units < state.units_in_play else None
+        note = (
+            f"capped at {self.rule_prefix}.max_units_per_request = {cap}"
+            if units < state.units_in_play
+            else None
+        )
         claim = ctx.facts.buyer_claim
         if section.max_units_per_buyer is not None:
             if claim is None or claim.request_id != state.request_id or claim.units > units:
@@ -237,7 +242,13 @@ class UsExport(GateRules[UsExportSection, UsExportSlice]):
             claim = None
         note = command.reason.strip() if command.reason else None
         return approval(
-            ctx, self, units, by_policy=False, conditions=command.conditions, note=note, extra={"buyer_claim": claim}
+            ctx,
+            self,
+            units,
+            by_policy=False,
+            conditions=command.conditions,
+            note=note,
+            extra={"buyer_claim": claim},
         )
 
     def compensate(self, ctx: Context, reason: str) -> list[Payload]:

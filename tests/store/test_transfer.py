@@ -13,7 +13,6 @@ import csv
 import io
 import json
 import re
-import sqlite3
 import subprocess
 import threading
 import time
@@ -35,11 +34,14 @@ from chipclear.cli.main import app
 from chipclear.domain.commands import Submit, Withdraw
 from chipclear.domain.decider import decide
 from chipclear.domain.models import Status
-from chipclear.store import open_store
+from chipclear.projections import PROJECTIONS, REQUESTS, get_request, list_requests, open_event_store
+from chipclear.store.errors import StoreNotEmpty, StoreUnavailable
 from chipclear.store.postgres import MIGRATIONS as PG_MIGRATIONS
 from chipclear.store.postgres import PostgresEventStore, _Tx, split_url
-from chipclear.store.protocol import EventStore, StoreUnavailable
-from chipclear.store.sql import SCREENING_STREAM, StoreNotEmpty
+from chipclear.store.protocol import EventStore
+from chipclear.store.sql_log import append_in
+from chipclear.store.sql_projection import rebuild
+from chipclear.store.sql_screening import SCREENING_STREAM
 from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.store.transfer import (
     CSV_COLUMNS,
@@ -57,23 +59,21 @@ from tests.cli.test_cli import CHIPCLEAR, chipclear, flat, hermetic_env, ok, ref
 from tests.domain.test_screening import ACME_ROWS, LOADED_AT, csl_list
 from tests.factories import make_request
 from tests.postgres import Cluster
-from tests.store.test_store import (
+from tests.store.support import (
     AUTO,
     KINDS,
     MANUAL,
     NOW,
     Scenario,
-    StoreUnderTest,
     append_all,
-    event_store,
+    grant,
     new_id,
     play,
     scenario,
     scenarios,
     store_url,
 )
-
-__all__ = ["event_store"]  # the conformance fixture, parametrised over both backends
+from tests.store.test_event_log_follow import lock_waiters
 
 BUYER = "Alpha Compute Ltd."
 OTHER_BUYER = "Beta Cloud Co."
@@ -90,7 +90,7 @@ class Filled:
         return [each.request_id for each in self.requests]
 
 
-def fill(store: StoreUnderTest) -> Filled:
+def fill(store: EventStore) -> Filled:
     """Every kind of request, two screening lists (the second current) and an invoice registry."""
     found = scenarios(len(KINDS))
     append_all(store, found)
@@ -125,20 +125,20 @@ def max_position(records: Sequence[ExportRecord]) -> int:
     return max(r.position for r in records if isinstance(r, ExportedEvent))
 
 
-def open_empty(kind: str, request: pytest.FixtureRequest, tmp_path: Path, name: str) -> StoreUnderTest:
+def open_empty(kind: str, request: pytest.FixtureRequest, tmp_path: Path, name: str) -> EventStore:
     if kind == "sqlite":
-        return SQLiteEventStore(tmp_path / f"{name}.db")
+        return SQLiteEventStore(tmp_path / f"{name}.db", projections=PROJECTIONS)
     postgres: Cluster = request.getfixturevalue("postgres")
-    store = PostgresEventStore(postgres.new_schema(), require_schema=False)
+    store = PostgresEventStore(postgres.new_schema(), require_schema=False, projections=PROJECTIONS)
     store.migrate()
     return store
 
 
-def assert_empty(store: StoreUnderTest) -> None:
+def assert_empty(store: EventStore) -> None:
     """A refused import leaves nothing: no events, heads, lists, invoices or projection rows."""
     assert body(store) == []
-    assert store.list_requests() == []
-    assert store.projection_rows() == []
+    assert list_requests(store) == []
+    assert store.projection_rows(REQUESTS) == []
     report = store.verify()
     assert (report.ok, report.streams_checked, report.events_checked) == (True, 0, 0)
 
@@ -188,11 +188,11 @@ def test_round_trip_keeps_everything(
             ]
             assert ours == theirs
         for request_id in filled.request_ids:
-            state = target.get_request(request_id)
-            assert state is not None and state == source.get_request(request_id)
-        assert target.list_requests() == source.list_requests()
-        assert target.list_requests(status=Status.LICENSED) == source.list_requests(status=Status.LICENSED)
-        assert target.projection_rows() == source.projection_rows()
+            state = get_request(target, request_id)
+            assert state is not None and state == get_request(source, request_id)
+        assert list_requests(target) == list_requests(source)
+        assert list_requests(target, status=Status.LICENSED) == list_requests(source, status=Status.LICENSED)
+        assert target.projection_rows(REQUESTS) == source.projection_rows(REQUESTS)
         assert target.screening_list_versions() == source.screening_list_versions()
         current = target.current_screening_list()
         assert current is not None and current == source.current_screening_list()
@@ -215,7 +215,7 @@ def test_round_trip_keeps_everything(
         # New appends continue the imported chain, at positions after every imported one.
         highest = max_position(exported)
         open_request = filled.requests[AWAITING]
-        state = target.get_request(open_request.request_id)
+        state = get_request(target, open_request.request_id)
         assert state is not None and state.status is Status.US_EXPORT_REVIEW
         head = target.read_stream(open_request.request_id)[-1]
         withdrawal = decide(
@@ -229,7 +229,7 @@ def test_round_trip_keeps_everything(
         fresh = scenario("licensed", "req-after-import")
         append_all(target, [fresh])
         assert all(e.position > highest for e in target.read_stream(fresh.request_id))
-        withdrawn = target.get_request(open_request.request_id)
+        withdrawn = get_request(target, open_request.request_id)
         assert withdrawn is not None and withdrawn.status is Status.WITHDRAWN
         report = target.verify()
         assert report.ok, report.breaks
@@ -243,7 +243,7 @@ def test_round_trip_keeps_everything(
 @pytest.fixture(scope="module")
 def source_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SQLiteEventStore, Filled]]:
     """One filled SQLite store that every refusal and CLI test exports from (read only)."""
-    store = SQLiteEventStore(tmp_path_factory.mktemp("source") / "events.db")
+    store = SQLiteEventStore(tmp_path_factory.mktemp("source") / "events.db", projections=PROJECTIONS)
     filled = fill(store)
     yield store, filled
     store.close()
@@ -255,7 +255,7 @@ def export_lines(source_store: tuple[SQLiteEventStore, Filled]) -> list[str]:
 
 
 def test_jsonl_file_round_trip(
-    event_store: StoreUnderTest, source_store: tuple[SQLiteEventStore, Filled], tmp_path: Path
+    event_store: EventStore, source_store: tuple[SQLiteEventStore, Filled], tmp_path: Path
 ) -> None:
     source, _ = source_store
     path = tmp_path / "export.jsonl"
@@ -276,7 +276,7 @@ def test_jsonl_file_round_trip(
 
 
 def test_csv_file_round_trip_carries_the_events_only(
-    event_store: StoreUnderTest, source_store: tuple[SQLiteEventStore, Filled], tmp_path: Path
+    event_store: EventStore, source_store: tuple[SQLiteEventStore, Filled], tmp_path: Path
 ) -> None:
     source, filled = source_store
     path = tmp_path / "export.csv"
@@ -303,7 +303,7 @@ def test_csv_file_round_trip_carries_the_events_only(
     taken = event_store.register_invoices("req-other", OTHER_BUYER, ["INV-1"])  # no registry came along
     assert taken["INV-1"].request_id == "req-other"
     for request_id in filled.request_ids:
-        assert event_store.get_request(request_id) == source.get_request(request_id)
+        assert get_request(event_store, request_id) == get_request(source, request_id)
 
 
 # -- 3. refusals leave nothing behind ---------------------------------------------------------------
@@ -421,7 +421,7 @@ TAMPERS = {
 
 @pytest.mark.parametrize("case", TAMPERS)
 def test_tampered_jsonl_is_refused_and_leaves_nothing(
-    case: str, event_store: StoreUnderTest, export_lines: list[str]
+    case: str, event_store: EventStore, export_lines: list[str]
 ) -> None:
     tamper = TAMPERS[case]
     edited = tamper.edit(list(export_lines))
@@ -452,7 +452,7 @@ def csv_text(store: EventStore) -> str:
 
 
 def test_csv_with_wrong_columns_or_bad_cells_is_refused(
-    event_store: StoreUnderTest, source_store: tuple[SQLiteEventStore, Filled]
+    event_store: EventStore, source_store: tuple[SQLiteEventStore, Filled]
 ) -> None:
     text = csv_text(source_store[0])
     header, *rows = text.splitlines(keepends=True)
@@ -482,7 +482,7 @@ def test_csv_with_wrong_columns_or_bad_cells_is_refused(
     assert event_store.verify().ok
 
 
-def test_empty_file_is_not_an_export(event_store: StoreUnderTest) -> None:
+def test_empty_file_is_not_an_export(event_store: EventStore) -> None:
     with pytest.raises(InvalidExport, match="empty"):
         event_store.load(read_jsonl(["\n", "  \n"]))
     assert_empty(event_store)
@@ -508,7 +508,7 @@ def duplicate_record(kind: str) -> Callable[[list[str]], list[str]]:
 
 
 def test_duplicate_keys_in_an_export_are_refused_as_invalid(
-    event_store: StoreUnderTest, export_lines: list[str]
+    event_store: EventStore, export_lines: list[str]
 ) -> None:
     """A key the export holds twice is named as such (InvalidExport, exit 2 in the CLI) before it can
     reach the database as an integrity error of one driver or the other."""
@@ -568,7 +568,7 @@ def test_a_csv_cell_far_above_csvs_default_limit_imports(
         for i in range(1_000)
     ]
     found = play(AUTO, [(timedelta(0), Submit(request=make_request(domestic_procurement=records)))])
-    with closing(SQLiteEventStore(tmp_path / "big.db")) as source:
+    with closing(SQLiteEventStore(tmp_path / "big.db", projections=PROJECTIONS)) as source:
         append_all(source, [found])
         text = csv_text(source)
     assert max(len(line) for line in text.splitlines()) > 128 * 1024  # csv's default cell limit
@@ -595,29 +595,29 @@ def test_export_with_a_streams_last_event_cut_off_is_refused(
 
 @pytest.fixture
 def sqlite_target(tmp_path: Path) -> Iterator[SQLiteEventStore]:
-    store = SQLiteEventStore(tmp_path / "target.db")
+    store = SQLiteEventStore(tmp_path / "target.db", projections=PROJECTIONS)
     yield store
     store.close()
 
 
 # -- 4. a store that already holds a log ------------------------------------------------------------
 def test_import_into_a_non_empty_store_is_refused_and_changes_nothing(
-    event_store: StoreUnderTest, export_lines: list[str]
+    event_store: EventStore, export_lines: list[str]
 ) -> None:
     own = scenario("withdrawn", "req-already-here")
     append_all(event_store, [own])
-    before, rows = body(event_store), event_store.projection_rows()
+    before, rows = body(event_store), event_store.projection_rows(REQUESTS)
 
     with pytest.raises(StoreNotEmpty, match="not empty"):
         event_store.load(read_jsonl(export_lines))
 
-    assert body(event_store) == before and event_store.projection_rows() == rows
+    assert body(event_store) == before and event_store.projection_rows(REQUESTS) == rows
     assert event_store.verify().ok
 
 
 @pytest.mark.parametrize("holding", ["screening-list", "invoice"])
 def test_a_store_with_only_lists_or_invoices_is_not_empty(
-    holding: str, event_store: StoreUnderTest, export_lines: list[str]
+    holding: str, event_store: EventStore, export_lines: list[str]
 ) -> None:
     if holding == "screening-list":
         assert event_store.save_screening_list(csl_list(*ACME_ROWS), actor="ops")
@@ -696,7 +696,7 @@ def test_cli_export_and_import_across_backends(
         "invoices": 3,
         "requests": len(KINDS),
     }
-    with closing(open_store(pg_url)) as target:
+    with closing(open_event_store(pg_url)) as target:
         assert target.verify().ok
         assert without_header(jsonl_text(target)) == expected
 
@@ -752,7 +752,7 @@ def test_cli_export_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     """`chipclear store export | head`: the reader going away ends the export without a traceback (the
     snapshot is closed before the store)."""
     path = tmp_path / "big.db"
-    with closing(SQLiteEventStore(path)) as store:
+    with closing(SQLiteEventStore(path, projections=PROJECTIONS)) as store:
         append_all(store, scenarios(10 * len(KINDS)))
         assert len(jsonl_text(store)) > 2 * 65536  # more than a pipe holds
     proc = subprocess.Popen(
@@ -770,7 +770,7 @@ def test_cli_export_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
 
 
 def test_cli_import_refusals(
-    event_store: StoreUnderTest,
+    event_store: EventStore,
     source_store: tuple[SQLiteEventStore, Filled],
     export_lines: list[str],
     tmp_path: Path,
@@ -848,27 +848,11 @@ def test_cli_migrate_a_fresh_postgresql_schema(postgres: Cluster, tmp_path: Path
     assert "intact: 0 streams, 0 events" in flat(ok(verify_after).stdout)
 
 
-def test_cli_projections_rebuild(tmp_path: Path) -> None:
-    path = tmp_path / "events.db"
-    with closing(SQLiteEventStore(path)) as store:
-        append_all(store, scenarios(len(KINDS)))
-        expected = store.projection_rows()
-    with sqlite3.connect(path) as conn:
-        conn.execute("DELETE FROM requests")
-    conn.close()
-
-    result = ok(chipclear(cli_env(sqlite_url(path), tmp_path), "projections", "rebuild"))
-
-    assert f"rebuilt the projection of {len(KINDS)} requests from the log" in flat(result.stdout)
-    with closing(SQLiteEventStore(path)) as store:
-        assert store.projection_rows() == expected
-
-
 def log_lines(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in ok(result).stdout.splitlines()]
 
 
-def test_cli_events_prints_the_whole_log(event_store: StoreUnderTest, tmp_path: Path) -> None:
+def test_cli_events_prints_the_whole_log(event_store: EventStore, tmp_path: Path) -> None:
     append_all(event_store, scenarios(len(KINDS)))
     log = list(event_store.read_all())
     env = cli_env(store_url(event_store), tmp_path)
@@ -908,9 +892,7 @@ def test_cli_events_prints_the_whole_log(event_store: StoreUnderTest, tmp_path: 
     assert [e["event_id"] for e in log_lines(after_count)] == [e.event_id for e in log[10:13]]
 
 
-def test_cli_events_follow_returns_once_count_events_arrived(
-    event_store: StoreUnderTest, tmp_path: Path
-) -> None:
+def test_cli_events_follow_returns_once_count_events_arrived(event_store: EventStore, tmp_path: Path) -> None:
     append_all(event_store, [scenario("licensed", "req-before")])
     start = max(e.position for e in event_store.read_all())
     first, second = scenario("withdrawn", "req-follow-1"), scenario("expired", "req-follow-2")
@@ -957,11 +939,11 @@ def test_cli_events_on_postgresql_prints_events_after_a_rolled_back_position(
     """Without --follow, `chipclear events` prints everything final now: a hole left by a rolled-back
     append (right after the start here, or just after `--after N`) is waited out, not taken for the
     end of the log. An import keeps such holes, so a moved log has them too."""
-    store = PostgresEventStore(pg_url)
+    store = PostgresEventStore(pg_url, projections=PROJECTIONS)
     try:
         conn = psycopg.connect(split_url(pg_url)[0], autocommit=False)
         try:  # an append that drew position 1 and then rolled back (a lost connection, a crash)
-            store._append_in(_Tx(conn), "req-lost", 0, scenario("withdrawn", "req-lost").batches[0])
+            append_in(store, _Tx(conn), "req-lost", 0, scenario("withdrawn", "req-lost").batches[0])
         finally:
             conn.rollback()
             conn.close()
@@ -978,18 +960,15 @@ def test_a_writer_arriving_during_an_import_waits_and_then_continues_the_log(
     pg_url: str, export_lines: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An import locks out appenders until it commits; they then see the imported heads and positions."""
-    from tests.test_store_log import grant, lock_waiters
-
-    target = PostgresEventStore(pg_url)
+    target = PostgresEventStore(pg_url, projections=PROJECTIONS)
     importing, release = threading.Event(), threading.Event()
-    rebuild = PostgresEventStore._rebuild
 
-    def paused_rebuild(self: PostgresEventStore, tx: Any) -> int:
+    def paused_rebuild(backend: Any, tx: Any) -> int:
         importing.set()
         assert release.wait(timeout=30)
-        return rebuild(self, tx)
+        return rebuild(backend, tx)
 
-    monkeypatch.setattr(PostgresEventStore, "_rebuild", paused_rebuild)
+    monkeypatch.setattr("chipclear.store.sql_transfer.rebuild", paused_rebuild)
     results: list[Any] = []
     loader = threading.Thread(target=lambda: results.append(target.load(read_jsonl(export_lines))))
     writer = threading.Thread(target=lambda: results.append(target.append("ledger", 0, [grant("ledger", 1)])))

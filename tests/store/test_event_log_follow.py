@@ -1,4 +1,4 @@
-"""The log as a whole: readers following it while writers append, and writers in parallel.
+"""The event log followed while writers append, and writers in parallel.
 
 Runs on both backends through the conformance fixture. The PostgreSQL-only tests hold a transaction
 open by hand to make a position commit after a later one, the case a follower must not skip.
@@ -8,65 +8,26 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
-from datetime import timedelta
 from functools import partial
 from typing import Any
 
 import psycopg
 import pytest
 
-from chipclear.domain.allocation import UnitsGranted
-from chipclear.domain.events import Event, StoredEvent
-from chipclear.store import open_store
+from chipclear.domain.events import StoredEvent
+from chipclear.store.factory import open_store
 from chipclear.store.follow import FollowerState, Gap, settled_run
 from chipclear.store.postgres import PostgresEventStore, _Tx, split_url
-from chipclear.store.protocol import EventStore
-from tests.store.test_store import (
-    NOW,
-    StoreUnderTest,
-    append_all,
-    event_store,
-    run_threads,
-    scenarios,
-    store_url,
-)
-
-__all__ = ["event_store"]  # the conformance fixture, parametrised over both backends
-
-
-def grant(stream_id: str, version: int) -> Event:
-    """A ledger event: streams outside the request projection, so writers only append and chain."""
-    return Event(
-        event_id=str(uuid.uuid4()),
-        stream_id=stream_id,
-        version=version,
-        data=UnitsGranted(
-            request_id=f"{stream_id}-r{version}",
-            buyer="Alpha Compute Ltd.",
-            batch_id="2026-Q1",
-            units=version,
-            requested=version,
-            workflow_id=f"import-{stream_id}-r{version}",
-        ),
-        occurred_at=NOW + timedelta(milliseconds=version),
-        policy_version="test-auto",
-        actor="ledger",
-    )
-
-
-def write_stream(store: EventStore, stream_id: str, events: int) -> None:
-    """One append per event, as a busy entity workflow does."""
-    for version in range(1, events + 1):
-        store.append(stream_id, version - 1, [grant(stream_id, version)])
-
+from chipclear.store.protocol import EventLog, EventStore
+from chipclear.store.sql_log import append_in
+from tests.store.support import append_all, grant, open_handle, run_threads, scenarios, write_stream
 
 FOLLOW_WITHIN = 30.0  # seconds; well inside pytest-timeout, so a lost event shows as a diff, not a kill
 
 
-def follow_until(store: EventStore, total: int) -> list[StoredEvent]:
+def follow_until(store: EventLog, total: int) -> list[StoredEvent]:
     """Poll as `chipclear events --follow` does, until `total` events arrived (or FOLLOW_WITHIN passed)."""
     follower, seen = store.follow(0), list[StoredEvent]()
     deadline = time.monotonic() + FOLLOW_WITHIN
@@ -132,11 +93,11 @@ class TestSettledRun:
 
 class TestFollow:
     def test_a_follower_sees_every_event_once_in_order_while_writers_run(
-        self, event_store: StoreUnderTest
+        self, event_store: EventStore
     ) -> None:
         writers, each = 4, 60
         total = writers * each
-        handles = [open_store(store_url(event_store)) for _ in range(writers)]
+        handles = [open_handle(event_store) for _ in range(writers)]
         seen: list[StoredEvent] = []
 
         def follower() -> None:
@@ -160,7 +121,7 @@ class TestFollow:
         assert [e.event_id for e in seen] == [e.event_id for e in logged]
         assert event_store.verify().ok
 
-    def test_a_follower_resumes_from_its_checkpoint(self, event_store: StoreUnderTest) -> None:
+    def test_a_follower_resumes_from_its_checkpoint(self, event_store: EventStore) -> None:
         append_all(event_store, scenarios(3))
         first = event_store.follow(0)
         head = first.poll()
@@ -178,7 +139,7 @@ def open_append(store: PostgresEventStore, stream_id: str) -> Iterator[Callable[
     """
     conn = psycopg.connect(split_url(store.url)[0], autocommit=False)
     try:
-        store._append_in(_Tx(conn), stream_id, 0, [grant(stream_id, 1)])
+        append_in(store, _Tx(conn), stream_id, 0, [grant(stream_id, 1)])
         yield conn.commit
     finally:
         conn.rollback()
@@ -248,8 +209,8 @@ class TestPostgresGaps:
         try:
             pg_store._lock_stream(_Tx(fast), "fast")  # the older transaction id
             pg_store._lock_stream(_Tx(slow), "slow")  # the younger one
-            pg_store._append_in(_Tx(slow), "slow", 0, [grant("slow", 1)])  # position 1, not committed
-            pg_store._append_in(_Tx(fast), "fast", 0, [grant("fast", 1)])  # position 2
+            append_in(pg_store, _Tx(slow), "slow", 0, [grant("slow", 1)])  # position 1, not committed
+            append_in(pg_store, _Tx(fast), "fast", 0, [grant("fast", 1)])  # position 2
             fast.commit()
             follower = pg_store.follow(0)
             for _ in range(3):  # however often it is asked while `slow` runs

@@ -1,0 +1,123 @@
+"""The request projection: each request's current state, kept by the event store in its `requests` table.
+
+The store knows no aggregate; this module hands it one. `open_event_store` opens a store with this
+projection registered (the worker, the CLI, the demo and the bench all open it so), and the store then
+runs it inside every append's transaction. Rows are computed with the domain's own `evolve`, so a
+rebuild (a fresh fold of the log) must give byte-identical rows; a difference means the projection or
+the log was tampered with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+
+from chipclear.domain.events import REQUEST_EVENT_TYPES, Event
+from chipclear.domain.state import RequestState, fold
+from chipclear.store.chain import timestamp
+from chipclear.store.factory import open_store
+from chipclear.store.projection import Projection
+from chipclear.store.protocol import EventStore, ProjectionRows
+
+COLUMNS = (
+    "request_id",
+    "status",
+    "gate",
+    "buyer",
+    "units_requested",
+    "units_approved",
+    "policy_version",
+    "version",
+    "submitted_at",
+    "updated_at",
+    "state",
+    "flags",
+)
+
+
+class RequestSummary(BaseModel):
+    """One row of the request projection: what `chipclear list` shows without folding any events."""
+
+    request_id: str
+    status: str  # a final status, or the status its gate names (`us_export_review`, …)
+    gate: str | None
+    buyer: str
+    units_requested: int
+    units_approved: int | None
+    policy_version: str
+    version: int
+    submitted_at: str
+    updated_at: str
+    flags: list[str] = Field(default_factory=list)  # held, awaiting-applicant, escalated
+
+    @field_validator("flags", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return [flag for flag in value.split(",") if flag] if isinstance(value, str) else value
+
+
+class RequestProjection:
+    """Implements the store's `Projection` for the request aggregate (state: `RequestState`)."""
+
+    table = "requests"
+    columns = COLUMNS
+
+    def wants(self, event: Event) -> bool:
+        return event.type in REQUEST_EVENT_TYPES
+
+    def load(self, row: Mapping[str, Any]) -> RequestState:
+        return RequestState.model_validate_json(row["state"])
+
+    def evolve(self, state: RequestState | None, events: Sequence[Event]) -> RequestState:
+        return fold(events, state)
+
+    def row(self, state: RequestState) -> dict[str, Any]:
+        """Summary columns for queries, the whole state as JSON."""
+        assert state.request_id and state.status and state.request and state.policy_version
+        assert state.submitted_at and state.updated_at
+        return {
+            "request_id": state.request_id,
+            "status": str(state.status),
+            "gate": str(state.gate) if state.gate else None,
+            "buyer": state.request.buyer.name,
+            "units_requested": state.units_requested,
+            "units_approved": state.units_approved,
+            "policy_version": state.policy_version,
+            "version": state.version,
+            "submitted_at": timestamp(state.submitted_at),
+            "updated_at": timestamp(state.updated_at),
+            "state": state.model_dump_json(),
+            "flags": ",".join(state.flags),
+        }
+
+
+REQUESTS = RequestProjection()
+# What every store chipclear opens keeps inline.
+PROJECTIONS: tuple[Projection[Any], ...] = (REQUESTS,)
+
+
+def open_event_store(url: str, *, require_schema: bool = True) -> EventStore:
+    """The event store at `url` with chipclear's projections registered: what the worker and the CLI use."""
+    return open_store(url, require_schema=require_schema, projections=PROJECTIONS)
+
+
+def get_request(store: ProjectionRows, request_id: str) -> RequestState | None:
+    """A request's current state from the projection (the fold of its events), or None if unknown."""
+    row = store.projection_row(REQUESTS, request_id)
+    return REQUESTS.load(row) if row is not None else None
+
+
+def list_requests(
+    store: ProjectionRows, status: str | None = None, flags: Sequence[str] = ()
+) -> list[RequestSummary]:
+    """Projection rows, oldest first; `flags` keeps rows carrying every one (`escalated`, `held`, …)."""
+    rows = store.projection_rows(
+        REQUESTS,
+        equal={"status": str(status)} if status is not None else None,
+        tagged={"flags": flags} if flags else None,
+        columns=[column for column in COLUMNS if column != "state"],
+        order_by=["submitted_at"],
+    )
+    return [RequestSummary.model_validate(row) for row in rows]

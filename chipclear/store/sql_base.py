@@ -1,0 +1,167 @@
+"""What the SQL backends share underneath every interface: the hooks a backend provides, and stored rows.
+
+SQLite and PostgreSQL run the same statements (written with `?` placeholders; the PostgreSQL adapter
+turns them into `%s`) and differ only where their concurrency differs: how a writer takes a stream
+(SQLite: the database write lock, taken up front; PostgreSQL: that stream's head row, `FOR UPDATE`, so
+writers on other streams never wait), how a consistent snapshot is read, and how the schema is made.
+One algorithm means one set of semantics, which is what the conformance suites check. The algorithm
+itself is split by interface: `sql_log`, `sql_audit`, `sql_projection`, `sql_invoices`,
+`sql_screening`, `sql_transfer`, `sql_schema`; `sql.SQLEventStore` puts them together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any, Protocol
+
+from chipclear.domain.events import StoredEvent
+from chipclear.store.chain import chained_fields
+from chipclear.store.migrations import Migration
+from chipclear.store.projection import Projection
+from chipclear.store.upcasting import UPCASTERS, Upcasters
+
+EVENT_COLUMNS = (
+    "position, event_id, stream_id, version, type, schema_version, data, occurred_at, recorded_at, "
+    "policy_version, actor, prev_hash, hash"
+)
+
+
+class Cursor(Protocol):
+    """The DB-API cursor surface both drivers offer (sqlite3 and psycopg 3)."""
+
+    @property
+    def description(self) -> Any: ...
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Tx(Protocol):
+    """One connection inside one transaction (or in autocommit, for single reads)."""
+
+    def execute(self, sql: str, params: Sequence[Any] = (), /) -> Cursor: ...
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]], /) -> Any: ...
+
+
+class SQLBackend(ABC):
+    """A SQL database with the hooks below; the interface mixins build on these and nothing else."""
+
+    # Where a screening list's load order lives: SQLite's rowid, a PostgreSQL identity column.
+    SCREENING_ORDER = "rowid"
+    # Appended to the projection read inside an append: PostgreSQL locks the row so a concurrent
+    # rebuild and an append cannot interleave; SQLite's write lock already serialises them.
+    FOR_UPDATE = ""
+
+    def __init__(
+        self, *, projections: Iterable[Projection[Any]] = (), upcasters: Upcasters = UPCASTERS
+    ) -> None:
+        self.projections: tuple[Projection[Any], ...] = tuple(projections)
+        self.upcasters = upcasters
+
+    @abstractmethod
+    def _transaction(self) -> AbstractContextManager[Tx]:
+        """A read-write transaction, committed on success and rolled back on any exception."""
+
+    @abstractmethod
+    def _reader(self) -> AbstractContextManager[Tx]:
+        """A connection for one-statement reads (each statement sees the latest commits)."""
+
+    @abstractmethod
+    def _snapshot(self) -> AbstractContextManager[Tx]:
+        """A read-only transaction that sees one consistent state, for audits and exports."""
+
+    @abstractmethod
+    def _lock_stream(self, tx: Tx, stream_id: str) -> tuple[int, str]:
+        """Take the stream for this transaction and return its head: (version, head hash)."""
+
+    @abstractmethod
+    def _lock_projections(self, tx: Tx, tables: Sequence[str]) -> None:
+        """Keep appenders off the projections' tables while they are rebuilt."""
+
+    @abstractmethod
+    def _lock_for_import(self, tx: Tx) -> None:
+        """Keep writers out while an import checks the store is empty and fills it."""
+
+    @abstractmethod
+    def _after_import(self, tx: Tx) -> None:
+        """Called after rows were loaded with explicit positions (PostgreSQL moves its sequence on)."""
+
+    @abstractmethod
+    def migrations(self) -> Sequence[Migration]: ...
+
+    @abstractmethod
+    def _has_migrations_table(self, tx: Tx) -> bool: ...
+
+    @abstractmethod
+    def _lock_migrations(self, tx: Tx) -> None:
+        """Two processes migrating at once must not both apply a step."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def ping(self) -> None:
+        """Raise if the store cannot be reached: the worker's readiness probe asks this."""
+        with self._reader() as tx:
+            tx.execute("SELECT 1").fetchone()
+
+
+def stored_event(row: Sequence[Any], upcasters: Upcasters) -> StoredEvent:
+    """An `EVENT_COLUMNS` row as the event this release reads: its data upcast to the current shape."""
+    (position, event_id, stream_id, version, type_, schema_version, data, occurred_at, recorded_at) = row[:9]
+    (policy_version, actor, prev_hash, hash_) = row[9:13]
+    return StoredEvent(
+        position=position,
+        event_id=event_id,
+        stream_id=stream_id,
+        version=version,
+        data=upcasters.parse(type_, schema_version, json.loads(data)),
+        occurred_at=datetime.fromisoformat(occurred_at),
+        recorded_at=datetime.fromisoformat(recorded_at),
+        policy_version=policy_version,
+        actor=actor,
+        prev_hash=prev_hash,
+        hash=hash_,
+    )
+
+
+def chain_row(row: Sequence[Any]) -> tuple[int, int, str, str, dict[str, Any]]:
+    """(position, version, prev_hash, hash, chained fields) of an `EVENT_COLUMNS` row, exactly as stored."""
+    position, event_id, stream_id, version, type_, schema_version, data, occurred_at, recorded_at = row[:9]
+    policy_version, actor, prev_hash, hash_ = row[9:13]
+    fields = chained_fields(
+        event_id=event_id,
+        stream_id=stream_id,
+        version=version,
+        type_=type_,
+        schema_version=schema_version,
+        data=json.loads(data),
+        occurred_at=occurred_at,
+        recorded_at=recorded_at,
+        policy_version=policy_version,
+        actor=actor,
+    )
+    return position, version, prev_hash, hash_, fields
+
+
+def set_head(tx: Tx, stream_id: str, version: int, head_hash: str) -> None:
+    tx.execute(
+        "INSERT INTO streams (stream_id, version, head_hash) VALUES (?, ?, ?) "
+        "ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, head_hash = excluded.head_hash",
+        (stream_id, version, head_hash),
+    )
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

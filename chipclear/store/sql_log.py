@@ -1,0 +1,151 @@
+"""The event log on SQL: append with optimistic concurrency and idempotent retries, read, follow."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+
+from chipclear.domain.events import Event, StoredEvent
+from chipclear.store.chain import canonical, chained_fields, link, timestamp
+from chipclear.store.errors import ConcurrencyError
+from chipclear.store.follow import InOrderFollower, LogFollower
+from chipclear.store.protocol import PAGE, AppendResult
+from chipclear.store.sql_base import EVENT_COLUMNS, SQLBackend, Tx, set_head, stored_event
+from chipclear.store.sql_projection import project
+
+
+def append_in(
+    backend: SQLBackend, tx: Tx, stream_id: str, expected_version: int, events: Sequence[Event]
+) -> AppendResult:
+    """Append inside `tx`, which the caller commits: stream, head and projections move together."""
+    current, prev_hash = backend._lock_stream(tx, stream_id)
+    if _already_stored(backend, tx, events):
+        return AppendResult(stream_id=stream_id, version=events[-1].version, written=False)
+    if current != expected_version:
+        raise ConcurrencyError(f"stream {stream_id} is at version {current}, expected {expected_version}")
+    recorded_at = timestamp(datetime.now(UTC))
+    rows = []
+    for event in events:
+        data = event.data_json()
+        occurred_at = timestamp(event.occurred_at)
+        schema_version = backend.upcasters.current(event.type)
+        fields = chained_fields(
+            event_id=event.event_id,
+            stream_id=stream_id,
+            version=event.version,
+            type_=event.type,
+            schema_version=schema_version,
+            data=data,
+            occurred_at=occurred_at,
+            recorded_at=recorded_at,
+            policy_version=event.policy_version,
+            actor=event.actor,
+        )
+        prev_hash, previous = link(prev_hash, fields), prev_hash
+        rows.append(
+            (
+                event.event_id,
+                stream_id,
+                event.version,
+                event.type,
+                schema_version,
+                canonical(data),
+                occurred_at,
+                recorded_at,
+                event.policy_version,
+                event.actor,
+                previous,
+                prev_hash,
+            )
+        )
+    tx.executemany(
+        "INSERT INTO events (event_id, stream_id, version, type, schema_version, data, occurred_at,"
+        " recorded_at, policy_version, actor, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    set_head(tx, stream_id, events[-1].version, prev_hash)
+    project(backend, tx, stream_id, events)
+    return AppendResult(stream_id=stream_id, version=events[-1].version, written=True)
+
+
+def check_batch(stream_id: str, expected_version: int, events: Sequence[Event]) -> None:
+    if len({event.event_id for event in events}) != len(events):
+        raise ValueError(f"a batch for {stream_id} repeats an event id")
+    for offset, event in enumerate(events, start=1):
+        if event.stream_id != stream_id or event.version != expected_version + offset:
+            raise ValueError(
+                f"event {event.event_id} is {event.stream_id}@{event.version}, "
+                f"expected {stream_id}@{expected_version + offset}"
+            )
+
+
+def _already_stored(backend: SQLBackend, tx: Tx, events: Sequence[Event]) -> bool:
+    """True if this exact batch is stored (a retry); ConcurrencyError if its ids collide otherwise."""
+    ids = [event.event_id for event in events]
+    marks = ", ".join("?" * len(ids))
+    found = {
+        row[1]: stored_event(row, backend.upcasters)
+        for row in tx.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ({marks})", ids)
+    }
+    if not found:
+        return False
+    for event in events:
+        stored = found.get(event.event_id)
+        if stored is None or not _same_content(stored, event):
+            raise ConcurrencyError(
+                f"event {event.event_id} ({event.stream_id}@{event.version}) conflicts with what is stored"
+            )
+    return True
+
+
+def _same_content(stored: StoredEvent, event: Event) -> bool:
+    return (
+        stored.stream_id == event.stream_id
+        and stored.version == event.version
+        and stored.type == event.type
+        and stored.data_json() == event.data_json()
+        and timestamp(stored.occurred_at) == timestamp(event.occurred_at)
+        and stored.policy_version == event.policy_version
+        and stored.actor == event.actor
+    )
+
+
+class SQLEventLog(SQLBackend):
+    def append(self, stream_id: str, expected_version: int, events: Sequence[Event]) -> AppendResult:
+        if not events:
+            return AppendResult(stream_id=stream_id, version=expected_version, written=False)
+        check_batch(stream_id, expected_version, events)
+        with self._transaction() as tx:
+            return append_in(self, tx, stream_id, expected_version, events)
+
+    def read_stream(self, stream_id: str) -> list[StoredEvent]:
+        with self._reader() as tx:
+            cursor = tx.execute(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? ORDER BY version", (stream_id,)
+            )
+            return [stored_event(row, self.upcasters) for row in cursor]
+
+    def read_all(self, after_position: int = 0) -> Iterator[StoredEvent]:
+        """Every event committed now after `after_position`, in position order, page by page.
+
+        A one-off read. To follow a log that writers are still appending to, use `follow`: on
+        PostgreSQL a lower position can commit after a higher one.
+        """
+        while True:
+            page = self.read_page(after_position)
+            yield from page
+            if len(page) < PAGE:
+                return
+            after_position = page[-1].position
+
+    def read_page(self, after_position: int, limit: int = PAGE) -> list[StoredEvent]:
+        with self._reader() as tx:
+            cursor = tx.execute(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",
+                (after_position, limit),
+            )
+            return [stored_event(row, self.upcasters) for row in cursor]
+
+    def follow(self, after_position: int = 0) -> LogFollower:
+        """A reader that hands out each event once, in position order, as it becomes final."""
+        return InOrderFollower(self, after_position)

@@ -1,0 +1,116 @@
+"""The inline projections on SQL: kept inside each append's transaction, rebuilt from the log, read.
+
+Which projections a store keeps is decided when it is opened (`projections=`); see `projection.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from chipclear.domain.events import Event
+from chipclear.store.projection import Projection
+from chipclear.store.sql_base import EVENT_COLUMNS, SQLBackend, Tx, stored_event
+
+
+def project(backend: SQLBackend, tx: Tx, stream_id: str, events: Sequence[Event]) -> None:
+    """Fold a just-appended batch into every projection that wants its events, in the same transaction."""
+    for projection in backend.projections:
+        mine = [event for event in events if projection.wants(event)]
+        if not mine:
+            continue
+        columns, key = ", ".join(projection.columns), projection.columns[0]
+        found = tx.execute(
+            f"SELECT {columns} FROM {projection.table} WHERE {key} = ?{backend.FOR_UPDATE}", (stream_id,)
+        )
+        names = [d[0] for d in found.description]
+        row = found.fetchone()
+        state = projection.load(dict(zip(names, row, strict=True))) if row else None
+        _upsert(tx, projection, projection.row(projection.evolve(state, mine)))
+
+
+def rebuild(backend: SQLBackend, tx: Tx) -> int:
+    """Replay the whole log into fresh rows of every projection; returns how many rows were written."""
+    projections = backend.projections
+    backend._lock_projections(tx, [projection.table for projection in projections])
+    for projection in projections:
+        tx.execute(f"DELETE FROM {projection.table}")
+    if not projections:
+        return 0
+    states: list[dict[str, Any]] = [{} for _ in projections]
+    for row in tx.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY position").fetchall():
+        event = stored_event(row, backend.upcasters)
+        for projection, kept in zip(projections, states, strict=True):
+            if projection.wants(event):
+                kept[event.stream_id] = projection.evolve(kept.get(event.stream_id), [event])
+    for projection, kept in zip(projections, states, strict=True):
+        for state in kept.values():
+            _upsert(tx, projection, projection.row(state))
+    return sum(len(kept) for kept in states)
+
+
+def _upsert(tx: Tx, projection: Projection[Any], row: Mapping[str, Any]) -> None:
+    key, *rest = projection.columns
+    marks = ", ".join("?" * len(projection.columns))
+    updates = ", ".join(f"{column} = excluded.{column}" for column in rest)
+    tx.execute(
+        f"INSERT INTO {projection.table} ({', '.join(projection.columns)}) VALUES ({marks}) "
+        f"ON CONFLICT ({key}) DO UPDATE SET {updates}",
+        tuple(row[column] for column in projection.columns),
+    )
+
+
+def _known(projection: Projection[Any], names: Sequence[str]) -> None:
+    """Column names go into SQL text: only the projection's own are accepted."""
+    unknown = sorted(set(names) - set(projection.columns))
+    if unknown:
+        raise ValueError(
+            f"{projection.table} has no column {unknown[0]!r} (columns: {', '.join(projection.columns)})"
+        )
+
+
+class SQLProjections(SQLBackend):
+    def rebuild_projection(self) -> int:
+        with self._transaction() as tx:
+            return rebuild(self, tx)
+
+    def projection_row(self, projection: Projection[Any], key: str) -> dict[str, Any] | None:
+        rows = self._select(projection, [f"{projection.columns[0]} = ?"], [key], projection.columns, ())
+        return rows[0] if rows else None
+
+    def projection_rows(
+        self,
+        projection: Projection[Any],
+        *,
+        equal: Mapping[str, Any] | None = None,
+        tagged: Mapping[str, Sequence[str]] | None = None,
+        columns: Sequence[str] | None = None,
+        order_by: Sequence[str] = (),
+    ) -> list[dict[str, Any]]:
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (equal or {}).items():
+            where, params = [*where, f"{column} = ?"], [*params, value]
+        for column, tags in (tagged or {}).items():
+            for tag in tags:
+                where, params = [*where, f"(',' || {column} || ',') LIKE ?"], [*params, f"%,{tag},%"]
+        order = [*order_by, projection.columns[0]]
+        _known(projection, [*(equal or {}), *(tagged or {}), *order])
+        return self._select(projection, where, params, columns or projection.columns, order)
+
+    def _select(
+        self,
+        projection: Projection[Any],
+        where: Sequence[str],
+        params: Sequence[Any],
+        columns: Sequence[str],
+        order: Sequence[str],
+    ) -> list[dict[str, Any]]:
+        _known(projection, columns)
+        sql = f"SELECT {', '.join(columns)} FROM {projection.table} WHERE {' AND '.join(['1 = 1', *where])}"
+        if order:
+            sql += f" ORDER BY {', '.join(order)}"
+        with self._reader() as tx:
+            cursor = tx.execute(sql, params)
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor]

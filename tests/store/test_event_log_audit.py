@@ -1,0 +1,196 @@
+"""`verify`, the event log's audit: a clean log verifies, and every edit an attacker makes is caught.
+
+Every test that takes `event_store` runs on SQLite and on PostgreSQL. The tampering tests reach behind
+the interfaces (`Raw`: plain SQL on the database) to play an attacker with database access.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import closing
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from chipclear.store.chain import first_break, link, timestamp
+from chipclear.store.protocol import EventStore
+from chipclear.store.sql_base import EVENT_COLUMNS, chain_row
+from tests.store.support import (
+    KINDS,
+    Raw,
+    append_all,
+    append_batches,
+    attacker,
+    open_handle,
+    scenario,
+    scenarios,
+)
+
+# -- audit ---------------------------------------------------------------------------------------------
+
+
+class TestVerify:
+    def test_a_clean_store_verifies(self, event_store: EventStore) -> None:
+        assert event_store.verify().model_dump() == {
+            "ok": True,
+            "streams_checked": 0,
+            "events_checked": 0,
+            "breaks": [],
+        }
+        found = scenarios(len(KINDS))
+        append_all(event_store, found)
+        report = event_store.verify()
+        assert report.ok and report.breaks == []
+        assert report.streams_checked == len(found)
+        assert report.events_checked == sum(len(each.events) for each in found)
+
+
+TARGET = "tamper-b"
+
+
+class TestTampering:
+    """Every edit an attacker with database access can make is caught, in the right stream and version.
+
+    Three licensed streams of 9 events; only the middle one is touched:
+    v1 RequestSubmitted, v2 GateOpened, v3 GateApproved, v4 GateOpened, v5 GateApproved,
+    v6 GateOpened, v7 DomesticQuotaAssessed, v8 GateApproved, v9 LicenseIssued.
+    """
+
+    @pytest.fixture
+    def store(self, event_store: EventStore) -> EventStore:
+        append_all(event_store, [scenario("licensed", f"tamper-{name}") for name in "abc"])
+        assert event_store.verify().ok
+        return event_store
+
+    def only_break(self, store: EventStore, version: int, events_checked: int = 27) -> str:
+        report = store.verify()
+        assert not report.ok
+        assert report.streams_checked == 3
+        assert report.events_checked == events_checked
+        assert [(b.stream_id, b.version) for b in report.breaks] == [(TARGET, version)], report.breaks
+        return report.breaks[0].problem
+
+    def test_the_guards_refuse_update_and_delete(self, store: EventStore) -> None:
+        raw = Raw(store)
+        with closing(raw.conn):
+            with pytest.raises(Exception, match="append-only"):
+                raw.execute("UPDATE events SET actor = 'mallory' WHERE stream_id = ?", (TARGET,))
+            with pytest.raises(Exception, match="append-only"):
+                raw.execute("DELETE FROM events WHERE stream_id = ?", (TARGET,))
+            if raw.postgres:
+                with pytest.raises(Exception, match="append-only"):
+                    raw.execute("TRUNCATE events")
+        assert store.verify().ok
+        assert len(store.read_stream(TARGET)) == 9
+
+    def test_edited_data(self, store: EventStore) -> None:
+        with attacker(store) as conn:
+            (data,) = conn.execute(
+                "SELECT data FROM events WHERE stream_id = ? AND version = 3", (TARGET,)
+            ).fetchone()
+            edited = json.dumps(json.loads(data) | {"units_approved": 75000})
+            conn.execute("UPDATE events SET data = ? WHERE stream_id = ? AND version = 3", (edited, TARGET))
+        assert "hash" in self.only_break(store, 3)
+
+    def test_edited_row_with_its_hash_recomputed(self, store: EventStore) -> None:
+        """Re-hashing the edited row moves the break to the next link, which still names the old hash."""
+        with attacker(store) as conn:
+            row = conn.execute(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? AND version = 5",
+                (TARGET,),
+            ).fetchone()
+            _, _, prev_hash, _, fields = chain_row(row)
+            fields["actor"] = "mallory"
+            conn.execute(
+                "UPDATE events SET actor = 'mallory', hash = ? WHERE stream_id = ? AND version = 5",
+                (link(prev_hash, fields), TARGET),
+            )
+        assert "prev_hash" in self.only_break(store, 6)
+
+    def test_relabelled_schema_version(self, store: EventStore) -> None:
+        """The schema version is chained: relabelling a payload as another shape (so that an upcaster
+        would rewrite it on read) breaks the chain like editing the payload does."""
+        with attacker(store) as conn:
+            relabel = "UPDATE events SET schema_version = 2 WHERE stream_id = ? AND version = 4"
+            conn.execute(relabel, (TARGET,))
+        assert "hash" in self.only_break(store, 4)
+
+    def test_deleted_middle_row(self, store: EventStore) -> None:
+        with attacker(store) as conn:
+            conn.execute("DELETE FROM events WHERE stream_id = ? AND version = 5", (TARGET,))
+        assert "version 5 is missing" in self.only_break(store, 5, events_checked=26)
+
+    def test_deleted_first_row(self, store: EventStore) -> None:
+        with attacker(store) as conn:
+            conn.execute("DELETE FROM events WHERE stream_id = ? AND version = 1", (TARGET,))
+        assert "version 1 is missing" in self.only_break(store, 1, events_checked=26)
+
+    def test_swapped_content_of_two_rows(self, store: EventStore) -> None:
+        with attacker(store) as conn:
+            (t2, d2), (t3, d3) = conn.execute(
+                "SELECT type, data FROM events WHERE stream_id = ? AND version IN (2, 3) ORDER BY version",
+                (TARGET,),
+            ).fetchall()
+            update = "UPDATE events SET type = ?, data = ? WHERE stream_id = ? AND version = ?"
+            conn.execute(update, (t3, d3, TARGET, 2))
+            conn.execute(update, (t2, d2, TARGET, 3))
+        assert "hash" in self.only_break(store, 2)
+
+    def test_swapped_version_numbers(self, store: EventStore) -> None:
+        with attacker(store) as conn:
+            move = "UPDATE events SET version = ? WHERE stream_id = ? AND version = ?"
+            conn.execute(move, (1000, TARGET, 4))
+            conn.execute(move, (4, TARGET, 5))
+            conn.execute(move, (5, TARGET, 1000))
+        self.only_break(store, 4)
+
+    def test_truncated_tail(self, store: EventStore) -> None:
+        with attacker(store) as conn:
+            conn.execute("DELETE FROM events WHERE stream_id = ? AND version = 9", (TARGET,))
+        problem = self.only_break(store, 9, events_checked=26)
+        assert "version 9 is missing" in problem and "head" in problem
+
+    def test_truncated_tail_and_head_rolled_back_without_its_hash(self, store: EventStore) -> None:
+        with attacker(store) as conn:
+            conn.execute("DELETE FROM events WHERE stream_id = ? AND version IN (8, 9)", (TARGET,))
+            conn.execute("UPDATE streams SET version = 7 WHERE stream_id = ?", (TARGET,))
+        assert "head hash" in self.only_break(store, 7, events_checked=25)
+
+    def test_deleted_stream_head(self, store: EventStore) -> None:
+        with attacker(store) as conn:
+            conn.execute("DELETE FROM streams WHERE stream_id = ?", (TARGET,))
+        assert "head is missing" in self.only_break(store, 9)
+
+    def test_edited_recorded_at(self, store: EventStore) -> None:
+        with attacker(store) as conn:
+            recorded = conn.execute(
+                "SELECT recorded_at FROM events WHERE stream_id = ? AND version = 6", (TARGET,)
+            ).fetchone()[0]
+            earlier = timestamp(datetime.fromisoformat(recorded) - timedelta(days=30))
+            conn.execute(
+                "UPDATE events SET recorded_at = ? WHERE stream_id = ? AND version = 6", (earlier, TARGET)
+            )
+        assert "hash" in self.only_break(store, 6)
+
+    def test_verify_during_a_concurrent_append_reports_no_false_break(
+        self, event_store: EventStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        early, late = scenario("licensed", "race-a"), scenario("licensed", "race-b")
+        append_batches(event_store, [early.batches[0], late.batches[0]])
+        other_worker = open_handle(event_store)
+
+        def first_break_while_a_worker_appends(stream_id: str, rows: Any, head: Any) -> Any:
+            if stream_id == "race-a":  # heads are already read; race-b gets a new batch before its rows
+                other_worker.append("race-b", 2, late.batches[1])
+            return first_break(stream_id, rows, head)
+
+        monkeypatch.setattr("chipclear.store.sql_audit.first_break", first_break_while_a_worker_appends)
+        try:
+            during = event_store.verify()
+        finally:
+            monkeypatch.undo()
+            other_worker.close()
+
+        assert event_store.verify().ok  # the log itself is fine...
+        assert during.ok, during.breaks  # ...so the audit taken during the append must be too
