@@ -24,9 +24,9 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest -q -ra
 
-# The pure tests (domain rules, no server, no database): seconds, for the edit-test loop.
+# The pure tests (domain rules and the layer rules: no server, no database), for the edit-test loop.
 test-fast: $(STAMP)
-	$(BIN)/pytest -q -ra tests/domain
+	$(BIN)/pytest -q -ra tests/domain tests/test_layers.py
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

@@ -1,4 +1,4 @@
-"""`chipclear bench`: how fast all three gates run, measured against a workflow that does nothing.
+"""`chipclear bench`: how fast every gate of the route runs, measured against a workflow that does nothing.
 
 The dev server is the bottleneck on a small machine, so the honest figure is a ratio: import requests
 (every gate, every event appended and hash-chained) per second over bare three-activity workflows per
@@ -26,6 +26,7 @@ from chipclear.config import Settings
 from chipclear.contracts import ImportRequestInput, workflow_id
 from chipclear.devserver import DevServer, free_port, stop
 from chipclear.domain.allocation import BatchSpec, OpenBatch
+from chipclear.domain.gates import cn_import
 from chipclear.domain.models import ImportRequest, Status
 from chipclear.domain.policy import Policy, load_policy
 from chipclear.logs import configure
@@ -51,7 +52,7 @@ def _request(run: str, index: int) -> ImportRequest:
 
 def _policy(allocation: bool) -> Policy:
     """The bundled auto policy; without allocation, cn-import decides by rule alone (no ledger)."""
-    return load_policy("auto").with_section("cn-import", allocate_from_batches=allocation)
+    return load_policy("auto").with_section(cn_import.NAME, allocate_from_batches=allocation)
 
 
 async def _measure(count: int, concurrency: int, one: Callable[[int], Awaitable[None]]) -> dict[str, float]:
@@ -78,7 +79,7 @@ async def _measure(count: int, concurrency: int, one: Callable[[int], Awaitable[
 
 
 async def _suite(
-    client: Client, task_queue: str, requests: int, concurrency: int, allocation: bool
+    client: Client, task_queue: str, requests: int, concurrency: int, policy: Policy
 ) -> dict[str, Any]:
     run = uuid.uuid4().hex[:8]
 
@@ -109,12 +110,15 @@ async def _suite(
         await bare(True)(requests + index)
         await bare(False)(requests + index)
 
-    if allocation:  # enough units for every request: the benchmark measures the gates, not a queue
+    # Enough units for every request: the benchmark measures the gates, not a queue.
+    if cn_import.GATE.section(policy).allocate_from_batches:
         batch = BatchSpec(batch_id=f"bench-{run}", capacity=2_000 * (requests + 20))
         await open_batch(client, task_queue, OpenBatch(batch=batch, actor="bench"))
     await _measure(min(20, requests), concurrency, warm)
     results = {
-        "chipclear (3 gates, auto policy)": await _measure(requests, concurrency, import_request),
+        f"chipclear ({len(policy.route)} gates, auto policy)": await _measure(
+            requests, concurrency, import_request
+        ),
         "bare: 3 regular activities": await _measure(requests, concurrency, bare(False)),
         "bare: 3 local activities": await _measure(requests, concurrency, bare(True)),
     }
@@ -153,11 +157,12 @@ async def run_bench(
             client = await connect()
         try:
             stop_event, ready = asyncio.Event(), asyncio.Event()
+            policy = _policy(allocation)
             # The bare yardstick runs on the same worker as the import workflow, and only on the bench's.
             worker = asyncio.create_task(
                 run_worker(
                     settings,
-                    policy=_policy(allocation),
+                    policy=policy,
                     client=client,
                     stop=stop_event,
                     ready=ready,
@@ -167,7 +172,7 @@ async def run_bench(
             )
             await ready.wait()
             try:
-                report = await _suite(client, settings.task_queue, requests, concurrency, allocation)
+                report = await _suite(client, settings.task_queue, requests, concurrency, policy)
                 report["sandbox"] = sandbox
                 report["allocation"] = allocation
                 report["event_store"] = "postgresql" if store_url.startswith("postgres") else "sqlite"

@@ -42,6 +42,7 @@ from chipclear.domain.allocation import (
 )
 from chipclear.domain.buyer_cap import BuyerCapState
 from chipclear.domain.commands import AddEvidence, Decide, RequestInfo, Respond, Withdraw
+from chipclear.domain.gates import cn_import
 from chipclear.domain.models import ImportRequest
 from chipclear.domain.state import RequestState
 from chipclear.projections import get_request
@@ -220,6 +221,22 @@ async def ledger_state(client: Client | None, store: EventStore, task_queue: str
         except RPCError:
             pass
     return fold_ledger(event.data for event in store.read_stream(ledger_stream(ledger_id(task_queue))))
+
+
+async def with_queue_position(
+    client: Client | None, store: EventStore, state: RequestState, task_queue: str
+) -> RequestState:
+    """`state` with its place in the allocation queue as it is now, if it waits there.
+
+    The place recorded at queueing time moves as others are served or leave: the ledger knows it now.
+    """
+    held = cn_import.GATE.slice(state).allocation if cn_import.NAME in state.slices else None
+    if held is None or held.outcome != "queued" or state.is_final or state.request_id is None:
+        return state
+    ledger = await ledger_state(client, store, task_queue)
+    moved = held.model_copy(update={"position": ledger.position(state.request_id)})
+    part = cn_import.GATE.slice(state).model_copy(update={"allocation": moved})
+    return state.model_copy(update={"slices": {**state.slices, cn_import.NAME: part}})
 
 
 async def buyer_cap_state(client: Client, buyer: str, task_queue: str) -> BuyerCapState | None:

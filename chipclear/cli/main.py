@@ -31,7 +31,7 @@ from chipclear.cli.screening import screening_app
 from chipclear.cli.store import projections_app, rebuild, store_app
 from chipclear.config import Settings
 from chipclear.domain.commands import AddEvidence, Decide, RequestInfo, Respond, Withdraw
-from chipclear.domain.gates import cn_import, domestic_quota, registered, statuses
+from chipclear.domain.gates import registered, statuses
 from chipclear.domain.policy import load_policy
 from chipclear.domain.state import RequestState
 from chipclear.projections import get_request, list_requests
@@ -237,12 +237,8 @@ def submit(
                 "nothing new started"
             )
         output.console.print(f"status: [bold]{state.status if state else 'starting'}[/]")
-        for rejected in domestic_quota.GATE.slice(state).rejected_evidence if state else []:
-            output.console.print(
-                Text.assemble(
-                    ("  not counted: ", "yellow"), f"invoice {rejected.record.invoice!r}: {rejected.reason}"
-                )
-            )
+        if state is not None:
+            output.print_gate_lines(state)  # evidence that does not count, a screening hold, …
 
     run(go())
 
@@ -285,13 +281,7 @@ def status(request_id: str, json_: JsonOption = False) -> None:
         client, state, source = await _current_state(events, request_id)
         if state is None:
             raise ops.NotFound(f"no request {request_id!r} (neither a workflow nor stored events)")
-        held = cn_import.GATE.slice(state).allocation if cn_import.NAME in state.slices else None
-        if held is not None and held.outcome == "queued" and not state.is_final:
-            # The place recorded at queueing time moves as others are served: ask the ledger now.
-            ledger = await ops.ledger_state(client, events, settings().task_queue)
-            moved = held.model_copy(update={"position": ledger.position(request_id)})
-            part = cn_import.GATE.slice(state).model_copy(update={"allocation": moved})
-            state = state.model_copy(update={"slices": {**state.slices, cn_import.NAME: part}})
+        state = await ops.with_queue_position(client, events, state, settings().task_queue)
         if json_:
             output.print_json(output.state_document(state, source=source))
         else:
@@ -360,7 +350,7 @@ def list_(
         output.row(
             table,
             row.request_id,
-            row.status.value,
+            row.status,
             row.gate or "",
             ",".join(row.flags),
             row.buyer,
@@ -557,7 +547,7 @@ def _send(request_id: str, command: ops.RequestUpdate, json_: bool) -> None:
 @app.command()
 @handles_errors
 def licence(request_id: str, json_: JsonOption = False) -> None:
-    """The licence of a request that passed all three gates: units, validity, conditions."""
+    """The licence of a request that passed every gate of its route: units, validity, conditions."""
 
     async def go() -> RequestState | None:
         return (await _current_state(store(), request_id))[1]

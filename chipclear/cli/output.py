@@ -73,7 +73,9 @@ def state_document(state: RequestState, *, source: str) -> dict[str, Any]:
         "escalated": state.escalated,
         "open_question": state.open_question.model_dump(mode="json") if state.open_question else None,
         "correspondence": [exchange.model_dump(mode="json") for exchange in state.correspondence],
-        "gates": {gate: record.model_dump(mode="json", exclude={"gate"}) for gate, record in state.gates.items()},
+        "gates": {
+            gate: record.model_dump(mode="json", exclude={"gate"}) for gate, record in state.gates.items()
+        },
         "version": state.version,
         "submitted_at": timestamp(state.submitted_at) if state.submitted_at else None,
         "updated_at": timestamp(state.updated_at) if state.updated_at else None,
@@ -109,11 +111,7 @@ def print_state(state: RequestState, *, source: str) -> None:
         )
     console.print(table)
     _print_review(state)
-    for gate in state.route:
-        part = state.slices.get(gate)
-        for line in part.describe(state) if part is not None else []:
-            # Text, not markup: names and reasons come from users and the policy, brackets included.
-            console.print(Text(line))
+    print_gate_lines(state)
     if state.licence_id:
         until = (
             f", valid until {timestamp(state.licence_valid_until)[:10]}" if state.licence_valid_until else ""
@@ -124,6 +122,15 @@ def print_state(state: RequestState, *, source: str) -> None:
     if state.outcome_reason:
         console.print(f"reason: {escape(state.outcome_reason)}")
     console.print(f"[dim]source: {source}, version {state.version}[/]")
+
+
+def print_gate_lines(state: RequestState) -> None:
+    """What each gate of the route has to say about the request (screening, allocation, evidence…)."""
+    for gate in state.route:
+        part = state.slices.get(gate)
+        for line in part.describe(state) if part is not None else []:
+            # Text, not markup: names and reasons come from users and the policy, brackets included.
+            console.print(Text(line))
 
 
 def licence_document(state: RequestState) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -83,6 +83,8 @@ class LedgerPayload(BaseModel):
     """What every event of the allocation ledger's own stream is (not a request's)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # Bumped when the shape changes, with an upcaster for the old one (chipclear/store/upcasting.py).
+    SCHEMA_VERSION: ClassVar[int] = 1
 
 
 class BatchOpened(LedgerPayload):

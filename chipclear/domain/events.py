@@ -236,9 +236,9 @@ REQUEST_EVENT_TYPES = frozenset(
 
 
 def schema_versions() -> dict[str, int]:
-    """Each event type's current schema version (1 for a payload that declares none)."""
+    """Each event type's current schema version."""
     return {
-        model.model_fields["type"].default: getattr(model, "SCHEMA_VERSION", 1)
+        model.model_fields["type"].default: model.SCHEMA_VERSION
         for model in get_args(get_args(EventData)[0])
     }
 

@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from chipclear.devserver import free_port, stop
+from chipclear.domain.gates import us_export
 from chipclear.domain.policy import load_policy
 from tests.postgres import Cluster
 
@@ -369,7 +370,7 @@ def test_request_through_all_three_gates(any_stack: Stack, tmp_path: Path) -> No
     assert doc["units_requested"] == 60_000
     assert doc["units_approved"] == 50_000
     # The policy's standing export conditions come first, then the officer's own.
-    standing = list(load_policy("default").us_export.default_conditions)
+    standing = list(us_export.GATE.section(load_policy("default")).default_conditions)
     assert doc["conditions"] == [*standing, "KYC on the consignee", "no re-export"]
     assert doc["evidence_records"] == 3  # two filed with the request, one added
     assert doc["policy_version"] == TEST_POLICY_VERSION
@@ -607,7 +608,10 @@ def test_evidence_from_csv_is_judged_record_by_record_then_the_licence(stack: St
     assert issued["units"] == 10_000 and issued["holder"] == f"Evidence Buyer {tag}"
     valid_from, valid_until = (issued[key][:10] for key in ("issued_at", "valid_until"))
     assert int(valid_until[:4]) - int(valid_from[:4]) == 4 and valid_until[4:] == valid_from[4:]
-    assert issued["conditions"] == [*load_policy("default").us_export.default_conditions, condition]
+    assert issued["conditions"] == [
+        *us_export.GATE.section(load_policy("default")).default_conditions,
+        condition,
+    ]
     assert condition in licence.stdout, show(licence)
     events = as_json(stack.run("events", request_id, "--json"))
     [added, *_] = [e for e in events if e["type"] == "EvidenceAdded"]

@@ -29,12 +29,12 @@ from chipclear.codec import ENCODING, EncryptionCodec, data_converter, new_key
 from chipclear.codec_server import build_app
 from chipclear.devserver import DevServer, free_port, stop
 from chipclear.domain.commands import Decide
-from chipclear.domain.models import Gate, ImportRequest
+from chipclear.domain.models import ImportRequest
 from chipclear.projections import PROJECTIONS
 from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.worker import ACTIVITY_THREADS, build_worker
 from tests.factories import make_policy, make_request
-from tests.workflows.test_workflow import at_gate, wait_for
+from tests.workflows.support import at_gate, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -95,11 +95,11 @@ async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
             async with worker:
                 for request in (held, moved):
                     await ops.submit(sealed, store, request, task_queue="web-ui", actor="applicant")
-                    await wait_for(sealed, request.request_id, at_gate(Gate.US_EXPORT))
+                    await wait_for(sealed, request.request_id, at_gate("us-export"))
                 await ops.update(
-                    sealed, moved.request_id, Decide(gate=Gate.US_EXPORT, reviewer="alice", approve=True)
+                    sealed, moved.request_id, Decide(gate="us-export", reviewer="alice", approve=True)
                 )
-                await wait_for(sealed, moved.request_id, at_gate(Gate.CN_IMPORT))
+                await wait_for(sealed, moved.request_id, at_gate("cn-import"))
                 yield Site(ui=ui, plain=plain, held=held, moved=moved)
     finally:
         store.close()

@@ -18,13 +18,14 @@ import pytest
 from chipclear.domain.commands import Withdraw
 from chipclear.domain.decider import decide
 from chipclear.domain.events import Event, RequestWithdrawn, schema_versions
-from chipclear.domain.models import Gate
+from chipclear.domain.facts import NONE
 from chipclear.domain.state import fold
 from chipclear.projections import get_request, list_requests, open_event_store
 from chipclear.store.chain import GENESIS, chained_fields, link, timestamp
 from chipclear.store.protocol import AppendResult, ConcurrencyError, EventStore
 from tests.store.support import (
     AUTO,
+    CN_IMPORT,
     KINDS,
     NOW,
     Scenario,
@@ -171,10 +172,15 @@ class TestIdempotentRetry:
         assert snapshot(event_store) == before
 
 
+def head(written: Scenario) -> int:
+    """The version `written` (the `TestConflicts` fixture) left its stream at."""
+    return written.batches[1][-1].version
+
+
 class TestConflicts:
     @pytest.fixture
     def written(self, event_store: EventStore) -> Scenario:
-        """A request two batches in (version 4), beside a finished one that must never be disturbed."""
+        """A request two batches in (at `head`), beside a finished one that must never be disturbed."""
         found = scenario("licensed", "conflict-1")
         append_batches(event_store, found.batches[:2])
         append_all(event_store, [scenario("denied", "bystander")])
@@ -191,12 +197,12 @@ class TestConflicts:
         before = snapshot(event_store)
         # Another writer saw version 2 and decided something else: fresh event ids, versions 3..
         state = fold(written.batches[0])
-        rival = decide(state, Withdraw(reason="changed my mind"), AUTO, NOW + minutes(2), new_id=new_id)
-        assert [e.version for e in rival] == [3]
+        rival = decide(state, Withdraw(reason="changed my mind"), NONE, AUTO, NOW + minutes(2), new_id=new_id)
+        assert [e.version for e in rival] == [state.version + 1]
 
         with pytest.raises(ConcurrencyError):
-            event_store.append(written.request_id, 2, rival)
-        self.assert_unchanged(event_store, before, written.request_id, 4)
+            event_store.append(written.request_id, state.version, rival)
+        self.assert_unchanged(event_store, before, written.request_id, head(written))
 
     @pytest.mark.parametrize(
         "expected_version",
@@ -210,7 +216,7 @@ class TestConflicts:
 
         with pytest.raises(ConcurrencyError):
             event_store.append(written.request_id, expected_version, batch)
-        self.assert_unchanged(event_store, before, written.request_id, 4)
+        self.assert_unchanged(event_store, before, written.request_id, head(written))
 
     @pytest.mark.parametrize(
         "change",
@@ -218,7 +224,7 @@ class TestConflicts:
             {"actor": "mallory"},
             {"policy_version": "test-other"},
             {"occurred_at": NOW + timedelta(microseconds=1)},
-            {"data": RequestWithdrawn(gate=Gate.CN_IMPORT, reason="not what was stored")},
+            {"data": RequestWithdrawn(gate=CN_IMPORT, reason="not what was stored")},
         ],
         ids=["actor", "policy_version", "occurred_at", "data"],
     )
@@ -231,21 +237,25 @@ class TestConflicts:
 
         with pytest.raises(ConcurrencyError):
             event_store.append(written.request_id, stored_batch[0].version - 1, altered)
-        self.assert_unchanged(event_store, before, written.request_id, 4)
+        self.assert_unchanged(event_store, before, written.request_id, head(written))
 
     def test_a_stored_event_id_in_a_new_batch(self, event_store: EventStore, written: Scenario) -> None:
         before = snapshot(event_store)
         taken = written.batches[0][0].event_id
         # The next batch at the right version, but its second event reuses a stored id.
-        mixed = [stray_event(written.request_id, 5), stray_event(written.request_id, 6, event_id=taken)]
+        at = head(written)
+        mixed = [
+            stray_event(written.request_id, at + 1),
+            stray_event(written.request_id, at + 2, event_id=taken),
+        ]
         with pytest.raises(ConcurrencyError):
-            event_store.append(written.request_id, 4, mixed)
+            event_store.append(written.request_id, at, mixed)
         # And a brand-new stream whose first event reuses an id from another stream.
         elsewhere = [stray_event("conflict-2", 1, event_id=taken)]
         with pytest.raises(ConcurrencyError):
             event_store.append("conflict-2", 0, elsewhere)
 
-        self.assert_unchanged(event_store, before, written.request_id, 4)
+        self.assert_unchanged(event_store, before, written.request_id, at)
         assert event_store.read_stream("conflict-2") == []
 
     def test_a_retry_with_a_batch_extended_by_new_events(
@@ -256,7 +266,7 @@ class TestConflicts:
         extended = [*stored_batch, stray_event(written.request_id, stored_batch[-1].version + 1)]
         with pytest.raises(ConcurrencyError):
             event_store.append(written.request_id, stored_batch[0].version - 1, extended)
-        self.assert_unchanged(event_store, before, written.request_id, 4)
+        self.assert_unchanged(event_store, before, written.request_id, head(written))
 
 
 class TestAtomicity:
@@ -268,19 +278,20 @@ class TestAtomicity:
         append_batches(event_store, found.batches[:1])
         before = snapshot(event_store)
         first, second = found.batches[1][:2]
+        at = first.version - 1
         bad = {
-            "version gap": second.model_copy(update={"version": 5}),
-            "repeated version": second.model_copy(update={"version": 3}),
+            "version gap": second.model_copy(update={"version": second.version + 1}),
+            "repeated version": second.model_copy(update={"version": first.version}),
             "other stream": second.model_copy(update={"stream_id": "atomic-2"}),
         }[defect]
 
-        with pytest.raises(ValueError, match="expected atomic-1@4"):
-            event_store.append("atomic-1", 2, [first, bad])
+        with pytest.raises(ValueError, match=f"expected atomic-1@{second.version}"):
+            event_store.append("atomic-1", at, [first, bad])
 
         assert snapshot(event_store) == before
         assert event_store.read_stream("atomic-2") == []
         # The valid batch still goes in afterwards: nothing was half-written.
-        assert event_store.append("atomic-1", 2, found.batches[1]).written
+        assert event_store.append("atomic-1", at, found.batches[1]).written
 
     def test_a_batch_that_fails_inside_the_transaction_writes_nothing(self, event_store: EventStore) -> None:
         """The first insert succeeds, the second collides (the same id twice): all must roll back."""
@@ -291,17 +302,17 @@ class TestAtomicity:
         twin = found.batches[1][1].model_copy(update={"event_id": first.event_id})
 
         with pytest.raises((ValueError, ConcurrencyError, sqlite3.IntegrityError)):
-            event_store.append("atomic-3", 2, [first, twin])
+            event_store.append("atomic-3", first.version - 1, [first, twin])
 
         assert snapshot(event_store) == before
         assert event_store.verify().ok
-        assert event_store.append("atomic-3", 2, found.batches[1]).written
+        assert event_store.append("atomic-3", first.version - 1, found.batches[1]).written
 
     def test_a_batch_repeating_an_event_id_is_refused_with_a_contract_error(
         self, event_store: EventStore
     ) -> None:
         found = scenario("licensed")
-        first, second = found.batches[0]
+        first, second, *_ = found.batches[0]
         twin = second.model_copy(update={"event_id": first.event_id})
         with pytest.raises((ValueError, ConcurrencyError)):
             event_store.append(found.request_id, 0, [first, twin])
@@ -387,7 +398,9 @@ class TestConcurrentWriters:
         state = fold(found.batches[0])
         contenders = {
             "evaluate": found.batches[1],
-            "withdraw": decide(state, Withdraw(reason="cancelled"), AUTO, NOW + minutes(1), new_id=new_id),
+            "withdraw": decide(
+                state, Withdraw(reason="cancelled"), NONE, AUTO, NOW + minutes(1), new_id=new_id
+            ),
         }
         rival_store = open_handle(event_store)
         start = threading.Barrier(2)
@@ -396,7 +409,7 @@ class TestConcurrentWriters:
         def contender(name: str, store: EventStore) -> Callable[[], None]:
             def run() -> None:
                 start.wait(timeout=30)
-                results[name] = store.append(found.request_id, 2, contenders[name])
+                results[name] = store.append(found.request_id, state.version, contenders[name])
 
             return run
 

@@ -47,14 +47,14 @@ class TestVerify:
 
 
 TARGET = "tamper-b"
+EVENTS = len(scenario("licensed", "tamper-probe").events)
 
 
 class TestTampering:
     """Every edit an attacker with database access can make is caught, in the right stream and version.
 
-    Three licensed streams of 9 events; only the middle one is touched:
-    v1 RequestSubmitted, v2 GateOpened, v3 GateApproved, v4 GateOpened, v5 GateApproved,
-    v6 GateOpened, v7 DomesticQuotaAssessed, v8 GateApproved, v9 LicenseIssued.
+    Three licensed streams of `EVENTS` events (RequestSubmitted … LicenseIssued); only the middle one
+    is touched.
     """
 
     @pytest.fixture
@@ -63,7 +63,7 @@ class TestTampering:
         assert event_store.verify().ok
         return event_store
 
-    def only_break(self, store: EventStore, version: int, events_checked: int = 27) -> str:
+    def only_break(self, store: EventStore, version: int, events_checked: int = 3 * EVENTS) -> str:
         report = store.verify()
         assert not report.ok
         assert report.streams_checked == 3
@@ -82,7 +82,7 @@ class TestTampering:
                 with pytest.raises(Exception, match="append-only"):
                     raw.execute("TRUNCATE events")
         assert store.verify().ok
-        assert len(store.read_stream(TARGET)) == 9
+        assert len(store.read_stream(TARGET)) == EVENTS
 
     def test_edited_data(self, store: EventStore) -> None:
         with attacker(store) as conn:
@@ -119,12 +119,12 @@ class TestTampering:
     def test_deleted_middle_row(self, store: EventStore) -> None:
         with attacker(store) as conn:
             conn.execute("DELETE FROM events WHERE stream_id = ? AND version = 5", (TARGET,))
-        assert "version 5 is missing" in self.only_break(store, 5, events_checked=26)
+        assert "version 5 is missing" in self.only_break(store, 5, events_checked=3 * EVENTS - 1)
 
     def test_deleted_first_row(self, store: EventStore) -> None:
         with attacker(store) as conn:
             conn.execute("DELETE FROM events WHERE stream_id = ? AND version = 1", (TARGET,))
-        assert "version 1 is missing" in self.only_break(store, 1, events_checked=26)
+        assert "version 1 is missing" in self.only_break(store, 1, events_checked=3 * EVENTS - 1)
 
     def test_swapped_content_of_two_rows(self, store: EventStore) -> None:
         with attacker(store) as conn:
@@ -147,20 +147,20 @@ class TestTampering:
 
     def test_truncated_tail(self, store: EventStore) -> None:
         with attacker(store) as conn:
-            conn.execute("DELETE FROM events WHERE stream_id = ? AND version = 9", (TARGET,))
-        problem = self.only_break(store, 9, events_checked=26)
-        assert "version 9 is missing" in problem and "head" in problem
+            conn.execute("DELETE FROM events WHERE stream_id = ? AND version = ?", (TARGET, EVENTS))
+        problem = self.only_break(store, EVENTS, events_checked=3 * EVENTS - 1)
+        assert f"version {EVENTS} is missing" in problem and "head" in problem
 
     def test_truncated_tail_and_head_rolled_back_without_its_hash(self, store: EventStore) -> None:
         with attacker(store) as conn:
-            conn.execute("DELETE FROM events WHERE stream_id = ? AND version IN (8, 9)", (TARGET,))
-            conn.execute("UPDATE streams SET version = 7 WHERE stream_id = ?", (TARGET,))
-        assert "head hash" in self.only_break(store, 7, events_checked=25)
+            conn.execute("DELETE FROM events WHERE stream_id = ? AND version >= ?", (TARGET, EVENTS - 1))
+            conn.execute("UPDATE streams SET version = ? WHERE stream_id = ?", (EVENTS - 2, TARGET))
+        assert "head hash" in self.only_break(store, EVENTS - 2, events_checked=3 * EVENTS - 2)
 
     def test_deleted_stream_head(self, store: EventStore) -> None:
         with attacker(store) as conn:
             conn.execute("DELETE FROM streams WHERE stream_id = ?", (TARGET,))
-        assert "head is missing" in self.only_break(store, 9)
+        assert "head is missing" in self.only_break(store, EVENTS)
 
     def test_edited_recorded_at(self, store: EventStore) -> None:
         with attacker(store) as conn:
@@ -182,7 +182,7 @@ class TestTampering:
 
         def first_break_while_a_worker_appends(stream_id: str, rows: Any, head: Any) -> Any:
             if stream_id == "race-a":  # heads are already read; race-b gets a new batch before its rows
-                other_worker.append("race-b", 2, late.batches[1])
+                other_worker.append("race-b", late.batches[1][0].version - 1, late.batches[1])
             return first_break(stream_id, rows, head)
 
         monkeypatch.setattr("chipclear.store.sql_audit.first_break", first_break_while_a_worker_appends)

@@ -19,7 +19,7 @@ import pytest
 from chipclear.domain.events import Event
 from chipclear.domain.models import Status
 from chipclear.domain.state import fold
-from chipclear.projections import PROJECTIONS, REQUESTS, get_request, list_requests
+from chipclear.projections import PROJECTIONS, REQUESTS, get_request, list_requests, open_event_store
 from chipclear.store.chain import timestamp
 from chipclear.store.factory import open_store
 from chipclear.store.protocol import EventStore
@@ -76,11 +76,11 @@ class TestProjection:
             assert (row.version, row.policy_version) == (state.version, state.policy_version)
             assert row.submitted_at == timestamp(state.submitted_at)
 
-        for status in Status:
-            expected = [each.request_id for each in found if each.state.status is status]
+        for status in {*EXPECTED_STATUS.values(), Status.SUBMITTED}:
+            expected = [each.request_id for each in found if each.state.status == status]
             listed = list_requests(event_store, status)
             assert [row.request_id for row in listed] == expected
-            assert all(row.status is status for row in listed)
+            assert all(row.status == status for row in listed)
         assert list_requests(event_store, Status.SUBMITTED) == []  # a submission opens a gate at once
         assert len(list_requests(event_store, Status.LICENSED)) == 4
 
@@ -237,6 +237,15 @@ class TestAnyProjection:
         # Nothing of the failed append is left: the stream is still new for the next writer.
         assert event_store.append("ledger-doomed", 0, [grant("ledger-doomed", 1)]).written
         assert event_store.verify().ok
+
+
+def test_the_store_chipclear_opens_keeps_the_request_projection(event_store: EventStore) -> None:
+    """`open_event_store` (the worker's, the CLI's) registers the request projection with the store."""
+    found = scenario("licensed_after_evidence", "req-wired")
+    with closing(open_event_store(store_url(event_store))) as wired:
+        append_all(wired, [found])
+        assert get_request(wired, "req-wired") == found.state
+    assert [row.request_id for row in list_requests(event_store)] == ["req-wired"]
 
 
 def test_a_store_opened_without_projections_keeps_none(event_store: EventStore) -> None:

@@ -33,6 +33,7 @@ import chipclear.cli.store as cli_store
 from chipclear.cli.main import app
 from chipclear.domain.commands import Submit, Withdraw
 from chipclear.domain.decider import decide
+from chipclear.domain.facts import NONE
 from chipclear.domain.models import Status
 from chipclear.projections import PROJECTIONS, REQUESTS, get_request, list_requests, open_event_store
 from chipclear.store.errors import StoreNotEmpty, StoreUnavailable
@@ -78,6 +79,7 @@ from tests.store.test_event_log_follow import lock_waiters
 BUYER = "Alpha Compute Ltd."
 OTHER_BUYER = "Beta Cloud Co."
 AWAITING = KINDS.index("awaiting_review")  # the scenario still open for a reviewer: it can take more events
+LICENSED = len(scenario("licensed", "probe").events)  # req-000 (the first kind): its last version
 
 
 # -- filling a store and reading it back ------------------------------------------------------------
@@ -216,10 +218,10 @@ def test_round_trip_keeps_everything(
         highest = max_position(exported)
         open_request = filled.requests[AWAITING]
         state = get_request(target, open_request.request_id)
-        assert state is not None and state.status is Status.US_EXPORT_REVIEW
+        assert state is not None and state.status == "us_export_review"
         head = target.read_stream(open_request.request_id)[-1]
         withdrawal = decide(
-            state, Withdraw(reason="moved stores"), MANUAL, NOW + timedelta(days=1), new_id=new_id
+            state, Withdraw(reason="moved stores"), NONE, MANUAL, NOW + timedelta(days=1), new_id=new_id
         )
         assert target.append(open_request.request_id, state.version, withdrawal).written
         appended = target.read_stream(open_request.request_id)[len(open_request.events) :]
@@ -230,7 +232,7 @@ def test_round_trip_keeps_everything(
         append_all(target, [fresh])
         assert all(e.position > highest for e in target.read_stream(fresh.request_id))
         withdrawn = get_request(target, open_request.request_id)
-        assert withdrawn is not None and withdrawn.status is Status.WITHDRAWN
+        assert withdrawn is not None and withdrawn.status == Status.WITHDRAWN
         report = target.verify()
         assert report.ok, report.breaks
         assert report.events_checked == len(events) + len(withdrawal) + len(fresh.events)
@@ -397,12 +399,12 @@ TAMPERS = {
         edit_units, ("'req-000' at version 1", "hash does not match", "nothing was imported")
     ),
     "deleted-middle-event": Tamper(  # a GateApproved: the request still folds without it
-        delete_event("req-000", 5), ("'req-000' at version 5", "version 5 is missing", "nothing was imported")
+        delete_event("req-000", 6), ("'req-000' at version 6", "version 6 is missing", "nothing was imported")
     ),
     "reordered-lines": Tamper(swap_lines, ("at position 2", "positions must rise")),
     "reordered-positions": Tamper(  # DomesticQuotaAssessed and GateApproved trade places
-        swap_positions("req-000", 7),
-        ("'req-000' at version 8", "stored out of order", "nothing was imported"),
+        swap_positions("req-000", 8),
+        ("'req-000' at version 9", "stored out of order", "nothing was imported"),
     ),
     "duplicated-event-line": Tamper(duplicate_event, ("twice", "nothing was imported")),
     "edited-screening-list": Tamper(
@@ -531,7 +533,7 @@ def test_duplicate_keys_in_an_export_are_refused_as_invalid(
 
 @pytest.mark.parametrize(
     "edit",
-    [delete_event("req-000", 4), swap_positions("req-000", 2)],
+    [delete_event("req-000", 5), swap_positions("req-000", 3)],
     ids=["deleted-gate-opened", "gate-approved-before-it-opened"],
 )
 def test_broken_chains_the_projection_cannot_fold_are_refused_as_invalid(
@@ -548,7 +550,7 @@ def test_a_jsonl_export_without_its_stream_records_is_refused(
     sqlite_target: SQLiteEventStore, export_lines: list[str]
 ) -> None:
     """Deleting the heads too does not make a cut-off tail pass: a JSON Lines export must carry them."""
-    last = line_of(export_lines, event_at("req-000", 9))
+    last = line_of(export_lines, event_at("req-000", LICENSED))
     cut = [
         line for i, line in enumerate(export_lines) if i != last and not line.startswith('{"record":"stream"')
     ]
@@ -581,13 +583,13 @@ def test_export_with_a_streams_last_event_cut_off_is_refused(
 ) -> None:
     """The export carries each stream's head, so an export whose last event of a stream was removed
     (here req-000's LicenseIssued) is refused, as `verify()` on a live store would refuse it."""
-    last = line_of(export_lines, event_at("req-000", 9))
+    last = line_of(export_lines, event_at("req-000", LICENSED))
     assert json.loads(export_lines[last])["type"] == "LicenseIssued"
     cut = [line for i, line in enumerate(export_lines) if i != last]
     with pytest.raises(
         InvalidExport,
-        match=r"^the export does not verify: stream 'req-000' at version 9: version 9 is missing "
-        r"\(the stream head says 9\) \(1 broken\); nothing was imported$",
+        match=rf"^the export does not verify: stream 'req-000' at version {LICENSED}: version {LICENSED} is "
+        rf"missing \(the stream head says {LICENSED}\) \(1 broken\); nothing was imported$",
     ):
         sqlite_target.load(read_jsonl(cut))
     assert_empty(sqlite_target)
