@@ -12,6 +12,7 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -144,9 +145,11 @@ async def live_state(client: Client, request_id: str) -> RequestState | None:
     try:
         state = await query_state(handle)
     except RPCError as exc:
-        # No worker is polling (or it is overloaded): the event store still has every recorded step.
+        # No worker is polling (the server says so at once with FAILED_PRECONDITION once it has seen
+        # none for a while), or it is overloaded: the event store still has every recorded step.
         if (
-            exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED)
+            exc.status
+            in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED, RPCStatusCode.FAILED_PRECONDITION)
             or "Timeout" in exc.message
         ):
             return None
@@ -163,10 +166,11 @@ async def update(client: Client, request_id: str, command: RequestUpdate) -> Tra
             handle.execute_update(name, command, result_type=TransitionResult), UPDATE_WAIT
         )
         return result
-    except TimeoutError:
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        # Ours or the server's own wait for an update no worker has taken.
         raise NotAnswered(
-            f"no worker answered within {UPDATE_WAIT:.0f} s; is `chipclear worker` running? "
-            "The update stays queued and applies when a worker picks it up."
+            f"no worker answered within {UPDATE_WAIT:.0f} s; is `chipclear worker` running? The update "
+            "may still apply when a worker picks it up: check `chipclear status` before sending it again."
         ) from None
     except WorkflowUpdateFailedError as exc:
         raise Rejected(refusal(exc)) from None
@@ -200,7 +204,7 @@ async def open_batch(client: Client, task_queue: str, command: OpenBatch) -> Ope
         )
     except WorkflowUpdateFailedError as exc:
         raise Rejected(refusal(exc)) from None
-    except TimeoutError:
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
         raise NotAnswered(
             f"no worker answered within {UPDATE_WAIT:.0f} s; is `chipclear worker` running?"
         ) from None

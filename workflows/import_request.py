@@ -110,17 +110,8 @@ class ImportRequestWorkflow:
                 await self._flush()
         # Let an update that is mid-append finish before the run closes under it.
         await workflow.wait_condition(workflow.all_handlers_finished)
-        state = self._state
-        assert state.request_id is not None and state.status is not None
-        return ImportRequestResult(
-            request_id=state.request_id,
-            status=state.status,
-            units_requested=state.units_requested,
-            units_approved=state.units_approved,
-            licence_id=state.licence_id,
-            outcome_reason=state.outcome_reason,
-            version=state.version,
-        )
+        # The result's fields, read from the final state (validation refuses one with no id or status).
+        return ImportRequestResult.model_validate(self._state, from_attributes=True)
 
     # -- queries and updates ------------------------------------------------------------------
     @workflow.query(name="state")

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from chipclear.domain.errors import DomainError
 from chipclear.domain.models import MAX_UNITS, UtcDatetime
 from chipclear.domain.names import normalise_buyer
+from chipclear.domain.payload import EventPayload
 
 LEDGER_STREAM = "allocation"
 
@@ -79,12 +80,8 @@ class QueueEntry(BaseModel):
 
 
 # -- events -------------------------------------------------------------------------------------------
-class LedgerPayload(BaseModel):
+class LedgerPayload(EventPayload):
     """What every event of the allocation ledger's own stream is (not a request's)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    # Bumped when the shape changes, with an upcaster for the old one (chipclear/store/upcasting.py).
-    SCHEMA_VERSION: ClassVar[int] = 1
 
 
 class BatchOpened(LedgerPayload):
@@ -242,25 +239,10 @@ def evolve_ledger(state: LedgerState, event: LedgerEvent) -> LedgerState:
                     "by_buyer": batch.by_buyer | {key: batch.by_buyer.get(key, 0) + granted.units},
                 }
             )
-            allocations[granted.request_id] = Allocation(
-                request_id=granted.request_id,
-                buyer=granted.buyer,
-                batch_id=granted.batch_id,
-                units=granted.units,
-                requested=granted.requested,
-                reason=granted.reason,
-            )
+            allocations[granted.request_id] = Allocation.model_validate(granted, from_attributes=True)
             queue = [e for e in queue if e.request_id != granted.request_id]
         case RequestQueued() as queued:
-            queue.append(
-                QueueEntry(
-                    request_id=queued.request_id,
-                    buyer=queued.buyer,
-                    units=queued.units,
-                    workflow_id=queued.workflow_id,
-                    seq=queued.seq,
-                )
-            )
+            queue.append(QueueEntry.model_validate(queued, from_attributes=True))
             next_seq = max(next_seq, queued.seq + 1)
         case UnitsReleased(request_id=request_id, batch_id=batch_id, units=units):
             held = allocations.pop(request_id)
@@ -314,9 +296,10 @@ def _best_grant(state: LedgerState, buyer: str, units: int, now: datetime) -> tu
 
 
 def _grant(
-    state: LedgerState, request_id: str, buyer: str, units: int, workflow_id: str, now: datetime, *,
-    from_queue: bool,
-) -> UnitsGranted | None:  # fmt: skip
+    state: LedgerState, asked: Reserve | QueueEntry, now: datetime, *, from_queue: bool
+) -> UnitsGranted | None:
+    """Units for a newcomer (`Reserve`) or a request waiting in the queue, from the best batch."""
+    request_id, buyer, units, workflow_id = asked.request_id, asked.buyer, asked.units, asked.workflow_id
     best = _best_grant(state, buyer, units, now)
     if best is None:
         return None
@@ -348,9 +331,7 @@ def serve_queue(state: LedgerState, now: datetime) -> list[LedgerEvent]:
     events: list[LedgerEvent] = []
     current = state
     for entry in state.ordered_queue(now):
-        granted = _grant(
-            current, entry.request_id, entry.buyer, entry.units, entry.workflow_id, now, from_queue=True
-        )
+        granted = _grant(current, entry, now, from_queue=True)
         if granted is not None:
             events.append(granted)
             current = evolve_ledger(current, granted)
@@ -371,21 +352,10 @@ def decide_ledger(
                 return []  # already answered: the same answer again, nothing new recorded
             # Every command ends with the queue served as far as capacity allows, so whatever still
             # waits has no room anywhere: granting a newcomer from the room left never overtakes it.
-            granted = _grant(
-                state, command.request_id, command.buyer, command.units, command.workflow_id, now,
-                from_queue=False,
-            )  # fmt: skip
+            granted = _grant(state, command, now, from_queue=False)
             if granted is not None:
                 return [granted]
-            return [
-                RequestQueued(
-                    request_id=command.request_id,
-                    buyer=command.buyer,
-                    units=command.units,
-                    workflow_id=command.workflow_id,
-                    seq=state.next_seq,
-                )
-            ]
+            return [RequestQueued(**command.model_dump(), seq=state.next_seq)]
         case Release(request_id=request_id, reason=reason):
             held = state.allocations.get(request_id)
             if held is not None:

@@ -20,6 +20,14 @@ Reason = Annotated[str, Field(min_length=1, max_length=2000)]
 
 class _Command(Text):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    # The discriminator: each command narrows it to its own literal (declared here, it stays the first key).
+    kind: str
+
+
+class _GateCommand(_Command):
+    """A command addressed to one gate of the request's route."""
+
+    gate: GateName
 
 
 class Submit(_Command):
@@ -28,16 +36,14 @@ class Submit(_Command):
     actor: str = "applicant"
 
 
-class Evaluate(_Command):
+class Evaluate(_GateCommand):
     """Apply the policy's rules at a gate the request has just entered."""
 
     kind: Literal["evaluate"] = "evaluate"
-    gate: GateName
 
 
-class Decide(_Command):
+class Decide(_GateCommand):
     kind: Literal["decide"] = "decide"
-    gate: GateName
     reviewer: Annotated[str, Field(min_length=1, max_length=100)]
     approve: bool
     units: Annotated[int, Field(ge=1, le=MAX_UNITS)] | None = None
@@ -45,11 +51,10 @@ class Decide(_Command):
     conditions: list[Reason] = Field(default_factory=list)
 
 
-class RequestInfo(_Command):
+class RequestInfo(_GateCommand):
     """An officer asks the applicant for more information; the review waits for the answer."""
 
     kind: Literal["request_info"] = "request_info"
-    gate: GateName
     reviewer: Annotated[str, Field(min_length=1, max_length=100)]
     question: Reason
 
@@ -61,11 +66,10 @@ class Respond(_Command):
     actor: str = "applicant"
 
 
-class Escalate(_Command):
+class Escalate(_GateCommand):
     """The review SLA passed: raised by the workflow's timer, not by a person."""
 
     kind: Literal["escalate"] = "escalate"
-    gate: GateName
 
 
 class AddEvidence(_Command):
@@ -80,9 +84,8 @@ class Withdraw(_Command):
     actor: str = "applicant"
 
 
-class Expire(_Command):
+class Expire(_GateCommand):
     kind: Literal["expire"] = "expire"
-    gate: GateName
     cause: Literal["information_request"] | None = None
 
 
@@ -93,12 +96,11 @@ class RecordAllocation(_Command):
     reservation: Reservation
 
 
-class Compensate(_Command):
+class Compensate(_GateCommand):
     """The request ended without a licence: the gate gives back what it holds (units to a batch,
     headroom to the buyer's cap, invoices to the registry), once."""
 
     kind: Literal["compensate"] = "compensate"
-    gate: GateName
     reason: str
 
 

@@ -7,7 +7,7 @@ stored events outlive every release of this code.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, computed_field
 
@@ -22,17 +22,17 @@ from chipclear.domain.allocation import (
 from chipclear.domain.buyer_cap import BuyerClaim
 from chipclear.domain.evidence import RejectedRecord
 from chipclear.domain.models import Attachment, GateName, ImportRequest, ProcurementRecord, UtcDatetime
+from chipclear.domain.payload import EventPayload
 from chipclear.domain.screening import ScreenedParty, ScreeningMatch
 
 
-class _Payload(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    # The shape this payload is stored in. A change to a field's name, type or meaning raises it by one
-    # and registers an upcaster from the old shape (chipclear.store.upcasting); stored events never change.
-    SCHEMA_VERSION: ClassVar[int] = 1
+class _GateEvent(EventPayload):
+    """Something that happened at one gate of the request's route."""
+
+    gate: GateName
 
 
-class RequestSubmitted(_Payload):
+class RequestSubmitted(EventPayload):
     type: Literal["RequestSubmitted"] = "RequestSubmitted"
     request: ImportRequest
     # The gates this request walks, in order, as the policy named them when it was submitted: a route
@@ -40,14 +40,13 @@ class RequestSubmitted(_Payload):
     route: tuple[GateName, ...]
 
 
-class GateOpened(_Payload):
+class GateOpened(_GateEvent):
     type: Literal["GateOpened"] = "GateOpened"
-    gate: GateName
     deadline: UtcDatetime
     review_due: UtcDatetime | None = None  # the review SLA, when the policy sets one
 
 
-class PartiesScreened(_Payload):
+class PartiesScreened(EventPayload):
     """Every party checked against a restricted-party list; any match holds the request."""
 
     type: Literal["PartiesScreened"] = "PartiesScreened"
@@ -57,31 +56,27 @@ class PartiesScreened(_Payload):
     matches: list[ScreeningMatch]
 
 
-class InformationRequested(_Payload):
+class InformationRequested(_GateEvent):
     type: Literal["InformationRequested"] = "InformationRequested"
-    gate: GateName
     question: str
     due: UtcDatetime
 
 
-class InformationProvided(_Payload):
+class InformationProvided(_GateEvent):
     type: Literal["InformationProvided"] = "InformationProvided"
-    gate: GateName
     text: str
     attachments: list[Attachment] = Field(default_factory=list)
 
 
-class ReviewEscalated(_Payload):
+class ReviewEscalated(_GateEvent):
     """The review SLA passed without a decision: someone above the officer should look."""
 
     type: Literal["ReviewEscalated"] = "ReviewEscalated"
-    gate: GateName
     due: UtcDatetime
 
 
-class GateApproved(_Payload):
+class GateApproved(_GateEvent):
     type: Literal["GateApproved"] = "GateApproved"
-    gate: GateName
     units_approved: int
     conditions: list[str] = Field(default_factory=list)
     note: str | None = None
@@ -89,19 +84,18 @@ class GateApproved(_Payload):
     buyer_claim: BuyerClaim | None = None  # us-export: the buyer's cap as it stood, with this approval
 
 
-class GateDenied(_Payload):
+class GateDenied(_GateEvent):
     type: Literal["GateDenied"] = "GateDenied"
-    gate: GateName
     reason: str
     rule: str | None = None
 
 
-class EvidenceAdded(_Payload):
+class EvidenceAdded(EventPayload):
     type: Literal["EvidenceAdded"] = "EvidenceAdded"
     records: list[ProcurementRecord]
 
 
-class EvidenceRejected(_Payload):
+class EvidenceRejected(EventPayload):
     """Records that do not count, each with the reason: the buyer can correct and send them again."""
 
     type: Literal["EvidenceRejected"] = "EvidenceRejected"
@@ -122,7 +116,7 @@ class PublicHubShare(BaseModel):
     shortfall: int  # more domestic units needed for the share to exceed min_share
 
 
-class DomesticQuotaAssessed(_Payload):
+class DomesticQuotaAssessed(EventPayload):
     """The computation behind a domestic-quota verdict, kept so an auditor can redo it by hand."""
 
     type: Literal["DomesticQuotaAssessed"] = "DomesticQuotaAssessed"
@@ -134,7 +128,7 @@ class DomesticQuotaAssessed(_Payload):
     public_hub: PublicHubShare | None = None
 
 
-class LicenseIssued(_Payload):
+class LicenseIssued(EventPayload):
     type: Literal["LicenseIssued"] = "LicenseIssued"
     licence_id: str
     units: int  # the smallest quantity any gate approved
@@ -142,21 +136,20 @@ class LicenseIssued(_Payload):
     valid_until: UtcDatetime  # issue time + policy licence_validity
 
 
-class RequestWithdrawn(_Payload):
+class RequestWithdrawn(EventPayload):
     type: Literal["RequestWithdrawn"] = "RequestWithdrawn"
     gate: GateName | None
     reason: str
 
 
-class RequestExpired(_Payload):
+class RequestExpired(_GateEvent):
     type: Literal["RequestExpired"] = "RequestExpired"
-    gate: GateName
     deadline: UtcDatetime
     # None: the gate's decision deadline; "information_request": the applicant never answered.
     cause: Literal["information_request"] | None = None
 
 
-class ExportApprovalReleased(_Payload):
+class ExportApprovalReleased(EventPayload):
     """The request ended without a licence: its US export approval goes unused, its units back to
     the buyer's headroom."""
 
@@ -165,7 +158,7 @@ class ExportApprovalReleased(_Payload):
     reason: str
 
 
-class ScreeningListLoaded(_Payload):
+class ScreeningListLoaded(EventPayload):
     """A restricted-party list became the one screenings use (stream `screening-lists`)."""
 
     type: Literal["ScreeningListLoaded"] = "ScreeningListLoaded"
@@ -178,7 +171,7 @@ class ScreeningListLoaded(_Payload):
     entries_sha256: str | None = None
 
 
-class AllocationGranted(_Payload):
+class AllocationGranted(EventPayload):
     type: Literal["AllocationGranted"] = "AllocationGranted"
     batch_id: str
     units: int
@@ -186,12 +179,12 @@ class AllocationGranted(_Payload):
     reason: str | None = None  # why fewer than requested
 
 
-class AllocationQueued(_Payload):
+class AllocationQueued(EventPayload):
     type: Literal["AllocationQueued"] = "AllocationQueued"
     position: int | None
 
 
-class AllocationReleased(_Payload):
+class AllocationReleased(EventPayload):
     type: Literal["AllocationReleased"] = "AllocationReleased"
     batch_id: str | None  # None: the request only left the queue
     units: int
@@ -238,8 +231,7 @@ REQUEST_EVENT_TYPES = frozenset(
 def schema_versions() -> dict[str, int]:
     """Each event type's current schema version."""
     return {
-        model.model_fields["type"].default: model.SCHEMA_VERSION
-        for model in get_args(get_args(EventData)[0])
+        model.model_fields["type"].default: model.SCHEMA_VERSION for model in get_args(get_args(EventData)[0])
     }
 
 

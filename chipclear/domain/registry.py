@@ -24,6 +24,11 @@ def register(gate: GateRules[Any, Any]) -> GateRules[Any, Any]:
     return gate
 
 
+def unregister(name: str) -> None:
+    """Forget a gate (a plug-in unloaded, a test's own gate after the test); unknown names are ignored."""
+    _GATES.pop(name, None)
+
+
 def registered() -> dict[str, GateRules[Any, Any]]:
     return _GATES
 

@@ -15,29 +15,14 @@ from chipclear.domain.events import Event, StoredEvent
 from chipclear.domain.evidence import InvoiceOwner
 from chipclear.domain.screening import ScreeningList, ScreeningListInfo
 from chipclear.store.chain import AuditReport
-from chipclear.store.errors import ConcurrencyError, StoreUnavailable
+
+# The errors a caller of these interfaces catches, importable from here with the interfaces.
+from chipclear.store.errors import ConcurrencyError as ConcurrencyError
+from chipclear.store.errors import StoreUnavailable as StoreUnavailable
 from chipclear.store.follow import LogFollower
 from chipclear.store.migrations import Migration
 from chipclear.store.projection import Projection
 from chipclear.store.transfer import ExportRecord, ImportSummary
-
-# The errors a caller of these interfaces catches, importable from here with the interfaces.
-__all__ = [
-    "PAGE",
-    "AppendResult",
-    "ConcurrencyError",
-    "Connection",
-    "EventLog",
-    "EventStore",
-    "InvoiceRegistry",
-    "LogReader",
-    "ProjectionRows",
-    "Projections",
-    "Schema",
-    "ScreeningLists",
-    "StoreUnavailable",
-    "Transfer",
-]
 
 PAGE = 1000  # events per read: a long log is read in pages, never all at once into memory
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from chipclear.store.chain import GENESIS
 from chipclear.store.migrations import Migration
@@ -155,9 +155,9 @@ class SQLiteEventStore(SQLEventStore):
         return conn
 
     @contextmanager
-    def _transaction(self) -> Iterator[Tx]:
+    def _begin(self, mode: Literal["IMMEDIATE", "DEFERRED"]) -> Iterator[Tx]:
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(f"BEGIN {mode}")
         try:
             yield conn
         except BaseException:
@@ -165,18 +165,16 @@ class SQLiteEventStore(SQLEventStore):
             raise
         conn.execute("COMMIT")
 
+    def _transaction(self) -> AbstractContextManager[Tx]:
+        return self._begin("IMMEDIATE")  # the write lock, up front
+
     @contextmanager
     def _reader(self) -> Iterator[Tx]:
         yield self._conn()
 
-    @contextmanager
-    def _snapshot(self) -> Iterator[Tx]:
-        conn = self._conn()
-        conn.execute("BEGIN")
-        try:
-            yield conn
-        finally:
-            conn.execute("COMMIT")
+    def _snapshot(self) -> AbstractContextManager[Tx]:
+        # No lock until the first read; from then on the reads see one snapshot, as WAL keeps it.
+        return self._begin("DEFERRED")
 
     def _lock_stream(self, tx: Tx, stream_id: str) -> tuple[int, str]:
         # BEGIN IMMEDIATE already holds the database's write lock: reading the head is enough.

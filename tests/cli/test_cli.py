@@ -706,6 +706,22 @@ def test_status_from_the_event_store_when_the_server_is_down(stack: Stack, tmp_p
     assert len(submit.stderr.strip().splitlines()) == 1, show(submit)
 
 
+def test_status_from_the_event_store_when_no_worker_polls(tmp_path: Path) -> None:
+    """The server is up, the worker gone: `status` answers from the event store, never a traceback.
+
+    The server first lets the query time out; some seconds later it refuses it at once (FAILED_PRECONDITION,
+    "no poller seen for task queue recently"). Both answers are asked for.
+    """
+    with open_stack(tmp_path, policy_text()) as own:
+        request_id = submitted(own, tmp_path, "no-worker")
+        own.worker.send_signal(signal.SIGTERM)
+        assert own.worker.wait(timeout=20) == 0, own.worker_log.read_text()
+        stopped = time.monotonic()
+        while time.monotonic() - stopped < 16:
+            doc = as_json(own.run("status", request_id, "--json"))
+            assert doc["source"] == "event-store" and doc["status"] == "us_export_review"
+
+
 # -- process hygiene -----------------------------------------------------------------------------
 def test_cli_exits_cleanly_after_temporal_calls(stack: Stack, tmp_path: Path) -> None:
     """A refused `decide` must exit 1, every time, not abort after printing its error.

@@ -1,18 +1,14 @@
 """Domestic procurement evidence: judged record by record, invoices unique across requests, the
-quota and public-hub computation, licence validity, and evidence read from CSV."""
+quota and public-hub computation, and licence validity. Pure: the event store's real registry under
+the decider is tested in tests/store/test_invoice_registry.py, evidence files in tests/cli/test_files.py."""
 
 from __future__ import annotations
 
-import random
-import re
-import sqlite3
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +16,6 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from chipclear.cli.files import InvalidInput, load_evidence
 from chipclear.domain.commands import AddEvidence, Compensate, Decide, Evaluate, Submit, Withdraw
 from chipclear.domain.decider import compensations, needs
 from chipclear.domain.events import (
@@ -46,7 +41,6 @@ from chipclear.domain.gates.domestic_quota import DomesticQuotaSection, Domestic
 from chipclear.domain.models import ImportRequest, ProcurementRecord, Status, invoice_key
 from chipclear.domain.policy import DEFAULT_ROUTE, CalendarPeriod, Policy, load_policy
 from chipclear.domain.state import RequestState
-from chipclear.store.sqlite import SQLiteEventStore
 from tests import decisions
 from tests.decisions import World, only, types
 from tests.factories import make_policy, make_request
@@ -144,35 +138,6 @@ def mine(
 @dataclass
 class Run(decisions.Run):
     now: datetime = NOW
-
-
-@dataclass
-class StoreWorld(World):
-    """The world with the event store's real invoice registry (SQLite) in place of the test's own."""
-
-    store: SQLiteEventStore | None = None
-
-    def respond(self, wanted: FactsWanted, now: datetime) -> Facts:
-        assert self.store is not None
-        facts = Facts()
-        if wanted.invoices is not None:
-            asking = wanted.invoices
-            owners = self.store.register_invoices(asking.request_id, asking.buyer, asking.keys)
-            facts = facts.merged(Facts(invoice_owners=owners))
-        if wanted.release_invoices is not None:
-            freed = self.store.release_invoices(wanted.release_invoices.request_id)
-            facts = facts.merged(Facts(invoices_released=freed))
-        rest = wanted.model_copy(update={"invoices": None, "release_invoices": None})
-        return facts.merged(super().respond(rest, now))
-
-
-def submit_with_registry(
-    store: SQLiteEventStore, policy: Policy, request: ImportRequest, now: datetime = NOW
-) -> Run:
-    """What the workflow does: ask needs, register the invoices worth registering, Submit with the answer."""
-    run = Run(policy, now=now, world=StoreWorld(store=store))
-    run.send(Submit(request=request))
-    return run
 
 
 # -- 1. the policy's rules, one by one --------------------------------------------------------------
@@ -549,11 +514,9 @@ def test_evidence_outside_the_route_is_refused() -> None:
 # -- 3b. compensation: an unlicensed request frees its invoices ---------------------------------------
 
 
-@pytest.mark.parametrize("registry", ["test", "sqlite"])
-def test_compensation_frees_an_unlicensed_requests_invoices_for_its_buyer_only(
-    registry: str, store: SQLiteEventStore
-) -> None:
-    world = World() if registry == "test" else StoreWorld(store=store)
+def compensation_frees_invoices_for_their_buyer_only(world: World) -> None:
+    """An unlicensed request's invoices count again for its own buyer only. `world` is the test's own
+    registry here, and the event store's real one in tests/store/test_invoice_registry.py."""
     first = Run(BOTH, world=world)
     first.send(Submit(request=request_with(rec("HW-1"), request_id="req-first")))
     first.send(Withdraw(reason="project cancelled"))
@@ -576,6 +539,10 @@ def test_compensation_frees_an_unlicensed_requests_invoices_for_its_buyer_only(
     assert part(again).evidence == [rec("HW-1")]
 
 
+def test_compensation_frees_an_unlicensed_requests_invoices_for_its_buyer_only() -> None:
+    compensation_frees_invoices_for_their_buyer_only(World())
+
+
 def test_without_a_registry_compensation_asks_nothing() -> None:
     run = Run(VENDOR_LIST)
     run.send(Submit(request=request_with(rec("HW-1"))))
@@ -585,123 +552,7 @@ def test_without_a_registry_compensation_asks_nothing() -> None:
     assert run.send(command) == []
 
 
-# -- 4. acceptance: the real SQLite registry with decide ---------------------------------------------
-
-
-def test_same_invoice_for_two_requests_of_one_buyer_counts_once(store: SQLiteEventStore) -> None:
-    shared = rec("HW-2026-0042", units=60_000)
-    first = submit_with_registry(store, BOTH, request_with(shared, request_id="req-first"))
-    assert part(first).evidence == [shared]
-
-    # The same buyer, spelt differently, files the same invoice (written differently) again.
-    again = rec("hw 2026 0042", vendor="Huawei Co., Ltd.", units=60_000)
-    extra = rec("HW-2026-0043", units=15_000)
-    second_request = request_with(
-        again,
-        extra,
-        request_id="req-second",
-        buyer={"name": "BYTEDANCE", "country": "CN", "kind": "private"},
-    )
-    second = submit_with_registry(store, BOTH, second_request)
-    assert part(second).evidence == [extra]
-    assert part(second).rejected_evidence == [
-        RejectedRecord(record=again, reason="invoice 'hw 2026 0042' already counts for request req-first")
-    ]
-    second.to(DOMESTIC_QUOTA)
-    assessed = only(second.send(Evaluate(gate=DOMESTIC_QUOTA)), DomesticQuotaAssessed)
-    assert assessed.domestic_units == 15_000
-    assert assessed.shortfall == 35_000
-
-    # The first request still counts it, and asking again answers the same.
-    again_owners = store.register_invoices("req-first", BUYER, [invoice_key(shared)])
-    assert again_owners == {"huawei|hw20260042": InvoiceOwner(request_id="req-first", buyer=BUYER)}
-
-
-def test_same_invoice_for_two_buyers_is_rejected_for_the_second(store: SQLiteEventStore) -> None:
-    shared = rec("HW-2026-0042", units=60_000)
-    submit_with_registry(store, BOTH, request_with(shared, request_id="req-first"))
-    other = request_with(
-        shared, request_id="req-other", buyer={"name": OTHER_BUYER, "country": "CN", "kind": "private"}
-    )
-    run = submit_with_registry(store, BOTH, other)
-    assert part(run).evidence == []
-    assert [r.reason for r in part(run).rejected_evidence] == [
-        "invoice 'HW-2026-0042' is registered to another buyer's request"
-    ]
-
-
-def test_evidence_added_later_goes_through_the_registry_too(store: SQLiteEventStore) -> None:
-    first = submit_with_registry(store, BOTH, request_with(rec("HW-1"), request_id="req-a"))
-    second = submit_with_registry(store, BOTH, make_request(request_id="req-b", domestic_procurement=[]))
-    events = second.send(AddEvidence(records=[rec("HW-1"), rec("HW-2")]))
-    assert only(events, EvidenceAdded).records == [rec("HW-2")]
-    assert (
-        only_reason(only(events, EvidenceRejected).records)
-        == "invoice 'HW-1' already counts for request req-a"
-    )
-    # HW-2 now belongs to req-b: req-a cannot add it.
-    first.refuse(AddEvidence(records=[rec("HW-2")]), "already counts for request req-b")
-
-
-def test_records_refused_by_the_rules_are_not_registered(store: SQLiteEventStore) -> None:
-    nvidia = rec("NV-1", vendor="NVIDIA", product="H20")
-    submit_with_registry(store, BOTH, request_with(nvidia, rec("HW-1"), request_id="req-a"))
-    owners = store.register_invoices("req-b", BUYER, [invoice_key(nvidia)])
-    assert owners == {invoice_key(nvidia): InvoiceOwner(request_id="req-b", buyer=BUYER)}
-
-
-def test_register_invoices_is_idempotent_for_one_request(store: SQLiteEventStore) -> None:
-    keys = ["huawei|hw1", "huawei|hw2"]
-    answer = store.register_invoices("req-a", BUYER, keys)
-    assert answer == dict.fromkeys(keys, InvoiceOwner(request_id="req-a", buyer=BUYER))
-    assert store.register_invoices("req-a", BUYER, keys) == answer
-    assert store.register_invoices("req-a", BUYER, list(reversed(keys))) == answer
-    assert store.register_invoices("req-a", BUYER, []) == {}
-
-
-def test_register_invoices_first_come_first_served(store: SQLiteEventStore) -> None:
-    a = InvoiceOwner(request_id="req-a", buyer=BUYER)
-    b = InvoiceOwner(request_id="req-b", buyer=OTHER_BUYER)
-    assert store.register_invoices("req-a", BUYER, ["k1", "k2"]) == {"k1": a, "k2": a}
-    assert store.register_invoices("req-b", OTHER_BUYER, ["k2", "k3"]) == {"k2": a, "k3": b}
-    assert store.register_invoices("req-a", BUYER, ["k3"]) == {"k3": b}
-
-
-def test_register_invoices_is_atomic_under_concurrency(store: SQLiteEventStore) -> None:
-    keys = [f"huawei|hw{n:04d}" for n in range(50)]
-    threads_n = 8
-    barrier = threading.Barrier(threads_n)
-    answers: dict[int, dict[str, InvoiceOwner]] = {}
-    errors: list[BaseException] = []
-
-    def race(n: int) -> None:
-        mine_keys = list(keys)
-        random.Random(n).shuffle(mine_keys)
-        try:
-            barrier.wait(timeout=30)
-            answers[n] = store.register_invoices(f"req-{n}", f"Buyer {n}", mine_keys)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=race, args=(n,)) for n in range(threads_n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert errors == []
-    assert sorted(answers) == list(range(threads_n))
-
-    with sqlite3.connect(store.path) as conn:
-        rows = conn.execute("SELECT invoice_key, request_id, buyer FROM invoices").fetchall()
-    assert sorted(key for key, _, _ in rows) == sorted(keys)  # every key exactly once
-    final = {key: InvoiceOwner(request_id=owner, buyer=buyer) for key, owner, buyer in rows}
-    for n, answer in answers.items():
-        assert answer == final, f"thread {n} saw a different owner than the table holds"
-    for owner in final.values():
-        assert owner.buyer == f"Buyer {owner.request_id.removeprefix('req-')}"
-
-
-# -- 5. the computation ------------------------------------------------------------------------------
+# -- 4. the computation ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -839,7 +690,7 @@ def test_no_public_hub_assessment_when_not_a_hub_or_no_min_share() -> None:
     assert assessed.shortfall == 40_000
 
 
-# -- 6. licence validity ----------------------------------------------------------------------------
+# -- 5. licence validity ----------------------------------------------------------------------------
 
 
 def with_validity(period: str) -> Policy:
@@ -913,130 +764,3 @@ def test_zero_calendar_period_is_refused(text: str) -> None:
     # A licence valid for no time at all would expire as it is issued.
     with pytest.raises(ValidationError, match=f"a period must be longer than nothing, got '{text}'"):
         with_validity(text)
-
-
-# -- 7. evidence from CSV ----------------------------------------------------------------------------
-
-
-def write_csv(tmp_path: Path, text: str, name: str = "evidence.csv", *, bom: bool = False) -> Path:
-    path = tmp_path / name
-    path.write_text(("\ufeff" if bom else "") + text, encoding="utf-8")
-    return path
-
-
-def test_csv_with_required_and_optional_columns(tmp_path: Path) -> None:
-    path = write_csv(
-        tmp_path,
-        "vendor,product,units,invoice,invoice_date,delivered_on,data_center,po_number\n"
-        "Huawei,Ascend 910C,30000,HW-1,2026-01-05,2026-01-20,Wuhu Cluster 3,PO-77\n"
-        "Cambricon, MLU370 ,5000,CB-2,,,,\n",
-    )
-    first, second = load_evidence(path)
-    assert first == rec(
-        "HW-1",
-        units=30_000,
-        invoice_date="2026-01-05",
-        delivered_on="2026-01-20",
-        data_center="Wuhu Cluster 3",
-        po_number="PO-77",
-    )
-    assert first.invoice_date == date(2026, 1, 5) and first.delivered_on == date(2026, 1, 20)
-    assert first.model_extra == {"po_number": "PO-77"}
-    # Empty optional cells are left out, not empty strings.
-    assert second == rec("CB-2", vendor="Cambricon", product="MLU370", units=5_000)
-    assert second.invoice_date is None and second.data_center is None
-    assert second.model_extra == {}
-
-
-def test_csv_with_a_bom_and_reordered_padded_header(tmp_path: Path) -> None:
-    path = write_csv(tmp_path, " invoice , units,vendor,product\r\nHW-1,10,Huawei,Ascend 910B\r\n", bom=True)
-    assert load_evidence(path) == [rec("HW-1", units=10, product="Ascend 910B")]
-
-
-def test_csv_missing_required_column(tmp_path: Path) -> None:
-    path = write_csv(tmp_path, "vendor,product,amount,invoice_no\nHuawei,Ascend 910C,5,HW-1\n")
-    with pytest.raises(InvalidInput, match=r"header: missing column\(s\) units, invoice") as info:
-        load_evidence(path)
-    assert str(path) in str(info.value)
-
-
-def test_csv_every_bad_row_is_reported_with_line_and_field(tmp_path: Path) -> None:
-    path = write_csv(
-        tmp_path,
-        "vendor,product,units,invoice\n"
-        "Huawei,Ascend 910C,5,HW-1\n"
-        "Huawei,Ascend 910C,lots,HW-2\n"
-        "Huawei,Ascend 910C,5,HW-3\n"
-        ",Ascend 910C,5,HW-4\n",
-    )
-    with pytest.raises(InvalidInput) as info:
-        load_evidence(path)
-    message = str(info.value)
-    assert re.search(r"row 3, units: .*\(got 'lots'\)", message), message
-    assert "row 5, vendor: Field required" in message
-    assert "row 2" not in message and "row 4" not in message
-
-
-def test_csv_row_with_too_many_fields(tmp_path: Path) -> None:
-    path = write_csv(tmp_path, "vendor,product,units,invoice\nHuawei,Ascend 910C,5,HW-1,surplus\n")
-    with pytest.raises(InvalidInput, match="row 2: more fields than the 4 columns"):
-        load_evidence(path)
-
-
-def test_csv_row_with_too_few_fields(tmp_path: Path) -> None:
-    path = write_csv(tmp_path, "vendor,product,units,invoice\nHuawei,Ascend 910C,5\n")
-    with pytest.raises(InvalidInput, match="row 2, invoice: Field required"):
-        load_evidence(path)
-
-
-def test_csv_unterminated_quote(tmp_path: Path) -> None:
-    path = write_csv(tmp_path, 'vendor,product,units,invoice\nHuawei,"Ascend 910C,5,HW-1\n')
-    with pytest.raises(InvalidInput, match="not valid CSV"):
-        load_evidence(path)
-
-
-def test_csv_malformed_row_is_reported_at_its_own_line(tmp_path: Path) -> None:
-    path = write_csv(
-        tmp_path,
-        'vendor,product,units,invoice\nHuawei,Ascend 910C,5,HW-1\nHuawei,Ascend 910C,5,"HW-2"x\n',
-    )
-    with pytest.raises(InvalidInput, match=r"row 3: not valid CSV"):
-        load_evidence(path)
-
-
-def test_csv_header_only(tmp_path: Path) -> None:
-    path = write_csv(tmp_path, "vendor,product,units,invoice\n")
-    with pytest.raises(InvalidInput, match="no records under the header row"):
-        load_evidence(path)
-
-
-def test_csv_blank_lines_are_skipped(tmp_path: Path) -> None:
-    path = write_csv(tmp_path, "vendor,product,units,invoice\n\nHuawei,Ascend 910C,5,HW-1\n\n")
-    assert load_evidence(path) == [rec("HW-1", units=5)]
-
-
-def test_csv_records_feed_the_judge(tmp_path: Path) -> None:
-    path = write_csv(
-        tmp_path,
-        "vendor,product,units,invoice,invoice_date\n"
-        "Huawei Co. Ltd.,Ascend 910C,5,HW-1,2026-01-31\n"
-        "NVIDIA,H20,5,NV-1,\n"
-        "Huawei,Ascend 910C,5,hw 1,\n",
-    )
-    accepted, rejected = judged(load_evidence(path), VENDOR_LIST)
-    assert [r.invoice for r in accepted] == ["HW-1"]
-    assert [r.record.invoice for r in rejected] == ["NV-1", "hw 1"]
-
-
-def test_an_unlicensed_request_frees_its_invoices_for_its_own_buyer_only(store: SQLiteEventStore) -> None:
-    key = "huawei|hw9001"
-    assert store.register_invoices("req-a1", "ByteDance Ltd.", [key])[key].request_id == "req-a1"
-    assert store.release_invoices("req-a1") == 1
-    assert store.release_invoices("req-a1") == 0  # freeing what is free changes nothing
-    # Another buyer still cannot count it: the purchase was ByteDance's.
-    stranger = store.register_invoices("req-b1", "Kuaishou Technology", [key])[key]
-    assert stranger.request_id != "req-b1" and stranger.buyer == "ByteDance Ltd."
-    # The same buyer (however its name is written) may count it for another request.
-    again = store.register_invoices("req-a2", "BYTEDANCE LTD", [key])[key]
-    assert again.request_id == "req-a2"
-    assert store.register_invoices("req-a3", "ByteDance Ltd.", [key])[key].request_id == "req-a2"

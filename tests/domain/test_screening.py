@@ -1,4 +1,5 @@
-"""Restricted-party screening: normalising, fuzzy matching, the CSL parser, list storage, the activity.
+"""Restricted-party screening: normalising, fuzzy matching, the CSL parser. Pure: storing lists and the
+activity's index over the list in force are tested in tests/store/test_screening_lists.py.
 
 Matching runs against the sample list bundled with the package (Huawei, SMIC, Phytium, NSC Wuxi,
 Sunway, Cambricon, Moore Threads, two Birens, Sugon) at the default policy threshold of 90, so the
@@ -11,15 +12,10 @@ import csv
 import hashlib
 import io
 import random
-import sqlite3
-from contextlib import closing
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
-from activities.screening import ScreeningActivities
-from chipclear.domain.events import ScreeningListLoaded
 from chipclear.domain.models import Party, PartyKind
 from chipclear.domain.screening import (
     MIN_FUZZY_LENGTH,
@@ -34,10 +30,6 @@ from chipclear.domain.screening import (
     parse_csl,
     parties_of,
 )
-from chipclear.store import sql
-from chipclear.store.screening import CurrentList
-from chipclear.store.sql import SCREENING_STREAM
-from chipclear.store.sqlite import SQLiteEventStore
 from tests.factories import make_request
 
 THRESHOLD = 90.0  # the policy default (`screening_threshold`)
@@ -543,185 +535,6 @@ def test_quoted_newline_inside_a_field_is_kept() -> None:
     assert entry.addresses == ["Line 1\nLine 2", "Other"]
 
 
-# -- the store ----------------------------------------------------------------------------------------
-def test_store_without_lists(store: SQLiteEventStore) -> None:
-    assert store.current_screening_list() is None
-    assert store.screening_list_versions() == []
-    assert store.read_stream(SCREENING_STREAM) == []
-
-
-def test_save_screening_list(store: SQLiteEventStore) -> None:
-    acme = csl_list(*ACME_ROWS)
-    assert store.save_screening_list(acme, actor="ops@example.com") is True
-
-    current = store.current_screening_list()
-    assert current == acme
-    assert store.screening_list_versions() == [acme.info]
-    [event] = store.read_stream(SCREENING_STREAM)
-    assert event.type == "ScreeningListLoaded"
-    # The event vouches for the entries exactly as stored (what `audit verify` checks them against).
-    with closing(sqlite3.connect(store.path)) as conn:
-        [(data,)] = conn.execute(
-            "SELECT data FROM screening_lists WHERE version = ?", (acme.info.version,)
-        ).fetchall()
-    assert event.data == ScreeningListLoaded(
-        version=acme.info.version,
-        sha256=acme.info.sha256,
-        source="test list",
-        entries=2,
-        names=4,
-        entries_sha256=sql.sha256(data),
-    )
-    assert (event.version, event.actor, event.occurred_at) == (1, "ops@example.com", LOADED_AT)
-
-
-def test_audit_verify_finds_an_edited_screening_list(store: SQLiteEventStore) -> None:
-    """The list in force decides who is held: an edit to the stored entries must not go unnoticed."""
-    acme = csl_list(*ACME_ROWS)
-    assert store.save_screening_list(acme, actor="ops")
-    assert store.verify().ok
-    with sqlite3.connect(store.path) as conn:
-        conn.execute("UPDATE screening_lists SET data = '[]' WHERE version = ?", (acme.info.version,))
-    report = store.verify()
-    assert not report.ok
-    [broken] = report.breaks
-    assert broken.stream_id == SCREENING_STREAM and broken.version == 1
-    assert "differs from the list that was loaded" in broken.problem
-
-
-@pytest.mark.parametrize(
-    ("column", "value"),
-    [
-        ("source", "'a trusted source'"),
-        ("entries", "entries + 1"),
-        ("sha256", "'0'"),
-        ("loaded_at", "'2020'"),
-    ],
-)
-def test_audit_verify_finds_an_edited_screening_list_description(
-    store: SQLiteEventStore, column: str, value: str
-) -> None:
-    """What a list says about itself (its source, its size, when it was loaded) is checked too."""
-    acme = csl_list(*ACME_ROWS)
-    assert store.save_screening_list(acme, actor="ops")
-    with sqlite3.connect(store.path) as conn:
-        conn.execute(f"UPDATE screening_lists SET {column} = {value} WHERE version = ?", (acme.info.version,))
-    [broken] = store.verify().breaks
-    assert (broken.stream_id, broken.version) == (SCREENING_STREAM, 1)
-    assert "description differs from its ScreeningListLoaded event" in broken.problem
-
-
-def test_saving_the_same_content_again_writes_nothing(store: SQLiteEventStore) -> None:
-    acme = csl_list(*ACME_ROWS)
-    assert store.save_screening_list(acme, actor="ops")
-    assert store.save_screening_list(acme, actor="ops") is False
-    # Same file, read again a day later: a different version string, the same checksum.
-    again = csl_list(*ACME_ROWS, loaded_at=LOADED_AT + timedelta(days=1))
-    assert store.save_screening_list(again, actor="ops") is False
-    assert store.screening_list_versions() == [acme.info]
-    assert len(store.read_stream(SCREENING_STREAM)) == 1
-
-
-def test_second_list_becomes_current(store: SQLiteEventStore) -> None:
-    first = csl_list(*ACME_ROWS)
-    second = csl_list(ACME_ROWS[1], loaded_at=LOADED_AT + timedelta(hours=1))
-    assert store.save_screening_list(first, actor="ops")
-    assert store.save_screening_list(second, actor="ops")
-
-    assert store.current_screening_list() == second
-    assert store.screening_list_versions() == [second.info, first.info]
-    events = store.read_stream(SCREENING_STREAM)
-    assert [(e.version, e.data.version) for e in events] == [  # type: ignore[union-attr]
-        (1, first.info.version),
-        (2, second.info.version),
-    ]
-
-    # What is in force, without the entries a full list would take to read; then any version in full.
-    assert store.current_screening_info() == second.info
-    assert store.screening_list(first.info) == first
-
-    # Going back to the first content is a new load, and it becomes current.
-    back = csl_list(*ACME_ROWS, loaded_at=LOADED_AT + timedelta(hours=2))
-    assert store.save_screening_list(back, actor="ops")
-    assert store.current_screening_list() == back
-    assert [i.version for i in store.screening_list_versions()] == [
-        back.info.version,
-        second.info.version,
-        first.info.version,
-    ]
-
-    report = store.verify()
-    assert report.ok, report.breaks
-    assert report.events_checked == 3
-
-
-def test_saved_list_is_current_even_with_an_earlier_clock(store: SQLiteEventStore) -> None:
-    assert store.save_screening_list(csl_list(*ACME_ROWS), actor="host-a")
-    behind = csl_list(ACME_ROWS[1], loaded_at=LOADED_AT - timedelta(minutes=5))
-    assert store.save_screening_list(behind, actor="host-b")
-    current = store.current_screening_list()
-    assert current is not None
-    assert current.info.version == behind.info.version
-
-
-def test_lists_survive_reopening(store: SQLiteEventStore, tmp_path: Path) -> None:
-    acme = csl_list(*ACME_ROWS)
-    store.save_screening_list(acme, actor="ops")
-    reopened = SQLiteEventStore(tmp_path / "events.db")
-    try:
-        assert reopened.current_screening_list() == acme
-        assert reopened.screening_list_versions() == [acme.info]
-        assert len(reopened.read_stream(SCREENING_STREAM)) == 1
-        assert reopened.verify().ok
-        assert reopened.save_screening_list(acme, actor="ops") is False
-    finally:
-        reopened.close()
-
-
-# -- the activity's index -----------------------------------------------------------------------------
-def test_activity_uses_bundled_sample_until_a_list_is_loaded(store: SQLiteEventStore) -> None:
-    activities = ScreeningActivities(store)
-    index = activities.index()
-    assert index.info.loaded_at is None
-    assert index.info.version.startswith("sample-")
-    assert index.info == bundled_list().info
-    assert entry_names(index, "Huawei") == [HUAWEI]
-    assert activities.index() is index  # cached while nothing changes
-
-
-def test_activity_switches_to_a_loaded_list(store: SQLiteEventStore) -> None:
-    activities = ScreeningActivities(store)
-    sample_index = activities.index()
-    acme = csl_list(*ACME_ROWS)
-    store.save_screening_list(acme, actor="ops")
-
-    index = activities.index()
-    assert index is not sample_index
-    assert index.info == acme.info
-    assert entry_names(index, "Acme Quantum Devices") == ["Acme Quantum Devices Co., Ltd."]
-    assert entry_names(index, "Huawei Technologies Co., Ltd.") == []
-    # Cached by version: the store answers with an empty list for the known version, and the index
-    # keeps its entries.
-    again = activities.index()
-    assert again is index
-    assert len(again.entries) == 2
-    assert entry_names(again, "Zenith Trading") == ["Zenith Trading LLC"]
-
-    newer = csl_list(ACME_ROWS[1], loaded_at=LOADED_AT + timedelta(hours=1))
-    store.save_screening_list(newer, actor="ops")
-    latest = activities.index()
-    assert latest.info == newer.info
-    assert entry_names(latest, "Acme Quantum Devices") == []
-
-
-def test_activity_starts_with_the_stored_list(store: SQLiteEventStore) -> None:
-    acme = csl_list(*ACME_ROWS)
-    store.save_screening_list(acme, actor="ops")
-    index = ScreeningActivities(store).index()
-    assert index.info == acme.info
-    assert entry_names(index, "SMIC") == []
-
-
 # -- scale --------------------------------------------------------------------------------------------
 def synthetic_word(rng: random.Random) -> str:
     """Consonant-vowel pairs: pronounceable, and never one of the target's words (which have vowel runs)."""
@@ -767,27 +580,3 @@ def test_twenty_thousand_entries_match_the_one_right_entry() -> None:
     probe = entries[4_242]
     assert [m.entity_number for m in index.match(buyer(probe.name.upper()), THRESHOLD)] == ["N-04242"]
     assert index.match(buyer("Entirely Unlisted Party"), THRESHOLD) == []
-
-
-def test_the_list_in_force_is_read_in_full_once_per_version(
-    store: SQLiteEventStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Every screening asks which list is in force; only a new version is read and indexed again."""
-    reads: list[str] = []
-    read_in_full = store.screening_list
-
-    def counted(info: ScreeningListInfo) -> ScreeningList:
-        reads.append(info.version)
-        return read_in_full(info)
-
-    monkeypatch.setattr(store, "screening_list", counted)
-    current = CurrentList(store)
-    assert current.index().info.version.startswith("sample-")  # nothing loaded: the bundled sample
-    acme = csl_list(*ACME_ROWS)
-    assert store.save_screening_list(acme, actor="ops")
-    first = current.index()
-    assert first.info == acme.info and current.index() is first and current.index() is first
-    second = csl_list(ACME_ROWS[1], loaded_at=LOADED_AT + timedelta(hours=1))
-    assert store.save_screening_list(second, actor="ops")
-    assert current.index().info == second.info
-    assert reads == [acme.info.version, second.info.version]

@@ -1,4 +1,5 @@
-"""The invoice registry's conformance suite: an invoice counts for one request, first come first served.
+"""The invoice registry's conformance suite: an invoice counts for one request, first come first served;
+and the pure decider judging evidence against the store's real registry, as the workflow does.
 
 Every test that takes `event_store` runs on SQLite and on PostgreSQL.
 """
@@ -8,11 +9,23 @@ from __future__ import annotations
 import random
 import threading
 from collections import Counter
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 
-from chipclear.domain.evidence import InvoiceOwner
+from chipclear.domain.commands import AddEvidence, Evaluate, Submit
+from chipclear.domain.events import DomesticQuotaAssessed, EvidenceAdded, EvidenceRejected
+from chipclear.domain.evidence import InvoiceOwner, RejectedRecord
+from chipclear.domain.facts import Facts, FactsWanted
+from chipclear.domain.models import ImportRequest, invoice_key
+from chipclear.domain.policy import Policy
 from chipclear.store.protocol import EventStore
-from tests.store.support import open_handle, run_threads
+from tests.decisions import World, only
+from tests.domain import test_evidence as evidence
+from tests.domain.test_evidence import BOTH, DOMESTIC_QUOTA, NOW, Run, only_reason, part, rec, request_with
+from tests.factories import make_request
+from tests.store.support import Raw, open_handle, run_threads
 
 BUYER, OTHER_BUYER = "Alpha Compute Ltd.", "Beta Cloud Co."
 
@@ -22,6 +35,7 @@ def test_registering_again_for_the_same_request_changes_nothing(event_store: Eve
     answer = event_store.register_invoices("req-a", BUYER, keys)
     assert answer == dict.fromkeys(keys, InvoiceOwner(request_id="req-a", buyer=BUYER))
     assert event_store.register_invoices("req-a", BUYER, keys) == answer
+    assert event_store.register_invoices("req-a", BUYER, list(reversed(keys))) == answer
     assert event_store.register_invoices("req-a", BUYER, [*reversed(keys), keys[0]]) == answer
     assert event_store.register_invoices("req-a", BUYER, []) == {}
 
@@ -72,3 +86,114 @@ def test_racing_registrations_give_each_invoice_to_exactly_one_request(event_sto
     winners = Counter(owner.request_id for owner in owners.values())
     assert sum(winners.values()) == len(keys)
     assert all(owner.buyer == f"Buyer {owner.request_id.removeprefix('req-')}" for owner in owners.values())
+    # What everyone was told is what the registry holds: every invoice once, with that owner.
+    raw = Raw(event_store)
+    with closing(raw.conn):
+        rows = raw.execute("SELECT invoice_key, request_id, buyer FROM invoices").fetchall()
+    assert sorted(key for key, _, _ in rows) == sorted(keys)
+    assert {key: InvoiceOwner(request_id=owner, buyer=buyer) for key, owner, buyer in rows} == owners
+
+
+# -- the decider with the store's real registry ------------------------------------------------------
+
+
+@dataclass
+class StoreWorld(World):
+    """The decider's world (tests.decisions) with the event store's real invoice registry in place of
+    the test's own."""
+
+    store: EventStore | None = None
+
+    def respond(self, wanted: FactsWanted, now: datetime) -> Facts:
+        assert self.store is not None
+        facts = Facts()
+        if wanted.invoices is not None:
+            asking = wanted.invoices
+            owners = self.store.register_invoices(asking.request_id, asking.buyer, asking.keys)
+            facts = facts.merged(Facts(invoice_owners=owners))
+        if wanted.release_invoices is not None:
+            freed = self.store.release_invoices(wanted.release_invoices.request_id)
+            facts = facts.merged(Facts(invoices_released=freed))
+        rest = wanted.model_copy(update={"invoices": None, "release_invoices": None})
+        return facts.merged(super().respond(rest, now))
+
+
+def submit_with_registry(
+    store: EventStore, policy: Policy, request: ImportRequest, now: datetime = NOW
+) -> Run:
+    """What the workflow does: ask needs, register the invoices worth registering, Submit with the answer."""
+    run = Run(policy, now=now, world=StoreWorld(store=store))
+    run.send(Submit(request=request))
+    return run
+
+
+def test_compensation_frees_an_unlicensed_requests_invoices_for_its_buyer_only(
+    event_store: EventStore,
+) -> None:
+    evidence.compensation_frees_invoices_for_their_buyer_only(StoreWorld(store=event_store))
+
+
+def test_same_invoice_for_two_requests_of_one_buyer_counts_once(event_store: EventStore) -> None:
+    shared = rec("HW-2026-0042", units=60_000)
+    first = submit_with_registry(event_store, BOTH, request_with(shared, request_id="req-first"))
+    assert part(first).evidence == [shared]
+
+    # The same buyer, spelt differently, files the same invoice (written differently) again.
+    again = rec("hw 2026 0042", vendor="Huawei Co., Ltd.", units=60_000)
+    extra = rec("HW-2026-0043", units=15_000)
+    second_request = request_with(
+        again,
+        extra,
+        request_id="req-second",
+        buyer={"name": "BYTEDANCE", "country": "CN", "kind": "private"},
+    )
+    second = submit_with_registry(event_store, BOTH, second_request)
+    assert part(second).evidence == [extra]
+    assert part(second).rejected_evidence == [
+        RejectedRecord(record=again, reason="invoice 'hw 2026 0042' already counts for request req-first")
+    ]
+    second.to(DOMESTIC_QUOTA)
+    assessed = only(second.send(Evaluate(gate=DOMESTIC_QUOTA)), DomesticQuotaAssessed)
+    assert assessed.domestic_units == 15_000
+    assert assessed.shortfall == 35_000
+
+    # The first request still counts it, and asking again answers the same.
+    again_owners = event_store.register_invoices("req-first", evidence.BUYER, [invoice_key(shared)])
+    assert again_owners == {"huawei|hw20260042": InvoiceOwner(request_id="req-first", buyer=evidence.BUYER)}
+
+
+def test_same_invoice_for_two_buyers_is_rejected_for_the_second(event_store: EventStore) -> None:
+    shared = rec("HW-2026-0042", units=60_000)
+    submit_with_registry(event_store, BOTH, request_with(shared, request_id="req-first"))
+    other = request_with(
+        shared,
+        request_id="req-other",
+        buyer={"name": evidence.OTHER_BUYER, "country": "CN", "kind": "private"},
+    )
+    run = submit_with_registry(event_store, BOTH, other)
+    assert part(run).evidence == []
+    assert [r.reason for r in part(run).rejected_evidence] == [
+        "invoice 'HW-2026-0042' is registered to another buyer's request"
+    ]
+
+
+def test_evidence_added_later_goes_through_the_registry_too(event_store: EventStore) -> None:
+    first = submit_with_registry(event_store, BOTH, request_with(rec("HW-1"), request_id="req-a"))
+    second = submit_with_registry(
+        event_store, BOTH, make_request(request_id="req-b", domestic_procurement=[])
+    )
+    events = second.send(AddEvidence(records=[rec("HW-1"), rec("HW-2")]))
+    assert only(events, EvidenceAdded).records == [rec("HW-2")]
+    assert (
+        only_reason(only(events, EvidenceRejected).records)
+        == "invoice 'HW-1' already counts for request req-a"
+    )
+    # HW-2 now belongs to req-b: req-a cannot add it.
+    first.refuse(AddEvidence(records=[rec("HW-2")]), "already counts for request req-b")
+
+
+def test_records_refused_by_the_rules_are_not_registered(event_store: EventStore) -> None:
+    nvidia = rec("NV-1", vendor="NVIDIA", product="H20")
+    submit_with_registry(event_store, BOTH, request_with(nvidia, rec("HW-1"), request_id="req-a"))
+    owners = event_store.register_invoices("req-b", evidence.BUYER, [invoice_key(nvidia)])
+    assert owners == {invoice_key(nvidia): InvoiceOwner(request_id="req-b", buyer=evidence.BUYER)}

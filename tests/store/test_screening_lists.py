@@ -1,5 +1,6 @@
-"""The screening lists' conformance suite: a loaded list becomes current with its chained event, and
-`verify` proves the stored list is the one that was loaded. Runs on SQLite and on PostgreSQL."""
+"""The screening lists' conformance suite: a loaded list becomes current with its chained event,
+`verify` proves the stored list is the one that was loaded, and the screening activity's index follows
+the list in force. Runs on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ from datetime import timedelta
 
 import pytest
 
+from activities.screening import ScreeningActivities
 from chipclear.domain.events import ScreeningListLoaded
+from chipclear.domain.screening import ScreeningList, ScreeningListInfo, bundled_list
 from chipclear.store.protocol import EventStore
 from chipclear.store.screening import CurrentList
 from chipclear.store.sql_base import sha256
 from chipclear.store.sql_screening import SCREENING_STREAM
-from tests.domain.test_screening import ACME_ROWS, LOADED_AT, csl_list
+from tests.domain.test_screening import ACME_ROWS, HUAWEI, LOADED_AT, csl_list, entry_names
 from tests.store.support import Raw, open_handle
 
 
@@ -32,6 +35,7 @@ def test_a_saved_list_is_current_and_its_event_vouches_for_it(event_store: Event
     assert event_store.current_screening_list() == acme
     assert event_store.screening_list_versions() == [acme.info]
     [event] = event_store.read_stream(SCREENING_STREAM)
+    assert event.type == "ScreeningListLoaded"
     # The event vouches for the entries exactly as stored (what `audit verify` checks them against).
     raw = Raw(event_store)
     with closing(raw.conn):
@@ -74,6 +78,7 @@ def test_the_newest_load_is_current_whatever_its_clock(event_store: EventStore) 
     # Going back to the first content is a new load, and it becomes current.
     back = csl_list(*ACME_ROWS, loaded_at=LOADED_AT + timedelta(hours=2))
     assert event_store.save_screening_list(back, actor="ops")
+    assert event_store.current_screening_list() == back
     assert [info.version for info in event_store.screening_list_versions()] == [
         back.info.version,
         second.info.version,
@@ -94,6 +99,9 @@ def test_lists_are_shared_by_every_handle(event_store: EventStore) -> None:
     event_store.save_screening_list(acme, actor="ops")
     with closing(open_handle(event_store)) as other:
         assert other.current_screening_list() == acme
+        assert other.screening_list_versions() == [acme.info]
+        assert len(other.read_stream(SCREENING_STREAM)) == 1
+        assert other.verify().ok
         assert other.save_screening_list(acme, actor="ops") is False
         index = CurrentList(other).index()
         assert index.info == acme.info and len(index.entries) == 2
@@ -103,12 +111,15 @@ def test_verify_finds_an_edited_list(event_store: EventStore) -> None:
     """The list in force decides who is held: an edit to the stored entries must not go unnoticed."""
     acme = csl_list(*ACME_ROWS)
     assert event_store.save_screening_list(acme, actor="ops")
+    assert event_store.verify().ok
     raw = Raw(event_store)
     with closing(raw.conn):
         raw.execute(
             "UPDATE screening_lists SET data = ? WHERE version = ?", (json.dumps([]), acme.info.version)
         )
-    [broken] = event_store.verify().breaks
+    report = event_store.verify()
+    assert not report.ok
+    [broken] = report.breaks
     assert (broken.stream_id, broken.version) == (SCREENING_STREAM, 1)
     assert "differs from the list that was loaded" in broken.problem
 
@@ -146,3 +157,73 @@ def test_verify_finds_a_list_no_event_records(event_store: EventStore) -> None:
     [broken] = event_store.verify().breaks
     assert (broken.stream_id, broken.version) == (SCREENING_STREAM, 0)
     assert broken.problem == "screening list smuggled is stored but no ScreeningListLoaded event records it"
+
+
+# -- the screening activity's index: the list in force ------------------------------------------------
+
+
+def test_the_activity_uses_the_bundled_sample_until_a_list_is_loaded(event_store: EventStore) -> None:
+    activities = ScreeningActivities(event_store)
+    index = activities.index()
+    assert index.info.loaded_at is None
+    assert index.info.version.startswith("sample-")
+    assert index.info == bundled_list().info
+    assert entry_names(index, "Huawei") == [HUAWEI]
+    assert activities.index() is index  # cached while nothing changes
+
+
+def test_the_activity_switches_to_a_loaded_list(event_store: EventStore) -> None:
+    activities = ScreeningActivities(event_store)
+    sample_index = activities.index()
+    acme = csl_list(*ACME_ROWS)
+    event_store.save_screening_list(acme, actor="ops")
+
+    index = activities.index()
+    assert index is not sample_index
+    assert index.info == acme.info
+    assert entry_names(index, "Acme Quantum Devices") == ["Acme Quantum Devices Co., Ltd."]
+    assert entry_names(index, "Huawei Technologies Co., Ltd.") == []
+    # Cached by version: the store answers with an empty list for the known version, and the index
+    # keeps its entries.
+    again = activities.index()
+    assert again is index
+    assert len(again.entries) == 2
+    assert entry_names(again, "Zenith Trading") == ["Zenith Trading LLC"]
+
+    newer = csl_list(ACME_ROWS[1], loaded_at=LOADED_AT + timedelta(hours=1))
+    event_store.save_screening_list(newer, actor="ops")
+    latest = activities.index()
+    assert latest.info == newer.info
+    assert entry_names(latest, "Acme Quantum Devices") == []
+
+
+def test_the_activity_starts_with_the_stored_list(event_store: EventStore) -> None:
+    acme = csl_list(*ACME_ROWS)
+    event_store.save_screening_list(acme, actor="ops")
+    index = ScreeningActivities(event_store).index()
+    assert index.info == acme.info
+    assert entry_names(index, "SMIC") == []
+
+
+def test_the_list_in_force_is_read_in_full_once_per_version(
+    event_store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every screening asks which list is in force; only a new version is read and indexed again."""
+    reads: list[str] = []
+    read_in_full = event_store.screening_list
+
+    def counted(info: ScreeningListInfo) -> ScreeningList:
+        reads.append(info.version)
+        return read_in_full(info)
+
+    monkeypatch.setattr(event_store, "screening_list", counted)
+    current = CurrentList(event_store)
+    assert current.index().info.version.startswith("sample-")  # nothing loaded: the bundled sample
+    acme = csl_list(*ACME_ROWS)
+    assert event_store.save_screening_list(acme, actor="ops")
+    first = current.index()
+    assert first.info == acme.info and current.index() is first and current.index() is first
+    second = csl_list(ACME_ROWS[1], loaded_at=LOADED_AT + timedelta(hours=1))
+    assert event_store.save_screening_list(second, actor="ops")
+    assert current.index().info == second.info
+    assert reads == [acme.info.version, second.info.version]

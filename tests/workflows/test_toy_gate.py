@@ -8,6 +8,7 @@ CAC reviewer; everyone else passes by rule. Nothing in chipclear names it: the r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,10 +18,10 @@ from chipclear import client as ops
 from chipclear.domain.allocation import BatchSpec, OpenBatch
 from chipclear.domain.commands import Decide
 from chipclear.domain.events import EvidenceRejected, GateApproved, GateOpened, PartiesScreened
-from chipclear.domain.gates import register
 from chipclear.domain.gates.base import Context, GateRules, Payload, approval
 from chipclear.domain.models import ImportRequest, PartyKind
 from chipclear.domain.policy import Policy, ReviewSection
+from chipclear.domain.registry import register, unregister
 from chipclear.domain.state import GateSlice
 from chipclear.projections import get_request
 from chipclear.store.sqlite import SQLiteEventStore
@@ -56,7 +57,12 @@ class CacReview(GateRules[CacSection, GateSlice]):
         return (self.section(policy).condition,)
 
 
-register(CacReview())
+@pytest.fixture(autouse=True)
+def cac_review() -> Iterator[None]:
+    """The toy gate is known only while this module's tests run."""
+    register(CacReview())
+    yield
+    unregister(CAC)
 
 
 def _policy() -> Policy:
@@ -110,13 +116,11 @@ async def test_a_buyer_the_toy_gate_does_not_review_passes_it_by_rule(
         outcome = await submission.handle.result()
     assert outcome.status == "licensed"
     cac = [
-        e
+        (e.actor, e.data.rule, e.data.note)
         for e in store.read_stream(request.request_id)
         if isinstance(e.data, GateApproved) and e.data.gate == CAC
     ]
-    assert [(e.actor, e.data.rule, e.data.note) for e in cac] == [
-        ("policy", "cac_review.mode = auto", "not a CII operator")
-    ]
+    assert cac == [("policy", "cac_review.mode = auto", "not a CII operator")]
 
 
 async def test_a_policy_of_only_version_and_modes_screens_allocates_and_keeps_invoices_unique(

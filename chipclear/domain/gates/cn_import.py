@@ -143,7 +143,9 @@ class CnImport(GateRules[CnImportSection, CnImportSlice]):
         assert isinstance(command, RecordAllocation)
         require_at(ctx.state, NAME)
         if not self.section(ctx.policy).allocate_from_batches:
-            raise DomainError(f"{self.rule_prefix}.allocate_from_batches is off: this request takes no allocation")
+            raise DomainError(
+                f"{self.rule_prefix}.allocate_from_batches is off: this request takes no allocation"
+            )
         if not self.awaiting_allocation(ctx.state, ctx.policy):
             raise DomainError("units are already allocated to this request")
         return self._allocated(ctx, command.reservation)

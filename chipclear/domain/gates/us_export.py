@@ -173,14 +173,7 @@ class UsExport(GateRules[UsExportSection, UsExportSlice]):
             found = ctx.facts.screening
             if found is None:
                 raise DomainError("restricted-party screening has not run for this request yet")
-            payloads.append(
-                PartiesScreened(
-                    list_version=found.list_version,
-                    threshold=found.threshold,
-                    parties=found.parties,
-                    matches=found.matches,
-                )
-            )
+            payloads.append(PartiesScreened.model_validate(found, from_attributes=True))
             held = bool(found.matches)
             if held and section.mode is GateMode.AUTO:
                 best = max(found.matches, key=lambda match: match.score)
