@@ -48,7 +48,7 @@ def test_policy_path_may_be_a_string(tmp_path):
     ],
 )
 def test_a_policy_files_problems_are_named_after_the_file(tmp_path, body):
-    """load_policy reports the file, then every problem as tests/domain/test_policy_and_files.py names it."""
+    """load_policy reports the file, then every problem as tests/domain/test_policy.py names it."""
     path = write_policy(tmp_path, body)
     with pytest.raises(PolicyError) as info:
         load_policy(path)

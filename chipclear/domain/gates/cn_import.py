@@ -14,13 +14,7 @@ from pydantic import BaseModel
 from chipclear.domain.allocation import Release, Reservation, Reserve
 from chipclear.domain.commands import Command, Compensate, Decide, Evaluate, RecordAllocation
 from chipclear.domain.errors import DomainError
-from chipclear.domain.events import (
-    AllocationGranted,
-    AllocationQueued,
-    AllocationReleased,
-    Event,
-    GateDenied,
-)
+from chipclear.domain.events import AllocationGranted, AllocationQueued, AllocationReleased, Event, GateDenied
 from chipclear.domain.facts import FactsWanted
 from chipclear.domain.gates.base import Context, GateRules, Payload, approval, excluded_kind, require_at
 from chipclear.domain.models import PartyKind

@@ -17,13 +17,7 @@ from chipclear.domain.buyer_cap import RULE as BUYER_CAP_RULE
 from chipclear.domain.buyer_cap import BuyerClaim, ClaimUnits, ReleaseClaim
 from chipclear.domain.commands import Command, Compensate, Decide, Evaluate
 from chipclear.domain.errors import DomainError
-from chipclear.domain.events import (
-    Event,
-    ExportApprovalReleased,
-    GateApproved,
-    GateDenied,
-    PartiesScreened,
-)
+from chipclear.domain.events import Event, ExportApprovalReleased, GateApproved, GateDenied, PartiesScreened
 from chipclear.domain.facts import FactsWanted, ScreenParties
 from chipclear.domain.gates.base import ByPolicy, Context, GateRules, Payload, approval, excluded_kind
 from chipclear.domain.models import PartyKind
