@@ -224,9 +224,9 @@ def submit(
         )
         if wait:
             await submission.handle.result()
-        state = await _settled_state(client, events, request.request_id)
+        state, source = await _settled_state(client, events, request.request_id)
         if json_:
-            doc = output.state_document(state, source="workflow") if state else {"status": "starting"}
+            doc = output.state_document(state, source=source) if state else {"status": "starting"}
             output.print_json({**doc, "request_id": request.request_id, "created": submission.created})
             return
         if submission.created:
@@ -236,24 +236,41 @@ def submit(
                 f"[yellow]already submitted:[/] {request.request_id} (workflow {submission.handle.id}); "
                 "nothing new started"
             )
-        output.console.print(f"status: [bold]{state.status if state else 'starting'}[/]")
-        if state is not None:
-            output.print_gate_lines(state)  # evidence that does not count, a screening hold, …
+        if state is None:
+            output.console.print(
+                "status: [bold]starting[/] (no worker has taken it up yet: is `chipclear worker` running?)"
+            )
+            return
+        output.console.print(f"status: [bold]{state.status}[/]")
+        output.print_gate_lines(state)  # evidence that does not count, a screening hold, …
 
     run(go())
 
 
-async def _settled_state(client: Client, events: EventStore, request_id: str) -> RequestState | None:
-    """The state just after submission: the first workflow task may still be running."""
-    for _ in range(50):
-        state = await ops.live_state(client, request_id)
-        if state is not None:
-            return state
-        stored = get_request(events, request_id)
-        if stored is not None:
-            return stored
-        await asyncio.sleep(0.1)
-    return None
+# How long `submit` waits for the new request's first step before it says `starting`.
+SETTLE_WAIT = 10.0
+
+
+async def _settled_state(
+    client: Client, events: EventStore, request_id: str
+) -> tuple[RequestState | None, str]:
+    """The state just after submission, and where it came from: the first workflow task may still be
+    running. With no worker polling, every query waits out its timeout: give up after SETTLE_WAIT."""
+
+    async def settle() -> tuple[RequestState | None, str]:
+        while True:
+            state = await ops.live_state(client, request_id)
+            if state is not None:
+                return state, "workflow"
+            stored = get_request(events, request_id)
+            if stored is not None:
+                return stored, "event-store"
+            await asyncio.sleep(0.1)
+
+    try:
+        return await asyncio.wait_for(settle(), SETTLE_WAIT)
+    except TimeoutError:
+        return get_request(events, request_id), "event-store"
 
 
 async def _current_state(
@@ -319,8 +336,10 @@ def list_(
     ] = None,
     json_: JsonOption = False,
 ) -> None:
-    """Every request and its current status: from the event store's projection, or with --gate,
-    --buyer or --query from Temporal's visibility store through the search attributes."""
+    """Every request and its current status, from the event store's projection.
+
+    With --gate, --buyer or --query: from Temporal's visibility store, through the search attributes.
+    """
     if gate is not None or buyer is not None or query is not None:
         if held or awaiting:
             raise InvalidInput(
@@ -444,8 +463,13 @@ def setup() -> None:
 @handles_errors
 def decide_(
     request_id: str,
-    gate: Annotated[str, typer.Option(help="The gate being decided.", callback=_known_gate)],
-    reviewer: Annotated[str, typer.Option(help="Your reviewer name, as in the policy's [reviewers].")],
+    gate: Annotated[
+        str, typer.Option(help=f"The gate being decided ({', '.join(registered())}).", callback=_known_gate)
+    ],
+    reviewer: Annotated[
+        # Escaped: rich reads an unescaped [reviewers] as markup and drops it from the help.
+        str, typer.Option(help="Your reviewer name, as in the policy's \\[reviewers] table.")
+    ],
     approve: Annotated[bool, typer.Option("--approve", help="Approve the gate.")] = False,
     deny: Annotated[bool, typer.Option("--deny", help="Deny the request at this gate.")] = False,
     units: Annotated[int | None, typer.Option(help="Approve fewer units than requested.", min=1)] = None,

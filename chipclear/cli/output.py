@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from chipclear.domain.allocation import BatchOpened, QueueLeft, RequestQueued, UnitsGranted, UnitsReleased
 from chipclear.domain.events import (
     AllocationGranted,
     AllocationQueued,
@@ -263,6 +264,17 @@ def summarise(event: StoredEvent) -> str:
             return f"queued for a later batch, position {position}"
         case AllocationReleased(batch_id=batch, units=units):
             return f"gave back {units} units to batch {batch}" if batch else "left the allocation queue"
+        # The allocation ledger's own stream.
+        case BatchOpened(batch=batch):
+            return f"batch {batch.batch_id} opened: {batch.capacity} units, {batch.eligible} eligible"
+        case UnitsGranted(request_id=request_id, batch_id=batch, units=units, requested=requested):
+            return f"{units} of {requested} units from batch {batch} to {request_id}"
+        case RequestQueued(request_id=request_id, units=units):
+            return f"{request_id} queued for {units} units"
+        case UnitsReleased(request_id=request_id, batch_id=batch, units=units, reason=reason):
+            return f"{request_id} gave back {units} units to batch {batch}: {reason}"
+        case QueueLeft(request_id=request_id, reason=reason):
+            return f"{request_id} left the queue: {reason}"
     return event.type
 
 

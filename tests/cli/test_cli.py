@@ -706,20 +706,26 @@ def test_status_from_the_event_store_when_the_server_is_down(stack: Stack, tmp_p
     assert len(submit.stderr.strip().splitlines()) == 1, show(submit)
 
 
-def test_status_from_the_event_store_when_no_worker_polls(tmp_path: Path) -> None:
-    """The server is up, the worker gone: `status` answers from the event store, never a traceback.
+def test_without_a_worker_status_reads_the_event_store_and_submit_says_starting(tmp_path: Path) -> None:
+    """The server is up, the worker gone: `status` answers from the event store, never a traceback, and
+    `submit` starts the workflow and says it waits for a worker, within seconds.
 
-    The server first lets the query time out; some seconds later it refuses it at once (FAILED_PRECONDITION,
-    "no poller seen for task queue recently"). Both answers are asked for.
+    At first the server lets a query time out; once it has seen no poller for a while (about 15 s on
+    the dev server) it refuses the query instead (FAILED_PRECONDITION, "no poller seen for task queue
+    recently"). `status` is asked at both times.
     """
     with open_stack(tmp_path, policy_text()) as own:
         request_id = submitted(own, tmp_path, "no-worker")
         own.worker.send_signal(signal.SIGTERM)
         assert own.worker.wait(timeout=20) == 0, own.worker_log.read_text()
         stopped = time.monotonic()
-        while time.monotonic() - stopped < 16:
+        for after in (0, 22):
+            time.sleep(max(0.0, stopped + after - time.monotonic()))
             doc = as_json(own.run("status", request_id, "--json"))
-            assert doc["source"] == "event-store" and doc["status"] == "us_export_review"
+            assert doc["source"] == "event-store" and doc["status"] == "us_export_review", after
+            if after == 0:
+                late = ok(own.run("submit", request_file(tmp_path, new_id("no-worker-late"))))
+                assert "status: starting (no worker has taken it up yet" in flat(late.stdout), show(late)
 
 
 # -- process hygiene -----------------------------------------------------------------------------
