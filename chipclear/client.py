@@ -23,6 +23,7 @@ from chipclear.contracts import (
     BUYER_CAP_QUERY,
     LEDGER_OPEN_BATCH,
     LEDGER_QUERY,
+    REQUEST_ACT,
     BuyerCapQuery,
     ImportRequestInput,
     ImportRequestResult,
@@ -51,13 +52,6 @@ from chipclear.store.protocol import EventStore
 from chipclear.temporal import refusal
 from workflows.import_request import ImportRequestWorkflow
 
-UPDATE_NAMES: dict[type, str] = {
-    Decide: "decide",
-    AddEvidence: "add_evidence",
-    Withdraw: "withdraw",
-    RequestInfo: "request_info",
-    Respond: "respond",
-}
 RequestUpdate = Decide | AddEvidence | Withdraw | RequestInfo | Respond
 
 
@@ -161,9 +155,8 @@ async def update(client: Client, request_id: str, command: RequestUpdate) -> Tra
     handle = client.get_workflow_handle_for(ImportRequestWorkflow.run, workflow_id(request_id))
     try:
         # By name with result_type: the typed method references trip mypy on async handlers.
-        name = UPDATE_NAMES[type(command)]
         result: TransitionResult = await asyncio.wait_for(
-            handle.execute_update(name, command, result_type=TransitionResult), UPDATE_WAIT
+            handle.execute_update(REQUEST_ACT, command, result_type=TransitionResult), UPDATE_WAIT
         )
         return result
     except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):

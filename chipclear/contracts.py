@@ -53,6 +53,8 @@ def _deployment_suffix(task_queue: str) -> str:
 
 # -- the import request -------------------------------------------------------------------------------
 REQUEST_WORKFLOW = "ImportRequest"
+# The one Update every act of a person is sent as (chipclear.domain.commands.HumanCommand).
+REQUEST_ACT = "act"
 
 
 def workflow_id(request_id: str) -> str:

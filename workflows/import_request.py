@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from chipclear import search_attributes, ui_text
     from chipclear.contracts import (
         ALLOCATION_GRANTED_SIGNAL,
+        REQUEST_ACT,
         REQUEST_WORKFLOW,
         ImportRequestInput,
         ImportRequestResult,
@@ -37,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         Decide,
         Escalate,
         Evaluate,
+        HumanCommand,
         RecordAllocation,
         RequestInfo,
         Respond,
@@ -120,46 +122,15 @@ class ImportRequestWorkflow:
         # mid-append must not show a step that may yet fail and never become true.
         return self._durable
 
-    # Decisions, evidence and withdrawal are updates, not signals: the caller learns at once whether
-    # the command was accepted, and a validator rejects a bad one before it ever enters history.
-    @workflow.update(name="decide")
-    async def decide_gate(self, command: Decide) -> TransitionResult:
+    # Every act of a person (a decision, a question, an answer, evidence, a withdrawal) is one Update,
+    # not a signal: the caller learns at once whether it was accepted, and the validator refuses a bad
+    # one before it ever enters history. What the person sends says which act it is (`kind`).
+    @workflow.update(name=REQUEST_ACT)
+    async def act(self, command: HumanCommand) -> TransitionResult:
         return await self._handle(command)
 
-    @decide_gate.validator
-    def _validate_decide(self, command: Decide) -> None:
-        self._validate(command)
-
-    @workflow.update(name="add_evidence")
-    async def add_evidence(self, command: AddEvidence) -> TransitionResult:
-        return await self._handle(command)
-
-    @add_evidence.validator
-    def _validate_add_evidence(self, command: AddEvidence) -> None:
-        self._validate(command)
-
-    @workflow.update(name="withdraw")
-    async def withdraw(self, command: Withdraw) -> TransitionResult:
-        return await self._handle(command)
-
-    @withdraw.validator
-    def _validate_withdraw(self, command: Withdraw) -> None:
-        self._validate(command)
-
-    @workflow.update(name="request_info")
-    async def request_info(self, command: RequestInfo) -> TransitionResult:
-        return await self._handle(command)
-
-    @request_info.validator
-    def _validate_request_info(self, command: RequestInfo) -> None:
-        self._validate(command)
-
-    @workflow.update(name="respond")
-    async def respond(self, command: Respond) -> TransitionResult:
-        return await self._handle(command)
-
-    @respond.validator
-    def _validate_respond(self, command: Respond) -> None:
+    @act.validator
+    def _validate_act(self, command: HumanCommand) -> None:
         self._validate(command)
 
     @workflow.signal(name=ALLOCATION_GRANTED_SIGNAL)

@@ -115,7 +115,7 @@ def _first_look(
         key = invoice_key(record)
         problem = rule_problem(record, rules, today)
         if problem is None and key in seen:
-            problem = f"invoice {record.invoice!r} was already submitted for this request"
+            problem = "already submitted for this request"
         if problem is None:
             seen.add(key)
         yield record, key, problem
@@ -125,12 +125,12 @@ def _registry_problem(
     record: ProcurementRecord, owner: InvoiceOwner | None, request_id: str, buyer: str
 ) -> str | None:
     if owner is None:
-        return f"invoice {record.invoice!r} is not registered yet; send it again"
+        return "not registered yet; send it again"
     if owner.request_id == request_id:
         return None
     if normalise_buyer(owner.buyer) == normalise_buyer(buyer):
-        return f"invoice {record.invoice!r} already counts for request {owner.request_id}"
-    return f"invoice {record.invoice!r} is registered to another buyer's request"
+        return f"already counts for request {owner.request_id}"
+    return "registered to another buyer's request"
 
 
 def required_units(ratio: float, imported: int) -> int:

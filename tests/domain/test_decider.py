@@ -592,7 +592,7 @@ def test_duplicate_invoice_against_existing_evidence_does_not_count(gate):
     events = run.send(AddEvidence(records=evidence("NEW-1", "hw-2026-0001")))
     assert only(events, EvidenceAdded).records == evidence("NEW-1")
     [rejected] = only(events, EvidenceRejected).records
-    assert rejected.reason == "invoice 'hw-2026-0001' was already submitted for this request"
+    assert rejected.reason == "already submitted for this request"
     assert [r.invoice for r in evidence_of(run.state)] == ["HW-2026-0001", "NEW-1"]
 
 
@@ -601,7 +601,7 @@ def test_duplicate_invoice_against_evidence_added_earlier_is_refused():
     run.send(AddEvidence(records=evidence("SMIC-7")))
     run.refuse(
         AddEvidence(records=evidence("smic-7")),
-        r"no record counts \(invoice 'smic-7': invoice 'smic-7' was already submitted",
+        r"no record counts \(invoice 'smic-7': already submitted",
     )
 
 
@@ -610,7 +610,7 @@ def test_duplicate_invoice_within_the_batch_counts_once():
     events = run.send(AddEvidence(records=evidence("X-1", "x-1")))
     assert only(events, EvidenceAdded).records == evidence("X-1")
     [rejected] = only(events, EvidenceRejected).records
-    assert rejected.reason == "invoice 'x-1' was already submitted for this request"
+    assert rejected.reason == "already submitted for this request"
 
 
 def test_empty_evidence_is_refused():
@@ -772,7 +772,7 @@ def test_a_new_users_policy_refuses_an_invoice_another_buyer_counted():
     events = second.send(Submit(request=other))
     assert types(events) == ["RequestSubmitted", "EvidenceRejected", "GateOpened"]
     [rejected] = only(events, EvidenceRejected).records
-    assert rejected.reason == "invoice 'HW-2026-0001' is registered to another buyer's request"
+    assert rejected.reason == "registered to another buyer's request"
     assert evidence_of(second.state) == []
 
 

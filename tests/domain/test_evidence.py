@@ -226,7 +226,7 @@ def test_invoice_repeated_within_one_batch_is_rejected() -> None:
     accepted, rejected = judged([first, again, other_vendor], VENDOR_LIST)
     assert accepted == [first, other_vendor]
     assert rejected == [
-        RejectedRecord(record=again, reason="invoice 'hw 2026 001' was already submitted for this request")
+        RejectedRecord(record=again, reason="already submitted for this request")
     ]
 
 
@@ -235,7 +235,7 @@ def test_invoice_already_in_the_requests_evidence_is_rejected() -> None:
         [rec("hw 2026 001"), rec("HW-2026-002")], VENDOR_LIST, already=[rec("HW-2026-001")]
     )
     assert [r.invoice for r in accepted] == ["HW-2026-002"]
-    assert only_reason(rejected) == "invoice 'hw 2026 001' was already submitted for this request"
+    assert only_reason(rejected) == "already submitted for this request"
 
 
 def test_a_rejected_record_does_not_block_a_corrected_copy_in_the_same_batch() -> None:
@@ -295,7 +295,7 @@ def test_invoice_owned_by_another_request_of_the_same_buyer(spelling: str) -> No
     good = rec()
     accepted, rejected = judged([good], BOTH, owners=mine(good, request_id="req-0", buyer=spelling))
     assert accepted == []
-    assert only_reason(rejected) == "invoice 'HW-2026-0001' already counts for request req-0"
+    assert only_reason(rejected) == "already counts for request req-0"
 
 
 def test_invoice_owned_by_another_buyers_request() -> None:
@@ -303,7 +303,7 @@ def test_invoice_owned_by_another_buyers_request() -> None:
     accepted, rejected = judged([good], BOTH, owners=mine(good, request_id="req-0", buyer=OTHER_BUYER))
     assert accepted == []
     reason = only_reason(rejected)
-    assert reason == "invoice 'HW-2026-0001' is registered to another buyer's request"
+    assert reason == "registered to another buyer's request"
     assert "req-0" not in reason  # another buyer's request id is not disclosed
 
 
@@ -311,7 +311,7 @@ def test_invoice_missing_from_the_registrys_answer() -> None:
     good, other = rec("HW-1"), rec("HW-2")
     accepted, rejected = judged([good, other], BOTH, owners=mine(good))
     assert accepted == [good]
-    assert only_reason(rejected) == "invoice 'HW-2' is not registered yet; send it again"
+    assert only_reason(rejected) == "not registered yet; send it again"
 
 
 def test_rule_problems_come_before_the_registry() -> None:
@@ -391,8 +391,8 @@ def test_submit_judges_the_requests_own_records() -> None:
         RejectedRecord(
             record=nvidia, reason="vendor 'NVIDIA' is not a domestic vendor (domestic_quota.vendors)"
         ),
-        RejectedRecord(record=taken, reason="invoice 'HW-2' is registered to another buyer's request"),
-        RejectedRecord(record=unregistered, reason="invoice 'HW-3' is not registered yet; send it again"),
+        RejectedRecord(record=taken, reason="registered to another buyer's request"),
+        RejectedRecord(record=unregistered, reason="not registered yet; send it again"),
     ]
     assert [event.actor for event in events[:3]] == ["applicant"] * 3
     state = run.state
@@ -451,7 +451,7 @@ def test_add_evidence_where_no_record_counts_is_refused_with_every_reason() -> N
     message = str(error)
     assert "invoice 'NV-1': vendor 'NVIDIA' is not a domestic vendor" in message
     assert "invoice 'HW-7': delivered_on 2026-02-02 is in the future" in message
-    assert "invoice 'HW-8': invoice 'HW-8' already counts for request req-0" in message
+    assert "invoice 'HW-8': already counts for request req-0" in message
 
 
 def test_add_evidence_some_good_some_bad_at_domestic_quota() -> None:
