@@ -18,7 +18,7 @@ from chipclear.domain.events import REQUEST_EVENT_TYPES, Event
 from chipclear.domain.state import RequestState, fold
 from chipclear.store.chain import timestamp
 from chipclear.store.factory import open_store
-from chipclear.store.projection import Projection
+from chipclear.store.projection import Projection, RowQuery
 from chipclear.store.protocol import EventStore, ProjectionRows
 
 COLUMNS = (
@@ -113,11 +113,11 @@ def list_requests(
     store: ProjectionRows, status: str | None = None, flags: Sequence[str] = ()
 ) -> list[RequestSummary]:
     """Projection rows, oldest first; `flags` keeps rows carrying every one (`escalated`, `held`, …)."""
-    rows = store.projection_rows(
-        REQUESTS,
-        equal={"status": str(status)} if status is not None else None,
-        tagged={"flags": flags} if flags else None,
+    query = RowQuery(
+        equal={"status": str(status)} if status is not None else {},
+        tagged={"flags": flags} if flags else {},
         columns=[column for column in COLUMNS if column != "state"],
         order_by=["submitted_at"],
     )
+    rows = store.projection_rows(REQUESTS, query)
     return [RequestSummary.model_validate(row) for row in rows]

@@ -20,15 +20,7 @@ with workflow.unsafe.imports_passed_through():
         BuyerCapQuery,
         ReleasedUnits,
     )
-    from chipclear.domain.buyer_cap import (
-        BuyerCapState,
-        BuyerClaim,
-        ClaimUnits,
-        ReleaseClaim,
-        apply_claim,
-        apply_release,
-        check_claim,
-    )
+    from chipclear.domain import buyer_cap as cap
     from chipclear.domain.errors import DomainError
     from workflows.options import until_history_is_long
 
@@ -37,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
 class BuyerCapWorkflow:
     @workflow.init
     def __init__(self, input: BuyerCapInput) -> None:
-        self._state = input.state or BuyerCapState()
+        self._state = input.state or cap.BuyerCapState()
         self._history_limit = input.history_limit
 
     @workflow.run
@@ -46,26 +38,26 @@ class BuyerCapWorkflow:
         workflow.continue_as_new(BuyerCapInput(state=self._state, history_limit=self._history_limit))
 
     @workflow.query(name=BUYER_CAP_QUERY)
-    def buyer_cap(self, _: BuyerCapQuery | None = None) -> BuyerCapState:
+    def buyer_cap(self, _: BuyerCapQuery | None = None) -> cap.BuyerCapState:
         return self._state
 
     @workflow.update(name=BUYER_CAP_CLAIM)
-    def claim(self, command: ClaimUnits) -> BuyerClaim:
+    def claim(self, command: cap.ClaimUnits) -> cap.BuyerClaim:
         claim = self._check(command)
-        self._state = apply_claim(self._state, claim)
+        self._state = cap.apply_claim(self._state, claim)
         return claim
 
     @claim.validator
-    def _validate_claim(self, command: ClaimUnits) -> None:
+    def _validate_claim(self, command: cap.ClaimUnits) -> None:
         self._check(command)
 
     @workflow.update(name=BUYER_CAP_RELEASE)
-    def release(self, command: ReleaseClaim) -> ReleasedUnits:
-        self._state, units = apply_release(self._state, command)
+    def release(self, command: cap.ReleaseClaim) -> ReleasedUnits:
+        self._state, units = cap.apply_release(self._state, command)
         return ReleasedUnits(request_id=command.request_id, units=units)
 
-    def _check(self, command: ClaimUnits) -> BuyerClaim:
+    def _check(self, command: cap.ClaimUnits) -> cap.BuyerClaim:
         try:
-            return check_claim(self._state, command)
+            return cap.check_claim(self._state, command)
         except DomainError as exc:
             raise ApplicationError(str(exc), type="DomainError", non_retryable=True) from None

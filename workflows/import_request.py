@@ -10,15 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from functools import partial
+from typing import Any, TypeVar
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.allocation import AllocationActivities
-    from activities.events import AppendInput, EventActivities, PolicyInput
+    from activities.events import (
+        AppendInput,
+        EventActivities,
+        InvoiceOwners,
+        PolicyInput,
+        PolicyResult,
+        ReleasedInvoices,
+    )
     from activities.screening import ScreeningActivities
     from chipclear import search_attributes, ui_text
     from chipclear.contracts import (
@@ -32,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         ledger_calls_queue,
     )
     from chipclear.domain.allocation import Released, Reservation
+    from chipclear.domain.buyer_cap import BuyerClaim
     from chipclear.domain.commands import (
         AddEvidence,
         Command,
@@ -48,7 +59,7 @@ with workflow.unsafe.imports_passed_through():
     from chipclear.domain.decider import Due, compensations, decide, needs, next_due
     from chipclear.domain.errors import DomainError
     from chipclear.domain.events import Event, EvidenceRejected
-    from chipclear.domain.facts import NONE, Facts, FactsWanted, provisional
+    from chipclear.domain.facts import NONE, Facts, FactsWanted, Screening, provisional
     from chipclear.domain.policy import Policy
     from chipclear.domain.state import RequestState, evolve
     from workflows import metrics
@@ -64,6 +75,24 @@ with workflow.unsafe.imports_passed_through():
 # Commands a person sends: dry-run with provisional facts first, so one the rules refuse takes nothing
 # from the world (no buyer-cap headroom, no invoice).
 _HUMAN = (Decide, AddEvidence, Withdraw, RequestInfo, Respond)
+
+_Self = TypeVar("_Self")
+_Arg = TypeVar("_Arg")
+_Result = TypeVar("_Result")
+
+
+async def _local(
+    activity: Callable[..., Any], arg: object, summary: str, start_to_close: timedelta, retry: RetryPolicy
+) -> Any:
+    """A local activity with these options; it may be sync or async, so callers annotate the result."""
+    return await workflow.execute_local_activity_method(
+        activity, arg, start_to_close_timeout=start_to_close, retry_policy=retry, summary=summary
+    )
+
+
+async def _on_store(activity: Callable[..., Any], arg: object, summary: str) -> Any:
+    """A local activity on the event store, with the append's timeout and retries."""
+    return await _local(activity, arg, summary, APPEND_TIMEOUT, APPEND_RETRY)
 
 
 @workflow.defn(name=REQUEST_WORKFLOW)
@@ -83,12 +112,8 @@ class ImportRequestWorkflow:
 
     @workflow.run
     async def run(self, input: ImportRequestInput) -> ImportRequestResult:
-        policy_result = await workflow.execute_local_activity_method(
-            EventActivities.current_policy,
-            PolicyInput(),
-            start_to_close_timeout=APPEND_TIMEOUT,
-            retry_policy=APPEND_RETRY,
-            summary="read the policy in force",
+        policy_result: PolicyResult = await _on_store(
+            EventActivities.current_policy, PolicyInput(), "read the policy in force"
         )
         self._policy = policy_result.policy
         # Upsert the Web UI's search attributes only where the namespace has them (recorded above).
@@ -209,32 +234,30 @@ class ImportRequestWorkflow:
         """
         facts = Facts()
         if wanted.invoices is not None:
-            registered = await workflow.execute_local_activity_method(
+            registered: InvoiceOwners = await _on_store(
                 EventActivities.register_invoices,
                 wanted.invoices,
-                start_to_close_timeout=APPEND_TIMEOUT,
-                retry_policy=APPEND_RETRY,
-                summary=f"register {len(wanted.invoices.keys)} invoice(s)",
+                f"register {len(wanted.invoices.keys)} invoice(s)",
             )
             facts = facts.merged(Facts(invoice_owners=registered.owners))
         if wanted.screening is not None:
-            screened = await workflow.execute_local_activity_method(
+            screened: Screening = await _local(
                 ScreeningActivities.screen_parties,
                 wanted.screening,
-                start_to_close_timeout=SCREENING_TIMEOUT,
-                retry_policy=SCREENING_RETRY,
-                summary="restricted-party screening",
+                "restricted-party screening",
+                SCREENING_TIMEOUT,
+                SCREENING_RETRY,
             )
             facts = facts.merged(Facts(screening=screened))
         if wanted.buyer_claim is not None:
             claim = wanted.buyer_claim
             try:
-                granted = await workflow.execute_local_activity_method(
+                granted: BuyerClaim = await _local(
                     AllocationActivities.claim_buyer_units,
                     claim,
-                    start_to_close_timeout=LEDGER_TIMEOUT,
-                    retry_policy=LEDGER_RETRY,
-                    summary=f"claim {claim.units} units of {claim.buyer}'s cap",
+                    f"claim {claim.units} units of {claim.buyer}'s cap",
+                    LEDGER_TIMEOUT,
+                    LEDGER_RETRY,
                 )
             except ActivityError as exc:
                 cause = exc.cause
@@ -244,43 +267,26 @@ class ImportRequestWorkflow:
             facts = facts.merged(Facts(buyer_claim=granted))
         if wanted.reservation is not None:
             reserve = wanted.reservation.model_copy(update={"workflow_id": workflow.info().workflow_id})
-            answer = await workflow.execute_activity_method(
-                AllocationActivities.reserve_units,
-                reserve,
-                task_queue=self._ledger_queue,
-                start_to_close_timeout=LEDGER_TIMEOUT,
-                retry_policy=LEDGER_RETRY,
-                summary=f"reserve {reserve.units} units",
+            answer = await self._on_ledger_queue(
+                AllocationActivities.reserve_units, reserve, f"reserve {reserve.units} units"
             )
             facts = facts.merged(Facts(reservation=answer))
         if wanted.release_allocation is not None:
-            given = await workflow.execute_activity_method(
-                AllocationActivities.release_units,
-                wanted.release_allocation,
-                task_queue=self._ledger_queue,
-                start_to_close_timeout=LEDGER_TIMEOUT,
-                retry_policy=LEDGER_RETRY,
-                summary="release units",
+            given = await self._on_ledger_queue(
+                AllocationActivities.release_units, wanted.release_allocation, "release units"
             )
             released = Released(batch_id=given.batch_id, units=given.units)
             facts = facts.merged(Facts(allocation_released=released))
         if wanted.release_buyer_claim is not None:
-            back = await workflow.execute_activity_method(
+            back = await self._on_ledger_queue(
                 AllocationActivities.release_buyer_units,
                 wanted.release_buyer_claim,
-                task_queue=self._ledger_queue,
-                start_to_close_timeout=LEDGER_TIMEOUT,
-                retry_policy=LEDGER_RETRY,
-                summary="release the export approval's units",
+                "release the export approval's units",
             )
             facts = facts.merged(Facts(buyer_units_released=back.units))
         if wanted.release_invoices is not None:
-            freed = await workflow.execute_local_activity_method(
-                EventActivities.release_invoices,
-                wanted.release_invoices,
-                start_to_close_timeout=APPEND_TIMEOUT,
-                retry_policy=APPEND_RETRY,
-                summary="free the request's invoices",
+            freed: ReleasedInvoices = await _on_store(
+                EventActivities.release_invoices, wanted.release_invoices, "free the request's invoices"
             )
             facts = facts.merged(Facts(invoices_released=freed.released))
         return facts
@@ -288,6 +294,19 @@ class ImportRequestWorkflow:
     @property
     def _ledger_queue(self) -> str:
         return ledger_calls_queue(workflow.info().task_queue)
+
+    async def _on_ledger_queue(
+        self, activity: Callable[[_Self, _Arg], Awaitable[_Result]], arg: _Arg, summary: str
+    ) -> _Result:
+        """A regular activity on the ledger's own queue, with the ledger's timeout and retries."""
+        return await workflow.execute_activity_method(
+            activity,
+            arg,
+            task_queue=self._ledger_queue,
+            start_to_close_timeout=LEDGER_TIMEOUT,
+            retry_policy=LEDGER_RETRY,
+            summary=summary,
+        )
 
     async def _flush(self) -> None:
         """Append every pending event in one call. Callers hold the lock, so flushes never overlap.

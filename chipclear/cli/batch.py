@@ -12,7 +12,7 @@ from rich.table import Table
 
 from chipclear import client as ops
 from chipclear.cli import output
-from chipclear.cli.common import JsonOption, actor_default, handles_errors, run, settings
+from chipclear.cli.common import ActorOption, JsonOption, actor_default, handles_errors, run, settings
 from chipclear.cli.files import InvalidInput
 from chipclear.config import Settings
 from chipclear.contracts import OpenBatchResult
@@ -123,7 +123,7 @@ def batch_open(
     closes_at: Annotated[
         datetime | None, typer.Option(help="When the batch stops granting (ISO 8601).")
     ] = None,
-    actor: Annotated[str | None, typer.Option(help="Who opens it (recorded).")] = None,
+    actor: ActorOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Open a batch: the queue is served at once, in priority order, and waiting requests wake."""
@@ -131,12 +131,11 @@ def batch_open(
         raise InvalidInput("--closes-at: give a time zone, e.g. 2026-03-01T00:00:00+08:00")
     spec = _spec(batch_id, units, priority, per_company_cap, eligible, closes_at)
     result = run(run_open(settings(), spec, actor or actor_default()))
-    if json_:
-        output.print_json(result.model_dump())
-        return
-    output.console.print(
+    output.print_outcome(
+        result.model_dump(),
         f"opened batch [bold]{result.batch_id}[/] with {result.capacity} units; "
-        f"served from the queue: {', '.join(result.served) or 'nobody waiting'}"
+        f"served from the queue: {', '.join(result.served) or 'nobody waiting'}",
+        json_=json_,
     )
 
 

@@ -27,6 +27,9 @@ from chipclear.store.transfer import InvalidExport
 from chipclear.temporal import ServerUnavailable
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for programs.")]
+ActorOption = Annotated[
+    str | None, typer.Option(help="Who acts, as recorded on the event (default: your login name).")
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -25,7 +25,16 @@ from chipclear import client as ops
 from chipclear import search_attributes as sa
 from chipclear.cli import output
 from chipclear.cli.batch import batch_app
-from chipclear.cli.common import JsonOption, actor_default, fail, handles_errors, run, settings, store
+from chipclear.cli.common import (
+    ActorOption,
+    JsonOption,
+    actor_default,
+    fail,
+    handles_errors,
+    run,
+    settings,
+    store,
+)
 from chipclear.cli.files import InvalidInput, load_attachment, load_evidence, load_request
 from chipclear.cli.screening import screening_app
 from chipclear.cli.store import projections_app, rebuild, store_app
@@ -210,7 +219,7 @@ def submit(
     wait: Annotated[
         bool, typer.Option("--wait", help="Block until the request reaches a final status.")
     ] = False,
-    actor: Annotated[str | None, typer.Option(help="Who submits (recorded on the event).")] = None,
+    actor: ActorOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Validate a request file and start its workflow (idempotent per request_id)."""
@@ -511,7 +520,7 @@ def decide_(
 def evidence(
     request_id: str,
     file: Annotated[Path, typer.Argument(help="Procurement records: a JSON or YAML list.")],
-    actor: Annotated[str | None, typer.Option(help="Who submits (recorded on the event).")] = None,
+    actor: ActorOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Add domestic procurement evidence (vendor, product, units, invoice) to a request."""
@@ -524,7 +533,7 @@ def evidence(
 def withdraw(
     request_id: str,
     reason: Annotated[str, typer.Option(help="Why the applicant withdraws.")],
-    actor: Annotated[str | None, typer.Option(help="Who withdraws (recorded on the event).")] = None,
+    actor: ActorOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Withdraw a request at whatever gate it is."""
@@ -542,7 +551,7 @@ def respond(
         list[Path] | None,
         typer.Option(help="A supporting file (repeatable); its name, size and SHA-256 are recorded."),
     ] = None,
-    actor: Annotated[str | None, typer.Option(help="Who answers (recorded on the event).")] = None,
+    actor: ActorOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Answer an officer's request for information; the request returns to the officer."""

@@ -10,29 +10,9 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from chipclear.domain import events as ev
 from chipclear.domain.allocation import BatchOpened, QueueLeft, RequestQueued, UnitsGranted, UnitsReleased
-from chipclear.domain.events import (
-    AllocationGranted,
-    AllocationQueued,
-    AllocationReleased,
-    DomesticQuotaAssessed,
-    EvidenceAdded,
-    EvidenceRejected,
-    ExportApprovalReleased,
-    GateApproved,
-    GateDenied,
-    GateOpened,
-    InformationProvided,
-    InformationRequested,
-    LicenseIssued,
-    PartiesScreened,
-    RequestExpired,
-    RequestSubmitted,
-    RequestWithdrawn,
-    ReviewEscalated,
-    ScreeningListLoaded,
-    StoredEvent,
-)
+from chipclear.domain.events import StoredEvent
 from chipclear.domain.state import RequestState
 from chipclear.store.chain import timestamp
 
@@ -49,6 +29,14 @@ def row(table: Table, *cells: object) -> None:
 def print_json(document: Any) -> None:
     # Plain print, not rich: programs parse this, and rich would wrap long lines.
     print(json.dumps(document, indent=2, ensure_ascii=False, default=str))
+
+
+def print_outcome(document: Any, line: str, *, json_: bool, highlight: bool = True) -> None:
+    """A command's outcome: its JSON document for programs, else one line (rich markup) for people."""
+    if json_:
+        print_json(document)
+    else:
+        console.print(line, highlight=highlight)
 
 
 def state_document(state: RequestState, *, source: str) -> dict[str, Any]:
@@ -218,51 +206,51 @@ def event_document(event: StoredEvent) -> dict[str, Any]:
 def summarise(event: StoredEvent) -> str:
     """One line a person can read; `events --json` has every field."""
     match event.data:
-        case RequestSubmitted(request=r):
+        case ev.RequestSubmitted(request=r):
             return f"{r.buyer.name} ({r.buyer.kind}) asks for {r.units} {r.product}"
-        case GateOpened(gate=gate, deadline=deadline, review_due=review_due):
+        case ev.GateOpened(gate=gate, deadline=deadline, review_due=review_due):
             sla = f", review due {timestamp(review_due)[:10]}" if review_due else ""
             return f"{gate} opened, deadline {timestamp(deadline)[:10]}{sla}"
-        case GateApproved(gate=gate, units_approved=units, rule=rule, conditions=conditions):
+        case ev.GateApproved(gate=gate, units_approved=units, rule=rule, conditions=conditions):
             extra = f" ({rule})" if rule else ""
             extra += f", {len(conditions)} condition(s)" if conditions else ""
             return f"{gate} approved {units} units{extra}"
-        case GateDenied(gate=gate, reason=reason):
+        case ev.GateDenied(gate=gate, reason=reason):
             return f"{gate} denied: {reason}"
-        case EvidenceAdded(records=records):
+        case ev.EvidenceAdded(records=records):
             return f"{len(records)} record(s), {sum(r.units for r in records)} domestic units"
-        case EvidenceRejected(records=rejected):
+        case ev.EvidenceRejected(records=rejected):
             return "not counted: " + "; ".join(f"{r.record.invoice} ({r.reason})" for r in rejected)
-        case DomesticQuotaAssessed() as a:
+        case ev.DomesticQuotaAssessed() as a:
             return f"{a.domestic_units} domestic vs {a.required_units} required, shortfall {a.shortfall}"
-        case LicenseIssued(licence_id=licence_id, units=units, conditions=conditions):
+        case ev.LicenseIssued(licence_id=licence_id, units=units, conditions=conditions):
             return f"{licence_id}: {units} units, {len(conditions)} condition(s)"
-        case RequestWithdrawn(gate=gate, reason=reason):
+        case ev.RequestWithdrawn(gate=gate, reason=reason):
             return f"withdrawn at {gate}: {reason}"
-        case RequestExpired(gate=gate, deadline=deadline, cause="information_request"):
+        case ev.RequestExpired(gate=gate, deadline=deadline, cause="information_request"):
             return f"returned without action at {gate}: no answer by {timestamp(deadline)[:19]}"
-        case RequestExpired(gate=gate, deadline=deadline):
+        case ev.RequestExpired(gate=gate, deadline=deadline):
             return f"expired at {gate} (deadline {timestamp(deadline)[:19]})"
-        case PartiesScreened(matches=matches, parties=parties, list_version=version):
+        case ev.PartiesScreened(matches=matches, parties=parties, list_version=version):
             if not matches:
                 return f"{_count(len(parties), 'party', 'parties')} screened, clear (list {version})"
             names = ", ".join(sorted({m.entry_name for m in matches}))
             return f"HOLD: {len(matches)} match(es) ({names}), list {version}"
-        case InformationRequested(question=question, due=due):
+        case ev.InformationRequested(question=question, due=due):
             return f"asks the applicant (due {timestamp(due)[:19]}): {question}"
-        case InformationProvided(text=text, attachments=attachments):
+        case ev.InformationProvided(text=text, attachments=attachments):
             return text + (f" (+{len(attachments)} file(s))" if attachments else "")
-        case ReviewEscalated(gate=gate, due=due):
+        case ev.ReviewEscalated(gate=gate, due=due):
             return f"{gate} review SLA passed ({timestamp(due)[:19]}): escalated"
-        case ExportApprovalReleased(units=units):
+        case ev.ExportApprovalReleased(units=units):
             return f"export approval unused: {units} units back to the buyer's cap"
-        case ScreeningListLoaded(version=version, entries=entries, source=source):
+        case ev.ScreeningListLoaded(version=version, entries=entries, source=source):
             return f"list {version} in force: {entries} entries from {source}"
-        case AllocationGranted(batch_id=batch, units=units, requested=requested, reason=reason):
+        case ev.AllocationGranted(batch_id=batch, units=units, requested=requested, reason=reason):
             return f"{units} of {requested} units from batch {batch}" + (f" ({reason})" if reason else "")
-        case AllocationQueued(position=position):
+        case ev.AllocationQueued(position=position):
             return f"queued for a later batch, position {position}"
-        case AllocationReleased(batch_id=batch, units=units):
+        case ev.AllocationReleased(batch_id=batch, units=units):
             return f"gave back {units} units to batch {batch}" if batch else "left the allocation queue"
         # The allocation ledger's own stream.
         case BatchOpened(batch=batch):

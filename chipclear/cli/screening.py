@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from chipclear.cli import output
-from chipclear.cli.common import JsonOption, actor_default, handles_errors, settings, store
+from chipclear.cli.common import ActorOption, JsonOption, actor_default, handles_errors, settings, store
 from chipclear.cli.files import InvalidInput, read_text
 from chipclear.domain.gates import us_export
 from chipclear.domain.policy import load_policy
@@ -29,7 +29,7 @@ screening_app = typer.Typer(
 def load(
     file: Annotated[Path, typer.Argument(help="A CSL CSV file, e.g. consolidated.csv from trade.gov.")],
     source: Annotated[str | None, typer.Option(help="Where the file came from. Default: its name.")] = None,
-    actor: Annotated[str | None, typer.Option(help="Who loads it (recorded on the event).")] = None,
+    actor: ActorOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Make FILE the list every later screening uses; a bad file loads nothing (exit 2)."""

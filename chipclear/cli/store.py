@@ -144,16 +144,15 @@ def import_(
         raise InvalidInput(f"{file}: not UTF-8 text") from None
     finally:
         events.close()
-    if json_:
-        output.print_json(summary.model_dump())
-        return
-    output.console.print(
+    output.print_outcome(
+        summary.model_dump(),
         f"[green]imported[/] {summary.events} events in {summary.streams} streams, "
         f"{summary.screening_lists} screening lists, {summary.invoices} invoices; "
         f"every chain verified; {summary.requests} requests projected",
+        json_=json_,
         highlight=False,
     )
-    if kind is ExportFormat.csv:
+    if kind is ExportFormat.csv and not json_:
         output.console.print(
             "[yellow]note:[/] a CSV export holds the events only: no stream heads (a stream cut short "
             "at its end cannot be told), no invoice registry, no screening list; load the list again "

@@ -299,30 +299,24 @@ def _grant(
     state: LedgerState, asked: Reserve | QueueEntry, now: datetime, *, from_queue: bool
 ) -> UnitsGranted | None:
     """Units for a newcomer (`Reserve`) or a request waiting in the queue, from the best batch."""
-    request_id, buyer, units, workflow_id = asked.request_id, asked.buyer, asked.units, asked.workflow_id
-    best = _best_grant(state, buyer, units, now)
+    best = _best_grant(state, asked.buyer, asked.units, now)
     if best is None:
         return None
     batch_id, granted = best
     reason = None
-    if granted < units:
+    if granted < asked.units:
         batch = state.batches[batch_id]
-        key = normalise_buyer(buyer)
+        key = normalise_buyer(asked.buyer)
         capped = batch.per_company_cap is not None and batch.room_for(key, now) < batch.free
         reason = (
             f"per-company cap of {batch.per_company_cap} in batch {batch_id}"
             if capped
             else f"batch {batch_id} had only {granted} units left"
         )
+    # The grant names the request as it asked (id, buyer, workflow) and what it gets of what it asked.
+    asker = asked.model_dump(include={"request_id", "buyer", "workflow_id"})
     return UnitsGranted(
-        request_id=request_id,
-        buyer=buyer,
-        batch_id=batch_id,
-        units=granted,
-        requested=units,
-        workflow_id=workflow_id,
-        reason=reason,
-        from_queue=from_queue,
+        **asker, batch_id=batch_id, units=granted, requested=asked.units, reason=reason, from_queue=from_queue
     )
 
 

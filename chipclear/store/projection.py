@@ -11,6 +11,7 @@ fresh rows, which must equal the ones kept inline.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from chipclear.domain.events import Event
@@ -46,3 +47,17 @@ class Projection(Protocol[S]):
     def row(self, state: S) -> dict[str, Any]:
         """The row for `state`: a value for every column."""
         ...
+
+
+@dataclass(frozen=True)
+class RowQuery:
+    """Which rows of a projection to read, and which of their columns.
+
+    Rows whose columns equal `equal` and whose comma-separated tag columns carry every tag in `tagged`,
+    ordered by `order_by` then the key; `columns` (default: all) to read only some.
+    """
+
+    equal: Mapping[str, Any] = field(default_factory=dict)
+    tagged: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    columns: Sequence[str] | None = None
+    order_by: Sequence[str] = ()

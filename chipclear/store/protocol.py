@@ -6,7 +6,7 @@ narrow one it uses (the append activity an `EventLog`, screening a `ScreeningLis
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from pydantic import BaseModel
@@ -21,7 +21,7 @@ from chipclear.store.errors import ConcurrencyError as ConcurrencyError
 from chipclear.store.errors import StoreUnavailable as StoreUnavailable
 from chipclear.store.follow import LogFollower
 from chipclear.store.migrations import Migration
-from chipclear.store.projection import Projection
+from chipclear.store.projection import Projection, RowQuery
 from chipclear.store.transfer import ExportRecord, ImportSummary
 
 PAGE = 1000  # events per read: a long log is read in pages, never all at once into memory
@@ -69,16 +69,9 @@ class ProjectionRows(Protocol):
     def projection_row(self, projection: Projection[Any], key: str) -> dict[str, Any] | None: ...
 
     def projection_rows(
-        self,
-        projection: Projection[Any],
-        *,
-        equal: Mapping[str, Any] | None = None,
-        tagged: Mapping[str, Sequence[str]] | None = None,
-        columns: Sequence[str] | None = None,
-        order_by: Sequence[str] = (),
+        self, projection: Projection[Any], query: RowQuery = RowQuery()
     ) -> list[dict[str, Any]]:
-        """Rows whose columns equal `equal`, whose comma-separated tag columns carry every tag in
-        `tagged`, ordered by `order_by` then the key; `columns` (default: all) to read only some."""
+        """The rows `query` picks (default: every row, every column), in its order."""
         ...
 
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from chipclear.domain.events import Event
-from chipclear.store.projection import Projection
+from chipclear.store.projection import Projection, RowQuery
 from chipclear.store.sql_base import EVENT_COLUMNS, SQLBackend, Tx, stored_event
 
 
@@ -79,24 +79,18 @@ class SQLProjections(SQLBackend):
         return rows[0] if rows else None
 
     def projection_rows(
-        self,
-        projection: Projection[Any],
-        *,
-        equal: Mapping[str, Any] | None = None,
-        tagged: Mapping[str, Sequence[str]] | None = None,
-        columns: Sequence[str] | None = None,
-        order_by: Sequence[str] = (),
+        self, projection: Projection[Any], query: RowQuery = RowQuery()
     ) -> list[dict[str, Any]]:
         where: list[str] = []
         params: list[Any] = []
-        for column, value in (equal or {}).items():
+        for column, value in query.equal.items():
             where, params = [*where, f"{column} = ?"], [*params, value]
-        for column, tags in (tagged or {}).items():
+        for column, tags in query.tagged.items():
             for tag in tags:
                 where, params = [*where, f"(',' || {column} || ',') LIKE ?"], [*params, f"%,{tag},%"]
-        order = [*order_by, projection.columns[0]]
-        _known(projection, [*(equal or {}), *(tagged or {}), *order])
-        return self._select(projection, where, params, columns or projection.columns, order)
+        order = [*query.order_by, projection.columns[0]]
+        _known(projection, [*query.equal, *query.tagged, *order])
+        return self._select(projection, where, params, query.columns or projection.columns, order)
 
     def _select(
         self,

@@ -559,23 +559,14 @@ def buyer_names() -> st.SearchStrategy[str]:
 
 
 open_batches = st.builds(
-    lambda batch_id, capacity, priority, cap, eligible, closes_at: OpenBatch(
-        batch=BatchSpec(
-            batch_id=batch_id,
-            capacity=capacity,
-            priority=priority,
-            per_company_cap=cap,
-            eligible=eligible,
-            closes_at=closes_at,
-        )
-    ),
-    st.sampled_from(BATCH_IDS),
-    st.integers(1, 500),
-    st.lists(buyer_names(), max_size=4),
-    st.none() | st.integers(1, 300),
-    st.sampled_from(["all", "priority"]),
-    st.sampled_from([None, None, None, NOW - timedelta(hours=1), NOW + timedelta(days=1)]),
-)
+    BatchSpec,
+    batch_id=st.sampled_from(BATCH_IDS),
+    capacity=st.integers(1, 500),
+    priority=st.lists(buyer_names(), max_size=4),
+    per_company_cap=st.none() | st.integers(1, 300),
+    eligible=st.sampled_from(["all", "priority"]),
+    closes_at=st.sampled_from([None, None, None, NOW - timedelta(hours=1), NOW + timedelta(days=1)]),
+).map(lambda batch: OpenBatch(batch=batch))
 reserves = st.builds(
     lambda request_id, buyer, units: reserve(request_id, buyer, units),
     request_ids,

@@ -225,9 +225,7 @@ def test_invoice_repeated_within_one_batch_is_rejected() -> None:
     other_vendor = rec("HW-2026-001", vendor="Cambricon", product="MLU370")
     accepted, rejected = judged([first, again, other_vendor], VENDOR_LIST)
     assert accepted == [first, other_vendor]
-    assert rejected == [
-        RejectedRecord(record=again, reason="already submitted for this request")
-    ]
+    assert rejected == [RejectedRecord(record=again, reason="already submitted for this request")]
 
 
 def test_invoice_already_in_the_requests_evidence_is_rejected() -> None:

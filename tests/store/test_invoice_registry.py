@@ -172,9 +172,7 @@ def test_same_invoice_for_two_buyers_is_rejected_for_the_second(event_store: Eve
     )
     run = submit_with_registry(event_store, BOTH, other)
     assert part(run).evidence == []
-    assert [r.reason for r in part(run).rejected_evidence] == [
-        "registered to another buyer's request"
-    ]
+    assert [r.reason for r in part(run).rejected_evidence] == ["registered to another buyer's request"]
 
 
 def test_evidence_added_later_goes_through_the_registry_too(event_store: EventStore) -> None:
@@ -184,10 +182,7 @@ def test_evidence_added_later_goes_through_the_registry_too(event_store: EventSt
     )
     events = second.send(AddEvidence(records=[rec("HW-1"), rec("HW-2")]))
     assert only(events, EvidenceAdded).records == [rec("HW-2")]
-    assert (
-        only_reason(only(events, EvidenceRejected).records)
-        == "already counts for request req-a"
-    )
+    assert only_reason(only(events, EvidenceRejected).records) == "already counts for request req-a"
     # HW-2 now belongs to req-b: req-a cannot add it.
     first.refuse(AddEvidence(records=[rec("HW-2")]), "already counts for request req-b")
 

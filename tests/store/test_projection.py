@@ -22,6 +22,7 @@ from chipclear.domain.state import fold
 from chipclear.projections import PROJECTIONS, REQUESTS, get_request, list_requests, open_event_store
 from chipclear.store.chain import timestamp
 from chipclear.store.factory import open_store
+from chipclear.store.projection import RowQuery
 from chipclear.store.protocol import EventStore
 from chipclear.store.sqlite import SQLiteEventStore
 from tests.cli.test_cli import chipclear, flat, hermetic_env, ok
@@ -187,22 +188,26 @@ class TestAnyProjection:
         }
         assert counted.projection_row(COUNTS, "ledger-c") is None
         assert [row["stream_id"] for row in counted.projection_rows(COUNTS)] == ["ledger-a", "ledger-b"]
-        ones = counted.projection_rows(COUNTS, equal={"events": 1}, columns=["stream_id"])
+        ones = counted.projection_rows(COUNTS, RowQuery(equal={"events": 1}, columns=["stream_id"]))
         assert ones == [{"stream_id": "ledger-b"}]
-        by_count = counted.projection_rows(COUNTS, tagged={"types": ["UnitsGranted"]}, order_by=["events"])
+        by_count = counted.projection_rows(
+            COUNTS, RowQuery(tagged={"types": ["UnitsGranted"]}, order_by=["events"])
+        )
         assert [row["stream_id"] for row in by_count] == ["ledger-b", "ledger-a"]
-        assert counted.projection_rows(COUNTS, tagged={"types": ["UnitsGranted", "BatchOpened"]}) == []
+        assert (
+            counted.projection_rows(COUNTS, RowQuery(tagged={"types": ["UnitsGranted", "BatchOpened"]})) == []
+        )
         assert counted.projection_rows(REQUESTS) == []
 
     def test_only_the_projections_own_columns_reach_the_sql(self, counted: EventStore) -> None:
         for query in (
-            {"equal": {"events; DROP TABLE events": 1}},
-            {"tagged": {"kinds": ["x"]}},
-            {"columns": ["stream_id", "1"]},
-            {"order_by": ["random()"]},
+            RowQuery(equal={"events; DROP TABLE events": 1}),
+            RowQuery(tagged={"kinds": ["x"]}),
+            RowQuery(columns=["stream_id", "1"]),
+            RowQuery(order_by=["random()"]),
         ):
             with pytest.raises(ValueError, match="stream_counts has no column"):
-                counted.projection_rows(COUNTS, **query)
+                counted.projection_rows(COUNTS, query)
 
     def test_rebuild_replays_the_log_into_every_registered_projection(
         self, event_store: EventStore, counted: EventStore
