@@ -43,8 +43,9 @@ from chipclear.domain.events import (
 from chipclear.domain.facts import NONE, Facts, FactsWanted
 from chipclear.domain.gates import gate_of
 from chipclear.domain.gates.base import (
+    LEDGER_ACTOR,
     POLICY_ACTOR,
-    ByPolicy,
+    By,
     Context,
     GateRules,
     NewId,
@@ -56,7 +57,6 @@ from chipclear.domain.policy import Policy
 from chipclear.domain.state import RequestState, evolve
 
 DEADLINE_ACTOR = "deadline"
-LEDGER_ACTOR = "allocation-ledger"
 # Names no person may act under: the rules, the clock, the ledger.
 SYSTEM_ACTORS = frozenset({POLICY_ACTOR, DEADLINE_ACTOR, LEDGER_ACTOR})
 
@@ -155,12 +155,12 @@ def _events(
             event_id=new_id(),
             stream_id=state.request_id,
             version=state.version + offset,
-            data=payload.data if isinstance(payload, ByPolicy) else payload,
+            data=payload.data if isinstance(payload, By) else payload,
             occurred_at=now,
             policy_version=policy.version,
             # Rules that fire inside someone else's command (an approval once evidence suffices) are
-            # the policy's decision, not that person's.
-            actor=POLICY_ACTOR if isinstance(payload, ByPolicy) else actor,
+            # the policy's decision, not that person's; the ledger's answers are the ledger's.
+            actor=payload.actor if isinstance(payload, By) else actor,
         )
         for offset, payload in enumerate(payloads, start=1)
     ]

@@ -727,7 +727,7 @@ def test_a_grant_in_full_is_recorded_and_a_reviewer_decides():
     events = run.send(Evaluate(gate=CN_IMPORT))
     assert event_types(events) == ["AllocationGranted"]
     assert events[0].data == AllocationGranted(batch_id=BATCH, units=50_000, requested=50_000)
-    assert events[0].actor == "policy"
+    assert events[0].actor == "allocation-ledger"  # the ledger's answer, whichever command asked
     assert allocation(run) == AllocationRecord(
         outcome="granted", batch_id=BATCH, units=50_000, requested=50_000
     )
@@ -742,7 +742,7 @@ def test_a_grant_in_auto_mode_approves_at_once():
     run = at_cn_import("auto")
     events = run.send(Evaluate(gate=CN_IMPORT))
     assert event_types(events) == ["AllocationGranted", "GateApproved", "GateOpened"]
-    assert {event.actor for event in events} == {"policy"}
+    assert [event.actor for event in events] == ["allocation-ledger", "policy", "policy"]
     assert run.state.gate == DOMESTIC_QUOTA
 
 

@@ -21,16 +21,23 @@ from chipclear.domain.registry import gate_of
 from chipclear.domain.state import GateSlice, RequestState
 
 POLICY_ACTOR = "policy"
+LEDGER_ACTOR = "allocation-ledger"
 
 
 @dataclass(frozen=True)
-class ByPolicy:
-    """An event the policy's rules caused, whoever sent the command that triggered them."""
+class By:
+    """An event someone other than the command's sender caused: the policy's rules (an approval once
+    evidence suffices), or the allocation ledger's answer."""
 
+    actor: str
     data: EventData
 
 
-Payload = EventData | ByPolicy
+def ByPolicy(data: EventData) -> By:
+    return By(POLICY_ACTOR, data)
+
+
+Payload = EventData | By
 
 S = TypeVar("S", bound=GateSection)
 L = TypeVar("L", bound=GateSlice)
@@ -199,4 +206,15 @@ def require_open(state: RequestState) -> None:
 
 
 NewId = Callable[[], str]
-__all__ = ["NONE", "POLICY_ACTOR", "ByPolicy", "Context", "GateRules", "NewId", "Payload", "approval"]
+__all__ = [
+    "LEDGER_ACTOR",
+    "NONE",
+    "POLICY_ACTOR",
+    "By",
+    "ByPolicy",
+    "Context",
+    "GateRules",
+    "NewId",
+    "Payload",
+    "approval",
+]

@@ -16,7 +16,16 @@ from chipclear.domain.commands import Command, Compensate, Decide, Evaluate, Rec
 from chipclear.domain.errors import DomainError
 from chipclear.domain.events import AllocationGranted, AllocationQueued, AllocationReleased, Event, GateDenied
 from chipclear.domain.facts import FactsWanted
-from chipclear.domain.gates.base import Context, GateRules, Payload, approval, excluded_kind, require_at
+from chipclear.domain.gates.base import (
+    LEDGER_ACTOR,
+    By,
+    Context,
+    GateRules,
+    Payload,
+    approval,
+    excluded_kind,
+    require_at,
+)
 from chipclear.domain.models import PartyKind
 from chipclear.domain.policy import GateMode, Policy, ReviewSection
 from chipclear.domain.state import GateSlice, RequestState
@@ -148,13 +157,14 @@ class CnImport(GateRules[CnImportSection, CnImportSlice]):
         if answer.outcome in ("queued", "released"):
             if self.slice(ctx.state).allocation is not None:
                 raise DomainError("request is already queued for allocation")
-            return [AllocationQueued(position=answer.position)]
+            # The ledger's answer is the ledger's act, whichever command brought it in.
+            return [By(LEDGER_ACTOR, AllocationQueued(position=answer.position))]
         if answer.batch_id is None or answer.units < 1:
             raise DomainError("a granted allocation names its batch and at least one unit")
         granted = AllocationGranted(
             batch_id=answer.batch_id, units=answer.units, requested=answer.requested, reason=answer.reason
         )
-        payloads: list[Payload] = [granted]
+        payloads: list[Payload] = [By(LEDGER_ACTOR, granted)]
         if ctx.policy.mode(NAME) is GateMode.AUTO:
             units = min(ctx.state.units_in_play, answer.units)
             payloads += approval(ctx, self, units, by_policy=True)
