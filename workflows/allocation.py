@@ -25,17 +25,7 @@ with workflow.unsafe.imports_passed_through():
         ReleaseResult,
         ledger_stream,
     )
-    from chipclear.domain.allocation import (
-        LedgerEvent,
-        LedgerState,
-        OpenBatch,
-        Release,
-        Reservation,
-        Reserve,
-        UnitsGranted,
-        decide_ledger,
-        evolve_ledger,
-    )
+    from chipclear.domain import allocation
     from chipclear.domain.errors import DomainError
     from chipclear.domain.events import Event
     from workflows.options import APPEND_RETRY, APPEND_TIMEOUT, until_history_is_long
@@ -45,7 +35,7 @@ with workflow.unsafe.imports_passed_through():
 class AllocationLedgerWorkflow:
     @workflow.init
     def __init__(self, input: LedgerInput) -> None:
-        self._state = input.state or LedgerState()
+        self._state = input.state or allocation.LedgerState()
         self._history_limit = input.history_limit
         self._pending: list[Event] = []  # decided, not yet stored
         self._appended = self._state.version  # stored in the event store
@@ -57,11 +47,11 @@ class AllocationLedgerWorkflow:
         workflow.continue_as_new(LedgerInput(state=self._state, history_limit=self._history_limit))
 
     @workflow.query(name=LEDGER_QUERY)
-    def ledger(self, _: LedgerQuery | None = None) -> LedgerState:
+    def ledger(self, _: LedgerQuery | None = None) -> allocation.LedgerState:
         return self._state
 
     @workflow.update(name=LEDGER_RESERVE)
-    async def reserve(self, command: Reserve) -> Reservation:
+    async def reserve(self, command: allocation.Reserve) -> allocation.Reservation:
         # No lock: `_apply` decides and folds without awaiting, so commands are serialised by
         # construction; only the write is awaited, and it is shared (see `_stored`).
         events, upto = self._decide(command), self._state.version
@@ -71,11 +61,11 @@ class AllocationLedgerWorkflow:
         return answer
 
     @reserve.validator
-    def _validate_reserve(self, command: Reserve) -> None:
+    def _validate_reserve(self, command: allocation.Reserve) -> None:
         self._validate(command)
 
     @workflow.update(name=LEDGER_RELEASE)
-    async def release(self, command: Release) -> ReleaseResult:
+    async def release(self, command: allocation.Release) -> ReleaseResult:
         await self._apply(command)
         # The same answer however often the request asks: what it gave back the first time.
         given = self._state.released.get(command.request_id)
@@ -87,41 +77,45 @@ class AllocationLedgerWorkflow:
         )
 
     @release.validator
-    def _validate_release(self, command: Release) -> None:
+    def _validate_release(self, command: allocation.Release) -> None:
         self._validate(command)
 
     @workflow.update(name=LEDGER_OPEN_BATCH)
-    async def open_batch(self, command: OpenBatch) -> OpenBatchResult:
+    async def open_batch(self, command: allocation.OpenBatch) -> OpenBatchResult:
         events = await self._apply(command)
-        served = [e.request_id for e in events if isinstance(e, UnitsGranted)]
+        served = [e.request_id for e in events if isinstance(e, allocation.UnitsGranted)]
         return OpenBatchResult(
             batch_id=command.batch.batch_id, capacity=command.batch.capacity, served=served
         )
 
     @open_batch.validator
-    def _validate_open_batch(self, command: OpenBatch) -> None:
+    def _validate_open_batch(self, command: allocation.OpenBatch) -> None:
         self._validate(command)
 
-    def _validate(self, command: Reserve | Release | OpenBatch) -> None:
+    def _validate(self, command: allocation.Reserve | allocation.Release | allocation.OpenBatch) -> None:
         try:
-            decide_ledger(self._state, command, workflow.now())
+            allocation.decide_ledger(self._state, command, workflow.now())
         except DomainError as exc:
             raise ApplicationError(str(exc), type="DomainError", non_retryable=True) from None
 
-    async def _apply(self, command: Reserve | Release | OpenBatch) -> list[LedgerEvent]:
+    async def _apply(
+        self, command: allocation.Reserve | allocation.Release | allocation.OpenBatch
+    ) -> list[allocation.LedgerEvent]:
         events, upto = self._decide(command), self._state.version
         await self._commit(events, upto)
         return events
 
-    async def _commit(self, events: list[LedgerEvent], upto: int) -> None:
+    async def _commit(self, events: list[allocation.LedgerEvent], upto: int) -> None:
         """Answer only once everything this answer rests on is stored; then wake served requests."""
         await self._stored(upto)  # this command's events, not those decided after it
         await self._wake(events)
 
-    def _decide(self, command: Reserve | Release | OpenBatch) -> list[LedgerEvent]:
+    def _decide(
+        self, command: allocation.Reserve | allocation.Release | allocation.OpenBatch
+    ) -> list[allocation.LedgerEvent]:
         """Decide and fold at once, without awaiting: commands are serialised by construction."""
         try:
-            events = decide_ledger(self._state, command, workflow.now())
+            events = allocation.decide_ledger(self._state, command, workflow.now())
         except DomainError as exc:
             raise ApplicationError(str(exc), type="DomainError", non_retryable=True) from None
         if not events:
@@ -129,7 +123,7 @@ class AllocationLedgerWorkflow:
         stream = ledger_stream(workflow.info().workflow_id)
         now = workflow.now()
         for data in events:
-            self._state = evolve_ledger(self._state, data)
+            self._state = allocation.evolve_ledger(self._state, data)
             self._pending.append(
                 Event(
                     event_id=str(workflow.uuid4()),
@@ -167,10 +161,10 @@ class AllocationLedgerWorkflow:
                 self._writing = False
             self._appended = batch[-1].version
 
-    async def _wake(self, events: list[LedgerEvent]) -> None:
+    async def _wake(self, events: list[allocation.LedgerEvent]) -> None:
         """Tell queued requests that a batch or a release has granted them units."""
         for event in events:
-            if isinstance(event, UnitsGranted) and event.from_queue:
+            if isinstance(event, allocation.UnitsGranted) and event.from_queue:
                 answer = self._state.answer(event.request_id, event.requested)
                 handle = workflow.get_external_workflow_handle(event.workflow_id)
                 try:
@@ -179,9 +173,9 @@ class AllocationLedgerWorkflow:
                     workflow.logger.warning("could not wake %s", event.workflow_id)
 
 
-def _actor(command: Reserve | Release | OpenBatch) -> str:
+def _actor(command: allocation.Reserve | allocation.Release | allocation.OpenBatch) -> str:
     match command:
-        case Reserve(request_id=request_id) | Release(request_id=request_id):
+        case allocation.Reserve(request_id=request_id) | allocation.Release(request_id=request_id):
             return f"request:{request_id}"
-        case OpenBatch(actor=actor):
+        case allocation.OpenBatch(actor=actor):
             return actor

@@ -115,6 +115,7 @@ class RequestState(BaseModel):
     units_approved: int | None = None
     conditions: list[str] = Field(default_factory=list)
     gates: dict[GateName, GateRecord] = Field(default_factory=dict)
+    correspondence: list[InfoExchange] = Field(default_factory=list)  # reviewers' questions, answers
     slices: Annotated[dict[GateName, SerializeAsAny[GateSlice]], BeforeValidator(_typed_slices)] = Field(
         default_factory=dict
     )
@@ -123,7 +124,6 @@ class RequestState(BaseModel):
     outcome_reason: str | None = None
     submitted_at: AwareDatetime | None = None
     updated_at: AwareDatetime | None = None
-    correspondence: list[InfoExchange] = Field(default_factory=list)
     escalated_gate: GateName | None = None
     escalated_at: AwareDatetime | None = None
 
