@@ -840,7 +840,7 @@ def test_compensation_gives_the_units_back_once():
     events = run.send(command)
     assert event_types(events) == ["AllocationReleased"]
     assert events[0].data == AllocationReleased(batch_id=BATCH, units=50_000, reason=command.reason)
-    assert events[0].actor == "policy"
+    assert events[0].actor == "allocation-ledger"  # the ledger took them back
     assert run.world.ledger.batches[BATCH].allocated == 0
     record = allocation(run)
     assert record is not None and record.released

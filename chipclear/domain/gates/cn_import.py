@@ -187,7 +187,9 @@ class CnImport(GateRules[CnImportSection, CnImportSlice]):
         held = self.slice(ctx.state).allocation
         if given is None or held is None or held.released:
             return []
-        return [AllocationReleased(batch_id=given.batch_id, units=given.units, reason=reason)]
+        return [
+            By(LEDGER_ACTOR, AllocationReleased(batch_id=given.batch_id, units=given.units, reason=reason))
+        ]
 
     def evolve(self, part: CnImportSlice, event: Event, state: RequestState) -> CnImportSlice:
         match event.data:
