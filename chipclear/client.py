@@ -43,7 +43,7 @@ from chipclear.domain.allocation import (
     fold_ledger,
 )
 from chipclear.domain.buyer_cap import BuyerCapState
-from chipclear.domain.commands import AddEvidence, Decide, RequestInfo, Respond, Withdraw
+from chipclear.domain.commands import HumanAct
 from chipclear.domain.gates import cn_import
 from chipclear.domain.models import ImportRequest
 from chipclear.domain.state import RequestState
@@ -51,9 +51,6 @@ from chipclear.projections import get_request
 from chipclear.store.protocol import EventStore
 from chipclear.temporal import refusal
 from workflows.import_request import ImportRequestWorkflow
-
-RequestUpdate = Decide | AddEvidence | Withdraw | RequestInfo | Respond
-
 
 UPDATE_WAIT = 60.0
 
@@ -151,7 +148,7 @@ async def live_state(client: Client, request_id: str) -> RequestState | None:
     return state if state.status is not None else None
 
 
-async def update(client: Client, request_id: str, command: RequestUpdate) -> TransitionResult:
+async def update(client: Client, request_id: str, command: HumanAct) -> TransitionResult:
     handle = client.get_workflow_handle_for(ImportRequestWorkflow.run, workflow_id(request_id))
     try:
         # By name with result_type: the typed method references trip mypy on async handlers.

@@ -44,17 +44,13 @@ with workflow.unsafe.imports_passed_through():
     from chipclear.domain.allocation import Released, Reservation
     from chipclear.domain.buyer_cap import BuyerClaim
     from chipclear.domain.commands import (
-        AddEvidence,
+        HUMAN_COMMANDS,
         Command,
-        Decide,
         Escalate,
         Evaluate,
         HumanCommand,
         RecordAllocation,
-        RequestInfo,
-        Respond,
         Submit,
-        Withdraw,
     )
     from chipclear.domain.decider import Due, compensations, decide, needs, next_due
     from chipclear.domain.errors import DomainError
@@ -72,9 +68,6 @@ with workflow.unsafe.imports_passed_through():
         SCREENING_TIMEOUT,
     )
 
-# Commands a person sends: dry-run with provisional facts first, so one the rules refuse takes nothing
-# from the world (no buyer-cap headroom, no invoice).
-_HUMAN = (Decide, AddEvidence, Withdraw, RequestInfo, Respond)
 
 _Self = TypeVar("_Self")
 _Arg = TypeVar("_Arg")
@@ -212,8 +205,10 @@ class ImportRequestWorkflow:
         assert self._policy is not None
         known = NONE
         while wanted := needs(self._state, command, self._policy, workflow.now(), known):
-            if isinstance(command, _HUMAN):
-                self._dry_run(command, known)  # refused by a rule: nothing is asked of the world
+            if isinstance(command, HUMAN_COMMANDS):
+                # Dry-run with provisional facts: a command the rules refuse takes nothing from the
+                # world (no buyer-cap headroom, no invoice).
+                self._dry_run(command, known)
             known = known.merged(await self._fetch(wanted))
         events = decide(
             self._state, command, known, self._policy, workflow.now(), new_id=lambda: str(workflow.uuid4())
@@ -349,12 +344,10 @@ class ImportRequestWorkflow:
             answer, self._granted = self._granted, None
             if answer is None or self._state.gate is None:
                 return
-            command = RecordAllocation(reservation=answer)
             try:
-                self._dry_run(command, NONE)
+                await self._step(RecordAllocation(reservation=answer))
             except DomainError:
-                return  # no longer waiting for units (a late or repeated signal)
-            await self._step(command)
+                return  # no longer waiting for units (a late or repeated signal): nothing recorded
             await self._flush()
 
     def _changed(self, gate: str, due: Due) -> bool:

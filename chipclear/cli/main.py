@@ -39,7 +39,7 @@ from chipclear.cli.files import InvalidInput, load_attachment, load_evidence, lo
 from chipclear.cli.screening import screening_app
 from chipclear.cli.store import projections_app, rebuild, store_app
 from chipclear.config import Settings
-from chipclear.domain.commands import AddEvidence, Decide, RequestInfo, Respond, Withdraw
+from chipclear.domain.commands import AddEvidence, Decide, HumanAct, RequestInfo, Respond, Withdraw
 from chipclear.domain.gates import registered, statuses
 from chipclear.domain.policy import load_policy
 from chipclear.domain.state import RequestState
@@ -561,7 +561,7 @@ def respond(
     _send(request_id, Respond(text=text, attachments=attachments, actor=actor or actor_default()), json_)
 
 
-def _send(request_id: str, command: ops.RequestUpdate, json_: bool) -> None:
+def _send(request_id: str, command: HumanAct, json_: bool) -> None:
     async def go() -> None:
         client = await connect()
         result = await ops.update(client, request_id, command)

@@ -8,7 +8,7 @@ travel separately (chipclear.domain.facts), never on a model a client fills in.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import ConfigDict, Field
 
@@ -104,10 +104,10 @@ class Compensate(_GateCommand):
     reason: str
 
 
-HumanCommand = Annotated[
-    Decide | RequestInfo | Respond | AddEvidence | Withdraw,
-    Field(discriminator="kind"),
-]
+HumanAct = Decide | RequestInfo | Respond | AddEvidence | Withdraw
+HumanCommand = Annotated[HumanAct, Field(discriminator="kind")]
+# The same, for isinstance: a person's command is dry-run before the world is asked anything.
+HUMAN_COMMANDS: tuple[type, ...] = get_args(HumanAct)
 Command = Annotated[
     Submit
     | Evaluate

@@ -41,6 +41,10 @@ class Status(StrEnum):
     WITHDRAWN = "withdrawn"
     EXPIRED = "expired"
 
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATUSES
+
 
 FINAL_STATUSES = frozenset({Status.LICENSED, Status.DENIED, Status.WITHDRAWN, Status.EXPIRED})
 

@@ -1,13 +1,15 @@
 """The registry of gates, by name: how the core, the state and the policy reach a gate.
 
-It imports nothing, so every domain module may import it; the gates register themselves when
-chipclear.domain.gates is imported (the domain package does that first thing), and a new gate calls
-`register` (see docs/extending.md).
+It imports only the request's vocabulary (models), so every domain module may import it; the gates
+register themselves when chipclear.domain.gates is imported (the domain package does that first
+thing), and a new gate calls `register` (see docs/extending.md).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
+from chipclear.domain.models import Status
 
 if TYPE_CHECKING:
     from chipclear.domain.gates.base import GateRules
@@ -43,4 +45,4 @@ def gate_of(name: str) -> GateRules[Any, Any]:
 def statuses() -> list[str]:
     """Every status a request can have: submitted, each registered gate's own, and the final ones."""
     at_gates = [status for gate in _GATES.values() for status in gate.statuses()]
-    return ["submitted", *at_gates, "licensed", "denied", "withdrawn", "expired"]
+    return [Status.SUBMITTED, *at_gates, *(status for status in Status if status.is_final)]

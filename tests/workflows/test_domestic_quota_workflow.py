@@ -205,15 +205,8 @@ async def test_shortfall_until_the_deadline_expires_and_releases_the_units(
 
     assert result.status == Status.EXPIRED
     assert types(store, rid) == [
-        "RequestSubmitted",
-        "EvidenceAdded",
-        "GateOpened",
-        "GateApproved",
-        "GateOpened",
-        "AllocationGranted",
-        "GateApproved",
-        "GateOpened",
-        "DomesticQuotaAssessed",
+        *PREFIX,
+        *TO_DOMESTIC_QUOTA,
         "RequestExpired",
         "AllocationReleased",
         "ExportApprovalReleased",
@@ -251,6 +244,15 @@ async def test_shortfall_until_the_deadline_expires_and_releases_the_units(
 
 # -- 3. withdrawal at each gate, with exactly the compensations it owes ---------------------------
 PREFIX = ["RequestSubmitted", "EvidenceAdded", "GateOpened"]  # the request's own records count at once
+# From us-export's approval to a domestic-quota assessment, with units allocated on the way.
+TO_DOMESTIC_QUOTA = [
+    "GateApproved",
+    "GateOpened",
+    "AllocationGranted",
+    "GateApproved",
+    "GateOpened",
+    "DomesticQuotaAssessed",
+]
 WITHDRAWALS: dict[str, tuple[str, bool, list[str]]] = {
     "us-export": ("us-export", True, [*PREFIX, "RequestWithdrawn"]),
     "cn-import-granted": (
@@ -284,12 +286,7 @@ WITHDRAWALS: dict[str, tuple[str, bool, list[str]]] = {
         True,
         [
             *PREFIX,
-            "GateApproved",
-            "GateOpened",
-            "AllocationGranted",
-            "GateApproved",
-            "GateOpened",
-            "DomesticQuotaAssessed",
+            *TO_DOMESTIC_QUOTA,
             "RequestWithdrawn",
             "AllocationReleased",
             "ExportApprovalReleased",

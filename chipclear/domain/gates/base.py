@@ -33,10 +33,6 @@ class By:
     data: EventData
 
 
-def ByPolicy(data: EventData) -> By:
-    return By(POLICY_ACTOR, data)
-
-
 Payload = EventData | By
 
 S = TypeVar("S", bound=GateSection)
@@ -179,7 +175,7 @@ def approval(
             valid_until=policy.licence_validity.after(ctx.now),
         )
         payloads = [approved, licence]
-    return [ByPolicy(p) for p in payloads] if by_policy else list(payloads)
+    return [By(POLICY_ACTOR, p) for p in payloads] if by_policy else list(payloads)
 
 
 def excluded_kind(
@@ -211,7 +207,6 @@ __all__ = [
     "NONE",
     "POLICY_ACTOR",
     "By",
-    "ByPolicy",
     "Context",
     "GateRules",
     "NewId",

@@ -19,7 +19,7 @@ from chipclear.domain.commands import Command, Compensate, Decide, Evaluate
 from chipclear.domain.errors import DomainError
 from chipclear.domain.events import Event, ExportApprovalReleased, GateApproved, GateDenied, PartiesScreened
 from chipclear.domain.facts import FactsWanted, ScreenParties
-from chipclear.domain.gates.base import ByPolicy, Context, GateRules, Payload, approval, excluded_kind
+from chipclear.domain.gates.base import POLICY_ACTOR, By, Context, GateRules, Payload, approval, excluded_kind
 from chipclear.domain.models import PartyKind
 from chipclear.domain.policy import GateMode, IsoDuration, Policy, ReviewSection
 from chipclear.domain.screening import parties_of
@@ -199,7 +199,7 @@ class UsExport(GateRules[UsExportSection, UsExportSlice]):
                     f"buyer {claim.buyer!r} has no headroom left under {BUYER_CAP_RULE} = {claim.cap} "
                     f"({claim.approved_before} units already approved over its other requests)"
                 )
-                return [ByPolicy(GateDenied(gate=NAME, rule=BUYER_CAP_RULE, reason=reason))]
+                return [By(POLICY_ACTOR, GateDenied(gate=NAME, rule=BUYER_CAP_RULE, reason=reason))]
             if claim.units < units:
                 units = claim.units
                 note = f"capped at the buyer's remaining headroom under {BUYER_CAP_RULE} = {claim.cap}"
