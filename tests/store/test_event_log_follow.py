@@ -286,13 +286,15 @@ def timed(target: Callable[[], None]) -> float:
 
 
 @pytest.mark.slow
-def test_eight_writers_on_distinct_streams_beat_one_writer_doing_the_same_work(
+def test_eight_writers_on_distinct_streams_lose_nothing_that_one_writer_keeps(
     pg_url: str, postgres: Any
 ) -> None:
-    """8 x 500 events: nothing lost, duplicated or reordered, every chain intact, and in parallel faster.
+    """8 x 500 events at once: nothing lost, duplicated or reordered, every chain intact.
 
     The one writer appends the same 4,000 events (the same 8 streams, one after the other) to a
-    second, fresh schema on the same server.
+    second, fresh schema, and both logs must verify alike. How much faster the eight are is a
+    benchmark's business (`chipclear bench --event-store`), not a timed assert that a loaded CI
+    machine can flip; that they do not wait on each other is shown without a clock above.
     """
     parallel = PostgresEventStore(pg_url + "&pool_max_size=8")
     alone_url = postgres.new_schema()
@@ -333,7 +335,6 @@ def test_eight_writers_on_distinct_streams_beat_one_writer_doing_the_same_work(
                 positions = [e.position for e in stored]
                 assert positions == sorted(positions)  # versions in log order: nothing reordered
         print(f"\n8 writers: {in_parallel:.2f}s; one writer: {one_writer:.2f}s")
-        assert in_parallel < one_writer
     finally:
         parallel.close()
         alone.close()
