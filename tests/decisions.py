@@ -33,7 +33,17 @@ from chipclear.domain.allocation import (
     evolve_ledger,
 )
 from chipclear.domain.buyer_cap import BuyerCapState, BuyerClaim, apply_claim, apply_release, check_claim
-from chipclear.domain.commands import AddEvidence, Command, Decide, Evaluate, RequestInfo, Respond, Withdraw
+from chipclear.domain.commands import (
+    AddEvidence,
+    Command,
+    Decide,
+    Evaluate,
+    PersonAct,
+    RequestInfo,
+    Respond,
+    Submit,
+    Withdraw,
+)
 from chipclear.domain.decider import decide, needs
 from chipclear.domain.errors import DomainError
 from chipclear.domain.events import Event
@@ -44,6 +54,7 @@ from chipclear.domain.names import normalise_buyer
 from chipclear.domain.policy import Policy
 from chipclear.domain.screening import ScreeningMatch
 from chipclear.domain.state import RequestState, evolve, fold
+from tests import keys
 
 # The reviewers tests.factories.make_policy names for each gate.
 REVIEWER = {"us-export": "alice", "cn-import": "wang", "domestic-quota": "wang"}
@@ -210,10 +221,17 @@ class Run:
             known = known.merged(self.world.answer(wanted, when))
         return known
 
-    def send(self, command: Command, at: datetime | None = None, facts: Facts | None = None) -> list[Event]:
-        """Decide `command` with the world's answers (or exactly `facts`, asking nobody) and fold it."""
+    def send(
+        self, command: Command, at: datetime | None = None, facts: Facts | None = None, *, sign: bool = True
+    ) -> list[Event]:
+        """Decide `command` with the world's answers (or exactly `facts`, asking nobody) and fold it.
+        A person's act is signed first, unless it already is or `sign=False` (an unsigned act)."""
         when = self.now if at is None else at
         before = self.state
+        if sign and isinstance(command, PersonAct):  # signed as the client signs it, at the version it sees
+            stream = command.request.request_id if isinstance(command, Submit) else before.request_id
+            if stream is not None:  # before a submission there is no request to sign for
+                command = keys.signed_for(command, before.version, stream)
         known = self.facts(command, when) if facts is None else facts
         events = decide(before, command, known, self.policy, when, new_id=self.new_id)
         versions = [event.version for event in events]
@@ -228,12 +246,18 @@ class Run:
         return events
 
     def refuse(
-        self, command: Command, match: str, at: datetime | None = None, facts: Facts | None = None
+        self,
+        command: Command,
+        match: str,
+        at: datetime | None = None,
+        facts: Facts | None = None,
+        *,
+        sign: bool = True,
     ) -> DomainError:
         """The command is refused with `match` in the message, and nothing changes."""
         before, length = self.state, len(self.history)
         with pytest.raises(DomainError, match=match) as info:
-            self.send(command, at, facts)
+            self.send(command, at, facts, sign=sign)
         assert self.state == before
         assert len(self.history) == length
         return info.value

@@ -8,11 +8,14 @@ from typing import Any
 
 from chipclear.domain.models import ImportRequest
 from chipclear.domain.policy import DEFAULT_ROUTE, Policy, section_key
+from tests import keys as test_keys
 
 _counter = itertools.count(1)
 
 # Who may decide which gate in a `make_policy` policy.
 REVIEWERS = {"alice": ["us-export"], "wang": ["cn-import", "domestic-quota"]}
+# People who sign for applicants: submit, answer, add evidence, withdraw.
+APPLICANTS = ("applicant", "chen", "bd-legal", "buyer-portal", "bytedance-legal")
 # The rules that ask the world outside the request for a fact. The product turns each on unless a
 # policy turns it off; `make_policy` writes each off, so a test turns on exactly the ones it is about
 # (and `safe_policy` builds a policy a new user would write, with every one of them on).
@@ -58,10 +61,17 @@ def make_policy(
         "version": f"test-{mode}",
         "route": list(route),
         "reviewers": {
-            name: [gate for gate in gates if gate in route]
-            for name, gates in REVIEWERS.items()
-            if any(gate in route for gate in gates)
+            **{
+                name: {"gates": [gate for gate in gates if gate in route], "key": test_keys.public(name)}
+                for name, gates in REVIEWERS.items()
+                if any(gate in route for gate in gates)
+            },
+            **{name: {"key": test_keys.public(name)} for name in APPLICANTS},
         },
+        # Separation of duties is on by default; here one reviewer (wang) holds two gates, as the
+        # tests of other rules assume, and the tests of duties turn it on (`duties` overrides).
+        "duties": {"distinct_reviewers": False, "submitter_may_decide": False},
+        "recorder": {"keys": [test_keys.public(test_keys.RECORDER)]},
     }
     for key in keys:
         doc[key] = {"mode": mode, **OUTSIDE_FACTS.get(key, {})}
@@ -73,5 +83,13 @@ def make_policy(
 def safe_policy(mode: str = "manual", version: str = "new-user") -> Policy:
     """A policy of only its version and the modes, as a new user writes one: every default applies."""
     return Policy.model_validate(
-        {"version": version, **{section_key(gate): {"mode": mode} for gate in DEFAULT_ROUTE}}
+        {
+            "version": version,
+            **{section_key(gate): {"mode": mode} for gate in DEFAULT_ROUTE},
+            "reviewers": {
+                name: {"gates": gates, "key": test_keys.public(name)} for name, gates in REVIEWERS.items()
+            }
+            | {name: {"key": test_keys.public(name)} for name in APPLICANTS},
+            "recorder": {"keys": [test_keys.public(test_keys.RECORDER)]},
+        }
     )

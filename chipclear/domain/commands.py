@@ -14,6 +14,7 @@ from pydantic import ConfigDict, Field
 
 from chipclear.domain.allocation import Reservation
 from chipclear.domain.models import MAX_UNITS, Attachment, GateName, ImportRequest, ProcurementRecord, Text
+from chipclear.domain.signing import ActSignature
 
 Reason = Annotated[str, Field(min_length=1, max_length=2000)]
 
@@ -30,10 +31,38 @@ class _GateCommand(_Command):
     gate: GateName
 
 
-class Submit(_Command):
+class PersonAct(_Command):
+    """A person's act: it counts only with their signature over it, the request and the version
+    they saw (chipclear.domain.signing), checked by the decider before anything is decided."""
+
+    signature: ActSignature | None = None
+
+    @property
+    def person(self) -> str:
+        raise NotImplementedError
+
+
+class _ReviewerAct(PersonAct, _GateCommand):
+    reviewer: Annotated[str, Field(min_length=1, max_length=100)]
+
+    @property
+    def person(self) -> str:
+        return self.reviewer
+
+
+class _ApplicantAct(PersonAct):
+    actor: Annotated[str, Field(min_length=1, max_length=100)] = "applicant"
+
+    @property
+    def person(self) -> str:
+        return self.actor
+
+
+class Submit(_ApplicantAct):
+    """Signed when the submitter is a registered person; anyone else's submission names them only."""
+
     kind: Literal["submit"] = "submit"
     request: ImportRequest
-    actor: str = "applicant"
 
 
 class Evaluate(_GateCommand):
@@ -42,28 +71,25 @@ class Evaluate(_GateCommand):
     kind: Literal["evaluate"] = "evaluate"
 
 
-class Decide(_GateCommand):
+class Decide(_ReviewerAct):
     kind: Literal["decide"] = "decide"
-    reviewer: Annotated[str, Field(min_length=1, max_length=100)]
     approve: bool
     units: Annotated[int, Field(ge=1, le=MAX_UNITS)] | None = None
     reason: str | None = None
     conditions: list[Reason] = Field(default_factory=list)
 
 
-class RequestInfo(_GateCommand):
+class RequestInfo(_ReviewerAct):
     """An officer asks the applicant for more information; the review waits for the answer."""
 
     kind: Literal["request_info"] = "request_info"
-    reviewer: Annotated[str, Field(min_length=1, max_length=100)]
     question: Reason
 
 
-class Respond(_Command):
+class Respond(_ApplicantAct):
     kind: Literal["respond"] = "respond"
     text: Reason
     attachments: Annotated[list[Attachment], Field(max_length=20)] = Field(default_factory=list)
-    actor: str = "applicant"
 
 
 class Escalate(_GateCommand):
@@ -72,16 +98,14 @@ class Escalate(_GateCommand):
     kind: Literal["escalate"] = "escalate"
 
 
-class AddEvidence(_Command):
+class AddEvidence(_ApplicantAct):
     kind: Literal["add_evidence"] = "add_evidence"
     records: Annotated[list[ProcurementRecord], Field(max_length=1_000)]
-    actor: str = "applicant"
 
 
-class Withdraw(_Command):
+class Withdraw(_ApplicantAct):
     kind: Literal["withdraw"] = "withdraw"
     reason: Reason
-    actor: str = "applicant"
 
 
 class Expire(_GateCommand):

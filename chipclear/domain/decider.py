@@ -23,6 +23,7 @@ from chipclear.domain.commands import (
     Escalate,
     Evaluate,
     Expire,
+    PersonAct,
     RecordAllocation,
     RequestInfo,
     Respond,
@@ -31,6 +32,7 @@ from chipclear.domain.commands import (
 )
 from chipclear.domain.errors import DomainError
 from chipclear.domain.events import (
+    ApprovalProposed,
     Event,
     GateDenied,
     InformationProvided,
@@ -53,12 +55,13 @@ from chipclear.domain.gates.base import (
     require_at,
     require_open,
 )
+from chipclear.domain.people import require_signature
 from chipclear.domain.policy import Policy
+from chipclear.domain.signing import RESERVED_ACTORS
 from chipclear.domain.state import RequestState, evolve
 
 DEADLINE_ACTOR = "deadline"
-# Names no person may act under: the rules, the clock, the ledger.
-SYSTEM_ACTORS = frozenset({POLICY_ACTOR, DEADLINE_ACTOR, LEDGER_ACTOR})
+assert {POLICY_ACTOR, DEADLINE_ACTOR, LEDGER_ACTOR} <= RESERVED_ACTORS  # no person may act as these
 
 
 def route_of(state: RequestState, policy: Policy) -> tuple[str, ...]:
@@ -97,6 +100,8 @@ def needs(
             return wanted.missing(known)
         case Decide(approve=False) | Withdraw() | Expire() | Escalate() | RequestInfo() | Respond():
             return FactsWanted()
+        case Decide() if _first_of_four_eyes(state, policy, command):
+            return FactsWanted()  # a proposal changes nothing outside until a second reviewer agrees
         case Compensate() if not state.is_final or state.licence_id is not None:
             return FactsWanted()  # `decide` refuses it: nothing may be given back
     gate = owner(state, policy, command)
@@ -117,6 +122,10 @@ def decide(
     """
     ctx = Context(state, policy, facts, now)
     actor: str
+    if isinstance(command, PersonAct):
+        if not isinstance(command, Submit) and state.status is None:
+            raise DomainError("request has not been submitted")
+        _require_signed(state, policy, command)
     match command:
         case Submit():
             return _submit(ctx, command, new_id)
@@ -143,27 +152,64 @@ def decide(
                 raise DomainError(f"no gate of this request's route takes {command.kind}")
             actor = command.actor if isinstance(command, AddEvidence) else LEDGER_ACTOR
             payloads = gate.handle(ctx, command)
-    return _events(state, payloads, actor, policy, now, new_id)
+    return _events(state, payloads, actor, policy, now, new_id, act=_signed_act(command))
+
+
+def _signed_act(command: Command) -> dict[str, Any] | None:
+    """The act as the person signed it, kept on the events it caused so `audit verify` re-checks it."""
+    if isinstance(command, PersonAct) and command.signature is not None:
+        return command.model_dump(mode="json")
+    return None
 
 
 def _events(
-    state: RequestState, payloads: list[Payload], actor: str, policy: Policy, now: datetime, new_id: NewId
+    state: RequestState,
+    payloads: list[Payload],
+    actor: str,
+    policy: Policy,
+    now: datetime,
+    new_id: NewId,
+    *,
+    act: dict[str, Any] | None = None,
 ) -> list[Event]:
     assert state.request_id is not None
-    return [
-        Event(
-            event_id=new_id(),
-            stream_id=state.request_id,
-            version=state.version + offset,
-            data=payload.data if isinstance(payload, By) else payload,
-            occurred_at=now,
-            policy_version=policy.version,
-            # Rules that fire inside someone else's command (an approval once evidence suffices) are
-            # the policy's decision, not that person's; the ledger's answers are the ledger's.
-            actor=payload.actor if isinstance(payload, By) else actor,
+    events = []
+    for offset, payload in enumerate(payloads, start=1):
+        # Rules that fire inside someone else's command (an approval once evidence suffices) are
+        # the policy's decision, not that person's; the ledger's answers are the ledger's.
+        by = payload.actor if isinstance(payload, By) else actor
+        events.append(
+            Event(
+                event_id=new_id(),
+                stream_id=state.request_id,
+                version=state.version + offset,
+                data=payload.data if isinstance(payload, By) else payload,
+                occurred_at=now,
+                policy_version=policy.version,
+                actor=by,
+                act=act if by == actor else None,
+            )
         )
-        for offset, payload in enumerate(payloads, start=1)
-    ]
+    return events
+
+
+def _require_signed(state: RequestState, policy: Policy, command: PersonAct) -> None:
+    """A person's act counts only signed by that person's key, for this request at this version.
+
+    A submission by someone the policy does not register is recorded under the name given, unsigned:
+    it carries no authority. Everything else a person does needs the signature.
+    """
+    person = command.person
+    if isinstance(command, Submit) and person not in RESERVED_ACTORS and policy.person(person) is None:
+        if command.signature is not None:
+            raise DomainError(
+                f"{person!r} signed the submission but is not in policy {policy.version} [reviewers]"
+            )
+        return
+    stream = command.request.request_id if isinstance(command, Submit) else state.request_id
+    assert stream is not None  # `decide` refuses any other act before a submission
+    act = command.model_dump(mode="json")
+    require_signature(policy, person, act, command.signature, stream=stream, version=state.version)
 
 
 def _submit(ctx: Context, command: Submit, new_id: NewId) -> list[Event]:
@@ -171,6 +217,7 @@ def _submit(ctx: Context, command: Submit, new_id: NewId) -> list[Event]:
     if ctx.state.status is not None:
         raise DomainError(f"request {ctx.state.request_id} was already submitted")
     request, policy, now = command.request, ctx.policy, ctx.now
+    act = _signed_act(command)
     submitted = Event(
         event_id=new_id(),
         stream_id=request.request_id,
@@ -179,12 +226,13 @@ def _submit(ctx: Context, command: Submit, new_id: NewId) -> list[Event]:
         occurred_at=now,
         policy_version=policy.version,
         actor=command.actor,
+        act=act,
     )
     state = evolve(ctx.state, submitted)
     after = Context(state, policy, ctx.facts, now)
     payloads: list[Payload] = [p for name in policy.route for p in gate_of(name).on_submit(after)]
     payloads.append(gate_of(policy.route[0]).opened(policy, now))
-    return [submitted, *_events(state, payloads, command.actor, policy, now, new_id)]
+    return [submitted, *_events(state, payloads, command.actor, policy, now, new_id, act=act)]
 
 
 def _evaluate(ctx: Context, command: Evaluate) -> list[Payload]:
@@ -197,17 +245,54 @@ def _evaluate(ctx: Context, command: Evaluate) -> list[Payload]:
 
 def _require_reviewer(reviewer: str, gate: str, policy: Policy) -> None:
     if not policy.may_decide(reviewer, gate):
-        allowed = sorted(name for name, gates in policy.reviewers.items() if gate in gates)
+        allowed = sorted(name for name, person in policy.reviewers.items() if gate in person.gates)
         raise DomainError(
             f"reviewer {reviewer!r} may not decide gate {gate} "
             f"(policy {policy.version} [reviewers] allows: {', '.join(allowed) or 'nobody'})"
         )
 
 
+def _require_duties(state: RequestState, policy: Policy, reviewer: str, gate: str) -> None:
+    """Separation of duties (`[duties]`): whatever their gates, some people may not decide this one."""
+    duties = policy.duties
+    if not duties.submitter_may_decide and reviewer == state.submitted_by:
+        raise DomainError(
+            f"{reviewer!r} submitted this request and may not decide it "
+            "([duties] submitter_may_decide = false)"
+        )
+    if duties.distinct_reviewers:
+        for other in state.gates.values():
+            deciders = {other.decided_by, other.proposal.by if other.proposal else None}
+            if other.gate != gate and reviewer in deciders:
+                raise DomainError(
+                    f"{reviewer!r} already decided gate {other.gate} of this request; one person decides "
+                    "at most one gate ([duties] distinct_reviewers = true)"
+                )
+
+
+def _first_of_four_eyes(state: RequestState, policy: Policy, command: Decide) -> bool:
+    """Whether this approval is the first of two: large, at a four-eyes gate, none proposed yet."""
+    limit = policy.duties.four_eyes_above
+    if limit is None or not command.approve or command.gate not in route_of(state, policy):
+        return False
+    gate = gate_of(command.gate)
+    record = state.gates.get(command.gate)
+    if not gate.four_eyes or record is None or record.proposal is not None:
+        return False
+    return _approval_units(state, policy, gate, command) > limit
+
+
+def _approval_units(state: RequestState, policy: Policy, gate: GateRules[Any, Any], command: Decide) -> int:
+    in_play = state.units_in_play
+    cap = gate.max_units(policy)
+    return command.units if command.units is not None else min(in_play, cap or in_play)
+
+
 def _decide(ctx: Context, command: Decide) -> list[Payload]:
     state, policy = ctx.state, ctx.policy
     require_at(state, command.gate)
     _require_reviewer(command.reviewer, command.gate, policy)
+    _require_duties(state, policy, command.reviewer, command.gate)
     gate = gate_of(command.gate)
     if not command.approve:
         if command.units is not None or command.conditions:
@@ -224,14 +309,35 @@ def _decide(ctx: Context, command: Decide) -> list[Payload]:
             f"the request is waiting for the applicant's answer to {question.question!r} "
             f"(due {question.due.isoformat()}); it returns to review when they respond"
         )
-    in_play = state.units_in_play
-    cap = gate.max_units(policy)
-    units = command.units if command.units is not None else min(in_play, cap or in_play)
+    in_play, cap = state.units_in_play, gate.max_units(policy)
+    units = _approval_units(state, policy, gate, command)
     if units > in_play:
         raise DomainError(f"units: {units} exceeds the {in_play} units still requested")
     if cap is not None and units > cap:
         raise DomainError(f"units: {units} exceeds {gate.rule_prefix}.max_units_per_request = {cap}")
+    if _first_of_four_eyes(state, policy, command):
+        gate.check_approval(ctx, command)  # a proposal meets every rule the approval itself must
+        note = command.reason.strip() if command.reason else None
+        return [ApprovalProposed(gate=gate.name, units=units, conditions=command.conditions, note=note)]
+    proposal = state.gates[gate.name].proposal
+    if proposal is not None:
+        command, units = _second_approval(command, units, proposal.by, proposal.units, proposal.conditions)
     return gate.approve(ctx, command, units)
+
+
+def _second_approval(
+    command: Decide, units: int, first: str, proposed: int, conditions: list[str]
+) -> tuple[Decide, int]:
+    """The second of four eyes: another reviewer, no more than was proposed, both sets of conditions."""
+    if command.reviewer == first:
+        raise DomainError(
+            f"{first!r} proposed this approval; it takes effect when a second reviewer approves "
+            "([duties] four_eyes_above)"
+        )
+    if command.units is not None and command.units > proposed:
+        raise DomainError(f"units: {command.units} exceeds the {proposed} units {first!r} proposed")
+    merged = list(dict.fromkeys([*conditions, *command.conditions]))
+    return command.model_copy(update={"conditions": merged}), min(units, proposed)
 
 
 def _request_info(ctx: Context, command: RequestInfo) -> list[Payload]:

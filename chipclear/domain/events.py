@@ -84,6 +84,16 @@ class GateApproved(_GateEvent):
     buyer_claim: BuyerClaim | None = None  # us-export: the buyer's cap as it stood, with this approval
 
 
+class ApprovalProposed(_GateEvent):
+    """A reviewer approved more units than one person may (`[duties] four_eyes_above`): it takes effect
+    only when a second, different reviewer approves too."""
+
+    type: Literal["ApprovalProposed"] = "ApprovalProposed"
+    units: int
+    conditions: list[str] = Field(default_factory=list)
+    note: str | None = None
+
+
 class GateDenied(_GateEvent):
     type: Literal["GateDenied"] = "GateDenied"
     reason: str
@@ -201,6 +211,7 @@ EventData = Annotated[
     | ExportApprovalReleased
     | ScreeningListLoaded
     | GateApproved
+    | ApprovalProposed
     | GateDenied
     | EvidenceAdded
     | EvidenceRejected
@@ -247,6 +258,10 @@ class Event(BaseModel):
     occurred_at: UtcDatetime
     policy_version: str
     actor: str
+    # The signed act of a person that caused this event (the command as sent, with its signature), or
+    # None for what the system did by rule. Chained with the event, so `audit verify` checks the
+    # signature again and the act cannot be swapped for another.
+    act: dict[str, Any] | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -28,6 +28,7 @@ from pydantic import (
 
 from chipclear.domain.models import GateName
 from chipclear.domain.registry import registered
+from chipclear.domain.signing import RESERVED_ACTORS, PublicKeyText
 
 
 def _iso_duration(value: Any) -> Any:
@@ -120,13 +121,43 @@ class CalendarPeriod(BaseModel):
         return moment.replace(year=year, month=month, day=day) + timedelta(days=self.days)
 
 
+class Person(BaseModel):
+    """Someone who signs acts: `gates` they may decide (none: they act for applicants only) and the
+    public key their signatures are checked against. In the file: `[reviewers.alice]`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    gates: frozenset[GateName] = frozenset()
+    # `ed25519:<base64>`; `file:keys/alice.pub` in the file is read (under $CHIPCLEAR_HOME) when loaded.
+    key: PublicKeyText | None = None
+
+
+class Duties(BaseModel):
+    """Separation of duties: who may not decide what, whatever their gates say."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    distinct_reviewers: bool = True  # one person decides at most one gate of a request
+    submitter_may_decide: bool = False  # the person who submitted a request decides none of its gates
+    # An us-export approval above this many units takes effect only when a second reviewer approves.
+    four_eyes_above: Annotated[int, Field(ge=1)] | None = None
+
+
+class Recorder(BaseModel):
+    """The worker's key: it seals every stored event and signs checkpoints. Listed here (several
+    while a key is rotated) so that `audit verify` trusts no key it finds in the store itself."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    keys: tuple[PublicKeyText, ...] = ()
+
+
 def section_key(gate: str) -> str:
     """The policy file's key for a gate's section: `us-export` -> `us_export`."""
     return gate.replace("-", "_")
 
 
 DEFAULT_ROUTE = ("us-export", "cn-import", "domestic-quota")
-_FIXED_KEYS = frozenset({"version", "route", "reviewers", "licence_validity", "sections"})
+_FIXED_KEYS = frozenset(
+    {"version", "route", "reviewers", "duties", "recorder", "licence_validity", "sections"}
+)
 
 
 class Policy(BaseModel):
@@ -138,7 +169,9 @@ class Policy(BaseModel):
     version: Annotated[str, Field(min_length=1, max_length=64)]
     # The gates a request walks, in order; recorded with each request when it is submitted.
     route: Annotated[tuple[GateName, ...], Field(min_length=1)] = DEFAULT_ROUTE
-    reviewers: dict[str, frozenset[GateName]] = Field(default_factory=dict)
+    reviewers: dict[str, Person] = Field(default_factory=dict)
+    duties: Duties = Duties()
+    recorder: Recorder = Recorder()
     licence_validity: CalendarPeriod = CalendarPeriod(years=4)
     # One section per gate of the route, typed by the gate's own model (see chipclear.domain.gates).
     sections: dict[str, SerializeAsAny[GateSection]] = Field(default_factory=dict)
@@ -174,8 +207,10 @@ class Policy(BaseModel):
     def _consistent(self) -> Policy:
         if len(set(self.route)) != len(self.route):
             raise ValueError(f"route: a gate is listed twice ({', '.join(self.route)})")
-        for reviewer, gates in self.reviewers.items():
-            strangers = sorted(gates - set(self.route))
+        for reviewer, person in self.reviewers.items():
+            if reviewer in RESERVED_ACTORS:
+                raise ValueError(f"reviewers.{reviewer}: the name is reserved for the system's own acts")
+            strangers = sorted(person.gates - set(self.route))
             if strangers:
                 route = ", ".join(self.route)
                 raise ValueError(f"reviewers.{reviewer}: gate {strangers[0]!r} is not on the route ({route})")
@@ -198,7 +233,16 @@ class Policy(BaseModel):
         return self.section(gate).mode
 
     def may_decide(self, reviewer: str, gate: str) -> bool:
-        return gate in self.reviewers.get(reviewer, frozenset())
+        person = self.reviewers.get(reviewer)
+        return person is not None and gate in person.gates
+
+    def person(self, name: str) -> Person | None:
+        return self.reviewers.get(name)
+
+    def unkeyed_reviewers(self) -> list[str]:
+        """Reviewers of a manual gate with no key: nobody could sign for them, so a worker refuses."""
+        manual = {gate for gate in self.route if self.mode(gate) is GateMode.MANUAL}
+        return sorted(name for name, p in self.reviewers.items() if p.key is None and p.gates & manual)
 
     def with_section(self, gate: str, **changes: Any) -> Policy:
         """A copy with some of one gate's rules changed (benchmarks, tests)."""
@@ -218,6 +262,18 @@ class PolicyError(ValueError):
     """A policy file that cannot be read or breaks the schema; the message names the field."""
 
 
+def require_keys(policy: Policy) -> Policy:
+    """A worker's check: every reviewer of a manual gate has a key, or nobody could sign for them."""
+    unkeyed = policy.unkeyed_reviewers()
+    if unkeyed:
+        names = ", ".join(unkeyed)
+        raise PolicyError(
+            f"policy {policy.version}: reviewers of a manual gate without a key: {names} "
+            '(give each `key = "ed25519:..."` or `key = "file:keys/NAME.pub"`; `chipclear keys new NAME`)'
+        )
+    return policy
+
+
 BUNDLED = ("default", "auto")
 
 
@@ -225,8 +281,36 @@ def bundled_policy_path(name: str) -> Path:
     return Path(str(resources.files("chipclear") / "policies" / f"{name}.toml"))
 
 
-def load_policy(path: str | Path | None = None) -> Policy:
-    """Load a policy file; `None` means the bundled default, a bare bundled name (`auto`) is allowed."""
+def _read_key_files(raw: dict[str, Any], home: Path | None) -> None:
+    """`key = "file:keys/alice.pub"`: the public key is read now, so the policy recorded with each
+    request holds the key itself, never a path that may later hold another. A file not there (yet)
+    leaves the person without a key: a worker refuses such a policy for a manual gate's reviewer."""
+    for table in (raw.get("reviewers") or {}).values():
+        if isinstance(table, dict) and str(table.get("key", "")).startswith("file:"):
+            table["key"] = _read_public(table["key"], home)
+            if table["key"] is None:
+                del table["key"]
+    recorder = raw.get("recorder")
+    if isinstance(recorder, dict) and isinstance(recorder.get("keys"), list):
+        found = [_read_public(k, home) if str(k).startswith("file:") else k for k in recorder["keys"]]
+        recorder["keys"] = [k for k in found if k is not None]
+
+
+def _read_public(reference: str, home: Path | None) -> str | None:
+    relative = Path(reference.removeprefix("file:"))
+    target = relative if relative.is_absolute() else (home or Path(".chipclear")) / relative
+    try:
+        words = target.read_text(encoding="utf-8").split()
+    except OSError:
+        return None
+    return words[-1] if words else ""
+
+
+def load_policy(path: str | Path | None = None, *, home: Path | None = None) -> Policy:
+    """Load a policy file; `None` means the bundled default, a bare bundled name (`auto`) is allowed.
+
+    `home` is where `file:` keys are read from ($CHIPCLEAR_HOME).
+    """
     if path is None or str(path) in BUNDLED:
         path = bundled_policy_path(str(path or "default"))
     path = Path(path)
@@ -236,6 +320,7 @@ def load_policy(path: str | Path | None = None) -> Policy:
         raise PolicyError(f"policy file {path} does not exist") from exc
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"policy file {path} is not valid TOML: {exc}") from exc
+    _read_key_files(raw, home)
     try:
         return Policy.model_validate(raw)
     except ValidationError as exc:

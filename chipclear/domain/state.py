@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny
 
 from chipclear.domain.events import (
+    ApprovalProposed,
     Event,
     GateApproved,
     GateDenied,
@@ -39,6 +40,13 @@ class GateRecord(BaseModel):
     units_approved: int | None = None
     reason: str | None = None
     review_due: AwareDatetime | None = None  # the SLA before time spent waiting for the applicant
+    proposal: Proposal | None = None  # a first approval waiting for a second reviewer (four eyes)
+
+
+class Proposal(BaseModel):
+    by: str
+    units: int
+    conditions: list[str] = Field(default_factory=list)
 
 
 class InfoExchange(BaseModel):
@@ -123,6 +131,7 @@ class RequestState(BaseModel):
     licence_valid_until: AwareDatetime | None = None
     outcome_reason: str | None = None
     submitted_at: AwareDatetime | None = None
+    submitted_by: str | None = None  # `[duties] submitter_may_decide`: they decide none of its gates
     updated_at: AwareDatetime | None = None
     escalated_gate: GateName | None = None
     escalated_at: AwareDatetime | None = None
@@ -217,6 +226,7 @@ def evolve(state: RequestState, event: Event) -> RequestState:
                 "status": Status.SUBMITTED,
                 "units_requested": request.units,
                 "submitted_at": event.occurred_at,
+                "submitted_by": event.actor,
                 "slices": {gate: gate_of(gate).slice_model() for gate in route},
             }
         case GateOpened(gate=gate, deadline=deadline, review_due=review_due):
@@ -245,6 +255,9 @@ def evolve(state: RequestState, event: Event) -> RequestState:
             gates[gate] = _closed(gates, gate, "approved", event, units_approved=units)
             changes["units_approved"] = units
             changes["conditions"] = list(dict.fromkeys([*state.conditions, *conditions]))
+        case ApprovalProposed(gate=gate, units=units, conditions=conditions):
+            proposal = Proposal(by=event.actor, units=units, conditions=conditions)
+            gates[gate] = gates[gate].model_copy(update={"proposal": proposal})
         case GateDenied(gate=gate, reason=reason):
             gates[gate] = _closed(gates, gate, "denied", event, reason=reason)
             changes |= {"status": Status.DENIED, "gate": None, "outcome_reason": reason}

@@ -63,7 +63,7 @@ from chipclear.domain.models import (
 from chipclear.domain.policy import DEFAULT_ROUTE, GateMode, Policy, section_key
 from chipclear.domain.screening import ScreeningMatch, parties_of
 from chipclear.domain.state import RequestState, evolve, fold
-from tests import decisions
+from tests import decisions, keys
 from tests.decisions import BUYER, REVIEWER, Ids, World, ledger_with, only, types
 from tests.factories import make_policy, make_request, safe_policy
 
@@ -475,19 +475,28 @@ def test_submit_twice_is_refused():
     run.refuse(Submit(request=make_request()), r"was already submitted")
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        Evaluate(gate=US_EXPORT),
-        Decide(gate=US_EXPORT, reviewer="alice", approve=True),
-        AddEvidence(records=evidence("HW-9")),
-        Withdraw(reason="changed our mind"),
-        Expire(gate=US_EXPORT),
-    ],
-    ids=lambda c: c.kind,
-)
+PERSON_ACTS_BEFORE_SUBMIT = [
+    Decide(gate=US_EXPORT, reviewer="alice", approve=True),
+    AddEvidence(records=evidence("HW-9")),
+    Withdraw(reason="changed our mind"),
+]
+
+
+@pytest.mark.parametrize("command", [Evaluate(gate=US_EXPORT), Expire(gate=US_EXPORT)], ids=lambda c: c.kind)
 def test_any_command_before_submit_is_refused(command):
     Run(make_policy()).refuse(command, r"has not been submitted", at=NOW + timedelta(days=1000))
+
+
+@pytest.mark.parametrize("command", PERSON_ACTS_BEFORE_SUBMIT, ids=lambda c: c.kind)
+def test_an_unsigned_act_before_submit_is_refused(command):
+    # Before a submission there is no request a person could sign for: that is said first.
+    Run(make_policy()).refuse(command, r"has not been submitted", at=NOW + timedelta(days=1000))
+
+
+@pytest.mark.parametrize("command", PERSON_ACTS_BEFORE_SUBMIT, ids=lambda c: c.kind)
+def test_a_signed_act_before_submit_is_refused(command):
+    signed = keys.sign(command, "req-never-submitted", 0)
+    Run(make_policy()).refuse(signed, r"has not been submitted", at=NOW + timedelta(days=1000))
 
 
 @pytest.mark.parametrize(
@@ -513,8 +522,9 @@ def test_command_for_the_wrong_gate_is_refused(gate, command):
         (US_EXPORT, "wang", "alice"),
         (CN_IMPORT, "alice", "wang"),
         (DOMESTIC_QUOTA, "alice", "wang"),
-        (US_EXPORT, "mallory", "alice"),
-        (DOMESTIC_QUOTA, "mallory", "wang"),
+        # chen is a registered person with a key who decides no gate.
+        (US_EXPORT, "chen", "alice"),
+        (DOMESTIC_QUOTA, "chen", "wang"),
     ],
 )
 @pytest.mark.parametrize("approve", [True, False])
@@ -528,8 +538,20 @@ def test_reviewer_not_allowed_for_the_gate_is_refused(gate, reviewer, allowed, a
     assert run.policy.version in str(error)
 
 
+@pytest.mark.parametrize("gate", GATES)
+@pytest.mark.parametrize("approve", [True, False])
+def test_a_person_the_policy_does_not_register_is_refused(gate, approve):
+    run = at_gate(gate, make_policy("manual"))
+    error = run.refuse(
+        Decide(gate=gate, reviewer="mallory", approve=approve, reason=None if approve else "no"),
+        r"'mallory' is not a person with a key in policy test-manual \[reviewers\]",
+    )
+    assert "only a registered person's signed act is accepted" in str(error)
+
+
 def test_reviewer_refused_when_nobody_may_decide():
-    policy = make_policy("manual").model_copy(update={"reviewers": {"bob": frozenset({CN_IMPORT})}})
+    # alice stays a registered person with her key, but no longer decides any gate.
+    policy = make_policy("manual", reviewers={"alice": {"gates": [], "key": keys.public("alice")}})
     run = submitted(policy)
     run.refuse(Decide(gate=US_EXPORT, reviewer="alice", approve=True), r"allows: nobody")
 
@@ -811,7 +833,8 @@ def test_a_route_without_cn_import_skips_it(mode):
 
 def test_a_policy_names_reviewers_only_for_gates_on_its_route():
     policy = make_policy("manual", route=SKIP_CN)
-    assert policy.reviewers == {"alice": {US_EXPORT}, "wang": {DOMESTIC_QUOTA}}
+    gates = {name: person.gates for name, person in policy.reviewers.items() if person.gates}
+    assert gates == {"alice": {US_EXPORT}, "wang": {DOMESTIC_QUOTA}}
     assert not policy.may_decide("wang", CN_IMPORT)
 
 
@@ -1083,7 +1106,7 @@ def test_decide_numbers_events_after_the_state_version():
     version = run.state.version
     events = decide(
         run.state,
-        Decide(gate=CN_IMPORT, reviewer="wang", approve=True),
+        keys.sign(Decide(gate=CN_IMPORT, reviewer="wang", approve=True), run.request_id, version),
         NONE,
         run.policy,
         NOW,
@@ -1419,7 +1442,10 @@ def test_no_reviewer_can_approve_what_a_rule_denies(overrides, gate, rule):
 
     def send(command: Submit | Decide) -> None:
         nonlocal state
-        for event in decide(state, command, NONE, policy, NOW, new_id=lambda: str(next(ids))):
+        stream = command.request.request_id if isinstance(command, Submit) else state.request_id
+        assert stream is not None
+        signed = keys.sign(command, stream, state.version)
+        for event in decide(state, signed, NONE, policy, NOW, new_id=lambda: str(next(ids))):
             state = evolve(state, event)
 
     send(Submit(request=make_request(**overrides)))

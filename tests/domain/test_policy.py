@@ -7,6 +7,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -15,13 +16,20 @@ from chipclear.domain.gates import cn_import, domestic_quota, gate_of, us_export
 from chipclear.domain.models import PartyKind
 from chipclear.domain.policy import (
     DEFAULT_ROUTE,
+    Duties,
     GateMode,
+    Person,
     Policy,
+    PolicyError,
+    Recorder,
     bundled_policy_path,
     describe_validation_error,
     load_policy,
+    require_keys,
     section_key,
 )
+from chipclear.domain.signing import RESERVED_ACTORS
+from tests import keys
 from tests.factories import make_policy, safe_policy
 
 US_EXPORT, CN_IMPORT, DOMESTIC_QUOTA = DEFAULT_ROUTE
@@ -29,23 +37,37 @@ SKIP_CN = (US_EXPORT, DOMESTIC_QUOTA)
 
 # -- policy -----------------------------------------------------------------------------------------
 
+# The people of the bundled policies and the gates each decides (chen decides none: a compliance officer).
 DEFAULT_REVIEWERS = {
     "alice": frozenset({US_EXPORT}),
-    "wang": frozenset({CN_IMPORT, DOMESTIC_QUOTA}),
+    "wang": frozenset({CN_IMPORT}),
+    "li": frozenset({DOMESTIC_QUOTA}),
+    "chen": frozenset(),
 }
+# Separation of duties as the bundled policies write it: on, without four eyes.
+DEFAULT_DUTIES = Duties(distinct_reviewers=True, submitter_may_decide=False, four_eyes_above=None)
 
 
-def test_bundled_default_policy():
-    policy = load_policy()
+def gates_of(policy: Policy) -> dict[str, frozenset[str]]:
+    return {name: person.gates for name, person in policy.reviewers.items()}
+
+
+def test_bundled_default_policy(tmp_path: Path):
+    policy = load_policy(home=tmp_path)  # a home without keys: every `file:` key is left out
     assert policy.version == "2026-01-15"
     assert policy.route == DEFAULT_ROUTE
     assert {gate: policy.mode(gate) for gate in DEFAULT_ROUTE} == dict.fromkeys(
         DEFAULT_ROUTE, GateMode.MANUAL
     )
-    assert policy.reviewers == DEFAULT_REVIEWERS
+    assert gates_of(policy) == DEFAULT_REVIEWERS
+    assert all(person.key is None for person in policy.reviewers.values())
+    assert policy.duties == DEFAULT_DUTIES
+    assert policy.recorder == Recorder(keys=())
     assert policy.may_decide("alice", US_EXPORT)
     assert not policy.may_decide("alice", CN_IMPORT)
-    assert policy.may_decide("wang", DOMESTIC_QUOTA)
+    assert policy.may_decide("li", DOMESTIC_QUOTA)
+    assert not policy.may_decide("wang", DOMESTIC_QUOTA)
+    assert not any(policy.may_decide("chen", gate) for gate in DEFAULT_ROUTE)
     export = us_export.GATE.section(policy)
     assert export.max_units_per_request == 75_000
     assert export.excluded_end_user_kinds == {PartyKind.MILITARY}
@@ -73,11 +95,23 @@ def test_bundled_default_by_name_and_by_path_are_the_same():
     assert load_policy(str(bundled_policy_path("auto"))) == load_policy("auto")
 
 
-def test_bundled_auto_policy_decides_every_gate_alone():
-    policy = load_policy("auto")
+def test_bundled_auto_policy_decides_every_gate_alone(tmp_path: Path):
+    policy = load_policy("auto", home=tmp_path)
     assert {gate: policy.mode(gate) for gate in DEFAULT_ROUTE} == dict.fromkeys(DEFAULT_ROUTE, GateMode.AUTO)
     assert policy.version == "2026-01-15-auto"
-    assert policy.reviewers == DEFAULT_REVIEWERS
+    assert gates_of(policy) == DEFAULT_REVIEWERS
+    assert policy.duties == DEFAULT_DUTIES
+
+
+@pytest.mark.parametrize("name", ["default", "auto"])
+def test_bundled_policies_read_every_key_from_the_home(tmp_path: Path, name: str):
+    keys.install(tmp_path)
+    policy = load_policy(name, home=tmp_path)
+    assert {person: found.key for person, found in policy.reviewers.items()} == {
+        person: keys.public(person) for person in DEFAULT_REVIEWERS
+    }
+    assert policy.recorder.keys == (keys.public(keys.RECORDER),)
+    assert require_keys(policy) is policy
 
 
 def policy_from(body: str) -> Policy:
@@ -174,7 +208,13 @@ def test_bad_mode_names_mode(section):
         ('version = "v"\n[us_export]\nmax_units_per_request = 0\n', "us_export.max_units_per_request"),
         ('version = "v"\n[domestic_quota]\nrequired_ratio = -1.0\n', "domestic_quota.required_ratio"),
         ('version = "v"\n[cn_import]\nexcluded_buyer_kinds = ["pirate"]\n', "cn_import.excluded_buyer_kinds"),
+        # The old shape (a list of gates) names the person; the table's own fields name themselves.
         ('version = "v"\n[reviewers]\nbob = ["moon-export"]\n', "reviewers.bob"),
+        ('version = "v"\n[reviewers.bob]\ngates = ["moon-export"]\n', "reviewers.bob: gate 'moon-export'"),
+        ('version = "v"\n[reviewers.bob]\ngate = ["us-export"]\n', "reviewers.bob.gate"),
+        ('version = "v"\n[duties]\nfour_eyes_above = 0\n', "duties.four_eyes_above"),
+        ('version = "v"\n[duties]\nfour_eyes = 10\n', "duties.four_eyes"),
+        ('version = "v"\n[recorder]\nkeys = ["recorder.pub"]\n', "recorder.keys.0"),
         ('version = "v"\nroute = ["US Export"]\n', "route"),
         ('version = "v"\nroute = []\n', "route"),
     ],
@@ -189,7 +229,7 @@ def test_other_schema_errors_name_the_field(body, field):
 def test_a_route_in_the_file_takes_only_its_gates_sections():
     policy = policy_from(
         'version = "v"\nroute = ["us-export", "domestic-quota"]\n'
-        '[domestic_quota]\nmode = "auto"\n[reviewers]\nalice = ["us-export"]\n',
+        '[domestic_quota]\nmode = "auto"\n[reviewers.alice]\ngates = ["us-export"]\n',
     )
     assert policy.route == SKIP_CN
     assert set(policy.sections) == set(SKIP_CN)
@@ -213,9 +253,139 @@ def test_a_gate_listed_twice_is_refused():
 def test_a_reviewer_of_a_gate_off_the_route_is_refused():
     message = policy_problem(
         'version = "v"\nroute = ["us-export", "domestic-quota"]\n'
-        '[reviewers]\nwang = ["cn-import", "domestic-quota"]\n',
+        '[reviewers.wang]\ngates = ["cn-import", "domestic-quota"]\n',
     )
     assert "reviewers.wang: gate 'cn-import' is not on the route (us-export, domestic-quota)" in message
+
+
+# -- people and their keys ---------------------------------------------------------------------------
+
+ALICE = keys.public("alice")
+
+
+def test_a_person_is_a_table_of_gates_and_a_key():
+    policy = policy_from(
+        f'''
+        version = "v"
+        [reviewers.alice]
+        gates = ["us-export"]
+        key = "{ALICE}"
+        [reviewers.chen]
+        key = "{keys.public("chen")}"
+        [reviewers.wang]
+        gates = ["cn-import", "domestic-quota"]
+        '''
+    )
+    assert policy.reviewers == {
+        "alice": Person(gates=frozenset({US_EXPORT}), key=ALICE),
+        "chen": Person(gates=frozenset(), key=keys.public("chen")),
+        "wang": Person(gates=frozenset({CN_IMPORT, DOMESTIC_QUOTA}), key=None),
+    }
+    assert policy.person("chen") == policy.reviewers["chen"]
+    assert policy.person("mallory") is None
+    assert not policy.may_decide("chen", US_EXPORT)
+    assert policy.may_decide("wang", DOMESTIC_QUOTA)
+
+
+@pytest.mark.parametrize("name", sorted(RESERVED_ACTORS))
+def test_a_reserved_name_is_no_person(name: str):
+    message = policy_problem(f'version = "v"\n[reviewers.{name}]\nkey = "{ALICE}"\n')
+    assert f"reviewers.{name}: the name is reserved for the system's own acts" in message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGb",  # an OpenSSH key
+        ALICE.removeprefix("ed25519:"),  # no prefix
+        "ed25519:abc=",  # too short
+        ALICE + "AAAA",  # too long
+        "ed25519:" + "!" * 43 + "=",  # not base64
+        "file:keys/alice.pub",  # a file reference is read by load_policy, never by the schema
+    ],
+)
+def test_a_key_that_is_not_an_ed25519_public_key_is_refused(text: str):
+    message = policy_problem(f'version = "v"\n[reviewers.alice]\ngates = ["us-export"]\nkey = "{text}"\n')
+    assert "reviewers.alice.key" in message
+    assert "ed25519:" in message
+    assert repr(text) in message
+    recorder = policy_problem(f'version = "v"\n[recorder]\nkeys = ["{text}"]\n')
+    assert "recorder.keys.0" in recorder and repr(text) in recorder
+
+
+def write_policy(folder: Path, body: str) -> Path:
+    path = folder / "policy.toml"
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+KEYED_BODY = """
+version = "keyed"
+[reviewers.alice]
+gates = ["us-export"]
+key = "file:keys/alice.pub"
+[reviewers.chen]
+key = "file:keys/chen.pub"
+[recorder]
+keys = ["file:keys/recorder.pub", "file:keys/old-recorder.pub"]
+"""
+
+
+def test_a_file_key_is_read_under_the_home_when_the_policy_is_loaded(tmp_path: Path):
+    home, elsewhere = tmp_path / "home", tmp_path / "policies"
+    elsewhere.mkdir()
+    keys.install(home, ("alice", "chen", keys.RECORDER))
+    policy = load_policy(write_policy(elsewhere, KEYED_BODY), home=home)
+    # The key itself is kept, never the path, so the policy recorded with a request holds the key.
+    assert policy.reviewers["alice"].key == ALICE
+    assert policy.reviewers["chen"].key == keys.public("chen")
+    assert policy.recorder.keys == (keys.public(keys.RECORDER),)  # a recorder key not there is left out
+    assert "file:" not in policy.model_dump_json()
+    assert require_keys(policy) is policy
+    # Relative to the home, not to the policy file or the working directory.
+    assert load_policy(write_policy(elsewhere, KEYED_BODY), home=elsewhere).reviewers["alice"].key is None
+
+
+def test_an_absolute_file_key_is_read_where_it_says(tmp_path: Path):
+    folder = keys.install(tmp_path / "home", ("alice",))
+    body = f'version = "v"\n[reviewers.alice]\ngates = ["us-export"]\nkey = "file:{folder / "alice.pub"}"\n'
+    assert (
+        load_policy(write_policy(tmp_path, body), home=tmp_path / "nowhere").reviewers["alice"].key == ALICE
+    )
+
+
+def test_a_key_file_that_holds_no_public_key_is_refused_naming_the_person(tmp_path: Path):
+    folder = keys.install(tmp_path, ("chen",))
+    (folder / "alice.pub").write_text("not a key\n")
+    with pytest.raises(PolicyError, match=r"reviewers\.alice\.key: .*ed25519:.*'key'"):
+        load_policy(write_policy(tmp_path, KEYED_BODY), home=tmp_path)
+
+
+def test_a_missing_key_file_leaves_the_person_without_a_key_and_a_worker_refuses(tmp_path: Path):
+    policy = load_policy(write_policy(tmp_path, KEYED_BODY), home=tmp_path / "empty")
+    assert policy.reviewers["alice"].key is None
+    assert policy.reviewers["chen"].key is None
+    assert policy.recorder.keys == ()
+    assert policy.unkeyed_reviewers() == ["alice"]  # chen decides no gate: nobody needs their signature
+    with pytest.raises(
+        PolicyError, match=r"policy keyed: reviewers of a manual gate without a key: alice \("
+    ):
+        require_keys(policy)
+
+
+def test_the_bundled_default_without_keys_names_every_reviewer_of_a_manual_gate(tmp_path: Path):
+    policy = load_policy(home=tmp_path)
+    with pytest.raises(PolicyError, match=r"without a key: alice, li, wang \(") as info:
+        require_keys(policy)
+    assert "chen" not in str(info.value)
+    assert "chipclear keys new NAME" in str(info.value)
+
+
+def test_reviewers_of_auto_gates_need_no_key(tmp_path: Path):
+    assert require_keys(load_policy("auto", home=tmp_path)).reviewers["alice"].key is None
+    # Only the manual gates' reviewers are named: li's gate decides alone here.
+    mixed = load_policy(home=tmp_path).with_section(DOMESTIC_QUOTA, mode=GateMode.AUTO)
+    assert mixed.unkeyed_reviewers() == ["alice", "wang"]
 
 
 # -- safe defaults -----------------------------------------------------------------------------------
@@ -226,7 +396,12 @@ def test_a_policy_of_only_its_version_and_modes_turns_every_safeguard_on():
         f'[{section_key(gate)}]\nmode = "auto"\n' for gate in DEFAULT_ROUTE
     )
     policy = policy_from(body)
-    assert policy == safe_policy("auto")
+    # safe_policy registers the test people and the recorder key; the body names nobody.
+    assert policy == safe_policy("auto").model_copy(update={"reviewers": {}, "recorder": Recorder()})
+    assert policy.reviewers == {}
+    # Separation of duties is on unless a policy turns it off.
+    assert policy.duties == Duties(distinct_reviewers=True, submitter_may_decide=False)
+    assert safe_policy("auto").duties == policy.duties
     assert policy.route == DEFAULT_ROUTE
     export = us_export.GATE.section(policy)
     assert export.screening is True
@@ -275,8 +450,21 @@ def test_policy_dump_writes_every_value_out(build):
     policy = build()
     dumped = policy.model_dump(mode="json")
     sections = {section_key(gate) for gate in policy.route}
-    assert set(dumped) == {"version", "route", "reviewers", "licence_validity", *sections}
+    assert set(dumped) == {
+        "version",
+        "route",
+        "reviewers",
+        "duties",
+        "recorder",
+        "licence_validity",
+        *sections,
+    }
     assert dumped["route"] == list(policy.route)
+    assert set(dumped["duties"]) == set(Duties.model_fields)
+    assert set(dumped["recorder"]) == set(Recorder.model_fields)
+    assert dumped["reviewers"]
+    for person in dumped["reviewers"].values():
+        assert set(person) == set(Person.model_fields)
     for gate in policy.route:
         model = gate_of(gate).section_model
         assert set(dumped[section_key(gate)]) == set(model.model_fields), gate

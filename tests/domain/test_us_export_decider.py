@@ -518,7 +518,8 @@ def test_other_commands_and_gates_claim_nothing() -> None:
 
 def test_a_refused_approval_asks_the_owner_nothing() -> None:
     run = submitted(capped())
-    run.refuse(Decide(gate=US_EXPORT, reviewer="mallory", approve=True), "may not decide")
+    run.refuse(Decide(gate=US_EXPORT, reviewer="chen", approve=True), "may not decide")
+    run.refuse(Decide(gate=US_EXPORT, reviewer="mallory", approve=True), "not a person with a key")
     run.refuse(Decide(gate=US_EXPORT, reviewer="alice", approve=True, units=50_001), "units still requested")
     assert run.world.asked == []
     assert run.world.held_by() == {}
@@ -760,12 +761,20 @@ def test_request_info_only_at_us_export() -> None:
     run.refuse(question(), "not at gate us-export")
 
 
-@pytest.mark.parametrize("reviewer", ["wang", "mallory"])
+@pytest.mark.parametrize("reviewer", ["wang", "chen"])
 def test_request_info_only_by_a_reviewer_of_the_gate(reviewer: str) -> None:
     run = asking()
     run.refuse(
         RequestInfo(gate=US_EXPORT, reviewer=reviewer, question="Why?"),
         f"reviewer '{reviewer}' may not decide gate us-export",
+    )
+
+
+def test_request_info_by_a_person_the_policy_does_not_register_is_refused() -> None:
+    run = asking()
+    run.refuse(
+        RequestInfo(gate=US_EXPORT, reviewer="mallory", question="Why?"),
+        "'mallory' is not a person with a key",
     )
 
 

@@ -57,6 +57,8 @@ class GateRules(Generic[S, L]):
     section_model: ClassVar[type[GateSection]]
     slice_model: ClassVar[type[GateSlice]] = GateSlice
     commands: ClassVar[tuple[type, ...]] = ()  # gate-specific commands this gate decides
+    # Whether `[duties] four_eyes_above` applies: a large approval here needs a second reviewer.
+    four_eyes: ClassVar[bool] = False
 
     # -- reading its own parts ----------------------------------------------------------------------
     def section(self, policy: Policy) -> S:
@@ -117,9 +119,14 @@ class GateRules(Generic[S, L]):
         """Conditions the policy attaches to every approval at this gate."""
         return ()
 
+    def check_approval(self, ctx: Context, command: Decide) -> None:
+        """This gate's own preconditions for a reviewer's approval (a four-eyes proposal must meet
+        them too); raises DomainError naming the rule."""
+
     def approve(self, ctx: Context, command: Decide, units: int) -> list[Payload]:
         """A reviewer's approval of `units` (already checked against what is in play): this gate's own
         checks, then the approval. Raises DomainError naming the rule that refuses it."""
+        self.check_approval(ctx, command)
         note = command.reason.strip() if command.reason else None
         return approval(ctx, self, units, by_policy=False, conditions=command.conditions, note=note)
 

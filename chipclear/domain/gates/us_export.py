@@ -96,6 +96,7 @@ class UsExport(GateRules[UsExportSection, UsExportSlice]):
     name = NAME
     section_model = UsExportSection
     slice_model = UsExportSlice
+    four_eyes = True
 
     def info_deadline(self, policy: Policy) -> timedelta | None:
         return self.section(policy).info_deadline
@@ -132,9 +133,13 @@ class UsExport(GateRules[UsExportSection, UsExportSlice]):
                         buyer_claim=self._claim(state, policy, self._units(state, policy), True)
                     )
             case Decide(approve=True, units=units):
-                return FactsWanted(
-                    buyer_claim=self._claim(state, policy, units or self._units(state, policy), False)
-                )
+                wanted = units or self._units(state, policy)
+                record = state.gates.get(NAME)
+                if record is not None and record.proposal is not None:
+                    wanted = min(
+                        wanted, record.proposal.units
+                    )  # the second of four eyes: no more than proposed
+                return FactsWanted(buyer_claim=self._claim(state, policy, wanted, False))
             case Compensate():
                 if section.max_units_per_buyer is not None and not self.slice(state).export_released:
                     assert state.request_id is not None and state.buyer is not None
@@ -207,7 +212,7 @@ class UsExport(GateRules[UsExportSection, UsExportSlice]):
             claim = None
         return approval(ctx, self, units, by_policy=True, note=note, extra={"buyer_claim": claim})
 
-    def approve(self, ctx: Context, command: Decide, units: int) -> list[Payload]:
+    def check_approval(self, ctx: Context, command: Decide) -> None:
         state, section = ctx.state, self.section(ctx.policy)
         part = self.slice(state)
         if section.screening and part.screening is None:
@@ -219,6 +224,10 @@ class UsExport(GateRules[UsExportSection, UsExportSlice]):
                 f"reason: the request is held by restricted-party screening (matches: {hits}); "
                 "an approval needs a written reason"
             )
+
+    def approve(self, ctx: Context, command: Decide, units: int) -> list[Payload]:
+        self.check_approval(ctx, command)
+        state, section = ctx.state, self.section(ctx.policy)
         claim = ctx.facts.buyer_claim
         if section.max_units_per_buyer is not None:
             # The workflow claims the units from the buyer's cap owner first; without a matching claim

@@ -1,0 +1,53 @@
+"""Who may act: a person's signed act checked against the policy's people, for any stream.
+
+One check for every place a person acts (a request's workflow, the allocation ledger, a screening
+list load), so the rule — registered, their own key, this stream at this version, these exact bytes —
+is written once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chipclear.domain.errors import DomainError
+from chipclear.domain.policy import Person, Policy
+from chipclear.domain.signing import RESERVED_ACTORS, ActSignature, act_verifies
+
+
+def require_person(policy: Policy, person: str) -> Person:
+    """The registered person `person`, with a key; DomainError naming why not."""
+    if person in RESERVED_ACTORS:
+        raise DomainError(
+            f"{person!r} is reserved for the system's own acts; a person acts under their own name"
+        )
+    registered = policy.person(person)
+    if registered is None or registered.key is None:
+        raise DomainError(
+            f"{person!r} is not a person with a key in policy {policy.version} [reviewers]; "
+            "only a registered person's signed act is accepted"
+        )
+    return registered
+
+
+def require_signature(
+    policy: Policy,
+    person: str,
+    act: dict[str, Any],
+    signature: ActSignature | None,
+    *,
+    stream: str,
+    version: int,
+) -> None:
+    """`act` counts only signed by `person`'s key in `policy`, for `stream` as it stands at `version`."""
+    registered = require_person(policy, person)
+    if signature is None:
+        raise DomainError(f"the act is not signed: {person} signs it with their key (--key)")
+    if signature.key != registered.key:
+        raise DomainError(f"the act is signed with a key that is not {person}'s in policy {policy.version}")
+    if signature.expected_version != version:
+        raise DomainError(
+            f"the signature is for version {signature.expected_version} of {stream}, which is now at "
+            f"version {version}: it has moved on; look at it again and sign anew"
+        )
+    if not act_verifies(stream, act, signature):
+        raise DomainError(f"{person}'s signature does not match this act; nothing was recorded")
