@@ -20,6 +20,7 @@ from rich.table import Table
 from temporalio.client import Client
 
 from activities.bench import bare_step
+from chipclear import keys
 from chipclear.cli import output
 from chipclear.client import open_batch
 from chipclear.config import Settings
@@ -50,9 +51,12 @@ def _request(run: str, index: int) -> ImportRequest:
     )
 
 
-def _policy(allocation: bool) -> Policy:
-    """The bundled auto policy; without allocation, cn-import decides by rule alone (no ledger)."""
-    return load_policy("auto").with_section(cn_import.NAME, allocate_from_batches=allocation)
+def _policy(allocation: bool, home: Path) -> Policy:
+    """The bundled auto policy; without allocation, cn-import decides by rule alone (no ledger).
+
+    Its keys (the recorder's, the reviewers') are made in the benchmark's own throwaway home."""
+    keys.provide_missing(home, "auto")
+    return load_policy("auto", home=home).with_section(cn_import.NAME, allocate_from_batches=allocation)
 
 
 async def _measure(count: int, concurrency: int, one: Callable[[int], Awaitable[None]]) -> dict[str, float]:
@@ -79,7 +83,7 @@ async def _measure(count: int, concurrency: int, one: Callable[[int], Awaitable[
 
 
 async def _suite(
-    client: Client, task_queue: str, requests: int, concurrency: int, policy: Policy
+    client: Client, task_queue: str, requests: int, concurrency: int, policy: Policy, home: Path
 ) -> dict[str, Any]:
     run = uuid.uuid4().hex[:8]
 
@@ -113,7 +117,9 @@ async def _suite(
     # Enough units for every request: the benchmark measures the gates, not a queue.
     if cn_import.GATE.section(policy).allocate_from_batches:
         batch = BatchSpec(batch_id=f"bench-{run}", capacity=2_000 * (requests + 20))
-        await open_batch(client, task_queue, OpenBatch(batch=batch, actor="bench"))
+        # Opened as an import reviewer of the auto policy would, with the key made in this home.
+        opener = keys.load_private(keys.private_path(home, "wang"))
+        await open_batch(client, task_queue, OpenBatch(batch=batch, actor="wang"), key=opener)
     await _measure(min(20, requests), concurrency, warm)
     results = {
         f"chipclear ({len(policy.route)} gates, auto policy)": await _measure(
@@ -157,7 +163,7 @@ async def run_bench(
             client = await connect()
         try:
             stop_event, ready = asyncio.Event(), asyncio.Event()
-            policy = _policy(allocation)
+            policy = _policy(allocation, home)
             # The bare yardstick runs on the same worker as the import workflow, and only on the bench's.
             worker = asyncio.create_task(
                 run_worker(
@@ -172,7 +178,7 @@ async def run_bench(
             )
             await ready.wait()
             try:
-                report = await _suite(client, settings.task_queue, requests, concurrency, policy)
+                report = await _suite(client, settings.task_queue, requests, concurrency, policy, home)
                 report["sandbox"] = sandbox
                 report["allocation"] = allocation
                 report["event_store"] = "postgresql" if store_url.startswith("postgres") else "sqlite"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar, cast
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -18,7 +19,8 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from chipclear import ui_text
+from chipclear import keys, ui_text
+from chipclear.config import Settings
 from chipclear.contracts import (
     BUYER_CAP_QUERY,
     LEDGER_OPEN_BATCH,
@@ -43,9 +45,11 @@ from chipclear.domain.allocation import (
     fold_ledger,
 )
 from chipclear.domain.buyer_cap import BuyerCapState
-from chipclear.domain.commands import HumanAct
+from chipclear.domain.commands import HumanAct, PersonAct, Submit
 from chipclear.domain.gates import cn_import
 from chipclear.domain.models import ImportRequest
+from chipclear.domain.screening_act import LoadScreeningList
+from chipclear.domain.signing import sign_act
 from chipclear.domain.state import RequestState
 from chipclear.projections import get_request
 from chipclear.store.protocol import EventStore
@@ -78,9 +82,19 @@ class Submission:
 
 
 async def submit(
-    client: Client, store: EventStore, request: ImportRequest, *, task_queue: str, actor: str
+    client: Client,
+    store: EventStore,
+    request: ImportRequest,
+    *,
+    task_queue: str,
+    actor: str,
+    key: Ed25519PrivateKey | None = None,
 ) -> Submission:
-    """Start `import-<id>`; submitting the same request again returns the existing run."""
+    """Start `import-<id>`; submitting the same request again returns the existing run.
+
+    Signed when a `key` is given (a registered person submits); the workflow refuses a registered
+    person's unsigned submission and records nothing.
+    """
     wf_id = workflow_id(request.request_id)
     existing = get_request(store, request.request_id)
     if existing is not None:
@@ -89,7 +103,13 @@ async def submit(
     try:
         handle = await client.start_workflow(
             ImportRequestWorkflow.run,
-            ImportRequestInput(request=request, actor=actor),
+            ImportRequestInput(
+                request=request,
+                actor=actor,
+                signature=None
+                if key is None
+                else signed(Submit(request=request, actor=actor), request.request_id, 0, key).signature,
+            ),
             id=wf_id,
             task_queue=task_queue,
             # A request id is used once, ever: a finished request is not re-opened by resubmission.
@@ -148,8 +168,26 @@ async def live_state(client: Client, request_id: str) -> RequestState | None:
     return state if state.status is not None else None
 
 
-async def update(client: Client, request_id: str, command: HumanAct) -> TransitionResult:
+Act = TypeVar("Act", bound=PersonAct | OpenBatch | LoadScreeningList)
+
+
+def signed(command: Act, stream_id: str, version: int, key: Ed25519PrivateKey | None = None) -> Act:
+    """`command` signed for `stream_id` as it stands at `version`, by `key` or the person's own key
+    file (--key, $CHIPCLEAR_KEY_FILE, `$CHIPCLEAR_HOME/keys/NAME.key`)."""
+    if key is None:
+        key = keys.load_private(keys.person_key_file(command.person, Settings.from_env().home))
+    signature = sign_act(key, stream_id, version, command.model_dump(mode="json"))
+    return cast(Act, command.model_copy(update={"signature": signature}))
+
+
+async def update(
+    client: Client, request_id: str, command: HumanAct, *, key: Ed25519PrivateKey | None = None
+) -> TransitionResult:
+    """Sign `command` for the request as it stands now and send it; the workflow checks the signature
+    before anything is recorded, and refuses it if the request moved on in between."""
     handle = client.get_workflow_handle_for(ImportRequestWorkflow.run, workflow_id(request_id))
+    now = await live_state(client, request_id)
+    command = signed(command, request_id, now.version if now is not None else 0, key)
     try:
         # By name with result_type: the typed method references trip mypy on async handlers.
         result: TransitionResult = await asyncio.wait_for(
@@ -182,8 +220,13 @@ def ledger_handle(client: Client, task_queue: str) -> WorkflowHandle[Any, Any]:
     return client.get_workflow_handle(ledger_id(task_queue))
 
 
-async def open_batch(client: Client, task_queue: str, command: OpenBatch) -> OpenBatchResult:
-    """Open a batch; the ledger starts itself if this is the first thing anyone asks of it."""
+async def open_batch(
+    client: Client, task_queue: str, command: OpenBatch, *, key: Ed25519PrivateKey | None = None
+) -> OpenBatchResult:
+    """Open a batch, signed by its import reviewer for the ledger as it stands now; the ledger starts
+    itself if this is the first thing anyone asks of it."""
+    stream = ledger_stream(ledger_id(task_queue))
+    command = signed(command, stream, await _ledger_version(client, task_queue), key)
     start = ledger_start(task_queue)
     try:
         result: OpenBatchResult = await asyncio.wait_for(
@@ -199,6 +242,20 @@ async def open_batch(client: Client, task_queue: str, command: OpenBatch) -> Ope
             f"no worker answered within {UPDATE_WAIT:.0f} s; is `chipclear worker` running?"
         ) from None
     return result
+
+
+async def _ledger_version(client: Client, task_queue: str) -> int:
+    """The running ledger's version, or 0 when it has not started (the first batch starts it)."""
+    handle = ledger_handle(client, task_queue)
+    try:
+        state: LedgerState = await handle.query(
+            LEDGER_QUERY, LedgerQuery(), result_type=LedgerState, rpc_timeout=timedelta(seconds=5)
+        )
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return 0
+        raise
+    return state.version
 
 
 async def ledger_state(client: Client | None, store: EventStore, task_queue: str) -> LedgerState:

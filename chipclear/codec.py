@@ -24,6 +24,9 @@ from temporalio.converter import DataConverter, PayloadCodec
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
 NONCE_BYTES = 12
+# Key ids travel in clear in every payload's metadata: short names like 2026-11, never long enough to be
+# a pasted key (a 32-byte key is 43 base64 characters before its `=`).
+MAX_KEY_ID = 32
 
 
 class CodecKeyError(ValueError):
@@ -70,23 +73,31 @@ class EncryptionCodec(PayloadCodec):
 
 
 def parse_keys(text: str, *, source: str) -> dict[str, bytes]:
-    """`id=base64key` entries separated by commas or new lines; the first one seals."""
+    """`id=base64key` entries separated by commas or new lines; the first one seals.
+
+    An error names the entry by its position and never quotes it: a key pasted without its `ID=` is key
+    material where the id should be (a base64 key ends in `=`), and error messages end up in logs.
+    """
     keys: dict[str, bytes] = {}
     for number, entry in enumerate((e.strip() for e in text.replace("\n", ",").split(",")), start=1):
         if not entry or entry.startswith("#"):
             continue
+        where = f"{source}, entry {number}"
         key_id, sep, encoded = entry.partition("=")
-        key_id = key_id.strip()
-        if not sep or not key_id:
-            raise CodecKeyError(f"{source}, entry {number}: expected ID=BASE64KEY")
+        key_id, encoded = key_id.strip(), encoded.strip()
+        if not sep or not key_id or not encoded.strip("="):
+            raise CodecKeyError(f"{where}: expected ID=BASE64KEY (is the ID= missing?)")
+        if len(key_id) > MAX_KEY_ID:
+            raise CodecKeyError(f"{where}: a key id is at most {MAX_KEY_ID} characters (is the ID= missing?)")
+        # From here on the id is an id, not key material, and may be named.
         try:
-            key = base64.b64decode(encoded.strip(), validate=True)
+            key = base64.b64decode(encoded, validate=True)
         except binascii.Error:
-            raise CodecKeyError(f"{source}, key {key_id!r}: not valid base64") from None
+            raise CodecKeyError(f"{where} (key {key_id!r}): not valid base64") from None
         if len(key) != 32:
-            raise CodecKeyError(f"{source}, key {key_id!r}: AES-256 needs 32 bytes, got {len(key)}")
+            raise CodecKeyError(f"{where} (key {key_id!r}): AES-256 needs 32 bytes, got {len(key)}")
         if key_id in keys:
-            raise CodecKeyError(f"{source}, key {key_id!r}: listed twice")
+            raise CodecKeyError(f"{where} (key {key_id!r}): listed twice")
         keys[key_id] = key
     return keys
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -9,6 +10,9 @@ from pathlib import Path
 
 DEFAULT_TASK_QUEUE = "chipclear"
 DEFAULT_ADDRESS = "127.0.0.1:7233"
+# What the worker's own HTTP endpoints (metrics, health) listen on unless told otherwise: this machine
+# only. A container sets 0.0.0.0 on purpose (deploy/), so the kubelet and Prometheus can reach them.
+DEFAULT_LISTEN_HOST = "127.0.0.1"
 
 # Every environment variable chipclear reads, and what it is for. Deployment files (deploy/) are checked
 # against this list, so a misspelt name in a manifest fails a test instead of being silently ignored.
@@ -17,11 +21,18 @@ ENVIRONMENT: dict[str, str] = {
     "CHIPCLEAR_EVENT_STORE": "event store URL: sqlite:///PATH or postgresql://USER@HOST:PORT/DB",
     "CHIPCLEAR_TASK_QUEUE": "task queue the workers poll and the CLI starts workflows on",
     "CHIPCLEAR_POLICY": "policy TOML file, or a bundled policy name",
+    "CHIPCLEAR_KEY_FILE": "the private key that signs your acts (default $CHIPCLEAR_HOME/keys/NAME.key)",
+    "CHIPCLEAR_RECORDER_KEY_FILE": "the worker's recorder key (default $CHIPCLEAR_HOME/keys/recorder.key)",
+    "CHIPCLEAR_CHECKPOINT_EVERY": "events between the checkpoints a worker signs (default 1000)",
+    "CHIPCLEAR_CHECKPOINT_SECONDS": "and seconds at most between them while events arrive (default 300)",
     "CHIPCLEAR_WORKFLOW_SANDBOX": "off runs workflows unsandboxed",
     "CHIPCLEAR_METRICS_PORT": "port for the worker's Prometheus /metrics",
+    "CHIPCLEAR_METRICS_HOST": "IP address /metrics listens on (default 127.0.0.1; 0.0.0.0 for all)",
     "CHIPCLEAR_HEALTH_PORT": "port for the worker's /healthz (liveness) and /readyz (readiness)",
+    "CHIPCLEAR_HEALTH_HOST": "IP address /healthz and /readyz listen on (default 127.0.0.1; 0.0.0.0 for all)",
     "CHIPCLEAR_CODEC_KEYS": "payload encryption keys (id=base64key, comma-separated; the first seals)",
     "CHIPCLEAR_CODEC_KEY_FILE": "file holding the payload encryption keys",
+    "CHIPCLEAR_CODEC_TOKEN": "bearer token the codec server requires (needed to listen beyond loopback)",
     "CHIPCLEAR_LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR",
     "CHIPCLEAR_LOG_FORMAT": "json or console",
     # Temporal's own client variables (temporalio.envconfig).
@@ -54,6 +65,8 @@ class Settings:
     sandbox: bool = True
     metrics_port: int | None = None  # Prometheus /metrics for this worker process
     health_port: int | None = None  # /healthz and /readyz for an orchestrator's probes
+    metrics_host: str = DEFAULT_LISTEN_HOST
+    health_host: str = DEFAULT_LISTEN_HOST
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -67,6 +80,8 @@ class Settings:
             sandbox=(env.get("CHIPCLEAR_WORKFLOW_SANDBOX") or "on").lower() not in {"off", "0", "false"},
             metrics_port=_port(env, "CHIPCLEAR_METRICS_PORT"),
             health_port=_port(env, "CHIPCLEAR_HEALTH_PORT"),
+            metrics_host=_host(env, "CHIPCLEAR_METRICS_HOST"),
+            health_host=_host(env, "CHIPCLEAR_HEALTH_HOST"),
         )
 
     def with_(self, **changes: object) -> Settings:
@@ -80,3 +95,15 @@ def _port(env: Mapping[str, str], name: str) -> int | None:
     if not value.isdigit() or not 0 < int(value) < 65536:
         raise ConfigError(f"{name}: expected a port number 1-65535, got {value!r}")
     return int(value)
+
+
+def _host(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name)
+    if not value:
+        return DEFAULT_LISTEN_HOST
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ConfigError(
+            f"{name}: expected an IP address to listen on (127.0.0.1, 0.0.0.0, ::1, ::), got {value!r}"
+        ) from None

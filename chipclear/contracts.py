@@ -11,7 +11,7 @@ matches running workflows and saved histories; add fields with defaults instead.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Generic, Self, TypeVar
 
 from pydantic import BaseModel, Field
 from temporalio.client import WithStartWorkflowOperation
@@ -22,9 +22,25 @@ from chipclear.domain.allocation import LedgerState
 from chipclear.domain.buyer_cap import BuyerCapState
 from chipclear.domain.models import ImportRequest, Status, Text
 from chipclear.domain.names import normalise_buyer
+from chipclear.domain.signing import ActSignature
 
 # Continue as new past this many history events; tests set it small to prove nothing is lost.
 DEFAULT_HISTORY_LIMIT = 2_000
+
+StateT = TypeVar("StateT", bound=BaseModel)
+
+
+class EntityInput(BaseModel, Generic[StateT]):
+    """The input of a long-lived entity workflow (the ledger, a buyer's cap): the state it carries over
+    from its previous run (None on its first), and how long its history may grow before it continues as
+    new."""
+
+    state: StateT | None = None
+    history_limit: int = DEFAULT_HISTORY_LIMIT
+
+    def carrying(self, state: StateT) -> Self:
+        """The input of the next run: this state, the same history limit."""
+        return type(self)(state=state, history_limit=self.history_limit)
 
 
 # -- task queues --------------------------------------------------------------------------------------
@@ -67,6 +83,7 @@ class ImportRequestInput(Text):
 
     request: ImportRequest
     actor: str = "applicant"
+    signature: ActSignature | None = None  # a registered person's submission is signed (version 0)
 
 
 class ImportRequestResult(BaseModel):
@@ -117,9 +134,8 @@ def ledger_stream(ledger_workflow_id: str) -> str:
     return "allocation" + ledger_workflow_id.removeprefix(LEDGER_ID)
 
 
-class LedgerInput(BaseModel):
-    state: LedgerState | None = None
-    history_limit: int = DEFAULT_HISTORY_LIMIT
+class LedgerInput(EntityInput[LedgerState]):
+    """The ledger's input: every batch, allocation and queued request, carried from run to run."""
 
 
 class ReleaseResult(BaseModel):
@@ -167,9 +183,8 @@ def buyer_cap_id(buyer: str, task_queue: str) -> str:
     return f"{BUYER_CAP_PREFIX}{slug}{_deployment_suffix(task_queue)}"
 
 
-class BuyerCapInput(BaseModel):
-    state: BuyerCapState | None = None
-    history_limit: int = DEFAULT_HISTORY_LIMIT
+class BuyerCapInput(EntityInput[BuyerCapState]):
+    """A buyer's cap's input: the units it holds for each request, carried from run to run."""
 
 
 class ReleasedUnits(BaseModel):

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from importlib import resources
 from typing import Any
 
+import yaml
+from pydantic import BaseModel, ConfigDict
 from rich.table import Table
 
 from chipclear import client as ops
+from chipclear import keys
 from chipclear.cli import output
 from chipclear.config import Settings
 from chipclear.domain.allocation import BatchSpec, LedgerState, OpenBatch
@@ -31,100 +35,38 @@ from chipclear.worker import run_worker
 
 QUEUED = "cn_import_queued"
 QUOTA_REVIEW = "domestic_quota_review"
+DEMO_REQUESTS = "demo_requests.yaml"  # in chipclear/data
 
 
-def _party(name: str, kind: str = "private") -> dict[str, Any]:
-    return {"name": name, "country": "CN", "kind": kind}
+class _DemoRequests(BaseModel):
+    """chipclear/data/demo_requests.yaml: the fields every request shares, then each buyer's own."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-def _dc(name: str, province: str, state_funded: bool = False) -> dict[str, Any]:
-    return {"name": name, "province": province, "state_funded": state_funded}
-
-
-def _evidence(vendor: str, product: str, units: int, invoice: str) -> dict[str, Any]:
-    return {"vendor": vendor, "product": product, "units": units, "invoice": invoice}
+    shared: dict[str, Any]
+    requests: list[dict[str, Any]]  # ImportRequest fields, with a `slug` in place of the request_id
 
 
 def scenario(run_id: str) -> list[ImportRequest]:
-    rows: list[dict[str, Any]] = [
-        {
-            "slug": "bytedance",
-            "buyer": _party("ByteDance Ltd."),
-            "units": 100_000,
-            "data_center": _dc("Wuhu Compute Cluster 3", "Anhui"),
-            "evidence": [_evidence("Huawei", "Ascend 910C", 80_000, "HW-BD-001")],
-        },
-        {
-            "slug": "alibaba",
-            "buyer": _party("Alibaba Group Holding Ltd."),
-            "units": 75_000,
-            "data_center": _dc("Zhangbei Cloud Region", "Hebei"),
-            "evidence": [
-                _evidence("Huawei", "Ascend 910B", 50_000, "HW-AL-001"),
-                _evidence("Alibaba T-Head", "PPU", 40_000, "TH-AL-001"),
+    text = (resources.files("chipclear") / "data" / DEMO_REQUESTS).read_text(encoding="utf-8")
+    demo = _DemoRequests.model_validate(yaml.safe_load(text))
+    return [_filed(demo.shared | row, run_id) for row in demo.requests]
+
+
+def _filed(fields: dict[str, Any], run_id: str) -> ImportRequest:
+    """One request of the file as this run files it: `demo-<run>-<slug>`."""
+    slug = fields.pop("slug")
+    return ImportRequest.model_validate(
+        fields
+        | {
+            "request_id": f"demo-{run_id}-{slug}",
+            # Invoices count once across every request ever filed: each run gets its own.
+            "domestic_procurement": [
+                {**record, "invoice": f"{record['invoice']}/{run_id}"}
+                for record in fields.get("domestic_procurement", [])
             ],
-        },
-        {
-            "slug": "tencent",
-            "buyer": _party("Tencent Holdings Ltd."),
-            "units": 60_000,
-            "data_center": _dc("Qingyuan Data Centre", "Guangdong"),
-            "evidence": [_evidence("Cambricon", "MLU590", 60_000, "CAM-TC-001")],
-        },
-        {
-            "slug": "smallfirm",
-            "buyer": _party("Hangzhou Lingxi Intelligent Computing Co., Ltd."),
-            "units": 4_000,
-            "data_center": _dc("Lingxi Hangzhou DC1", "Zhejiang"),
-            "evidence": [_evidence("Hygon", "DCU K100", 5_000, "HY-LX-001")],
-        },
-        {
-            "slug": "soe",
-            "buyer": _party("China Mobile Communications Group", "state_owned"),
-            "units": 30_000,
-            "data_center": _dc("Hohhot Intelligent Computing Centre", "Inner Mongolia"),
-            "evidence": [_evidence("Huawei", "Ascend 910C", 30_000, "HW-CM-001")],
-        },
-        {
-            "slug": "statefunded",
-            "buyer": _party("Zhongwei Cloud Computing Co., Ltd."),
-            "units": 20_000,
-            "data_center": _dc("Ningxia Zhongwei Public Computing Hub", "Ningxia", state_funded=True),
-            "evidence": [_evidence("Huawei", "Ascend 910C", 25_000, "HW-ZW-001")],
-        },
-        {
-            "slug": "listed",
-            "buyer": _party("Dawning Information Industry Co., Ltd."),
-            "units": 10_000,
-            "data_center": _dc("Tianjin Advanced Computing Centre", "Tianjin"),
-            "evidence": [_evidence("Hygon", "DCU K100", 12_000, "HY-DW-001")],
-        },
-        {
-            "slug": "jdcom",
-            "buyer": _party("JD.com, Inc."),
-            "units": 40_000,
-            "data_center": _dc("Suqian Data Centre", "Jiangsu"),
-            "evidence": [_evidence("Huawei", "Ascend 910B", 10_000, "HW-JD-001")],
-        },
-    ]
-    return [
-        ImportRequest.model_validate(
-            {
-                "request_id": f"demo-{run_id}-{row['slug']}",
-                "buyer": row["buyer"],
-                "end_use": "commercial AI model training and inference",
-                "product": "H200",
-                "units": row["units"],
-                "unit_price_usd": 32_000,
-                "data_center": row["data_center"],
-                # Invoices count once across every request ever filed: each run gets its own.
-                "domestic_procurement": [
-                    {**record, "invoice": f"{record['invoice']}/{run_id}"} for record in row["evidence"]
-                ],
-            }
-        )
-        for row in rows
-    ]
+        }
+    )
 
 
 def _settled(state: RequestState | None) -> bool:
@@ -187,10 +129,13 @@ async def run_demo(settings: Settings) -> None:
     demo = settings.with_(task_queue=f"{settings.task_queue}-demo-{run_id}", policy="auto")
     client = await connect()
     store = open_event_store(settings.event_store_url)
+    # The people of the auto policy act here as in real use, each signing with their own key: wang
+    # (cn-import) opens the batches, chen (a compliance officer) submits and files evidence.
+    keys.provide_missing(settings.home, "auto")
+    policy = load_policy("auto", home=settings.home)
+    wang, chen = (keys.load_private(keys.private_path(settings.home, name)) for name in ("wang", "chen"))
     stop, ready = asyncio.Event(), asyncio.Event()
-    worker = asyncio.create_task(
-        run_worker(demo, policy=load_policy("auto"), client=client, stop=stop, ready=ready)
-    )
+    worker = asyncio.create_task(run_worker(demo, policy=policy, client=client, stop=stop, ready=ready))
     await ready.wait()
     try:
         b1 = BatchSpec(
@@ -199,19 +144,19 @@ async def run_demo(settings: Settings) -> None:
             priority=["ByteDance", "Alibaba", "Tencent"],
             eligible="priority",
         )
-        await ops.open_batch(client, demo.task_queue, OpenBatch(batch=b1, actor="demo"))
+        await ops.open_batch(client, demo.task_queue, OpenBatch(batch=b1, actor="wang"), key=wang)
         output.console.print(
             "Batch B1 (2026-01-28): 400,000 units for ByteDance, Alibaba and Tencent only.\n"
         )
         requests = scenario(run_id)
         for request in requests:
-            await ops.submit(client, store, request, task_queue=demo.task_queue, actor="demo")
+            await ops.submit(client, store, request, task_queue=demo.task_queue, actor="chen", key=chen)
         ids = [request.request_id for request in requests]
         states = [await _wait_settled(store, request_id) for request_id in ids]
         output.console.print(_table("after batch B1 (auto policy)", states))
 
         b2 = BatchSpec(batch_id="B2", capacity=300_000, eligible="all", per_company_cap=75_000)
-        opened = await ops.open_batch(client, demo.task_queue, OpenBatch(batch=b2, actor="demo"))
+        opened = await ops.open_batch(client, demo.task_queue, OpenBatch(batch=b2, actor="wang"), key=wang)
         output.console.print(
             f"\nBatch B2: 300,000 units for everyone; served from the queue at once: "
             f"{', '.join(opened.served)}"
@@ -229,7 +174,8 @@ async def run_demo(settings: Settings) -> None:
         output.console.print(
             f"{short.buyer} files one more invoice ({extra.units} Ascend 910C units, {extra.invoice}):"
         )
-        result = await ops.update(client, short.request_id, AddEvidence(records=[extra], actor="demo"))
+        evidence = AddEvidence(records=[extra], actor="chen")
+        result = await ops.update(client, short.request_id, evidence, key=chen)
         output.console.print(
             f"  {short.request_id}: {', '.join(result.events)} -> [bold]{result.status}[/]\n"
         )

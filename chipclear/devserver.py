@@ -12,11 +12,20 @@ from pathlib import Path
 
 from temporalio.client import Client
 
+from chipclear.config import DEFAULT_LISTEN_HOST
+from chipclear.private_files import open_private_append, private_dir
 from chipclear.search_attributes import dev_server_args
 from chipclear.temporal import ServerUnavailable, connect
 
 # Measured here: WAL + synchronous=normal makes the file-backed dev server 2.3x faster than defaults.
 SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=normal")
+
+
+# The dev server's own umask. temporal.db (and its -wal and -shm) holds every history; the server sets
+# up only a database file it creates itself (an empty file made 0600 beforehand is taken for one already
+# set up), so its own creation must come out 0600. A child's umask is set after the fork: no thread of
+# ours is touched.
+PRIVATE_UMASK = 0o077
 
 
 # The allocation ledger is one workflow that every request updates; the dev server's default of 10
@@ -64,7 +73,7 @@ class DevServer:
         else:
             args += ["--ui-port", str(self.ui_port)]
         if self.db is not None:
-            self.db.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.db.parent)
             args += ["--db-filename", str(self.db)]
             for pragma in SQLITE_PRAGMAS:
                 args += ["--sqlite-pragma", pragma]
@@ -74,15 +83,23 @@ class DevServer:
         """Start the server; with `log`, its output goes to that file and Ctrl-C reaches only us,
         so we can stop the worker first and the server last."""
         if log is None:
-            return subprocess.Popen(self.command())
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("ab") as sink:
+            return subprocess.Popen(self.command(), umask=PRIVATE_UMASK)
+        with open_private_append(log) as sink:
             return subprocess.Popen(
-                self.command(), stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+                self.command(),
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                umask=PRIVATE_UMASK,
             )
 
     async def wait_ready(
-        self, process: subprocess.Popen[bytes], within: float = 60.0, *, metrics_port: int | None = None
+        self,
+        process: subprocess.Popen[bytes],
+        within: float = 60.0,
+        *,
+        metrics_port: int | None = None,
+        metrics_host: str = DEFAULT_LISTEN_HOST,
     ) -> Client:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
@@ -93,7 +110,12 @@ class DevServer:
                     f"(is port {self.port} already in use?)"
                 )
             try:
-                return await connect(target_host=self.address, namespace="default", metrics_port=metrics_port)
+                return await connect(
+                    target_host=self.address,
+                    namespace="default",
+                    metrics_port=metrics_port,
+                    metrics_host=metrics_host,
+                )
             except ServerUnavailable:
                 if loop.time() > deadline:
                     raise

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from chipclear.config import DEFAULT_LISTEN_HOST
 from chipclear.store.protocol import Connection
 
 LIVENESS_PATH = "/healthz"
@@ -55,8 +56,9 @@ def _answer(status: int, detail: str) -> web.Response:
     return web.Response(status=status, text=json.dumps(body), content_type="application/json")
 
 
-async def serve(health: Health, port: int, host: str = "0.0.0.0") -> web.AppRunner:
-    """Start serving in the running loop; the caller cleans the returned runner up."""
+async def serve(health: Health, port: int, host: str = DEFAULT_LISTEN_HOST) -> web.AppRunner:
+    """Start serving in the running loop; the caller cleans the returned runner up. This machine only
+    unless `host` says otherwise (CHIPCLEAR_HEALTH_HOST; a container's probes need 0.0.0.0)."""
     runner = web.AppRunner(build_app(health), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

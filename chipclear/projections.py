@@ -15,11 +15,14 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 
 from chipclear.domain.events import REQUEST_EVENT_TYPES, Event
+from chipclear.domain.gates import domestic_quota
+from chipclear.domain.models import invoice_key
 from chipclear.domain.state import RequestState, fold
 from chipclear.store.chain import timestamp
 from chipclear.store.factory import open_store
 from chipclear.store.projection import Projection, RowQuery
 from chipclear.store.protocol import EventStore, ProjectionRows
+from chipclear.store.reconcile import InvoiceClaim
 
 COLUMNS = (
     "request_id",
@@ -91,6 +94,20 @@ class RequestProjection:
             "state": state.model_dump_json(),
             "flags": ",".join(state.flags),
         }
+
+    def invoices_held(self, state: RequestState) -> InvoiceClaim | None:
+        """The invoices the request's accepted evidence registered to it: `reconcile` rebuilds the
+        invoice registry from these (released, as compensation releases them, once it ended unlicensed)."""
+        evidence = domestic_quota.GATE.slice(state).evidence
+        if not evidence or state.request_id is None or state.buyer is None or state.status is None:
+            return None
+        return InvoiceClaim(
+            request_id=state.request_id,
+            buyer=state.buyer,
+            keys=tuple(invoice_key(record) for record in evidence),
+            status=str(state.status),
+            released=state.is_final and state.licence_id is None,
+        )
 
 
 REQUESTS = RequestProjection()

@@ -16,7 +16,7 @@ from temporalio.envconfig import ClientConfig
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from chipclear.codec import data_converter, keys_from_env
-from chipclear.config import DEFAULT_ADDRESS
+from chipclear.config import DEFAULT_ADDRESS, DEFAULT_LISTEN_HOST
 
 # The converter without encryption: tests, the replayer and anything that must read payloads as stored.
 DATA_CONVERTER = pydantic_data_converter
@@ -39,17 +39,20 @@ def connect_config() -> dict[str, Any]:
 
 
 @functools.cache
-def metrics_runtime(port: int) -> Runtime:
-    """One runtime per process and port: it serves Prometheus /metrics for the SDK's own metrics
+def metrics_runtime(port: int, host: str = DEFAULT_LISTEN_HOST) -> Runtime:
+    """One runtime per process and address: it serves Prometheus /metrics for the SDK's own metrics
     (prefixed temporal_) and chipclear's (prefixed chipclear_)."""
-    metrics = PrometheusConfig(bind_address=f"0.0.0.0:{port}", counters_total_suffix=True)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # an IPv6 address in brackets
+    metrics = PrometheusConfig(bind_address=address, counters_total_suffix=True)
     return Runtime(telemetry=TelemetryConfig(metrics=metrics, metric_prefix="temporal_"))
 
 
-async def connect(*, metrics_port: int | None = None, **overrides: Any) -> Client:
+async def connect(
+    *, metrics_port: int | None = None, metrics_host: str = DEFAULT_LISTEN_HOST, **overrides: Any
+) -> Client:
     config = connect_config() | overrides
     if metrics_port is not None:
-        config["runtime"] = metrics_runtime(metrics_port)
+        config["runtime"] = metrics_runtime(metrics_port, metrics_host)
     try:
         # Sealed with CHIPCLEAR_CODEC_KEYS when set: the worker and every CLI command alike.
         converter = data_converter(keys_from_env())

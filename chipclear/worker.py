@@ -17,7 +17,8 @@ from typing import Any
 
 from temporalio.client import Client
 from temporalio.service import RPCError
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.allocation import AllocationActivities
 from activities.events import EventActivities
@@ -25,11 +26,12 @@ from activities.screening import ScreeningActivities
 from chipclear import search_attributes
 from chipclear.config import Settings
 from chipclear.contracts import ledger_calls_queue
-from chipclear.domain.policy import Policy, load_policy
+from chipclear.domain.policy import Policy, load_policy, require_keys
 from chipclear.health import Health
 from chipclear.health import serve as serve_health
 from chipclear.logs import configure, get_logger
 from chipclear.projections import open_event_store
+from chipclear.recorder import CheckpointSchedule, checkpointing, load_recorder
 from chipclear.store import EventStore
 from chipclear.store.urls import redact
 from chipclear.temporal import connect_patiently
@@ -65,6 +67,20 @@ class ChipclearWorker:
         await self.main.__aexit__(*exc)
 
 
+def workflow_runner(sandbox: bool = True) -> WorkflowRunner:
+    """How workflow code runs, the same in a worker and in the replayer.
+
+    The sandbox passes `cryptography` through: a signature that fails to verify raises
+    InvalidSignature from cryptography's Rust core, which cannot import a sandbox-made copy of the
+    exception module; passed through, a forged act is refused instead of aborting the process.
+    """
+    if not sandbox:
+        return UnsandboxedWorkflowRunner()
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules("cryptography")
+    )
+
+
 def build_worker(
     client: Client,
     *,
@@ -88,8 +104,7 @@ def build_worker(
     events = EventActivities(store, policy, search_attributes=search_attributes)
     screening = ScreeningActivities(store)
     ledger = AllocationActivities(client)
-    if not sandbox:
-        options.setdefault("workflow_runner", UnsandboxedWorkflowRunner())
+    options.setdefault("workflow_runner", workflow_runner(sandbox))
     stand_ins = {_activity_name(fake): fake for fake in replace}
 
     def swapped(activities: list[Callable[..., Any]]) -> list[Callable[..., Any]]:
@@ -152,28 +167,38 @@ async def run_worker(
 ) -> None:
     """Run a worker until `stop` is set; `ready` is set once it polls. See `build_worker` for the extras."""
     log = get_logger("chipclear.worker")
-    policy = policy or load_policy(settings.policy)
+    policy = require_keys(policy or load_policy(settings.policy, home=settings.home))
+    # Every event is sealed with the recorder key, and it must be one the policy trusts: checked first.
+    recorder = load_recorder(settings.home, policy)
+    schedule = CheckpointSchedule.from_env()
     # Probes first: alive while connecting (which may take a minute), ready only once polling.
     health = Health()
-    probes = await serve_health(health, settings.health_port) if settings.health_port else None
+    probes = (
+        await serve_health(health, settings.health_port, settings.health_host)
+        if settings.health_port
+        else None
+    )
     store: EventStore | None = None
     try:
         # The store first: a wrong URL or an unmigrated schema fails at once, before a minute of retries.
-        store = health.store = open_event_store(settings.event_store_url)
+        store = health.store = open_event_store(settings.event_store_url).seal_with(recorder)
         if client is None:
             log.info("connecting to Temporal")
-            client = await connect_patiently(metrics_port=settings.metrics_port)
-        await _serve(
-            client,
-            store,
-            policy,
-            settings,
-            health,
-            stop or asyncio.Event(),
-            ready,
-            extra_workflows=extra_workflows,
-            extra_activities=extra_activities,
-        )
+            client = await connect_patiently(
+                metrics_port=settings.metrics_port, metrics_host=settings.metrics_host
+            )
+        async with checkpointing(store, recorder, schedule):
+            await _serve(
+                client,
+                store,
+                policy,
+                settings,
+                health,
+                stop or asyncio.Event(),
+                ready,
+                extra_workflows=extra_workflows,
+                extra_activities=extra_activities,
+            )
     finally:
         if probes is not None:
             await probes.cleanup()

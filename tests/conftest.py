@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,22 @@ from chipclear.store import open_store
 from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.temporal import DATA_CONVERTER
 from chipclear.worker import ACTIVITY_THREADS, ChipclearWorker, build_worker
+from tests import keys
 from tests.postgres import Cluster
+
+
+@pytest.fixture(scope="session", autouse=True)
+def signing_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A home holding every test person's key, where the client finds the key that signs an act."""
+    home = tmp_path_factory.mktemp("signing-home")
+    keys.install(home)
+    before = os.environ.get("CHIPCLEAR_HOME")
+    os.environ["CHIPCLEAR_HOME"] = str(home)
+    yield home
+    if before is None:
+        os.environ.pop("CHIPCLEAR_HOME", None)
+    else:
+        os.environ["CHIPCLEAR_HOME"] = before
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +80,9 @@ def pg_url(postgres: Cluster) -> str:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[SQLiteEventStore]:
-    store = SQLiteEventStore(tmp_path / "events.db", projections=PROJECTIONS)
+    store = SQLiteEventStore(
+        tmp_path / "events.db", projections=PROJECTIONS, recorder=keys.private(keys.RECORDER)
+    )
     yield store
     store.close()
 

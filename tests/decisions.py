@@ -81,7 +81,7 @@ def ledger_with(*batches: BatchSpec, at: datetime = OPENED) -> LedgerState:
     """An allocation ledger with these batches open (none: every reservation queues)."""
     state = LedgerState()
     for batch in batches:
-        for event in decide_ledger(state, OpenBatch(batch=batch), at):
+        for event in decide_ledger(state, OpenBatch(batch=batch, actor="wang"), at):
             state = evolve_ledger(state, event)
     return state
 
@@ -115,7 +115,7 @@ class World:
 
     def open_batch(self, batch: BatchSpec, at: datetime) -> list[UnitsGranted]:
         """A batch opens and serves the queue; the grants it made."""
-        events = decide_ledger(self.ledger, OpenBatch(batch=batch), at)
+        events = decide_ledger(self.ledger, OpenBatch(batch=batch, actor="wang"), at)
         for event in events:
             self.ledger = evolve_ledger(self.ledger, event)
         return [event for event in events if isinstance(event, UnitsGranted)]

@@ -8,10 +8,9 @@ carrying its whole state.
 from __future__ import annotations
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.events import AppendInput, EventActivities
+    from activities.events import AppendInput, EventActivities, PolicyInput, PolicyResult
     from chipclear.contracts import (
         ALLOCATION_GRANTED_SIGNAL,
         LEDGER_OPEN_BATCH,
@@ -28,7 +27,8 @@ with workflow.unsafe.imports_passed_through():
     from chipclear.domain import allocation
     from chipclear.domain.errors import DomainError
     from chipclear.domain.events import Event
-    from workflows.options import APPEND_RETRY, APPEND_TIMEOUT, until_history_is_long
+    from workflows.entity import domain_refusals, live_then_continue
+    from workflows.options import APPEND_RETRY, APPEND_TIMEOUT
 
 
 @workflow.defn(name=LEDGER_WORKFLOW)
@@ -36,15 +36,13 @@ class AllocationLedgerWorkflow:
     @workflow.init
     def __init__(self, input: LedgerInput) -> None:
         self._state = input.state or allocation.LedgerState()
-        self._history_limit = input.history_limit
         self._pending: list[Event] = []  # decided, not yet stored
         self._appended = self._state.version  # stored in the event store
         self._writing = False
 
     @workflow.run
     async def run(self, input: LedgerInput) -> None:
-        await until_history_is_long(self._history_limit)
-        workflow.continue_as_new(LedgerInput(state=self._state, history_limit=self._history_limit))
+        await live_then_continue(input, lambda: self._state)
 
     @workflow.query(name=LEDGER_QUERY)
     def ledger(self, _: LedgerQuery | None = None) -> allocation.LedgerState:
@@ -82,6 +80,18 @@ class AllocationLedgerWorkflow:
 
     @workflow.update(name=LEDGER_OPEN_BATCH)
     async def open_batch(self, command: allocation.OpenBatch) -> OpenBatchResult:
+        # Who may open a batch is the policy's word: read it (an activity, so it is recorded in
+        # history), then check the signature against it and decide with nothing awaited in between.
+        found: PolicyResult = await workflow.execute_local_activity_method(
+            EventActivities.current_policy,
+            PolicyInput(),
+            start_to_close_timeout=APPEND_TIMEOUT,
+            retry_policy=APPEND_RETRY,
+            summary="read the policy in force",
+        )
+        with domain_refusals():
+            stream = ledger_stream(workflow.info().workflow_id)
+            allocation.require_opener(self._state, command, found.policy, stream)
         events = await self._apply(command)
         served = [e.request_id for e in events if isinstance(e, allocation.UnitsGranted)]
         return OpenBatchResult(
@@ -90,13 +100,16 @@ class AllocationLedgerWorkflow:
 
     @open_batch.validator
     def _validate_open_batch(self, command: allocation.OpenBatch) -> None:
+        # An unsigned opening never enters history; the signature itself is checked against the
+        # policy in the handler, which reads it.
+        with domain_refusals():
+            if command.signature is None:
+                raise DomainError(f"the act is not signed: {command.actor} signs it with their key (--key)")
         self._validate(command)
 
     def _validate(self, command: allocation.Reserve | allocation.Release | allocation.OpenBatch) -> None:
-        try:
+        with domain_refusals():
             allocation.decide_ledger(self._state, command, workflow.now())
-        except DomainError as exc:
-            raise ApplicationError(str(exc), type="DomainError", non_retryable=True) from None
 
     async def _apply(
         self, command: allocation.Reserve | allocation.Release | allocation.OpenBatch
@@ -114,10 +127,8 @@ class AllocationLedgerWorkflow:
         self, command: allocation.Reserve | allocation.Release | allocation.OpenBatch
     ) -> list[allocation.LedgerEvent]:
         """Decide and fold at once, without awaiting: commands are serialised by construction."""
-        try:
+        with domain_refusals():
             events = allocation.decide_ledger(self._state, command, workflow.now())
-        except DomainError as exc:
-            raise ApplicationError(str(exc), type="DomainError", non_retryable=True) from None
         if not events:
             return []
         stream = ledger_stream(workflow.info().workflow_id)
@@ -133,6 +144,10 @@ class AllocationLedgerWorkflow:
                     occurred_at=now,
                     policy_version="allocation",
                     actor=_actor(command),
+                    # The import reviewer's signed act, kept with the events it caused.
+                    act=command.model_dump(mode="json")
+                    if isinstance(command, allocation.OpenBatch)
+                    else None,
                 )
             )
         return events

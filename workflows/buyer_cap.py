@@ -8,7 +8,6 @@ above the headroom before it enters history, naming the headroom.
 from __future__ import annotations
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from chipclear.contracts import (
@@ -21,8 +20,7 @@ with workflow.unsafe.imports_passed_through():
         ReleasedUnits,
     )
     from chipclear.domain import buyer_cap as cap
-    from chipclear.domain.errors import DomainError
-    from workflows.options import until_history_is_long
+    from workflows.entity import domain_refusals, live_then_continue
 
 
 @workflow.defn(name=BUYER_CAP_WORKFLOW)
@@ -30,12 +28,10 @@ class BuyerCapWorkflow:
     @workflow.init
     def __init__(self, input: BuyerCapInput) -> None:
         self._state = input.state or cap.BuyerCapState()
-        self._history_limit = input.history_limit
 
     @workflow.run
     async def run(self, input: BuyerCapInput) -> None:
-        await until_history_is_long(self._history_limit)
-        workflow.continue_as_new(BuyerCapInput(state=self._state, history_limit=self._history_limit))
+        await live_then_continue(input, lambda: self._state)
 
     @workflow.query(name=BUYER_CAP_QUERY)
     def buyer_cap(self, _: BuyerCapQuery | None = None) -> cap.BuyerCapState:
@@ -57,7 +53,5 @@ class BuyerCapWorkflow:
         return ReleasedUnits(request_id=command.request_id, units=units)
 
     def _check(self, command: cap.ClaimUnits) -> cap.BuyerClaim:
-        try:
+        with domain_refusals():
             return cap.check_claim(self._state, command)
-        except DomainError as exc:
-            raise ApplicationError(str(exc), type="DomainError", non_retryable=True) from None

@@ -114,7 +114,13 @@ class ImportRequestWorkflow:
         async with self._lock:
             # Submission and the rules of every gate the request passes straight through are decided
             # together and recorded in one atomic append, before anyone waits.
-            await self._step(Submit(request=input.request, actor=input.actor))
+            submit = Submit(request=input.request, actor=input.actor, signature=input.signature)
+            try:
+                await self._step(submit)
+            except DomainError as exc:
+                # A submission the rules refuse (a registered person's missing or forged signature)
+                # records nothing and ends the run at once, saying why; retrying would not help.
+                raise ApplicationError(str(exc), type="SubmissionRefused", non_retryable=True) from None
         while (gate := self._state.gate) is not None:
             async with self._lock:
                 if self._state.gate == gate:  # an update may have moved the request on meanwhile

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 # Appends run as *regular* activities. Local ones were measured faster (they skip a server round trip)
@@ -36,16 +35,3 @@ SCREENING_TIMEOUT = timedelta(seconds=30)
 SCREENING_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5)
 )
-
-
-async def until_history_is_long(limit: int) -> None:
-    """For entity workflows that live for years: return when it is time to continue as new (past
-    `limit` history events, or when the server suggests it) and no update handler is mid-flight."""
-    await workflow.wait_condition(
-        lambda: (
-            workflow.info().get_current_history_length() > limit
-            or workflow.info().is_continue_as_new_suggested()
-        )
-    )
-    # Finish every in-flight update before handing the state to the next run.
-    await workflow.wait_condition(workflow.all_handlers_finished)

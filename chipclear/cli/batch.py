@@ -7,12 +7,22 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import typer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 from rich.table import Table
 
 from chipclear import client as ops
 from chipclear.cli import output
-from chipclear.cli.common import ActorOption, JsonOption, actor_default, handles_errors, run, settings
+from chipclear.cli.common import (
+    ActorOption,
+    JsonOption,
+    KeyOption,
+    actor_default,
+    handles_errors,
+    run,
+    settings,
+    signing_key,
+)
 from chipclear.cli.files import InvalidInput
 from chipclear.config import Settings
 from chipclear.contracts import OpenBatchResult
@@ -46,9 +56,11 @@ def _spec(
         raise InvalidInput(f"batch: {describe_validation_error(exc)}") from None
 
 
-async def run_open(settings: Settings, spec: BatchSpec, actor: str) -> OpenBatchResult:
+async def run_open(
+    settings: Settings, spec: BatchSpec, actor: str, key: Ed25519PrivateKey
+) -> OpenBatchResult:
     client = await connect()
-    return await ops.open_batch(client, settings.task_queue, OpenBatch(batch=spec, actor=actor))
+    return await ops.open_batch(client, settings.task_queue, OpenBatch(batch=spec, actor=actor), key=key)
 
 
 def ledger_document(state: LedgerState) -> list[dict[str, Any]]:
@@ -124,13 +136,17 @@ def batch_open(
         datetime | None, typer.Option(help="When the batch stops granting (ISO 8601).")
     ] = None,
     actor: ActorOption = None,
+    key: KeyOption = None,
     json_: JsonOption = False,
 ) -> None:
-    """Open a batch: the queue is served at once, in priority order, and waiting requests wake."""
+    """Open a batch: the queue is served at once, in priority order, and waiting requests wake.
+
+    A signed act of an import reviewer (a reviewer of cn-import in the policy)."""
     if closes_at is not None and closes_at.tzinfo is None:
         raise InvalidInput("--closes-at: give a time zone, e.g. 2026-03-01T00:00:00+08:00")
     spec = _spec(batch_id, units, priority, per_company_cap, eligible, closes_at)
-    result = run(run_open(settings(), spec, actor or actor_default()))
+    opener = actor or actor_default()
+    result = run(run_open(settings(), spec, opener, signing_key(opener, key)))
     output.print_outcome(
         result.model_dump(),
         f"opened batch [bold]{result.batch_id}[/] with {result.capacity} units; "

@@ -5,23 +5,28 @@ from __future__ import annotations
 import asyncio
 import getpass
 from collections.abc import Callable, Coroutine
-from functools import wraps
+from functools import partial, wraps
+from pathlib import Path
 from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 from rich.text import Text
 
 from chipclear import client as ops
+from chipclear import keys
 from chipclear.cli import output
 from chipclear.cli.files import InvalidInput
 from chipclear.codec import CodecKeyError
 from chipclear.config import ConfigError, Settings
+from chipclear.domain.errors import DomainError
 from chipclear.domain.policy import PolicyError, describe_validation_error
+from chipclear.keys import KeyFileError
 from chipclear.projections import open_event_store
 from chipclear.store.factory import StoreURLError
 from chipclear.store.migrations import SchemaError
-from chipclear.store.protocol import ConcurrencyError, EventStore, StoreUnavailable
+from chipclear.store.protocol import CannotSeal, ConcurrencyError, EventStore, StoreUnavailable
 from chipclear.store.sql import StoreNotEmpty
 from chipclear.store.transfer import InvalidExport
 from chipclear.temporal import ServerUnavailable
@@ -29,6 +34,14 @@ from chipclear.temporal import ServerUnavailable
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for programs.")]
 ActorOption = Annotated[
     str | None, typer.Option(help="Who acts, as recorded on the event (default: your login name).")
+]
+KeyOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--key",
+        help="Your private key file, to sign the act (default: $CHIPCLEAR_KEY_FILE, else "
+        "$CHIPCLEAR_HOME/keys/NAME.key for the person named).",
+    ),
 ]
 
 P = ParamSpec("P")
@@ -48,14 +61,29 @@ def handles_errors(func: Callable[P, T]) -> Callable[P, T]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return func(*args, **kwargs)
-        except (InvalidInput, PolicyError, StoreURLError, CodecKeyError, ConfigError, InvalidExport) as exc:
+        except (
+            InvalidInput,
+            PolicyError,
+            StoreURLError,
+            CodecKeyError,
+            ConfigError,
+            InvalidExport,
+            KeyFileError,
+        ) as exc:
             fail(str(exc), 2)
         except ValidationError as exc:
             # An option that breaks a command's rules (an over-long answer, an empty condition).
             fail(describe_validation_error(exc), 2)
-        except (ServerUnavailable, StoreUnavailable, SchemaError, StoreNotEmpty, ConcurrencyError) as exc:
+        except (
+            ServerUnavailable,
+            StoreUnavailable,
+            SchemaError,
+            StoreNotEmpty,
+            ConcurrencyError,
+            CannotSeal,
+        ) as exc:
             fail(str(exc), 1)
-        except (ops.NotFound, ops.Rejected, ops.Conflict, ops.NotAnswered) as exc:
+        except (ops.NotFound, ops.Rejected, ops.Conflict, ops.NotAnswered, DomainError) as exc:
             fail(str(exc), 1)
 
     return wrapper
@@ -70,7 +98,17 @@ def settings() -> Settings:
 
 
 def store() -> EventStore:
-    return open_event_store(settings().event_store_url)
+    current = settings()
+    # Events are sealed with the recorder key when stored (`screening load` appends one); the key file
+    # is read only if something is appended, so reading commands never need it.
+    return open_event_store(current.event_store_url).seal_with(
+        partial(keys.load_private, keys.recorder_key_file(current.home))
+    )
+
+
+def signing_key(person: str, key_file: Path | None) -> Ed25519PrivateKey:
+    """The key that signs `person`'s act: --key, else $CHIPCLEAR_KEY_FILE, else the home's NAME.key."""
+    return keys.load_private(keys.person_key_file(person, settings().home, key_file))
 
 
 def actor_default() -> str:

@@ -24,24 +24,27 @@ from temporalio.service import RPCError, RPCStatusCode
 from chipclear import client as ops
 from chipclear import search_attributes as sa
 from chipclear.cli import output
+from chipclear.cli.audit import audit_app
 from chipclear.cli.batch import batch_app
 from chipclear.cli.common import (
     ActorOption,
     JsonOption,
+    KeyOption,
     actor_default,
-    fail,
     handles_errors,
     run,
     settings,
+    signing_key,
     store,
 )
 from chipclear.cli.files import InvalidInput, load_attachment, load_evidence, load_request
+from chipclear.cli.keys import keys_app
 from chipclear.cli.screening import screening_app
-from chipclear.cli.store import projections_app, rebuild, store_app
+from chipclear.cli.store import projections_app, store_app
 from chipclear.config import Settings
 from chipclear.domain.commands import AddEvidence, Decide, HumanAct, RequestInfo, Respond, Withdraw
 from chipclear.domain.gates import registered, statuses
-from chipclear.domain.policy import load_policy
+from chipclear.domain.policy import load_policy, require_keys
 from chipclear.domain.state import RequestState
 from chipclear.projections import get_request, list_requests
 from chipclear.store.protocol import EventStore
@@ -54,7 +57,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-audit_app = typer.Typer(help="Verify and rebuild the event log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 
 
@@ -165,7 +167,7 @@ def worker(
     from chipclear.worker import main as worker_process
 
     current = _with_options(settings(), policy, no_sandbox, metrics_port)
-    load_policy(current.policy)  # fail fast, exit 2, on a bad policy file
+    require_keys(load_policy(current.policy, home=current.home))  # fail fast, exit 2, on a bad policy
     worker_process(current)
 
 
@@ -220,16 +222,23 @@ def submit(
         bool, typer.Option("--wait", help="Block until the request reaches a final status.")
     ] = False,
     actor: ActorOption = None,
+    key: KeyOption = None,
     json_: JsonOption = False,
 ) -> None:
-    """Validate a request file and start its workflow (idempotent per request_id)."""
+    """Validate a request file and start its workflow (idempotent per request_id).
+
+    A person the policy registers signs the submission with their key; anyone else's is recorded
+    under the name given, and carries no authority."""
     request = load_request(file)  # exit 2 before anything starts
+    current = settings()
+    submitter = actor or actor_default()
+    registered = load_policy(current.policy, home=current.home).person(submitter) is not None
+    private = signing_key(submitter, key) if registered or key is not None else None
 
     async def go() -> None:
         client, events = await connect(), store()
-        current = settings()
         submission = await ops.submit(
-            client, events, request, task_queue=current.task_queue, actor=actor or actor_default()
+            client, events, request, task_queue=current.task_queue, actor=submitter, key=private
         )
         if wait:
             await submission.handle.result()
@@ -493,6 +502,7 @@ def decide_(
             help="Ask the applicant a question instead of deciding; the review waits for the answer.",
         ),
     ] = None,
+    key: KeyOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Record a reviewer's decision at a gate (an Update: refused before anything is recorded)."""
@@ -501,7 +511,7 @@ def decide_(
             raise InvalidInput("--request-info: ask a question or decide, not both")
         if not request_info.strip():
             raise InvalidInput("--request-info: the question must not be empty")
-        _send(request_id, RequestInfo(gate=gate, reviewer=reviewer, question=request_info), json_)
+        _send(request_id, RequestInfo(gate=gate, reviewer=reviewer, question=request_info), json_, key)
         return
     if approve == deny:
         raise InvalidInput("--approve / --deny / --request-info: give exactly one of them")
@@ -512,7 +522,7 @@ def decide_(
     command = Decide(
         gate=gate, reviewer=reviewer, approve=approve, units=units, reason=reason, conditions=condition or []
     )
-    _send(request_id, command, json_)
+    _send(request_id, command, json_, key)
 
 
 @app.command()
@@ -521,11 +531,12 @@ def evidence(
     request_id: str,
     file: Annotated[Path, typer.Argument(help="Procurement records: a JSON or YAML list.")],
     actor: ActorOption = None,
+    key: KeyOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Add domestic procurement evidence (vendor, product, units, invoice) to a request."""
     records = load_evidence(file)
-    _send(request_id, AddEvidence(records=records, actor=actor or actor_default()), json_)
+    _send(request_id, AddEvidence(records=records, actor=actor or actor_default()), json_, key)
 
 
 @app.command()
@@ -534,12 +545,13 @@ def withdraw(
     request_id: str,
     reason: Annotated[str, typer.Option(help="Why the applicant withdraws.")],
     actor: ActorOption = None,
+    key: KeyOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Withdraw a request at whatever gate it is."""
     if not reason.strip():
         raise InvalidInput("--reason: must not be empty")
-    _send(request_id, Withdraw(reason=reason, actor=actor or actor_default()), json_)
+    _send(request_id, Withdraw(reason=reason, actor=actor or actor_default()), json_, key)
 
 
 @app.command()
@@ -552,19 +564,24 @@ def respond(
         typer.Option(help="A supporting file (repeatable); its name, size and SHA-256 are recorded."),
     ] = None,
     actor: ActorOption = None,
+    key: KeyOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Answer an officer's request for information; the request returns to the officer."""
     if not text.strip():
         raise InvalidInput("--text: the answer must not be empty")
     attachments = [load_attachment(path) for path in file or []]
-    _send(request_id, Respond(text=text, attachments=attachments, actor=actor or actor_default()), json_)
+    command = Respond(text=text, attachments=attachments, actor=actor or actor_default())
+    _send(request_id, command, json_, key)
 
 
-def _send(request_id: str, command: HumanAct, json_: bool) -> None:
+def _send(request_id: str, command: HumanAct, json_: bool, key_file: Path | None) -> None:
+    """Sign `command` as its person (their key file must be readable: exit 2 if not) and send it."""
+    private = signing_key(command.person, key_file)
+
     async def go() -> None:
         client = await connect()
-        result = await ops.update(client, request_id, command)
+        result = await ops.update(client, request_id, command, key=private)
         if json_:
             output.print_json(result.model_dump(mode="json"))
             return
@@ -657,42 +674,28 @@ def _print_log(
         events.close()
 
 
-@audit_app.command("verify")
-@handles_errors
-def audit_verify(json_: JsonOption = False) -> None:
-    """Check every stream's hash chain and version sequence. Exit 1 at the first break."""
-    report = store().verify()
-    if json_:
-        output.print_json(report.model_dump())
-    elif report.ok:
-        output.console.print(
-            f"[green]intact:[/] {report.streams_checked} streams, {report.events_checked} events"
-        )
-    if not report.ok:
-        first = report.breaks[0]
-        fail(
-            f"chain broken in stream {first.stream_id!r} at version {first.version}: {first.problem}"
-            + (f" ({len(report.breaks)} broken streams)" if len(report.breaks) > 1 else "")
-        )
-
-
-# Kept for scripts written before `chipclear projections rebuild`; hidden from help.
-audit_app.command("rebuild", hidden=True)(rebuild)
-
-
 @app.command(name="codec-server")
 @handles_errors
 def codec_server(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8081,
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    host: Annotated[
+        str,
+        typer.Option(help="Interface to listen on. Beyond loopback only with $CHIPCLEAR_CODEC_TOKEN set."),
+    ] = "127.0.0.1",
     ui_origin: Annotated[
         list[str] | None,
-        typer.Option(help="Web UI origin allowed by CORS (repeatable). Default: http://127.0.0.1:8233"),
+        typer.Option(
+            help="Web UI origin allowed to call (repeatable); a request from any other origin is refused. "
+            "Default: http://127.0.0.1:8233 and http://localhost:8233"
+        ),
     ] = None,
 ) -> None:
-    """Serve /encode and /decode with the keys in CHIPCLEAR_CODEC_KEYS (or CHIPCLEAR_CODEC_KEY_FILE)."""
+    """Serve /encode and /decode with the keys in CHIPCLEAR_CODEC_KEYS (or CHIPCLEAR_CODEC_KEY_FILE).
+
+    With $CHIPCLEAR_CODEC_TOKEN set, every call needs `Authorization: Bearer <token>`.
+    """
     from chipclear.codec import EncryptionCodec, keys_from_env
-    from chipclear.codec_server import serve
+    from chipclear.codec_server import require_token_beyond_loopback, serve, token_from_env
     from chipclear.logs import configure
 
     keys = keys_from_env()
@@ -701,10 +704,13 @@ def codec_server(
             "CHIPCLEAR_CODEC_KEYS / CHIPCLEAR_CODEC_KEY_FILE: no keys, so nothing to decrypt with "
             "(make one with `chipclear codec-key`)"
         )
+    token = token_from_env()
+    require_token_beyond_loopback(host, token)  # exit 2 before anything listens
     origins = ui_origin or ["http://127.0.0.1:8233", "http://localhost:8233"]
     configure()
-    output.console.print(f"codec server on http://{host}:{port} for {', '.join(origins)}")
-    serve(EncryptionCodec(keys), host=host, port=port, ui_origins=origins)
+    access = "bearer token required" if token else "no token: this machine only"
+    output.console.print(f"codec server on http://{host}:{port} for {', '.join(origins)} ({access})")
+    serve(EncryptionCodec(keys), host=host, port=port, ui_origins=origins, token=token)
 
 
 @app.command(name="codec-key")
@@ -716,6 +722,7 @@ def codec_key(key_id: Annotated[str, typer.Argument(help="A name for the key, e.
 
 
 app.add_typer(batch_app, name="batch")
+app.add_typer(keys_app, name="keys")
 app.add_typer(screening_app, name="screening")
 app.add_typer(store_app, name="store")
 app.add_typer(projections_app, name="projections")

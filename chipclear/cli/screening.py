@@ -10,13 +10,26 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from chipclear import client as ops
 from chipclear.cli import output
-from chipclear.cli.common import ActorOption, JsonOption, actor_default, handles_errors, settings, store
+from chipclear.cli.common import (
+    ActorOption,
+    JsonOption,
+    KeyOption,
+    actor_default,
+    fail,
+    handles_errors,
+    settings,
+    signing_key,
+    store,
+)
 from chipclear.cli.files import InvalidInput, read_text
 from chipclear.domain.gates import us_export
 from chipclear.domain.policy import load_policy
 from chipclear.domain.screening import ScreenedParty, ScreeningListError, parse_csl
+from chipclear.domain.screening_act import SCREENING_STREAM, LoadScreeningList, require_loader
 from chipclear.store.screening import CurrentList
+from chipclear.store.sql_screening import ScreeningListUnavailable
 
 screening_app = typer.Typer(
     help="Restricted-party screening lists (US Consolidated Screening List CSV format).",
@@ -29,17 +42,55 @@ screening_app = typer.Typer(
 def load(
     file: Annotated[Path, typer.Argument(help="A CSL CSV file, e.g. consolidated.csv from trade.gov.")],
     source: Annotated[str | None, typer.Option(help="Where the file came from. Default: its name.")] = None,
+    replace_smaller: Annotated[
+        bool,
+        typer.Option(
+            "--replace-smaller",
+            help="Load FILE even though it has fewer than half the entries of the list in force.",
+        ),
+    ] = False,
     actor: ActorOption = None,
+    key: KeyOption = None,
     json_: JsonOption = False,
 ) -> None:
-    """Make FILE the list every later screening uses; a bad file loads nothing (exit 2)."""
+    """Make FILE the list every later screening uses; a bad file loads nothing (exit 2), nor does a list
+    far smaller than the one in force unless --replace-smaller is given (exit 1).
+
+    A signed act of an us-export reviewer, sealed with the recorder key like every stored event: run
+    it where the recorder key is (a worker's host, or a dev home)."""
     text = read_text(file)
     try:
         parsed = parse_csl(text, source=source or file.name, loaded_at=datetime.now(UTC))
     except ScreeningListError as exc:
         raise InvalidInput(f"{file}: {exc}") from None
-    loaded = store().save_screening_list(parsed, actor=actor or actor_default())
     info = parsed.info
+    events = store()
+    # The list in force as its newest ScreeningListLoaded records it (readable even if its row is gone).
+    in_force = next(iter(events.screening_list_versions()), None)
+    if in_force is not None and shrinks(in_force.entries, info.entries) and not replace_smaller:
+        fail(
+            f"{file} has {info.entries} {plural(info.entries, 'entry', 'entries')} where the list in force "
+            f"({in_force.version}) has {in_force.entries}, so nothing was loaded: check the file, and give "
+            "--replace-smaller if the list really shrank",
+            1,
+        )
+    loader = actor or actor_default()
+    current = settings()
+    policy = load_policy(current.policy, home=current.home)
+    stream_version = len(events.read_stream(SCREENING_STREAM))
+    act = LoadScreeningList(
+        version=info.version,
+        sha256=info.sha256,
+        source=info.source,
+        entries=info.entries,
+        names=info.names,
+        actor=loader,
+    )
+    signed = ops.signed(act, SCREENING_STREAM, stream_version, signing_key(loader, key))
+    require_loader(policy, signed, stream_version)  # refused: exit 1, nothing loaded
+    loaded = events.save_screening_list(
+        parsed, actor=loader, act=signed.model_dump(mode="json"), expected_version=stream_version
+    )
     if json_:
         output.print_json({**info.model_dump(mode="json"), "loaded": loaded})
     elif loaded:
@@ -50,6 +101,16 @@ def load(
         output.console.print(
             f"[yellow]unchanged:[/] the list in force already has checksum {info.sha256[:12]}; nothing loaded"
         )
+
+
+def shrinks(in_force: int, loading: int) -> bool:
+    """A truncated download or the wrong file: fewer than half the entries, or one where there were more.
+    Loading it would quietly clear everyone the missing entries hold."""
+    return loading * 2 < in_force or (loading == 1 < in_force)
+
+
+def plural(count: int, one: str, many: str) -> str:
+    return one if count == 1 else many
 
 
 @screening_app.command("check")
@@ -64,8 +125,13 @@ def check(
 ) -> None:
     """Show what the list in force matches for each name, as a request's screening would."""
     if threshold is None:
-        threshold = us_export.GATE.section(load_policy(settings().policy)).screening_threshold
-    index = CurrentList(store()).index()
+        threshold = us_export.GATE.section(
+            load_policy(settings().policy, home=settings().home)
+        ).screening_threshold
+    try:
+        index = CurrentList(store()).index()
+    except ScreeningListUnavailable as exc:
+        fail(str(exc), 1)
     parties = [ScreenedParty(role="buyer", name=name) for name in names]
     matches = index.screen(parties, threshold)
     if json_:

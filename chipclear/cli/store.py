@@ -16,12 +16,26 @@ import typer
 from chipclear.cli import output
 from chipclear.cli.common import JsonOption, fail, handles_errors, settings, store
 from chipclear.cli.files import InvalidInput
+from chipclear.domain.policy import PolicyError, load_policy
 from chipclear.projections import open_event_store
 from chipclear.store.transfer import read_csv, read_jsonl, write_csv, write_jsonl
+from chipclear.store.trust import Trust
 from chipclear.store.urls import redact
 
 store_app = typer.Typer(help="The event store: schema migrations, export and import.", no_args_is_help=True)
 projections_app = typer.Typer(help="The read models kept from the event log.", no_args_is_help=True)
+
+
+def policy_trust() -> Trust:
+    """The keys the policy in force names; a policy naming no recorder key can vouch for nothing."""
+    current = settings()
+    policy = load_policy(current.policy, home=current.home)
+    if not policy.recorder.keys:
+        raise PolicyError(
+            f"policy {policy.version}: [recorder] keys is empty, so no recorder seal can be trusted; "
+            'name the worker\'s public key there (keys = ["file:keys/recorder.pub"])'
+        )
+    return Trust.from_policy(policy)
 
 
 class ExportFormat(StrEnum):
@@ -132,14 +146,17 @@ def import_(
     ] = None,
     json_: JsonOption = False,
 ) -> None:
-    """Load an export into an empty store; every chain is verified before anything is committed."""
+    """Load an export into an empty store; every chain, recorder seal, signed act and checkpoint is
+    verified (against the keys the policy names) before anything is committed."""
     kind = format_ or (ExportFormat.csv if file.suffix.lower() == ".csv" else ExportFormat.jsonl)
     if not file.is_file():
         raise InvalidInput(f"{file}: no such file")
+    trust = policy_trust()
     events = store()
     try:
         with file.open(encoding="utf-8", newline="") as lines:
-            summary = events.load(read_jsonl(lines) if kind is ExportFormat.jsonl else read_csv(lines))
+            records = read_jsonl(lines) if kind is ExportFormat.jsonl else read_csv(lines)
+            summary = events.load(records, trust)
     except UnicodeDecodeError:
         raise InvalidInput(f"{file}: not UTF-8 text") from None
     finally:
@@ -148,7 +165,8 @@ def import_(
         summary.model_dump(),
         f"[green]imported[/] {summary.events} events in {summary.streams} streams, "
         f"{summary.screening_lists} screening lists, {summary.invoices} invoices; "
-        f"every chain verified; {summary.requests} requests projected",
+        f"every chain, seal and signed act verified against policy {trust.policy_version}, "
+        f"and {summary.checkpoints} checkpoints; {summary.requests} requests projected",
         json_=json_,
         highlight=False,
     )

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+from chipclear import keys
 from chipclear.cli import output
 from chipclear.config import Settings
 from chipclear.devserver import DevServer, stop
 from chipclear.domain.policy import load_policy
 from chipclear.logs import configure
+from chipclear.store.urls import redact
 from chipclear.worker import install_signal_handlers, run_worker
 
 NEXT_STEPS = """
@@ -32,7 +34,8 @@ Ctrl-C stops the worker and the server; their state is kept in {home} (server lo
 
 
 def run_up(settings: Settings, *, port: int, ui_port: int, server_args: list[str] | None = None) -> None:
-    policy = load_policy(settings.policy)
+    made = keys.provide_missing(settings.home, settings.policy)
+    policy = load_policy(settings.policy, home=settings.home)
     configure()
     dev = DevServer(port=port, ui_port=ui_port, db=settings.home / "temporal.db", extra=server_args or [])
     process = dev.start(log=settings.home / "temporal.log")
@@ -40,7 +43,9 @@ def run_up(settings: Settings, *, port: int, ui_port: int, server_args: list[str
     async def go() -> None:
         stop_event = asyncio.Event()
         install_signal_handlers(stop_event)
-        client = await dev.wait_ready(process, metrics_port=settings.metrics_port)
+        client = await dev.wait_ready(
+            process, metrics_port=settings.metrics_port, metrics_host=settings.metrics_host
+        )
         ready = asyncio.Event()
         worker_task = asyncio.create_task(
             run_worker(settings, policy=policy, client=client, stop=stop_event, ready=ready)
@@ -50,12 +55,17 @@ def run_up(settings: Settings, *, port: int, ui_port: int, server_args: list[str
             NEXT_STEPS.format(
                 address=dev.address,
                 ui_port=ui_port,
-                store=settings.event_store_url,
+                store=redact(settings.event_store_url),
                 policy=policy.version,
                 task_queue=settings.task_queue,
                 home=settings.home,
             )
         )
+        if made:
+            output.console.print(
+                f"Made keys for {', '.join(name for name, _ in made)} in {settings.home / 'keys'} "
+                "(private keys 0600: each signs that person's acts; never share one)."
+            )
         await worker_task
 
     try:

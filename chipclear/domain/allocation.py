@@ -18,6 +18,9 @@ from chipclear.domain.errors import DomainError
 from chipclear.domain.models import MAX_UNITS, UtcDatetime
 from chipclear.domain.names import normalise_buyer
 from chipclear.domain.payload import EventPayload
+from chipclear.domain.people import require_signature
+from chipclear.domain.policy import Policy
+from chipclear.domain.signing import ActSignature
 
 LEDGER_STREAM = "allocation"
 
@@ -146,9 +149,31 @@ class Release(BaseModel):
 
 
 class OpenBatch(BaseModel):
+    """An import reviewer opens a batch: a person's signed act on the ledger's stream."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     batch: BatchSpec
-    actor: str = "import-reviewer"
+    actor: Annotated[str, Field(min_length=1, max_length=100)]
+    signature: ActSignature | None = None
+
+    @property
+    def person(self) -> str:
+        return self.actor
+
+
+# The gate whose units the ledger allocates: its reviewers, and only they, open batches.
+ALLOCATING_GATE = "cn-import"
+
+
+def require_opener(state: LedgerState, command: OpenBatch, policy: Policy, stream: str) -> None:
+    """Only a reviewer of the allocating gate opens a batch, signed for the ledger as it stands."""
+    act = command.model_dump(mode="json")
+    require_signature(policy, command.actor, act, command.signature, stream=stream, version=state.version)
+    if not policy.may_decide(command.actor, ALLOCATING_GATE):
+        raise DomainError(
+            f"{command.actor!r} may not open allocation batches: only a reviewer of {ALLOCATING_GATE} may "
+            f"(policy {policy.version} [reviewers])"
+        )
 
 
 class Reservation(BaseModel):

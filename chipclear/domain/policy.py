@@ -129,6 +129,9 @@ class Person(BaseModel):
     gates: frozenset[GateName] = frozenset()
     # `ed25519:<base64>`; `file:keys/alice.pub` in the file is read (under $CHIPCLEAR_HOME) when loaded.
     key: PublicKeyText | None = None
+    # Keys this person signed with before (rotated out): `audit verify` still accepts their past acts;
+    # no new act is accepted under them.
+    retired_keys: tuple[PublicKeyText, ...] = ()
 
 
 class Duties(BaseModel):

@@ -20,6 +20,12 @@ class ChainBreak(BaseModel):
     stream_id: str
     version: int
     problem: str
+    event_type: str | None = None  # the stored event's type, when the break is about one event
+
+    def describe(self) -> str:
+        """`stream 'req-7': LicenseIssued v7: no recorder seal`."""
+        what = f"{self.event_type} v{self.version}" if self.event_type else f"version {self.version}"
+        return f"stream {self.stream_id!r}: {what}: {self.problem}"
 
 
 class AuditReport(BaseModel):
@@ -27,6 +33,10 @@ class AuditReport(BaseModel):
     streams_checked: int
     events_checked: int
     breaks: list[ChainBreak]
+    acts_checked: int = 0  # events carrying a person's signed act, each signature checked again
+    # The policy whose keys the seals and acts were checked against; None: each seal was checked
+    # against the key it names only (it proves the event was sealed, not by whom).
+    trusted_policy: str | None = None
 
 
 def timestamp(moment: datetime) -> str:
@@ -50,7 +60,11 @@ def chained_fields(
     recorded_at: str,
     policy_version: str,
     actor: str,
+    act: dict[str, Any] | None,
 ) -> dict[str, Any]:
+    # The act (a person's signed command, or None) is chained: swapping it for another act, or
+    # dropping it, breaks the chain like editing the payload would. The recorder's seal is not: it
+    # signs the hash, so it is computed after it.
     # The schema version is chained with the data it describes: relabelling a stored payload as another
     # shape (so that an upcaster rewrites it on read) breaks the chain like editing the payload would.
     return {
@@ -64,6 +78,7 @@ def chained_fields(
         "recorded_at": recorded_at,
         "policy_version": policy_version,
         "actor": actor,
+        "act": act,
     }
 
 

@@ -13,3 +13,7 @@ class StoreUnavailable(RuntimeError):
 
 class StoreNotEmpty(RuntimeError):
     """An import into a store that already holds a log: logs are moved, never merged."""
+
+
+class CannotSeal(RuntimeError):
+    """An append through a store handle without the recorder key: every stored event is sealed."""

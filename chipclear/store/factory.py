@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from chipclear.store.projection import Projection
 from chipclear.store.protocol import EventStore
 from chipclear.store.sqlite import SQLiteEventStore
+from chipclear.store.trust import RecorderKey
 from chipclear.store.upcasting import UPCASTERS, Upcasters
 from chipclear.store.urls import StoreURLError, redact
 
@@ -16,6 +18,7 @@ __all__ = ["StoreURLError", "open_store"]
 
 
 ALLOWED = "sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
+SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 
 
 def open_store(
@@ -24,6 +27,7 @@ def open_store(
     require_schema: bool = True,
     projections: Iterable[Projection[Any]] = (),
     upcasters: Upcasters = UPCASTERS,
+    recorder: RecorderKey | None = None,
 ) -> EventStore:
     """`sqlite:///relative.db`, `sqlite:////absolute.db` (optional `?synchronous=normal`), or
     `postgresql://user@host:5432/db` with libpq's options and `pool_min_size`/`pool_max_size`.
@@ -32,11 +36,13 @@ def open_store(
     migrates itself when opened. `require_schema=False` opens either as it is, for the migration.
     `projections` are kept inline with every append (chipclear.projections.open_event_store passes
     the request projection); `upcasters` bring old stored event shapes up to date on read.
+    `recorder`: the key that seals every appended event (or a function that loads it at the first
+    append); without one the store reads, audits and imports, and refuses to append (CannotSeal).
     """
     if url.startswith("sqlite:///"):
         path, _, query = url.removeprefix("sqlite:///").partition("?")
         if not path:
-            raise StoreURLError(f"CHIPCLEAR_EVENT_STORE: {url!r} names no database file")
+            raise StoreURLError(f"CHIPCLEAR_EVENT_STORE: {redact(url)!r} names no database file")
         options = parse_qs(query)
         synchronous = options.get("synchronous", ["full"])[0]
         if synchronous.lower() not in {"full", "normal", "extra"}:
@@ -49,14 +55,23 @@ def open_store(
             migrate=require_schema,
             projections=projections,
             upcasters=upcasters,
+            recorder=recorder,
         )
-    scheme = urlsplit(url).scheme
+    # Every message below quotes the URL redacted, never as given: `user:secret@host/db`, without its
+    # scheme, would otherwise be printed whole, password and all.
+    scheme, separator, _ = url.partition("://")
+    if not separator or not SCHEME.fullmatch(scheme):
+        raise StoreURLError(f"CHIPCLEAR_EVENT_STORE: {redact(url)!r} has no scheme:// (allowed: {ALLOWED})")
     if scheme in {"postgresql", "postgres"}:
         from chipclear.store.postgres import PostgresEventStore
 
         return PostgresEventStore(
-            url, require_schema=require_schema, projections=projections, upcasters=upcasters
+            url,
+            require_schema=require_schema,
+            projections=projections,
+            upcasters=upcasters,
+            recorder=recorder,
         )
     raise StoreURLError(
-        f"CHIPCLEAR_EVENT_STORE: unsupported scheme {scheme or url!r} in {redact(url)!r} (allowed: {ALLOWED})"
+        f"CHIPCLEAR_EVENT_STORE: unsupported scheme {scheme!r} in {redact(url)!r} (allowed: {ALLOWED})"
     )

@@ -11,6 +11,7 @@ Connections come from a psycopg_pool pool shared by the worker's activity thread
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -30,8 +31,9 @@ from chipclear.store.projection import Projection
 from chipclear.store.protocol import PAGE
 from chipclear.store.sql import SQLEventStore
 from chipclear.store.sql_base import Tx
+from chipclear.store.trust import RecorderKey
 from chipclear.store.upcasting import UPCASTERS, Upcasters
-from chipclear.store.urls import StoreURLError, redact
+from chipclear.store.urls import StoreURLError, redact, scrub
 
 # Keys that are sorted are compared byte by byte (COLLATE "C"), as SQLite does, whatever the database's
 # locale: `list`, exports and audits come out in the same order from either backend.
@@ -50,8 +52,11 @@ CREATE TABLE events (
     recorded_at    TEXT NOT NULL,
     policy_version TEXT NOT NULL,
     actor          TEXT NOT NULL,
+    act            TEXT,          -- the person's signed act that caused the event (canonical JSON)
     prev_hash      TEXT NOT NULL,
     hash           TEXT NOT NULL,
+    sealed_by      TEXT NOT NULL, -- the recorder's public key, ed25519:...
+    seal           TEXT NOT NULL, -- its signature over the hash (not chained: made after it)
     UNIQUE (stream_id, version)
 );
 CREATE TABLE streams (
@@ -92,6 +97,15 @@ CREATE TABLE screening_lists (
     names     INTEGER NOT NULL,
     data      TEXT NOT NULL
 );
+-- Signed tree heads over the whole log in position order (chipclear.store.checkpoint).
+CREATE TABLE checkpoints (
+    tree_size     BIGINT PRIMARY KEY CHECK (tree_size >= 0),
+    root_hash     TEXT NOT NULL,
+    last_position BIGINT NOT NULL,
+    timestamp     TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    signature     TEXT NOT NULL
+);
 -- The log is append-only; these guards stop accidents, the hash chain catches the rest.
 CREATE FUNCTION events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -102,12 +116,21 @@ CREATE TRIGGER events_append_only_row BEFORE UPDATE OR DELETE ON events
     FOR EACH ROW EXECUTE FUNCTION events_append_only();
 CREATE TRIGGER events_append_only_truncate BEFORE TRUNCATE ON events
     FOR EACH STATEMENT EXECUTE FUNCTION events_append_only();
+CREATE FUNCTION checkpoints_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'checkpoints are append-only';
+END
+$$;
+CREATE TRIGGER checkpoints_append_only_row BEFORE UPDATE OR DELETE ON checkpoints
+    FOR EACH ROW EXECUTE FUNCTION checkpoints_append_only();
+CREATE TRIGGER checkpoints_append_only_truncate BEFORE TRUNCATE ON checkpoints
+    FOR EACH STATEMENT EXECUTE FUNCTION checkpoints_append_only();
 """
 
 MIGRATIONS = (
     Migration(
         1,
-        "events, streams, projection, invoice registry, screening lists",
+        "events, streams, projection, invoice registry, screening lists, checkpoints",
         lambda tx: tx.execute(INITIAL_SCHEMA),
     ),
 )
@@ -159,10 +182,10 @@ def _first_contact(conninfo: str, url: str, timeout: int) -> None:
     an unknown option), where the pool would only retry until its timeout."""
     try:
         psycopg.connect(conninfo, connect_timeout=timeout).close()
-    except psycopg.ProgrammingError as exc:  # libpq refused the URL itself
-        raise StoreURLError(f"CHIPCLEAR_EVENT_STORE: {exc} in {redact(url)!r}") from None
+    except psycopg.ProgrammingError as exc:  # libpq refused the URL itself, and may quote it
+        raise StoreURLError(f"CHIPCLEAR_EVENT_STORE: {scrub(str(exc), url)} in {redact(url)!r}") from None
     except psycopg.OperationalError as exc:
-        reason = " ".join(str(exc).split()).removeprefix("connection failed: ")
+        reason = scrub(" ".join(str(exc).split()), url).removeprefix("connection failed: ")
         raise StoreUnavailable(
             f"cannot reach the PostgreSQL event store at {redact(url)}: {reason} "
             "(CHIPCLEAR_EVENT_STORE; the password comes from PGPASSWORD)"
@@ -180,13 +203,14 @@ class PostgresEventStore(SQLEventStore):
         require_schema: bool = True,
         projections: Iterable[Projection[Any]] = (),
         upcasters: Upcasters = UPCASTERS,
+        recorder: RecorderKey | None = None,
     ) -> None:
-        super().__init__(projections=projections, upcasters=upcasters)
+        super().__init__(projections=projections, upcasters=upcasters, recorder=recorder)
         self.url = url
         try:
             conninfo, pool = split_url(url)
         except ValueError as exc:
-            raise StoreURLError(f"CHIPCLEAR_EVENT_STORE: {exc} in {redact(url)!r}") from None
+            raise StoreURLError(f"CHIPCLEAR_EVENT_STORE: {scrub(str(exc), url)} in {redact(url)!r}") from None
         self.pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             conninfo,
             min_size=pool["pool_min_size"],
@@ -274,6 +298,27 @@ class PostgresEventStore(SQLEventStore):
     def follow(self, after_position: int = 0) -> LogFollower:
         return GapAwareFollower(self, after_position)
 
+    def settled_position(self, timeout: float = 30.0) -> int:
+        """The highest position committed now, once every position below it is final.
+
+        The follower's rule, applied once: a writer still holding a position below the highest one
+        visible holds its lock on `events` when asked just after, so once those writers have ended,
+        every position up to it is committed or rolled back. Writers are short (one append), so the
+        wait is too; a checkpoint never covers a position that may still fill in below its end.
+        """
+        with self._reader() as tx:
+            through = int(tx.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0])
+        writers = event_writers(self)
+        deadline = time.monotonic() + timeout
+        while writers := writers & event_writers(self):
+            if time.monotonic() > deadline:
+                raise StoreUnavailable(
+                    f"{len(writers)} appends to the event store have been open for over {timeout:.0f}s; "
+                    "cannot tell which events are final"
+                )
+            time.sleep(0.01)
+        return through
+
     def close(self) -> None:
         self.pool.close()
 
@@ -311,16 +356,20 @@ class GapAwareFollower:
         return events
 
     def _writers(self) -> frozenset[tuple[int, str]]:
-        """The transactions now holding a write lock on this store's `events` table.
+        return event_writers(self.store)
 
-        Keyed by virtual transaction id, which a transaction has from its first statement (a real id
-        only comes with its first row written). Readers (AccessShareLock) are not writers.
-        """
-        with self.store._reader() as tx:
-            rows = tx.execute(
-                "SELECT pid, virtualtransaction FROM pg_locks "
-                "WHERE locktype = 'relation' AND relation = 'events'::regclass "
-                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-                "AND mode <> 'AccessShareLock' AND pid <> pg_backend_pid()"
-            ).fetchall()
-        return frozenset((int(pid), str(vxid)) for pid, vxid in rows)
+
+def event_writers(store: PostgresEventStore) -> frozenset[tuple[int, str]]:
+    """The transactions now holding a write lock on this store's `events` table.
+
+    Keyed by virtual transaction id, which a transaction has from its first statement (a real id
+    only comes with its first row written). Readers (AccessShareLock) are not writers.
+    """
+    with store._reader() as tx:
+        rows = tx.execute(
+            "SELECT pid, virtualtransaction FROM pg_locks "
+            "WHERE locktype = 'relation' AND relation = 'events'::regclass "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND mode <> 'AccessShareLock' AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return frozenset((int(pid), str(vxid)) for pid, vxid in rows)

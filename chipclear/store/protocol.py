@@ -7,7 +7,8 @@ narrow one it uses (the append activity an `EventLog`, screening a `ScreeningLis
 from __future__ import annotations
 
 from collections.abc import Generator, Iterable, Iterator, Sequence
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any, Protocol, Self
 
 from pydantic import BaseModel
 
@@ -15,14 +16,17 @@ from chipclear.domain.events import Event, StoredEvent
 from chipclear.domain.evidence import InvoiceOwner
 from chipclear.domain.screening import ScreeningList, ScreeningListInfo
 from chipclear.store.chain import AuditReport
+from chipclear.store.checkpoint import Checkpoint, ConsistencyReport, InclusionProof
 
 # The errors a caller of these interfaces catches, importable from here with the interfaces.
+from chipclear.store.errors import CannotSeal as CannotSeal
 from chipclear.store.errors import ConcurrencyError as ConcurrencyError
 from chipclear.store.errors import StoreUnavailable as StoreUnavailable
 from chipclear.store.follow import LogFollower
 from chipclear.store.migrations import Migration
 from chipclear.store.projection import Projection, RowQuery
 from chipclear.store.transfer import ExportRecord, ImportSummary
+from chipclear.store.trust import RecorderKey, Trust
 
 PAGE = 1000  # events per read: a long log is read in pages, never all at once into memory
 
@@ -50,16 +54,57 @@ class EventLog(LogReader, Protocol):
         """Append atomically if the stream is at `expected_version`.
 
         Re-appending events whose ids are stored with identical content is a no-op success, so an
-        activity retried after a lost acknowledgement never writes twice.
+        activity retried after a lost acknowledgement never writes twice. Every event written is
+        sealed with the handle's recorder key; a handle without one raises CannotSeal.
         """
+        ...
+
+    def seal_with(self, recorder: RecorderKey | None) -> Self:
+        """The recorder key (or a function loading it at the first append) this handle seals with."""
         ...
 
     def follow(self, after_position: int = 0) -> LogFollower:
         """Hands out each event once, in position order, and never passes one that may still commit."""
         ...
 
-    def verify(self) -> AuditReport:
-        """Check every chain (and every stored screening list against its event) from one snapshot."""
+    def verify(self, trust: Trust | None = None) -> AuditReport:
+        """Check every chain, seal and signed act (and every stored screening list against its event)
+        from one snapshot; `trust`: the keys the policy names (without it, a seal only has to verify
+        under the key it names)."""
+        ...
+
+
+class Checkpoints(Protocol):
+    """The Merkle tree over the whole log and its signed heads (RFC 9162 style)."""
+
+    def settled_position(self) -> int:
+        """Every position up to this one is final now: committed, or never to be."""
+        ...
+
+    def leaves(self, after_position: int = 0, through: int | None = None) -> list[tuple[int, str]]:
+        """(position, chain hash) of the events in (after_position, through], in position order."""
+        ...
+
+    def save_checkpoint(self, checkpoint: Checkpoint) -> bool: ...
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """Every stored checkpoint, smallest first."""
+        ...
+
+    def make_checkpoint(self, now: datetime | None = None) -> Checkpoint:
+        """Sign with the recorder key, and store, a checkpoint of every settled event."""
+        ...
+
+    def check_checkpoint(
+        self, checkpoint: Checkpoint, trusted: frozenset[str] | None = None
+    ) -> ConsistencyReport:
+        """Whether the log now is an append-only extension of `checkpoint`."""
+        ...
+
+    def prove(
+        self, event_id: str, checkpoint: Checkpoint, trusted: frozenset[str] | None = None
+    ) -> InclusionProof:
+        """An inclusion proof of one event in the checkpoint's tree."""
         ...
 
 
@@ -92,8 +137,17 @@ class InvoiceRegistry(Protocol):
 
 
 class ScreeningLists(Protocol):
-    def save_screening_list(self, screening_list: ScreeningList, *, actor: str) -> bool:
-        """Store a loaded list and its `ScreeningListLoaded` event atomically; False if unchanged."""
+    def save_screening_list(
+        self,
+        screening_list: ScreeningList,
+        *,
+        actor: str,
+        act: dict[str, Any] | None = None,
+        expected_version: int | None = None,
+    ) -> bool:
+        """Store a loaded list and its `ScreeningListLoaded` event atomically; False if unchanged.
+
+        `act`: the person's signed load (kept on the event), signed at `expected_version` of the stream."""
         ...
 
     def screening_list_versions(self) -> list[ScreeningListInfo]: ...
@@ -110,8 +164,9 @@ class Transfer(Protocol):
         """Everything stored, exactly as stored, from one snapshot (an export's header first)."""
         ...
 
-    def load(self, records: Iterable[ExportRecord]) -> ImportSummary:
-        """Import an export into this empty store; commits only if every chain verifies."""
+    def load(self, records: Iterable[ExportRecord], trust: Trust | None = None) -> ImportSummary:
+        """Import an export into this empty store; commits only if every chain, seal, signed act and
+        checkpoint verifies (seals and checkpoints by keys `trust` names, when given)."""
         ...
 
 
@@ -138,6 +193,14 @@ class Connection(Protocol):
 
 
 class EventStore(
-    EventLog, Projections, InvoiceRegistry, ScreeningLists, Transfer, Schema, Connection, Protocol
+    EventLog,
+    Checkpoints,
+    Projections,
+    InvoiceRegistry,
+    ScreeningLists,
+    Transfer,
+    Schema,
+    Connection,
+    Protocol,
 ):
     """A whole backend: what `open_store` returns and a worker is built with."""

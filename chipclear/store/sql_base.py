@@ -17,17 +17,21 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from chipclear.domain.events import StoredEvent
 from chipclear.store.chain import chained_fields
+from chipclear.store.errors import CannotSeal
 from chipclear.store.migrations import Migration
 from chipclear.store.projection import Projection
+from chipclear.store.trust import RecorderKey, Row, Sealer, act_of
 from chipclear.store.upcasting import UPCASTERS, Upcasters
 
 EVENT_COLUMNS = (
     "position, event_id, stream_id, version, type, schema_version, data, occurred_at, recorded_at, "
-    "policy_version, actor, prev_hash, hash"
+    "policy_version, actor, act, prev_hash, hash, sealed_by, seal"
 )
 
 
@@ -65,10 +69,39 @@ class SQLBackend(ABC):
     FOR_UPDATE = ""
 
     def __init__(
-        self, *, projections: Iterable[Projection[Any]] = (), upcasters: Upcasters = UPCASTERS
+        self,
+        *,
+        projections: Iterable[Projection[Any]] = (),
+        upcasters: Upcasters = UPCASTERS,
+        recorder: RecorderKey | None = None,
     ) -> None:
         self.projections: tuple[Projection[Any], ...] = tuple(projections)
         self.upcasters = upcasters
+        self._recorder: RecorderKey | None = recorder
+        self._sealer: Sealer | None = None
+
+    def seal_with(self, recorder: RecorderKey | None) -> Self:
+        """Seal every event this handle appends with `recorder` (the worker's key); returns the store."""
+        self._recorder, self._sealer = recorder, None
+        return self
+
+    def sealer(self) -> Sealer:
+        """The recorder key, loaded once; CannotSeal, saying why, when this handle has none."""
+        if self._sealer is None:
+            recorder = self._recorder
+            if recorder is None:
+                raise CannotSeal(
+                    "this event store handle holds no recorder key, and every event is sealed when "
+                    "stored: a worker loads it from CHIPCLEAR_RECORDER_KEY_FILE or "
+                    "$CHIPCLEAR_HOME/keys/recorder.key"
+                )
+            if not isinstance(recorder, Ed25519PrivateKey):
+                try:
+                    recorder = recorder()
+                except (OSError, ValueError) as exc:  # a missing or unreadable key file says which
+                    raise CannotSeal(f"cannot seal events: {exc}") from None
+            self._sealer = Sealer.of(recorder)
+        return self._sealer
 
     @abstractmethod
     def _transaction(self) -> AbstractContextManager[Tx]:
@@ -120,7 +153,7 @@ class SQLBackend(ABC):
 def stored_event(row: Sequence[Any], upcasters: Upcasters) -> StoredEvent:
     """An `EVENT_COLUMNS` row as the event this release reads: its data upcast to the current shape."""
     (position, event_id, stream_id, version, type_, schema_version, data, occurred_at, recorded_at) = row[:9]
-    (policy_version, actor, prev_hash, hash_) = row[9:13]
+    (policy_version, actor, act, prev_hash, hash_) = row[9:14]
     return StoredEvent(
         position=position,
         event_id=event_id,
@@ -131,6 +164,7 @@ def stored_event(row: Sequence[Any], upcasters: Upcasters) -> StoredEvent:
         recorded_at=datetime.fromisoformat(recorded_at),
         policy_version=policy_version,
         actor=actor,
+        act=act_of(act),
         prev_hash=prev_hash,
         hash=hash_,
     )
@@ -139,7 +173,7 @@ def stored_event(row: Sequence[Any], upcasters: Upcasters) -> StoredEvent:
 def chain_row(row: Sequence[Any]) -> tuple[int, int, str, str, dict[str, Any]]:
     """(position, version, prev_hash, hash, chained fields) of an `EVENT_COLUMNS` row, exactly as stored."""
     position, event_id, stream_id, version, type_, schema_version, data, occurred_at, recorded_at = row[:9]
-    policy_version, actor, prev_hash, hash_ = row[9:13]
+    policy_version, actor, act, prev_hash, hash_ = row[9:14]
     fields = chained_fields(
         event_id=event_id,
         stream_id=stream_id,
@@ -151,8 +185,25 @@ def chain_row(row: Sequence[Any]) -> tuple[int, int, str, str, dict[str, Any]]:
         recorded_at=recorded_at,
         policy_version=policy_version,
         actor=actor,
+        act=act_of(act),
     )
     return position, version, prev_hash, hash_, fields
+
+
+def seal_row(row: Sequence[Any]) -> Row:
+    """What the seal and act checks read of an `EVENT_COLUMNS` row, exactly as stored."""
+    _, _, stream_id, version, type_, _, _, _, recorded_at, _, actor, act, _, hash_, sealed_by, seal = row[:16]
+    return Row(
+        stream_id=stream_id,
+        version=version,
+        type=type_,
+        actor=actor,
+        recorded_at=recorded_at,
+        hash=hash_,
+        sealed_by=sealed_by or "",
+        seal=seal or "",
+        act=act_of(act),
+    )
 
 
 def set_head(tx: Tx, stream_id: str, version: int, head_hash: str) -> None:

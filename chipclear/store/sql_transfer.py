@@ -7,18 +7,26 @@ from collections.abc import Generator, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from chipclear.store.chain import timestamp
+from chipclear.store.checkpoint import Checkpoint
 from chipclear.store.errors import StoreNotEmpty
 from chipclear.store.protocol import PAGE
 from chipclear.store.sql_audit import audit
 from chipclear.store.sql_base import EVENT_COLUMNS, SQLBackend, Tx, set_head
+from chipclear.store.sql_checkpoints import (
+    CHECKPOINT_COLUMNS,
+    first_not_extended,
+    insert_checkpoint,
+    stored_checkpoints,
+)
 from chipclear.store.sql_invoices import INVOICE_COLUMNS
 from chipclear.store.sql_projection import rebuild
 from chipclear.store.sql_schema import schema_version
 from chipclear.store.sql_screening import SCREENING_COLUMNS
 from chipclear.store.transfer import (
+    ExportedCheckpoint,
     ExportedEvent,
     ExportedInvoice,
     ExportedScreeningList,
@@ -28,9 +36,11 @@ from chipclear.store.transfer import (
     ImportSummary,
     InvalidExport,
 )
+from chipclear.store.trust import Trust
 
 EXPORTED_EVENT_COLUMNS = tuple(column.strip() for column in EVENT_COLUMNS.split(","))
 DATA = EXPORTED_EVENT_COLUMNS.index("data")
+ACT = EXPORTED_EVENT_COLUMNS.index("act")
 
 
 class SQLTransfer(SQLBackend):
@@ -47,7 +57,11 @@ class SQLTransfer(SQLBackend):
                 ).fetchall()
                 for row in rows:
                     yield ExportedEvent.model_validate(
-                        {**dict(zip(EXPORTED_EVENT_COLUMNS, row, strict=True)), "data": json.loads(row[DATA])}
+                        dict(zip(EXPORTED_EVENT_COLUMNS, row, strict=True))
+                        | {
+                            "data": json.loads(row[DATA]),
+                            "act": None if row[ACT] is None else json.loads(row[ACT]),
+                        }
                     )
                 if len(rows) < PAGE:
                     break
@@ -64,17 +78,22 @@ class SQLTransfer(SQLBackend):
                 f"SELECT {', '.join(INVOICE_COLUMNS)} FROM invoices ORDER BY invoice_key"
             ).fetchall():
                 yield ExportedInvoice.model_validate(dict(zip(INVOICE_COLUMNS, row, strict=True)))
+            for checkpoint in stored_checkpoints(tx):
+                yield ExportedCheckpoint.model_validate(
+                    checkpoint.model_dump(include=set(CHECKPOINT_COLUMNS))
+                )
 
-    def load(self, records: Iterable[ExportRecord]) -> ImportSummary:
+    def load(self, records: Iterable[ExportRecord], trust: Trust | None = None) -> ImportSummary:
         """Import an export into this empty store, in one transaction that commits only if it verifies.
 
-        The chains are checked by the same audit as `verify`, inside the transaction, before commit:
-        a broken or edited export leaves nothing behind. Positions are kept, so an auditor's
-        references into the old log still point at the same events.
+        The chains, seals and signed acts are checked by the same audit as `verify` (with `trust`, the
+        keys the policy names), and the log is proven to extend every checkpoint in the export, inside
+        the transaction, before commit: a broken, edited or forged export leaves nothing behind.
+        Positions are kept, so an auditor's references into the old log still point at the same events.
         """
         with self._transaction() as tx:
             self._lock_for_import(tx)
-            for table in ("events", "streams", "screening_lists", "invoices"):
+            for table in ("events", "streams", "screening_lists", "invoices", "checkpoints"):
                 if tx.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone():
                     raise StoreNotEmpty(
                         f"the target event store is not empty ({table}): import only into a new one"
@@ -84,6 +103,7 @@ class SQLTransfer(SQLBackend):
             seen: set[tuple[str, str]] = set()
             pending: list[tuple[Any, ...]] = []
             counts = {"events": 0, "screening_lists": 0, "invoices": 0}
+            checkpoints: list[Checkpoint] = []
             last_position = 0
             with_heads = False  # a JSON Lines export (it has a header) carries every stream's head
             for record in records:
@@ -97,7 +117,7 @@ class SQLTransfer(SQLBackend):
                             f"(the one before is {last_position}); nothing was imported"
                         )
                     last_position = record.position
-                    stored = record.model_dump() | {"data": record.data_text()}
+                    stored = record.model_dump() | {"data": record.data_text(), "act": record.act_text()}
                     pending.append(tuple(stored[c] for c in EXPORTED_EVENT_COLUMNS))
                     tails[record.stream_id] = (record.version, record.hash)
                     counts["events"] += 1
@@ -115,6 +135,9 @@ class SQLTransfer(SQLBackend):
                     _once(seen, "invoice", record.invoice_key)
                     _insert(tx, "invoices", INVOICE_COLUMNS, [_values(record, INVOICE_COLUMNS)])
                     counts["invoices"] += 1
+                elif isinstance(record, ExportedCheckpoint):
+                    _once(seen, "checkpoint of size", str(record.tree_size))
+                    checkpoints.append(_checkpoint(record))
             _insert(tx, "events", EXPORTED_EVENT_COLUMNS, pending)
             if with_heads and set(tails) - set(heads):
                 missing = sorted(set(tails) - set(heads))
@@ -127,13 +150,25 @@ class SQLTransfer(SQLBackend):
                 set_head(tx, stream_id, version, head_hash)
             self._after_import(tx)
             # The audit first: a broken log may not even fold into states.
-            report = audit(self, tx)
+            report = audit(self, tx, trust)
             if not report.ok:
                 first = report.breaks[0]
                 raise InvalidExport(
                     f"the export does not verify: stream {first.stream_id!r} at version {first.version}: "
-                    f"{first.problem} ({len(report.breaks)} broken); nothing was imported"
+                    + (f"{first.event_type}: " if first.event_type else "")
+                    + f"{first.problem} ({len(report.breaks)} broken); nothing was imported"
                 )
+            # Then the checkpoints: a stream removed whole, or a tail cut and its head set back, leaves
+            # chains that verify, but not a log that extends what the recorder signed.
+            trusted = None if trust is None else trust.recorder_keys
+            failed = first_not_extended(tx, checkpoints, trusted)
+            if failed is not None:
+                raise InvalidExport(
+                    f"the export does not verify: checkpoint of size {failed.checkpoint_size}: "
+                    f"{failed.problem}; nothing was imported"
+                )
+            for checkpoint in checkpoints:
+                insert_checkpoint(tx, checkpoint)
             try:
                 rows = rebuild(self, tx)
             except (LookupError, ValueError, TypeError, AssertionError) as exc:  # a forged, re-hashed log
@@ -141,7 +176,23 @@ class SQLTransfer(SQLBackend):
                     f"the export verifies but its events do not replay ({type(exc).__name__}: {exc}); "
                     "nothing was imported"
                 ) from None
-            return ImportSummary(streams=len(heads if with_heads else tails), requests=rows, **counts)
+            return ImportSummary(
+                streams=len(heads if with_heads else tails),
+                requests=rows,
+                checkpoints=len(checkpoints),
+                **counts,
+            )
+
+
+def _checkpoint(record: ExportedCheckpoint) -> Checkpoint:
+    try:
+        return Checkpoint.model_validate(record.model_dump(exclude={"record"}))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidExport(
+            f"checkpoint of size {record.tree_size}: {'.'.join(map(str, first['loc']))}: {first['msg']}; "
+            "nothing was imported"
+        ) from None
 
 
 def _once(seen: set[tuple[str, str]], kind: str, key: str) -> None:

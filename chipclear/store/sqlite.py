@@ -15,11 +15,13 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+from chipclear.private_files import private_file
 from chipclear.store.chain import GENESIS
 from chipclear.store.migrations import Migration
 from chipclear.store.projection import Projection
 from chipclear.store.sql import SQLEventStore
 from chipclear.store.sql_base import Tx
+from chipclear.store.trust import RecorderKey
 from chipclear.store.upcasting import UPCASTERS, Upcasters
 
 SCHEMA = """
@@ -35,8 +37,11 @@ CREATE TABLE events (
     recorded_at    TEXT NOT NULL,
     policy_version TEXT NOT NULL,
     actor          TEXT NOT NULL,
+    act            TEXT,          -- the person's signed act that caused the event (canonical JSON)
     prev_hash      TEXT NOT NULL,
     hash           TEXT NOT NULL,
+    sealed_by      TEXT NOT NULL, -- the recorder's public key, ed25519:...
+    seal           TEXT NOT NULL, -- its signature over the hash (not chained: made after it)
     UNIQUE (stream_id, version)
 );
 CREATE TABLE streams (
@@ -78,11 +83,24 @@ CREATE TABLE screening_lists (
     names     INTEGER NOT NULL,
     data      TEXT NOT NULL
 );
+-- Signed tree heads over the whole log in position order (chipclear.store.checkpoint).
+CREATE TABLE checkpoints (
+    tree_size     INTEGER PRIMARY KEY CHECK (tree_size >= 0),
+    root_hash     TEXT NOT NULL,
+    last_position INTEGER NOT NULL,
+    timestamp     TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    signature     TEXT NOT NULL
+);
 -- The log is append-only; these guards stop accidents, the hash chain catches the rest.
 CREATE TRIGGER events_append_only_update BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
 CREATE TRIGGER events_append_only_delete BEFORE DELETE ON events
 BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+CREATE TRIGGER checkpoints_append_only_update BEFORE UPDATE ON checkpoints
+BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
+CREATE TRIGGER checkpoints_append_only_delete BEFORE DELETE ON checkpoints
+BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
 """
 
 
@@ -102,7 +120,9 @@ def _initial_schema(tx: Tx) -> None:
 
 
 MIGRATIONS = (
-    Migration(1, "events, streams, projection, invoice registry, screening lists", _initial_schema),
+    Migration(
+        1, "events, streams, projection, invoice registry, screening lists, checkpoints", _initial_schema
+    ),
 )
 
 
@@ -115,10 +135,13 @@ class SQLiteEventStore(SQLEventStore):
         migrate: bool = True,
         projections: Iterable[Projection[Any]] = (),
         upcasters: Upcasters = UPCASTERS,
+        recorder: RecorderKey | None = None,
     ) -> None:
-        super().__init__(projections=projections, upcasters=upcasters)
+        super().__init__(projections=projections, upcasters=upcasters, recorder=recorder)
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # The record in clear: a new store file is 0600 in a 0700 directory before SQLite writes to it,
+        # and SQLite gives its -wal and -shm files the database file's mode.
+        private_file(self.path)
         # FULL by default: this is the legal record, and an acknowledged append must survive power loss.
         self._synchronous = synchronous.upper()
         self._local = threading.local()

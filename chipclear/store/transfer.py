@@ -1,10 +1,11 @@
 """The store's export format: for auditors, and for moving a log between backends.
 
-Rows travel exactly as stored (timestamps as their chained text, hashes as written), so an import
-re-checks the very hashes the source computed: a log that was edited on the way does not verify and
-is not imported. JSON Lines carries everything a store holds (events, stream heads, screening lists,
-the invoice registry); CSV carries the events alone, one row each, for a spreadsheet: without the
-heads, an import from CSV cannot tell a stream whose last events were cut off.
+Rows travel exactly as stored (timestamps as their chained text, hashes and seals as written), so an
+import re-checks the very hashes and signatures the source computed: a log that was edited or forged
+on the way does not verify and is not imported. JSON Lines carries everything a store holds (events,
+stream heads, screening lists, the invoice registry, the checkpoints); CSV carries the events alone,
+one row each, for a spreadsheet: without the heads, an import from CSV cannot tell a stream whose last
+events were cut off, and without the checkpoints, a stream removed whole.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import IO, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from chipclear.store.chain import canonical
 from chipclear.store.upcasting import UPCASTERS, Upcasters
@@ -27,7 +28,7 @@ class _Record(BaseModel):
 class ExportHeader(_Record):
     record: Literal["header"] = "header"
     format: Literal["chipclear-event-store"] = "chipclear-event-store"
-    format_version: Literal[1] = 1
+    format_version: Literal[2] = 2  # 2: events carry their act and recorder seal; checkpoints
     exported_at: str
     schema_version: int
 
@@ -45,8 +46,19 @@ class ExportedEvent(_Record):
     recorded_at: str
     policy_version: str
     actor: str
+    act: dict[str, Any] | None = None
     prev_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
     hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    sealed_by: str
+    seal: str
+
+    @field_validator("act", mode="before")
+    @classmethod
+    def _act_cell(cls, value: Any) -> Any:
+        """A CSV cell holds the act as JSON text; an empty cell is no act."""
+        if isinstance(value, str):
+            return json.loads(value) if value else None
+        return value
 
     def check_payload(self, upcasters: Upcasters = UPCASTERS) -> None:
         """The data must be an event this release can read: an import never stores what it cannot."""
@@ -54,6 +66,9 @@ class ExportedEvent(_Record):
 
     def data_text(self) -> str:
         return canonical(self.data)  # as the store writes it
+
+    def act_text(self) -> str | None:
+        return None if self.act is None else canonical(self.act)
 
 
 class ExportedStream(_Record):
@@ -76,6 +91,18 @@ class ExportedScreeningList(_Record):
     data: str  # as stored: its sha256 is chained in the list's ScreeningListLoaded event
 
 
+class ExportedCheckpoint(_Record):
+    """A signed head of the log's Merkle tree, as stored: the import proves the log still extends it."""
+
+    record: Literal["checkpoint"] = "checkpoint"
+    tree_size: int
+    root_hash: str
+    last_position: int
+    timestamp: str
+    key: str
+    signature: str
+
+
 class ExportedInvoice(_Record):
     record: Literal["invoice"] = "invoice"
     invoice_key: str
@@ -85,9 +112,21 @@ class ExportedInvoice(_Record):
     registered_at: str
 
 
-ExportRecord = ExportHeader | ExportedEvent | ExportedStream | ExportedScreeningList | ExportedInvoice
+ExportRecord = (
+    ExportHeader
+    | ExportedEvent
+    | ExportedStream
+    | ExportedScreeningList
+    | ExportedInvoice
+    | ExportedCheckpoint
+)
 Record = Annotated[
-    ExportHeader | ExportedEvent | ExportedStream | ExportedScreeningList | ExportedInvoice,
+    ExportHeader
+    | ExportedEvent
+    | ExportedStream
+    | ExportedScreeningList
+    | ExportedInvoice
+    | ExportedCheckpoint,
     Field(discriminator="record"),
 ]
 RECORD: TypeAdapter[Record] = TypeAdapter(Record)
@@ -104,6 +143,7 @@ class ImportSummary(BaseModel):
     screening_lists: int
     invoices: int
     requests: int  # projection rows rebuilt from the imported log
+    checkpoints: int = 0  # each one proven to be extended by the imported log
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -123,6 +163,7 @@ def write_csv(records: Iterable[ExportRecord], out: IO[str]) -> int:
         if isinstance(record, ExportedEvent):
             row = record.model_dump(exclude={"record"})
             row["data"] = record.data_text()
+            row["act"] = record.act_text() or ""
             writer.writerow(row)
             count += 1
     return count
@@ -162,6 +203,10 @@ def read_csv(lines: Iterable[str], upcasters: Upcasters = UPCASTERS) -> Iterator
             data = json.loads(row["data"])
         except (json.JSONDecodeError, TypeError):
             raise InvalidExport(f"line {number}: data: not a JSON object") from None
+        try:
+            json.loads(row.get("act") or "null")
+        except (json.JSONDecodeError, TypeError):
+            raise InvalidExport(f"line {number}: act: not a JSON object") from None
         try:
             record = ExportedEvent.model_validate({**row, "data": data})
         except ValidationError as exc:

@@ -30,6 +30,7 @@ import yaml
 from chipclear.devserver import free_port, stop
 from chipclear.domain.gates import us_export
 from chipclear.domain.policy import load_policy
+from tests import keys
 from tests.postgres import Cluster
 
 CHIPCLEAR = Path(sys.executable).parent / "chipclear"
@@ -228,6 +229,7 @@ def open_stack(home: Path, policy_toml: str, **settings: str) -> Iterator[Stack]
     `settings` are more environment variables for every process (another event store, a health port).
     """
     port, ui_port = free_port(), free_port()
+    keys.install(home)  # as `chipclear keys new` would for each person the policy names, and the recorder
     policy = home / "policy.toml"
     policy.write_text(policy_toml, encoding="utf-8")
     task_queue = f"cli-test-{uuid.uuid4().hex[:10]}"
@@ -237,6 +239,9 @@ def open_stack(home: Path, policy_toml: str, **settings: str) -> Iterator[Stack]
         CHIPCLEAR_TASK_QUEUE=task_queue,
         CHIPCLEAR_POLICY=str(policy),
         CHIPCLEAR_LOG_FORMAT="json",
+        # Logged in as chen, a compliance officer the policy registers: the CLI's default actor.
+        LOGNAME="chen",
+        USER="chen",
         **settings,
     )
     server_cmd = [str(CHIPCLEAR), "server", "--port", str(port), "--ui-port", str(ui_port)]
@@ -360,7 +365,7 @@ def test_request_through_all_three_gates(any_stack: Stack, tmp_path: Path) -> No
     assert "domestic_quota_review" in flat(cn.stdout), show(cn)
     evidence = ok(stack.run("evidence", request_id, EXAMPLE_EVIDENCE))
     assert "EvidenceAdded" in flat(evidence.stdout), show(evidence)
-    quota = ok(stack.run("decide", request_id, "--gate", "domestic-quota", "--reviewer", "wang", "--approve"))
+    quota = ok(stack.run("decide", request_id, "--gate", "domestic-quota", "--reviewer", "li", "--approve"))
     assert "status licensed" in flat(quota.stdout), show(quota)
 
     doc = as_json(stack.run("status", request_id, "--json"))
@@ -377,7 +382,7 @@ def test_request_through_all_three_gates(any_stack: Stack, tmp_path: Path) -> No
     assert {gate: record["decided_by"] for gate, record in doc["gates"].items()} == {
         "us-export": "alice",
         "cn-import": "wang",
-        "domestic-quota": "wang",
+        "domestic-quota": "li",
     }
 
     # Read-only from here on: ask everything at once.
@@ -412,7 +417,7 @@ def test_request_through_all_three_gates(any_stack: Stack, tmp_path: Path) -> No
     assert [(a["data"]["gate"], a["actor"]) for a in approvals] == [
         ("us-export", "alice"),
         ("cn-import", "wang"),
-        ("domestic-quota", "wang"),
+        ("domestic-quota", "li"),
     ]
     assert approvals[0]["data"]["units_approved"] == 50_000
 
@@ -438,18 +443,50 @@ def test_rule_refusals_exit_1_and_record_nothing(stack: Stack, tmp_path: Path) -
         stack.env,
         [
             ("decide", request_id, "--gate", "cn-import", "--reviewer", "wang", "--approve"),
-            ("decide", request_id, "--gate", "us-export", "--reviewer", "bob", "--approve"),
+            ("decide", request_id, "--gate", "us-export", "--reviewer", "chen", "--approve"),
             ("decide", request_id, "--gate", "us-export", "--reviewer", "alice", "--approve",
              "--units", "70000"),
         ],
     )  # fmt: skip
     refused(wrong_gate, "not at gate cn-import")
-    refused(not_allowed, "reviewer 'bob' may not decide gate us-export", "alice")
+    refused(not_allowed, "reviewer 'chen' may not decide gate us-export", "alice")
     refused(too_many, "units: 70000 exceeds the 60000 units")
 
     after = as_json(stack.run("events", request_id, "--json"))
     assert after == before
     assert stored_version(stack, request_id) == len(before)
+
+
+def test_nobody_acts_as_another_and_one_person_decides_one_gate(stack: Stack, tmp_path: Path) -> None:
+    """The attacks of a CLI user: claim a reviewer with another's key, a person with no key at all, the
+    system's own name; then a reviewer who decided one gate tries the next. Each is refused, named."""
+    request_id = submitted(stack, tmp_path, "claim")
+    before = as_json(stack.run("events", request_id, "--json"))
+    wangs_key = str(stack.home / "keys" / "wang.key")
+    as_alice, keyless, as_policy = parallel(
+        stack.env,
+        [
+            ("decide", request_id, "--gate", "us-export", "--reviewer", "alice", "--approve",
+             "--key", wangs_key),
+            ("decide", request_id, "--gate", "us-export", "--reviewer", "mallory", "--approve"),
+            ("withdraw", request_id, "--reason", "as the system", "--actor", "policy", "--key", wangs_key),
+        ],
+    )  # fmt: skip
+    refused(as_alice, "signed with a key that is not alice's")
+    refused(keyless, "mallory.key", "no key file", code=2)
+    refused(as_policy, "'policy' is reserved for the system's own acts")
+    assert as_json(stack.run("events", request_id, "--json")) == before
+
+    ok(stack.run("decide", request_id, "--gate", "us-export", "--reviewer", "alice", "--approve"))
+    cn = ok(stack.run("decide", request_id, "--gate", "cn-import", "--reviewer", "wang", "--approve"))
+    assert "domestic_quota_review" in flat(cn.stdout), show(cn)
+    twice = stack.run("decide", request_id, "--gate", "domestic-quota", "--reviewer", "wang", "--approve")
+    refused(twice, "'wang' may not decide gate domestic-quota")  # not his gate under the bundled policy
+    events = as_json(stack.run("events", request_id, "--json"))
+    approvals = [e for e in events if e["type"] == "GateApproved"]
+    assert [a["actor"] for a in approvals] == ["alice", "wang"]
+    verified = ok(stack.run("audit", "verify"))
+    assert "intact" in verified.stdout, show(verified)
 
 
 INVALID_REQUESTS: dict[str, tuple[dict[str, Any] | str | None, list[str]]] = {
@@ -594,13 +631,13 @@ def test_evidence_from_csv_is_judged_record_by_record_then_the_licence(stack: St
     refused(stack.run("evidence", request_id, none), "no record counts", "already submitted for this request")
     assert stored_version(stack, request_id) == before
     refused(
-        stack.run("decide", request_id, "--gate", "domestic-quota", "--reviewer", "wang", "--approve"),
+        stack.run("decide", request_id, "--gate", "domestic-quota", "--reviewer", "li", "--approve"),
         "domestic quota not met",
         "short by 6000",
     )
     rest = write_csv(tmp_path / "rest.csv", f"Hygon,DCU K100,6000,HY-{tag}-1,2026-02-01,,")
     ok(stack.run("evidence", request_id, rest))
-    ok(stack.run("decide", request_id, "--gate", "domestic-quota", "--reviewer", "wang", "--approve"))
+    ok(stack.run("decide", request_id, "--gate", "domestic-quota", "--reviewer", "li", "--approve"))
 
     licence = ok(stack.run("licence", request_id))
     assert f"licence LIC-{request_id}" in flat(licence.stdout), show(licence)

@@ -13,17 +13,22 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
 import pytest
 
-from chipclear.domain.screening import bundled_list
+from chipclear.domain.screening import ScreeningList, bundled_list, parse_csl
+from chipclear.projections import PROJECTIONS
+from chipclear.store.sqlite import SQLiteEventStore
+from tests import keys
 from tests.cli.test_cli import (
     Stack,
     as_json,
     chipclear,
     flat,
+    hermetic_env,
     log_events,
     new_id,
     ok,
@@ -34,6 +39,7 @@ from tests.cli.test_cli import (
     show,
     submitted,
 )
+from tests.store.support import RECORDER
 
 REVIEW_SLA = "PT3S"
 SAMPLE_HEADER = (
@@ -114,6 +120,7 @@ BAD_LISTS = {
 def test_screening_load_check_and_versions(tmp_path: Path, stack: Stack) -> None:
     # Lists live in the event store only: a store of this test's own leaves the stack's list alone.
     env = stack.env | {"CHIPCLEAR_HOME": str(tmp_path / "home")}
+    keys.install(tmp_path / "home", (keys.RECORDER,))  # what this home's CLI seals its loads with
 
     none = ok(chipclear(env, "screening", "versions"))
     assert "no list loaded" in flat(none.stdout) and bundled_list().info.version in none.stdout, show(none)
@@ -169,6 +176,69 @@ def test_screening_load_check_and_versions(tmp_path: Path, stack: Stack) -> None
     assert [e["type"] for e in events] == ["ScreeningListLoaded"]
     assert events[0]["data"]["version"] == loaded["version"]
     ok(chipclear(env, "audit", "verify"))
+
+
+def seeded_home(tmp_path: Path, entries: int) -> tuple[dict[str, str], SQLiteEventStore, ScreeningList]:
+    """A home whose event store has a list of `entries` entries in force, stored as a worker stores
+    events (sealed by the recorder), and the environment that points `chipclear` at it."""
+    home = tmp_path / "home"
+    keys.install(home, (keys.RECORDER,))  # the CLI seals what it loads with the home's recorder key
+    events = SQLiteEventStore(home / "events.db", projections=PROJECTIONS, recorder=RECORDER)
+    rows = [csl_row(f"EL-{n}", f"Restricted Trading No. {n} Ltd.") for n in range(1, entries + 1)]
+    in_force = parse_csl(csl(*rows), source="trade.gov CSL", loaded_at=datetime.now(UTC))
+    assert events.save_screening_list(in_force, actor="ops")
+    return hermetic_env(CHIPCLEAR_HOME=str(home)), events, in_force
+
+
+def test_a_far_smaller_list_is_refused(tmp_path: Path) -> None:
+    """A truncated download or the wrong file would clear everyone the missing entries hold."""
+    env, events, in_force = seeded_home(tmp_path, entries=4)
+    one, bad = tmp_path / "one.csv", tmp_path / "bad.csv"
+    one.write_text(csl(csl_row("EL-1", "Restricted Trading No. 1 Ltd.")), encoding="utf-8")
+    refused(
+        chipclear(env, "screening", "load", one),
+        f"{one} has 1 entry where the list in force ({in_force.info.version}) has 4, so nothing was loaded",
+        "--replace-smaller",
+    )
+    # A file that does not parse is refused as before (exit 2), before sizes are compared.
+    bad.write_text(csl(csl_row("EL-1", "")), encoding="utf-8")
+    refused(chipclear(env, "screening", "load", bad), "row 2, column name", code=2)
+    versions = as_json(chipclear(env, "screening", "versions", "--json"))
+    assert [v["version"] for v in versions] == [in_force.info.version]
+    assert events.current_screening_list() == in_force
+    events.close()
+
+
+def test_a_one_row_list_replaces_a_two_row_list_only_when_asked(tmp_path: Path) -> None:
+    env, events, in_force = seeded_home(tmp_path, entries=2)
+    one = tmp_path / "one.csv"
+    one.write_text(csl(csl_row("EL-9", "Northwind Avionics Limited")), encoding="utf-8")
+    refused(chipclear(env, "screening", "load", one), "has 1 entry where the list in force", "has 2")
+    loaded = as_json(chipclear(env, "screening", "load", one, "--replace-smaller", "--json"))
+    assert loaded["loaded"] is True and loaded["entries"] == 1
+    versions = as_json(chipclear(env, "screening", "versions", "--json"))
+    assert [v["version"] for v in versions] == [loaded["version"], in_force.info.version]
+    events.close()
+
+
+def test_screening_refuses_when_the_list_in_force_is_missing(tmp_path: Path) -> None:
+    """Deleting the newest row must not put an older list back in force: screening names the list."""
+    env, events, _ = seeded_home(tmp_path, entries=2)
+    rows = [csl_row(f"EL-{n}", f"Restricted Trading No. {n} Ltd.") for n in range(1, 4)]
+    second = parse_csl(csl(*rows), source="trade.gov CSL", loaded_at=datetime.now(UTC))
+    assert events.save_screening_list(second, actor="ops")
+    with closing(sqlite3.connect(events.path)) as conn, conn:
+        conn.execute("DELETE FROM screening_lists WHERE version = ?", (second.info.version,))
+    refused(
+        chipclear(env, "screening", "check", "Restricted Trading No. 1", "--threshold", "90"),
+        f"the screening list in force, {second.info.version}",
+        "missing from the screening_lists table",
+    )
+    # Its size is still known from the record, so the shrink guard still compares with it.
+    one = tmp_path / "one.csv"
+    one.write_text(csl(csl_row("EL-1", "Restricted Trading No. 1 Ltd.")), encoding="utf-8")
+    refused(chipclear(env, "screening", "load", one), f"({second.info.version}) has 3")
+    events.close()
 
 
 def test_a_screened_party_is_held_until_an_officer_gives_a_reason(stack: Stack, tmp_path: Path) -> None:

@@ -83,7 +83,9 @@ def types(events: Sequence[LedgerEvent]) -> list[str]:
 
 
 def batch(batch_id: str = "b1", capacity: int = 100, **fields: object) -> OpenBatch:
-    return OpenBatch(batch=BatchSpec.model_validate({"batch_id": batch_id, "capacity": capacity, **fields}))
+    return OpenBatch(
+        batch=BatchSpec.model_validate({"batch_id": batch_id, "capacity": capacity, **fields}), actor="wang"
+    )
 
 
 def reserve(request_id: str, buyer: str, units: int) -> Reserve:
@@ -371,7 +373,7 @@ def test_reserve_after_leaving_queue_answers_released():
 
 def test_open_batch_records_spec_and_time():
     spec = BatchSpec(batch_id="b1", capacity=100, priority=["ByteDance"], per_company_cap=30)
-    events, state, _ = apply(LedgerState(), OpenBatch(batch=spec))
+    events, state, _ = apply(LedgerState(), OpenBatch(batch=spec, actor="wang"))
     assert events == [BatchOpened(batch=spec, opened_at=NOW)]
     opened = state.batches["b1"]
     assert (opened.capacity, opened.allocated, opened.free, opened.opened_at) == (100, 0, 100, NOW)
@@ -566,7 +568,7 @@ open_batches = st.builds(
     per_company_cap=st.none() | st.integers(1, 300),
     eligible=st.sampled_from(["all", "priority"]),
     closes_at=st.sampled_from([None, None, None, NOW - timedelta(hours=1), NOW + timedelta(days=1)]),
-).map(lambda batch: OpenBatch(batch=batch))
+).map(lambda batch: OpenBatch(batch=batch, actor="wang"))
 reserves = st.builds(
     lambda request_id, buyer, units: reserve(request_id, buyer, units),
     request_ids,

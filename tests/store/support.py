@@ -8,6 +8,7 @@ with database access.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import uuid
@@ -16,13 +17,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
 
 from chipclear.domain.allocation import UnitsGranted
-from chipclear.domain.commands import AddEvidence, Command, Evaluate, Expire, Submit, Withdraw
+from chipclear.domain.commands import AddEvidence, Command, Evaluate, Expire, PersonAct, Submit, Withdraw
 from chipclear.domain.events import Event, RequestWithdrawn, StoredEvent
 from chipclear.domain.models import ProcurementRecord, Status
 from chipclear.domain.policy import DEFAULT_ROUTE, Policy
@@ -31,10 +32,14 @@ from chipclear.projections import PROJECTIONS, REQUESTS, open_event_store
 from chipclear.store.postgres import PostgresEventStore, split_url
 from chipclear.store.protocol import AppendResult, EventLog, EventStore
 from chipclear.store.sqlite import SQLiteEventStore
+from tests import keys
 from tests.decisions import Ids, Run
 from tests.factories import make_policy, make_request
 
 BACKENDS = ["sqlite", "postgresql"]
+# Every store a test opens seals with the test recorder key, as a worker seals with its own; the
+# policies of tests.factories trust it.
+RECORDER = keys.private(keys.RECORDER)
 NOW = datetime(2026, 3, 2, 9, 30, 15, 123456, tzinfo=UTC)
 AUTO = make_policy("auto")
 MANUAL = make_policy("manual")
@@ -73,6 +78,15 @@ def play(policy: Policy, steps: Sequence[Step], *, start: datetime = NOW) -> Sce
     run = Run(policy, now=start, new_id=UniqueIds())
     batches = [events for offset, command in steps if (events := run.send(command, at=start + offset))]
     return Scenario(request_id=run.request_id, batches=batches, state=run.state)
+
+
+Act = TypeVar("Act", bound=PersonAct)
+
+
+def signed(command: Act, state: RequestState) -> Act:
+    """A person's command signed as the client signs it, for the version the state is at."""
+    assert state.request_id is not None
+    return keys.signed_for(command, state.version, state.request_id)
 
 
 def minutes(n: int) -> timedelta:
@@ -184,16 +198,18 @@ def store_url(store: EventStore) -> str:
 
 
 def open_handle(store: EventStore) -> EventStore:
-    """Another handle on the same database, opened from its URL as a worker or the CLI opens it."""
-    return open_event_store(store_url(store))
+    """Another handle on the same database, opened from its URL as a worker opens it (with its key)."""
+    return open_event_store(store_url(store)).seal_with(RECORDER)
 
 
 def open_backend(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> EventStore:
     """A fresh, migrated store with chipclear's projections registered, as the worker opens it."""
     if name == "sqlite":
-        return SQLiteEventStore(tmp_path / "events.db", projections=PROJECTIONS)
+        return SQLiteEventStore(tmp_path / "events.db", projections=PROJECTIONS, recorder=RECORDER)
     if name == "postgresql":
-        return PostgresEventStore(request.getfixturevalue("pg_url"), projections=PROJECTIONS)
+        return PostgresEventStore(
+            request.getfixturevalue("pg_url"), projections=PROJECTIONS, recorder=RECORDER
+        )
     raise NotImplementedError(name)
 
 
@@ -228,6 +244,33 @@ def attacker(store: EventStore) -> Iterator[Raw]:
         yield raw
     finally:
         raw.conn.close()
+
+
+def trusting_policy_toml(*, recorder: bool = True) -> str:
+    """A policy file an auditor's machine might hold: every test person's key, and the test recorder's."""
+    people = {
+        "alice": ["us-export"],
+        "wang": ["cn-import"],
+        "li": ["domestic-quota"],
+        "chen": [],
+        "applicant": [],
+    }
+    lines = ['version = "audit-test"']
+    for section in ("us_export", "cn_import", "domestic_quota"):
+        lines += [f"[{section}]", 'mode = "auto"']
+    for name, gates in people.items():
+        lines += [f"[reviewers.{name}]", f"gates = {json.dumps(gates)}", f'key = "{keys.public(name)}"']
+    lines += ["[recorder]", f"keys = {json.dumps([keys.public(keys.RECORDER)] if recorder else [])}"]
+    return "\n".join(lines) + "\n"
+
+
+def auditor_env(folder: Path) -> dict[str, str]:
+    """CHIPCLEAR_HOME (every test key installed) and CHIPCLEAR_POLICY (`trusting_policy_toml`) in `folder`."""
+    home = folder / "home"
+    keys.install(home)
+    policy = folder / "audit-policy.toml"
+    policy.write_text(trusting_policy_toml(), encoding="utf-8")
+    return {"CHIPCLEAR_HOME": str(home), "CHIPCLEAR_POLICY": str(policy)}
 
 
 def run_threads(targets: Sequence[Callable[[], None]], timeout: float = 60) -> list[BaseException]:

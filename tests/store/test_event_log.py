@@ -28,6 +28,7 @@ from tests.store.support import (
     CN_IMPORT,
     KINDS,
     NOW,
+    RECORDER,
     Scenario,
     append_all,
     append_batches,
@@ -38,6 +39,7 @@ from tests.store.support import (
     run_threads,
     scenario,
     scenarios,
+    signed,
     snapshot,
     store_url,
     stray_event,
@@ -92,6 +94,7 @@ class TestAppendAndRead:
                     recorded_at=timestamp(stored.recorded_at),
                     policy_version=stored.policy_version,
                     actor=stored.actor,
+                    act=stored.act,
                 )
                 assert stored.hash == link(stored.prev_hash, fields)
                 assert len(stored.hash) == 64 and stored.hash != GENESIS
@@ -197,7 +200,14 @@ class TestConflicts:
         before = snapshot(event_store)
         # Another writer saw version 2 and decided something else: fresh event ids, versions 3..
         state = fold(written.batches[0])
-        rival = decide(state, Withdraw(reason="changed my mind"), NONE, AUTO, NOW + minutes(2), new_id=new_id)
+        rival = decide(
+            state,
+            signed(Withdraw(reason="changed my mind"), state),
+            NONE,
+            AUTO,
+            NOW + minutes(2),
+            new_id=new_id,
+        )
         assert [e.version for e in rival] == [state.version + 1]
 
         with pytest.raises(ConcurrencyError):
@@ -333,7 +343,7 @@ def assert_complete(store: EventStore, found: Sequence[Scenario]) -> None:
 
 def _append_in_process(url: str, batches_json: list[list[str]], barrier: ProcessBarrier) -> None:
     """Runs in a spawned process: its own store handle, opened from the URL as a worker would."""
-    store = open_event_store(url)
+    store = open_event_store(url).seal_with(RECORDER)
     try:
         barrier.wait(timeout=60)
         for batch_json in batches_json:
@@ -399,7 +409,12 @@ class TestConcurrentWriters:
         contenders = {
             "evaluate": found.batches[1],
             "withdraw": decide(
-                state, Withdraw(reason="cancelled"), NONE, AUTO, NOW + minutes(1), new_id=new_id
+                state,
+                signed(Withdraw(reason="cancelled"), state),
+                NONE,
+                AUTO,
+                NOW + minutes(1),
+                new_id=new_id,
             ),
         }
         rival_store = open_handle(event_store)

@@ -37,6 +37,8 @@ class TestVerify:
             "streams_checked": 0,
             "events_checked": 0,
             "breaks": [],
+            "acts_checked": 0,
+            "trusted_policy": None,
         }
         found = scenarios(len(KINDS))
         append_all(event_store, found)
@@ -44,6 +46,7 @@ class TestVerify:
         assert report.ok and report.breaks == []
         assert report.streams_checked == len(found)
         assert report.events_checked == sum(len(each.events) for each in found)
+        assert report.acts_checked == sum(e.act is not None for each in found for e in each.events) > 0
 
 
 TARGET = "tamper-b"
@@ -94,7 +97,8 @@ class TestTampering:
         assert "hash" in self.only_break(store, 3)
 
     def test_edited_row_with_its_hash_recomputed(self, store: EventStore) -> None:
-        """Re-hashing the edited row moves the break to the next link, which still names the old hash."""
+        """Re-hashing the edited row moves the chain's break to the next link, which still names the old
+        hash; and the recorder's seal, made over the old hash, no longer verifies on the edited row."""
         with attacker(store) as conn:
             row = conn.execute(
                 f"SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? AND version = 5",
@@ -106,7 +110,11 @@ class TestTampering:
                 "UPDATE events SET actor = 'mallory', hash = ? WHERE stream_id = ? AND version = 5",
                 (link(prev_hash, fields), TARGET),
             )
-        assert "prev_hash" in self.only_break(store, 6)
+        report = store.verify()
+        assert [(b.stream_id, b.version, b.event_type, b.problem) for b in report.breaks] == [
+            (TARGET, 5, "GateOpened", "the recorder seal does not verify"),
+            (TARGET, 6, None, "prev_hash does not match the previous event"),
+        ]
 
     def test_relabelled_schema_version(self, store: EventStore) -> None:
         """The schema version is chained: relabelling a payload as another shape (so that an upcaster
@@ -124,7 +132,13 @@ class TestTampering:
     def test_deleted_first_row(self, store: EventStore) -> None:
         with attacker(store) as conn:
             conn.execute("DELETE FROM events WHERE stream_id = ? AND version = 1", (TARGET,))
-        assert "version 1 is missing" in self.only_break(store, 1, events_checked=3 * EVENTS - 1)
+        report = store.verify()
+        assert report.events_checked == 3 * EVENTS - 1
+        # The submission's signed act now starts at v2, not at the version after the one it was signed for.
+        assert [(b.stream_id, b.version, b.problem) for b in report.breaks] == [
+            (TARGET, 1, "version 1 is missing (next stored is 2)"),
+            (TARGET, 2, "the act was signed for version 0 of the stream, but its first event is v2"),
+        ]
 
     def test_swapped_content_of_two_rows(self, store: EventStore) -> None:
         with attacker(store) as conn:

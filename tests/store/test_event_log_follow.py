@@ -22,7 +22,7 @@ from chipclear.store.follow import FollowerState, Gap, settled_run
 from chipclear.store.postgres import PostgresEventStore, _Tx, split_url
 from chipclear.store.protocol import EventLog, EventStore
 from chipclear.store.sql_log import append_in
-from tests.store.support import append_all, grant, open_handle, run_threads, scenarios, write_stream
+from tests.store.support import RECORDER, append_all, grant, open_handle, run_threads, scenarios, write_stream
 
 FOLLOW_WITHIN = 30.0  # seconds; well inside pytest-timeout, so a lost event shows as a diff, not a kill
 
@@ -168,7 +168,7 @@ def lock_waiters(store: PostgresEventStore) -> int:
 
 @pytest.fixture
 def pg_store(pg_url: str) -> Iterator[PostgresEventStore]:
-    with closing(PostgresEventStore(pg_url)) as store:
+    with closing(PostgresEventStore(pg_url, recorder=RECORDER)) as store:
         yield store
 
 
@@ -296,11 +296,11 @@ def test_eight_writers_on_distinct_streams_lose_nothing_that_one_writer_keeps(
     benchmark's business (`chipclear bench --event-store`), not a timed assert that a loaded CI
     machine can flip; that they do not wait on each other is shown without a clock above.
     """
-    parallel = PostgresEventStore(pg_url + "&pool_max_size=8")
+    parallel = PostgresEventStore(pg_url + "&pool_max_size=8", recorder=RECORDER)
     alone_url = postgres.new_schema()
     with closing(open_store(alone_url, require_schema=False)) as fresh:
         fresh.migrate()
-    alone = PostgresEventStore(alone_url)
+    alone = PostgresEventStore(alone_url, recorder=RECORDER)
     streams = [f"writer-{w}" for w in range(WRITERS)]
     try:
         start = threading.Barrier(WRITERS)

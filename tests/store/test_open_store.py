@@ -15,7 +15,7 @@ from chipclear.store.protocol import EventStore
 from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.store.urls import redact
 from tests.postgres import Cluster
-from tests.store.support import append_all, scenario
+from tests.store.support import RECORDER, append_all, scenario
 
 
 def pragma_synchronous(store: EventStore) -> int:
@@ -31,7 +31,9 @@ FULL, NORMAL, EXTRA = 2, 1, 3
 class TestOpenStore:
     def test_relative_path(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.chdir(tmp_path)
-        with closing(open_store("sqlite:///data/events.db", projections=PROJECTIONS)) as store:
+        with closing(
+            open_store("sqlite:///data/events.db", projections=PROJECTIONS, recorder=RECORDER)
+        ) as store:
             assert isinstance(store, SQLiteEventStore)
             assert store.path == Path("data/events.db")
             assert pragma_synchronous(store) == FULL
@@ -44,7 +46,7 @@ class TestOpenStore:
         target = tmp_path / "abs" / "events.db"
         url = f"sqlite:///{target}"
         assert url.startswith("sqlite:////")
-        with closing(open_store(url)) as store:
+        with closing(open_store(url, recorder=RECORDER)) as store:
             assert isinstance(store, SQLiteEventStore)
             assert store.path == target and store.path.is_absolute()
         assert target.is_file()
@@ -60,7 +62,7 @@ class TestOpenStore:
         ],
     )
     def test_synchronous_option(self, tmp_path: Path, query: str, level: int) -> None:
-        with closing(open_store(f"sqlite:///{tmp_path / 'events.db'}{query}")) as store:
+        with closing(open_store(f"sqlite:///{tmp_path / 'events.db'}{query}", recorder=RECORDER)) as store:
             assert isinstance(store, SQLiteEventStore)
             assert store.path == tmp_path / "events.db"
             assert pragma_synchronous(store) == level

@@ -30,6 +30,7 @@ from tests.store.support import (
     EXPECTED_STATUS,
     KINDS,
     NOW,
+    RECORDER,
     Raw,
     append_all,
     grant,
@@ -166,7 +167,7 @@ def with_counts(store: EventStore, projection: StreamCounts = COUNTS) -> EventSt
         raw.execute(
             "CREATE TABLE stream_counts (stream_id TEXT PRIMARY KEY, events INTEGER NOT NULL, types TEXT)"
         )
-    return open_store(store_url(store), projections=[projection])
+    return open_store(store_url(store), projections=[projection], recorder=RECORDER)
 
 
 @pytest.fixture
@@ -247,14 +248,14 @@ class TestAnyProjection:
 def test_the_store_chipclear_opens_keeps_the_request_projection(event_store: EventStore) -> None:
     """`open_event_store` (the worker's, the CLI's) registers the request projection with the store."""
     found = scenario("licensed_after_evidence", "req-wired")
-    with closing(open_event_store(store_url(event_store))) as wired:
+    with closing(open_event_store(store_url(event_store)).seal_with(RECORDER)) as wired:
         append_all(wired, [found])
         assert get_request(wired, "req-wired") == found.state
     assert [row.request_id for row in list_requests(event_store)] == ["req-wired"]
 
 
 def test_a_store_opened_without_projections_keeps_none(event_store: EventStore) -> None:
-    bare = open_store(store_url(event_store))
+    bare = open_store(store_url(event_store), recorder=RECORDER)
     try:
         append_all(bare, [scenario("licensed", "req-bare")])
         assert bare.read_stream("req-bare") and bare.verify().ok
@@ -269,7 +270,7 @@ def test_a_store_opened_without_projections_keeps_none(event_store: EventStore) 
 # -- `chipclear projections rebuild` -----------------------------------------------------------------
 def test_cli_projections_rebuild(tmp_path: Path) -> None:
     path = tmp_path / "events.db"
-    with closing(SQLiteEventStore(path, projections=PROJECTIONS)) as store:
+    with closing(SQLiteEventStore(path, projections=PROJECTIONS, recorder=RECORDER)) as store:
         append_all(store, scenarios(len(KINDS)))
         expected = store.projection_rows(REQUESTS)
     with sqlite3.connect(path) as conn:
@@ -287,5 +288,5 @@ def test_cli_projections_rebuild(tmp_path: Path) -> None:
     )
 
     assert f"rebuilt the projection of {len(KINDS)} requests from the log" in flat(result.stdout)
-    with closing(SQLiteEventStore(path, projections=PROJECTIONS)) as store:
+    with closing(SQLiteEventStore(path, projections=PROJECTIONS, recorder=RECORDER)) as store:
         assert store.projection_rows(REQUESTS) == expected

@@ -19,7 +19,7 @@ from chipclear.store.postgres import PostgresEventStore, split_url
 from chipclear.store.sql_base import Tx
 from chipclear.store.sqlite import MIGRATIONS, SQLiteEventStore
 from tests.postgres import Cluster
-from tests.store.support import append_all, run_threads, scenario, scenarios
+from tests.store.support import RECORDER, append_all, run_threads, scenario, scenarios
 
 
 def add_note(tx: Tx) -> None:
@@ -46,11 +46,11 @@ class TestSQLite:
     ) -> None:
         path = tmp_path / "events.db"
         found = scenarios(5, prefix="old")
-        with closing(SQLiteEventStore(path, projections=PROJECTIONS)) as earlier:
+        with closing(SQLiteEventStore(path, projections=PROJECTIONS, recorder=RECORDER)) as earlier:
             append_all(earlier, found)
         monkeypatch.setattr(SQLiteEventStore, "migrations", lambda self: (*MIGRATIONS, NOTE))
 
-        with closing(SQLiteEventStore(path, projections=PROJECTIONS)) as store:
+        with closing(SQLiteEventStore(path, projections=PROJECTIONS, recorder=RECORDER)) as store:
             assert store.schema_version() == 2 and store.pending_migrations() == []
             report = store.verify()
             assert report.ok and report.streams_checked == len(found)
@@ -70,7 +70,7 @@ class TestSQLite:
         """A step is one transaction: a crash in the middle of it undoes all of it."""
         path = tmp_path / "events.db"
         found = scenarios(3)
-        with closing(SQLiteEventStore(path, projections=PROJECTIONS)) as earlier:
+        with closing(SQLiteEventStore(path, projections=PROJECTIONS, recorder=RECORDER)) as earlier:
             append_all(earlier, found)
 
         def crash(tx: Tx) -> None:
@@ -88,7 +88,7 @@ class TestSQLite:
         with closing(open_store(f"sqlite:///{path}", require_schema=False)) as untouched:
             assert untouched.schema_version() == 1  # step 2 did not go in, not even in part
         assert "note" not in columns(path, "requests")
-        with closing(SQLiteEventStore(path, projections=PROJECTIONS)) as store:
+        with closing(SQLiteEventStore(path, projections=PROJECTIONS, recorder=RECORDER)) as store:
             assert store.verify().ok
             assert [get_request(store, each.request_id) for each in found] == [each.state for each in found]
 
@@ -110,7 +110,9 @@ class TestSQLite:
             SQLiteEventStore(path)
 
     def test_an_up_to_date_store_applies_nothing_when_opened_again(self, tmp_path: Path) -> None:
-        with closing(SQLiteEventStore(tmp_path / "events.db", projections=PROJECTIONS)) as store:
+        with closing(
+            SQLiteEventStore(tmp_path / "events.db", projections=PROJECTIONS, recorder=RECORDER)
+        ) as store:
             append_all(store, [scenario("licensed")])
         with closing(SQLiteEventStore(tmp_path / "events.db")) as store:
             assert store.migrate() == [] and store.schema_version() == 1
@@ -136,7 +138,7 @@ class TestPostgreSQL:
             for handle in handles:
                 handle.close()
         assert sorted(applied) == [[], [], [], [1]]
-        with closing(open_store(url)) as store:
+        with closing(open_store(url, recorder=RECORDER)) as store:
             assert store.schema_version() == 1 and store.verify().ok
 
     def test_a_schema_newer_than_the_release_is_refused(self, pg_url: str) -> None:
@@ -153,5 +155,5 @@ class TestPostgreSQL:
             assert store.schema_version() == 0
             assert [m.version for m in store.migrate()] == [1]
             assert store.migrate() == []  # idempotent
-        with closing(open_store(url)) as store:
+        with closing(open_store(url, recorder=RECORDER)) as store:
             assert store.schema_version() == 1 and store.verify().ok

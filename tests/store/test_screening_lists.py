@@ -5,6 +5,7 @@ the list in force. Runs on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import json
+import re
 from contextlib import closing
 from datetime import timedelta
 
@@ -14,11 +15,12 @@ from activities.screening import ScreeningActivities
 from chipclear.domain.events import ScreeningListLoaded
 from chipclear.domain.screening import ScreeningList, ScreeningListInfo, bundled_list
 from chipclear.store.protocol import EventStore
+from chipclear.store.reconcile import reconcile
 from chipclear.store.screening import CurrentList
 from chipclear.store.sql_base import sha256
-from chipclear.store.sql_screening import SCREENING_STREAM
+from chipclear.store.sql_screening import SCREENING_STREAM, ScreeningListUnavailable
 from tests.domain.test_screening import ACME_ROWS, HUAWEI, LOADED_AT, csl_list, entry_names
-from tests.store.support import Raw, open_handle
+from tests.store.support import Raw, attacker, open_handle
 
 
 def test_a_store_without_lists(event_store: EventStore) -> None:
@@ -227,3 +229,133 @@ def test_the_list_in_force_is_read_in_full_once_per_version(
     assert event_store.save_screening_list(second, actor="ops")
     assert current.index().info == second.info
     assert reads == [acme.info.version, second.info.version]
+
+
+# -- the list in force is the newest event's, whatever the table holds --------------------------------
+
+
+@pytest.fixture
+def two_lists(event_store: EventStore) -> tuple[ScreeningList, ScreeningList]:
+    first, second = csl_list(*ACME_ROWS), csl_list(ACME_ROWS[1], loaded_at=LOADED_AT + timedelta(hours=1))
+    assert event_store.save_screening_list(first, actor="ops")
+    assert event_store.save_screening_list(second, actor="ops")
+    assert event_store.current_screening_info() == second.info
+    return first, second
+
+
+def test_deleting_the_newest_row_does_not_put_an_older_list_in_force(
+    event_store: EventStore, two_lists: tuple[ScreeningList, ScreeningList]
+) -> None:
+    first, second = two_lists
+    raw = Raw(event_store)
+    with closing(raw.conn):
+        raw.execute("DELETE FROM screening_lists WHERE version = ?", (second.info.version,))
+    named = [f"screening list in force, {second.info.version} (sha256 {second.info.sha256[:16]}"]
+    for ask in (event_store.current_screening_info, event_store.current_screening_list):
+        with pytest.raises(ScreeningListUnavailable, match=re.escape(named[0])) as refused:
+            ask()
+        assert "missing from the screening_lists table" in str(refused.value)
+    # The screening activity refuses to screen rather than fall back to the first list.
+    with pytest.raises(ScreeningListUnavailable, match=re.escape(second.info.version)):
+        ScreeningActivities(event_store).index()
+    # The record still says which list is in force; the older one is intact and readable by name.
+    assert event_store.screening_list_versions() == [second.info, first.info]
+    assert event_store.screening_list(first.info) == first
+    # The audit names it (the chain itself is whole: an export in CSV carries no lists either).
+    assert event_store.verify().ok
+    [missing] = reconcile(event_store)
+    assert (missing.table, missing.key) == ("screening_lists", second.info.version)
+    assert "(the list in force) missing" in missing.problem
+    # Loading the same file again puts it right: a new load, in force, with its own event.
+    again = csl_list(ACME_ROWS[1], loaded_at=LOADED_AT + timedelta(hours=2))
+    assert event_store.save_screening_list(again, actor="ops") is True
+    assert event_store.current_screening_list() == again
+    assert len(event_store.read_stream(SCREENING_STREAM)) == 3
+
+
+def test_a_row_no_event_records_is_never_in_force(
+    event_store: EventStore, two_lists: tuple[ScreeningList, ScreeningList]
+) -> None:
+    """A row slipped into the table (the newest by insertion order) is not a load."""
+    first, second = two_lists
+    raw = Raw(event_store)
+    with closing(raw.conn):
+        raw.execute(
+            "INSERT INTO screening_lists (version, sha256, source, loaded_at, entries, names, data) "
+            "SELECT 'csl-smuggled', sha256, source, loaded_at, entries, names, data FROM screening_lists "
+            "WHERE version = ?",
+            (first.info.version,),
+        )
+    assert event_store.current_screening_list() == second
+    assert event_store.screening_list_versions() == [second.info, first.info]
+    assert not event_store.verify().ok
+
+
+def test_an_edited_list_in_force_is_refused_when_read(
+    event_store: EventStore, two_lists: tuple[ScreeningList, ScreeningList]
+) -> None:
+    _, second = two_lists
+    raw = Raw(event_store)
+    with closing(raw.conn):
+        raw.execute("UPDATE screening_lists SET data = ? WHERE version = ?", ("[]", second.info.version))
+    with pytest.raises(ScreeningListUnavailable, match="stored entries differ from the list that was loaded"):
+        event_store.current_screening_list()
+    with pytest.raises(ScreeningListUnavailable, match=re.escape(second.info.version)):
+        CurrentList(event_store).index()
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("sha256", "'0'"), ("entries", "entries + 1"), ("source", "'a trusted source'")],
+)
+def test_an_edited_description_of_the_list_in_force_is_refused(
+    event_store: EventStore, two_lists: tuple[ScreeningList, ScreeningList], column: str, value: str
+) -> None:
+    _, second = two_lists
+    raw = Raw(event_store)
+    with closing(raw.conn):
+        raw.execute(
+            f"UPDATE screening_lists SET {column} = {value} WHERE version = ?", (second.info.version,)
+        )
+    with pytest.raises(ScreeningListUnavailable, match="differs from its ScreeningListLoaded event"):
+        event_store.current_screening_info()
+
+
+def test_removing_the_newest_screening_list_loaded_is_a_chain_break(
+    event_store: EventStore, two_lists: tuple[ScreeningList, ScreeningList]
+) -> None:
+    """Deleting the event of the list in force (to bring the older one back) breaks the chain: `verify`
+    names it, and screening refuses to guess which list is in force."""
+    first, second = two_lists
+    with attacker(event_store) as raw:
+        raw.execute("DELETE FROM events WHERE stream_id = ? AND version = 2", (SCREENING_STREAM,))
+    report = event_store.verify()
+    assert (SCREENING_STREAM, 2) in [(b.stream_id, b.version) for b in report.breaks]
+    assert any("version 2 is missing" in b.problem for b in report.breaks), report.breaks
+    with pytest.raises(ScreeningListUnavailable, match="not the one the chain vouches for"):
+        event_store.current_screening_info()
+    # Moving the stream head back too makes the older list the head again: its row for the newer list
+    # is then a list no event records, which `verify` names.
+    raw = Raw(event_store)
+    with closing(raw.conn):
+        (head,) = raw.execute(
+            "SELECT hash FROM events WHERE stream_id = ? AND version = 1", (SCREENING_STREAM,)
+        ).fetchone()
+        raw.execute(
+            "UPDATE streams SET version = 1, head_hash = ? WHERE stream_id = ?", (head, SCREENING_STREAM)
+        )
+    problems = [b.problem for b in event_store.verify().breaks]
+    assert (
+        f"screening list {second.info.version} is stored but no ScreeningListLoaded event records it"
+        in problems
+    )
+    assert event_store.current_screening_info() == first.info
+
+
+def test_every_stored_event_of_the_stream_is_gone(event_store: EventStore) -> None:
+    """The stream head without any event: the list in force is unknown, not "none loaded"."""
+    assert event_store.save_screening_list(csl_list(*ACME_ROWS), actor="ops")
+    with attacker(event_store) as raw:
+        raw.execute("DELETE FROM events WHERE stream_id = ?", (SCREENING_STREAM,))
+    with pytest.raises(ScreeningListUnavailable, match="none of its events is stored"):
+        event_store.current_screening_info()

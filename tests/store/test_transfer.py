@@ -42,7 +42,7 @@ from chipclear.store.postgres import PostgresEventStore, _Tx, split_url
 from chipclear.store.protocol import EventStore
 from chipclear.store.sql_log import append_in
 from chipclear.store.sql_projection import rebuild
-from chipclear.store.sql_screening import SCREENING_STREAM
+from chipclear.store.sql_screening import SCREENING_STREAM, ScreeningListUnavailable
 from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.store.transfer import (
     CSV_COLUMNS,
@@ -65,13 +65,16 @@ from tests.store.support import (
     KINDS,
     MANUAL,
     NOW,
+    RECORDER,
     Scenario,
     append_all,
+    auditor_env,
     grant,
     new_id,
     play,
     scenario,
     scenarios,
+    signed,
     store_url,
 )
 from tests.store.test_event_log_follow import lock_waiters
@@ -129,9 +132,11 @@ def max_position(records: Sequence[ExportRecord]) -> int:
 
 def open_empty(kind: str, request: pytest.FixtureRequest, tmp_path: Path, name: str) -> EventStore:
     if kind == "sqlite":
-        return SQLiteEventStore(tmp_path / f"{name}.db", projections=PROJECTIONS)
+        return SQLiteEventStore(tmp_path / f"{name}.db", projections=PROJECTIONS, recorder=RECORDER)
     postgres: Cluster = request.getfixturevalue("postgres")
-    store = PostgresEventStore(postgres.new_schema(), require_schema=False, projections=PROJECTIONS)
+    store = PostgresEventStore(
+        postgres.new_schema(), require_schema=False, projections=PROJECTIONS, recorder=RECORDER
+    )
     store.migrate()
     return store
 
@@ -221,7 +226,12 @@ def test_round_trip_keeps_everything(
         assert state is not None and state.status == "us_export_review"
         head = target.read_stream(open_request.request_id)[-1]
         withdrawal = decide(
-            state, Withdraw(reason="moved stores"), NONE, MANUAL, NOW + timedelta(days=1), new_id=new_id
+            state,
+            signed(Withdraw(reason="moved stores"), state),
+            NONE,
+            MANUAL,
+            NOW + timedelta(days=1),
+            new_id=new_id,
         )
         assert target.append(open_request.request_id, state.version, withdrawal).written
         appended = target.read_stream(open_request.request_id)[len(open_request.events) :]
@@ -245,7 +255,9 @@ def test_round_trip_keeps_everything(
 @pytest.fixture(scope="module")
 def source_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SQLiteEventStore, Filled]]:
     """One filled SQLite store that every refusal and CLI test exports from (read only)."""
-    store = SQLiteEventStore(tmp_path_factory.mktemp("source") / "events.db", projections=PROJECTIONS)
+    store = SQLiteEventStore(
+        tmp_path_factory.mktemp("source") / "events.db", projections=PROJECTIONS, recorder=RECORDER
+    )
     filled = fill(store)
     yield store, filled
     store.close()
@@ -300,8 +312,11 @@ def test_csv_file_round_trip_carries_the_events_only(
     assert [r for r in body(event_store) if isinstance(r, ExportedStream)] == [
         r for r in body(source) if isinstance(r, ExportedStream)
     ]
-    assert event_store.screening_list_versions() == []
-    assert event_store.current_screening_list() is None
+    # No list came along, but the record still names the list in force: screening refuses until it is
+    # loaded again, rather than fall back to the bundled sample.
+    assert event_store.screening_list_versions() == source.screening_list_versions()
+    with pytest.raises(ScreeningListUnavailable, match="missing from the screening_lists table"):
+        event_store.current_screening_list()
     taken = event_store.register_invoices("req-other", OTHER_BUYER, ["INV-1"])  # no registry came along
     assert taken["INV-1"].request_id == "req-other"
     for request_id in filled.request_ids:
@@ -570,7 +585,7 @@ def test_a_csv_cell_far_above_csvs_default_limit_imports(
         for i in range(1_000)
     ]
     found = play(AUTO, [(timedelta(0), Submit(request=make_request(domestic_procurement=records)))])
-    with closing(SQLiteEventStore(tmp_path / "big.db", projections=PROJECTIONS)) as source:
+    with closing(SQLiteEventStore(tmp_path / "big.db", projections=PROJECTIONS, recorder=RECORDER)) as source:
         append_all(source, [found])
         text = csv_text(source)
     assert max(len(line) for line in text.splitlines()) > 128 * 1024  # csv's default cell limit
@@ -597,7 +612,7 @@ def test_export_with_a_streams_last_event_cut_off_is_refused(
 
 @pytest.fixture
 def sqlite_target(tmp_path: Path) -> Iterator[SQLiteEventStore]:
-    store = SQLiteEventStore(tmp_path / "target.db", projections=PROJECTIONS)
+    store = SQLiteEventStore(tmp_path / "target.db", projections=PROJECTIONS, recorder=RECORDER)
     yield store
     store.close()
 
@@ -636,12 +651,12 @@ runner = CliRunner()
 
 
 def cli_env(url: str, tmp_path: Path) -> dict[str, str]:
-    return hermetic_env(CHIPCLEAR_EVENT_STORE=url, CHIPCLEAR_HOME=str(tmp_path / "home"))
+    return hermetic_env(CHIPCLEAR_EVENT_STORE=url, **auditor_env(tmp_path))
 
 
-def invoke(url: str, *args: str | Path) -> Result:
+def invoke(url: str, *args: str | Path, env: dict[str, str] | None = None) -> Result:
     """The CLI in-process, for the many quick error cases."""
-    return runner.invoke(app, [str(arg) for arg in args], env={"CHIPCLEAR_EVENT_STORE": url})
+    return runner.invoke(app, [str(arg) for arg in args], env={"CHIPCLEAR_EVENT_STORE": url} | (env or {}))
 
 
 def run_all(env: dict[str, str], *commands: Sequence[str]) -> list[subprocess.CompletedProcess[str]]:
@@ -697,6 +712,7 @@ def test_cli_export_and_import_across_backends(
         "screening_lists": 2,
         "invoices": 3,
         "requests": len(KINDS),
+        "checkpoints": 0,
     }
     with closing(open_event_store(pg_url)) as target:
         assert target.verify().ok
@@ -711,7 +727,8 @@ def test_cli_export_and_import_across_backends(
     assert "chipclear screening load" in flat(from_csv.stdout)
     with closing(SQLiteEventStore(csv_target)) as target:
         assert target.verify().ok
-        assert target.screening_list_versions() == []
+        # The record names the lists loaded; their entries must be loaded again (screening refuses till then).
+        assert target.screening_list_versions() == source.screening_list_versions()
         assert [r for r in body(target) if isinstance(r, ExportedEvent)] == [
             r for r in body(source) if isinstance(r, ExportedEvent)
         ]
@@ -754,7 +771,7 @@ def test_cli_export_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     """`chipclear store export | head`: the reader going away ends the export without a traceback (the
     snapshot is closed before the store)."""
     path = tmp_path / "big.db"
-    with closing(SQLiteEventStore(path, projections=PROJECTIONS)) as store:
+    with closing(SQLiteEventStore(path, projections=PROJECTIONS, recorder=RECORDER)) as store:
         append_all(store, scenarios(10 * len(KINDS)))
         assert len(jsonl_text(store)) > 2 * 65536  # more than a pipe holds
     proc = subprocess.Popen(
@@ -784,26 +801,27 @@ def test_cli_import_refusals(
     (files / "latin1.jsonl").write_bytes(export_lines[0].encode() + '{"actor": "Müller"}\n'.encode("latin-1"))
     (files / "bad.csv").write_text("position,event\n1,x\n", encoding="utf-8")
     url = store_url(event_store)
-    tampered = invoke(url, "store", "import", files / "tampered.jsonl")
+    trusting = auditor_env(tmp_path)
+    tampered = invoke(url, "store", "import", files / "tampered.jsonl", env=trusting)
     assert tampered.exit_code == 2, tampered.output
     assert "nothing was imported" in flat(tampered.stderr)
     assert "'req-000' at version 1" in flat(tampered.stderr)
-    missing = invoke(url, "store", "import", files / "nowhere.jsonl")
+    missing = invoke(url, "store", "import", files / "nowhere.jsonl", env=trusting)
     assert missing.exit_code == 2 and "no such file" in flat(missing.stderr)
-    latin1 = invoke(url, "store", "import", files / "latin1.jsonl")
+    latin1 = invoke(url, "store", "import", files / "latin1.jsonl", env=trusting)
     assert latin1.exit_code == 2, latin1.output
     assert "not UTF-8" in flat(latin1.stderr)
-    bad_csv = invoke(url, "store", "import", files / "bad.csv")
+    bad_csv = invoke(url, "store", "import", files / "bad.csv", env=trusting)
     assert bad_csv.exit_code == 2 and "line 1: expected the columns" in flat(bad_csv.stderr)
     for result in (tampered, missing, latin1, bad_csv):
         assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert_empty(event_store)
 
-    good = invoke(url, "store", "import", files / "good.jsonl")
+    good = invoke(url, "store", "import", files / "good.jsonl", env=trusting)
     assert good.exit_code == 0, good.output
-    assert "every chain verified" in flat(good.stdout)
+    assert "every chain, seal and signed act verified against policy audit-test" in flat(good.stdout)
     before = body(event_store)
-    again = invoke(url, "store", "import", files / "good.jsonl")
+    again = invoke(url, "store", "import", files / "good.jsonl", env=trusting)
     assert again.exit_code == 1, again.output
     assert "not empty" in flat(again.stderr)
     assert body(event_store) == before
@@ -941,7 +959,7 @@ def test_cli_events_on_postgresql_prints_events_after_a_rolled_back_position(
     """Without --follow, `chipclear events` prints everything final now: a hole left by a rolled-back
     append (right after the start here, or just after `--after N`) is waited out, not taken for the
     end of the log. An import keeps such holes, so a moved log has them too."""
-    store = PostgresEventStore(pg_url, projections=PROJECTIONS)
+    store = PostgresEventStore(pg_url, projections=PROJECTIONS, recorder=RECORDER)
     try:
         conn = psycopg.connect(split_url(pg_url)[0], autocommit=False)
         try:  # an append that drew position 1 and then rolled back (a lost connection, a crash)
@@ -962,7 +980,7 @@ def test_a_writer_arriving_during_an_import_waits_and_then_continues_the_log(
     pg_url: str, export_lines: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An import locks out appenders until it commits; they then see the imported heads and positions."""
-    target = PostgresEventStore(pg_url, projections=PROJECTIONS)
+    target = PostgresEventStore(pg_url, projections=PROJECTIONS, recorder=RECORDER)
     importing, release = threading.Event(), threading.Event()
 
     def paused_rebuild(backend: Any, tx: Any) -> int:

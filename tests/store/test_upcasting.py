@@ -24,8 +24,9 @@ from chipclear.store.chain import canonical, chained_fields, link, timestamp
 from chipclear.store.factory import open_store
 from chipclear.store.protocol import EventStore
 from chipclear.store.transfer import ExportedEvent, InvalidExport, read_jsonl, write_jsonl
+from chipclear.store.trust import Sealer
 from chipclear.store.upcasting import UPCASTERS, UpcastError, Upcasters
-from tests.store.support import NOW, Raw, append_all, scenario, store_url
+from tests.store.support import NOW, RECORDER, Raw, append_all, scenario, store_url
 
 
 def rename_why(data: dict[str, Any]) -> dict[str, Any]:
@@ -111,14 +112,16 @@ def write_old_withdrawal(store: EventStore, request_id: str) -> str:
         recorded_at=recorded_at,
         policy_version=current.policy_version,
         actor=current.actor,
+        act=None,
     )
     hash_ = link(head.hash, fields)
+    sealer = Sealer.of(RECORDER)  # the earlier release sealed its events too
     raw = Raw(store)
     with closing(raw.conn):
         raw.execute(
             "INSERT INTO events (event_id, stream_id, version, type, schema_version, data, occurred_at,"
-            " recorded_at, policy_version, actor, prev_hash, hash)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " recorded_at, policy_version, actor, prev_hash, hash, sealed_by, seal)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 current.event_id,
                 request_id,
@@ -132,6 +135,8 @@ def write_old_withdrawal(store: EventStore, request_id: str) -> str:
                 current.actor,
                 head.hash,
                 hash_,
+                sealer.public,
+                sealer.seal(hash_),
             ),
         )
         raw.execute(
@@ -167,7 +172,11 @@ def test_an_old_shape_is_upcast_on_read_and_verified_as_stored(event_store: Even
         event_store.read_stream("req-old")
     assert event_store.verify().ok  # the audit hashes the bytes as stored, whatever their shape
 
-    with closing(open_store(store_url(event_store), projections=PROJECTIONS, upcasters=release_two())) as two:
+    with closing(
+        open_store(
+            store_url(event_store), projections=PROJECTIONS, upcasters=release_two(), recorder=RECORDER
+        )
+    ) as two:
         *earlier, withdrawn = two.read_stream("req-old")
         assert [e.event_id for e in earlier] == [e.event_id for e in found.events]
         assert withdrawn.event_id == old_id

@@ -17,6 +17,7 @@ from chipclear.domain.state import RequestState, fold
 from chipclear.projections import get_request
 from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.worker import ChipclearWorker
+from tests import keys
 from workflows.import_request import ImportRequestWorkflow
 
 Handle = WorkflowHandle[ImportRequestWorkflow, ImportRequestResult]
@@ -26,7 +27,9 @@ async def start(
     client: Client, store: SQLiteEventStore, worker: ChipclearWorker | Worker, request: ImportRequest
 ) -> Handle:
     """Submit `request` as an applicant would; it must be new."""
-    submission = await ops.submit(client, store, request, task_queue=worker.task_queue, actor="applicant")
+    submission = await ops.submit(
+        client, store, request, task_queue=worker.task_queue, actor="applicant", key=keys.private("applicant")
+    )
     assert submission.created
     return submission.handle
 

@@ -24,6 +24,7 @@ from chipclear.domain.policy import DEFAULT_ROUTE, Policy
 from chipclear.domain.state import RequestState
 from chipclear.projections import get_request
 from chipclear.store.sqlite import SQLiteEventStore
+from tests import keys
 from tests.conftest import running_worker
 from tests.factories import make_policy, make_request
 from workflows.allocation import AllocationLedgerWorkflow
@@ -41,7 +42,7 @@ def allocation_policy(**sections: dict[str, Any]) -> Policy:
 
 
 async def open_batch(client: Client, task_queue: str, **spec: Any) -> list[str]:
-    result = await ops.open_batch(client, task_queue, OpenBatch(batch=BatchSpec(**spec)))
+    result = await ops.open_batch(client, task_queue, OpenBatch(batch=BatchSpec(**spec), actor="wang"))
     return result.served
 
 
@@ -90,7 +91,12 @@ async def submit_all(
     client: Client, store: SQLiteEventStore, task_queue: str, requests: list[ImportRequest]
 ) -> None:
     await asyncio.gather(
-        *(ops.submit(client, store, r, task_queue=task_queue, actor="applicant") for r in requests)
+        *(
+            ops.submit(
+                client, store, r, task_queue=task_queue, actor="applicant", key=keys.private("applicant")
+            )
+            for r in requests
+        )
     )
 
 
@@ -168,7 +174,9 @@ async def test_priority_buyers_first_then_first_come_first_served(
     async with running_worker(client, store, allocation_policy()) as worker:
         queue = worker.task_queue
         for request in requests:  # one at a time, so arrival order is known
-            await ops.submit(client, store, request, task_queue=queue, actor="applicant")
+            await ops.submit(
+                client, store, request, task_queue=queue, actor="applicant", key=keys.private("applicant")
+            )
             await settled(store, [request.request_id], at_cn_import)
         book = await ledger(client, store, queue)
         assert [e.request_id for e in book.ordered_queue()] == ids

@@ -31,6 +31,7 @@ from chipclear.codec_server import build_app
 from chipclear.domain.commands import Withdraw
 from chipclear.domain.models import Status
 from chipclear.store.sqlite import SQLiteEventStore
+from tests import keys as test_keys
 from tests.cli.test_cli import chipclear, hermetic_env, refused
 from tests.conftest import running_worker
 from tests.factories import make_policy, make_request
@@ -180,7 +181,12 @@ async def test_history_holds_ciphertext_and_the_keys_read_it(
     request = make_request(request_id=f"sealed-{uuid.uuid4().hex[:8]}", unit_price_usd=31_999)
     async with running_worker(sealed_client, store, make_policy("manual")) as worker:
         submission = await ops.submit(
-            sealed_client, store, request, task_queue=worker.task_queue, actor="applicant"
+            sealed_client,
+            store,
+            request,
+            task_queue=worker.task_queue,
+            actor="applicant",
+            key=test_keys.private("applicant"),
         )
         await wait_for(sealed_client, request.request_id, at_gate("us-export"))
         await ops.update(sealed_client, request.request_id, Withdraw(reason="test over"))
@@ -205,4 +211,4 @@ def test_cli_makes_keys_and_refuses_to_serve_without_them() -> None:
     assert len(parse_keys(made.stdout, source="stdout")["2026-11"]) == 32
     refused(chipclear(hermetic_env(), "codec-server"), "CHIPCLEAR_CODEC_KEYS", "no keys", code=2)
     bad = chipclear(hermetic_env(CHIPCLEAR_CODEC_KEYS="2026-11=short"), "codec-server")
-    refused(bad, "CHIPCLEAR_CODEC_KEYS, key '2026-11'", code=2)
+    refused(bad, "CHIPCLEAR_CODEC_KEYS, entry 1 (key '2026-11')", code=2)

@@ -25,6 +25,7 @@ from chipclear.domain.registry import register, unregister
 from chipclear.domain.state import GateSlice
 from chipclear.projections import get_request
 from chipclear.store.sqlite import SQLiteEventStore
+from tests import keys
 from tests.conftest import running_worker
 from tests.factories import request_doc
 from tests.workflows.support import wait_for
@@ -73,7 +74,13 @@ def _policy() -> Policy:
             "us_export": {"mode": "auto"},
             "cac_review": {"mode": "manual", "decision_deadline": "P30D"},
             "domestic_quota": {"mode": "auto"},
-            "reviewers": {"chen": [CAC]},
+            # alice is a person the policy knows, who may decide no gate of this route.
+            "reviewers": {
+                "chen": {"gates": [CAC], "key": keys.public("chen")},
+                "alice": {"key": keys.public("alice")},
+                "applicant": {"key": keys.public("applicant")},
+            },
+            "recorder": {"keys": [keys.public(keys.RECORDER)]},
         }
     )
 
@@ -86,7 +93,14 @@ async def test_a_gate_defined_in_a_test_runs_through_the_real_worker(
         request_doc(buyer={"name": "Tsinghua Compute Centre", "country": "CN", "kind": "university"})
     )
     async with running_worker(client, store, policy) as worker:
-        submission = await ops.submit(client, store, request, task_queue=worker.task_queue, actor="applicant")
+        submission = await ops.submit(
+            client,
+            store,
+            request,
+            task_queue=worker.task_queue,
+            actor="applicant",
+            key=keys.private("applicant"),
+        )
         waiting = await wait_for(client, request.request_id, lambda s: s.gate == CAC)
         assert waiting.status == "cac_review"
         assert waiting.route == ("us-export", CAC, "domestic-quota")
@@ -112,7 +126,14 @@ async def test_a_buyer_the_toy_gate_does_not_review_passes_it_by_rule(
 ) -> None:
     request = ImportRequest.model_validate(request_doc())
     async with running_worker(client, store, _policy()) as worker:
-        submission = await ops.submit(client, store, request, task_queue=worker.task_queue, actor="applicant")
+        submission = await ops.submit(
+            client,
+            store,
+            request,
+            task_queue=worker.task_queue,
+            actor="applicant",
+            key=keys.private("applicant"),
+        )
         outcome = await submission.handle.result()
     assert outcome.status == "licensed"
     cac = [
@@ -123,7 +144,7 @@ async def test_a_buyer_the_toy_gate_does_not_review_passes_it_by_rule(
     assert cac == [("policy", "cac_review.mode = auto", "not a CII operator")]
 
 
-async def test_a_policy_of_only_version_and_modes_screens_allocates_and_keeps_invoices_unique(
+async def test_a_policy_of_only_modes_and_people_screens_allocates_and_keeps_invoices_unique(
     client: Client, store: SQLiteEventStore
 ) -> None:
     policy = Policy.model_validate(
@@ -132,6 +153,13 @@ async def test_a_policy_of_only_version_and_modes_screens_allocates_and_keeps_in
             "us_export": {"mode": "auto"},
             "cn_import": {"mode": "auto"},
             "domestic_quota": {"mode": "auto"},
+            # Beyond the modes, only who signs: an import reviewer opens the batch, the applicant submits,
+            # and the worker's recorder seals. Every safeguard is left to its default.
+            "reviewers": {
+                "wang": {"gates": ["cn-import"], "key": keys.public("wang")},
+                "applicant": {"key": keys.public("applicant")},
+            },
+            "recorder": {"keys": [keys.public(keys.RECORDER)]},
         }
     )
     records = [{"vendor": "Huawei", "product": "Ascend 910C", "units": 2_000, "invoice": "HW-TOY-0001"}]
@@ -151,14 +179,28 @@ async def test_a_policy_of_only_version_and_modes_screens_allocates_and_keeps_in
     )
     async with running_worker(client, store, policy) as worker:
         # Screening is on: a listed buyer is denied by the rules in auto mode.
-        denied = await ops.submit(client, store, listed, task_queue=worker.task_queue, actor="applicant")
+        denied = await ops.submit(
+            client,
+            store,
+            listed,
+            task_queue=worker.task_queue,
+            actor="applicant",
+            key=keys.private("applicant"),
+        )
         assert (await denied.handle.result()).status == "denied"
         screened = [
             e.data for e in store.read_stream(listed.request_id) if isinstance(e.data, PartiesScreened)
         ]
         assert screened and screened[0].matches
         # Allocation batches are on: with no batch open, the request queues at cn-import.
-        queued = await ops.submit(client, store, first, task_queue=worker.task_queue, actor="applicant")
+        queued = await ops.submit(
+            client,
+            store,
+            first,
+            task_queue=worker.task_queue,
+            actor="applicant",
+            key=keys.private("applicant"),
+        )
         await wait_for(client, first.request_id, lambda s: s.status == "cn_import_queued")
         await ops.open_batch(
             client,
@@ -167,7 +209,14 @@ async def test_a_policy_of_only_version_and_modes_screens_allocates_and_keeps_in
         )
         assert (await queued.handle.result()).status == "licensed"
         # Invoices are unique: another buyer's request with the same invoice does not count it.
-        second = await ops.submit(client, store, reused, task_queue=worker.task_queue, actor="applicant")
+        second = await ops.submit(
+            client,
+            store,
+            reused,
+            task_queue=worker.task_queue,
+            actor="applicant",
+            key=keys.private("applicant"),
+        )
         state = await wait_for(client, reused.request_id, lambda s: s.version >= 2)
         await second.handle.terminate("test done")
     rejected = [e.data for e in store.read_stream(reused.request_id) if isinstance(e.data, EvidenceRejected)]

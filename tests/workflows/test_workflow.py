@@ -6,15 +6,17 @@ Saved histories and their replay live in test_replay.py.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateFailedError
 
 from activities.events import AppendInput, EventActivities
 from chipclear import client as ops
+from chipclear.contracts import REQUEST_ACT, TransitionResult
 from chipclear.domain.commands import AddEvidence, Decide, Withdraw
 from chipclear.domain.gates import cn_import, domestic_quota, us_export
 from chipclear.domain.models import ProcurementRecord, Status
@@ -22,6 +24,7 @@ from chipclear.domain.policy import DEFAULT_ROUTE
 from chipclear.domain.state import RequestState
 from chipclear.store.protocol import AppendResult
 from chipclear.store.sqlite import SQLiteEventStore
+from tests import keys
 from tests.conftest import running_worker, worker_with
 from tests.factories import make_policy, make_request
 from tests.workflows.support import (
@@ -148,7 +151,7 @@ async def test_denial_rules_apply_in_every_mode(
     [
         (decision(CN, "wang"), "not at gate cn-import"),
         (decision(US, "wang"), "may not decide gate us-export"),
-        (decision(US, "mallory"), "may not decide gate us-export"),
+        (decision(US, "chen"), "may not decide gate us-export"),
         (decision(US, "alice", units=50_001), "exceeds the 50000 units"),
         (decision(US, "alice", approve=False), "needs a reason"),
         (
@@ -182,6 +185,42 @@ async def test_validator_rejections_leave_history_and_store_untouched(
         assert (await handle.result()).status == Status.WITHDRAWN
 
 
+FORGERIES: dict[str, tuple[Callable[[Decide, str], Decide], str]] = {
+    # name: (how the act is forged, what the refusal names)
+    "another's key": (lambda act, rid: keys.sign(act, rid, 3, by="wang"), "not alice's"),
+    "edited after signing": (
+        lambda act, rid: keys.sign(act, rid, 3).model_copy(update={"units": 1_000}),
+        "signature does not match this act",
+    ),
+    "an older version": (lambda act, rid: keys.sign(act, rid, 2), "the signature is for version 2"),
+    "unsigned": (lambda act, rid: act, "the act is not signed"),
+}
+
+
+@pytest.mark.parametrize("forgery", FORGERIES, ids=list(FORGERIES))
+async def test_a_forged_act_is_refused_before_history_and_the_worker_carries_on(
+    client: Client, store: SQLiteEventStore, forgery: str
+) -> None:
+    """Sent straight to the Update, past the client: each forgery is refused by the validator, nothing
+    is recorded, and the worker (whose sandbox sees a failed signature check) serves the next act."""
+    forge, message = FORGERIES[forgery]
+    request = make_request(units=50_000)
+    async with running_worker(client, store, make_policy("manual")) as worker:
+        handle = await start(client, store, worker, request)
+        state = await wait_for(client, request.request_id, at_gate(US))
+        assert state.version == 3  # RequestSubmitted, EvidenceAdded, GateOpened
+        stored_before = store.read_stream(request.request_id)
+        forged = forge(decision(US, "alice", units=50_000), request.request_id)
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update(REQUEST_ACT, forged, result_type=TransitionResult)
+        assert message in str(refused.value.cause)
+        assert store.read_stream(request.request_id) == stored_before
+        approved = await ops.update(client, request.request_id, decision(US, "alice"))
+        assert approved.gate == CN
+        await ops.update(client, request.request_id, Withdraw(reason="test over"))
+        assert (await handle.result()).status == Status.WITHDRAWN
+
+
 async def test_final_request_refuses_every_update(client: Client, store: SQLiteEventStore) -> None:
     request = make_request()
     async with running_worker(client, store, make_policy("auto")) as worker:
@@ -197,12 +236,26 @@ async def test_duplicate_submit_returns_the_existing_run(client: Client, store: 
     async with running_worker(client, store, make_policy("manual")) as worker:
         first = await start(client, store, worker, request)
         await wait_for(client, request.request_id, at_gate(US))
-        again = await ops.submit(client, store, request, task_queue=worker.task_queue, actor="applicant")
+        again = await ops.submit(
+            client,
+            store,
+            request,
+            task_queue=worker.task_queue,
+            actor="applicant",
+            key=keys.private("applicant"),
+        )
         assert not again.created
         assert (await again.handle.describe()).run_id == (await first.describe()).run_id
         changed = request.model_copy(update={"units": request.units + 1})
         with pytest.raises(ops.Conflict, match="different content"):
-            await ops.submit(client, store, changed, task_queue=worker.task_queue, actor="applicant")
+            await ops.submit(
+                client,
+                store,
+                changed,
+                task_queue=worker.task_queue,
+                actor="applicant",
+                key=keys.private("applicant"),
+            )
         # Stored once: RequestSubmitted, EvidenceAdded (its own records), GateOpened.
         assert len(store.read_stream(request.request_id)) == 3
         await ops.update(client, request.request_id, Withdraw(reason="test over"))

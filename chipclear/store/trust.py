@@ -1,0 +1,217 @@
+"""Who the audit trusts, and the checks that need it: recorder seals and people's signed acts.
+
+The chain proves each stream is whole as written; it cannot say *who* wrote it, since anyone with the
+database can recompute hashes. Two signatures do:
+
+- The **recorder seal**: at append the writer signs `EVENT_SEAL_LABEL + hash` (the event's chain hash,
+  as its 64 hex digits) with the recorder key. An event forged with the chain recomputed has no seal
+  that verifies under a key the policy trusts.
+- The **act**: the command a person signed, kept on the events it caused. Its signature must verify,
+  be by that person's key (the actor of the event) in the policy, and count once: the events carrying
+  it were written by one append, the first of them at the version the person signed for, plus one.
+
+The trusted keys come from the policy (`Trust.from_policy`), never from the store: a key found in the
+store proves nothing. Pure: the SQL audit and the import call `event_breaks` row by row.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import ValidationError
+
+from chipclear.domain.policy import Policy
+from chipclear.domain.signing import (
+    EVENT_SEAL_LABEL,
+    ActSignature,
+    SigningError,
+    act_verifies,
+    parse_public,
+    public_text,
+    sign,
+)
+from chipclear.store.chain import ChainBreak
+
+# The recorder key a store seals with: the key itself, or a function that loads it at the first append
+# (so a handle that only reads never touches the key file).
+RecorderKey = Ed25519PrivateKey | Callable[[], Ed25519PrivateKey]
+
+
+def seal_message(chain_hash: str) -> bytes:
+    return EVENT_SEAL_LABEL + chain_hash.encode("ascii")
+
+
+def seal(recorder: Ed25519PrivateKey, chain_hash: str) -> str:
+    return sign(recorder, seal_message(chain_hash))
+
+
+def seal_verifies(key: str, chain_hash: str, value: str) -> bool:
+    public = _public(key)
+    if public is None:
+        return False
+    try:
+        public.verify(base64.b64decode(value, validate=True), seal_message(chain_hash))
+    except (InvalidSignature, binascii.Error, ValueError):
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=64)
+def _public(key: str) -> Ed25519PublicKey | None:
+    """A recorder key parsed once per audit, not once per event (a log has a handful of them)."""
+    try:
+        return parse_public(key)
+    except SigningError:
+        return None
+
+
+@dataclass(frozen=True)
+class Sealer:
+    """The recorder key a store handle seals with, and its public text (computed once)."""
+
+    key: Ed25519PrivateKey
+    public: str
+
+    @classmethod
+    def of(cls, key: Ed25519PrivateKey) -> Sealer:
+        return cls(key, public_text(key.public_key()))
+
+    def seal(self, chain_hash: str) -> str:
+        return seal(self.key, chain_hash)
+
+
+@dataclass(frozen=True)
+class Trust:
+    """The keys an audit accepts: the recorder's, and each person's by name."""
+
+    recorder_keys: frozenset[str]
+    people: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    policy_version: str | None = None
+
+    @classmethod
+    def from_policy(cls, policy: Policy) -> Trust:
+        people = {
+            name: frozenset({*([p.key] if p.key is not None else []), *p.retired_keys})
+            for name, p in policy.reviewers.items()
+        }
+        return cls(frozenset(policy.recorder.keys), people, policy.version)
+
+    def keys_of(self, person: str, recorded: Mapping[str, frozenset[str]]) -> frozenset[str]:
+        """The keys `person` may sign with: as the request's recorded policy names them, or the current."""
+        return self.people.get(person, frozenset()) | recorded.get(person, frozenset())
+
+
+def recorded_people(submitted: Mapping[str, Any] | None) -> dict[str, frozenset[str]]:
+    """The people's keys in the policy a request recorded when it was submitted (its first event's
+    `policy`, when the event carries one): a person rotated out of the policy since still signed
+    what they signed then."""
+    policy = (submitted or {}).get("policy")
+    reviewers = policy.get("reviewers") if isinstance(policy, dict) else None
+    if not isinstance(reviewers, dict):
+        return {}
+    found: dict[str, frozenset[str]] = {}
+    for name, person in reviewers.items():
+        key = person.get("key") if isinstance(person, dict) else None
+        if isinstance(key, str):
+            found[name] = frozenset({key})
+    return found
+
+
+@dataclass(frozen=True)
+class Row:
+    """What the seal and act checks read of one stored event, exactly as stored."""
+
+    stream_id: str
+    version: int
+    type: str
+    actor: str
+    recorded_at: str
+    hash: str
+    sealed_by: str
+    seal: str
+    act: dict[str, Any] | None
+
+
+@dataclass
+class _Use:
+    """Where a signature was first used (its first event, that append's time) and how far it reaches."""
+
+    first: int
+    recorded_at: str
+    last: int
+    act: dict[str, Any]
+
+
+@dataclass
+class StreamChecker:
+    """Seal and act checks over one stream, its rows fed in version order."""
+
+    stream_id: str
+    trust: Trust | None
+    recorded: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    acts_checked: int = 0
+    _uses: dict[str, _Use] = field(default_factory=dict)
+    _appends: dict[int, str] = field(default_factory=dict)  # version -> recorded_at, for the "once" rule
+
+    def check(self, row: Row) -> list[ChainBreak]:
+        problems = [*self._seal(row), *self._act(row)]
+        return [
+            ChainBreak(stream_id=row.stream_id, version=row.version, event_type=row.type, problem=p)
+            for p in problems
+        ]
+
+    def _seal(self, row: Row) -> Iterable[str]:
+        if not row.sealed_by or not row.seal:
+            yield "no recorder seal"
+        elif not seal_verifies(row.sealed_by, row.hash, row.seal):
+            yield "the recorder seal does not verify"
+        elif self.trust is not None and row.sealed_by not in self.trust.recorder_keys:
+            where = f"policy {self.trust.policy_version}" if self.trust.policy_version else "the policy"
+            yield f"sealed by {row.sealed_by}, which {where} does not name as a recorder key"
+
+    def _act(self, row: Row) -> Iterable[str]:
+        self._appends[row.version] = row.recorded_at
+        if row.act is None:
+            return
+        self.acts_checked += 1
+        try:
+            signature = ActSignature.model_validate(row.act.get("signature"))
+        except ValidationError:
+            yield "the act carries no well-formed signature"
+            return
+        use = self._uses.get(signature.value)
+        # The events one act caused carry it identically: its signature is checked once per stream.
+        if (use is None or row.act != use.act) and not act_verifies(self.stream_id, row.act, signature):
+            yield "the act's signature does not verify"
+            return
+        if self.trust is not None and signature.key not in self.trust.keys_of(row.actor, self.recorded):
+            yield f"the act is signed with a key that is not {row.actor}'s in the policy"
+        if use is None:
+            self._uses[signature.value] = _Use(row.version, row.recorded_at, row.version, row.act)
+            if signature.expected_version + 1 != row.version:
+                yield (
+                    f"the act was signed for version {signature.expected_version} of the stream, "
+                    f"but its first event is v{row.version}"
+                )
+            return
+        # Every event an act caused was written by one append: versions from its first event to this
+        # one were all recorded together. Anything else is the same signature counted twice.
+        between = range(use.last + 1, row.version)
+        if row.recorded_at != use.recorded_at or any(
+            self._appends.get(v) != use.recorded_at for v in between
+        ):
+            yield f"the act's signature was already used at v{use.first}: a signature counts once"
+        use.last = row.version
+
+
+def act_of(text: str | None) -> dict[str, Any] | None:
+    """An `act` column as stored (canonical JSON text, or NULL) as the dict that was chained."""
+    return None if text is None else json.loads(text)

@@ -1,0 +1,53 @@
+"""What the long-lived entity workflows (the allocation ledger, each buyer's cap) share.
+
+An entity's update handlers do its work, and a refusal by its domain rule fails the update (see
+`domain_refusals`); its run only waits for its history to grow long, then continues as new, carrying
+its state. Temporal wants `@workflow.run` on the workflow class itself, so each entity keeps a
+one-line run that awaits `live_then_continue`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, NoReturn, TypeVar
+
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+from chipclear.domain.errors import DomainError
+
+if TYPE_CHECKING:
+    from chipclear.contracts import EntityInput
+
+StateT = TypeVar("StateT", bound=BaseModel)
+
+
+async def live_then_continue(input: EntityInput[StateT], state: Callable[[], StateT]) -> NoReturn:
+    """Live until the history is long, then continue as new with the state as it is by then."""
+    await until_history_is_long(input.history_limit)
+    workflow.continue_as_new(input.carrying(state()))
+
+
+async def until_history_is_long(limit: int) -> None:
+    """For entity workflows that live for years: return when it is time to continue as new (past
+    `limit` history events, or when the server suggests it) and no update handler is mid-flight."""
+    await workflow.wait_condition(
+        lambda: (
+            workflow.info().get_current_history_length() > limit
+            or workflow.info().is_continue_as_new_suggested()
+        )
+    )
+    # Finish every in-flight update before handing the state to the next run.
+    await workflow.wait_condition(workflow.all_handlers_finished)
+
+
+@contextmanager
+def domain_refusals() -> Iterator[None]:
+    """A DomainError raised inside fails the update (or, in a validator, rejects it before it enters
+    history): non-retryable, of type `DomainError`, with the rule's own message for the caller."""
+    try:
+        yield
+    except DomainError as exc:
+        raise ApplicationError(str(exc), type="DomainError", non_retryable=True) from None
