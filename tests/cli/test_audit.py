@@ -117,7 +117,11 @@ def test_a_request_removed_whole_passes_the_chains_but_not_the_checkpoint(
     with closing(auditor.store()) as store, attacker(store) as conn:
         conn.execute("DELETE FROM events WHERE stream_id = ?", (STREAM,))
         conn.execute("DELETE FROM streams WHERE stream_id = ?", (STREAM,))
-    assert auditor.invoke("audit", "verify").exit_code == 0  # every chain left is whole
+        # The projection row left behind gives it away: no event gives that row any more.
+        orphan = auditor.invoke("audit", "verify")
+        assert orphan.exit_code == 1 and f"requests row {STREAM}" in flat(orphan.stderr), orphan.output
+        conn.execute("DELETE FROM requests WHERE request_id = ?", (STREAM,))
+    assert auditor.invoke("audit", "verify").exit_code == 0  # every chain and row left agrees
     caught = auditor.invoke("audit", "verify", "--checkpoint", kept)
     assert caught.exit_code == 1, caught.output
     assert f"checkpoint {kept}: the log holds" in flat(caught.stderr)
@@ -176,3 +180,16 @@ def test_a_worker_refuses_to_start_without_a_recorder_key_the_policy_trusts(
         env | {"CHIPCLEAR_RECORDER_KEY_FILE": str(auditor.home / "keys" / "alice.key")}, "worker"
     )
     refused(other, "is not in policy audit-test's [recorder] keys", code=2)
+
+
+def test_verify_names_a_projection_row_edited_to_show_a_licence(auditor: Auditor) -> None:
+    """Only the `requests` projection is edited: the request at cn-import now reads `licensed`. The chains
+    are whole; `audit verify` rebuilds the row from the log and names the difference."""
+    with closing(auditor.store()) as store, attacker(store) as conn:
+        conn.execute("UPDATE requests SET status = 'licensed' WHERE request_id = ?", (STREAM,))
+    caught = auditor.invoke("audit", "verify")
+    assert caught.exit_code == 1, caught.output
+    assert f"requests row {STREAM}: status 'licensed' but the log folds to" in flat(caught.stderr)
+    document = json.loads(auditor.invoke("audit", "verify", "--json").stdout)
+    assert document["breaks"] == []
+    assert [(d["table"], d["key"]) for d in document["differences"]][:1] == [("requests", STREAM)]

@@ -312,10 +312,10 @@ def stored_version(stack: Stack, request_id: str) -> int:
     return int(row[0] or 0)
 
 
-def submitted(stack: Stack, directory: Path, prefix: str) -> str:
-    """A fresh request, submitted and stored (waiting at us-export)."""
+def submitted(stack: Stack, directory: Path, prefix: str, **changes: Any) -> str:
+    """A fresh request (the example, with `changes`), submitted and stored (waiting at us-export)."""
     request_id = new_id(prefix)
-    result = ok(stack.run("submit", request_file(directory, request_id)))
+    result = ok(stack.run("submit", request_file(directory, request_id, **changes)))
     assert request_id in flat(result.stdout) and "us_export_review" in result.stdout, show(result)
     deadline = time.monotonic() + 20
     # Version 2 follows RequestSubmitted: EvidenceAdded under the default policy (EvidenceRejected once
@@ -460,7 +460,8 @@ def test_rule_refusals_exit_1_and_record_nothing(stack: Stack, tmp_path: Path) -
 def test_nobody_acts_as_another_and_one_person_decides_one_gate(stack: Stack, tmp_path: Path) -> None:
     """The attacks of a CLI user: claim a reviewer with another's key, a person with no key at all, the
     system's own name; then a reviewer who decided one gate tries the next. Each is refused, named."""
-    request_id = submitted(stack, tmp_path, "claim")
+    # A buyer of its own: other tests' approvals for ByteDance count against the same buyer cap.
+    request_id = submitted(stack, tmp_path, "claim", buyer__name=f"Claim Test Buyer {uuid.uuid4().hex[:8]}")
     before = as_json(stack.run("events", request_id, "--json"))
     wangs_key = str(stack.home / "keys" / "wang.key")
     as_alice, keyless, as_policy = parallel(
@@ -704,9 +705,14 @@ def test_batches_open_list_and_show(stack: Stack) -> None:
         stack.run(
             "batch", "open", "--id", batch, "--units", "400000",
             "--priority", "ByteDance,Alibaba,Tencent", "--per-company-cap", "150000",
-            "--eligible", "priority", "--json",
+            "--eligible", "priority", "--actor", "wang", "--json",
         )
     )  # fmt: skip
+    # A batch is opened by an import reviewer: chen (logged in) is none, and nothing is opened.
+    refused(
+        stack.run("batch", "open", "--id", new_id("B"), "--units", "5"),
+        "'chen' may not open allocation batches",
+    )
     assert json.loads(opened.stdout)["capacity"] == 400_000
     listed = json.loads(ok(stack.run("batch", "list", "--json")).stdout)
     row = next(b for b in listed["batches"] if b["batch_id"] == batch)
@@ -714,7 +720,7 @@ def test_batches_open_list_and_show(stack: Stack) -> None:
     assert row["priority"] == ["ByteDance", "Alibaba", "Tencent"] and row["eligible"] == "priority"
     shown = json.loads(ok(stack.run("batch", "show", batch, "--json")).stdout)
     assert shown["allocations"] == [] and shown["per_company_cap"] == 150_000
-    refused(stack.run("batch", "open", "--id", batch, "--units", "5"), "already open")
+    refused(stack.run("batch", "open", "--id", batch, "--units", "5", "--actor", "wang"), "already open")
     refused(stack.run("batch", "open", "--id", "bad id", "--units", "0"), "batch_id", "capacity", code=2)
     refused(stack.run("batch", "show", "no-such-batch"), "no batch", code=1)
 
@@ -777,7 +783,7 @@ def test_cli_exits_cleanly_after_temporal_calls(stack: Stack, tmp_path: Path) ->
     attempts = 30
     results = parallel(
         stack.env,
-        [("decide", request_id, "--gate", "us-export", "--reviewer", "bob", "--approve")] * attempts,
+        [("decide", request_id, "--gate", "us-export", "--reviewer", "chen", "--approve")] * attempts,
         workers=4,
     )
     assert all("may not decide" in r.stderr for r in results)
@@ -831,10 +837,17 @@ def test_export_from_sqlite_import_into_postgresql_verifies_and_every_status_agr
     exported = ok(stack.run("store", "export", "--format", "jsonl", "--output", export))
     assert f"to {export}" in flat(exported.stderr)
 
-    target = hermetic_env(CHIPCLEAR_EVENT_STORE=postgres.new_schema())
+    # The auditor's machine: the same policy (the keys it trusts), a home of its own.
+    target_home = tmp_path / "target-home"
+    keys.install(target_home)
+    target = hermetic_env(
+        CHIPCLEAR_EVENT_STORE=postgres.new_schema(),
+        CHIPCLEAR_HOME=str(target_home),
+        CHIPCLEAR_POLICY=stack.env["CHIPCLEAR_POLICY"],
+    )
     ok(chipclear(target, "store", "migrate"))
     imported = ok(chipclear(target, "store", "import", export))
-    assert "every chain verified" in flat(imported.stdout), show(imported)
+    assert "every chain, seal and signed act verified" in flat(imported.stdout), show(imported)
     source_report = as_json(stack.run("audit", "verify", "--json"))
     target_report = as_json(chipclear(target, "audit", "verify", "--json"))
     assert target_report == source_report and target_report["ok"] is True
@@ -866,4 +879,5 @@ def test_worker_refuses_an_unmigrated_postgresql_store(postgres: Cluster, tmp_pa
         CHIPCLEAR_HOME=str(tmp_path),
         TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}",  # never reached: the store is checked first
     )
+    keys.install(tmp_path)  # the reviewers' keys and the recorder's: the schema is what is wrong
     refused(chipclear(env, "worker"), "schema is at version 0", "chipclear store migrate")

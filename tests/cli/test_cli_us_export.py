@@ -120,7 +120,7 @@ BAD_LISTS = {
 def test_screening_load_check_and_versions(tmp_path: Path, stack: Stack) -> None:
     # Lists live in the event store only: a store of this test's own leaves the stack's list alone.
     env = stack.env | {"CHIPCLEAR_HOME": str(tmp_path / "home")}
-    keys.install(tmp_path / "home", (keys.RECORDER,))  # what this home's CLI seals its loads with
+    keys.install(tmp_path / "home")  # the recorder's key (this CLI seals its loads) and each person's
 
     none = ok(chipclear(env, "screening", "versions"))
     assert "no list loaded" in flat(none.stdout) and bundled_list().info.version in none.stdout, show(none)
@@ -148,12 +148,21 @@ def test_screening_load_check_and_versions(tmp_path: Path, stack: Stack) -> None
         ),
         encoding="utf-8",
     )
-    loaded = as_json(chipclear(env, "screening", "load", good, "--source", "trade.gov CSL", "--json"))
+    # A load is an us-export reviewer's signed act: chen (logged in) may not; nor may alice with wang's key.
+    refused(chipclear(env, "screening", "load", good), "'chen' may not load screening lists", "us-export")
+    wangs_key = tmp_path / "home" / "keys" / "wang.key"
+    refused(
+        chipclear(env, "screening", "load", good, "--actor", "alice", "--key", wangs_key),
+        "signed with a key that is not alice's",
+    )
+    assert as_json(chipclear(env, "screening", "versions", "--json")) == []
+    load = ("screening", "load", good, "--source", "trade.gov CSL", "--actor", "alice", "--json")
+    loaded = as_json(chipclear(env, *load))
     assert loaded["loaded"] is True and loaded["entries"] == 2 and loaded["names"] == 4
     assert loaded["source"] == "trade.gov CSL"
     assert loaded["sha256"] == hashlib.sha256(good.read_bytes()).hexdigest()
     assert loaded["version"].startswith(f"csl-{loaded['sha256'][:12]}-")
-    again = ok(chipclear(env, "screening", "load", good))
+    again = ok(chipclear(env, "screening", "load", good, "--actor", "alice"))
     assert "unchanged" in flat(again.stdout), show(again)
 
     versions = as_json(chipclear(env, "screening", "versions", "--json"))
@@ -182,7 +191,7 @@ def seeded_home(tmp_path: Path, entries: int) -> tuple[dict[str, str], SQLiteEve
     """A home whose event store has a list of `entries` entries in force, stored as a worker stores
     events (sealed by the recorder), and the environment that points `chipclear` at it."""
     home = tmp_path / "home"
-    keys.install(home, (keys.RECORDER,))  # the CLI seals what it loads with the home's recorder key
+    keys.install(home)  # the CLI seals what it loads with the home's recorder key; alice signs the load
     events = SQLiteEventStore(home / "events.db", projections=PROJECTIONS, recorder=RECORDER)
     rows = [csl_row(f"EL-{n}", f"Restricted Trading No. {n} Ltd.") for n in range(1, entries + 1)]
     in_force = parse_csl(csl(*rows), source="trade.gov CSL", loaded_at=datetime.now(UTC))
@@ -214,7 +223,9 @@ def test_a_one_row_list_replaces_a_two_row_list_only_when_asked(tmp_path: Path) 
     one = tmp_path / "one.csv"
     one.write_text(csl(csl_row("EL-9", "Northwind Avionics Limited")), encoding="utf-8")
     refused(chipclear(env, "screening", "load", one), "has 1 entry where the list in force", "has 2")
-    loaded = as_json(chipclear(env, "screening", "load", one, "--replace-smaller", "--json"))
+    loaded = as_json(
+        chipclear(env, "screening", "load", one, "--replace-smaller", "--actor", "alice", "--json")
+    )
     assert loaded["loaded"] is True and loaded["entries"] == 1
     versions = as_json(chipclear(env, "screening", "versions", "--json"))
     assert [v["version"] for v in versions] == [loaded["version"], in_force.info.version]

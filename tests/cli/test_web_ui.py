@@ -73,7 +73,8 @@ async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
     runner = web.AppRunner(build_app(EncryptionCodec(keys), ui_origins=[ui]))
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", codec_port).start()
-    store = SQLiteEventStore(home / "events.db", projections=PROJECTIONS)
+    recorder = test_keys.private(test_keys.RECORDER)
+    store = SQLiteEventStore(home / "events.db", projections=PROJECTIONS, recorder=recorder)
     try:
         plain = await dev.wait_ready(process)
         sealed = Client(plain.service_client, namespace=plain.namespace, data_converter=data_converter(keys))
