@@ -99,7 +99,8 @@ def _rebuilt_and_compared(events: EventStore, report: AuditReport) -> list[Diffe
 def _intact(report: AuditReport, consistent: ConsistencyReport | None) -> str:
     line = (
         f"[green]intact:[/] {report.streams_checked} streams, {report.events_checked} events, "
-        f"{report.acts_checked} signed acts; every seal by a recorder key of policy {report.trusted_policy}; "
+        f"{report.acts_checked} of them signed by the person who acted; every seal by a recorder key of "
+        f"policy {report.trusted_policy}; "
         "every projection, invoice and the list in force as the log gives them"
     )
     if consistent is not None:

@@ -198,6 +198,7 @@ def event_document(event: StoredEvent) -> dict[str, Any]:
         "recorded_at": timestamp(event.recorded_at),
         "policy_version": event.policy_version,
         "actor": event.actor,
+        "act": event.act,  # the person's signed act that caused it, signature included; None: by rule
         "prev_hash": event.prev_hash,
         "hash": event.hash,
     }
@@ -290,7 +291,8 @@ def print_events(events: list[StoredEvent]) -> None:
             table,
             str(event.version),
             event.type,
-            event.actor,
+            # A person's act carries their signature; what the rules, the ledger or a deadline did does not.
+            f"{event.actor} (signed)" if event.act is not None else event.actor,
             timestamp(event.occurred_at)[:19],
             summarise(event),
             event.hash[:10],

@@ -22,13 +22,14 @@ NEXT_STEPS = """
 
 In another terminal (with the venv active: `source .venv/bin/activate`):
   chipclear demo                                     # the scenario from the news, auto policy
-  chipclear batch open --id B1 --units 400000 --priority ByteDance,Alibaba,Tencent
-  chipclear submit examples/bytedance.yaml           # a request under the manual policy
+  chipclear batch open --id B1 --units 400000 --priority ByteDance,Alibaba,Tencent --actor wang
+  chipclear submit examples/bytedance.yaml --actor chen    # signed with {home}/keys/chen.key
   chipclear status bytedance-2026-001
   chipclear decide bytedance-2026-001 --gate us-export --reviewer alice --approve
   chipclear events bytedance-2026-001
-  chipclear audit verify
-  chipclear screening load consolidated.csv          # the current Consolidated Screening List (trade.gov)
+  chipclear audit checkpoint -o checkpoint.json      # keep it where the operators cannot write
+  chipclear audit verify --checkpoint checkpoint.json
+  chipclear screening load consolidated.csv --actor alice  # the Consolidated Screening List (trade.gov)
 Ctrl-C stops the worker and the server; their state is kept in {home} (server log: {home}/temporal.log).
 """
 

@@ -51,6 +51,7 @@ EVENT_KEYS = {
     "recorded_at",
     "policy_version",
     "actor",
+    "act",
     "prev_hash",
     "hash",
 }
@@ -420,6 +421,13 @@ def test_request_through_all_three_gates(any_stack: Stack, tmp_path: Path) -> No
         ("domestic-quota", "li"),
     ]
     assert approvals[0]["data"]["units_approved"] == 50_000
+    # Each approval keeps the reviewer's signed act; the submission chen's (logged in, registered).
+    assert [a["act"]["reviewer"] for a in approvals] == ["alice", "wang", "li"]
+    assert all(a["act"]["signature"]["key"].startswith("ed25519:") for a in approvals)
+    assert events[0]["act"]["actor"] == "chen" and events[0]["actor"] == "chen"
+    assert [e["act"] for e in events if e["actor"] in ("policy", "allocation-ledger")] == [None] * len(
+        [e for e in events if e["actor"] in ("policy", "allocation-ledger")]
+    )
 
     assert "intact" in ok(verified).stdout, show(verified)
     report = as_json(verified_json)
