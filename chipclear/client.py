@@ -11,12 +11,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
+    WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from chipclear import keys, ui_text
@@ -112,8 +113,10 @@ async def submit(
             ),
             id=wf_id,
             task_queue=task_queue,
-            # A request id is used once, ever: a finished request is not re-opened by resubmission.
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            # A request id is used once, ever: a finished request is not re-opened by resubmission. A
+            # submission the rules refused (a bad signature) fails its run having recorded nothing, and
+            # the id may be used again, correctly signed.
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
             # What an operator sees in the Web UI's workflow list instead of an opaque id.
             static_summary=ui_text.summary(request),
             static_details=ui_text.details(request),
@@ -128,6 +131,22 @@ async def submit(
         if state.status is not None:
             _same_request(state, request)
         return Submission(handle, created=False)
+
+
+async def refused_submission(handle: WorkflowHandle[Any, Any]) -> str | None:
+    """Why the rules refused a submission (its run failed at once, recording nothing), or None."""
+    try:
+        description = await handle.describe(rpc_timeout=timedelta(seconds=5))
+    except RPCError:
+        return None
+    if description.status != WorkflowExecutionStatus.FAILED:
+        return None
+    try:
+        await handle.result()
+    except WorkflowFailureError as exc:
+        cause = exc.cause
+        return str(cause.message if isinstance(cause, ApplicationError) else cause)
+    return None
 
 
 def _same_request(state: RequestState, request: ImportRequest) -> None:

@@ -42,6 +42,7 @@ from chipclear.cli.keys import keys_app
 from chipclear.cli.screening import screening_app
 from chipclear.cli.store import projections_app, store_app
 from chipclear.config import Settings
+from chipclear.contracts import workflow_id
 from chipclear.domain.commands import AddEvidence, Decide, HumanAct, RequestInfo, Respond, Withdraw
 from chipclear.domain.gates import registered, statuses
 from chipclear.domain.policy import load_policy, require_keys
@@ -240,9 +241,10 @@ def submit(
         submission = await ops.submit(
             client, events, request, task_queue=current.task_queue, actor=submitter, key=private
         )
+        state, source = await _settled_state(client, events, request.request_id)
         if wait:
             await submission.handle.result()
-        state, source = await _settled_state(client, events, request.request_id)
+            state, source = await _settled_state(client, events, request.request_id)
         if json_:
             doc = output.state_document(state, source=source) if state else {"status": "starting"}
             output.print_json({**doc, "request_id": request.request_id, "created": submission.created})
@@ -283,6 +285,9 @@ async def _settled_state(
             stored = get_request(events, request_id)
             if stored is not None:
                 return stored, "event-store"
+            handle = client.get_workflow_handle(workflow_id(request_id))
+            if (why := await ops.refused_submission(handle)) is not None:
+                raise ops.Rejected(f"submission refused, nothing recorded: {why}")
             await asyncio.sleep(0.1)
 
     try:

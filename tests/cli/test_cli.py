@@ -498,6 +498,24 @@ def test_nobody_acts_as_another_and_one_person_decides_one_gate(stack: Stack, tm
     assert "intact" in verified.stdout, show(verified)
 
 
+def test_a_submission_signed_with_anothers_key_records_nothing_and_the_id_stays_free(
+    stack: Stack, tmp_path: Path
+) -> None:
+    request_id = new_id("forged-submit")
+    path = request_file(tmp_path, request_id)
+    wangs_key = stack.home / "keys" / "wang.key"
+    refused(
+        stack.run("submit", path, "--key", wangs_key),  # chen (logged in) signs with wang's key
+        "submission refused, nothing recorded",
+        "not chen's",
+    )
+    assert stored_version(stack, request_id) == 0
+    # Signed properly, the same request id is taken up as if the forgery had never been sent.
+    result = ok(stack.run("submit", path))
+    assert "us_export_review" in flat(result.stdout), show(result)
+    ok(stack.run("withdraw", request_id, "--reason", "test over"))
+
+
 INVALID_REQUESTS: dict[str, tuple[dict[str, Any] | str | None, list[str]]] = {
     # name: (changes to the example, or raw file text, or None for no file; what stderr must say)
     "country": ({"buyer__country": "China"}, ["buyer.country:", "'China'"]),
