@@ -47,6 +47,7 @@ from chipclear.domain.allocation import (
 )
 from chipclear.domain.buyer_cap import BuyerCapState
 from chipclear.domain.commands import HumanAct, PersonAct, Submit
+from chipclear.domain.errors import StaleSignature
 from chipclear.domain.gates import cn_import
 from chipclear.domain.models import ImportRequest
 from chipclear.domain.screening_act import LoadScreeningList
@@ -199,11 +200,45 @@ def signed(command: Act, stream_id: str, version: int, key: Ed25519PrivateKey | 
     return cast(Act, command.model_copy(update={"signature": signature}))
 
 
+# How often an act is signed again when only the request's version moved under it.
+SIGNING_ATTEMPTS = 3
+
+
 async def update(
     client: Client, request_id: str, command: HumanAct, *, key: Ed25519PrivateKey | None = None
 ) -> TransitionResult:
     """Sign `command` for the request as it stands now and send it; the workflow checks the signature
-    before anything is recorded, and refuses it if the request moved on in between."""
+    before anything is recorded.
+
+    If the request moved on between reading its version and sending (the rules or a timer acted:
+    a gate's evaluation just after it opened), the workflow refuses the stale signature and the same
+    act is signed again for the version now; its rules are checked again. The act never changes, and
+    a signature still counts once: a copy sent later is refused.
+    """
+    if key is None:
+        key = keys.load_private(keys.person_key_file(command.person, Settings.from_env().home))
+    for attempt in range(1, SIGNING_ATTEMPTS + 1):
+        try:
+            return await _send_signed(client, request_id, command, key)
+        except StaleSignatureRefused:
+            if attempt == SIGNING_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+class StaleSignatureRefused(Rejected):
+    """The workflow refused a signature made for a version the request has left."""
+
+
+def _refused(exc: WorkflowUpdateFailedError) -> Rejected:
+    if isinstance(exc.cause, ApplicationError) and exc.cause.type == StaleSignature.__name__:
+        return StaleSignatureRefused(refusal(exc))
+    return Rejected(refusal(exc))
+
+
+async def _send_signed(
+    client: Client, request_id: str, command: HumanAct, key: Ed25519PrivateKey
+) -> TransitionResult:
     handle = client.get_workflow_handle_for(ImportRequestWorkflow.run, workflow_id(request_id))
     now = await live_state(client, request_id)
     command = signed(command, request_id, now.version if now is not None else 0, key)
@@ -220,7 +255,7 @@ async def update(
             "may still apply when a worker picks it up: check `chipclear status` before sending it again."
         ) from None
     except WorkflowUpdateFailedError as exc:
-        raise Rejected(refusal(exc)) from None
+        raise _refused(exc) from None
     except RPCError as exc:
         if exc.status != RPCStatusCode.NOT_FOUND and "already completed" not in exc.message:
             raise
@@ -243,9 +278,22 @@ async def open_batch(
     client: Client, task_queue: str, command: OpenBatch, *, key: Ed25519PrivateKey | None = None
 ) -> OpenBatchResult:
     """Open a batch, signed by its import reviewer for the ledger as it stands now; the ledger starts
-    itself if this is the first thing anyone asks of it."""
+    itself if this is the first thing anyone asks of it. Signed again, as `update` does, when only the
+    ledger's version moved under it (requests reserve all the time)."""
+    if key is None:
+        key = keys.load_private(keys.person_key_file(command.person, Settings.from_env().home))
     stream = ledger_stream(ledger_id(task_queue))
-    command = signed(command, stream, await _ledger_version(client, task_queue), key)
+    for attempt in range(1, SIGNING_ATTEMPTS + 1):
+        opening = signed(command, stream, await _ledger_version(client, task_queue), key)
+        try:
+            return await _open_signed(client, task_queue, opening)
+        except StaleSignatureRefused:
+            if attempt == SIGNING_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _open_signed(client: Client, task_queue: str, command: OpenBatch) -> OpenBatchResult:
     start = ledger_start(task_queue)
     try:
         result: OpenBatchResult = await asyncio.wait_for(
@@ -255,7 +303,7 @@ async def open_batch(
             UPDATE_WAIT,
         )
     except WorkflowUpdateFailedError as exc:
-        raise Rejected(refusal(exc)) from None
+        raise _refused(exc) from None
     except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
         raise NotAnswered(
             f"no worker answered within {UPDATE_WAIT:.0f} s; is `chipclear worker` running?"

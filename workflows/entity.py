@@ -50,4 +50,4 @@ def domain_refusals() -> Iterator[None]:
     try:
         yield
     except DomainError as exc:
-        raise ApplicationError(str(exc), type="DomainError", non_retryable=True) from None
+        raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from None

@@ -170,7 +170,7 @@ class ImportRequestWorkflow:
         try:
             self._dry_run(command, NONE)
         except DomainError as exc:
-            raise ApplicationError(str(exc), type="DomainError", non_retryable=True) from None
+            raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from None
 
     def _dry_run(self, command: Command, known: Facts) -> None:
         assert self._policy is not None
@@ -188,7 +188,7 @@ class ImportRequestWorkflow:
         except DomainError as exc:
             # The state moved between validation and our turn at the lock (another update won), or
             # an owner outside refused (the buyer's cap has no headroom left).
-            raise ApplicationError(str(exc), type="DomainError", non_retryable=True) from None
+            raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from None
         state = self._state
         assert state.request_id is not None and state.status is not None
         return TransitionResult(

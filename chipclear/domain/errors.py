@@ -3,3 +3,8 @@
 
 class DomainError(Exception):
     """The command breaks a rule; nothing is recorded. The message says which rule and why."""
+
+
+class StaleSignature(DomainError):
+    """The act was signed for a version of its stream that has since moved on (a timer or the rules
+    acted meanwhile). Nothing is recorded; the same act signed anew, for the version now, may count."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chipclear.domain.errors import DomainError
+from chipclear.domain.errors import DomainError, StaleSignature
 from chipclear.domain.policy import Person, Policy
 from chipclear.domain.signing import RESERVED_ACTORS, ActSignature, act_verifies
 
@@ -45,7 +45,7 @@ def require_signature(
     if signature.key != registered.key:
         raise DomainError(f"the act is signed with a key that is not {person}'s in policy {policy.version}")
     if signature.expected_version != version:
-        raise DomainError(
+        raise StaleSignature(
             f"the signature is for version {signature.expected_version} of {stream}, which is now at "
             f"version {version}: it has moved on; look at it again and sign anew"
         )

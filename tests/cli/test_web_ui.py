@@ -35,7 +35,7 @@ from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.worker import ACTIVITY_THREADS, build_worker
 from tests import keys as test_keys
 from tests.factories import make_policy, make_request
-from tests.workflows.support import at_gate, wait_for
+from tests.workflows.support import at_gate, submit_signed, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -96,14 +96,7 @@ async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
             )
             async with worker:
                 for request in (held, moved):
-                    await ops.submit(
-                        sealed,
-                        store,
-                        request,
-                        task_queue="web-ui",
-                        actor="applicant",
-                        key=test_keys.private("applicant"),
-                    )
+                    await submit_signed(sealed, store, request, "web-ui")
                     await wait_for(sealed, request.request_id, at_gate("us-export"))
                 await ops.update(
                     sealed, moved.request_id, Decide(gate="us-export", reviewer="alice", approve=True)

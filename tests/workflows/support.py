@@ -15,6 +15,7 @@ from chipclear.domain.commands import Decide
 from chipclear.domain.models import ImportRequest
 from chipclear.domain.state import RequestState, fold
 from chipclear.projections import get_request
+from chipclear.store.protocol import EventStore
 from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.worker import ChipclearWorker
 from tests import keys
@@ -23,13 +24,20 @@ from workflows.import_request import ImportRequestWorkflow
 Handle = WorkflowHandle[ImportRequestWorkflow, ImportRequestResult]
 
 
+async def submit_signed(
+    client: Client, store: EventStore, request: ImportRequest, task_queue: str
+) -> ops.Submission:
+    """Submit `request` as the applicant does: a registered person, signing with their key."""
+    return await ops.submit(
+        client, store, request, task_queue=task_queue, actor="applicant", key=keys.private("applicant")
+    )
+
+
 async def start(
     client: Client, store: SQLiteEventStore, worker: ChipclearWorker | Worker, request: ImportRequest
 ) -> Handle:
     """Submit `request` as an applicant would; it must be new."""
-    submission = await ops.submit(
-        client, store, request, task_queue=worker.task_queue, actor="applicant", key=keys.private("applicant")
-    )
+    submission = await submit_signed(client, store, request, worker.task_queue)
     assert submission.created
     return submission.handle
 

@@ -24,9 +24,9 @@ from chipclear.domain.policy import DEFAULT_ROUTE, Policy
 from chipclear.domain.state import RequestState
 from chipclear.projections import get_request
 from chipclear.store.sqlite import SQLiteEventStore
-from tests import keys
 from tests.conftest import running_worker
 from tests.factories import make_policy, make_request
+from tests.workflows.support import submit_signed
 from workflows.allocation import AllocationLedgerWorkflow
 
 
@@ -90,14 +90,7 @@ def granted_units(store: SQLiteEventStore, request_ids: list[str]) -> int:
 async def submit_all(
     client: Client, store: SQLiteEventStore, task_queue: str, requests: list[ImportRequest]
 ) -> None:
-    await asyncio.gather(
-        *(
-            ops.submit(
-                client, store, r, task_queue=task_queue, actor="applicant", key=keys.private("applicant")
-            )
-            for r in requests
-        )
-    )
+    await asyncio.gather(*(submit_signed(client, store, r, task_queue) for r in requests))
 
 
 async def test_concurrent_reservations_never_exceed_capacity_and_the_queue_is_served_in_order(
@@ -174,9 +167,7 @@ async def test_priority_buyers_first_then_first_come_first_served(
     async with running_worker(client, store, allocation_policy()) as worker:
         queue = worker.task_queue
         for request in requests:  # one at a time, so arrival order is known
-            await ops.submit(
-                client, store, request, task_queue=queue, actor="applicant", key=keys.private("applicant")
-            )
+            await submit_signed(client, store, request, queue)
             await settled(store, [request.request_id], at_cn_import)
         book = await ledger(client, store, queue)
         assert [e.request_id for e in book.ordered_queue()] == ids

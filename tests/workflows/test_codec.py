@@ -31,11 +31,10 @@ from chipclear.codec_server import build_app
 from chipclear.domain.commands import Withdraw
 from chipclear.domain.models import Status
 from chipclear.store.sqlite import SQLiteEventStore
-from tests import keys as test_keys
 from tests.cli.test_cli import chipclear, hermetic_env, refused
 from tests.conftest import running_worker
 from tests.factories import make_policy, make_request
-from tests.workflows.support import at_gate, wait_for
+from tests.workflows.support import at_gate, submit_signed, wait_for
 
 UI = "http://127.0.0.1:8233"
 
@@ -180,14 +179,7 @@ async def test_history_holds_ciphertext_and_the_keys_read_it(
     )
     request = make_request(request_id=f"sealed-{uuid.uuid4().hex[:8]}", unit_price_usd=31_999)
     async with running_worker(sealed_client, store, make_policy("manual")) as worker:
-        submission = await ops.submit(
-            sealed_client,
-            store,
-            request,
-            task_queue=worker.task_queue,
-            actor="applicant",
-            key=test_keys.private("applicant"),
-        )
+        submission = await submit_signed(sealed_client, store, request, worker.task_queue)
         await wait_for(sealed_client, request.request_id, at_gate("us-export"))
         await ops.update(sealed_client, request.request_id, Withdraw(reason="test over"))
         assert (await submission.handle.result()).status == Status.WITHDRAWN

@@ -28,7 +28,7 @@ from chipclear.store.sqlite import SQLiteEventStore
 from tests import keys
 from tests.conftest import running_worker
 from tests.factories import request_doc
-from tests.workflows.support import wait_for
+from tests.workflows.support import submit_signed, wait_for
 
 CAC = "cac-review"
 
@@ -93,14 +93,7 @@ async def test_a_gate_defined_in_a_test_runs_through_the_real_worker(
         request_doc(buyer={"name": "Tsinghua Compute Centre", "country": "CN", "kind": "university"})
     )
     async with running_worker(client, store, policy) as worker:
-        submission = await ops.submit(
-            client,
-            store,
-            request,
-            task_queue=worker.task_queue,
-            actor="applicant",
-            key=keys.private("applicant"),
-        )
+        submission = await submit_signed(client, store, request, worker.task_queue)
         waiting = await wait_for(client, request.request_id, lambda s: s.gate == CAC)
         assert waiting.status == "cac_review"
         assert waiting.route == ("us-export", CAC, "domestic-quota")
@@ -126,14 +119,7 @@ async def test_a_buyer_the_toy_gate_does_not_review_passes_it_by_rule(
 ) -> None:
     request = ImportRequest.model_validate(request_doc())
     async with running_worker(client, store, _policy()) as worker:
-        submission = await ops.submit(
-            client,
-            store,
-            request,
-            task_queue=worker.task_queue,
-            actor="applicant",
-            key=keys.private("applicant"),
-        )
+        submission = await submit_signed(client, store, request, worker.task_queue)
         outcome = await submission.handle.result()
     assert outcome.status == "licensed"
     cac = [
@@ -179,28 +165,14 @@ async def test_a_policy_of_only_modes_and_people_screens_allocates_and_keeps_inv
     )
     async with running_worker(client, store, policy) as worker:
         # Screening is on: a listed buyer is denied by the rules in auto mode.
-        denied = await ops.submit(
-            client,
-            store,
-            listed,
-            task_queue=worker.task_queue,
-            actor="applicant",
-            key=keys.private("applicant"),
-        )
+        denied = await submit_signed(client, store, listed, worker.task_queue)
         assert (await denied.handle.result()).status == "denied"
         screened = [
             e.data for e in store.read_stream(listed.request_id) if isinstance(e.data, PartiesScreened)
         ]
         assert screened and screened[0].matches
         # Allocation batches are on: with no batch open, the request queues at cn-import.
-        queued = await ops.submit(
-            client,
-            store,
-            first,
-            task_queue=worker.task_queue,
-            actor="applicant",
-            key=keys.private("applicant"),
-        )
+        queued = await submit_signed(client, store, first, worker.task_queue)
         await wait_for(client, first.request_id, lambda s: s.status == "cn_import_queued")
         await ops.open_batch(
             client,
@@ -209,14 +181,7 @@ async def test_a_policy_of_only_modes_and_people_screens_allocates_and_keeps_inv
         )
         assert (await queued.handle.result()).status == "licensed"
         # Invoices are unique: another buyer's request with the same invoice does not count it.
-        second = await ops.submit(
-            client,
-            store,
-            reused,
-            task_queue=worker.task_queue,
-            actor="applicant",
-            key=keys.private("applicant"),
-        )
+        second = await submit_signed(client, store, reused, worker.task_queue)
         state = await wait_for(client, reused.request_id, lambda s: s.version >= 2)
         await second.handle.terminate("test done")
     rejected = [e.data for e in store.read_stream(reused.request_id) if isinstance(e.data, EvidenceRejected)]

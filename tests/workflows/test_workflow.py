@@ -33,6 +33,7 @@ from tests.workflows.support import (
     decision,
     settled_history_length,
     start,
+    submit_signed,
     wait_for,
 )
 
@@ -236,26 +237,12 @@ async def test_duplicate_submit_returns_the_existing_run(client: Client, store: 
     async with running_worker(client, store, make_policy("manual")) as worker:
         first = await start(client, store, worker, request)
         await wait_for(client, request.request_id, at_gate(US))
-        again = await ops.submit(
-            client,
-            store,
-            request,
-            task_queue=worker.task_queue,
-            actor="applicant",
-            key=keys.private("applicant"),
-        )
+        again = await submit_signed(client, store, request, worker.task_queue)
         assert not again.created
         assert (await again.handle.describe()).run_id == (await first.describe()).run_id
         changed = request.model_copy(update={"units": request.units + 1})
         with pytest.raises(ops.Conflict, match="different content"):
-            await ops.submit(
-                client,
-                store,
-                changed,
-                task_queue=worker.task_queue,
-                actor="applicant",
-                key=keys.private("applicant"),
-            )
+            await submit_signed(client, store, changed, worker.task_queue)
         # Stored once: RequestSubmitted, EvidenceAdded (its own records), GateOpened.
         assert len(store.read_stream(request.request_id)) == 3
         await ops.update(client, request.request_id, Withdraw(reason="test over"))
