@@ -421,8 +421,30 @@ def _visibility_query(
     if escalated:
         parts.append(f"{sa.ESCALATED.name} = true")
     if raw:
-        parts.append(f"({raw})")
+        parts.append(f"({_one_group(raw)})")
     return " AND ".join(parts)
+
+
+def _one_group(raw: str) -> str:
+    """`raw` as one parenthesised term: a `)` that would close the group early (and so escape the
+    request-only guard: `x') OR (WorkflowType != 'ImportRequest'`) is refused, quotes respected."""
+    depth, quote = 0, ""
+    for char in raw:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"`":
+            quote = char
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth < 0:
+                raise InvalidInput(
+                    "--query: a ')' closes more than it opened; the query must be one expression"
+                )
+    if depth or quote:
+        raise InvalidInput("--query: unbalanced parentheses or quotes; the query must be one expression")
+    return raw
 
 
 # The columns of `list --gate/--buyer/--query`, in the order the table shows them.
