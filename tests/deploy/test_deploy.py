@@ -80,6 +80,8 @@ KEDA_TEMPORAL_AUTH_PARAMETERS = {"apiKey", "ca", "cert", "key", "keyPassword"}
 ENV_NAME = re.compile(r"\b(?:CHIPCLEAR|TEMPORAL)_[A-Z0-9_]*|\bPG[A-Z]+\b")
 CODE_ENV_NAME = re.compile(r"CHIPCLEAR_[A-Z_]+")
 SECRET_KEY = re.compile(r"(?i)password|passwd|pwd|secret|token|api_?key|codec_keys")
+# Keys whose value names a Secret (or a compose secret) rather than holding one.
+SECRET_REFERENCES = frozenset({"secretName"})
 # `${NAME:?message}`: compose stops when NAME is unset. `${NAME:-}`: optional, empty when unset.
 REQUIRED_INTERPOLATION = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*:\?[^}]+\}$")
 OPTIONAL_INTERPOLATION = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*:-\}$")
@@ -548,6 +550,8 @@ def test_no_secret_is_committed_under_deploy() -> None:
         assert doc["kind"] != "Secret", "Secrets are created in the cluster, never committed"
     for doc in [compose(), *k8s_documents()]:
         for key, value in walk(doc):
+            if key in SECRET_REFERENCES:
+                continue  # the name of a Secret object created in the cluster, not a secret's value
             if SECRET_KEY.search(key) and isinstance(value, str | int) and not isinstance(value, bool):
                 assert REQUIRED_INTERPOLATION.match(str(value)) or OPTIONAL_INTERPOLATION.match(str(value)), (
                     f"{key}: a literal secret"
@@ -693,3 +697,24 @@ def test_readme_covers_every_file_and_the_second_task_queue() -> None:
         SECRET,
     ):
         assert phrase in readme, phrase
+
+
+def test_every_worker_gets_its_recorder_key_from_a_secret_and_a_policy_that_names_keys() -> None:
+    """A worker refuses to start without a recorder key its policy lists: both files must give it one."""
+    service = compose()["x-chipclear"]
+    assert service["environment"]["CHIPCLEAR_RECORDER_KEY_FILE"] == "/run/secrets/recorder_key"
+    assert service["secrets"] == ["recorder_key"]
+    assert REQUIRED_INTERPOLATION.match(compose()["secrets"]["recorder_key"]["file"])
+    assert service["environment"]["CHIPCLEAR_POLICY"] == "/run/configs/policy.toml"
+    (config,) = [
+        d for d in k8s_documents() if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "chipclear-config"
+    ]
+    (deployment,) = [d for d in k8s_documents() if d["kind"] == "Deployment"]
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    key_file = config["data"]["CHIPCLEAR_RECORDER_KEY_FILE"]
+    assert key_file.startswith(mounts["recorder-key"] + "/")
+    assert volumes["recorder-key"]["secret"]["secretName"] == "chipclear-recorder-key"
+    assert config["data"]["CHIPCLEAR_POLICY"].startswith(mounts["policy"] + "/")
+    assert volumes["policy"]["configMap"]["name"] == "chipclear-policy"
