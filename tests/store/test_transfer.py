@@ -900,9 +900,11 @@ def test_cli_events_prints_the_whole_log(event_store: EventStore, tmp_path: Path
         "recorded_at": printed[0]["recorded_at"],
         "policy_version": log[0].policy_version,
         "actor": log[0].actor,
+        "act": log[0].act,  # the applicant's signed submission, signature and all
         "prev_hash": log[0].prev_hash,
         "hash": log[0].hash,
     }
+    assert printed[0]["act"] is not None and printed[0]["act"]["signature"]["key"].startswith("ed25519:")
     lines = ok(text).stdout.splitlines()
     assert len(lines) == len(log)
     for line, event in zip(lines, log, strict=True):
