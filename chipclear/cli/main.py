@@ -12,6 +12,8 @@ import os
 import signal
 import sys
 import time
+import traceback
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -47,6 +49,7 @@ from chipclear.domain.commands import AddEvidence, Decide, HumanAct, RequestInfo
 from chipclear.domain.gates import registered, statuses
 from chipclear.domain.policy import load_policy, require_keys
 from chipclear.domain.state import RequestState
+from chipclear.private_files import open_private_append, private_dir
 from chipclear.projections import get_request, list_requests
 from chipclear.store.protocol import EventStore
 from chipclear.temporal import ServerUnavailable, connect
@@ -655,9 +658,14 @@ def events(
         bool, typer.Option("--follow", "-f", help="Keep printing events as they are stored, until Ctrl-C.")
     ] = False,
     after: Annotated[
-        int, typer.Option(min=0, help="Start after this log position (each printed event shows its own).")
+        int,
+        typer.Option(
+            min=0, max=MAX_POSITION, help="Start after this log position (each printed event shows its own)."
+        ),
     ] = 0,
-    count: Annotated[int | None, typer.Option(min=1, help="Stop after printing this many events.")] = None,
+    count: Annotated[
+        int | None, typer.Option(min=1, max=MAX_POSITION, help="Stop after printing this many events.")
+    ] = None,
     json_: Annotated[
         bool, typer.Option("--json", help="JSON: an array for one request, one object per line for the log.")
     ] = False,
@@ -808,17 +816,46 @@ def bench(
     )
 
 
+def _unexpected(exc: Exception) -> int:
+    """One sentence naming the failure and the file that holds its traceback; exit 1."""
+    text = " ".join(str(exc).split())
+    shown = text if len(text) <= 200 else text[:199] + "…"
+    report = "".join(traceback.format_exception(exc))
+    try:
+        folder = private_dir(settings().home / "logs")
+        path = folder / f"error-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
+        with open_private_append(path) as handle:
+            handle.write(report.encode())
+        where = f"the details are in {path}"
+    except Exception:  # a home that cannot be written: say so, still in one sentence
+        where = "no log file could be written for the details"
+    output.errors.print(
+        Text.assemble(("error: ", "bold red"), f"unexpected {type(exc).__name__}: {shown}; {where}"),
+        highlight=False,
+        soft_wrap=True,
+    )
+    return 1
+
+
+# Positions and counts are 64-bit integers in both stores.
+MAX_POSITION = 2**63 - 1
+
+
 def main() -> None:
     """Console entry point: run the command, then leave without tearing down the Temporal runtime.
 
     The SDK's Rust threads can still be running while the interpreter finalises and then abort the
     process (temporalio/sdk-python#300), turning a clean exit 1 into a crash. Output is flushed first.
+    Anything no command expected becomes one sentence, its traceback kept in a file for whoever
+    investigates: never a traceback on the terminal.
     """
     code = 0
     try:
         app(standalone_mode=True)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except Exception as exc:  # the last guard, below every command's own handling
+        code = _unexpected(exc)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
