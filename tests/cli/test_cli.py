@@ -223,17 +223,41 @@ def any_stack(request: pytest.FixtureRequest) -> Stack:
     return stack
 
 
+def start_server(home: Path, attempts: int = 3) -> tuple[subprocess.Popen[bytes], int]:
+    """`chipclear server` on free ports, listening. A port found free can be taken by another process
+    before the server binds it; then the server exits saying so, and it is started on new ports."""
+    for _ in range(attempts):
+        port, ui_port = free_port(), free_port()
+        command = [str(CHIPCLEAR), "server", "--port", str(port), "--ui-port", str(ui_port)]
+        command += ["--db", str(home / "temporal.db")]
+        log = home / "server.log"
+        with log.open("wb") as out:
+            env = hermetic_env(CHIPCLEAR_HOME=str(home))
+            server = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while server.poll() is None and not (accepts(port) and accepts(ui_port)):
+            assert time.monotonic() < deadline, (
+                "the dev server did not listen within 60 s\n" + log.read_text()
+            )
+            time.sleep(0.2)
+        if server.poll() is None:
+            return server, port
+        if "address already in use" not in log.read_text():
+            raise AssertionError("the dev server stopped:\n" + log.read_text())
+    raise AssertionError(f"no free ports for the dev server in {attempts} attempts")
+
+
 @contextmanager
 def open_stack(home: Path, policy_toml: str, **settings: str) -> Iterator[Stack]:
     """A dev server (`chipclear server`) and a worker (`chipclear worker`) under `policy_toml`.
 
     `settings` are more environment variables for every process (another event store, a health port).
     """
-    port, ui_port = free_port(), free_port()
     keys.install(home)  # as `chipclear keys new` would for each person the policy names, and the recorder
     policy = home / "policy.toml"
     policy.write_text(policy_toml, encoding="utf-8")
     task_queue = f"cli-test-{uuid.uuid4().hex[:10]}"
+    server, port = start_server(home)
     env = hermetic_env(
         TEMPORAL_ADDRESS=f"127.0.0.1:{port}",
         CHIPCLEAR_HOME=str(home),
@@ -245,14 +269,8 @@ def open_stack(home: Path, policy_toml: str, **settings: str) -> Iterator[Stack]
         USER="chen",
         **settings,
     )
-    server_cmd = [str(CHIPCLEAR), "server", "--port", str(port), "--ui-port", str(ui_port)]
-    server_cmd += ["--db", str(home / "temporal.db")]
     worker_log = home / "worker.log"
-    with (
-        (home / "server.log").open("wb") as server_out,
-        worker_log.open("wb") as worker_err,
-    ):
-        server = subprocess.Popen(server_cmd, env=env, stdout=server_out, stderr=subprocess.STDOUT)
+    with worker_log.open("wb") as worker_err:
         worker = subprocess.Popen(
             [str(CHIPCLEAR), "worker"], env=env, stdout=subprocess.DEVNULL, stderr=worker_err
         )
