@@ -191,11 +191,16 @@ async def live_state(client: Client, request_id: str) -> RequestState | None:
 Act = TypeVar("Act", bound=PersonAct | OpenBatch | LoadScreeningList)
 
 
-def signed(command: Act, stream_id: str, version: int, key: Ed25519PrivateKey | None = None) -> Act:
-    """`command` signed for `stream_id` as it stands at `version`, by `key` or the person's own key
-    file (--key, $CHIPCLEAR_KEY_FILE, `$CHIPCLEAR_HOME/keys/NAME.key`)."""
-    if key is None:
-        key = keys.load_private(keys.person_key_file(command.person, Settings.from_env().home))
+def own_key(person: str, key: Ed25519PrivateKey | None = None) -> Ed25519PrivateKey:
+    """`key`, or the person's own key file ($CHIPCLEAR_KEY_FILE, `$CHIPCLEAR_HOME/keys/NAME.key`),
+    read once per act however often it is signed again."""
+    if key is not None:
+        return key
+    return keys.load_private(keys.person_key_file(person, Settings.from_env().home))
+
+
+def signed(command: Act, stream_id: str, version: int, key: Ed25519PrivateKey) -> Act:
+    """`command` signed by `key` for `stream_id` as it stands at `version`."""
     signature = sign_act(key, stream_id, version, command.model_dump(mode="json"))
     return cast(Act, command.model_copy(update={"signature": signature}))
 
@@ -215,8 +220,7 @@ async def update(
     act is signed again for the version now; its rules are checked again. The act never changes, and
     a signature still counts once: a copy sent later is refused.
     """
-    if key is None:
-        key = keys.load_private(keys.person_key_file(command.person, Settings.from_env().home))
+    key = own_key(command.person, key)
     for attempt in range(1, SIGNING_ATTEMPTS + 1):
         try:
             return await _send_signed(client, request_id, command, key)
@@ -280,8 +284,7 @@ async def open_batch(
     """Open a batch, signed by its import reviewer for the ledger as it stands now; the ledger starts
     itself if this is the first thing anyone asks of it. Signed again, as `update` does, when only the
     ledger's version moved under it (requests reserve all the time)."""
-    if key is None:
-        key = keys.load_private(keys.person_key_file(command.person, Settings.from_env().home))
+    key = own_key(command.person, key)
     stream = ledger_stream(ledger_id(task_queue))
     for attempt in range(1, SIGNING_ATTEMPTS + 1):
         opening = signed(command, stream, await _ledger_version(client, task_queue), key)

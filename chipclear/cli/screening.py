@@ -78,14 +78,8 @@ def load(
     current = settings()
     policy = load_policy(current.policy, home=current.home)
     stream_version = len(events.read_stream(SCREENING_STREAM))
-    act = LoadScreeningList(
-        version=info.version,
-        sha256=info.sha256,
-        source=info.source,
-        entries=info.entries,
-        names=info.names,
-        actor=loader,
-    )
+    described = info.model_dump(include={"version", "sha256", "source", "entries", "names"})
+    act = LoadScreeningList(**described, actor=loader)
     signed = ops.signed(act, SCREENING_STREAM, stream_version, signing_key(loader, key))
     require_loader(policy, signed, stream_version)  # refused: exit 1, nothing loaded
     loaded = events.save_screening_list(

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 from chipclear.store.chain import AuditReport, ChainBreak, first_break
 from chipclear.store.sql_base import EVENT_COLUMNS, SQLBackend, Tx, chain_row, seal_row
 from chipclear.store.sql_screening import screening_list_breaks
-from chipclear.store.trust import StreamChecker, Trust, recorded_people
-
-TYPE, DATA = 4, 6  # of EVENT_COLUMNS
+from chipclear.store.trust import StreamChecker, Trust
 
 
 def audit(backend: SQLBackend, tx: Tx, trust: Trust | None = None) -> AuditReport:
@@ -30,9 +26,7 @@ def audit(backend: SQLBackend, tx: Tx, trust: Trust | None = None) -> AuditRepor
         problem = first_break(stream_id, (chain_row(row) for row in rows), heads.get(stream_id))
         if problem is not None:
             found.append(problem)
-        # A request's first event may carry the policy it was submitted under: the people's keys then.
-        submitted = json.loads(rows[0][DATA]) if rows and rows[0][TYPE] == "RequestSubmitted" else None
-        checker = StreamChecker(stream_id, trust, recorded_people(submitted))
+        checker = StreamChecker(stream_id, trust)
         for row in rows:
             found += checker.check(seal_row(row))
         acts_checked += checker.acts_checked

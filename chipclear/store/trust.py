@@ -104,25 +104,9 @@ class Trust:
         }
         return cls(frozenset(policy.recorder.keys), people, policy.version)
 
-    def keys_of(self, person: str, recorded: Mapping[str, frozenset[str]]) -> frozenset[str]:
-        """The keys `person` may sign with: as the request's recorded policy names them, or the current."""
-        return self.people.get(person, frozenset()) | recorded.get(person, frozenset())
-
-
-def recorded_people(submitted: Mapping[str, Any] | None) -> dict[str, frozenset[str]]:
-    """The people's keys in the policy a request recorded when it was submitted (its first event's
-    `policy`, when the event carries one): a person rotated out of the policy since still signed
-    what they signed then."""
-    policy = (submitted or {}).get("policy")
-    reviewers = policy.get("reviewers") if isinstance(policy, dict) else None
-    if not isinstance(reviewers, dict):
-        return {}
-    found: dict[str, frozenset[str]] = {}
-    for name, person in reviewers.items():
-        key = person.get("key") if isinstance(person, dict) else None
-        if isinstance(key, str):
-            found[name] = frozenset({key})
-    return found
+    def keys_of(self, person: str) -> frozenset[str]:
+        """The keys `person` may sign with: their key and their retired keys in the policy."""
+        return self.people.get(person, frozenset())
 
 
 @dataclass(frozen=True)
@@ -156,7 +140,6 @@ class StreamChecker:
 
     stream_id: str
     trust: Trust | None
-    recorded: Mapping[str, frozenset[str]] = field(default_factory=dict)
     acts_checked: int = 0
     _uses: dict[str, _Use] = field(default_factory=dict)
     _appends: dict[int, str] = field(default_factory=dict)  # version -> recorded_at, for the "once" rule
@@ -192,7 +175,7 @@ class StreamChecker:
         if (use is None or row.act != use.act) and not act_verifies(self.stream_id, row.act, signature):
             yield "the act's signature does not verify"
             return
-        if self.trust is not None and signature.key not in self.trust.keys_of(row.actor, self.recorded):
+        if self.trust is not None and signature.key not in self.trust.keys_of(row.actor):
             yield f"the act is signed with a key that is not {row.actor}'s in the policy"
         if use is None:
             self._uses[signature.value] = _Use(row.version, row.recorded_at, row.version, row.act)
