@@ -88,13 +88,11 @@ class LedgerPayload(EventPayload):
 
 
 class BatchOpened(LedgerPayload):
-    type: Literal["BatchOpened"] = "BatchOpened"
     batch: BatchSpec
     opened_at: UtcDatetime
 
 
 class UnitsGranted(LedgerPayload):
-    type: Literal["UnitsGranted"] = "UnitsGranted"
     request_id: str
     buyer: str
     batch_id: str
@@ -106,7 +104,6 @@ class UnitsGranted(LedgerPayload):
 
 
 class RequestQueued(LedgerPayload):
-    type: Literal["RequestQueued"] = "RequestQueued"
     request_id: str
     buyer: str
     units: int
@@ -115,7 +112,6 @@ class RequestQueued(LedgerPayload):
 
 
 class UnitsReleased(LedgerPayload):
-    type: Literal["UnitsReleased"] = "UnitsReleased"
     request_id: str
     batch_id: str
     units: int
@@ -123,7 +119,6 @@ class UnitsReleased(LedgerPayload):
 
 
 class QueueLeft(LedgerPayload):
-    type: Literal["QueueLeft"] = "QueueLeft"
     request_id: str
     reason: str
 

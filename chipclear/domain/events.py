@@ -33,7 +33,6 @@ class _GateEvent(EventPayload):
 
 
 class RequestSubmitted(EventPayload):
-    type: Literal["RequestSubmitted"] = "RequestSubmitted"
     request: ImportRequest
     # The gates this request walks, in order, as the policy named them when it was submitted: a route
     # changed later changes no request already under way.
@@ -41,7 +40,6 @@ class RequestSubmitted(EventPayload):
 
 
 class GateOpened(_GateEvent):
-    type: Literal["GateOpened"] = "GateOpened"
     deadline: UtcDatetime
     review_due: UtcDatetime | None = None  # the review SLA, when the policy sets one
 
@@ -49,7 +47,6 @@ class GateOpened(_GateEvent):
 class PartiesScreened(EventPayload):
     """Every party checked against a restricted-party list; any match holds the request."""
 
-    type: Literal["PartiesScreened"] = "PartiesScreened"
     list_version: str
     threshold: float
     parties: list[ScreenedParty]
@@ -57,13 +54,11 @@ class PartiesScreened(EventPayload):
 
 
 class InformationRequested(_GateEvent):
-    type: Literal["InformationRequested"] = "InformationRequested"
     question: str
     due: UtcDatetime
 
 
 class InformationProvided(_GateEvent):
-    type: Literal["InformationProvided"] = "InformationProvided"
     text: str
     attachments: list[Attachment] = Field(default_factory=list)
 
@@ -71,12 +66,10 @@ class InformationProvided(_GateEvent):
 class ReviewEscalated(_GateEvent):
     """The review SLA passed without a decision: someone above the officer should look."""
 
-    type: Literal["ReviewEscalated"] = "ReviewEscalated"
     due: UtcDatetime
 
 
 class GateApproved(_GateEvent):
-    type: Literal["GateApproved"] = "GateApproved"
     units_approved: int
     conditions: list[str] = Field(default_factory=list)
     note: str | None = None
@@ -88,27 +81,23 @@ class ApprovalProposed(_GateEvent):
     """A reviewer approved more units than one person may (`[duties] four_eyes_above`): it takes effect
     only when a second, different reviewer approves too."""
 
-    type: Literal["ApprovalProposed"] = "ApprovalProposed"
     units: int
     conditions: list[str] = Field(default_factory=list)
     note: str | None = None
 
 
 class GateDenied(_GateEvent):
-    type: Literal["GateDenied"] = "GateDenied"
     reason: str
     rule: str | None = None
 
 
 class EvidenceAdded(EventPayload):
-    type: Literal["EvidenceAdded"] = "EvidenceAdded"
     records: list[ProcurementRecord]
 
 
 class EvidenceRejected(EventPayload):
     """Records that do not count, each with the reason: the buyer can correct and send them again."""
 
-    type: Literal["EvidenceRejected"] = "EvidenceRejected"
     records: list[RejectedRecord]
 
 
@@ -129,7 +118,6 @@ class PublicHubShare(BaseModel):
 class DomesticQuotaAssessed(EventPayload):
     """The computation behind a domestic-quota verdict, kept so an auditor can redo it by hand."""
 
-    type: Literal["DomesticQuotaAssessed"] = "DomesticQuotaAssessed"
     imported_units: int
     domestic_units: int
     required_ratio: float
@@ -139,7 +127,6 @@ class DomesticQuotaAssessed(EventPayload):
 
 
 class LicenseIssued(EventPayload):
-    type: Literal["LicenseIssued"] = "LicenseIssued"
     licence_id: str
     units: int  # the smallest quantity any gate approved
     conditions: list[str] = Field(default_factory=list)
@@ -147,13 +134,11 @@ class LicenseIssued(EventPayload):
 
 
 class RequestWithdrawn(EventPayload):
-    type: Literal["RequestWithdrawn"] = "RequestWithdrawn"
     gate: GateName | None
     reason: str
 
 
 class RequestExpired(_GateEvent):
-    type: Literal["RequestExpired"] = "RequestExpired"
     deadline: UtcDatetime
     # None: the gate's decision deadline; "information_request": the applicant never answered.
     cause: Literal["information_request"] | None = None
@@ -163,7 +148,6 @@ class ExportApprovalReleased(EventPayload):
     """The request ended without a licence: its US export approval goes unused, its units back to
     the buyer's headroom."""
 
-    type: Literal["ExportApprovalReleased"] = "ExportApprovalReleased"
     units: int
     reason: str
 
@@ -171,7 +155,6 @@ class ExportApprovalReleased(EventPayload):
 class ScreeningListLoaded(EventPayload):
     """A restricted-party list became the one screenings use (stream `screening-lists`)."""
 
-    type: Literal["ScreeningListLoaded"] = "ScreeningListLoaded"
     version: str
     sha256: str
     source: str
@@ -182,7 +165,6 @@ class ScreeningListLoaded(EventPayload):
 
 
 class AllocationGranted(EventPayload):
-    type: Literal["AllocationGranted"] = "AllocationGranted"
     batch_id: str
     units: int
     requested: int
@@ -190,12 +172,10 @@ class AllocationGranted(EventPayload):
 
 
 class AllocationQueued(EventPayload):
-    type: Literal["AllocationQueued"] = "AllocationQueued"
     position: int | None
 
 
 class AllocationReleased(EventPayload):
-    type: Literal["AllocationReleased"] = "AllocationReleased"
     batch_id: str | None  # None: the request only left the queue
     units: int
     reason: str
