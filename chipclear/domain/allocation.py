@@ -20,7 +20,7 @@ from chipclear.domain.names import normalise_buyer
 from chipclear.domain.payload import EventPayload
 from chipclear.domain.people import require_signature
 from chipclear.domain.policy import Policy
-from chipclear.domain.signing import ActSignature
+from chipclear.domain.signing import ActorSignedAct
 
 LEDGER_STREAM = "allocation"
 
@@ -143,17 +143,10 @@ class Release(BaseModel):
     reason: Annotated[str, Field(min_length=1)]
 
 
-class OpenBatch(BaseModel):
+class OpenBatch(ActorSignedAct):
     """An import reviewer opens a batch: a person's signed act on the ledger's stream."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     batch: BatchSpec
-    actor: Annotated[str, Field(min_length=1, max_length=100)]
-    signature: ActSignature | None = None
-
-    @property
-    def person(self) -> str:
-        return self.actor
 
 
 # The gate whose units the ledger allocates: its reviewers, and only they, open batches.

@@ -8,32 +8,25 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from chipclear.domain.errors import DomainError
 from chipclear.domain.people import require_signature
 from chipclear.domain.policy import Policy
-from chipclear.domain.signing import ActSignature
+from chipclear.domain.signing import ActorSignedAct
 
 SCREENING_STREAM = "screening-lists"
 # Screening holds requests at this gate: its reviewers, and only they, change the list in force.
 SCREENING_GATE = "us-export"
 
 
-class LoadScreeningList(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class LoadScreeningList(ActorSignedAct):
     kind: Literal["load_screening_list"] = "load_screening_list"
     version: str
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     source: str
     entries: int
     names: int
-    actor: Annotated[str, Field(min_length=1, max_length=100)]
-    signature: ActSignature | None = None
-
-    @property
-    def person(self) -> str:
-        return self.actor
 
 
 def require_loader(policy: Policy, command: LoadScreeningList, stream_version: int) -> None:

@@ -65,6 +65,20 @@ class ActSignature(BaseModel):
     value: Annotated[str, Field(min_length=1, max_length=200)]
 
 
+class ActorSignedAct(BaseModel):
+    """An act outside a request whose `actor` is the person who signs it (a batch opening, a list load):
+    the actor and signature these acts share, and the `person` the signature checks name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    actor: Annotated[str, Field(min_length=1, max_length=100)]
+    signature: ActSignature | None = None
+
+    @property
+    def person(self) -> str:
+        return self.actor
+
+
 def public_text(key: Ed25519PublicKey) -> str:
     raw = key.public_bytes(Encoding.Raw, PublicFormat.Raw)
     return KEY_PREFIX + base64.b64encode(raw).decode()
