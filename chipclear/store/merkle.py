@@ -110,6 +110,15 @@ def inclusion_path(index: int, leaves: Sequence[bytes]) -> list[bytes]:
     return path
 
 
+def _past_left_edges(fn: int, sn: int) -> tuple[int, int]:
+    """Step ii of both verifications: from a left child, climb past the levels where this subtree has
+    no right sibling (until fn is a right child, or the root)."""
+    if not fn & 1:
+        while not (fn & 1 or fn == 0):
+            fn, sn = fn >> 1, sn >> 1
+    return fn, sn
+
+
 def verify_inclusion(index: int, size: int, leaf: bytes, path: Sequence[bytes], root_hash: bytes) -> bool:
     """§2.1.3.2: does `path` prove that leaf hash `leaf` is leaf `index` of the tree `root_hash` of `size`?"""
     # 1. leaf_index must lie inside the tree.
@@ -125,16 +134,11 @@ def verify_inclusion(index: int, size: int, leaf: bytes, path: Sequence[bytes], 
         # b. A right child, or the last node of its level: p is on the left.
         if fn & 1 or fn == sn:
             r = node_hash(p, r)
-            # ii. Climb past the levels where this subtree has no right sibling.
-            if not fn & 1:
-                while not (fn & 1 or fn == 0):
-                    fn >>= 1
-                    sn >>= 1
+            fn, sn = _past_left_edges(fn, sn)
         else:
             r = node_hash(r, p)
         # c. Up one level.
-        fn >>= 1
-        sn >>= 1
+        fn, sn = fn >> 1, sn >> 1
     # 5. The whole path used, and the root reached.
     return sn == 0 and r == root_hash
 
@@ -200,16 +204,11 @@ def verify_consistency(
         if fn & 1 or fn == sn:
             fr = node_hash(c, fr)
             sr = node_hash(c, sr)
-            # ii. Climb past the levels where this subtree has no right sibling.
-            if not fn & 1:
-                while not (fn & 1 or fn == 0):
-                    fn >>= 1
-                    sn >>= 1
+            fn, sn = _past_left_edges(fn, sn)
         # ...or only in the second tree, on the right.
         else:
             sr = node_hash(sr, c)
         # c. Up one level.
-        fn >>= 1
-        sn >>= 1
+        fn, sn = fn >> 1, sn >> 1
     # 7. Both roots reached, with the whole path used.
     return fr == first_root and sr == second_root and sn == 0
