@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from chipclear.store.chain import AuditReport, ChainBreak, first_break
-from chipclear.store.sql_base import EVENT_COLUMNS, SQLBackend, Tx, chain_row, seal_row
+from chipclear.store.sql_base import EVENT_COLUMNS, SQLBackend, Tx, chain_row
 from chipclear.store.sql_screening import screening_list_breaks
-from chipclear.store.trust import StreamChecker, Trust
+from chipclear.store.trust import EventRow, StreamChecker, Trust
 
 
 def audit(backend: SQLBackend, tx: Tx, trust: Trust | None = None) -> AuditReport:
@@ -28,7 +28,7 @@ def audit(backend: SQLBackend, tx: Tx, trust: Trust | None = None) -> AuditRepor
             found.append(problem)
         checker = StreamChecker(stream_id, trust)
         for row in rows:
-            found += checker.check(seal_row(row))
+            found += checker.check(EventRow(*row[:16]))
         acts_checked += checker.acts_checked
         breaks += sorted(found, key=lambda b: b.version)
     breaks += screening_list_breaks(backend, tx)

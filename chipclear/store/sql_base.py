@@ -16,7 +16,6 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime
 from typing import Any, Protocol, Self
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -26,13 +25,10 @@ from chipclear.store.chain import chained_fields
 from chipclear.store.errors import CannotSeal
 from chipclear.store.migrations import Migration
 from chipclear.store.projection import Projection
-from chipclear.store.trust import RecorderKey, Row, Sealer, act_of
+from chipclear.store.trust import EventRow, RecorderKey, Sealer, act_of
 from chipclear.store.upcasting import UPCASTERS, Upcasters
 
-EVENT_COLUMNS = (
-    "position, event_id, stream_id, version, type, schema_version, data, occurred_at, recorded_at, "
-    "policy_version, actor, act, prev_hash, hash, sealed_by, seal"
-)
+EVENT_COLUMNS = ", ".join(EventRow._fields)
 
 
 class Cursor(Protocol):
@@ -152,58 +148,33 @@ class SQLBackend(ABC):
 
 def stored_event(row: Sequence[Any], upcasters: Upcasters) -> StoredEvent:
     """An `EVENT_COLUMNS` row as the event this release reads: its data upcast to the current shape."""
-    (position, event_id, stream_id, version, type_, schema_version, data, occurred_at, recorded_at) = row[:9]
-    (policy_version, actor, act, prev_hash, hash_) = row[9:14]
-    return StoredEvent(
-        position=position,
-        event_id=event_id,
-        stream_id=stream_id,
-        version=version,
-        data=upcasters.parse(type_, schema_version, json.loads(data)),
-        occurred_at=datetime.fromisoformat(occurred_at),
-        recorded_at=datetime.fromisoformat(recorded_at),
-        policy_version=policy_version,
-        actor=actor,
-        act=act_of(act),
-        prev_hash=prev_hash,
-        hash=hash_,
+    stored = EventRow(*row[:16])
+    return StoredEvent.model_validate(
+        {
+            **stored._asdict(),
+            "data": upcasters.parse(stored.type, stored.schema_version, json.loads(stored.data)),
+            "act": act_of(stored.act),
+        }
     )
 
 
 def chain_row(row: Sequence[Any]) -> tuple[int, int, str, str, dict[str, Any]]:
     """(position, version, prev_hash, hash, chained fields) of an `EVENT_COLUMNS` row, exactly as stored."""
-    position, event_id, stream_id, version, type_, schema_version, data, occurred_at, recorded_at = row[:9]
-    policy_version, actor, act, prev_hash, hash_ = row[9:14]
+    stored = EventRow(*row[:16])
     fields = chained_fields(
-        event_id=event_id,
-        stream_id=stream_id,
-        version=version,
-        type_=type_,
-        schema_version=schema_version,
-        data=json.loads(data),
-        occurred_at=occurred_at,
-        recorded_at=recorded_at,
-        policy_version=policy_version,
-        actor=actor,
-        act=act_of(act),
+        event_id=stored.event_id,
+        stream_id=stored.stream_id,
+        version=stored.version,
+        type_=stored.type,
+        schema_version=stored.schema_version,
+        data=json.loads(stored.data),
+        occurred_at=stored.occurred_at,
+        recorded_at=stored.recorded_at,
+        policy_version=stored.policy_version,
+        actor=stored.actor,
+        act=act_of(stored.act),
     )
-    return position, version, prev_hash, hash_, fields
-
-
-def seal_row(row: Sequence[Any]) -> Row:
-    """What the seal and act checks read of an `EVENT_COLUMNS` row, exactly as stored."""
-    _, _, stream_id, version, type_, _, _, _, recorded_at, _, actor, act, _, hash_, sealed_by, seal = row[:16]
-    return Row(
-        stream_id=stream_id,
-        version=version,
-        type=type_,
-        actor=actor,
-        recorded_at=recorded_at,
-        hash=hash_,
-        sealed_by=sealed_by or "",
-        seal=seal or "",
-        act=act_of(act),
-    )
+    return stored.position, stored.version, stored.prev_hash, stored.hash, fields
 
 
 def set_head(tx: Tx, stream_id: str, version: int, head_hash: str) -> None:

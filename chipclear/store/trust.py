@@ -11,7 +11,7 @@ database can recompute hashes. Two signatures do:
   it were written by one append, the first of them at the version the person signed for, plus one.
 
 The trusted keys come from the policy (`Trust.from_policy`), never from the store: a key found in the
-store proves nothing. Pure: the SQL audit and the import call `event_breaks` row by row.
+store proves nothing. Pure: the SQL audit (which `store import` runs) feeds `StreamChecker` row by row.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import functools
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -109,19 +109,26 @@ class Trust:
         return self.people.get(person, frozenset())
 
 
-@dataclass(frozen=True)
-class Row:
-    """What the seal and act checks read of one stored event, exactly as stored."""
+class EventRow(NamedTuple):
+    """One `events` row, column by column, exactly as stored (the JSON columns as text): what the chain,
+    seal and act checks read, so that no check sees the row through the models."""
 
+    position: int
+    event_id: str
     stream_id: str
     version: int
     type: str
-    actor: str
+    schema_version: int
+    data: str
+    occurred_at: str
     recorded_at: str
+    policy_version: str
+    actor: str
+    act: str | None
+    prev_hash: str
     hash: str
-    sealed_by: str
-    seal: str
-    act: dict[str, Any] | None
+    sealed_by: str | None
+    seal: str | None
 
 
 @dataclass
@@ -144,14 +151,14 @@ class StreamChecker:
     _uses: dict[str, _Use] = field(default_factory=dict)
     _appends: dict[int, str] = field(default_factory=dict)  # version -> recorded_at, for the "once" rule
 
-    def check(self, row: Row) -> list[ChainBreak]:
+    def check(self, row: EventRow) -> list[ChainBreak]:
         problems = [*self._seal(row), *self._act(row)]
         return [
             ChainBreak(stream_id=row.stream_id, version=row.version, event_type=row.type, problem=p)
             for p in problems
         ]
 
-    def _seal(self, row: Row) -> Iterable[str]:
+    def _seal(self, row: EventRow) -> Iterable[str]:
         if not row.sealed_by or not row.seal:
             yield "no recorder seal"
         elif not seal_verifies(row.sealed_by, row.hash, row.seal):
@@ -160,25 +167,26 @@ class StreamChecker:
             where = f"policy {self.trust.policy_version}" if self.trust.policy_version else "the policy"
             yield f"sealed by {row.sealed_by}, which {where} does not name as a recorder key"
 
-    def _act(self, row: Row) -> Iterable[str]:
+    def _act(self, row: EventRow) -> Iterable[str]:
         self._appends[row.version] = row.recorded_at
-        if row.act is None:
+        act = act_of(row.act)
+        if act is None:
             return
         self.acts_checked += 1
         try:
-            signature = ActSignature.model_validate(row.act.get("signature"))
+            signature = ActSignature.model_validate(act.get("signature"))
         except ValidationError:
             yield "the act carries no well-formed signature"
             return
         use = self._uses.get(signature.value)
         # The events one act caused carry it identically: its signature is checked once per stream.
-        if (use is None or row.act != use.act) and not act_verifies(self.stream_id, row.act, signature):
+        if (use is None or act != use.act) and not act_verifies(self.stream_id, act, signature):
             yield "the act's signature does not verify"
             return
         if self.trust is not None and signature.key not in self.trust.keys_of(row.actor):
             yield f"the act is signed with a key that is not {row.actor}'s in the policy"
         if use is None:
-            self._uses[signature.value] = _Use(row.version, row.recorded_at, row.version, row.act)
+            self._uses[signature.value] = _Use(row.version, row.recorded_at, row.version, act)
             if signature.expected_version + 1 != row.version:
                 yield (
                     f"the act was signed for version {signature.expected_version} of the stream, "
