@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test test-fast lint format bench clean
+.PHONY: up test test-fast lint format bench chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,8 +13,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Other ports: make up PORT=7300 UI_PORT=8300 (then export TEMPORAL_ADDRESS=127.0.0.1:7300 for the CLI).
+PORT    ?= 7233
+UI_PORT ?= 8233
+
 up: $(STAMP)
-	$(BIN)/chipclear up
+	$(BIN)/chipclear up --port $(PORT) --ui-port $(UI_PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -35,5 +39,12 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/chipclear bench
 
+# The fault drills of tests/faults at full size (400 requests each), printing the figures that
+# docs/operations.md shows: minutes of work, for a quiet machine.
+chaos: $(STAMP)
+	$(BIN)/python -m tests.faults.chaos
+
+# The store and keys live in the chipclear home (`chipclear doctor` names it), never removed here:
+# they are the legal record. Delete that directory yourself to start over.
 clean:
-	rm -rf $(VENV) .chipclear .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

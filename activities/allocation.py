@@ -2,13 +2,17 @@
 
 Workflows cannot send an Update to another workflow, so these activities do it with a client:
 update-with-start, so an entity starts itself the first time anyone needs it.
+
+An update may wait a long time (the ledger waits for the event store before it answers), so the regular
+activities here heartbeat while they wait: a worker that dies mid-call has its calls retried on another
+within the heartbeat timeout (workflows/options.py), not at the end of the start-to-close timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -22,6 +26,7 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from chipclear import payload_limits
 from chipclear.contracts import (
     BUYER_CAP_CLAIM,
     BUYER_CAP_RELEASE,
@@ -39,6 +44,8 @@ from chipclear.domain.buyer_cap import BuyerClaim, ClaimUnits, ReleaseClaim
 from chipclear.temporal import refusal
 
 T = TypeVar("T", bound=BaseModel)
+R = TypeVar("R")
+HEARTBEAT_EVERY = 2.0  # seconds between heartbeats while an update waits (a third of the timeout)
 _BUSY = {RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE, RPCStatusCode.ABORTED}
 
 
@@ -68,16 +75,17 @@ class AllocationActivities:
         a rush of reservations the rest are refused with RESOURCE_EXHAUSTED. Retrying here, quickly and
         with jitter, keeps the queue moving; the activity's own retry policy covers everything else.
         """
+        await _within_limits(self.client, command, name)
         delay = 0.05
         while True:
+            # A fresh operation each attempt: one is used up by the call that carries it.
+            operation = (start or self._ledger_start)()
             try:
                 # By name with result_type: the typed method references trip mypy on async handlers.
-                result: T = await self.client.execute_update_with_start_workflow(
-                    name,
-                    command,
-                    # A fresh operation each attempt: one is used up by the call that carries it.
-                    start_workflow_operation=(start or self._ledger_start)(),
-                    result_type=result_type,
+                result: T = await _heartbeating(
+                    self.client.execute_update_with_start_workflow(
+                        name, command, start_workflow_operation=operation, result_type=result_type
+                    )
                 )
                 return result
             except WorkflowUpdateFailedError as exc:
@@ -86,9 +94,11 @@ class AllocationActivities:
             except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
                 if isinstance(exc, RPCError) and exc.status not in _BUSY:
                     raise
-                activity.heartbeat(f"ledger busy, retrying in {delay:.2f}s")
+                _heartbeat(f"ledger busy, retrying in {delay:.2f}s")
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 1.5, 2.0)
+            finally:
+                _settle(operation)
 
     @activity.defn(name="reserve_units")
     async def reserve_units(self, command: Reserve) -> Reservation:
@@ -113,12 +123,53 @@ class AllocationActivities:
         # Safe to retry: a second release gives back nothing. A plain update, not update-with-start:
         # a buyer whose cap was never claimed has nothing to give back, and no workflow to start.
         handle = self.client.get_workflow_handle(buyer_cap_id(command.buyer, self._home_queue()))
+        await _within_limits(self.client, command, BUYER_CAP_RELEASE)
         try:
-            result: ReleasedUnits = await handle.execute_update(
-                BUYER_CAP_RELEASE, command, result_type=ReleasedUnits
+            result: ReleasedUnits = await _heartbeating(
+                handle.execute_update(BUYER_CAP_RELEASE, command, result_type=ReleasedUnits)
             )
         except RPCError as exc:
             if exc.status != RPCStatusCode.NOT_FOUND:
                 raise
             return ReleasedUnits(request_id=command.request_id, units=0)
         return result
+
+
+def _heartbeat(detail: str) -> None:
+    # A local activity has no heartbeat of its own: its workflow task is its lease.
+    if not activity.info().is_local:
+        activity.heartbeat(detail)
+
+
+async def _heartbeating(call: Awaitable[R]) -> R:
+    """Await `call`, heartbeating every HEARTBEAT_EVERY seconds; cancelled with the activity."""
+    task = asyncio.ensure_future(call)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY)
+            if done:
+                return task.result()
+            _heartbeat("waiting for the entity's answer")
+    except BaseException:
+        task.cancel()
+        raise
+
+
+def _settle(operation: WithStartWorkflowOperation[Any, Any]) -> None:
+    """Take the start operation's outcome, so a failed start is not logged as an ERROR "Future exception
+    was never retrieved" traceback when it is collected: the update's own error already says it all.
+
+    The SDK keeps the outcome in a private future; awaiting `workflow_handle()` would wait forever when
+    the call failed before the start was even tried."""
+    future = operation._workflow_handle
+    if future.done() and not future.cancelled():
+        future.exception()
+
+
+async def _within_limits(client: Client, command: BaseModel, name: str) -> None:
+    """Every message to an entity passes the client's payload check (chipclear.payload_limits); one
+    too large can never become small by retrying, so the refusal is final."""
+    try:
+        await payload_limits.check(client.data_converter, command, what=f"the {name} update")
+    except payload_limits.PayloadTooLarge as exc:
+        raise ApplicationError(str(exc), type="PayloadTooLarge", non_retryable=True) from None

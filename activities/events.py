@@ -6,14 +6,14 @@ from typing import Protocol
 
 from pydantic import BaseModel
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
+from activities.store_calls import StoreOutage, store_call
 from chipclear.domain.events import Event
 from chipclear.domain.evidence import InvoiceOwner
 from chipclear.domain.facts import RegisterInvoices, ReleaseInvoices
 from chipclear.domain.policy import Policy
 from chipclear.logs import get_logger
-from chipclear.store.protocol import AppendResult, ConcurrencyError, EventLog, InvoiceRegistry
+from chipclear.store.protocol import AppendResult, EventLog, InvoiceRegistry
 
 
 class AppendInput(BaseModel):
@@ -46,12 +46,24 @@ class EventsStore(EventLog, InvoiceRegistry, Protocol):
 
 
 class EventActivities:
-    """Bound to one store and the worker's policy; methods run in the worker's thread pool."""
+    """Bound to one store and the worker's policy; methods run in the worker's thread pool.
 
-    def __init__(self, store: EventsStore, policy: Policy, *, search_attributes: bool = False) -> None:
+    Every store call goes through `store_call`: failures classified (an unreachable store is retried,
+    bad data is not), cancellation held off until the call has ended its transaction.
+    """
+
+    def __init__(
+        self,
+        store: EventsStore,
+        policy: Policy,
+        *,
+        search_attributes: bool = False,
+        outage: StoreOutage | None = None,
+    ) -> None:
         self.store = store
         self.policy = policy
         self.search_attributes = search_attributes
+        self.outage = outage or StoreOutage()
 
     @activity.defn(name="append_events")
     def append_events(self, input: AppendInput) -> AppendResult:
@@ -60,22 +72,16 @@ class EventActivities:
         log = get_logger("chipclear.activities").bind(
             workflow_id=info.workflow_id, run_id=info.workflow_run_id, activity_id=info.activity_id
         )
-        try:
+        with store_call(self.outage):
             result = self.store.append(input.stream_id, input.expected_version, input.events)
-            log.info(
-                "events appended" if result.written else "events already stored (retry)",
-                stream_id=input.stream_id,
-                version=result.version,
-                types=[event.type for event in input.events],
-                attempt=info.attempt,
-            )
-            return result
-        except ConcurrencyError as exc:
-            # Retrying cannot fix a conflict: fail the transition and let the workflow say so.
-            raise ApplicationError(str(exc), type="ConcurrencyError", non_retryable=True) from exc
-        except ValueError as exc:
-            # A malformed batch is a bug in the caller; retrying would fail the same way forever.
-            raise ApplicationError(str(exc), type="InvalidBatch", non_retryable=True) from exc
+        log.info(
+            "events appended" if result.written else "events already stored (retry)",
+            stream_id=input.stream_id,
+            version=result.version,
+            types=[event.type for event in input.events],
+            attempt=info.attempt,
+        )
+        return result
 
     @activity.defn(name="current_policy")
     def current_policy(self, input: PolicyInput) -> PolicyResult:
@@ -87,7 +93,8 @@ class EventActivities:
     def register_invoices(self, input: RegisterInvoices) -> InvoiceOwners:
         # Safe to repeat: registering for the same request again changes nothing and gives the same
         # answer, so it runs as a local activity on the evidence path.
-        owners = self.store.register_invoices(input.request_id, input.buyer, input.keys)
+        with store_call(self.outage):
+            owners = self.store.register_invoices(input.request_id, input.buyer, input.keys)
         taken = sorted(key for key, owner in owners.items() if owner.request_id != input.request_id)
         if taken:
             get_logger("chipclear.activities").info(
@@ -98,4 +105,6 @@ class EventActivities:
     @activity.defn(name="release_invoices")
     def release_invoices(self, input: ReleaseInvoices) -> ReleasedInvoices:
         # Safe to repeat: freeing what is already free changes nothing.
-        return ReleasedInvoices(released=self.store.release_invoices(input.request_id))
+        with store_call(self.outage):
+            released = self.store.release_invoices(input.request_id)
+        return ReleasedInvoices(released=released)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from temporalio import activity
 
+from activities.store_calls import StoreOutage, store_call
 from chipclear.domain.facts import Screening, ScreenParties
 from chipclear.domain.screening import ScreeningIndex
 from chipclear.logs import get_logger
@@ -16,11 +17,13 @@ from chipclear.store.screening import CurrentList
 
 
 class ScreeningActivities:
-    def __init__(self, store: ScreeningLists) -> None:
+    def __init__(self, store: ScreeningLists, outage: StoreOutage | None = None) -> None:
         self.current = CurrentList(store)
+        self.outage = outage or StoreOutage()
 
     def index(self) -> ScreeningIndex:
-        return self.current.index()
+        with store_call(self.outage):
+            return self.current.index()
 
     @activity.defn(name="screen_parties")
     def screen_parties(self, input: ScreenParties) -> Screening:

@@ -10,22 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from chipclear.config import DEFAULT_LISTEN_HOST
+from chipclear.store.outage import StoreOutage
 from chipclear.store.protocol import Connection
 
 LIVENESS_PATH = "/healthz"
 READINESS_PATH = "/readyz"
 STORE_TIMEOUT = 2.0  # seconds a readiness probe waits for the event store
+# Seconds of failing store calls (and no call answered) after which the worker is not ready: a read
+# may still answer while every write waits on a lock this worker cannot take.
+WEDGED_AFTER = 15.0
 
 
 @dataclass
 class Health:
     store: Connection | None = None  # set once the store is open
     polling: bool = False  # set once the worker runs; cleared when it starts draining
+    outage: StoreOutage = field(default_factory=StoreOutage)  # what the store activities have met
 
     async def readiness(self) -> tuple[bool, str]:
         if not self.polling or self.store is None:
@@ -34,6 +39,11 @@ class Health:
             await asyncio.wait_for(asyncio.to_thread(self.store.ping), STORE_TIMEOUT)
         except Exception as exc:  # any failure to answer is "not ready", with the reason shown
             return False, f"the event store does not answer: {type(exc).__name__}: {exc}"
+        if (seconds := self.outage.seconds()) > WEDGED_AFTER:
+            return (
+                False,
+                f"the event store has failed every call for {seconds:.0f}s (since {self.outage.since})",
+            )
         return True, "polling, event store reachable"
 
 

@@ -26,7 +26,8 @@ from chipclear.keys import KeyFileError, load_private, recorder_key_file
 from chipclear.logs import get_logger
 from chipclear.store import merkle
 from chipclear.store.checkpoint import Checkpoint, sign_checkpoint
-from chipclear.store.protocol import Checkpoints
+from chipclear.store.outage import StoreOutage
+from chipclear.store.protocol import Checkpoints, StoreUnavailable
 
 DEFAULT_EVERY = 1000  # events between checkpoints
 DEFAULT_SECONDS = 300.0  # and at most this long, while events arrive
@@ -130,26 +131,37 @@ class Checkpointer:
         self.signed_size, self.signed_at = size, self.clock()
         return made
 
-    async def run(self, poll: float = POLL_SECONDS) -> None:
-        """Until cancelled: a tick every `poll` seconds (in a thread: the store is synchronous)."""
+    async def run(self, poll: float = POLL_SECONDS, outage: StoreOutage | None = None) -> None:
+        """Until cancelled: a tick every `poll` seconds (in a thread: the store is synchronous).
+
+        A store that is away fails every tick; that is the worker's store outage, told once when it
+        ends (`outage`), not a warning every `poll` seconds."""
         log = get_logger("chipclear.checkpoints")
+        outage = outage or StoreOutage()
         while True:
             try:
                 made = await asyncio.to_thread(self.tick)
+            except StoreUnavailable as exc:  # the next tick tries again
+                outage.failing(exc)
+            except Exception as exc:
+                log.warning("checkpoint not made", error=str(exc))
+            else:
+                outage.answered()
                 if made is not None:
                     log.info("checkpoint signed", tree_size=made.tree_size, root_hash=made.root_hash)
-            except Exception as exc:  # a store that is away for a while: the next tick tries again
-                log.warning("checkpoint not made", error=str(exc))
             await asyncio.sleep(poll)
 
 
 @asynccontextmanager
 async def checkpointing(
-    store: Checkpoints, recorder: Ed25519PrivateKey, schedule: CheckpointSchedule
+    store: Checkpoints,
+    recorder: Ed25519PrivateKey,
+    schedule: CheckpointSchedule,
+    outage: StoreOutage | None = None,
 ) -> AsyncIterator[Checkpointer]:
     """Sign checkpoints in the background while the block runs, and a last one as it ends."""
     checkpointer = Checkpointer(store, recorder, schedule)
-    task = asyncio.create_task(checkpointer.run(min(POLL_SECONDS, schedule.seconds)))
+    task = asyncio.create_task(checkpointer.run(min(POLL_SECONDS, schedule.seconds), outage))
     try:
         yield checkpointer
     finally:

@@ -7,6 +7,8 @@ carrying its whole state.
 
 from __future__ import annotations
 
+from functools import partial
+
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
@@ -28,7 +30,8 @@ with workflow.unsafe.imports_passed_through():
     from chipclear.domain.errors import DomainError
     from chipclear.domain.events import Event
     from workflows.entity import domain_refusals, live_then_continue
-    from workflows.options import APPEND_RETRY, APPEND_TIMEOUT
+    from workflows.options import APPEND_RETRY, APPEND_TIMEOUT, LOCAL_STORE_RETRY, LOCAL_STORE_TIMEOUT
+    from workflows.patience import patiently
 
 
 @workflow.defn(name=LEDGER_WORKFLOW)
@@ -82,12 +85,15 @@ class AllocationLedgerWorkflow:
     async def open_batch(self, command: allocation.OpenBatch) -> OpenBatchResult:
         # Who may open a batch is the policy's word: read it (an activity, so it is recorded in
         # history), then check the signature against it and decide with nothing awaited in between.
-        found: PolicyResult = await workflow.execute_local_activity_method(
-            EventActivities.current_policy,
-            PolicyInput(),
-            start_to_close_timeout=APPEND_TIMEOUT,
-            retry_policy=APPEND_RETRY,
-            summary="read the policy in force",
+        found: PolicyResult = await patiently(
+            lambda: workflow.execute_local_activity_method(
+                EventActivities.current_policy,
+                PolicyInput(),
+                start_to_close_timeout=LOCAL_STORE_TIMEOUT,
+                retry_policy=LOCAL_STORE_RETRY,
+                summary="read the policy in force",
+            ),
+            "the policy",
         )
         with domain_refusals():
             stream = ledger_stream(workflow.info().workflow_id)
@@ -165,12 +171,20 @@ class AllocationLedgerWorkflow:
             batch, self._pending = self._pending, []
             self._writing = True
             try:
-                await workflow.execute_activity_method(
-                    EventActivities.append_events,
-                    AppendInput(stream_id=batch[0].stream_id, expected_version=self._appended, events=batch),
-                    start_to_close_timeout=APPEND_TIMEOUT,
-                    retry_policy=APPEND_RETRY,
-                    summary=f"{len(batch)} ledger event(s)",
+                append = AppendInput(
+                    stream_id=batch[0].stream_id, expected_version=self._appended, events=batch
+                )
+                # Waited out through an outage: the decisions in `batch` are already answered for.
+                await patiently(
+                    partial(
+                        workflow.execute_activity_method,
+                        EventActivities.append_events,
+                        append,
+                        start_to_close_timeout=APPEND_TIMEOUT,
+                        retry_policy=APPEND_RETRY,
+                        summary=f"{len(batch)} ledger event(s)",
+                    ),
+                    "the event store",
                 )
             finally:
                 self._writing = False

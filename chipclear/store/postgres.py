@@ -139,6 +139,9 @@ MIGRATION_LOCK = 0x63686970636C6572 & 0x7FFFFFFFFFFFFFFF  # "chipcler": one advi
 # chipclear's own URL options (libpq would refuse them): the pool's size and how long to wait for it.
 # The pool matches the worker's activity threads (16), so no activity waits for a connection.
 POOL_OPTIONS = {"pool_min_size": 1, "pool_max_size": 16, "pool_timeout": 10}
+# Seconds a call waits for a pooled connection (the server away, or every connection busy) before it
+# fails with StoreUnavailable: under the append's 10 s start-to-close timeout (workflows/options.py).
+WAIT = 5.0
 
 
 @functools.cache
@@ -247,8 +250,28 @@ class PostgresEventStore(SQLEventStore):
         tx.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
 
     @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection, always given back, and given back outside any transaction.
+
+        Taken inside the `try`, so a call interrupted just after (a cancellation raised into the
+        thread) still returns it; `putconn` rolls back a transaction left open, or closes a connection
+        in a state it cannot reset. An unreachable server is StoreUnavailable, within `WAIT` seconds
+        (shorter than an append's start-to-close timeout, so the activity fails cleanly first).
+        """
+        conn: psycopg.Connection[Any] | None = None
+        try:
+            conn = self.pool.getconn(timeout=min(WAIT, self.pool.timeout))
+            yield conn
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            reason = scrub(" ".join(str(exc).split()), self.url)
+            raise StoreUnavailable(f"the PostgreSQL event store at {redact(self.url)}: {reason}") from exc
+        finally:
+            if conn is not None:
+                self.pool.putconn(conn)
+
+    @contextmanager
     def _transaction(self) -> Iterator[Tx]:
-        with self.pool.connection() as conn:
+        with self._connection() as conn:
             try:
                 with conn.transaction():
                     yield _Tx(conn)
@@ -259,12 +282,12 @@ class PostgresEventStore(SQLEventStore):
 
     @contextmanager
     def _reader(self) -> Iterator[Tx]:
-        with self.pool.connection() as conn:
+        with self._connection() as conn:
             yield _Tx(conn)
 
     @contextmanager
     def _snapshot(self) -> Iterator[Tx]:
-        with self.pool.connection() as conn, conn.transaction():
+        with self._connection() as conn, conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             yield _Tx(conn)
 

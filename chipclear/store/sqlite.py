@@ -4,6 +4,13 @@ WAL lets readers run beside the single writer; `BEGIN IMMEDIATE` takes the write
 processes never both read a stream version and then both write (no read-then-write race), and
 `busy_timeout` makes the loser wait instead of failing. Because writers are serialised, positions
 commit in order and a reader following the log never meets a gap that fills in later.
+
+A transaction must never outlive the call that opened it: a connection left inside one keeps the write
+lock for good and wedges every writer in every process. So each transaction opens inside the block
+that ends it, whatever ends the call (an error, a cancellation raised into the thread), and a
+connection that cannot be rolled back is closed, which releases its locks. The wait for the lock
+(`BUSY_TIMEOUT`) is shorter than an append's start-to-close timeout (workflows/options.py), so an
+activity facing a held lock fails cleanly with StoreUnavailable before Temporal gives up on it.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from typing import Any, Literal
 
 from chipclear.private_files import private_file
 from chipclear.store.chain import GENESIS
+from chipclear.store.errors import StoreUnavailable
 from chipclear.store.migrations import Migration
 from chipclear.store.projection import Projection
 from chipclear.store.sql import SQLEventStore
@@ -104,6 +112,17 @@ BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
 """
 
 
+# Seconds a writer waits for another's write lock before giving up with StoreUnavailable: under the
+# append's 10 s start-to-close timeout, so the activity reports a held lock instead of timing out.
+BUSY_TIMEOUT = 5.0
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED: another connection holds the lock past the busy timeout."""
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
 def _statements(script: str) -> Iterator[str]:
     """Split a script into whole statements (a trigger body holds semicolons of its own)."""
     pending = ""
@@ -124,6 +143,19 @@ MIGRATIONS = (
         1, "events, streams, projection, invoice registry, screening lists, checkpoints", _initial_schema
     ),
 )
+
+
+@contextmanager
+def _unavailable_when_busy(path: Path) -> Iterator[None]:
+    """A lock held past the busy timeout is an outage of the store, not an error in the caller's data."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if not _busy(exc):
+            raise
+        raise StoreUnavailable(
+            f"the event store {path} is locked by another connection for over {BUSY_TIMEOUT:.0f}s ({exc})"
+        ) from exc
 
 
 class SQLiteEventStore(SQLEventStore):
@@ -168,32 +200,62 @@ class SQLiteEventStore(SQLEventStore):
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             # check_same_thread=False only so close() may run on another thread; each thread uses its own.
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=60.0, check_same_thread=False)
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, timeout=BUSY_TIMEOUT, check_same_thread=False
+            )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
-            conn.execute("PRAGMA busy_timeout=60000")
+            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
             self._local.conn = conn
             with self._lock:
                 self._connections.append(conn)
+        elif conn.in_transaction:
+            # Left open by a call interrupted where no Python code could end it: end it now, first.
+            self._roll_back(conn)
+            return self._conn()
         return conn
+
+    def _roll_back(self, conn: sqlite3.Connection) -> None:
+        """Roll back; a connection that is still inside a transaction afterwards is closed, which
+        releases its locks, and the thread opens a fresh one next time."""
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # the connection is closed below: that ends the transaction too
+        finally:
+            if conn.in_transaction:
+                self._discard(conn)
+
+    def _discard(self, conn: sqlite3.Connection) -> None:
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
+        with self._lock:
+            if conn in self._connections:
+                self._connections.remove(conn)
+        conn.close()
 
     @contextmanager
     def _begin(self, mode: Literal["IMMEDIATE", "DEFERRED"]) -> Iterator[Tx]:
         conn = self._conn()
-        conn.execute(f"BEGIN {mode}")
+        # BEGIN inside the `try`: whatever interrupts the call after the lock is taken (an error, a
+        # cancellation raised into this thread), the `finally` ends the transaction it opened.
         try:
+            with _unavailable_when_busy(self.path):
+                conn.execute(f"BEGIN {mode}")
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            with _unavailable_when_busy(self.path):
+                conn.execute("COMMIT")
+        finally:
+            if conn.in_transaction:
+                self._roll_back(conn)
 
     def _transaction(self) -> AbstractContextManager[Tx]:
         return self._begin("IMMEDIATE")  # the write lock, up front
 
     @contextmanager
     def _reader(self) -> Iterator[Tx]:
-        yield self._conn()
+        with _unavailable_when_busy(self.path):
+            yield self._conn()
 
     def _snapshot(self) -> AbstractContextManager[Tx]:
         # No lock until the first read; from then on the reads see one snapshot, as WAL keeps it.

@@ -8,8 +8,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from chipclear import health as health_module
 from chipclear.devserver import free_port
 from chipclear.health import LIVENESS_PATH, READINESS_PATH, Health, serve
+from chipclear.store.protocol import StoreUnavailable
 from chipclear.store.sqlite import SQLiteEventStore
 
 
@@ -65,4 +67,21 @@ async def test_not_ready_while_the_event_store_does_not_answer(
         "the event store does not answer: ConnectionError: server closed the connection unexpectedly"
     )
     assert (await get(base + LIVENESS_PATH))[0] == 200  # a store outage must not restart every worker
+    health.store.close()
+
+
+async def test_not_ready_once_every_store_call_has_failed_for_a_while(
+    probes: tuple[Health, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lock held on the store lets reads (the ping) answer while every write fails: the outage the
+    store activities report makes the worker unready, and the first answered call makes it ready again."""
+    health, base = probes
+    health.store = SQLiteEventStore(tmp_path / "events.db")
+    health.polling = True
+    monkeypatch.setattr(health_module, "WEDGED_AFTER", 0.0)
+    health.outage.failing(StoreUnavailable("events.db is locked by another connection for over 5s"))
+    status, body = await get(base + READINESS_PATH)
+    assert status == 503 and "has failed every call" in body["detail"]
+    health.outage.answered()
+    assert (await get(base + READINESS_PATH))[0] == 200
     health.store.close()

@@ -1,0 +1,120 @@
+"""`make chaos`: the fault drills at full size (400 requests each), with the figures docs/operations.md shows.
+
+    .venv/bin/python -m tests.faults.chaos [--requests 400] [--json]
+
+Each fault runs on a fresh home, dev server, worker and event store: a fault-free run first (the
+yardstick), then kill -9 of the worker, a dev-server kill and restart, a 75 s exclusive lock on the
+SQLite store, and PostgreSQL stopped for 20 s. For each: requests right, stuck, duplicates, seconds
+until all were final, p50/p90 latency. Every invariant of tests/faults is checked; the exit code is 1
+if any failed. Minutes of work on a small machine: run it on a quiet one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
+
+from chipclear.store import open_store
+from tests.faults import drills
+from tests.faults.rig import Rig, summary
+
+Drill = Callable[[Path, int], Awaitable[dict[str, Any]]]
+
+
+def on_sqlite(name: str, fault: drills.Fault) -> Drill:
+    async def run(home: Path, requests: int) -> dict[str, Any]:
+        rig = Rig(home, f"sqlite:///{home / 'events.db'}")
+        result = await drills.drill(rig, requests, fault, within=900)
+        return summary(name, result) | {"workers": rig.workers_started, "sigterm_exit": rig.exit_code}
+
+    return run
+
+
+def on_postgres(name: str, down: float | None) -> Drill:
+    """On a PostgreSQL server of the drill's own, stopped for `down` seconds (None: not at all)."""
+
+    async def run(home: Path, requests: int) -> dict[str, Any]:
+        cluster = drills.RestartableCluster().start()
+        try:
+            url = cluster.new_schema()
+            with closing(open_store(url, require_schema=False)) as fresh:
+                fresh.migrate()
+            rig = Rig(home, url)
+            fault = drills.no_fault if down is None else drills.stop_postgres(cluster, down)
+            result = await drills.drill(rig, requests, fault, within=900)
+            return summary(name, result) | {"workers": rig.workers_started, "sigterm_exit": rig.exit_code}
+        finally:
+            cluster.stop()
+
+    return run
+
+
+DRILLS: dict[str, Drill] = {
+    "none (sqlite)": on_sqlite("none (sqlite)", drills.no_fault),
+    "worker kill -9": on_sqlite("worker kill -9", drills.kill_worker),
+    "dev server kill + restart": on_sqlite("dev server kill + restart", drills.restart_server),
+    "store lock 75 s": on_sqlite("store lock 75 s", drills.lock_store(hold=75.0)),
+    "none (postgresql)": on_postgres("none (postgresql)", down=None),
+    "postgresql down 20 s": on_postgres("postgresql down 20 s", down=20.0),
+}
+
+
+async def main(requests: int, as_json: bool) -> int:
+    rows = []
+    for name, run in DRILLS.items():
+        print(f"chaos: {name}, {requests} requests …", file=sys.stderr, flush=True)
+        with tempfile.TemporaryDirectory(prefix="chipclear-chaos-") as tmp:
+            try:
+                row = await run(Path(tmp), requests)
+            except Exception as exc:  # one drill that cannot finish is a finding, not the end of the run
+                row = {"fault": name, "requests": requests, "right": 0, "stuck": requests, "duplicates": 0}
+                row |= {"seconds_to_all_final": "-", "p50_s": "-", "p90_s": "-", "workers": "-"}
+                row["problems"] = [f"{type(exc).__name__}: {exc}"]
+        print(f"chaos: {json.dumps(row)}", file=sys.stderr, flush=True)
+        rows.append(row)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        columns = ("fault", "right", "stuck", "dup.", "all final s", "p50 s", "p90 s", "workers", "problems")
+        table = Table(*columns)
+        for row in rows:
+            table.add_row(
+                row["fault"],
+                f"{row['right']}/{row['requests']}",
+                str(row["stuck"]),
+                str(row["duplicates"]),
+                str(row["seconds_to_all_final"]),
+                str(row["p50_s"]),
+                str(row["p90_s"]),
+                str(row["workers"]),
+                "; ".join(row["problems"]) or "none",
+            )
+        Console().print(table)
+    return 1 if any(row["problems"] for row in rows) else 0
+
+
+def quiet_core_logs() -> None:
+    """The SDK core prints a WARN line to stdout for every retried gRPC call while the server is down;
+    the drill's own client retries on purpose, and `--json` must stay one JSON document."""
+    filter_ = TelemetryFilter(core_level="ERROR", other_level="ERROR")
+    Runtime.set_default(Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(filter=filter_))))
+
+
+if __name__ == "__main__":
+    quiet_core_logs()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--json", action="store_true")
+    arguments = parser.parse_args()
+    raise SystemExit(asyncio.run(main(arguments.requests, arguments.json)))

@@ -1,0 +1,168 @@
+"""The faults, each a coroutine that strikes a running load: the same drills for `tests/faults` (about
+40 requests each) and `make chaos` (400, with figures)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import closing
+from pathlib import Path
+
+import psycopg
+from temporalio.client import Client
+
+from chipclear.store.protocol import EventStore
+from tests.faults.rig import (
+    CHIPCLEAR,
+    Load,
+    Rig,
+    Verdict,
+    open_exact_batch,
+    request,
+    running,
+    start_load,
+    verdict,
+)
+from tests.postgres import BIN, Cluster
+
+Fault = Callable[[Client, Rig, Load], Awaitable[None]]
+
+
+async def under_way(rig: Rig, load: Load, share: float = 0.25, within: float = 120.0) -> None:
+    """Strike once a share of the requests is recorded in the store and not yet all done: work is in
+    flight at every stage of the route then (the ledger's, the appends, the local activities)."""
+    wanted = max(1, int(len(load.requests) * share))
+
+    def submitted(store: EventStore) -> int:
+        return sum(1 for r in load.requests if store.read_stream(r.request_id))
+
+    with closing(rig.open_store()) as store:
+        deadline = time.monotonic() + within
+        while await asyncio.to_thread(submitted, store) < wanted:
+            assert time.monotonic() < deadline, "the load did not get going"
+            await asyncio.sleep(0.2)
+
+
+async def no_fault(client: Client, rig: Rig, load: Load) -> None:
+    return None
+
+
+async def kill_worker(client: Client, rig: Rig, load: Load) -> None:
+    """kill -9 the worker mid-run; a fresh worker takes over (as an orchestrator restarts it)."""
+    await under_way(rig, load)
+    rig.kill_worker()
+    rig.start_worker()
+
+
+async def restart_server(client: Client, rig: Rig, load: Load, down: float = 3.0) -> None:
+    """SIGKILL the dev server mid-run and start it again on its database; the worker stays."""
+    await under_way(rig, load)
+    rig.kill_server()
+    await asyncio.sleep(down)
+    await rig.start_server()
+
+
+def lock_store(hold: float) -> Fault:
+    """An exclusive lock on events.db for `hold` seconds (longer than an append's start-to-close
+    timeout): every writer waits, times out, and must carry on by itself once it is released."""
+
+    async def strike(client: Client, rig: Rig, load: Load) -> None:
+        await under_way(rig, load)
+        path = Path(rig.store_url.removeprefix("sqlite:///"))
+        with closing(
+            sqlite3.connect(path, isolation_level=None, timeout=60, check_same_thread=False)
+        ) as conn:
+            await asyncio.to_thread(conn.execute, "BEGIN EXCLUSIVE")
+            await asyncio.sleep(hold)
+            conn.execute("ROLLBACK")
+
+    return strike
+
+
+class RestartableCluster(Cluster):
+    """A PostgreSQL server of the drill's own (never the session's shared one), stopped and started."""
+
+    def start(self) -> RestartableCluster:
+        super().start()
+        return self
+
+    def stop_fast(self) -> None:
+        assert self.process is not None
+        # SIGINT to the postmaster itself (`runuser` in between does not pass it on): fast shutdown,
+        # every client disconnected at once.
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        os.kill(postmaster, signal.SIGINT)
+        self.process.wait(timeout=30)
+
+    def restart(self) -> None:
+        self.process = subprocess.Popen(
+            self._command(
+                BIN / "postgres",
+                "-D",
+                self.data,
+                "-p",
+                str(self.port),
+                "-k",
+                self.base,
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "max_connections=300",
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.base / "server.log", "ab"),  # noqa: SIM115 - owned by the process
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with psycopg.connect(self.url("postgres"), connect_timeout=2):
+                    return
+            except psycopg.OperationalError:
+                assert time.monotonic() < deadline, "PostgreSQL did not come back"
+                time.sleep(0.1)
+
+
+def stop_postgres(cluster: RestartableCluster, down: float) -> Fault:
+    """PostgreSQL stopped for `down` seconds mid-run, then started again on its data."""
+
+    async def strike(client: Client, rig: Rig, load: Load) -> None:
+        await under_way(rig, load)
+        await asyncio.to_thread(cluster.stop_fast)
+        began = time.monotonic()
+        # Meanwhile `chipclear status` is asked about requests under way: it answers from a workflow
+        # that can answer, and otherwise says in one sentence that the store is unreachable.
+        for request_id in [r.request_id for r in load.requests][-3:]:
+            rig.status_in_outage.append(
+                await asyncio.to_thread(
+                    subprocess.run,
+                    [str(CHIPCLEAR), "status", "--json", request_id],
+                    env=rig.env(),
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
+            )
+        await asyncio.sleep(max(0.0, down - (time.monotonic() - began)))
+        await asyncio.to_thread(cluster.restart)
+
+    return strike
+
+
+async def drill(rig: Rig, count: int, fault: Fault, *, within: float = 300.0) -> Verdict:
+    """Run `count` requests on the rig while `fault` strikes; the verdict once all have ended (or
+    `within` seconds passed). `rig.worker_alive` says whether the last worker was still running."""
+    async with running(rig) as client:
+        batch = await open_exact_batch(client, rig, [request(rig.run, i) for i in range(count)])
+        load = await start_load(client, rig, count)
+        await fault(client, rig, load)
+        seconds = await load.finished(within)
+        rig.worker_alive = rig.worker is not None and rig.worker.poll() is None
+        found = await verdict(client, rig, load, batch, seconds)
+        if rig.worker_alive:
+            rig.exit_code = await asyncio.to_thread(rig.stop_worker)  # SIGTERM, as an orchestrator
+        return found
