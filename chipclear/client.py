@@ -20,7 +20,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from chipclear import keys, ui_text
+from chipclear import keys, payload_limits, ui_text
 from chipclear.config import Settings
 from chipclear.contracts import (
     BUYER_CAP_QUERY,
@@ -102,25 +102,28 @@ async def submit(
     if existing is not None:
         _same_request(existing, request)
         return Submission(client.get_workflow_handle_for(ImportRequestWorkflow.run, wf_id), created=False)
+    start = ImportRequestInput(
+        request=request,
+        actor=actor,
+        signature=None
+        if key is None
+        else signed(Submit(request=request, actor=actor), request.request_id, 0, key).signature,
+    )
+    await payload_limits.check(client.data_converter, start, what="the request")
     try:
         handle = await client.start_workflow(
             ImportRequestWorkflow.run,
-            ImportRequestInput(
-                request=request,
-                actor=actor,
-                signature=None
-                if key is None
-                else signed(Submit(request=request, actor=actor), request.request_id, 0, key).signature,
-            ),
+            start,
             id=wf_id,
             task_queue=task_queue,
             # A request id is used once, ever: a finished request is not re-opened by resubmission. A
             # submission the rules refused (a bad signature) fails its run having recorded nothing, and
             # the id may be used again, correctly signed.
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-            # What an operator sees in the Web UI's workflow list instead of an opaque id.
-            static_summary=ui_text.summary(request),
-            static_details=ui_text.details(request),
+            # What an operator sees in the Web UI's workflow list instead of an opaque id, cut to what
+            # the server takes (names are counted in characters, the server counts bytes).
+            static_summary=payload_limits.fit(ui_text.summary(request), payload_limits.SUMMARY_LIMIT),
+            static_details=payload_limits.fit(ui_text.details(request), payload_limits.DETAILS_LIMIT),
         )
         return Submission(handle, created=True)
     except WorkflowAlreadyStartedError:
@@ -246,6 +249,7 @@ async def _send_signed(
     handle = client.get_workflow_handle_for(ImportRequestWorkflow.run, workflow_id(request_id))
     now = await live_state(client, request_id)
     command = signed(command, request_id, now.version if now is not None else 0, key)
+    await payload_limits.check(client.data_converter, command, what=f"the {command.kind} act")
     try:
         # By name with result_type: the typed method references trip mypy on async handlers.
         result: TransitionResult = await asyncio.wait_for(
@@ -298,6 +302,7 @@ async def open_batch(
 
 async def _open_signed(client: Client, task_queue: str, command: OpenBatch) -> OpenBatchResult:
     start = ledger_start(task_queue)
+    await payload_limits.check(client.data_converter, command, what="the batch opening")
     try:
         result: OpenBatchResult = await asyncio.wait_for(
             client.execute_update_with_start_workflow(

@@ -12,6 +12,7 @@ import base64
 import binascii
 import dataclasses
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, PayloadCodec
+
+from chipclear.domain.input_gate import InputRefused, read_text
+from chipclear.domain.limits import cut
 
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
@@ -33,8 +37,19 @@ class CodecKeyError(ValueError):
     """Keys that cannot be used: the message names the variable or file and what is wrong."""
 
 
-class UnknownKey(KeyError):
+class CodecMismatch(CodecKeyError):
+    """A payload this process cannot open: the CLI and the worker were given different codec keys.
+    One sentence (exit 2), never a traceback from deep inside the SDK's payload decoding."""
+
+
+class UnknownKey(CodecMismatch, KeyError):
     """A payload sealed with a key this process was not given."""
+
+    def __str__(self) -> str:  # a KeyError quotes its message; this one is a sentence
+        return str(self.args[0]) if self.args else ""
+
+
+MISMATCH_HINT = "the CLI and the worker must be given the same CHIPCLEAR_CODEC_KEYS (or key file)"
 
 
 class EncryptionCodec(PayloadCodec):
@@ -63,12 +78,18 @@ class EncryptionCodec(PayloadCodec):
             key_id = payload.metadata.get(KEY_ID, b"").decode()
             cipher = self._ciphers.get(key_id)
             if cipher is None:
-                raise UnknownKey(f"payload sealed with key {key_id!r}, which this process was not given")
+                raise UnknownKey(
+                    f"a payload is sealed with codec key {key_id[:MAX_KEY_ID]!r}, which this process was "
+                    f"not given: {MISMATCH_HINT}"
+                )
             nonce, sealed = payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:]
             try:
                 opened.append(Payload.FromString(cipher.decrypt(nonce, sealed, None)))
             except InvalidTag:
-                raise ValueError(f"payload sealed with key {key_id!r} fails authentication") from None
+                raise CodecMismatch(
+                    f"a payload sealed with codec key {key_id[:MAX_KEY_ID]!r} fails authentication (a "
+                    f"different key under the same id?): {MISMATCH_HINT}"
+                ) from None
         return opened
 
 
@@ -109,11 +130,26 @@ def keys_from_env(env: Mapping[str, str] | None = None) -> dict[str, bytes]:
         return parse_keys(env["CHIPCLEAR_CODEC_KEYS"], source="CHIPCLEAR_CODEC_KEYS")
     if path := env.get("CHIPCLEAR_CODEC_KEY_FILE"):
         try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise CodecKeyError(f"CHIPCLEAR_CODEC_KEY_FILE {path}: cannot read ({exc})") from None
+            # A key file holds a few keys: a device or a huge file is refused, not read whole.
+            text = read_text(Path(path), limit=64 * 1024, what="CHIPCLEAR_CODEC_KEY_FILE")
+        except InputRefused as exc:
+            raise CodecKeyError(str(exc)) from None
         return parse_keys(text, source=path)
     return {}
+
+
+KEY_ID_PATTERN = re.compile(rf"[A-Za-z0-9._-]{{1,{MAX_KEY_ID}}}")
+
+
+def key_line(key_id: str) -> str:
+    """`ID=BASE64` with a fresh key, for CHIPCLEAR_CODEC_KEYS or a key file; the id is checked first
+    (an id with `=`, `,` or a new line would not read back)."""
+    if not KEY_ID_PATTERN.fullmatch(key_id):
+        raise CodecKeyError(
+            f"KEY_ID {cut(key_id)}: a key id is 1 to {MAX_KEY_ID} of A-Z, a-z, 0-9, '.', '_', '-' "
+            "(e.g. 2026-11)"
+        )
+    return f"{key_id}={new_key()}"
 
 
 def new_key() -> str:
@@ -121,8 +157,29 @@ def new_key() -> str:
     return base64.b64encode(AESGCM.generate_key(bit_length=256)).decode()
 
 
-def data_converter(keys: Mapping[str, bytes]) -> DataConverter:
-    """The pydantic converter, sealed with `keys` when there are any."""
+class RefuseSealed(PayloadCodec):
+    """No keys: payloads pass as they are, and a sealed one is refused in one sentence (the worker was
+    given keys and this process none) rather than failing deep in the JSON converter."""
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return list(payloads)
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        for payload in payloads:
+            if payload.metadata.get("encoding") == ENCODING:
+                key_id = payload.metadata.get(KEY_ID, b"").decode(errors="replace")[:MAX_KEY_ID]
+                raise CodecMismatch(
+                    f"a payload is sealed with codec key {key_id!r} but this process has no codec keys: "
+                    f"{MISMATCH_HINT}"
+                )
+        return list(payloads)
+
+
+def data_converter(keys: Mapping[str, bytes], *, refuse_sealed: bool = False) -> DataConverter:
+    """The pydantic converter, sealed with `keys` when there are any. Without keys, `refuse_sealed`
+    (the CLI) names a sealed payload as a key mismatch instead of failing to parse it."""
     if not keys:
+        if refuse_sealed:
+            return dataclasses.replace(pydantic_data_converter, payload_codec=RefuseSealed())
         return pydantic_data_converter
     return dataclasses.replace(pydantic_data_converter, payload_codec=EncryptionCodec(keys))

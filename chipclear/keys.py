@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from chipclear.domain import signing
+from chipclear.domain.input_gate import InputRefused, read_limited, read_text
 from chipclear.domain.policy import BUNDLED, bundled_policy_path
 from chipclear.domain.signing import RESERVED_ACTORS, SigningError, parse_public
 
@@ -78,13 +79,17 @@ def make_private_dir(path: Path) -> None:
     path.chmod(0o700)
 
 
+# A PEM key is a few hundred bytes; a path to /dev/zero or a log file must not be read whole.
+MAX_KEY_FILE = 64 * 1024
+
+
 def load_private(path: Path) -> Ed25519PrivateKey:
+    if not os.path.lexists(path):
+        raise KeyFileError(f"{path}: no key file there (make one with `chipclear keys new NAME`)")
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise KeyFileError(f"{path}: no key file there (make one with `chipclear keys new NAME`)") from None
-    except OSError as exc:
-        raise KeyFileError(f"{path}: cannot read the key file ({exc.strerror})") from None
+        data = read_limited(path, limit=MAX_KEY_FILE, what="key file")
+    except InputRefused as exc:
+        raise KeyFileError(str(exc)) from None
     try:
         key = load_pem_private_key(data, password=None)
     except (ValueError, TypeError):
@@ -100,10 +105,12 @@ def public_text(private: Ed25519PrivateKey) -> str:
 
 def read_public(path: Path) -> str:
     """The `ed25519:…` text of a `.pub` file (its last word, so `NAME ed25519:…` reads too), checked."""
+    if not os.path.lexists(path):
+        raise KeyFileError(f"{path}: no public key file there")
     try:
-        words = path.read_text().split()
-    except OSError:
-        raise KeyFileError(f"{path}: no public key file there") from None
+        words = read_text(path, limit=MAX_KEY_FILE, what="public key file").split()
+    except InputRefused as exc:
+        raise KeyFileError(str(exc)) from None
     text = words[-1] if words else ""
     try:
         parse_public(text, what=str(path))

@@ -12,6 +12,8 @@ import sys
 
 import structlog
 
+from chipclear.display import shown
+
 
 def configure(level: str | None = None, json: bool | None = None) -> None:
     level = (level or os.environ.get("CHIPCLEAR_LOG_LEVEL") or "INFO").upper()
@@ -46,6 +48,9 @@ def configure(level: str | None = None, json: bool | None = None) -> None:
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
+                # JSON escapes every control and non-ASCII character itself; the console renderer
+                # writes text as it is, so names and reasons from users are escaped first.
+                *([] if json else [escape_text]),
                 renderer,
             ],
         )
@@ -53,6 +58,20 @@ def configure(level: str | None = None, json: bool | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+def escape_text(
+    logger: structlog.types.WrappedLogger, method: str, event: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """Every text of a log line with control, bidi and zero-width characters escaped (chipclear.display):
+    a name holding ESC or U+202E must not act on the terminal an operator reads the log on. Other
+    values are rendered by repr, which escapes them already."""
+    return {
+        shown(key) if isinstance(key, str) else key: shown(value, lines=key == "exception")
+        if isinstance(value, str)
+        else value
+        for key, value in event.items()
+    }
 
 
 def get_logger(name: str = "chipclear") -> structlog.stdlib.BoundLogger:

@@ -10,13 +10,16 @@ import asyncio
 import functools
 from typing import Any
 
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.service import RPCError, RPCStatusCode
 
 from chipclear.codec import data_converter, keys_from_env
-from chipclear.config import DEFAULT_ADDRESS, DEFAULT_LISTEN_HOST
+from chipclear.config import DEFAULT_ADDRESS, DEFAULT_LISTEN_HOST, ConfigError
+from chipclear.domain.limits import cut, cut_text
 
 # The converter without encryption: tests, the replayer and anything that must read payloads as stored.
 DATA_CONVERTER = pydantic_data_converter
@@ -55,14 +58,37 @@ async def connect(
         config["runtime"] = metrics_runtime(metrics_port, metrics_host)
     try:
         # Sealed with CHIPCLEAR_CODEC_KEYS when set: the worker and every CLI command alike.
-        converter = data_converter(keys_from_env())
-        return await Client.connect(**config, data_converter=converter)
+        # Without keys, a sealed payload is named as a key mismatch (one sentence), not a parse error.
+        converter = data_converter(keys_from_env(), refuse_sealed=True)
+        client = await Client.connect(**config, data_converter=converter)
+    except ValueError as exc:  # the SDK's own check of the address: not a server that is down
+        raise ConfigError(
+            f"TEMPORAL_ADDRESS {cut(str(config['target_host']))} is not a host:port address "
+            f"({cut_text(str(exc))}); e.g. TEMPORAL_ADDRESS=127.0.0.1:7233"
+        ) from None
     except RuntimeError as exc:
         raise ServerUnavailable(
             f"cannot reach the Temporal server at {config['target_host']} "
             f"(namespace {config.get('namespace', 'default')}): start it with `chipclear server` "
             "or `make up`, or set TEMPORAL_ADDRESS"
         ) from exc
+    await _require_namespace(client, config)
+    return client
+
+
+async def _require_namespace(client: Client, config: dict[str, Any]) -> None:
+    """A namespace that does not exist is named now: later, every call would answer "not found" and
+    the user would look for a missing request instead of a misspelt TEMPORAL_NAMESPACE."""
+    namespace = client.namespace
+    try:
+        await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace=namespace))
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise ConfigError(
+                f"TEMPORAL_NAMESPACE {cut(namespace)}: no such namespace on the Temporal server at "
+                f"{cut_text(str(config['target_host']))} (create it, or name one that exists)"
+            ) from None
+        # Anything else (a key that may not describe namespaces) is left to the first real call.
 
 
 async def connect_patiently(within: float = 60.0, **overrides: Any) -> Client:

@@ -9,7 +9,10 @@ in-flight tasks before exiting.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import signal
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -30,9 +33,11 @@ from chipclear.domain.policy import Policy, load_policy, require_keys
 from chipclear.health import Health
 from chipclear.health import serve as serve_health
 from chipclear.logs import configure, get_logger
+from chipclear.policy_record import record_policy
 from chipclear.projections import open_event_store
 from chipclear.recorder import CheckpointSchedule, checkpointing, load_recorder
 from chipclear.store import EventStore
+from chipclear.store.outage import StoreOutage
 from chipclear.store.urls import redact
 from chipclear.temporal import connect_patiently
 from workflows.allocation import AllocationLedgerWorkflow
@@ -44,6 +49,10 @@ WORKFLOWS: Sequence[type] = (ImportRequestWorkflow, AllocationLedgerWorkflow, Bu
 # SQLite has one writer at a time; more threads than this only queue on its lock.
 ACTIVITY_THREADS = 16
 LOCAL_ACTIVITY_SLOTS = 200
+# SIGTERM: in-flight tasks get GRACE to finish (a store call ends within its 5 s busy timeout), then are
+# cancelled; the process is gone within SHUTDOWN_LIMIT whatever still hangs (a second signal: at once).
+GRACE = timedelta(seconds=10)
+SHUTDOWN_LIMIT = 30.0
 
 
 class ChipclearWorker:
@@ -73,11 +82,19 @@ def workflow_runner(sandbox: bool = True) -> WorkflowRunner:
     The sandbox passes `cryptography` through: a signature that fails to verify raises
     InvalidSignature from cryptography's Rust core, which cannot import a sandbox-made copy of the
     exception module; passed through, a forged act is refused instead of aborting the process.
+
+    It passes `chipclear` and `activities` through too. The workflow modules import them only inside
+    `imports_passed_through()` already, but the sandbox still re-imported what those imports pulled in
+    for every new workflow run: measured, 0.2-0.3 s of CPU per run against 0.05-0.1 s passed through.
+    After a restart a worker replays every open workflow at once, so that cost made its first workflow
+    tasks take seconds each (issue 16). `workflows` stays sandboxed: its code is what must be checked.
     """
     if not sandbox:
         return UnsandboxedWorkflowRunner()
     return SandboxedWorkflowRunner(
-        restrictions=SandboxRestrictions.default.with_passthrough_modules("cryptography")
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(
+            "cryptography", "chipclear", "activities"
+        )
     )
 
 
@@ -93,16 +110,19 @@ def build_worker(
     search_attributes: bool = False,
     extra_workflows: Sequence[type] = (),
     extra_activities: Sequence[Callable[..., Any]] = (),
+    outage: StoreOutage | None = None,
     **options: Any,
 ) -> ChipclearWorker:
     """Everything chipclear registers for one task queue. Tests build their workers here too.
 
     `replace`: activities that stand in for the real ones of the same name (tests inject failures).
     `extra_workflows`, `extra_activities`: registered beside chipclear's own on the main task queue
-    (the bench's yardstick workflow and its activity).
+    (the bench's yardstick workflow and its activity). `outage`: where the store activities note an
+    outage (the readiness probe reads it).
     """
-    events = EventActivities(store, policy, search_attributes=search_attributes)
-    screening = ScreeningActivities(store)
+    outage = outage or StoreOutage()
+    events = EventActivities(store, policy, search_attributes=search_attributes, outage=outage)
+    screening = ScreeningActivities(store, outage)
     ledger = AllocationActivities(client)
     options.setdefault("workflow_runner", workflow_runner(sandbox))
     stand_ins = {_activity_name(fake): fake for fake in replace}
@@ -130,7 +150,7 @@ def build_worker(
         max_concurrent_activities=ACTIVITY_THREADS,
         # The sync ones queue for the thread pool anyway; the async entity calls mostly wait.
         max_concurrent_local_activities=LOCAL_ACTIVITY_SLOTS,
-        graceful_shutdown_timeout=timedelta(seconds=10),
+        graceful_shutdown_timeout=GRACE,
         **options,
     )
     ledger_calls = Worker(
@@ -145,7 +165,7 @@ def build_worker(
         ),
         # Async and mostly waiting on the ledger: many may be in flight at little cost.
         max_concurrent_activities=1_000,
-        graceful_shutdown_timeout=timedelta(seconds=10),
+        graceful_shutdown_timeout=GRACE,
     )
     return ChipclearWorker(main, ledger_calls)
 
@@ -182,12 +202,14 @@ async def run_worker(
     try:
         # The store first: a wrong URL or an unmigrated schema fails at once, before a minute of retries.
         store = health.store = open_event_store(settings.event_store_url).seal_with(recorder)
+        # One version label, one content, for good: refused here (exit 2) if the label is taken.
+        log.info("policy", version=policy.version, sha256=record_policy(store, policy))
         if client is None:
             log.info("connecting to Temporal")
             client = await connect_patiently(
                 metrics_port=settings.metrics_port, metrics_host=settings.metrics_host
             )
-        async with checkpointing(store, recorder, schedule):
+        async with checkpointing(store, recorder, schedule, health.outage):
             await _serve(
                 client,
                 store,
@@ -238,6 +260,7 @@ async def _serve(
             search_attributes=indexed,
             extra_workflows=extra_workflows,
             extra_activities=extra_activities,
+            outage=health.outage,
         )
         async with worker:
             log.info(
@@ -258,15 +281,37 @@ async def _serve(
             log.info("worker draining", task_queue=settings.task_queue)
 
 
-def install_signal_handlers(stop: asyncio.Event) -> None:
+def install_signal_handlers(stop: asyncio.Event, limit: float | None = None) -> None:
+    """The first SIGINT/SIGTERM drains (GRACE for in-flight tasks). With `limit` (the worker process),
+    the process ends within `limit` seconds even if something hangs (a store that never answers), and at
+    once on a second signal; without it (`chipclear up`, which must stop its dev server after the
+    worker), a second signal is ignored like the first."""
     loop = asyncio.get_running_loop()
+
+    def stop_or_exit(sig: signal.Signals) -> None:
+        if limit is None:
+            stop.set()
+            return
+        if stop.is_set():
+            _exit_now(f"second {sig.name}")
+        stop.set()
+        watchdog = threading.Timer(limit, _exit_now, (f"not stopped {limit:.0f}s after {sig.name}",))
+        watchdog.daemon = True
+        watchdog.start()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stop_or_exit, sig)
+
+
+def _exit_now(reason: str) -> None:
+    get_logger("chipclear.worker").error("worker exiting without draining", reason=reason)
+    logging.shutdown()
+    os._exit(1)
 
 
 async def _until_signalled(settings: Settings) -> None:
     stop = asyncio.Event()
-    install_signal_handlers(stop)
+    install_signal_handlers(stop, SHUTDOWN_LIMIT)
     await run_worker(settings, stop=stop)
 
 

@@ -25,6 +25,7 @@ from chipclear.temporal import DATA_CONVERTER
 from chipclear.worker import ACTIVITY_THREADS, ChipclearWorker, build_worker
 from tests import keys
 from tests.postgres import Cluster
+from tests.wedge_check import WedgeWatch
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -57,6 +58,16 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture(scope="session")
 def client(temporal_env: WorkflowEnvironment) -> Client:
     return temporal_env.client
+
+
+@pytest.fixture(scope="session")
+async def wedge_watch(temporal_env: WorkflowEnvironment) -> AsyncIterator[WedgeWatch]:
+    """What the bad-input tests (the no-wedge property test, the corpus) register, checked at the end of
+    the session on the session's dev server: no running workflow that cannot move, no store row without
+    its event (tests/wedge_check.py)."""
+    watch = WedgeWatch(temporal_env.client)
+    yield watch
+    await watch.check()
 
 
 @pytest.fixture(scope="session")

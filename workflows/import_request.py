@@ -13,10 +13,10 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         TransitionResult,
         ledger_calls_queue,
     )
+    from chipclear.domain import bounds
     from chipclear.domain.allocation import Released, Reservation
     from chipclear.domain.buyer_cap import BuyerClaim
     from chipclear.domain.commands import (
@@ -49,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         Escalate,
         Evaluate,
         HumanCommand,
+        PersonAct,
         RecordAllocation,
         Submit,
     )
@@ -62,12 +64,52 @@ with workflow.unsafe.imports_passed_through():
     from workflows.options import (
         APPEND_RETRY,
         APPEND_TIMEOUT,
+        LEDGER_HEARTBEAT,
         LEDGER_RETRY,
         LEDGER_TIMEOUT,
+        LOCAL_LEDGER_RETRY,
+        LOCAL_LEDGER_TIMEOUT,
+        LOCAL_STORE_RETRY,
+        LOCAL_STORE_TIMEOUT,
         SCREENING_RETRY,
         SCREENING_TIMEOUT,
     )
+    from workflows.patience import patiently
 
+
+if TYPE_CHECKING:
+    StartInput = ImportRequestInput
+else:
+    # The SDK decodes a workflow's input before any workflow code runs, and an input it cannot decode (a
+    # client on another release, a hand-made start) fails the workflow task, forever: the request is
+    # wedged before it exists. Taken raw and decoded first thing in `run`, an input the models refuse
+    # fails the run with one sentence instead, having done nothing. Callers (and mypy) still see
+    # ImportRequestInput: the payload on the wire is the same.
+    StartInput = RawValue
+
+
+def _start_input(value: object) -> ImportRequestInput:
+    """The workflow input as a request, or ApplicationError (the run fails, nothing recorded)."""
+    if isinstance(value, ImportRequestInput):
+        return value
+    try:
+        if not isinstance(value, RawValue):
+            raise TypeError(f"expected a payload, got {type(value).__name__}")
+        decoded: ImportRequestInput = workflow.payload_converter().from_payload(
+            value.payload, ImportRequestInput
+        )
+        return decoded
+    except Exception as exc:
+        text = " ".join(str(exc).split())
+        raise ApplicationError(
+            f"submission refused: the workflow input is not a request this release accepts ({text[:200]})",
+            type="SubmissionRefused",
+            non_retryable=True,
+        ) from None
+
+
+# Patch ids (docs/versioning.md): each names a change that makes running workflows issue other commands.
+REFUSE_BEFORE_FACTS = "refuse-before-facts"
 
 _Self = TypeVar("_Self")
 _Arg = TypeVar("_Arg")
@@ -75,23 +117,39 @@ _Result = TypeVar("_Result")
 
 
 async def _local(
-    activity: Callable[..., Any], arg: object, summary: str, start_to_close: timedelta, retry: RetryPolicy
+    activity: Callable[..., Any],
+    arg: object,
+    summary: str,
+    start_to_close: timedelta,
+    retry: RetryPolicy,
+    waiting_for: str = "the event store",
 ) -> Any:
-    """A local activity with these options; it may be sync or async, so callers annotate the result."""
-    return await workflow.execute_local_activity_method(
-        activity, arg, start_to_close_timeout=start_to_close, retry_policy=retry, summary=summary
+    """A local activity with these options, waited out through an outage (workflows/patience.py);
+    it may be sync or async, so callers annotate the result."""
+    return await patiently(
+        lambda: workflow.execute_local_activity_method(
+            activity, arg, start_to_close_timeout=start_to_close, retry_policy=retry, summary=summary
+        ),
+        waiting_for,
+        _gate_table,
     )
 
 
 async def _on_store(activity: Callable[..., Any], arg: object, summary: str) -> Any:
-    """A local activity on the event store, with the append's timeout and retries."""
-    return await _local(activity, arg, summary, APPEND_TIMEOUT, APPEND_RETRY)
+    """A local activity on the event store, with the local store calls' timeout and retries."""
+    return await _local(activity, arg, summary, LOCAL_STORE_TIMEOUT, LOCAL_STORE_RETRY)
+
+
+def _gate_table() -> str:
+    """The current details as they were before a wait: the gate table of the running request."""
+    instance = workflow.instance()
+    return ui_text.gate_table(instance._durable) if isinstance(instance, ImportRequestWorkflow) else ""
 
 
 @workflow.defn(name=REQUEST_WORKFLOW)
 class ImportRequestWorkflow:
     @workflow.init
-    def __init__(self, input: ImportRequestInput) -> None:
+    def __init__(self, input: StartInput) -> None:
         self._state = RequestState()
         self._policy: Policy | None = None
         # Handlers await activities; the lock keeps facts→decide→append→evolve one atomic step so two
@@ -104,7 +162,8 @@ class ImportRequestWorkflow:
         self._granted: Reservation | None = None  # a grant signalled by the ledger, not yet recorded
 
     @workflow.run
-    async def run(self, input: ImportRequestInput) -> ImportRequestResult:
+    async def run(self, input: StartInput) -> ImportRequestResult:
+        input = _start_input(input)  # decoded before anything else: a refused input does nothing
         policy_result: PolicyResult = await _on_store(
             EventActivities.current_policy, PolicyInput(), "read the policy in force"
         )
@@ -168,17 +227,34 @@ class ImportRequestWorkflow:
         if self._policy is None or self._state.status is None:
             raise ApplicationError("request is still being submitted; try again", type="NotReady")
         try:
-            self._dry_run(command, NONE)
+            # Validators never run on replay, so the bounds need no patch here.
+            self._refusal(command)
         except DomainError as exc:
             raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from None
 
-    def _dry_run(self, command: Command, known: Facts) -> None:
+    def _dry_run(self, command: Command, known: Facts) -> list[Event]:
         assert self._policy is not None
         now = workflow.now()
         wanted = needs(self._state, command, self._policy, now, known)
         # A constant id: validators must not draw from the workflow's random stream.
         facts = provisional(wanted).merged(known)
-        decide(self._state, command, facts, self._policy, now, new_id=lambda: "validation")
+        return decide(self._state, command, facts, self._policy, now, new_id=lambda: "validation")
+
+    def _refusal(self, command: Command) -> None:
+        """Dry-run `command` and hold what it would record to the bounds (chipclear.domain.bounds).
+
+        Whatever a person sent is refused here with one sentence, never raised from deeper: a value
+        the rules choke on (a ValueError, an overflow) is refused like a rule, since failing the
+        workflow task instead would retry it forever and wedge the request.
+        """
+        try:
+            events = self._dry_run(command, NONE)
+        except DomainError:
+            raise
+        except (ValueError, ArithmeticError) as exc:
+            text = " ".join(str(exc).split())
+            raise DomainError(f"{command.kind} refused: {text[:200]}") from None
+        bounds.check(self._state, events, command.kind)
 
     async def _handle(self, command: Command) -> TransitionResult:
         try:
@@ -209,6 +285,8 @@ class ImportRequestWorkflow:
     async def _step(self, command: Command) -> list[Event]:
         """Facts, then decide once, then fold; the events stay pending until `_flush`. Lock held."""
         assert self._policy is not None
+        if isinstance(command, PersonAct):
+            self._refuse_before_facts(command)
         known = NONE
         while wanted := needs(self._state, command, self._policy, workflow.now(), known):
             if isinstance(command, HUMAN_COMMANDS):
@@ -223,6 +301,19 @@ class ImportRequestWorkflow:
             self._state = evolve(self._state, event)
         self._pending.extend(events)
         return events
+
+    def _refuse_before_facts(self, command: Command) -> None:
+        """A person's act (a submission too) that the rules or the bounds refuse is refused before
+        the world is asked anything: no invoice is registered, no units claimed, for an act that
+        records no event. Before this patch a refused submission had registered its invoices first,
+        and an act too large for Temporal failed its workflow task forever."""
+        try:
+            self._refusal(command)
+        except DomainError:
+            # Asked only when refusing, so histories of acts that pass carry no marker; a history
+            # recorded before the patch replays its old path (the facts, then the refusal or the wedge).
+            if workflow.patched(REFUSE_BEFORE_FACTS):
+                raise
 
     async def _fetch(self, wanted: FactsWanted) -> Facts:
         """Each wanted fact from its activity, in a fixed order (the same on every replay).
@@ -257,8 +348,9 @@ class ImportRequestWorkflow:
                     AllocationActivities.claim_buyer_units,
                     claim,
                     f"claim {claim.units} units of {claim.buyer}'s cap",
-                    LEDGER_TIMEOUT,
-                    LEDGER_RETRY,
+                    LOCAL_LEDGER_TIMEOUT,
+                    LOCAL_LEDGER_RETRY,
+                    f"{claim.buyer}'s cap",
                 )
             except ActivityError as exc:
                 cause = exc.cause
@@ -300,13 +392,18 @@ class ImportRequestWorkflow:
         self, activity: Callable[[_Self, _Arg], Awaitable[_Result]], arg: _Arg, summary: str
     ) -> _Result:
         """A regular activity on the ledger's own queue, with the ledger's timeout and retries."""
-        return await workflow.execute_activity_method(
-            activity,
-            arg,
-            task_queue=self._ledger_queue,
-            start_to_close_timeout=LEDGER_TIMEOUT,
-            retry_policy=LEDGER_RETRY,
-            summary=summary,
+        return await patiently(
+            lambda: workflow.execute_activity_method(
+                activity,
+                arg,
+                task_queue=self._ledger_queue,
+                start_to_close_timeout=LEDGER_TIMEOUT,
+                heartbeat_timeout=LEDGER_HEARTBEAT,
+                retry_policy=LEDGER_RETRY,
+                summary=summary,
+            ),
+            "the allocation ledger",
+            lambda: ui_text.gate_table(self._durable),
         )
 
     async def _flush(self) -> None:
@@ -324,12 +421,16 @@ class ImportRequestWorkflow:
         try:
             # A regular activity is scheduled in history before it writes, so the store never holds
             # an event from a workflow task that was later lost and decided differently.
-            await workflow.execute_activity_method(
-                EventActivities.append_events,
-                append,
-                start_to_close_timeout=APPEND_TIMEOUT,
-                retry_policy=APPEND_RETRY,
-                summary=" + ".join(event.type for event in events),
+            await patiently(
+                lambda: workflow.execute_activity_method(
+                    EventActivities.append_events,
+                    append,
+                    start_to_close_timeout=APPEND_TIMEOUT,
+                    retry_policy=APPEND_RETRY,
+                    summary=" + ".join(event.type for event in events),
+                ),
+                "the event store",
+                lambda: ui_text.gate_table(self._durable),
             )
         except BaseException:
             # Not stored, so not true: fall back to the last state the event store agrees with.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import typer
@@ -27,12 +27,37 @@ from chipclear.cli.files import InvalidInput
 from chipclear.config import Settings
 from chipclear.contracts import OpenBatchResult
 from chipclear.domain.allocation import BatchSpec, LedgerState, OpenBatch
+from chipclear.domain.limits import cut
+from chipclear.domain.models import MAX_UNITS
 from chipclear.domain.names import normalise_buyer
 from chipclear.domain.policy import describe_validation_error
 from chipclear.projections import open_event_store
 from chipclear.temporal import ServerUnavailable, connect
 
+# The ledger's own bound on a batch's capacity (BatchSpec), applied to a company's cap too.
+MAX_BATCH_UNITS = 100 * MAX_UNITS
+
 batch_app = typer.Typer(help="Allocation batches of the cn-import gate.", no_args_is_help=True)
+
+
+# A batch that closes more than this far ahead is a typo for a year, not a plan.
+LONGEST_BATCH = timedelta(days=3653)
+
+
+def _closing_time(closes_at: datetime | None, now: datetime) -> None:
+    """A batch must open to close later: one already closed would take every waiting request's hope
+    and grant nothing; one closing centuries ahead is a typo."""
+    if closes_at is None:
+        return
+    if closes_at.tzinfo is None:
+        raise InvalidInput("--closes-at: give a time zone, e.g. 2026-03-01T00:00:00+08:00")
+    if closes_at <= now:
+        raise InvalidInput(
+            f"--closes-at: {closes_at.isoformat()} is in the past (now: "
+            f"{now.isoformat(timespec='seconds')}); a batch must close later than it opens"
+        )
+    if closes_at - now > LONGEST_BATCH:
+        raise InvalidInput(f"--closes-at: {closes_at.isoformat()} is more than 10 years ahead")
 
 
 def _spec(
@@ -44,7 +69,7 @@ def _spec(
     closes_at: datetime | None,
 ) -> BatchSpec:
     try:
-        return BatchSpec(
+        spec = BatchSpec(
             batch_id=batch_id,
             capacity=units,
             priority=[name.strip() for name in (priority or "").split(",") if name.strip()],
@@ -54,6 +79,12 @@ def _spec(
         )
     except ValidationError as exc:
         raise InvalidInput(f"batch: {describe_validation_error(exc)}") from None
+    # The ledger bounds a batch's capacity; a company's cap within the same bound, or 2**70 would pass.
+    if per_company_cap is not None and not 1 <= per_company_cap <= MAX_BATCH_UNITS:
+        raise InvalidInput(
+            f"--per-company-cap: {cut(per_company_cap)} is not between 1 and {MAX_BATCH_UNITS}"
+        )
+    return spec
 
 
 async def run_open(
@@ -112,6 +143,8 @@ def batch_detail(state: LedgerState, batch_id: str) -> dict[str, Any]:
 
 
 async def read_ledger(settings: Settings) -> LedgerState:
+    if (missing := settings.missing_store()) is not None:
+        raise ops.NotFound(missing)  # a read never creates a store
     try:
         client = await connect()
     except ServerUnavailable:
@@ -142,8 +175,7 @@ def batch_open(
     """Open a batch: the queue is served at once, in priority order, and waiting requests wake.
 
     A signed act of an import reviewer (a reviewer of cn-import in the policy)."""
-    if closes_at is not None and closes_at.tzinfo is None:
-        raise InvalidInput("--closes-at: give a time zone, e.g. 2026-03-01T00:00:00+08:00")
+    _closing_time(closes_at, datetime.now(UTC))
     spec = _spec(batch_id, units, priority, per_company_cap, eligible, closes_at)
     opener = actor or actor_default()
     result = run(run_open(settings(), spec, opener, signing_key(opener, key)))

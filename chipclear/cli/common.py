@@ -21,6 +21,7 @@ from chipclear.cli.files import InvalidInput
 from chipclear.codec import CodecKeyError
 from chipclear.config import ConfigError, Settings
 from chipclear.domain.errors import DomainError
+from chipclear.domain.limits import cut, one_sentence
 from chipclear.domain.policy import PolicyError, describe_validation_error
 from chipclear.keys import KeyFileError
 from chipclear.projections import open_event_store
@@ -49,8 +50,14 @@ T = TypeVar("T")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
+    """One sentence on stderr and the exit code: 2 for bad input, 1 for a refused or failed action.
+
+    Every message passes here, so this is where it is made one line of at most MAX_MESSAGE characters:
+    a 50 MB value or a 1 MB name in a message is cut, never echoed whole."""
     # Text, not markup: messages quote policy sections like [reviewers] that rich would swallow.
-    output.errors.print(Text.assemble(("error: ", "bold red"), message), highlight=False, soft_wrap=True)
+    output.errors.print(
+        Text.assemble(("error: ", "bold red"), one_sentence(message)), highlight=False, soft_wrap=True
+    )
     raise typer.Exit(code)
 
 
@@ -97,8 +104,12 @@ def settings() -> Settings:
     return Settings.from_env()
 
 
-def store() -> EventStore:
+def store(*, create: bool = False) -> EventStore:
+    """The event store. Only a command that writes (`create=True`) may make a new SQLite one: a read
+    from the wrong place must say so (exit 1), not answer from an empty store it just created."""
     current = settings()
+    if not create and (missing := current.missing_store()) is not None:
+        raise ops.NotFound(missing)
     # Events are sealed with the recorder key when stored (`screening load` appends one); the key file
     # is read only if something is appended, so reading commands never need it.
     return open_event_store(current.event_store_url).seal_with(
@@ -106,8 +117,14 @@ def store() -> EventStore:
     )
 
 
+# A person's name, as every command records it (chipclear.domain.commands).
+MAX_PERSON = 100
+
+
 def signing_key(person: str, key_file: Path | None) -> Ed25519PrivateKey:
     """The key that signs `person`'s act: --key, else $CHIPCLEAR_KEY_FILE, else the home's NAME.key."""
+    if not person.strip() or len(person) > MAX_PERSON:
+        raise InvalidInput(f"--actor: {cut(person)} is not a name of 1 to {MAX_PERSON} characters")
     return keys.load_private(keys.person_key_file(person, settings().home, key_file))
 
 

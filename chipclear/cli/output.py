@@ -10,25 +10,77 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from chipclear.display import is_safe, json_text, shown
 from chipclear.domain import events as ev
 from chipclear.domain.allocation import BatchOpened, QueueLeft, RequestQueued, UnitsGranted, UnitsReleased
 from chipclear.domain.events import StoredEvent
 from chipclear.domain.state import RequestState
 from chipclear.store.chain import timestamp
 
-console = Console()
-errors = Console(stderr=True)
+
+class SafeConsole(Console):
+    """A rich console that shows control, bidi and zero-width characters escaped (chipclear.display)
+    in everything printed through it: strings, Text and table cells alike, so no command can forget.
+
+    Styles are rich's own and still render; only the characters of the text are escaped. New lines in
+    a printed string are kept (a message may span lines); values put into lines and cells by the
+    functions below are escaped whole, new lines included.
+    """
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        super().print(*(safe(item) for item in objects), **kwargs)
+
+
+def safe(renderable: Any) -> Any:
+    """`renderable` with its text escaped: a str (markup survives: no bracket is escaped), a Text
+    (styles kept, piece by piece) or a Table (every cell, header and title); others pass as they are."""
+    if isinstance(renderable, str):
+        return shown(renderable, lines=True)
+    if isinstance(renderable, Text):
+        return _safe_text(renderable)
+    if isinstance(renderable, Table):
+        for column in renderable.columns:
+            column.header = safe(column.header)
+            column._cells[:] = [safe(cell) for cell in column._cells]
+        renderable.title = safe(renderable.title) if renderable.title is not None else None
+        return renderable
+    return renderable
+
+
+def _safe_text(text: Text) -> Text:
+    if is_safe(text.plain.replace("\n", "")):
+        return text
+    # Cut at every span boundary, so each piece lies wholly inside or outside each span; escape each
+    # piece and give it back the styles that covered it.
+    cuts = sorted({span.start for span in text.spans} | {span.end for span in text.spans})
+    rebuilt = text.blank_copy()
+    for piece in text.divide(cut for cut in cuts if 0 < cut < len(text)):
+        part = Text(shown(piece.plain, lines=True), style=piece.style)
+        for span in piece.spans:
+            part.stylize(span.style)
+        rebuilt.append(part)
+    return rebuilt
+
+
+console = SafeConsole()
+errors = SafeConsole(stderr=True)
+# Piped output (a file, grep, a ticket) keeps each sentence on one line: rich would otherwise break
+# it at 80 columns. On a terminal, lines wrap to its width as usual; tables fit the width either way.
+console.soft_wrap = not console.is_terminal
+errors.soft_wrap = not errors.is_terminal
 
 
 def row(table: Table, *cells: object) -> None:
     """A table row as plain text: names, reasons and conditions come from users and may hold square
-    brackets, which rich would otherwise read as markup (and drop, or fail on)."""
-    table.add_row(*(cell if isinstance(cell, Text) else Text(str(cell)) for cell in cells))
+    brackets, which rich would otherwise read as markup (and drop, or fail on), and control characters,
+    shown escaped, new lines too."""
+    table.add_row(*(cell if isinstance(cell, Text) else Text(shown(str(cell))) for cell in cells))
 
 
 def print_json(document: Any) -> None:
-    # Plain print, not rich: programs parse this, and rich would wrap long lines.
-    print(json.dumps(document, indent=2, ensure_ascii=False, default=str))
+    # Plain print, not rich: programs parse this, and rich would wrap long lines. Exact JSON; only
+    # the characters a terminal would act on are spelt as JSON escapes (chipclear.display.json_text).
+    print(json_text(json.dumps(document, indent=2, ensure_ascii=False, default=str)))
 
 
 def print_outcome(document: Any, line: str, *, json_: bool, highlight: bool = True) -> None:
@@ -82,7 +134,7 @@ def print_state(state: RequestState, *, source: str) -> None:
         + (f" at gate [bold]{doc['gate']}[/] (deadline {doc['deadline']})" if doc["gate"] else "")
     )
     console.print(
-        f"buyer {escape(doc['buyer'])}  units requested {doc['units_requested']}  "
+        f"buyer {escape(shown(doc['buyer']))}  units requested {doc['units_requested']}  "
         f"approved {doc['units_approved'] if doc['units_approved'] is not None else '-'}  "
         f"policy {doc['policy_version']}"
     )
@@ -107,9 +159,9 @@ def print_state(state: RequestState, *, source: str) -> None:
         )
         console.print(f"licence [bold]{state.licence_id}[/] for {state.units_approved} units{until}")
         for condition in state.conditions:
-            console.print(f"  condition: {escape(condition)}")
+            console.print(f"  condition: {escape(shown(condition))}")
     if state.outcome_reason:
-        console.print(f"reason: {escape(state.outcome_reason)}")
+        console.print(f"reason: {escape(shown(state.outcome_reason))}")
     console.print(f"[dim]source: {source}, version {state.version}[/]")
 
 
@@ -119,7 +171,7 @@ def print_gate_lines(state: RequestState) -> None:
         part = state.slices.get(gate)
         for line in part.describe(state) if part is not None else []:
             # Text, not markup: names and reasons come from users and the policy, brackets included.
-            console.print(Text(line))
+            console.print(Text(shown(line)))
 
 
 def licence_document(state: RequestState) -> dict[str, Any]:
@@ -177,13 +229,13 @@ def _print_review(state: RequestState) -> None:
     if question is not None:
         console.print(
             f"[yellow]waiting for the applicant[/] since {timestamp(question.asked_at)[:19]}, answer due "
-            f"{timestamp(question.due)[:19]}: {escape(question.question)}"
+            f"{timestamp(question.due)[:19]}: {escape(shown(question.question))}"
         )
     for exchange in state.correspondence:
         if exchange.answered_at is not None:
             files = f" (+{len(exchange.attachments)} file(s))" if exchange.attachments else ""
-            console.print(escape(f"  asked by {exchange.asked_by}: {exchange.question}"))
-            console.print(escape(f"  answered by {exchange.answered_by}: {exchange.answer}{files}"))
+            console.print(escape(shown(f"  asked by {exchange.asked_by}: {exchange.question}")))
+            console.print(escape(shown(f"  answered by {exchange.answered_by}: {exchange.answer}{files}")))
 
 
 def event_document(event: StoredEvent) -> dict[str, Any]:
@@ -233,10 +285,12 @@ def summarise(event: StoredEvent) -> str:
         case ev.RequestExpired(gate=gate, deadline=deadline):
             return f"expired at {gate} (deadline {timestamp(deadline)[:19]})"
         case ev.PartiesScreened(matches=matches, parties=parties, list_version=version):
+            hidden = sum(1 for party in parties if party.suspicious)
+            flagged = f"; {_count(hidden, 'name', 'names')} with hidden characters" if hidden else ""
             if not matches:
-                return f"{_count(len(parties), 'party', 'parties')} screened, clear (list {version})"
+                return f"{_count(len(parties), 'party', 'parties')} screened, clear (list {version}){flagged}"
             names = ", ".join(sorted({m.entry_name for m in matches}))
-            return f"HOLD: {len(matches)} match(es) ({names}), list {version}"
+            return f"HOLD: {len(matches)} match(es) ({names}), list {version}{flagged}"
         case ev.InformationRequested(question=question, due=due):
             return f"asks the applicant (due {timestamp(due)[:19]}): {question}"
         case ev.InformationProvided(text=text, attachments=attachments):
@@ -270,14 +324,15 @@ def summarise(event: StoredEvent) -> str:
 def print_log_line(event: StoredEvent, *, json_: bool) -> None:
     """One event of the whole log, printed as soon as it is read (a follower cannot wait for a table)."""
     if json_:
-        print(json.dumps(event_document(event), ensure_ascii=False), flush=True)
+        print(json_text(json.dumps(event_document(event), ensure_ascii=False)), flush=True)
         return
     console.print(
         Text.assemble(
             (f"{event.position:>8} ", "dim"),
-            (event.stream_id, "bold"),
-            f" v{event.version} {event.type} by {event.actor} at {timestamp(event.occurred_at)[:19]}: ",
-            summarise(event),
+            (shown(event.stream_id), "bold"),
+            f" v{event.version} {event.type} by {shown(event.actor)} ",
+            f"at {timestamp(event.occurred_at)[:19]}: ",
+            shown(summarise(event)),
         ),
         soft_wrap=True,
     )

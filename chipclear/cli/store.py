@@ -152,7 +152,7 @@ def import_(
     if not file.is_file():
         raise InvalidInput(f"{file}: no such file")
     trust = policy_trust()
-    events = store()
+    events = store(create=True)
     try:
         with file.open(encoding="utf-8", newline="") as lines:
             records = read_jsonl(lines) if kind is ExportFormat.jsonl else read_csv(lines)

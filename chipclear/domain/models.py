@@ -9,10 +9,22 @@ from __future__ import annotations
 import re
 from datetime import UTC, date
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    model_validator,
+)
 
+from chipclear.domain.countries import is_country
+from chipclear.domain.limits import MAX_RECORDS, cut
 from chipclear.domain.names import normalise_buyer
 
 # Every instant in an event is kept in UTC, so the state folded from a live event and from its stored
@@ -21,8 +33,18 @@ UtcDatetime = Annotated[AwareDatetime, AfterValidator(lambda moment: moment.asti
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._-]{3,64}$"
 MAX_UNITS = 1_000_000
+# The largest data centre holds a few hundred thousand accelerators; a count beyond this is a typo or
+# an attack (2**70 would overflow every sum the domestic-quota gate makes), never a fact.
+MAX_INSTALLED = 100_000_000
+# Any unit price above this (per accelerator, in US dollars) is a typo: an H200 sells for about 30,000.
+MAX_UNIT_PRICE_USD = 10_000_000.0
+# Invoices and deliveries: none before the first AI accelerators were sold (2000 is a generous floor),
+# none after this century. A date in the future within these bounds is judged by the domestic-quota gate
+# against the workflow's time (evidence that does not count), not refused here: a model has no clock.
+EARLIEST_DATE = date(2000, 1, 1)
+LATEST_DATE = date(2099, 12, 31)
 # Streams the event store keeps beside the requests' own (the ledger's, the screening lists').
-RESERVED_STREAMS = frozenset({"allocation", "screening-lists"})
+RESERVED_STREAMS = frozenset({"allocation", "screening-lists", "policies"})
 
 
 # A gate's name: lower-case words joined by hyphens ("us-export"). The route of gates a request walks
@@ -97,6 +119,29 @@ class Text(BaseModel):
         return self
 
 
+def _iso_date(value: Any) -> Any:
+    # An integer would be read as seconds since 1970 and a boolean as 1970-01-01: only a date or its
+    # ISO 8601 text (`2026-01-15`) is a date.
+    if isinstance(value, date | str):
+        return value
+    raise ValueError(f"expected an ISO 8601 date such as '2026-01-15', got {cut(value)}")
+
+
+BoundedDate = Annotated[date, BeforeValidator(_iso_date), Field(ge=EARLIEST_DATE, le=LATEST_DATE)]
+
+
+def _country(code: str) -> str:
+    if not is_country(code):
+        raise ValueError(f"{cut(code)} is not an ISO 3166-1 alpha-2 country code (e.g. CN, US, SG)")
+    return code
+
+
+Country = Annotated[
+    str, Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2"), AfterValidator(_country)
+]
+Count = Annotated[StrictInt, Field(ge=0, le=MAX_INSTALLED)]
+
+
 class _Strict(BaseModel):
     # Unknown fields are an error: a misspelt `unit` must not silently drop the quantity.
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
@@ -107,44 +152,69 @@ NonEmpty = Annotated[str, Field(min_length=1, max_length=200)]
 
 class Party(_Strict):
     name: NonEmpty
-    country: Annotated[str, Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")]
+    country: Country
     kind: PartyKind
 
 
 class DataCenter(_Strict):
     name: NonEmpty
     province: NonEmpty
-    state_funded: bool = False
+    state_funded: StrictBool = False
     # Public computing hubs must run a majority of domestic accelerators (policy min_domestic_share);
     # what is installed today is what the share after import is computed from.
-    public_computing_hub: bool = False
-    installed_domestic: Annotated[int, Field(ge=0)] = 0
-    installed_foreign: Annotated[int, Field(ge=0)] = 0
+    public_computing_hub: StrictBool = False
+    installed_domestic: Count = 0
+    installed_foreign: Count = 0
 
 
 class ProcurementRecord(_Strict):
     """One domestic accelerator purchase offered as evidence for the domestic-quota gate.
 
     The named fields are the contract; other fields a buyer's procurement system exports (an order
-    number, a note) are kept as they came, so the record is the buyer's own.
+    number, a note) are kept as they came, so the record is the buyer's own. Those are bounded like
+    every field (see `_bounded_extras`): a few short plain values, never a place to hide a megabyte.
     """
 
     model_config = ConfigDict(extra="allow", frozen=True, str_strip_whitespace=True)
 
     vendor: NonEmpty
     product: NonEmpty
-    units: Annotated[int, Field(ge=1, le=10 * MAX_UNITS)]
+    units: Annotated[StrictInt, Field(ge=1, le=10 * MAX_UNITS)]
     invoice: NonEmpty
-    invoice_date: date | None = None
-    delivered_on: date | None = None
+    invoice_date: BoundedDate | None = None
+    delivered_on: BoundedDate | None = None
     data_center: NonEmpty | None = None  # where the accelerators were delivered, if not the request's
+
+    @model_validator(mode="after")
+    def _bounded_extras(self) -> ProcurementRecord:
+        extras = self.model_extra or {}
+        if len(extras) > MAX_EXTRA_FIELDS:
+            raise ValueError(
+                f"more than {MAX_EXTRA_FIELDS} fields besides the named ones ({', '.join(extras)})"
+            )
+        for name, value in extras.items():
+            if not EXTRA_FIELD_NAME.fullmatch(name):
+                raise ValueError(f"{cut(name)}: an extra field's name is lower-case letters, digits and _")
+            if not isinstance(value, str | int | None) or isinstance(value, bool):
+                raise ValueError(f"{name}: an extra field holds text or a whole number, not {cut(value)}")
+            if isinstance(value, str) and len(value) > MAX_EXTRA_TEXT:
+                raise ValueError(f"{name}: {len(value)} characters is over the limit of {MAX_EXTRA_TEXT}")
+            if isinstance(value, int) and abs(value) > 2**53:
+                raise ValueError(f"{name}: {cut(value)} is too large")
+        return self
+
+
+# A procurement system's own fields: an order number, a short note; at most this many, this long.
+MAX_EXTRA_FIELDS = 8
+MAX_EXTRA_TEXT = 1_000
+EXTRA_FIELD_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
 
 class Attachment(_Strict):
     """A file an applicant sent, pinned by its digest; the file itself stays in the team's records."""
 
     name: NonEmpty
-    size: Annotated[int, Field(ge=0)]
+    size: Annotated[StrictInt, Field(ge=0, le=2**53)]
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
@@ -156,10 +226,14 @@ class ImportRequest(_Strict):
     consignees: Annotated[list[Party], Field(max_length=50)] = Field(default_factory=list)
     end_use: Annotated[str, Field(min_length=1, max_length=2000)]
     product: Product = Product.H200
-    units: Annotated[int, Field(ge=1, le=MAX_UNITS)]
-    unit_price_usd: Annotated[float, Field(gt=0)] | None = None
+    units: Annotated[StrictInt, Field(ge=1, le=MAX_UNITS)]
+    unit_price_usd: (
+        Annotated[float, Field(gt=0, le=MAX_UNIT_PRICE_USD, allow_inf_nan=False, strict=True)] | None
+    ) = None
     data_center: DataCenter
-    domestic_procurement: list[ProcurementRecord] = Field(default_factory=list)
+    domestic_procurement: Annotated[list[ProcurementRecord], Field(max_length=MAX_RECORDS)] = Field(
+        default_factory=list
+    )
 
     @model_validator(mode="after")
     def _own_stream(self) -> ImportRequest:

@@ -7,6 +7,9 @@ file, and every decision event names the policy version it was made under.
 from __future__ import annotations
 
 import calendar
+import hashlib
+import json
+import os
 import re
 import tomllib
 from datetime import datetime, timedelta
@@ -16,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -25,7 +29,11 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
+from pydantic_core import to_jsonable_python
 
+from chipclear.domain import input_gate
+from chipclear.domain.input_gate import check_plain
+from chipclear.domain.limits import MAX_POLICY_BYTES, cut, cut_text
 from chipclear.domain.models import GateName
 from chipclear.domain.registry import registered
 from chipclear.domain.signing import RESERVED_ACTORS, PublicKeyText
@@ -40,7 +48,20 @@ def _iso_duration(value: Any) -> Any:
     return value
 
 
-IsoDuration = Annotated[timedelta, BeforeValidator(_iso_duration), Field(gt=timedelta(0))]
+# No rule of a trade-compliance process runs longer than a licence's life: a deadline past this is a
+# typo (and `P999999999D` would overflow the first date computed from it, failing every workflow task).
+LONGEST = timedelta(days=3653)
+
+
+def _bounded(value: timedelta) -> timedelta:
+    if value > LONGEST:
+        raise ValueError(f"{value.days} days is longer than the 10 years (3653 days) a policy may set")
+    return value
+
+
+IsoDuration = Annotated[
+    timedelta, BeforeValidator(_iso_duration), Field(gt=timedelta(0)), AfterValidator(_bounded)
+]
 
 
 class GateMode(StrEnum):
@@ -101,9 +122,13 @@ class CalendarPeriod(BaseModel):
                 raise ValueError(
                     f"expected an ISO 8601 period in years, months, days such as 'P4Y', got {value!r}"
                 )
-            years, months, days = (int(part or 0) for part in found.groups())
+            years, months, days = (
+                (int(part or 0) for part in found.groups()) if len(value) < 40 else (0, 0, 0)
+            )
             if not (years or months or days):
-                raise ValueError(f"a period must be longer than nothing, got {value!r}")
+                raise ValueError(f"a period must be longer than nothing, got {cut(value)}")
+            if (12 * years + months) * 31 + days > LONGEST.days:
+                raise ValueError(f"{value} is longer than the 10 years a policy may set")
             return {"years": years, "months": months, "days": days}
         return value
 
@@ -317,17 +342,73 @@ def load_policy(path: str | Path | None = None, *, home: Path | None = None) -> 
     if path is None or str(path) in BUNDLED:
         path = bundled_policy_path(str(path or "default"))
     path = Path(path)
+    shown = cut_text(str(path))
+    if not os.path.lexists(path):
+        raise PolicyError(f"policy file {shown} does not exist")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise PolicyError(f"policy file {path} does not exist") from exc
+        # Through the input gate: a regular UTF-8 file of bounded size (not a directory, a FIFO,
+        # /dev/zero or Latin-1 text), its numbers finite and its text values bounded.
+        raw = tomllib.loads(input_gate.read_text(path, limit=MAX_POLICY_BYTES, what="policy file"))
+        check_plain(raw, f"policy file {shown}")
+        _within_range(raw, f"policy file {shown}")
+    except input_gate.InputRefused as exc:
+        raise PolicyError(str(exc)) from None
     except tomllib.TOMLDecodeError as exc:
-        raise PolicyError(f"policy file {path} is not valid TOML: {exc}") from exc
+        raise PolicyError(f"policy file {shown} is not valid TOML: {exc}") from exc
     _read_key_files(raw, home)
     try:
         return Policy.model_validate(raw)
     except ValidationError as exc:
         raise PolicyError(f"policy file {path}: {describe_validation_error(exc)}") from exc
+
+
+# No count, cap or ratio of a policy is anywhere near this: a larger number is a typo, and 2**70 would
+# overflow the sums the gates make.
+LARGEST_NUMBER = 10**9
+
+
+def _within_range(raw: Any, where: str) -> None:
+    """Every number of a policy file is finite (check_plain) and within ±LARGEST_NUMBER; each gate's
+    section model then applies its own range (a ratio ≥ 0, a threshold 50-100)."""
+    stack: list[tuple[str, Any]] = [("", raw)]
+    while stack:
+        field, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((f"{field}.{key}" if field else key, item) for key, item in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{field}.{n}", item) for n, item in enumerate(value))
+        elif isinstance(value, int | float) and not isinstance(value, bool) and abs(value) > LARGEST_NUMBER:
+            raise input_gate.InputRefused(
+                f"{where}: {field}: {cut(value)} is out of range (at most {LARGEST_NUMBER})"
+            )
+
+
+def content_hash(policy: Policy) -> str:
+    """sha256 of the policy's canonical JSON (every value written out, keys sorted, no white space).
+
+    The canonical form, not the file's bytes: what a request is decided by is the policy as loaded
+    (with `file:` keys read in, defaults filled), which is also what each request's history records;
+    a comment or a reordered table changes no rule and so no hash, while a changed key file does."""
+    canonical = json.dumps(
+        to_jsonable_python(_sets_sorted(policy.model_dump())),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _sets_sorted(value: Any) -> Any:
+    """The dump with every set as a sorted list: a set's order follows the process's hash seed, so
+    without this each worker process would hash the same policy differently."""
+    if isinstance(value, set | frozenset):
+        items = [_sets_sorted(item) for item in value]
+        return sorted(items, key=lambda item: json.dumps(to_jsonable_python(item), sort_keys=True))
+    if isinstance(value, dict):
+        return {key: _sets_sorted(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_sets_sorted(item) for item in value]
+    return value
 
 
 def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
@@ -339,6 +420,7 @@ def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
             continue
         field = ".".join(str(part) for part in [*([prefix] if prefix else []), *error["loc"]]) or "(document)"
         value = error.get("input")
-        shown = "" if isinstance(value, dict | list) else f" (got {value!r})"
-        lines.append(f"{field}: {error['msg']}{shown}")
+        # A value is quoted cut short: a 1 MB name must not come back whole in the message.
+        shown = "" if isinstance(value, dict | list) else f" (got {cut(value)})"
+        lines.append(f"{cut_text(field, 100)}: {cut_text(str(error['msg']), 200)}{shown}")
     return "; ".join(lines)

@@ -11,6 +11,7 @@ signature, as JSON with sorted keys: an auditor's script rebuilds the bytes from
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from typing import Annotated
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from chipclear.domain.input_gate import InputRefused, read_text
 from chipclear.domain.signing import CHECKPOINT_LABEL, PublicKeyText, canonical, public_text, sign, verify
 from chipclear.store import merkle
 from chipclear.store.chain import timestamp
@@ -83,7 +85,14 @@ def checkpoint_problem(checkpoint: Checkpoint, trusted: frozenset[str] | None) -
 
 # -- files ------------------------------------------------------------------------------------------
 def write_checkpoint(checkpoint: Checkpoint, path: Path) -> None:
-    """Write the file whole or not at all, readable by its owner only (0600)."""
+    """Write the file whole or not at all, readable by its owner only (0600).
+
+    Only a file is ever replaced: the rename that makes the write whole would otherwise put a regular
+    file where a device stood (`--out /dev/null`, run as root, would replace /dev/null itself)."""
+    if path.exists() and not path.is_file():
+        raise OSError(
+            errno.EINVAL, "not a regular file: a checkpoint replaces a file, never a device or a folder"
+        )
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:  # mkstemp makes it 0600
@@ -96,13 +105,17 @@ def write_checkpoint(checkpoint: Checkpoint, path: Path) -> None:
         raise
 
 
+MAX_CHECKPOINT_FILE = 64 * 1024
+
+
 def read_checkpoint(path: Path) -> Checkpoint:
+    if not path.exists() and not path.is_symlink():
+        raise InvalidCheckpoint(f"{path}: no such checkpoint file")
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InvalidCheckpoint(f"{path}: no such checkpoint file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidCheckpoint(f"{path}: cannot read the checkpoint ({exc})") from None
+        # A checkpoint is a few hundred bytes: never read a device or a huge file whole.
+        text = read_text(path, limit=MAX_CHECKPOINT_FILE, what="checkpoint file")
+    except InputRefused as exc:
+        raise InvalidCheckpoint(str(exc)) from None
     try:
         return Checkpoint.model_validate_json(text)
     except ValidationError as exc:

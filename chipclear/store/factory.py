@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qs
 
+from chipclear.domain.limits import cut_text
 from chipclear.store.projection import Projection
 from chipclear.store.protocol import EventStore
 from chipclear.store.sqlite import SQLiteEventStore
@@ -19,6 +22,54 @@ __all__ = ["StoreURLError", "open_store"]
 
 ALLOWED = "sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
 SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+# The kernel's own file systems: no database file can live there, whatever the permissions say.
+NOT_FOR_FILES = ("/proc", "/sys")
+
+
+def _sqlite_file(path: str) -> None:
+    """A SQLite store is a regular file holding a SQLite database, or nothing yet: anything else (a
+    directory, /dev/null, a file under /proc, a text file) is named here, before SQLite fails on it
+    with a driver error that says only "disk I/O error" or "file is not a database"."""
+    shown = cut_text(path)
+    try:
+        resolved = os.path.realpath(path)
+    except (OSError, ValueError) as exc:
+        raise StoreURLError(f"CHIPCLEAR_EVENT_STORE: {shown} cannot be used ({exc})") from None
+    if any(resolved == top or resolved.startswith(top + "/") for top in NOT_FOR_FILES):
+        top = next(t for t in NOT_FOR_FILES if resolved == t or resolved.startswith(t + "/"))
+        raise StoreURLError(
+            f"CHIPCLEAR_EVENT_STORE: {shown} is under {top}, where no database file can be kept; "
+            "name a file on a real disk"
+        )
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return  # a new store: SQLite makes it (or the caller says there is none)
+    except OSError as exc:
+        raise StoreURLError(
+            f"CHIPCLEAR_EVENT_STORE: {shown} cannot be used ({exc.strerror or exc})"
+        ) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise StoreURLError(
+            f"CHIPCLEAR_EVENT_STORE: {shown} is not a regular file; name a SQLite database file"
+        )
+    if info.st_size == 0:
+        return
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(SQLITE_MAGIC))
+    except OSError as exc:
+        raise StoreURLError(
+            f"CHIPCLEAR_EVENT_STORE: {shown} cannot be read ({exc.strerror or exc})"
+        ) from None
+    if head != SQLITE_MAGIC:
+        raise StoreURLError(
+            f"CHIPCLEAR_EVENT_STORE: {shown} is not a SQLite database (it does not start with the SQLite "
+            "header); name the event store's file, or a new file to make one"
+        )
 
 
 def open_store(
@@ -43,6 +94,7 @@ def open_store(
         path, _, query = url.removeprefix("sqlite:///").partition("?")
         if not path:
             raise StoreURLError(f"CHIPCLEAR_EVENT_STORE: {redact(url)!r} names no database file")
+        _sqlite_file(path)
         options = parse_qs(query)
         synchronous = options.get("synchronous", ["full"])[0]
         if synchronous.lower() not in {"full", "normal", "extra"}:

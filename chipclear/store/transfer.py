@@ -155,7 +155,26 @@ def write_jsonl(records: Iterable[ExportRecord], out: IO[str]) -> int:
     return count
 
 
+# A spreadsheet reads a cell starting with one of these as a formula (`=HYPERLINK(…)`, `+cmd|…`, `@SUM`),
+# or, for tab and carriage return, may shift it into one; an actor or an id can start with anything.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+NEUTRAL = "'"  # what spreadsheets themselves use to say "this cell is text"
+
+
+def neutral_cell(value: str) -> str:
+    """A CSV cell a spreadsheet shows as text: one that could start a formula gets a leading `'`,
+    and so does one already starting with `'`, so that `stored_cell` can undo exactly one."""
+    return NEUTRAL + value if value.startswith((*FORMULA_STARTS, NEUTRAL)) else value
+
+
+def stored_cell(cell: str) -> str:
+    """The value `neutral_cell` wrote: one leading `'` removed, if there is one."""
+    return cell.removeprefix(NEUTRAL)
+
+
 def write_csv(records: Iterable[ExportRecord], out: IO[str]) -> int:
+    """The events, one row each; every cell neutralised for spreadsheets (`neutral_cell`), which
+    `read_csv` undoes, so an export imports back byte for byte and its hashes still verify."""
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     count = 0
@@ -164,7 +183,7 @@ def write_csv(records: Iterable[ExportRecord], out: IO[str]) -> int:
             row = record.model_dump(exclude={"record"})
             row["data"] = record.data_text()
             row["act"] = record.act_text() or ""
-            writer.writerow(row)
+            writer.writerow({column: neutral_cell(str(value)) for column, value in row.items()})
             count += 1
     return count
 
@@ -197,8 +216,9 @@ def read_csv(lines: Iterable[str], upcasters: Upcasters = UPCASTERS) -> Iterator
     reader = csv.DictReader(lines)
     if reader.fieldnames != CSV_COLUMNS:
         raise InvalidExport(f"line 1: expected the columns {','.join(CSV_COLUMNS)}, got {reader.fieldnames}")
-    for row in reader:
+    for cells in reader:
         number = reader.line_num
+        row = {column: stored_cell(cell) if isinstance(cell, str) else cell for column, cell in cells.items()}
         try:
             data = json.loads(row["data"])
         except (json.JSONDecodeError, TypeError):

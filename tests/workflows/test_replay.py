@@ -26,10 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio import activity
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowHandle, WorkflowHistory
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowHistory
+from temporalio.exceptions import ApplicationError
 from temporalio.worker import Replayer
 
+from activities.events import EventActivities, InvoiceOwners
+from activities.store_calls import STORE_UNAVAILABLE
 from chipclear import client as ops
 from chipclear.contracts import (
     BUYER_CAP_WORKFLOW,
@@ -42,6 +46,7 @@ from chipclear.contracts import (
 )
 from chipclear.domain.allocation import BatchSpec, OpenBatch
 from chipclear.domain.commands import AddEvidence, RequestInfo, Respond, Withdraw
+from chipclear.domain.facts import RegisterInvoices
 from chipclear.domain.gates import cn_import, domestic_quota, us_export
 from chipclear.domain.models import ProcurementRecord, Status
 from chipclear.domain.state import RequestState
@@ -50,7 +55,9 @@ from chipclear.temporal import DATA_CONVERTER
 from chipclear.worker import WORKFLOWS, workflow_runner
 from tests.conftest import running_worker
 from tests.factories import make_policy, make_request
+from tests.wedge_check import assert_no_orphan_rows
 from tests.workflows.support import at_gate, decision, settled_history_length, start, wait_for
+from workflows.options import LOCAL_STORE_RETRY
 
 HISTORIES = Path(__file__).parents[1] / "histories"
 REQUEST, LEDGER, BUYER_CAP = "import-request", "allocation-ledger", "buyer-cap"
@@ -239,6 +246,47 @@ async def _withdrawn_under_cap_and_registry(client: Client, store: SQLiteEventSt
         return {"withdrawn-registry": await history_of(handle)}
 
 
+async def _refused_before_facts(client: Client, store: SQLiteEventStore) -> Recorded:
+    """A registered person's unsigned submission with invoices: refused, and (since the patch
+    `refuse-before-facts`) refused before anything is registered, so no invoice is left without an event."""
+    request = make_request(
+        request_id="history-refused-before-facts", domestic_procurement=with_invoice("RB-1")
+    )
+    policy = make_policy("manual", domestic_quota={"unique_invoices": True})
+    async with running_worker(client, store, policy) as worker:
+        submission = await ops.submit(client, store, request, task_queue=worker.task_queue, actor="applicant")
+        with pytest.raises(WorkflowFailureError):
+            await submission.handle.result()
+        assert store.read_stream(request.request_id) == []
+        assert_no_orphan_rows(store)  # no invoice is left registered to it
+        return {"refused-before-facts": await history_of(submission.handle)}
+
+
+async def _store_outage(client: Client, store: SQLiteEventStore) -> Recorded:
+    """Invoice registration fails every attempt of its first call (the store away): the workflow waits
+    (the `wait-out-outages` patch) and registers again, then goes on to its licence."""
+    request = make_request(request_id="history-store-outage", units=40_000)
+    policy = make_policy("auto", domestic_quota={"unique_invoices": True})
+    real = EventActivities(store, policy)
+    calls: list[int] = []
+
+    @activity.defn(name="register_invoices")
+    def register_invoices(input: RegisterInvoices) -> InvoiceOwners:
+        calls.append(activity.info().attempt)
+        if len(calls) <= LOCAL_STORE_RETRY.maximum_attempts:
+            raise ApplicationError("the event store is away", type=STORE_UNAVAILABLE)
+        return real.register_invoices(input)
+
+    async with running_worker(client, store, policy, replace=[register_invoices]) as worker:
+        handle = await start(client, store, worker, request)
+        assert (await handle.result()).status == Status.LICENSED
+        history = await history_of(handle)
+    assert len(calls) == LOCAL_STORE_RETRY.maximum_attempts + 1, calls
+    timers = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED]
+    assert len(timers) == 1, "the workflow was meant to wait once, on a timer"
+    return {"store-outage": history}
+
+
 # -- allocation-ledger --------------------------------------------------------------------------------
 def _buyer(name: str) -> dict[str, str]:
     return {"name": name, "country": "CN", "kind": "private"}
@@ -346,6 +394,8 @@ SCENARIOS: dict[str, dict[str, Scenario]] = {
         "us-export-escalated": _escalated_expired,
         "evidence-judged": _evidence_judged,
         "withdrawn-registry": _withdrawn_under_cap_and_registry,
+        "refused-before-facts": _refused_before_facts,
+        "store-outage": _store_outage,
     },
     LEDGER: {"batches-queue-release": _ledger_batches_queue_release},
     BUYER_CAP: {"claims-and-releases": _buyer_cap_claims_and_releases},
