@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import statistics
+import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -25,11 +29,17 @@ from chipclear.cli.common import (
 )
 from chipclear.cli.files import InvalidInput, read_text
 from chipclear.domain.gates import us_export
+from chipclear.domain.limits import cut
 from chipclear.domain.policy import load_policy
-from chipclear.domain.screening import ScreenedParty, ScreeningListError, parse_csl
+from chipclear.domain.screening import ScreenedParty, ScreeningIndex, ScreeningListError, parse_csl
+from chipclear.domain.screening.index import MemoryTables
 from chipclear.domain.screening_act import SCREENING_STREAM, LoadScreeningList, require_loader
-from chipclear.store.screening import CurrentList
+from chipclear.store.protocol import ScreeningLists
+from chipclear.store.screening import CurrentList, IndexCache
 from chipclear.store.sql_screening import ScreeningListUnavailable
+
+# A party's name in a request is at most this long (chipclear.domain.models.NonEmpty).
+MAX_NAME = 200
 
 screening_app = typer.Typer(
     help="Restricted-party screening lists (US Consolidated Screening List CSV format).",
@@ -64,7 +74,7 @@ def load(
     except ScreeningListError as exc:
         raise InvalidInput(f"{file}: {exc}") from None
     info = parsed.info
-    events = store()
+    events = store(create=True)
     # The list in force as its newest ScreeningListLoaded records it (readable even if its row is gone).
     in_force = next(iter(events.screening_list_versions()), None)
     if in_force is not None and shrinks(in_force.entries, info.entries) and not replace_smaller:
@@ -85,6 +95,8 @@ def load(
     loaded = events.save_screening_list(
         parsed, actor=loader, act=signed.model_dump(mode="json"), expected_version=stream_version
     )
+    if loaded:
+        current_list(events).prepare(parsed)  # so the next `screening check` need not prepare it
     if json_:
         output.print_json({**info.model_dump(mode="json"), "loaded": loaded})
     elif loaded:
@@ -115,46 +127,72 @@ def check(
         float | None,
         typer.Option(min=0, max=100, help="Match score 0-100. Default: the policy's screening_threshold."),
     ] = None,
+    country: Annotated[
+        str | None,
+        typer.Option(
+            help="The parties' country (ISO 3166-1 alpha-2): entries listed only elsewhere score lower."
+        ),
+    ] = None,
     json_: JsonOption = False,
 ) -> None:
-    """Show what the list in force matches for each name, as a request's screening would."""
+    """Show what the list in force matches for each name, as a request's screening would, and why:
+    the listed words that carried each match and what was folded to see them (homoglyph, pinyin, …)."""
+    if country is not None and not re.fullmatch(r"[A-Z]{2}", country):
+        raise InvalidInput(f"--country: {country!r} is not an ISO 3166-1 alpha-2 code such as CN")
     if threshold is None:
         threshold = us_export.GATE.section(
             load_policy(settings().policy, home=settings().home)
         ).screening_threshold
     try:
-        index = CurrentList(store()).index()
+        index = current_list(store()).index()
     except ScreeningListUnavailable as exc:
         fail(str(exc), 1)
-    parties = [ScreenedParty(role="buyer", name=name) for name in names]
+    for name in names:  # as long as a party's name may be: fuzzy matching a megabyte takes minutes
+        if not name.strip() or len(name) > MAX_NAME:
+            raise InvalidInput(f"NAMES: {cut(name)} is not a name of 1 to {MAX_NAME} characters")
+    parties = [ScreenedParty(role="buyer", name=name, country=country) for name in names]
     matches = index.screen(parties, threshold)
     if json_:
         output.print_json(
             {
                 "list_version": index.info.version,
                 "threshold": threshold,
+                "parties": [
+                    party.model_dump(mode="json", include={"name", "suspicious"}) for party in parties
+                ],
                 "matches": [match.model_dump(mode="json", exclude={"role"}) for match in matches],
             }
         )
         return
     output.console.print(escape(f"list {index.info.version} ({index.info.source}), threshold {threshold:g}"))
-    for name in names:
+    for party in parties:
+        name = party.name
+        if party.suspicious:
+            output.console.print(
+                f"[bold yellow]suspicious:[/] {escape(name)}: {escape(', '.join(party.suspicious))}"
+            )
         found = [match for match in matches if match.party_name == name]
         if not found:
             output.console.print(f"[green]clear:[/] {escape(name)}")
             continue
-        table = Table("score", "listed as", "matched name", "entity number", "list")
+        table = Table("score", "listed as", "matched name", "why", "entity number", "list")
         for match in found:
             output.row(
                 table,
                 f"{match.score:g}",
                 match.entry_name,
                 match.matched_name,
+                match.explanation(),
                 match.entity_number or "",
                 match.source,
             )
         output.console.print(f"[bold red]{len(found)} match(es):[/] {escape(name)}")
         output.console.print(table)
+
+
+def current_list(events: ScreeningLists) -> CurrentList:
+    """The list in force, its prepared index cached under $CHIPCLEAR_HOME/cache across CLI calls."""
+    return CurrentList(events, IndexCache(settings().home / "cache"))
 
 
 @screening_app.command("versions")
@@ -167,7 +205,7 @@ def versions(json_: JsonOption = False) -> None:
         output.print_json([info.model_dump(mode="json") for info in loaded])
         return
     if not loaded:
-        sample = CurrentList(events).index().info
+        sample = current_list(events).index().info
         output.console.print(
             f"no list loaded: screenings use the bundled sample {sample.version} ({sample.entries} entries). "
             "Load the current Consolidated Screening List with `chipclear screening load FILE.csv`."
@@ -186,3 +224,72 @@ def versions(json_: JsonOption = False) -> None:
             info.sha256[:16],
         )
     output.console.print(table)
+
+
+@screening_app.command("bench")
+@handles_errors
+def bench(
+    file: Annotated[Path, typer.Argument(help="A CSL CSV file, e.g. consolidated.csv from trade.gov.")],
+    names: Annotated[int, typer.Option(min=10, max=100_000, help="How many names to screen.")] = 400,
+    json_: JsonOption = False,
+) -> None:
+    """Time the screening of FILE without loading it: parse, prepare the index, write and open its
+    cache, and screen names taken from the list itself (every one a hit) and written as buyers do.
+
+    Times are CPU seconds of this process (what an idle machine takes; a busy one's clock shows
+    more). Nothing is stored: the cache is written to a temporary directory and removed."""
+    text = read_text(file)
+    started = time.process_time()
+    try:
+        parsed = parse_csl(text, source=file.name, loaded_at=datetime.now(UTC))
+    except ScreeningListError as exc:
+        raise InvalidInput(f"{file}: {exc}") from None
+    parse_s = time.process_time() - started
+    started = time.process_time()
+    tables = MemoryTables(parsed)
+    prepare_s = time.process_time() - started
+    index = ScreeningIndex(tables)
+    step = max(1, len(parsed.entries) // names)
+    queries = [f"{entry.name.upper()} CO LTD" for entry in parsed.entries[::step]][:names]
+    timings = {"memory": _per_name(index, queries)}
+    with tempfile.TemporaryDirectory() as directory:
+        cache = IndexCache(Path(directory))
+        started = time.process_time()
+        cache.write(tables)
+        write_s = time.process_time() - started
+        started = time.process_time()
+        cached = cache.open(parsed.info)
+        open_s = time.process_time() - started
+        assert cached is not None
+        timings["cache"] = _per_name(cached, queries)
+    figures = {
+        "entries": len(parsed.entries),
+        "names_indexed": len(tables.name_list),
+        "parse_s": round(parse_s, 3),
+        "prepare_s": round(prepare_s, 3),
+        "cache_write_s": round(write_s, 3),
+        "cache_open_s": round(open_s, 4),
+        **{f"{where}_{k}": v for where, found in timings.items() for k, v in found.items()},
+    }
+    if json_:
+        output.print_json(figures)
+        return
+    table = Table("measure", "value")
+    for key, value in figures.items():
+        output.row(table, key, f"{value:g}" if isinstance(value, float) else str(value))
+    output.console.print(table)
+
+
+def _per_name(index: ScreeningIndex, queries: list[str]) -> dict[str, float]:
+    """CPU milliseconds a name (p50, p95, max), screening `queries` one by one at threshold 90."""
+    elapsed = []
+    for query in queries:
+        started = time.process_time()
+        index.match(ScreenedParty(role="buyer", name=query), 90.0)
+        elapsed.append((time.process_time() - started) * 1000)
+    elapsed.sort()
+    return {
+        "p50_ms": round(statistics.median(elapsed), 2),
+        "p95_ms": round(elapsed[int(len(elapsed) * 0.95)], 2),
+        "max_ms": round(elapsed[-1], 2),
+    }

@@ -7,7 +7,7 @@ stored events outlive every release of this code.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, computed_field
 
@@ -45,8 +45,13 @@ class GateOpened(_GateEvent):
 
 
 class PartiesScreened(EventPayload):
-    """Every party checked against a restricted-party list; any match holds the request."""
+    """Every party checked against a restricted-party list; any match holds the request.
 
+    Schema 2: each party carries its country and the invisible characters its name hid
+    (`suspicious`); each match the listed entry's id and type, the words that carried it and the
+    folds (homoglyph, pinyin, leet, …) it needed. A schema-1 event is read with those empty."""
+
+    SCHEMA_VERSION: ClassVar[int] = 2
     list_version: str
     threshold: float
     parties: list[ScreenedParty]
@@ -164,6 +169,14 @@ class ScreeningListLoaded(EventPayload):
     entries_sha256: str | None = None
 
 
+class PolicyRecorded(EventPayload):
+    """A worker started under a policy version not seen before (stream `policies`): the version label
+    is bound to this content hash for good, so a different file can never be passed off under it."""
+
+    version: str
+    sha256: str  # of the policy's canonical JSON (chipclear.domain.policy.content_hash)
+
+
 class AllocationGranted(EventPayload):
     batch_id: str
     units: int
@@ -202,6 +215,7 @@ EventData = Annotated[
     | AllocationGranted
     | AllocationQueued
     | AllocationReleased
+    | PolicyRecorded
     | BatchOpened
     | UnitsGranted
     | RequestQueued
@@ -215,7 +229,7 @@ EVENT_DATA: TypeAdapter[EventData] = TypeAdapter(EventData)
 REQUEST_EVENT_TYPES = frozenset(
     model.model_fields["type"].default
     for model in get_args(get_args(EventData)[0])
-    if not issubclass(model, ScreeningListLoaded | LedgerPayload)
+    if not issubclass(model, ScreeningListLoaded | PolicyRecorded | LedgerPayload)
 )
 
 

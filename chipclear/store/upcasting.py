@@ -90,3 +90,18 @@ UPCASTERS = Upcasters()
 def register(type_: str, from_version: int, upcaster: Upcaster) -> Upcaster:
     """Register an upcaster with the default registry (see the module's docstring)."""
     return UPCASTERS.register(type_, from_version, upcaster)
+
+
+def _explained_screening(data: dict[str, Any]) -> dict[str, Any]:
+    """PartiesScreened 1 -> 2: parties gain `country` and `suspicious`, matches the listed entry's id
+    and type, the words that carried them and their folds. A schema-1 screening recorded none of
+    these: empty, not guessed (`suspicious` alone is read from the party's name, as it always is)."""
+    parties = [{"country": None, "suspicious": [], **party} for party in data.get("parties", [])]
+    matches = [
+        {"entry_id": None, "entry_type": None, "tokens": [], "folds": [], **match}
+        for match in data.get("matches", [])
+    ]
+    return {**data, "parties": parties, "matches": matches}
+
+
+register("PartiesScreened", 1, _explained_screening)

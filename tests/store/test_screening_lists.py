@@ -8,17 +8,19 @@ import json
 import re
 from contextlib import closing
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 from activities.screening import ScreeningActivities
-from chipclear.domain.events import ScreeningListLoaded
-from chipclear.domain.screening import ScreeningList, ScreeningListInfo, bundled_list
+from chipclear.domain.events import PartiesScreened, ScreeningListLoaded
+from chipclear.domain.screening import ScreenedParty, ScreeningList, ScreeningListInfo, bundled_list
 from chipclear.store.protocol import EventStore
 from chipclear.store.reconcile import reconcile
-from chipclear.store.screening import CurrentList
+from chipclear.store.screening import CurrentList, IndexCache
 from chipclear.store.sql_base import sha256
 from chipclear.store.sql_screening import SCREENING_STREAM, ScreeningListUnavailable
+from chipclear.store.upcasting import UPCASTERS
 from tests.domain.test_screening import ACME_ROWS, HUAWEI, LOADED_AT, csl_list, entry_names
 from tests.store.support import Raw, attacker, open_handle
 
@@ -106,7 +108,7 @@ def test_lists_are_shared_by_every_handle(event_store: EventStore) -> None:
         assert other.verify().ok
         assert other.save_screening_list(acme, actor="ops") is False
         index = CurrentList(other).index()
-        assert index.info == acme.info and len(index.entries) == 2
+        assert index.info == acme.info and index.entries == 2
 
 
 def test_verify_finds_an_edited_list(event_store: EventStore) -> None:
@@ -189,7 +191,7 @@ def test_the_activity_switches_to_a_loaded_list(event_store: EventStore) -> None
     # keeps its entries.
     again = activities.index()
     assert again is index
-    assert len(again.entries) == 2
+    assert again.entries == 2
     assert entry_names(again, "Zenith Trading") == ["Zenith Trading LLC"]
 
     newer = csl_list(ACME_ROWS[1], loaded_at=LOADED_AT + timedelta(hours=1))
@@ -229,6 +231,55 @@ def test_the_list_in_force_is_read_in_full_once_per_version(
     assert event_store.save_screening_list(second, actor="ops")
     assert current.index().info == second.info
     assert reads == [acme.info.version, second.info.version]
+
+
+# -- the prepared index, cached on disk across processes ------------------------------------------------
+
+
+def test_a_cached_index_answers_as_the_one_in_memory(event_store: EventStore, tmp_path: Path) -> None:
+    """A CLI call opens the index a former call (or the load) prepared, and screens exactly as the
+    worker's in-memory index does, explanations included."""
+    acme = csl_list(*ACME_ROWS)
+    event_store.save_screening_list(acme, actor="ops")
+    cache = IndexCache(tmp_path / "cache")
+    first = CurrentList(event_store, cache).index()
+    [written] = list((tmp_path / "cache").iterdir())
+    assert written.name.startswith(f"screening-{acme.info.sha256[:24]}-")
+
+    reads: list[ScreeningListInfo] = []
+    later = CurrentList(event_store, cache)
+    later.store = Counted(event_store, reads)  # type: ignore[assignment]
+    opened = later.index()
+    assert reads == []  # nothing read in full: the cache answered
+    assert opened.info == acme.info and opened.entries == 2
+    for name in ("ACME QUANTUM Co Ltd", "Zenith Tr\u0430ding", "阿克米量子器件", "Nobody Ltd"):
+        party = ScreenedParty(role="buyer", name=name)
+        assert opened.match(party, 90) == first.match(party, 90), name
+    assert [m.entry_id for m in opened.match(ScreenedParty(role="buyer", name="Acme Quantum"), 90)] == ["t-1"]
+
+
+def test_an_unreadable_cache_is_prepared_again(event_store: EventStore, tmp_path: Path) -> None:
+    acme = csl_list(*ACME_ROWS)
+    event_store.save_screening_list(acme, actor="ops")
+    cache = IndexCache(tmp_path)
+    cache.path(acme.info).write_bytes(b"not a database")
+    index = CurrentList(event_store, cache).index()
+    assert entry_names(index, "Acme Quantum") == ["Acme Quantum Devices Co., Ltd."]
+    assert cache.open(acme.info) is not None  # written again, whole
+
+
+class Counted:
+    """The store, counting full reads of a list."""
+
+    def __init__(self, store: EventStore, reads: list[ScreeningListInfo]) -> None:
+        self._store, self._reads = store, reads
+
+    def current_screening_info(self) -> ScreeningListInfo | None:
+        return self._store.current_screening_info()
+
+    def screening_list(self, info: ScreeningListInfo) -> ScreeningList:
+        self._reads.append(info)
+        return self._store.screening_list(info)
 
 
 # -- the list in force is the newest event's, whatever the table holds --------------------------------
@@ -359,3 +410,38 @@ def test_every_stored_event_of_the_stream_is_gone(event_store: EventStore) -> No
         raw.execute("DELETE FROM events WHERE stream_id = ?", (SCREENING_STREAM,))
     with pytest.raises(ScreeningListUnavailable, match="none of its events is stored"):
         event_store.current_screening_info()
+
+
+# -- PartiesScreened, schema 1 (before explanations) -------------------------------------------------
+
+
+def test_a_screening_stored_before_explanations_reads_with_them_empty() -> None:
+    """The data of a PartiesScreened as 1.0 stored it (schema 1), upcast at the read boundary."""
+    stored = {
+        "list_version": "sample-0123456789ab",
+        "threshold": 90.0,
+        "parties": [{"role": "buyer", "name": "Hu\u200bawei"}, {"role": "consignee", "name": "Acme"}],
+        "matches": [
+            {
+                "role": "buyer",
+                "party_name": "Hu\u200bawei",
+                "entry_name": "Huawei Technologies Co., Ltd.",
+                "matched_name": "Huawei",
+                "entity_number": None,
+                "source": "Entity List (EL) - Bureau of Industry and Security",
+                "programs": [],
+                "score": 100.0,
+            }
+        ],
+    }
+    assert PartiesScreened.SCHEMA_VERSION == UPCASTERS.current("PartiesScreened") == 2
+    read = UPCASTERS.parse("PartiesScreened", 1, json.loads(json.dumps(stored)))
+    assert isinstance(read, PartiesScreened)
+    [match] = read.matches
+    assert (match.entry_id, match.entry_type, match.tokens, match.folds) == (None, None, [], [])
+    assert match.explanation() == ""
+    huawei, acme = read.parties
+    assert (huawei.country, acme.country, acme.suspicious) == (None, None, [])
+    assert huawei.suspicious == ["zero-width U+200B removed"]  # read from the name, as always
+    # The current release writes schema 2 as it is.
+    assert UPCASTERS.parse("PartiesScreened", 2, read.model_dump(mode="json", exclude={"type"})) == read

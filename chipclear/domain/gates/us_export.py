@@ -73,7 +73,7 @@ class UsExportSlice(GateSlice):
             )
             lines += [
                 f"  {m.role} {m.party_name!r} ~ {m.entry_name!r} (as {m.matched_name!r}, score {m.score:g}, "
-                f"{m.source})"
+                f"{m.source})" + (f": {why}" if (why := m.explanation()) else "")
                 for m in screened.matches
             ]
         elif screened is not None:
@@ -82,13 +82,26 @@ class UsExportSlice(GateSlice):
                 f"screening: clear ({parties} {'party' if parties == 1 else 'parties'}, "
                 f"list {screened.list_version}, threshold {screened.threshold:g})"
             )
+        if screened is not None:
+            lines += [
+                f"  suspicious: {p.role} {p.name!r}: {', '.join(p.suspicious)}"
+                for p in screened.parties
+                if p.suspicious
+            ]
         if self.buyer_claim is not None:
             claim = self.buyer_claim
-            released = " (released: the approval went unused)" if self.export_released else ""
-            lines.append(
-                f"buyer cap: {claim.buyer} has {claim.total} of {claim.cap} units approved "
-                f"({claim.units} by this request){released}"
-            )
+            if self.export_released:
+                # Said as what happened, not as a standing total: the cap no longer counts these units.
+                lines.append(
+                    f"buyer cap: this request's {claim.units} approved units went back to {claim.buyer}'s "
+                    f"cap when it ended unused (at approval {claim.total} of {claim.cap} were approved, "
+                    f"{claim.total - claim.units} without them)"
+                )
+            else:
+                lines.append(
+                    f"buyer cap: {claim.buyer} has {claim.total} of {claim.cap} units approved "
+                    f"({claim.units} by this request)"
+                )
         return lines
 
 

@@ -1,0 +1,307 @@
+"""A screening list prepared for matching: every name folded once, an inverted index over its words.
+
+Only names that share a rare word with the party's name are scored (a hit needs one anyway), so a
+party is compared with a handful of the list's tens of thousands of names, not all of them. The index
+reads its tables through a small protocol, so the store can keep them on disk beside the list they
+were built from and a CLI call reads only the few rows it needs.
+"""
+
+from __future__ import annotations
+
+import gc
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+from rapidfuzz.distance import DamerauLevenshtein
+
+from chipclear.domain.screening.models import (
+    ScreenedParty,
+    ScreeningEntry,
+    ScreeningList,
+    ScreeningListInfo,
+    ScreeningMatch,
+)
+from chipclear.domain.screening.normalise import NameForm, name_forms
+from chipclear.domain.screening.score import MIN_FUZZY_LENGTH, OPTIONAL, Weights, score_name
+
+# Entries that are not organisations or people: a vessel's or an aircraft's name ("HORIZON", "STAR")
+# never names a buyer, an end user or a consignee.
+NOT_A_PARTY = frozenset({"vessel", "aircraft"})
+# A country code at the end of an address ("Shenzhen, CN" or the bare "CN" of the CSL download).
+_COUNTRY = re.compile(r"(?:^|[\s,])([A-Z]{2})\s*$")
+# Joins of up to this many consecutive words are indexed: "sun way" finds "sunway", "zhong ke shu
+# guang" finds "zhongke shuguang", and "zhongkeshuguang" finds both.
+MAX_JOIN = 4
+
+
+@dataclass(frozen=True)
+class Card:
+    """What a match reports about its entry: kept in the index so a cached index needs no list."""
+
+    name: str
+    source: str
+    id: str | None
+    entity_number: str | None
+    type: str | None
+    programs: tuple[str, ...]
+    countries: tuple[str, ...]
+
+
+def _card(entry: ScreeningEntry) -> Card:
+    countries = tuple(dict.fromkeys(m.group(1) for a in entry.addresses if (m := _COUNTRY.search(a.strip()))))
+    return Card(
+        entry.name, entry.source, entry.id, entry.entity_number, entry.type, tuple(entry.programs), countries
+    )
+
+
+def _joins(words: tuple[str, ...]) -> set[str]:
+    return {
+        "".join(words[i : i + size])
+        for size in range(2, min(MAX_JOIN, len(words)) + 1)
+        for i in range(len(words) - size + 1)
+    }
+
+
+@contextmanager
+def _no_collection() -> Iterator[None]:
+    """Hundreds of thousands of small lists and tuples: the cyclic collector would walk them all
+    again and again while they are made, and none of them can form a cycle."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _near_keys(word: str) -> tuple[str, str]:
+    """A word one or two edits off another keeps its first three or its last three letters."""
+    return "<" + word[:3], word[-3:] + ">"
+
+
+def _edits_within(word: str, other: str) -> bool:
+    allowed = 1 if len(word) <= 8 else 2
+    return (
+        word != other
+        and abs(len(other) - len(word)) <= allowed
+        and DamerauLevenshtein.distance(word, other, score_cutoff=allowed) <= allowed
+    )
+
+
+class Tables(Protocol):
+    """What matching reads from a prepared list: in memory (`MemoryTables`), or from the store's
+    cache on disk, which answers a CLI call without loading the whole index."""
+
+    info: ScreeningListInfo
+    entries: int
+
+    def using(self, words: Iterable[str]) -> dict[str, int]:
+        """How many entries use each word (words no entry uses are left out)."""
+        ...
+
+    def names_for(self, keys: Iterable[str]) -> set[int]:
+        """The names having a key as a word, or as two to four of their words joined."""
+        ...
+
+    def near(self, keys: Iterable[str]) -> set[str]:
+        """The rare words filed under these `_near_keys`."""
+        ...
+
+    def names(self, numbers: Iterable[int]) -> dict[int, Name]: ...
+
+    def cards(self, numbers: Iterable[int]) -> dict[int, Card]: ...
+
+
+@dataclass(frozen=True)
+class Name:
+    """One listed name as matched: its entry, the name as written, its words, where it came from."""
+
+    owner: int
+    text: str
+    words: tuple[str, ...]
+    folds: tuple[str, ...]
+    optional: frozenset[str] = frozenset()  # bracketed words the party may leave out
+
+
+class MemoryTables:
+    """A list folded and indexed in memory: what a worker keeps, and what the store's cache is
+    written from."""
+
+    def __init__(self, screening_list: ScreeningList) -> None:
+        self.info = screening_list.info
+        self.card_list = [_card(entry) for entry in screening_list.entries]
+        self.entries = len(self.card_list)
+        self.name_list: list[Name] = []
+        with _no_collection():
+            self._fold_names(screening_list)
+            self._index()
+
+    def _fold_names(self, screening_list: ScreeningList) -> None:
+        seen: set[tuple[int, tuple[str, ...]]] = set()
+        read: dict[str, list[NameForm]] = {}  # lists repeat names across their sources
+        for number, entry in enumerate(screening_list.entries):
+            if (entry.type or "").casefold() in NOT_A_PARTY:
+                continue
+            for written in dict.fromkeys([entry.name, *entry.alt_names]):
+                if written not in read:
+                    read[written] = name_forms(written, listed=True)
+                for form in read[written]:
+                    if (number, form.words) in seen:
+                        continue
+                    seen.add((number, form.words))
+                    # Only what tells the officer where the name came from: a listed name's own
+                    # transliteration is not a disguise.
+                    folds = tuple(f for f in form.folds if f.startswith("bracketed"))
+                    self.name_list.append(Name(number, written, form.words, folds, form.optional))
+
+    def _index(self) -> None:
+        keys: dict[str, list[int]] = defaultdict(list)
+        using: dict[str, int] = defaultdict(int)
+        last_owner: dict[str, int] = {}
+        for number, name in enumerate(self.name_list):
+            for word in set(name.words):
+                keys[word].append(number)
+                if last_owner.get(word) != name.owner:  # an entry's names are consecutive
+                    last_owner[word] = name.owner
+                    using[word] += 1
+            if len(name.words) > 1:
+                for join in _joins(name.words):
+                    keys[join].append(number)
+        self.keys = dict(keys)
+        self.word_use = dict(using)
+        weights = Weights(self.word_use, self.entries)
+        near: dict[str, list[str]] = defaultdict(list)
+        for word in self.word_use:
+            if len(word) > MIN_FUZZY_LENGTH and weights.rare(word):
+                for key in _near_keys(word):
+                    near[key].append(word)
+        self.near_words = dict(near)
+
+    def using(self, words: Iterable[str]) -> dict[str, int]:
+        return {word: self.word_use[word] for word in words if word in self.word_use}
+
+    def names_for(self, keys: Iterable[str]) -> set[int]:
+        return {number for key in keys for number in self.keys.get(key, ())}
+
+    def near(self, keys: Iterable[str]) -> set[str]:
+        return {word for key in keys for word in self.near_words.get(key, ())}
+
+    def names(self, numbers: Iterable[int]) -> dict[int, Name]:
+        return {number: self.name_list[number] for number in numbers}
+
+    def cards(self, numbers: Iterable[int]) -> dict[int, Card]:
+        return {number: self.card_list[number] for number in numbers}
+
+
+class ScreeningIndex:
+    """A list ready to screen: `match` one party, or `screen` a request's parties."""
+
+    def __init__(self, source: ScreeningList | Tables) -> None:
+        self.tables: Tables = MemoryTables(source) if isinstance(source, ScreeningList) else source
+        self.info = self.tables.info
+
+    @property
+    def entries(self) -> int:
+        return self.tables.entries
+
+    def _candidates(self, forms: list[NameForm], weights: Weights) -> tuple[set[int], set[str]]:
+        """Names sharing a rare word with a form of the party's name: as it is, joined, or a letter
+        or two off (a hit needs a rare listed word, so no other name can hit)."""
+        keys = {key for form in forms for key in (*form.words, *_joins(form.words))}
+        pairs = {a + b for form in forms for a, b in zip(form.words, form.words[1:], strict=False)}
+        typos = {word for form in forms for word in (*form.words, *pairs) if len(word) > MIN_FUZZY_LENGTH}
+        near = {
+            other
+            for other in self.tables.near(key for word in typos for key in _near_keys(word))
+            if any(_edits_within(word, other) for word in typos)
+        }
+        return self.tables.names_for([key for key in keys if weights.rare(key)] + sorted(near)), near
+
+    def match(self, party: ScreenedParty, threshold: float) -> list[ScreeningMatch]:
+        """The entries `party` matches at `threshold` or above, best first, one match per entry."""
+        forms = name_forms(party.name)
+        if not forms:
+            return []
+        query_words = {key for form in forms for key in (*form.words, *_joins(form.words))}
+        weights = Weights(self.tables.using(query_words), self.tables.entries)
+        numbers, near = self._candidates(forms, weights)
+        if not numbers:
+            return []
+        names = self.tables.names(numbers)
+        listed_words = {word for name in names.values() for word in name.words} - query_words
+        weights = Weights({**weights.entries_using, **self.tables.using(listed_words)}, self.tables.entries)
+        cards = self.tables.cards({name.owner for name in names.values()})
+        best: dict[int, tuple[float, Name, tuple[str, ...], tuple[str, ...]]] = {}
+        # Words of the party's name as any form reads them, joined or a typo away: a listed name can
+        # score no more than the share of its own weight these cover.
+        reachable = query_words | near | {w for form in forms for w in form.words}
+        for form in forms:
+            for number in sorted(numbers):
+                name = names[number]
+                if _best_possible(name, reachable, weights) < threshold:
+                    continue
+                scored = score_name(form.words, name.words, weights, form.optional, name.optional)
+                if scored is None:
+                    continue
+                score, tokens = scored
+                card = cards[name.owner]
+                folds = (*form.folds, *name.folds)
+                if party.country and card.countries and party.country not in card.countries:
+                    score *= 0.97  # the same name listed elsewhere: still shown, a little lower
+                    folds = (*folds, f"listed in {', '.join(card.countries)}, party in {party.country}")
+                score = round(score, 1)
+                if score >= threshold and (name.owner not in best or score > best[name.owner][0]):
+                    best[name.owner] = (score, name, tokens, folds)
+        matches = [
+            _match(party, cards[owner], score, name, tokens, folds)
+            for owner, (score, name, tokens, folds) in best.items()
+        ]
+        return sorted(matches, key=lambda m: (-m.score, m.entry_name, m.entry_id or ""))
+
+    def screen(self, parties: list[ScreenedParty], threshold: float) -> list[ScreeningMatch]:
+        return [match for party in parties for match in self.match(party, threshold)]
+
+
+def _match(
+    party: ScreenedParty,
+    card: Card,
+    score: float,
+    name: Name,
+    tokens: tuple[str, ...],
+    folds: tuple[str, ...],
+) -> ScreeningMatch:
+    return ScreeningMatch(
+        role=party.role,
+        party_name=party.name,
+        entry_name=card.name,
+        matched_name=name.text,
+        entity_number=card.entity_number,
+        source=card.source,
+        programs=list(card.programs),
+        score=score,
+        entry_id=card.id,
+        entry_type=card.type,
+        tokens=list(tokens),
+        folds=list(dict.fromkeys(folds)),
+    )
+
+
+def _best_possible(name: Name, reachable: set[str], weights: Weights) -> float:
+    """An upper bound of `score_name` for `name`: its words the party's name could match, over the
+    least its own words weigh (a listed word left out costs at least its optional share)."""
+    covered = whole = 0.0
+    for word in name.words:
+        weight = weights.weight(word)
+        whole += weight * (OPTIONAL if word in name.optional else 1.0)
+        if word in reachable:
+            covered += weight
+    if covered == 0.0 and len(name.words) > 1:
+        # Only two or more of its words joined can be in the party's name ("zhongke shuguang" as
+        # "zhongkeshuguang"): not bounded here.
+        return 100.0
+    return 100.0 * min(covered, whole) / whole if whole else 0.0
