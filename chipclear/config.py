@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,7 +18,8 @@ DEFAULT_LISTEN_HOST = "127.0.0.1"
 # Every environment variable chipclear reads, and what it is for. Deployment files (deploy/) are checked
 # against this list, so a misspelt name in a manifest fails a test instead of being silently ignored.
 ENVIRONMENT: dict[str, str] = {
-    "CHIPCLEAR_HOME": "directory for the SQLite event store and the dev server's database",
+    "CHIPCLEAR_HOME": "directory for the SQLite event store, keys and the dev server's database "
+    "(default: the platform's data directory, ~/.local/share/chipclear on Linux)",
     "CHIPCLEAR_EVENT_STORE": "event store URL: sqlite:///PATH or postgresql://USER@HOST:PORT/DB",
     "CHIPCLEAR_TASK_QUEUE": "task queue the workers poll and the CLI starts workflows on",
     "CHIPCLEAR_POLICY": "policy TOML file, or a bundled policy name",
@@ -36,6 +38,7 @@ ENVIRONMENT: dict[str, str] = {
     "CHIPCLEAR_LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR",
     "CHIPCLEAR_LOG_FORMAT": "json or console",
     # Temporal's own client variables (temporalio.envconfig).
+    "XDG_DATA_HOME": "the platform data directory the default home lives in (Linux; default ~/.local/share)",
     "TEMPORAL_ADDRESS": "Temporal frontend host:port",
     "TEMPORAL_NAMESPACE": "Temporal namespace",
     "TEMPORAL_API_KEY": "Temporal Cloud API key",
@@ -54,6 +57,20 @@ class ConfigError(ValueError):
     """An environment variable with a value chipclear cannot use; the message names it."""
 
 
+def default_home(env: Mapping[str, str]) -> tuple[Path, str]:
+    """The home and where it came from. Never the current directory: a CLI run from elsewhere must
+    find the same store, not silently start an empty one beside it."""
+    if env.get("CHIPCLEAR_HOME"):
+        return Path(env["CHIPCLEAR_HOME"]).expanduser().absolute(), "$CHIPCLEAR_HOME"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "chipclear", "the platform data directory"
+    xdg = env.get("XDG_DATA_HOME")
+    # The XDG spec ignores a relative XDG_DATA_HOME: it would depend on the current directory again.
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / "chipclear", "$XDG_DATA_HOME"
+    return Path.home() / ".local" / "share" / "chipclear", "the platform data directory"
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -67,13 +84,15 @@ class Settings:
     health_port: int | None = None  # /healthz and /readyz for an orchestrator's probes
     metrics_host: str = DEFAULT_LISTEN_HOST
     health_host: str = DEFAULT_LISTEN_HOST
+    home_source: str = "$CHIPCLEAR_HOME"  # where `home` came from, for `up` and `doctor` to say
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        home = Path(env.get("CHIPCLEAR_HOME") or "./.chipclear")
+        home, source = default_home(env)
         return cls(
             home=home,
+            home_source=source,
             event_store_url=env.get("CHIPCLEAR_EVENT_STORE") or f"sqlite:///{home / 'events.db'}",
             task_queue=env.get("CHIPCLEAR_TASK_QUEUE") or DEFAULT_TASK_QUEUE,
             policy=env.get("CHIPCLEAR_POLICY") or None,
@@ -86,6 +105,25 @@ class Settings:
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def store_file(self) -> Path | None:
+        """The SQLite event store's file (None for PostgreSQL): what a read command must find."""
+        if not self.event_store_url.startswith("sqlite:///"):
+            return None
+        path = self.event_store_url.removeprefix("sqlite:///").partition("?")[0]
+        return Path(path) if path else None
+
+    def missing_store(self) -> str | None:
+        """One sentence if the SQLite store does not exist yet; reading commands stop there rather
+        than create an empty store and answer "0 requests" from it."""
+        path = self.store_file
+        if path is None or path.exists():
+            return None
+        return (
+            f"no event store at {path}: start chipclear there first (`make up` or `chipclear up`), "
+            "or point CHIPCLEAR_HOME or CHIPCLEAR_EVENT_STORE at the store you mean"
+        )
 
 
 def _port(env: Mapping[str, str], name: str) -> int | None:

@@ -124,6 +124,15 @@ LEDGER_QUERY = "ledger"
 ALLOCATION_GRANTED_SIGNAL = "allocation_granted"
 
 
+# The Web UI's one-line summary of each entity workflow: in a list of requests, these say at once
+# that they are not requests (a request's names its units and buyer).
+LEDGER_SUMMARY = "not a request: the cn-import allocation ledger (an entity workflow owning every batch)"
+
+
+def buyer_cap_summary(buyer: str) -> str:
+    return f"not a request: {buyer}'s us-export buyer cap (an entity workflow owning its headroom)"
+
+
 def ledger_id(task_queue: str) -> str:
     """One ledger per deployment (task queue); the production one is plainly `cn-import-allocation`."""
     return LEDGER_ID + _deployment_suffix(task_queue)
@@ -166,6 +175,7 @@ def ledger_start(task_queue: str) -> WithStartWorkflowOperation[Any, Any]:
         id=ledger_id(task_queue),
         task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        static_summary=LEDGER_SUMMARY,
     )
 
 
@@ -204,4 +214,5 @@ def buyer_cap_start(buyer: str, task_queue: str) -> WithStartWorkflowOperation[A
         id=buyer_cap_id(buyer, task_queue),
         task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        static_summary=buyer_cap_summary(buyer),
     )

@@ -9,6 +9,7 @@ quota; JD.com is short of domestic evidence until it files more; and a server ma
 from __future__ import annotations
 
 import asyncio
+from contextlib import suppress
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -16,11 +17,14 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict
 from rich.table import Table
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.service import RPCError, RPCStatusCode
 
 from chipclear import client as ops
 from chipclear import keys
 from chipclear.cli import output
 from chipclear.config import Settings
+from chipclear.contracts import buyer_cap_id, ledger_id, workflow_id
 from chipclear.domain.allocation import BatchSpec, LedgerState, OpenBatch
 from chipclear.domain.commands import AddEvidence
 from chipclear.domain.gates import cn_import, domestic_quota
@@ -36,6 +40,20 @@ from chipclear.worker import run_worker
 QUEUED = "cn_import_queued"
 QUOTA_REVIEW = "domestic_quota_review"
 DEMO_REQUESTS = "demo_requests.yaml"  # in chipclear/data
+# How long the demo waits for its requests' workflows to close once each has settled (compensations
+# take a few activities): far more than they need, and bounded, so a broken worker cannot hang it.
+CLOSE_WITHIN = 120.0
+
+
+class DemoRun(BaseModel):
+    """What one run of the demo started, for whoever checks that it left nothing running."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    task_queue: str
+    request_ids: list[str]
+    entity_ids: list[str]  # the ledger and the buyer caps, closed before the demo returns
 
 
 class _DemoRequests(BaseModel):
@@ -122,12 +140,35 @@ def _batches(ledger: LedgerState) -> Table:
     return table
 
 
-async def run_demo(settings: Settings) -> None:
+async def _closed(client: Client, request_ids: list[str]) -> None:
+    """Wait until every request's workflow has returned: a denied request gives back its units and
+    its export approval after its final status is stored, and the worker must still be there then."""
+
+    async def one(request_id: str) -> None:
+        with suppress(WorkflowFailureError):  # a refused submission ends its run at once: closed too
+            await client.get_workflow_handle(workflow_id(request_id)).result()
+
+    await asyncio.wait_for(asyncio.gather(*(one(rid) for rid in request_ids)), CLOSE_WITHIN)
+
+
+async def _close_entities(client: Client, entity_ids: list[str], run_id: str) -> None:
+    """The demo's ledger and buyer caps serve nothing once its requests are closed: end them, so the
+    Web UI's list shows no workflow of the demo still running. Their records stay in the event store."""
+    for entity_id in entity_ids:
+        try:
+            await client.get_workflow_handle(entity_id).terminate(reason=f"chipclear demo {run_id} finished")
+        except RPCError as exc:
+            # Never started (no claim was made for a buyer screening stopped), or already closed.
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+
+
+async def run_demo(settings: Settings, *, client: Client | None = None) -> DemoRun:
     configure(level="WARNING")  # the tables are the output; worker chatter would bury them
     run_id = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     # A task queue (and so an allocation ledger) of its own: the demo's batches never serve real requests.
     demo = settings.with_(task_queue=f"{settings.task_queue}-demo-{run_id}", policy="auto")
-    client = await connect()
+    client = client or await connect()
     store = open_event_store(settings.event_store_url)
     # The people of the auto policy act here as in real use, each signing with their own key: wang
     # (cn-import) opens the batches, chen (a compliance officer) submits and files evidence.
@@ -180,13 +221,21 @@ async def run_demo(settings: Settings) -> None:
             f"  {short.request_id}: {', '.join(result.events)} -> [bold]{result.status}[/]\n"
         )
         states = [await _wait_settled(store, rid, leaving=QUOTA_REVIEW) for rid in ids]
+        await _closed(client, ids)
+        # Read again now every workflow has closed: the table shows each compensation as stored.
+        states = [state for rid in ids if (state := get_request(store, rid)) is not None]
         output.console.print(_table("after batch B2", states))
         output.console.print(_batches(await ops.ledger_state(client, store, demo.task_queue)))
+        caps = {buyer_cap_id(request.buyer.name, demo.task_queue) for request in requests}
+        entities = [ledger_id(demo.task_queue), *sorted(caps)]
+        await _close_entities(client, entities, run_id)
     finally:
         stop.set()
         await worker
+        store.close()
     output.console.print(
         f"\nEvery step is in the event store: `chipclear events demo-{run_id}-bytedance`, "
         "`chipclear audit verify`.\nWeb UI: http://127.0.0.1:8233/namespaces/default/workflows "
         f"(workflow ids start with import-demo-{run_id}-)"
     )
+    return DemoRun(run_id=run_id, task_queue=demo.task_queue, request_ids=ids, entity_ids=entities)

@@ -46,6 +46,34 @@ def temporal_binary() -> str:
     return found
 
 
+class PortBusy(ServerUnavailable):
+    """A port the dev server needs is taken; the message names it and what to do."""
+
+
+def port_in_use(port: int, ip: str = "127.0.0.1") -> bool:
+    """True if something listens on (or holds) `ip:port`: binding it, as the server would, fails."""
+    with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET) as sock:
+        # As the server binds (Go sets SO_REUSEADDR): a port left in TIME_WAIT by a server just
+        # stopped is free to it, and only a live listener makes the bind fail.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((ip, port))
+        except OSError:
+            return True
+    return False
+
+
+def require_free(ports: dict[str, int], ip: str = "127.0.0.1", *, how: str) -> None:
+    """Refuse to start on a busy port, naming it: a dev server that cannot bind dies in its log, and
+    anything then reaching that address would be talking to somebody else's server."""
+    for option, port in ports.items():
+        if port_in_use(port, ip):
+            raise PortBusy(
+                f"port {port} ({option}) on {ip}: address already in use, perhaps by another `make up` or "
+                f"Temporal server; stop that one, or choose free ports ({how})"
+            )
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -110,7 +138,7 @@ class DevServer:
                     f"(is port {self.port} already in use?)"
                 )
             try:
-                return await connect(
+                client = await connect(
                     target_host=self.address,
                     namespace="default",
                     metrics_port=metrics_port,
@@ -120,6 +148,16 @@ class DevServer:
                 if loop.time() > deadline:
                     raise
                 await asyncio.sleep(0.3)
+                continue
+            # Whoever answered must be the server we started: if ours died (a port taken after the
+            # check), the answer came from another one, and attaching to it would be a silent lie.
+            await asyncio.sleep(0.5)
+            if process.poll() is not None:
+                raise ServerUnavailable(
+                    f"the Temporal dev server exited with code {process.returncode}, and another server "
+                    f"answers on {self.address}: stop that one, or choose free ports"
+                )
+            return client
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

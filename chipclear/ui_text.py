@@ -35,19 +35,45 @@ def details(request: ImportRequest) -> str:
     return "\n".join(lines)
 
 
-def gate_table(state: RequestState) -> str:
-    """The request's gates as a markdown table: status, units, reviewer and time of each."""
-    rows = ["| gate | status | units | reviewer | time (UTC) |", "|---|---|---|---|---|"]
+GATE_COLUMNS = ("gate", "status", "units", "reviewer", "time (UTC)")
+
+
+def gate_rows(state: RequestState) -> list[tuple[str, ...]]:
+    """One row per gate of the route: status, units, reviewer and time of each."""
+    rows: list[tuple[str, ...]] = []
     for gate in state.route:
         record = state.gates.get(gate)
         if record is None:
-            rows.append(f"| {gate} | not reached | | | |")
+            rows.append((gate, "not reached", "", "", ""))
             continue
-        status = record.outcome or ("**current**" if state.gate == gate else "open")
+        status = record.outcome or ("current" if state.gate == gate else "open")
         units = f"{record.units_approved:,}" if record.units_approved is not None else ""
         when = (record.decided_at or record.opened_at).strftime("%Y-%m-%d %H:%M")
-        rows.append(f"| {gate} | {status} | {units} | {record.decided_by or ''} | {when} |")
+        rows.append((gate, status, units, record.decided_by or "", when))
+    return rows
+
+
+def aligned_table(header: tuple[str, ...], rows: list[tuple[str, ...]], *, right: frozenset[int]) -> str:
+    """A markdown pipe table padded to fixed columns, inside a fenced block: the Web UI renders a
+    plain markdown table with no cell padding ("50,000alice"), while a fenced block keeps every
+    column aligned in a monospaced font, and still reads as a table in the raw text."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: tuple[str, ...]) -> str:
+        padded = (
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+        return "| " + " | ".join(padded) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join(["```", line(header), rule, *(line(row) for row in rows), "```"])
+
+
+def gate_table(state: RequestState) -> str:
+    """The request's gates as an aligned table, then where it stands (markdown)."""
+    table = aligned_table(GATE_COLUMNS, gate_rows(state), right=frozenset({2}))
     tail = f"**{state.status}**" + (f": {state.outcome_reason}" if state.outcome_reason else "")
     if state.licence_id:
         tail += f" (licence {state.licence_id}, {state.units_approved:,} units)"
-    return "\n".join([*rows, "", tail])
+    return "\n".join([table, "", tail])

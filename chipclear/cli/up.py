@@ -7,7 +7,7 @@ import asyncio
 from chipclear import keys
 from chipclear.cli import output
 from chipclear.config import Settings
-from chipclear.devserver import DevServer, stop
+from chipclear.devserver import DevServer, require_free, stop
 from chipclear.domain.policy import load_policy
 from chipclear.logs import configure
 from chipclear.store.urls import redact
@@ -17,10 +17,11 @@ NEXT_STEPS = """
 [bold green]chipclear is up.[/]
   Temporal gRPC  {address}
   Web UI         http://127.0.0.1:{ui_port}
+  Home           {home}  (from {home_source})
   Event store    {store}
   Policy         {policy}  (task queue {task_queue})
 
-In another terminal (with the venv active: `source .venv/bin/activate`):
+In another terminal (with the venv active: `source .venv/bin/activate`){address_hint}:
   chipclear demo                                     # the scenario from the news, auto policy
   chipclear batch open --id B1 --units 400000 --priority ByteDance,Alibaba,Tencent --actor wang
   chipclear submit examples/bytedance.yaml --actor chen    # signed with {home}/keys/chen.key
@@ -34,7 +35,19 @@ Ctrl-C stops the worker and the server; their state is kept in {home} (server lo
 """
 
 
+DEFAULT_PORT = 7233  # TEMPORAL_ADDRESS's default: any other port must be exported for the CLI
+
+
 def run_up(settings: Settings, *, port: int, ui_port: int, server_args: list[str] | None = None) -> None:
+    # Busy ports first, before any key or file is made: exit 1 naming the port, never a worker
+    # attached to a server this command did not start.
+    how = "make up PORT=7300 UI_PORT=8300, or chipclear up --port 7300 --ui-port 8300"
+    require_free({"--port": port, "--ui-port": ui_port}, how=how)
+    output.console.print(
+        f"chipclear home: {settings.home} (from {settings.home_source}); starting the dev server…",
+        highlight=False,
+        soft_wrap=True,
+    )
     made = keys.provide_missing(settings.home, settings.policy)
     policy = load_policy(settings.policy, home=settings.home)
     configure()
@@ -60,6 +73,10 @@ def run_up(settings: Settings, *, port: int, ui_port: int, server_args: list[str
                 policy=policy.version,
                 task_queue=settings.task_queue,
                 home=settings.home,
+                home_source=settings.home_source,
+                address_hint=(
+                    f" and `export TEMPORAL_ADDRESS={dev.address}`" if port != DEFAULT_PORT else ""
+                ),
             )
         )
         if made:

@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import pytest
 from aiohttp import web
-from playwright.async_api import Page, async_playwright
+from playwright.async_api import Page, ViewportSize, async_playwright
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 from temporalio.client import Client
 
@@ -46,6 +46,8 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 ARTIFACTS = Path(os.environ.get("CHIPCLEAR_ARTIFACTS", "test-artifacts")) / "web-ui"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+DOCS_VIEWPORT: ViewportSize = {"width": 1600, "height": 900}
 
 
 @dataclass
@@ -143,7 +145,35 @@ async def test_the_list_filtered_by_gate_shows_the_right_requests(site: Site, pa
     assert moved not in body  # it moved on to cn-import
 
 
+async def test_the_buyer_units_and_gate_columns_as_the_readme_adds_them(site: Site, page: Page) -> None:
+    """The README's steps: Configure Columns, add ChipclearBuyer, ChipclearUnits and ChipclearGate."""
+    query = quote('WorkflowType = "ImportRequest"')
+    await page.set_viewport_size(DOCS_VIEWPORT)  # the README's pictures: wide enough for every column
+    await page.goto(f"{site.ui}/namespaces/default/workflows?query={query}")
+    held = f"import-{site.held.request_id}"
+    await page.get_by_text(held, exact=True).first.wait_for(timeout=15_000)
+    await page.get_by_role("button", name="Configure Columns").click()
+    for column in ("ChipclearBuyer", "ChipclearUnits", "ChipclearGate"):
+        await page.get_by_role("button", name=f"Add {column} column").click()
+    for column in ("Run ID", "End"):  # room for them in the picture
+        await page.get_by_role("button", name=f"Remove {column} column").click()
+    await page.get_by_test_id("drawer-close-button").click()
+    row = page.locator("tr", has_text=held).first
+    cells = ""
+    for _ in range(20):  # the table redraws with its new columns
+        cells = " ".join((await row.inner_text()).split())
+        if "Alpha Compute Ltd." in cells:
+            break
+        await asyncio.sleep(0.25)
+    header = " ".join((await page.locator("thead").first.inner_text()).split())
+    for column in ("ChipclearBuyer", "ChipclearUnits", "ChipclearGate"):
+        assert column in header, header
+    assert "Alpha Compute Ltd." in cells and "50000" in cells.replace(",", "") and "us-export" in cells, cells
+    await page.screenshot(path=str(DOCS / "web-ui-list.png"))
+
+
 async def test_a_request_page_shows_decoded_input_summary_and_gate_table(site: Site, page: Page) -> None:
+    await page.set_viewport_size(DOCS_VIEWPORT)  # the gate table whole, time column included
     await page.goto(f"{site.ui}/namespaces/default/workflows/import-{site.moved.request_id}")
     # The input is ciphertext on the server; the UI shows it decoded through the codec server.
     await page.get_by_text('"Beta Cloud Ltd."').first.wait_for(timeout=15_000)
@@ -161,6 +191,29 @@ async def test_a_request_page_shows_decoded_input_summary_and_gate_table(site: S
     assert "data centre: Wuhu Cluster 3, Anhui" in metadata
     for expected in ("us-export", "approved", "50,000", "alice", "cn-import", "current", "not reached"):
         assert expected in metadata, f"{expected!r} not in the gate table:\n{metadata}"
+    # The gate table renders aligned: one monospaced block whose column rules stand one above another.
+    table = await _gate_table(page)
+    lines = [line for line in table.splitlines() if line.strip()]
+    assert [line.split("|")[1].strip() for line in lines[2:]] == ["us-export", "cn-import", "domestic-quota"]
+    rules = {tuple(i for i, char in enumerate(line) if char == "|") for line in lines}
+    assert len(rules) == 1 and len(next(iter(rules))) == 6, f"columns not aligned:\n{table}"
+    assert "| 50,000 | alice " in table, table  # units and reviewer apart, never "50,000alice"
+    # The README's picture of the page is the one this test takes.
+    await page.screenshot(path=str(DOCS / "web-ui-request.png"))
+
+
+async def _gate_table(page: Page) -> str:
+    """The gate table's text, from the monospaced block in the current details' frame."""
+    for frame in page.frames[1:]:
+        blocks = frame.locator("pre")
+        for index in range(await blocks.count()):
+            block = blocks.nth(index)
+            text = await block.inner_text()
+            if "time (UTC)" in text:
+                font = await block.evaluate("element => getComputedStyle(element).fontFamily")
+                assert "mono" in font.lower() or "courier" in font.lower(), font
+                return text
+    raise AssertionError("no monospaced gate table in the User Metadata tab")
 
 
 async def test_without_the_keys_the_history_is_ciphertext(site: Site) -> None:
