@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from pydantic import ValidationError
 from temporalio import activity
@@ -39,8 +39,10 @@ __all__ = ["CONFLICT", "INVALID", "NON_RETRYABLE", "STORE_UNAVAILABLE", "StoreOu
 @contextmanager
 def store_call(outage: StoreOutage) -> Iterator[None]:
     """Run one store call inside an activity: shielded from cancellation, its failures classified."""
+    # Outside an activity (a test, the CLI) there is no cancellation to shield from.
+    shield = activity.shield_thread_cancel_exception() if activity.in_activity() else nullcontext()
     try:
-        with activity.shield_thread_cancel_exception():
+        with shield:
             yield
     except (StoreUnavailable, sqlite3.OperationalError) as exc:
         outage.failing(exc)

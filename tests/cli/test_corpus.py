@@ -33,6 +33,7 @@ from chipclear.domain.limits import MAX_MESSAGE
 from chipclear.projections import PROJECTIONS
 from chipclear.store.sqlite import SQLiteEventStore
 from tests import keys
+from tests.wedge_check import WedgeWatch
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 MANIFEST = CORPUS / "manifest.yaml"
@@ -130,7 +131,9 @@ class Bench:
 
 
 @pytest.fixture(scope="module")
-def bench(temporal_env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
+def bench(
+    temporal_env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory, wedge_watch: WedgeWatch
+) -> Iterator[Bench]:
     # typer rebuilds the whole click command tree on every invoke (a third of a second here): built once,
     # the corpus runs in a fraction of the time, through exactly the same command objects.
     command = typer.main.get_command(app)
@@ -140,7 +143,8 @@ def bench(temporal_env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFa
     home = tmp / "home"
     keys.install(home)
     db = tmp / "events.db"
-    SQLiteEventStore(db, projections=PROJECTIONS).close()  # an empty, migrated store to read from
+    empty = SQLiteEventStore(db, projections=PROJECTIONS)  # an empty, migrated store to read from
+    empty.close()
     env = {
         "CHIPCLEAR_HOME": str(home),
         "CHIPCLEAR_EVENT_STORE": f"sqlite:///{db}",
@@ -153,6 +157,8 @@ def bench(temporal_env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFa
         "CHIPCLEAR_CODEC_KEY_FILE": "",
         "CHIPCLEAR_KEY_FILE": "",
     }
+    # Checked again at the end of the session: nothing the corpus sent wedged later or left a row behind.
+    wedge_watch.watch(empty, env["CHIPCLEAR_TASK_QUEUE"])
     yield Bench(env, tmp)
     patch.undo()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import redirect_stderr
@@ -131,6 +132,9 @@ def stage(temporal_env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFa
         raise AssertionError("a worker would have started")
 
     patch.setattr("chipclear.worker.main", worker_started)
+    # A command may configure logging (onto the runner's stderr, closed after it) before it refuses:
+    # the session's own handlers come back afterwards.
+    patch.setattr(logging.root, "handlers", logging.root.handlers[:])
     tmp = tmp_path_factory.mktemp("no-traceback")
     home = tmp / "home"
     keys.install(home)

@@ -68,7 +68,10 @@ async def test_a_store_lock_longer_than_the_activity_timeout_wedges_nothing(rig:
     quiet(rig)
     ended = [r for r in rig.worker_logs() if r.get("event") == "event store outage ended"]
     assert 1 <= len(ended) <= 3, ended  # one WARNING per outage (a short relapse may add one)
-    assert all(r["level"] == "warning" and r["seconds"] > 0 for r in ended)
+    # Each a WARNING with its duration (a relapse of a few milliseconds rounds to 0.0 s); the lock's own
+    # outage lasts seconds.
+    assert all(r["level"] == "warning" and r["seconds"] >= 0 for r in ended)
+    assert max(r["seconds"] for r in ended) >= 1, ended
     assert rig.exit_code == 0  # and SIGTERM stops it cleanly, within the grace period
 
 

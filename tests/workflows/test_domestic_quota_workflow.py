@@ -473,10 +473,10 @@ async def test_an_invoice_counts_for_one_request_of_one_buyer(
 
         # Evidence of which nothing counts is refused whole, with each reason; nothing is stored.
         before = store.read_stream(b)
-        future = record("HW-7003", 30_000, invoice_date="2999-01-01")
+        future = record("HW-7003", 30_000, invoice_date="2098-01-01")
         for records, reason in (
             ([record("HW-7001", 60_000)], taken),
-            ([future], "invoice 'HW-7003': invoice_date 2999-01-01 is in the future"),
+            ([future], "invoice 'HW-7003': invoice_date 2098-01-01 is in the future"),
         ):
             with pytest.raises(ops.Rejected) as refusal:
                 await ops.update(client, b, AddEvidence(records=records))
