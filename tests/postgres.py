@@ -61,6 +61,12 @@ class Cluster:
             check=True,
             capture_output=True,
         )
+        self.serve()
+        return self
+
+    def serve(self, log_mode: str = "wb") -> None:
+        """Run the postmaster on the initialised data directory and wait until it answers (also after a
+        stop: the fault drills restart it, appending to its log)."""
         self.process = subprocess.Popen(
             self._command(
                 BIN / "postgres",
@@ -76,13 +82,13 @@ class Cluster:
                 "max_connections=300",
             ),
             stdout=subprocess.DEVNULL,
-            stderr=open(self.base / "server.log", "wb"),  # noqa: SIM115 - owned by the process
+            stderr=open(self.base / "server.log", log_mode),  # noqa: SIM115 - owned by the process
         )
         deadline = time.monotonic() + 30
         while True:
             try:
                 with psycopg.connect(self.url("postgres"), connect_timeout=2):
-                    return self
+                    return
             except psycopg.OperationalError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     log = (self.base / "server.log").read_text(errors="replace")

@@ -18,6 +18,19 @@ from temporalio.common import RetryPolicy
 
 from activities.store_calls import NON_RETRYABLE
 
+
+def bounded(attempts: int, *, longest_wait: timedelta, never: list[str], backoff: float = 2.0) -> RetryPolicy:
+    """Every retry policy here: from 200 ms, growing by `backoff` up to `longest_wait` between tries,
+    `attempts` tries in all; the error types in `never` are final at once."""
+    return RetryPolicy(
+        initial_interval=timedelta(milliseconds=200),
+        backoff_coefficient=backoff,
+        maximum_interval=longest_wait,
+        maximum_attempts=attempts,
+        non_retryable_error_types=never,
+    )
+
+
 # Appends run as *regular* activities. Local ones were measured faster (they skip a server round trip)
 # but they write from inside a workflow task that can still be lost: a retried task may decide other
 # events (another update order, another workflow.now()) for versions the lost one already stored.
@@ -26,25 +39,13 @@ from activities.store_calls import NON_RETRYABLE
 APPEND_TIMEOUT = timedelta(seconds=10)
 # Safe to retry (an append already stored is a no-op). Retried while the store is unreachable, 8 attempts
 # over about 10 s of backoff (plus up to 5 s of waiting each); conflicts and malformed batches never.
-APPEND_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=2),
-    maximum_attempts=8,
-    non_retryable_error_types=list(NON_RETRYABLE),
-)
+APPEND_RETRY = bounded(8, longest_wait=timedelta(seconds=2), never=list(NON_RETRYABLE))
 
 # Store calls made as *local* activities (the policy read, invoice registration and release). A local
 # activity retried for long holds its workflow task open and grows the history with task heartbeats,
 # so these give up sooner (3 attempts, under 1 s of backoff) and leave the waiting to the workflow.
 LOCAL_STORE_TIMEOUT = APPEND_TIMEOUT
-LOCAL_STORE_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=1),
-    maximum_attempts=3,
-    non_retryable_error_types=list(NON_RETRYABLE),
-)
+LOCAL_STORE_RETRY = bounded(3, longest_wait=timedelta(seconds=1), never=list(NON_RETRYABLE))
 
 
 # Talking to the ledger crosses the server, so these are regular activities with their own retries.
@@ -53,23 +54,11 @@ LOCAL_STORE_RETRY = RetryPolicy(
 LEDGER_TIMEOUT = timedelta(seconds=60)
 LEDGER_HEARTBEAT = timedelta(seconds=6)
 # 10 attempts over about 30 s of backoff; a refusal by the ledger's rules is final at once.
-LEDGER_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200),
-    backoff_coefficient=1.5,
-    maximum_interval=timedelta(seconds=5),
-    maximum_attempts=10,
-    non_retryable_error_types=["LedgerRefused"],
-)
+LEDGER_RETRY = bounded(10, longest_wait=timedelta(seconds=5), never=["LedgerRefused"], backoff=1.5)
 # The buyer's cap claim runs as a local activity (its entity answers at once, never awaiting): a
 # shorter timeout and fewer attempts, for the same reason as the local store calls.
 LOCAL_LEDGER_TIMEOUT = timedelta(seconds=20)
-LOCAL_LEDGER_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=1),
-    maximum_attempts=3,
-    non_retryable_error_types=["LedgerRefused"],
-)
+LOCAL_LEDGER_RETRY = bounded(3, longest_wait=timedelta(seconds=1), never=["LedgerRefused"])
 
 
 # Screening only reads the store: a local activity, retried briefly (3 attempts), then the workflow

@@ -46,7 +46,10 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 ARTIFACTS = Path(os.environ.get("CHIPCLEAR_ARTIFACTS", "test-artifacts")) / "web-ui"
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+# The README's screenshots are taken by these tests: into docs/ when asked for
+# (CHIPCLEAR_SCREENSHOTS=docs), else beside the other artifacts, so a test run leaves the tree as it was.
+IN_DOCS = os.environ.get("CHIPCLEAR_SCREENSHOTS") == "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs" if IN_DOCS else ARTIFACTS
 DOCS_VIEWPORT: ViewportSize = {"width": 1600, "height": 900}
 
 
@@ -126,6 +129,12 @@ async def shot(page: Page, name: str) -> None:
     await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
+async def docs_shot(page: Page, name: str) -> None:
+    """A picture the README shows (written into docs/ only with CHIPCLEAR_SCREENSHOTS=docs)."""
+    DOCS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(DOCS / name))
+
+
 async def test_the_list_filtered_by_gate_shows_the_right_requests(site: Site, page: Page) -> None:
     query = quote('ChipclearGate = "us-export"')
     held, moved = f"import-{site.held.request_id}", f"import-{site.moved.request_id}"
@@ -169,7 +178,7 @@ async def test_the_buyer_units_and_gate_columns_as_the_readme_adds_them(site: Si
     for column in ("ChipclearBuyer", "ChipclearUnits", "ChipclearGate"):
         assert column in header, header
     assert "Alpha Compute Ltd." in cells and "50000" in cells.replace(",", "") and "us-export" in cells, cells
-    await page.screenshot(path=str(DOCS / "web-ui-list.png"))
+    await docs_shot(page, "web-ui-list.png")
 
 
 async def test_a_request_page_shows_decoded_input_summary_and_gate_table(site: Site, page: Page) -> None:
@@ -199,7 +208,7 @@ async def test_a_request_page_shows_decoded_input_summary_and_gate_table(site: S
     assert len(rules) == 1 and len(next(iter(rules))) == 6, f"columns not aligned:\n{table}"
     assert "| 50,000 | alice " in table, table  # units and reviewer apart, never "50,000alice"
     # The README's picture of the page is the one this test takes.
-    await page.screenshot(path=str(DOCS / "web-ui-request.png"))
+    await docs_shot(page, "web-ui-request.png")
 
 
 async def _gate_table(page: Page) -> str:

@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable
 from contextlib import closing
 from pathlib import Path
 
-import psycopg
 from temporalio.client import Client
 
 from chipclear.store.protocol import EventStore
@@ -28,7 +27,7 @@ from tests.faults.rig import (
     start_load,
     verdict,
 )
-from tests.postgres import BIN, Cluster
+from tests.postgres import Cluster
 
 Fault = Callable[[Client, Rig, Load], Awaitable[None]]
 
@@ -100,31 +99,7 @@ class RestartableCluster(Cluster):
         self.process.wait(timeout=30)
 
     def restart(self) -> None:
-        self.process = subprocess.Popen(
-            self._command(
-                BIN / "postgres",
-                "-D",
-                self.data,
-                "-p",
-                str(self.port),
-                "-k",
-                self.base,
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "max_connections=300",
-            ),
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.base / "server.log", "ab"),  # noqa: SIM115 - owned by the process
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with psycopg.connect(self.url("postgres"), connect_timeout=2):
-                    return
-            except psycopg.OperationalError:
-                assert time.monotonic() < deadline, "PostgreSQL did not come back"
-                time.sleep(0.1)
+        self.serve(log_mode="ab")
 
 
 def stop_postgres(cluster: RestartableCluster, down: float) -> Fault:
