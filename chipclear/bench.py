@@ -36,16 +36,22 @@ from workflows.bench import BareInput, BareWorkflow
 from workflows.import_request import ImportRequestWorkflow
 
 
-def _request(run: str, index: int) -> ImportRequest:
+def bench_request(run: str, index: int, *, prefix: str = "bench", buyers: int = 50) -> ImportRequest:
+    """A request every gate passes under the auto policy: the benchmark's, and the fault drills'."""
     return ImportRequest.model_validate(
         {
-            "request_id": f"bench-{run}-{index:06d}",
-            "buyer": {"name": f"Bench Buyer {index % 50}", "country": "CN", "kind": "private"},
-            "end_use": "benchmark",
+            "request_id": f"{prefix}-{run}-{index:06d}",
+            "buyer": {"name": f"{prefix.title()} Buyer {index % buyers}", "country": "CN", "kind": "private"},
+            "end_use": prefix,
             "units": 1_000 + index % 500,
-            "data_center": {"name": "Bench DC", "province": "Anhui", "state_funded": False},
+            "data_center": {"name": f"{prefix.title()} DC", "province": "Anhui", "state_funded": False},
             "domestic_procurement": [
-                {"vendor": "Huawei", "product": "Ascend 910C", "units": 2_000, "invoice": f"B-{index}"}
+                {
+                    "vendor": "Huawei",
+                    "product": "Ascend 910C",
+                    "units": 2_000,
+                    "invoice": f"{prefix}-{run}-{index}",
+                }
             ],
         }
     )
@@ -88,7 +94,7 @@ async def _suite(
     run = uuid.uuid4().hex[:8]
 
     async def import_request(index: int) -> None:
-        request = _request(run, index)
+        request = bench_request(run, index)
         result = await client.execute_workflow(
             ImportRequestWorkflow.run,
             ImportRequestInput(request=request, actor="bench"),

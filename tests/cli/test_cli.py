@@ -31,6 +31,7 @@ from chipclear.devserver import free_port, stop
 from chipclear.domain.gates import us_export
 from chipclear.domain.policy import load_policy
 from tests import keys
+from tests.log_events import log_events
 from tests.postgres import Cluster
 
 CHIPCLEAR = Path(sys.executable).parent / "chipclear"
@@ -156,18 +157,6 @@ def accepts(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
         return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def log_events(path: Path) -> list[dict[str, Any]]:
-    records = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
 
 
 def policy_text() -> str:

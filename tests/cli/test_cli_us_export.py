@@ -30,7 +30,6 @@ from tests.cli.test_cli import (
     chipclear,
     flat,
     hermetic_env,
-    log_events,
     new_id,
     ok,
     open_stack,
@@ -40,6 +39,7 @@ from tests.cli.test_cli import (
     show,
     submitted,
 )
+from tests.log_events import log_events
 from tests.store.support import RECORDER
 
 REVIEW_SLA = "PT3S"

@@ -31,6 +31,7 @@ from temporalio.service import RPCError
 from temporalio.worker import Replayer
 
 from chipclear import keys
+from chipclear.bench import bench_request
 from chipclear.client import open_batch
 from chipclear.contracts import ImportRequestInput, ledger_id, ledger_stream, workflow_id
 from chipclear.devserver import DevServer, free_port
@@ -40,6 +41,7 @@ from chipclear.projections import open_event_store
 from chipclear.store.protocol import EventStore
 from chipclear.temporal import DATA_CONVERTER
 from chipclear.worker import WORKFLOWS, workflow_runner
+from tests.log_events import log_events
 from workflows.import_request import ImportRequestWorkflow
 
 CHIPCLEAR = Path(sys.executable).parent / "chipclear"
@@ -52,19 +54,8 @@ def hermetic_env(**values: str) -> dict[str, str]:
 
 
 def request(run: str, index: int) -> ImportRequest:
-    """The benchmark's request: every gate passes under the auto policy."""
-    return ImportRequest.model_validate(
-        {
-            "request_id": f"fault-{run}-{index:05d}",
-            "buyer": {"name": f"Fault Buyer {index % 20}", "country": "CN", "kind": "private"},
-            "end_use": "fault drill",
-            "units": 1_000 + index % 500,
-            "data_center": {"name": "Drill DC", "province": "Anhui", "state_funded": False},
-            "domestic_procurement": [
-                {"vendor": "Huawei", "product": "Ascend 910C", "units": 2_000, "invoice": f"F-{run}-{index}"}
-            ],
-        }
-    )
+    """The benchmark's request (every gate passes under the auto policy), under the drill's own ids."""
+    return bench_request(run, index, prefix="fault", buyers=20)
 
 
 @dataclass
@@ -119,16 +110,7 @@ class Rig:
         return self.worker
 
     def worker_logs(self) -> list[dict[str, Any]]:
-        records = []
-        for path in sorted(self.home.glob("worker-*.log")):
-            for line in path.read_text(errors="replace").splitlines():
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(record, dict):
-                    records.append(record)
-        return records
+        return [record for path in sorted(self.home.glob("worker-*.log")) for record in log_events(path)]
 
     async def worker_ready(self, within: float = 60.0) -> None:
         deadline = time.monotonic() + within
