@@ -42,6 +42,7 @@ def bench_request(run: str, index: int, *, prefix: str = "bench", buyers: int = 
         {
             "request_id": f"{prefix}-{run}-{index:06d}",
             "buyer": {"name": f"{prefix.title()} Buyer {index % buyers}", "country": "CN", "kind": "private"},
+            "exporter": {"name": "NVIDIA Corporation", "country": "US"},
             "end_use": prefix,
             "units": 1_000 + index % 500,
             "data_center": {"name": f"{prefix.title()} DC", "province": "Anhui", "state_funded": False},

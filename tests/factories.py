@@ -30,6 +30,7 @@ def request_doc(**overrides: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "request_id": f"req-{next(_counter):05d}",
         "buyer": {"name": "ByteDance Ltd.", "country": "CN", "kind": "private"},
+        "exporter": {"name": "NVIDIA Corporation", "country": "US"},
         "end_use": "large language model training",
         "product": "H200",
         "units": 50_000,

@@ -52,6 +52,11 @@ def load_request(path: Path) -> ImportRequest:
         request = _text_only(path, ImportRequest.model_validate(document))
     except ValidationError as exc:
         raise InvalidInput(f"{_name(path)}: {describe_validation_error(exc)}") from None
+    if request.exporter is None:
+        raise InvalidInput(
+            f"{_name(path)}: exporter: a request names its exporter (exporter: {{name: …, country: US}}), "
+            "whose shipments count against the 50% rule"
+        )
     return request
 
 

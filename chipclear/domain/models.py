@@ -218,9 +218,21 @@ class Attachment(_Strict):
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
+class Exporter(_Strict):
+    """The company that exports the accelerators under the licence (most often from the US). Its
+    shipments to China count, per quarter, against half of what it ships to US end users (the 50% rule),
+    across every licence it holds."""
+
+    name: NonEmpty
+    country: Country = "US"
+
+
 class ImportRequest(_Strict):
     request_id: Annotated[str, Field(pattern=REQUEST_ID_PATTERN)]
     buyer: Party
+    # Every request filed names its exporter (`chipclear submit` refuses one without); the field is
+    # optional on the wire only because requests started before it existed must still replay.
+    exporter: Exporter | None = None
     end_user: Party | None = None
     # Every party the goods pass through on the way; each is screened like the buyer and end user.
     consignees: Annotated[list[Party], Field(max_length=50)] = Field(default_factory=list)

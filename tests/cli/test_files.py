@@ -101,6 +101,7 @@ def test_hand_written_yaml_request_loads(tmp_path):
         """
 request_id: BD-2026-001
 buyer: {name: ByteDance Ltd., country: CN, kind: private}
+exporter: {name: NVIDIA Corporation}
 end_use: large language model training
 units: 50000
 data_center:
@@ -111,6 +112,7 @@ data_center:
     )
     request = load_request(path)
     assert request.units == 50_000
+    assert request.exporter is not None and request.exporter.country == "US"
     assert request.domestic_procurement == []
     assert request.data_center.state_funded is False
 
@@ -423,3 +425,12 @@ def test_csv_records_feed_the_judge(tmp_path: Path) -> None:
     accepted, rejected = judged(load_evidence(path), VENDOR_LIST)
     assert [r.invoice for r in accepted] == ["HW-1"]
     assert [r.record.invoice for r in rejected] == ["NV-1", "hw 1"]
+
+
+def test_a_request_without_its_exporter_is_refused_naming_the_field(tmp_path):
+    doc = request_doc()
+    doc.pop("exporter")
+    path = tmp_path / "request.yaml"
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    with pytest.raises(InvalidInput, match="exporter: a request names its exporter"):
+        load_request(path)
