@@ -11,6 +11,7 @@ within the heartbeat timeout (workflows/options.py), not at the end of the start
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -23,24 +24,33 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
-from temporalio.exceptions import ApplicationError
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from chipclear import payload_limits
 from chipclear.contracts import (
     BUYER_CAP_CLAIM,
     BUYER_CAP_RELEASE,
+    EXPORTER_COUNT,
     LEDGER_RELEASE,
     LEDGER_RESERVE,
+    LICENCE_WORKFLOW,
+    ChinaCountAnswer,
+    LicenceInput,
     ReleasedUnits,
     ReleaseResult,
+    StartLicence,
     buyer_cap_id,
     buyer_cap_start,
+    exporter_start,
     home_queue,
     ledger_start,
+    licence_workflow_id,
 )
 from chipclear.domain.allocation import Release, Reservation, Reserve
 from chipclear.domain.buyer_cap import BuyerClaim, ClaimUnits, ReleaseClaim
+from chipclear.domain.exporter import ChinaCount, CountChinaShipment
 from chipclear.temporal import refusal
 
 T = TypeVar("T", bound=BaseModel)
@@ -133,6 +143,33 @@ class AllocationActivities:
                 raise
             return ReleasedUnits(request_id=command.request_id, units=0)
         return result
+
+    @activity.defn(name="count_china_shipment")
+    async def count_china_shipment(self, command: CountChinaShipment) -> ChinaCountAnswer:
+        # Safe to retry: the exporter answers a shipment counted before with its first count.
+        queue = self._home_queue()
+        try:
+            count = await self._update(
+                EXPORTER_COUNT, command, ChinaCount, lambda: exporter_start(command.exporter, queue)
+            )
+        except ApplicationError as exc:
+            if exc.type != "LedgerRefused":
+                raise
+            return ChinaCountAnswer(refused=exc.message)
+        return ChinaCountAnswer(count=count)
+
+    @activity.defn(name="start_licence")
+    async def start_licence(self, input: StartLicence) -> None:
+        # Safe to repeat: a licence's workflow id is used once, ever; a second start finds it started.
+        with contextlib.suppress(WorkflowAlreadyStartedError):
+            await self.client.start_workflow(
+                LICENCE_WORKFLOW,
+                LicenceInput(request_id=input.request_id),
+                id=licence_workflow_id(input.request_id),
+                task_queue=self._home_queue(),
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                static_summary=input.summary,
+            )
 
 
 def _heartbeat(detail: str) -> None:

@@ -8,9 +8,12 @@ from pydantic import BaseModel
 from temporalio import activity
 
 from activities.store_calls import StoreOutage, store_call
+from chipclear.domain.errors import DomainError
 from chipclear.domain.events import Event
 from chipclear.domain.evidence import InvoiceOwner
 from chipclear.domain.facts import RegisterInvoices, ReleaseInvoices
+from chipclear.domain.licence import LicenceState, licence_stream
+from chipclear.domain.licence_terms import licence_of
 from chipclear.domain.policy import Policy
 from chipclear.logs import get_logger
 from chipclear.store.protocol import AppendResult, EventLog, InvoiceRegistry
@@ -39,6 +42,19 @@ class PolicyResult(BaseModel):
     # Whether the namespace has chipclear's search attributes: only then may the workflow upsert them.
     # Recorded in history with the policy, so a replay decides the same way.
     search_attributes: bool = False
+
+
+class LicenceOpening(BaseModel):
+    """Where a licence's workflow starts from: the policy, and the licence as the record gives it (its
+    terms from the request's stream, what happened to it since from its own)."""
+
+    policy: Policy
+    state: LicenceState | None = None
+    refused: str | None = None  # the request holds no licence: the run ends, recording nothing
+
+
+class LicenceOpeningInput(BaseModel):
+    request_id: str
 
 
 class EventsStore(EventLog, InvoiceRegistry, Protocol):
@@ -108,3 +124,17 @@ class EventActivities:
         with store_call(self.outage):
             released = self.store.release_invoices(input.request_id)
         return ReleasedInvoices(released=released)
+
+    @activity.defn(name="open_licence")
+    def open_licence(self, input: LicenceOpeningInput) -> LicenceOpening:
+        # Safe to repeat: it only reads. The terms come from the request's chained record, never from
+        # whoever started the workflow; what happened to the licence since (a workflow started again
+        # after its run was lost) from the licence's own stream.
+        with store_call(self.outage, reads_only=True):
+            request = self.store.read_stream(input.request_id)
+            licence = self.store.read_stream(licence_stream(input.request_id))
+        try:
+            state = licence_of(request, licence)
+        except DomainError as exc:
+            return LicenceOpening(policy=self.policy, refused=str(exc))
+        return LicenceOpening(policy=self.policy, state=state)

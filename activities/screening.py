@@ -22,7 +22,7 @@ class ScreeningActivities:
         self.outage = outage or StoreOutage()
 
     def index(self) -> ScreeningIndex:
-        with store_call(self.outage):
+        with store_call(self.outage, reads_only=True):
             return self.current.index()
 
     @activity.defn(name="screen_parties")

@@ -37,8 +37,11 @@ __all__ = ["CONFLICT", "INVALID", "NON_RETRYABLE", "STORE_UNAVAILABLE", "StoreOu
 
 
 @contextmanager
-def store_call(outage: StoreOutage) -> Iterator[None]:
-    """Run one store call inside an activity: shielded from cancellation, its failures classified."""
+def store_call(outage: StoreOutage, *, reads_only: bool = False) -> Iterator[None]:
+    """Run one store call inside an activity: shielded from cancellation, its failures classified.
+
+    A call that `reads_only` does not end an outage when it succeeds: with SQLite's write-ahead log, reads
+    go on while a held lock keeps every write out, and the outage is not over until the store writes."""
     # Outside an activity (a test, the CLI) there is no cancellation to shield from.
     shield = activity.shield_thread_cancel_exception() if activity.in_activity() else nullcontext()
     try:
@@ -55,4 +58,5 @@ def store_call(outage: StoreOutage) -> Iterator[None]:
     except (ValueError, ValidationError) as exc:
         # A malformed batch is a bug in the caller; retrying would fail the same way forever.
         raise ApplicationError(str(exc), type=INVALID, non_retryable=True) from exc
-    outage.answered()
+    if not reads_only:
+        outage.answered()

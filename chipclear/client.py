@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import BaseModel
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -21,12 +23,18 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from chipclear import keys, payload_limits, ui_text
+from chipclear.client_errors import Conflict as Conflict
+from chipclear.client_errors import NotAnswered as NotAnswered
+from chipclear.client_errors import NotFound as NotFound
+from chipclear.client_errors import Rejected as Rejected
 from chipclear.config import Settings
 from chipclear.contracts import (
     BUYER_CAP_QUERY,
     LEDGER_OPEN_BATCH,
     LEDGER_QUERY,
     REQUEST_ACT,
+    REQUEST_STATE_QUERY,
+    REQUEST_WORKFLOW,
     BuyerCapQuery,
     ImportRequestInput,
     ImportRequestResult,
@@ -50,31 +58,22 @@ from chipclear.domain.commands import HumanAct, PersonAct, Submit
 from chipclear.domain.errors import StaleSignature
 from chipclear.domain.gates import cn_import
 from chipclear.domain.models import ImportRequest
-from chipclear.domain.screening_act import LoadScreeningList
-from chipclear.domain.signing import sign_act
+from chipclear.domain.signing import ActorSignedAct, sign_act
 from chipclear.domain.state import RequestState
 from chipclear.projections import get_request
 from chipclear.store.protocol import EventStore
 from chipclear.temporal import refusal
-from workflows.import_request import ImportRequestWorkflow
+
+if TYPE_CHECKING:
+    from chipclear.contracts import DeclaredResult, LicenceActResult
+    from chipclear.domain.exporter import DeclareUsShipments, ExporterState
+    from chipclear.domain.licence import LicenceAct, LicenceState
+
+    # For the handles' types only: requests are started, queried and updated by name (contracts), so a
+    # CLI call does not import the workflow's code (docs/performance.md, "CLI start-up").
+    from workflows.import_request import ImportRequestWorkflow
 
 UPDATE_WAIT = 60.0
-
-
-class NotAnswered(RuntimeError):
-    pass
-
-
-class NotFound(LookupError):
-    pass
-
-
-class Rejected(RuntimeError):
-    """A rule refused the command (validator or decider); nothing was recorded."""
-
-
-class Conflict(RuntimeError):
-    """The request id is taken by a request with different content."""
 
 
 @dataclass
@@ -101,7 +100,7 @@ async def submit(
     existing = get_request(store, request.request_id)
     if existing is not None:
         _same_request(existing, request)
-        return Submission(client.get_workflow_handle_for(ImportRequestWorkflow.run, wf_id), created=False)
+        return Submission(request_handle(client, request.request_id), created=False)
     start = ImportRequestInput(
         request=request,
         actor=actor,
@@ -112,9 +111,10 @@ async def submit(
     await payload_limits.check(client.data_converter, start, what="the request")
     try:
         handle = await client.start_workflow(
-            ImportRequestWorkflow.run,
+            REQUEST_WORKFLOW,
             start,
             id=wf_id,
+            result_type=ImportRequestResult,
             task_queue=task_queue,
             # A request id is used once, ever: a finished request is not re-opened by resubmission. A
             # submission the rules refused (a bad signature) fails its run having recorded nothing, and
@@ -127,7 +127,12 @@ async def submit(
         )
         return Submission(handle, created=True)
     except WorkflowAlreadyStartedError:
-        handle = client.get_workflow_handle_for(ImportRequestWorkflow.run, wf_id)
+        handle = request_handle(client, request.request_id)
+        started = await started_with(client, handle)
+        if started is not None:
+            if started != request:
+                raise Conflict(_DIFFERENT.format(request_id=request.request_id)) from None
+            return Submission(handle, created=False)
         try:
             state = await query_state(handle)
         except RPCError:
@@ -135,6 +140,20 @@ async def submit(
         if state.status is not None:
             _same_request(state, request)
         return Submission(handle, created=False)
+
+
+async def started_with(client: Client, handle: WorkflowHandle[Any, Any]) -> ImportRequest | None:
+    """The request a run was started with, read from its first history event: known with or without a
+    worker (a query waits for one), and what was submitted, whatever has happened since. None if the
+    history cannot be read or decoded."""
+    try:
+        async for event in handle.fetch_history_events(page_size=1, rpc_timeout=timedelta(seconds=5)):
+            payloads = event.workflow_execution_started_event_attributes.input.payloads
+            [start] = await client.data_converter.decode(payloads, [ImportRequestInput])
+            return start.request if isinstance(start, ImportRequestInput) else None
+    except (RPCError, ValueError, TypeError):  # unreachable, or a payload this code cannot read
+        return None
+    return None
 
 
 async def refused_submission(handle: WorkflowHandle[Any, Any]) -> str | None:
@@ -153,21 +172,34 @@ async def refused_submission(handle: WorkflowHandle[Any, Any]) -> str | None:
     return None
 
 
+_DIFFERENT = (
+    "request_id {request_id!r} is already used by a request with different content; choose a new request_id"
+)
+
+
 def _same_request(state: RequestState, request: ImportRequest) -> None:
     if state.request is not None and state.request != request:
-        raise Conflict(
-            f"request_id {request.request_id!r} is already used by a request with different content; "
-            "choose a new request_id"
-        )
+        raise Conflict(_DIFFERENT.format(request_id=request.request_id))
+
+
+def request_handle(
+    client: Client, request_id: str
+) -> WorkflowHandle[ImportRequestWorkflow, ImportRequestResult]:
+    """The request's workflow, by id: the same handle `get_workflow_handle_for` gives, without
+    importing the workflow's module."""
+    return client.get_workflow_handle(workflow_id(request_id), result_type=ImportRequestResult)
 
 
 async def query_state(handle: WorkflowHandle[ImportRequestWorkflow, ImportRequestResult]) -> RequestState:
-    return await handle.query(ImportRequestWorkflow.state, StateQuery(), rpc_timeout=timedelta(seconds=5))
+    state: RequestState = await handle.query(
+        REQUEST_STATE_QUERY, StateQuery(), result_type=RequestState, rpc_timeout=timedelta(seconds=5)
+    )
+    return state
 
 
 async def live_state(client: Client, request_id: str) -> RequestState | None:
     """The running workflow's own state, or None when no workflow is running for the request."""
-    handle = client.get_workflow_handle_for(ImportRequestWorkflow.run, workflow_id(request_id))
+    handle = request_handle(client, request_id)
     try:
         description = await handle.describe(rpc_timeout=timedelta(seconds=5))
     except RPCError as exc:
@@ -191,7 +223,9 @@ async def live_state(client: Client, request_id: str) -> RequestState | None:
     return state if state.status is not None else None
 
 
-Act = TypeVar("Act", bound=PersonAct | OpenBatch | LoadScreeningList)
+Act = TypeVar("Act", bound=PersonAct | ActorSignedAct)
+R = TypeVar("R")
+M = TypeVar("M", bound=BaseModel)
 
 
 def own_key(person: str, key: Ed25519PrivateKey | None = None) -> Ed25519PrivateKey:
@@ -224,13 +258,35 @@ async def update(
     a signature still counts once: a copy sent later is refused.
     """
     key = own_key(command.person, key)
+    return await _signed_until_current(lambda: _send_signed(client, request_id, command, key))
+
+
+async def _signed_until_current(send: Callable[[], Awaitable[R]]) -> R:
+    """`send` (which signs for the stream as it stands, then sends) again while only the stream's
+    version moved under it, SIGNING_ATTEMPTS times at most."""
     for attempt in range(1, SIGNING_ATTEMPTS + 1):
         try:
-            return await _send_signed(client, request_id, command, key)
+            return await send()
         except StaleSignatureRefused:
             if attempt == SIGNING_ATTEMPTS:
                 raise
     raise AssertionError("unreachable")
+
+
+async def _answered(call: Awaitable[R], *, check: str) -> R:
+    """An update's answer within UPDATE_WAIT: a refusal by the rules as Rejected (StaleSignatureRefused
+    when only the signature is stale); no answer as NotAnswered, naming the command (`check`) that shows
+    whether it applied meanwhile."""
+    try:
+        return await asyncio.wait_for(call, UPDATE_WAIT)
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        # Ours or the server's own wait for an update no worker has taken.
+        raise NotAnswered(
+            f"no worker answered within {UPDATE_WAIT:.0f} s; is `chipclear worker` running? The update "
+            f"may still apply when a worker picks it up: check `{check}` before sending it again."
+        ) from None
+    except WorkflowUpdateFailedError as exc:
+        raise _refused(exc) from None
 
 
 class StaleSignatureRefused(Rejected):
@@ -246,24 +302,16 @@ def _refused(exc: WorkflowUpdateFailedError) -> Rejected:
 async def _send_signed(
     client: Client, request_id: str, command: HumanAct, key: Ed25519PrivateKey
 ) -> TransitionResult:
-    handle = client.get_workflow_handle_for(ImportRequestWorkflow.run, workflow_id(request_id))
+    handle = request_handle(client, request_id)
     now = await live_state(client, request_id)
     command = signed(command, request_id, now.version if now is not None else 0, key)
     await payload_limits.check(client.data_converter, command, what=f"the {command.kind} act")
     try:
         # By name with result_type: the typed method references trip mypy on async handlers.
-        result: TransitionResult = await asyncio.wait_for(
-            handle.execute_update(REQUEST_ACT, command, result_type=TransitionResult), UPDATE_WAIT
+        return await _answered(
+            handle.execute_update(REQUEST_ACT, command, result_type=TransitionResult),
+            check="chipclear status",
         )
-        return result
-    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
-        # Ours or the server's own wait for an update no worker has taken.
-        raise NotAnswered(
-            f"no worker answered within {UPDATE_WAIT:.0f} s; is `chipclear worker` running? The update "
-            "may still apply when a worker picks it up: check `chipclear status` before sending it again."
-        ) from None
-    except WorkflowUpdateFailedError as exc:
-        raise _refused(exc) from None
     except RPCError as exc:
         if exc.status != RPCStatusCode.NOT_FOUND and "already completed" not in exc.message:
             raise
@@ -290,33 +338,23 @@ async def open_batch(
     ledger's version moved under it (requests reserve all the time)."""
     key = own_key(command.person, key)
     stream = ledger_stream(ledger_id(task_queue))
-    for attempt in range(1, SIGNING_ATTEMPTS + 1):
+
+    async def send() -> OpenBatchResult:
         opening = signed(command, stream, await _ledger_version(client, task_queue), key)
-        try:
-            return await _open_signed(client, task_queue, opening)
-        except StaleSignatureRefused:
-            if attempt == SIGNING_ATTEMPTS:
-                raise
-    raise AssertionError("unreachable")
+        return await _open_signed(client, task_queue, opening)
+
+    return await _signed_until_current(send)
 
 
 async def _open_signed(client: Client, task_queue: str, command: OpenBatch) -> OpenBatchResult:
     start = ledger_start(task_queue)
     await payload_limits.check(client.data_converter, command, what="the batch opening")
-    try:
-        result: OpenBatchResult = await asyncio.wait_for(
-            client.execute_update_with_start_workflow(
-                LEDGER_OPEN_BATCH, command, start_workflow_operation=start, result_type=OpenBatchResult
-            ),
-            UPDATE_WAIT,
-        )
-    except WorkflowUpdateFailedError as exc:
-        raise _refused(exc) from None
-    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
-        raise NotAnswered(
-            f"no worker answered within {UPDATE_WAIT:.0f} s; is `chipclear worker` running?"
-        ) from None
-    return result
+    return await _answered(
+        client.execute_update_with_start_workflow(
+            LEDGER_OPEN_BATCH, command, start_workflow_operation=start, result_type=OpenBatchResult
+        ),
+        check="chipclear batch list",
+    )
 
 
 async def _ledger_version(client: Client, task_queue: str) -> int:
@@ -377,3 +415,169 @@ async def buyer_cap_state(client: Client, buyer: str, task_queue: str) -> BuyerC
             return None
         raise
     return state
+
+
+# -- a licence once issued, and its exporter ------------------------------------------------------------
+class LicenceClosed(Rejected):
+    """The licence's workflow has ended (used up or expired): no act changes it any more."""
+
+
+async def licence_live(client: Client, request_id: str) -> LicenceState | None:
+    """The licence's workflow's own state while it runs, or None (never opened, or ended)."""
+    from chipclear.contracts import LICENCE_QUERY, LicenceQuery, licence_workflow_id
+    from chipclear.domain.licence import LicenceState
+
+    handle = client.get_workflow_handle(licence_workflow_id(request_id))
+    return await _while_running(handle, LICENCE_QUERY, LicenceQuery(), LicenceState)
+
+
+async def _while_running(
+    handle: WorkflowHandle[Any, Any], query: str, argument: BaseModel, result_type: type[M]
+) -> M | None:
+    """A running workflow's answer to `query`, or None when it is not running (or never ran)."""
+    try:
+        description = await handle.describe(rpc_timeout=timedelta(seconds=5))
+        if description.status != WorkflowExecutionStatus.RUNNING:
+            return None
+        answer: M = await handle.query(
+            query, argument, result_type=result_type, rpc_timeout=timedelta(seconds=5)
+        )
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    return answer
+
+
+def stored_licence(store: EventStore, request_id: str) -> LicenceState:
+    """The licence as the stored record gives it (its terms from the request's stream, then its own);
+    NotFound when the request holds none."""
+    from chipclear.domain.errors import DomainError
+    from chipclear.domain.licence import licence_stream
+    from chipclear.domain.licence_terms import licence_of
+
+    try:
+        return licence_of(store.read_stream(request_id), store.read_stream(licence_stream(request_id)))
+    except DomainError as exc:
+        raise NotFound(str(exc)) from None
+
+
+async def licence_act(
+    client: Client, request_id: str, command: LicenceAct, *, key: Ed25519PrivateKey | None = None
+) -> LicenceActResult:
+    """Sign a shipment, suspension or reinstatement for the licence as it stands now and send it; signed
+    again, as `update` does, when only the licence's version moved under it (another shipment)."""
+    from chipclear.contracts import (
+        LICENCE_REINSTATE,
+        LICENCE_SHIP,
+        LICENCE_SUSPEND,
+        LicenceActResult,
+        licence_workflow_id,
+    )
+    from chipclear.domain.licence import licence_stream, signed_version
+
+    update_name = {"ship": LICENCE_SHIP, "suspend": LICENCE_SUSPEND, "reinstate": LICENCE_REINSTATE}[
+        command.kind
+    ]
+    key = own_key(command.person, key)
+    handle = client.get_workflow_handle(licence_workflow_id(request_id))
+
+    async def send() -> LicenceActResult:
+        live = await licence_live(client, request_id)
+        if live is None:
+            raise LicenceClosed(f"licence of {request_id!r} has no running workflow")
+        act = signed(command, licence_stream(request_id), signed_version(live, command), key)
+        await payload_limits.check(client.data_converter, act, what=f"the {command.kind} act")
+        try:
+            return await _answered(
+                handle.execute_update(update_name, act, result_type=LicenceActResult),
+                check="chipclear licence",
+            )
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND and "already completed" not in exc.message:
+                raise
+            raise LicenceClosed(f"licence of {request_id!r} has ended") from None
+
+    return await _signed_until_current(send)
+
+
+async def declare_us_shipments(
+    client: Client, task_queue: str, command: DeclareUsShipments, *, key: Ed25519PrivateKey | None = None
+) -> DeclaredResult:
+    """Record an exporter's US end-user shipments for a quarter, signed by its officer for the exporter's
+    record as it stands now; the exporter's workflow starts itself with its first declaration."""
+    from chipclear.contracts import (
+        EXPORTER_DECLARE,
+        DeclaredResult,
+        exporter_start,
+        exporter_stream,
+        exporter_workflow_id,
+    )
+
+    key = own_key(command.person, key)
+    stream = exporter_stream(exporter_workflow_id(command.exporter, task_queue))
+
+    async def send() -> DeclaredResult:
+        current = await exporter_live(client, command.exporter, task_queue)
+        act = signed(command, stream, current.version if current is not None else 0, key)
+        await payload_limits.check(client.data_converter, act, what="the declaration")
+        start = exporter_start(command.exporter, task_queue)
+        return await _answered(
+            client.execute_update_with_start_workflow(
+                EXPORTER_DECLARE, act, start_workflow_operation=start, result_type=DeclaredResult
+            ),
+            check="chipclear exporter show",
+        )
+
+    return await _signed_until_current(send)
+
+
+async def exporter_live(client: Client, exporter: str, task_queue: str) -> ExporterState | None:
+    """The exporter's workflow's own state while it runs, or None."""
+    from chipclear.contracts import EXPORTER_QUERY, ExporterQuery, exporter_workflow_id
+    from chipclear.domain.exporter import ExporterState
+
+    handle = client.get_workflow_handle(exporter_workflow_id(exporter, task_queue))
+    return await _while_running(handle, EXPORTER_QUERY, ExporterQuery(), ExporterState)
+
+
+def stored_exporter(store: EventStore, exporter: str, task_queue: str) -> ExporterState:
+    """The exporter's record as its stored stream folds."""
+    from chipclear.contracts import exporter_stream, exporter_workflow_id
+    from chipclear.domain.exporter import ExporterPayload, fold_exporter
+
+    stream = exporter_stream(exporter_workflow_id(exporter, task_queue))
+    return fold_exporter(
+        [
+            (event.data, event.actor)
+            for event in store.read_stream(stream)
+            if isinstance(event.data, ExporterPayload)
+        ]
+    )
+
+
+async def start_rescreening(client: Client, task_queue: str, list_version: str) -> WorkflowHandle[Any, Any]:
+    """Start the fan-out that screens every live request and licence against `list_version` again; the
+    same list loaded twice finds the fan-out it started the first time."""
+    from temporalio.common import WorkflowIDConflictPolicy
+
+    from chipclear.contracts import (
+        RESCREENING_WORKFLOW,
+        RescreeningInput,
+        rescreening_id,
+        rescreening_summary,
+    )
+
+    workflow_id_ = rescreening_id(list_version, task_queue)
+    try:
+        return await client.start_workflow(
+            RESCREENING_WORKFLOW,
+            RescreeningInput(list_version=list_version),
+            id=workflow_id_,
+            task_queue=task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            static_summary=rescreening_summary(list_version),
+        )
+    except WorkflowAlreadyStartedError:
+        return client.get_workflow_handle(workflow_id_)

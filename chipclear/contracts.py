@@ -11,7 +11,7 @@ matches running workflows and saved histories; add fields with defaults instead.
 from __future__ import annotations
 
 import re
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Literal, Self, TypeVar
 
 from pydantic import BaseModel, Field
 from temporalio.client import WithStartWorkflowOperation
@@ -20,6 +20,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from chipclear.config import DEFAULT_TASK_QUEUE
 from chipclear.domain.allocation import LedgerState
 from chipclear.domain.buyer_cap import BuyerCapState
+from chipclear.domain.exporter import ChinaCount, ExporterState, exporter_key
 from chipclear.domain.models import ImportRequest, Status, Text
 from chipclear.domain.names import normalise_buyer
 from chipclear.domain.signing import ActSignature
@@ -41,6 +42,22 @@ class EntityInput(BaseModel, Generic[StateT]):
     def carrying(self, state: StateT) -> Self:
         """The input of the next run: this state, the same history limit."""
         return type(self)(state=state, history_limit=self.history_limit)
+
+
+def entity_start(
+    workflow: str, input: BaseModel, workflow_id: str, task_queue: str, summary: str
+) -> WithStartWorkflowOperation[Any, Any]:
+    """Update-with-start of an entity workflow: it starts itself the first time anyone needs it, and a
+    call that finds it running uses it. A fresh operation for every call: one is used up by the call
+    that carries it."""
+    return WithStartWorkflowOperation(
+        workflow,
+        input,
+        id=workflow_id,
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        static_summary=summary,
+    )
 
 
 # -- task queues --------------------------------------------------------------------------------------
@@ -71,6 +88,11 @@ def _deployment_suffix(task_queue: str) -> str:
 REQUEST_WORKFLOW = "ImportRequest"
 # The one Update every act of a person is sent as (chipclear.domain.commands.HumanCommand).
 REQUEST_ACT = "act"
+# A new restricted-party list is in force: the request screens its parties again (the re-screening
+# workflow sends it; chipclear.domain.commands.Rescreen).
+REQUEST_RESCREEN = "rescreen"
+# The query that answers the request's current state (chipclear.domain.state.RequestState).
+REQUEST_STATE_QUERY = "state"
 
 
 def workflow_id(request_id: str) -> str:
@@ -107,6 +129,8 @@ class TransitionResult(BaseModel):
     events: list[str]
     # Evidence records that did not count, each with its reason ("invoice 'X': …").
     rejected: list[str] = Field(default_factory=list)
+    # A hold a gate keeps on the whole request (a re-screening match), until a reviewer clears it.
+    held: str | None = None
 
 
 class StateQuery(BaseModel):
@@ -169,14 +193,7 @@ def ledger_start(task_queue: str) -> WithStartWorkflowOperation[Any, Any]:
 
     A fresh operation for every call: one is used up by the call that carries it.
     """
-    return WithStartWorkflowOperation(
-        LEDGER_WORKFLOW,
-        LedgerInput(),
-        id=ledger_id(task_queue),
-        task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        static_summary=LEDGER_SUMMARY,
-    )
+    return entity_start(LEDGER_WORKFLOW, LedgerInput(), ledger_id(task_queue), task_queue, LEDGER_SUMMARY)
 
 
 # -- the per-buyer cap on US export approvals ---------------------------------------------------------
@@ -208,11 +225,179 @@ class BuyerCapQuery(BaseModel):
 
 def buyer_cap_start(buyer: str, task_queue: str) -> WithStartWorkflowOperation[Any, Any]:
     """Update-with-start: a buyer's cap starts itself with the buyer's first claim."""
-    return WithStartWorkflowOperation(
-        BUYER_CAP_WORKFLOW,
-        BuyerCapInput(),
-        id=buyer_cap_id(buyer, task_queue),
-        task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        static_summary=buyer_cap_summary(buyer),
-    )
+    entity_id = buyer_cap_id(buyer, task_queue)
+    return entity_start(BUYER_CAP_WORKFLOW, BuyerCapInput(), entity_id, task_queue, buyer_cap_summary(buyer))
+
+
+# -- a licence once issued ----------------------------------------------------------------------------
+LICENCE_WORKFLOW = "Licence"
+LICENCE_SHIP = "ship"
+LICENCE_SUSPEND = "suspend"
+LICENCE_REINSTATE = "reinstate"
+LICENCE_RESCREEN = "rescreen"
+LICENCE_QUERY = "licence"
+
+
+def licence_workflow_id(request_id: str) -> str:
+    """`licence-<request_id>`: the licence a request ended with lives on in a workflow of its own."""
+    return f"licence-{request_id}"
+
+
+def licence_summary(request: ImportRequest, licence_id: str) -> str:
+    return f"licence {licence_id} of {request.request_id}: {request.units:,} H200 for {request.buyer.name}"
+
+
+class LicenceInput(BaseModel):
+    """Only the request's id: the licence reads its terms from the request's stored record, so no caller
+    can start one with terms of its own making."""
+
+    request_id: str
+
+
+class StartLicence(BaseModel):
+    """What a request that ended licensed asks: start its licence's workflow, with this Web UI summary."""
+
+    request_id: str
+    summary: str
+
+
+class LicenceResult(BaseModel):
+    request_id: str
+    licence_id: str | None
+    status: str  # exhausted or expired
+    units_shipped: int
+
+
+class LicenceQuery(BaseModel):
+    """Empty today; a model so the query can grow a field."""
+
+
+class LicenceActResult(BaseModel):
+    """What a shipment, suspension or reinstatement did, and where the licence stands now."""
+
+    request_id: str
+    licence_id: str
+    status: str
+    version: int
+    units_shipped: int
+    units_remaining: int
+    events: list[str]  # empty: a repeat of a recorded shipment; nothing new was recorded
+
+
+# -- an exporter's 50% rule ---------------------------------------------------------------------------
+EXPORTER_WORKFLOW = "Exporter"
+EXPORTER_PREFIX = "exporter-"
+EXPORTER_DECLARE = "declare_us_shipments"
+EXPORTER_COUNT = "count_china_shipment"
+EXPORTER_QUERY = "exporter"
+
+
+def exporter_workflow_id(exporter: str, task_queue: str) -> str:
+    """`exporter-nvidia`: one owner per exporter, however its name is written."""
+    return f"{EXPORTER_PREFIX}{exporter_key(exporter)}{_deployment_suffix(task_queue)}"
+
+
+def exporter_stream(exporter_workflow: str) -> str:
+    """`exporter:nvidia` (or `exporter:nvidia@<queue>` beside production): a colon, which no request id
+    holds, keeps it apart from every request's stream."""
+    return "exporter:" + exporter_workflow.removeprefix(EXPORTER_PREFIX)
+
+
+def exporter_summary(exporter: str) -> str:
+    return f"not a request: {exporter}'s 50% rule (an entity workflow counting its China shipments)"
+
+
+class ExporterInput(EntityInput[ExporterState]):
+    """An exporter's input: its quarters, carried from run to run."""
+
+
+class ChinaCountAnswer(BaseModel):
+    """The exporter's answer to a count: the count, or the 50% rule's refusal in its own words. A refusal
+    is an answer, not a failed activity: nothing is retried and no worker logs it as an error."""
+
+    count: ChinaCount | None = None
+    refused: str | None = None
+
+
+class ExporterQuery(BaseModel):
+    """Empty today; a model so the query can grow a field."""
+
+
+class DeclaredResult(BaseModel):
+    exporter: str
+    period: str
+    us_units: int
+    china_units: int
+    version: int
+
+
+def exporter_start(exporter: str, task_queue: str) -> WithStartWorkflowOperation[Any, Any]:
+    """Update-with-start: an exporter's owner starts itself with its first declaration or count."""
+    entity_id = exporter_workflow_id(exporter, task_queue)
+    return entity_start(EXPORTER_WORKFLOW, ExporterInput(), entity_id, task_queue, exporter_summary(exporter))
+
+
+# -- re-screening when a new list comes into force ---------------------------------------------------
+RESCREENING_WORKFLOW = "Rescreening"
+RESCREENING_PREFIX = "rescreen-"
+# How many live requests and licences one page of the fan-out screens before it continues as new.
+RESCREENING_PAGE = 200
+
+
+def rescreening_id(list_version: str, task_queue: str) -> str:
+    """`rescreen-<list version>`: one fan-out per list loaded; loading the same list again finds it."""
+    return f"{RESCREENING_PREFIX}{list_version}{_deployment_suffix(task_queue)}"
+
+
+def rescreening_summary(list_version: str) -> str:
+    return f"not a request: re-screening every live request and licence against list {list_version}"
+
+
+class RescreeningTally(BaseModel):
+    """What the fan-out found so far: each target's outcome counted."""
+
+    requests: int = 0
+    requests_held: int = 0
+    requests_denied: int = 0
+    licences: int = 0
+    licences_suspended: int = 0
+    closed: int = 0  # ended before its turn came: nothing to screen
+    failed: list[str] = Field(default_factory=list)  # workflow ids that could not be asked, and why
+
+
+class RescreeningInput(BaseModel):
+    list_version: str
+    page_token: str | None = None  # base64 of the visibility page to go on from (continue-as-new)
+    tally: RescreeningTally = Field(default_factory=RescreeningTally)
+
+
+class LiveWorkflow(BaseModel):
+    workflow_id: str
+    workflow_type: str  # REQUEST_WORKFLOW or LICENCE_WORKFLOW
+
+
+class RescreenTarget(LiveWorkflow):
+    list_version: str
+
+
+class RescreenOutcome(BaseModel):
+    workflow_id: str
+    kind: Literal["request", "licence"]
+    outcome: Literal["clear", "held", "denied", "suspended", "closed", "failed"]
+    detail: str | None = None
+
+
+class RescreenPageInput(BaseModel):
+    page_token: str | None = None
+    page_size: int = RESCREENING_PAGE
+
+
+class RescreenPage(BaseModel):
+    targets: list[LiveWorkflow]
+    next_page_token: str | None
+
+
+def live_targets_query(task_queue: str) -> str:
+    """Every running request and licence of this deployment, as the visibility store finds them."""
+    types = f'WorkflowType = "{REQUEST_WORKFLOW}" OR WorkflowType = "{LICENCE_WORKFLOW}"'
+    return f'({types}) AND ExecutionStatus = "Running" AND TaskQueue = "{task_queue}"'

@@ -3,7 +3,8 @@
 ByteDance, Alibaba and Tencent order H200s in volume; a smaller private firm follows; a state-owned
 enterprise is refused at Chinese import review; a state-funded data centre is refused at the domestic
 quota; JD.com is short of domestic evidence until it files more; and a server maker on the Entity List
-(Sugon, under its other name) is stopped by restricted-party screening before anyone reviews it.
+(Sugon, under its other name) is stopped by restricted-party screening before anyone reviews it. Then NVIDIA
+ships under every licence until each is used up (chipclear/demo_shipments.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from chipclear import client as ops
 from chipclear import keys
 from chipclear.cli import output
 from chipclear.config import Settings
-from chipclear.contracts import buyer_cap_id, ledger_id, workflow_id
+from chipclear.contracts import buyer_cap_id, exporter_workflow_id, ledger_id, workflow_id
+from chipclear.demo_shipments import EXPORTER as SHIPPING_EXPORTER
+from chipclear.demo_shipments import ship_everything
 from chipclear.domain.allocation import BatchSpec, LedgerState, OpenBatch
 from chipclear.domain.commands import AddEvidence
 from chipclear.domain.gates import cn_import, domestic_quota
@@ -53,7 +56,7 @@ class DemoRun(BaseModel):
     run_id: str
     task_queue: str
     request_ids: list[str]
-    entity_ids: list[str]  # the ledger and the buyer caps, closed before the demo returns
+    entity_ids: list[str]  # the ledger, the exporter and the buyer caps, closed before the demo returns
 
 
 class _DemoRequests(BaseModel):
@@ -226,8 +229,14 @@ async def run_demo(settings: Settings, *, client: Client | None = None) -> DemoR
         states = [state for rid in ids if (state := get_request(store, rid)) is not None]
         output.console.print(_table("after batch B2", states))
         output.console.print(_batches(await ops.ledger_state(client, store, demo.task_queue)))
+        licensed = [state for state in states if state.status == Status.LICENSED]
+        sam = keys.load_private(keys.private_path(settings.home, "sam"))
+        output.console.print(
+            await ship_everything(client, store, settings.home, demo.task_queue, licensed, sam)
+        )
         caps = {buyer_cap_id(request.buyer.name, demo.task_queue) for request in requests}
-        entities = [ledger_id(demo.task_queue), *sorted(caps)]
+        exporter = exporter_workflow_id(SHIPPING_EXPORTER, demo.task_queue)
+        entities = [ledger_id(demo.task_queue), exporter, *sorted(caps)]
         await _close_entities(client, entities, run_id)
     finally:
         stop.set()

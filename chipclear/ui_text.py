@@ -6,7 +6,9 @@ refreshes the gate table after every stored transition.
 
 from __future__ import annotations
 
+from chipclear.domain.licence import LicenceState
 from chipclear.domain.models import ImportRequest
+from chipclear.domain.registry import gate_of
 from chipclear.domain.state import RequestState
 
 TIMES, ARROW = "\u00d7", "\u2192"
@@ -76,4 +78,35 @@ def gate_table(state: RequestState) -> str:
     tail = f"**{state.status}**" + (f": {state.outcome_reason}" if state.outcome_reason else "")
     if state.licence_id:
         tail += f" (licence {state.licence_id}, {state.units_approved:,} units)"
-    return "\n".join([table, "", tail])
+    holds = [] if state.is_final else [held for name in state.route if (held := gate_of(name).holds(state))]
+    return "\n".join([table, "", tail, *(f"**held**: {held}" for held in holds)])
+
+
+SHIPMENT_COLUMNS = ("shipment", "units", "lab report", "declaration")
+
+
+def licence_table(state: LicenceState) -> str:
+    """A licence's standing, then its shipments as an aligned table (markdown): the Web UI's current
+    details of its workflow."""
+    terms = state.terms
+    if terms is None:
+        return "**opening**"
+    head = (
+        f"**{state.status}**: licence {terms.licence_id} of {terms.request_id}, "
+        f"{state.units_remaining:,} of {terms.units:,} units remaining ({state.units_shipped:,} shipped), "
+        f"valid until {terms.valid_until:%Y-%m-%d}"
+    )
+    if state.suspended_reason:
+        head += f"; suspended: {state.suspended_reason}"
+    if not state.shipments:
+        return head
+    rows: list[tuple[str, ...]] = [
+        (
+            shipment.shipment_id,
+            f"{shipment.units:,}",
+            (shipment.lab_report.lab or "lab") + " " + shipment.lab_report.report_id,
+            shipment.declaration or "",
+        )
+        for shipment in state.shipments.values()
+    ]
+    return "\n".join([head, "", aligned_table(SHIPMENT_COLUMNS, rows, right=frozenset({1}))])

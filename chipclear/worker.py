@@ -25,6 +25,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.allocation import AllocationActivities
 from activities.events import EventActivities
+from activities.rescreening import RescreeningActivities
 from activities.screening import ScreeningActivities
 from chipclear import search_attributes
 from chipclear.config import Settings
@@ -42,10 +43,20 @@ from chipclear.store.urls import redact
 from chipclear.temporal import connect_patiently
 from workflows.allocation import AllocationLedgerWorkflow
 from workflows.buyer_cap import BuyerCapWorkflow
+from workflows.exporter import ExporterWorkflow
 from workflows.import_request import ImportRequestWorkflow
+from workflows.licence import LicenceWorkflow
+from workflows.rescreening import RescreeningWorkflow
 
 # The production set. The bench adds its bare yardstick workflow to its own worker only.
-WORKFLOWS: Sequence[type] = (ImportRequestWorkflow, AllocationLedgerWorkflow, BuyerCapWorkflow)
+WORKFLOWS: Sequence[type] = (
+    ImportRequestWorkflow,
+    AllocationLedgerWorkflow,
+    BuyerCapWorkflow,
+    LicenceWorkflow,
+    ExporterWorkflow,
+    RescreeningWorkflow,
+)
 # SQLite has one writer at a time; more threads than this only queue on its lock.
 ACTIVITY_THREADS = 16
 LOCAL_ACTIVITY_SLOTS = 200
@@ -124,6 +135,7 @@ def build_worker(
     events = EventActivities(store, policy, search_attributes=search_attributes, outage=outage)
     screening = ScreeningActivities(store, outage)
     ledger = AllocationActivities(client)
+    rescreening = RescreeningActivities(client)
     options.setdefault("workflow_runner", workflow_runner(sandbox))
     stand_ins = {_activity_name(fake): fake for fake in replace}
 
@@ -143,6 +155,9 @@ def build_worker(
                 screening.screen_parties,
                 # A local activity on the hot path (workflows/import_request.py `_fetch`).
                 ledger.claim_buyer_units,
+                # Local activities of a request that ended licensed, and of its licence.
+                ledger.start_licence,
+                events.open_licence,
                 *extra_activities,
             ]
         ),
@@ -161,6 +176,9 @@ def build_worker(
                 ledger.reserve_units,
                 ledger.release_units,
                 ledger.release_buyer_units,
+                ledger.count_china_shipment,
+                rescreening.live_targets,
+                rescreening.rescreen_target,
             ]
         ),
         # Async and mostly waiting on the ledger: many may be in flight at little cost.

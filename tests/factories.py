@@ -16,6 +16,8 @@ _counter = itertools.count(1)
 REVIEWERS = {"alice": ["us-export"], "wang": ["cn-import", "domestic-quota"]}
 # People who sign for applicants: submit, answer, add evidence, withdraw.
 APPLICANTS = ("applicant", "chen", "bd-legal", "buyer-portal", "bytedance-legal")
+# The exporter's officer: records its shipments under licences and declares its US figures.
+EXPORTERS = {"sam": ["NVIDIA Corporation"]}
 # The rules that ask the world outside the request for a fact. The product turns each on unless a
 # policy turns it off; `make_policy` writes each off, so a test turns on exactly the ones it is about
 # (and `safe_policy` builds a policy a new user would write, with every one of them on).
@@ -68,6 +70,9 @@ def make_policy(
                 if any(gate in route for gate in gates)
             },
             **{name: {"key": test_keys.public(name)} for name in APPLICANTS},
+            **{
+                name: {"exporters": names, "key": test_keys.public(name)} for name, names in EXPORTERS.items()
+            },
         },
         # Separation of duties is on by default; here one reviewer (wang) holds two gates, as the
         # tests of other rules assume, and the tests of duties turn it on (`duties` overrides).
@@ -90,7 +95,10 @@ def safe_policy(mode: str = "manual", version: str = "new-user") -> Policy:
             "reviewers": {
                 name: {"gates": gates, "key": test_keys.public(name)} for name, gates in REVIEWERS.items()
             }
-            | {name: {"key": test_keys.public(name)} for name in APPLICANTS},
+            | {name: {"key": test_keys.public(name)} for name in APPLICANTS}
+            | {
+                name: {"exporters": names, "key": test_keys.public(name)} for name, names in EXPORTERS.items()
+            },
             "recorder": {"keys": [test_keys.public(test_keys.RECORDER)]},
         }
     )

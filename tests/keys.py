@@ -18,7 +18,18 @@ from chipclear.domain.commands import PersonAct
 from chipclear.domain.signing import public_text, sign_act
 from chipclear.keys import keys_dir, make_private_dir
 
-PEOPLE = ("alice", "wang", "li", "chen", "applicant", "bd-legal", "buyer-portal", "bytedance-legal", "bob")
+PEOPLE = (
+    "alice",
+    "wang",
+    "li",
+    "chen",
+    "applicant",
+    "bd-legal",
+    "buyer-portal",
+    "bytedance-legal",
+    "bob",
+    "sam",
+)
 RECORDER = "recorder"
 
 

@@ -29,7 +29,9 @@ TOP = (
     "chipclear.client",
     "chipclear.cli",
     "chipclear.demo",
+    "chipclear.demo_shipments",
     "chipclear.bench",
+    "chipclear.bulk",
 )
 # The bench's yardstick workflow and its activity: registered by `chipclear bench` alone.
 BENCH_ONLY = ("workflows.bench", "activities.bench")

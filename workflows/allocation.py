@@ -7,12 +7,10 @@ carrying its whole state.
 
 from __future__ import annotations
 
-from functools import partial
-
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.events import AppendInput, EventActivities, PolicyInput, PolicyResult
+    from activities.events import EventActivities, PolicyInput, PolicyResult
     from chipclear.contracts import (
         ALLOCATION_GRANTED_SIGNAL,
         LEDGER_OPEN_BATCH,
@@ -29,8 +27,9 @@ with workflow.unsafe.imports_passed_through():
     from chipclear.domain import allocation
     from chipclear.domain.errors import DomainError
     from chipclear.domain.events import Event
+    from workflows import appends
     from workflows.entity import domain_refusals, live_then_continue
-    from workflows.options import APPEND_RETRY, APPEND_TIMEOUT, LOCAL_STORE_RETRY, LOCAL_STORE_TIMEOUT
+    from workflows.options import LOCAL_STORE_RETRY, LOCAL_STORE_TIMEOUT
     from workflows.patience import patiently
 
 
@@ -171,21 +170,8 @@ class AllocationLedgerWorkflow:
             batch, self._pending = self._pending, []
             self._writing = True
             try:
-                append = AppendInput(
-                    stream_id=batch[0].stream_id, expected_version=self._appended, events=batch
-                )
                 # Waited out through an outage: the decisions in `batch` are already answered for.
-                await patiently(
-                    partial(
-                        workflow.execute_activity_method,
-                        EventActivities.append_events,
-                        append,
-                        start_to_close_timeout=APPEND_TIMEOUT,
-                        retry_policy=APPEND_RETRY,
-                        summary=f"{len(batch)} ledger event(s)",
-                    ),
-                    "the event store",
-                )
+                await appends.append(batch, self._appended, summary=f"{len(batch)} ledger event(s)")
             finally:
                 self._writing = False
             self._appended = batch[-1].version

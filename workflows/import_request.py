@@ -22,7 +22,6 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.allocation import AllocationActivities
     from activities.events import (
-        AppendInput,
         EventActivities,
         InvoiceOwners,
         PolicyInput,
@@ -34,12 +33,16 @@ with workflow.unsafe.imports_passed_through():
     from chipclear.contracts import (
         ALLOCATION_GRANTED_SIGNAL,
         REQUEST_ACT,
+        REQUEST_RESCREEN,
+        REQUEST_STATE_QUERY,
         REQUEST_WORKFLOW,
         ImportRequestInput,
         ImportRequestResult,
+        StartLicence,
         StateQuery,
         TransitionResult,
         ledger_calls_queue,
+        licence_summary,
     )
     from chipclear.domain import bounds
     from chipclear.domain.allocation import Released, Reservation
@@ -52,18 +55,18 @@ with workflow.unsafe.imports_passed_through():
         HumanCommand,
         PersonAct,
         RecordAllocation,
+        Rescreen,
         Submit,
     )
     from chipclear.domain.decider import Due, compensations, decide, needs, next_due
     from chipclear.domain.errors import DomainError
     from chipclear.domain.events import Event, EvidenceRejected
     from chipclear.domain.facts import NONE, Facts, FactsWanted, Screening, provisional
+    from chipclear.domain.gates import gate_of
     from chipclear.domain.policy import Policy
     from chipclear.domain.state import RequestState, evolve
-    from workflows import metrics
+    from workflows import appends, metrics
     from workflows.options import (
-        APPEND_RETRY,
-        APPEND_TIMEOUT,
         LEDGER_HEARTBEAT,
         LEDGER_RETRY,
         LEDGER_TIMEOUT,
@@ -110,6 +113,7 @@ def _start_input(value: object) -> ImportRequestInput:
 
 # Patch ids (docs/versioning.md): each names a change that makes running workflows issue other commands.
 REFUSE_BEFORE_FACTS = "refuse-before-facts"
+OPEN_LICENCE = "open-licence"
 
 _Self = TypeVar("_Self")
 _Arg = TypeVar("_Arg")
@@ -193,13 +197,30 @@ class ImportRequestWorkflow:
             for command in compensations(self._state):
                 await self._step(command)
                 await self._flush()
+        if self._state.licence_id is not None and workflow.patched(OPEN_LICENCE):
+            await self._open_licence()
         # Let an update that is mid-append finish before the run closes under it.
         await workflow.wait_condition(workflow.all_handlers_finished)
         # The result's fields, read from the final state (validation refuses one with no id or status).
         return ImportRequestResult.model_validate(self._state, from_attributes=True)
 
+    async def _open_licence(self) -> None:
+        """The licence lives on in a workflow of its own (workflows/licence.py), which reads its terms
+        from this request's stored record; starting it twice finds it started."""
+        request = self._state.request
+        assert request is not None and self._state.licence_id is not None
+        summary = licence_summary(request, self._state.licence_id)[:200]
+        await _local(
+            AllocationActivities.start_licence,
+            StartLicence(request_id=request.request_id, summary=summary),
+            "open the licence's workflow",
+            LOCAL_LEDGER_TIMEOUT,
+            LOCAL_LEDGER_RETRY,
+            "Temporal",
+        )
+
     # -- queries and updates ------------------------------------------------------------------
-    @workflow.query(name="state")
+    @workflow.query(name=REQUEST_STATE_QUERY)
     def state(self, _: StateQuery | None = None) -> RequestState:
         # What the event store holds, never an event still on its way there: a query answered
         # mid-append must not show a step that may yet fail and never become true.
@@ -214,6 +235,17 @@ class ImportRequestWorkflow:
 
     @act.validator
     def _validate_act(self, command: HumanCommand) -> None:
+        self._validate(command)
+
+    @workflow.update(name=REQUEST_RESCREEN)
+    async def rescreen(self, command: Rescreen) -> TransitionResult:
+        """A new list is in force: screen the parties again against it (the request's own activity
+        reads the list; the sender decides nothing). A match holds the request, or denies it at a
+        gate the rules decide alone."""
+        return await self._handle(command)
+
+    @rescreen.validator
+    def _validate_rescreen(self, command: Rescreen) -> None:
         self._validate(command)
 
     @workflow.signal(name=ALLOCATION_GRANTED_SIGNAL)
@@ -280,6 +312,7 @@ class ImportRequestWorkflow:
                 if isinstance(event.data, EvidenceRejected)
                 for rejected in event.data.records
             ],
+            held=next((held for name in state.route if (held := gate_of(name).holds(state))), None),
         )
 
     async def _step(self, command: Command) -> list[Event]:
@@ -416,21 +449,11 @@ class ImportRequestWorkflow:
         if not self._pending:
             return
         events, self._pending = self._pending, []
-        first = events[0]
-        append = AppendInput(stream_id=first.stream_id, expected_version=first.version - 1, events=events)
         try:
             # A regular activity is scheduled in history before it writes, so the store never holds
             # an event from a workflow task that was later lost and decided differently.
-            await patiently(
-                lambda: workflow.execute_activity_method(
-                    EventActivities.append_events,
-                    append,
-                    start_to_close_timeout=APPEND_TIMEOUT,
-                    retry_policy=APPEND_RETRY,
-                    summary=" + ".join(event.type for event in events),
-                ),
-                "the event store",
-                lambda: ui_text.gate_table(self._durable),
+            await appends.append(
+                events, events[0].version - 1, details=lambda: ui_text.gate_table(self._durable)
             )
         except BaseException:
             # Not stored, so not true: fall back to the last state the event store agrees with.

@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
         RequestExpired,
         RequestWithdrawn,
     )
+    from chipclear.domain.licence import LicencePayload, LicenceState, ShipmentRecorded
     from chipclear.domain.state import RequestState
 
 
@@ -59,3 +60,26 @@ class RequestMetrics:
         # A gate opened and closed in the same step (auto mode) took no time.
         duration = 0.0 if opened is None else (event.occurred_at - opened.opened_at).total_seconds()
         self.gate_duration.record(duration, {"gate": gate, "outcome": event.type})
+
+
+class LicenceMetrics:
+    """A licence's instruments: units shipped, shipments refused by reason, licences by status."""
+
+    def __init__(self) -> None:
+        meter = workflow.metric_meter()
+        self.shipped = meter.create_counter(
+            "chipclear_units_shipped", "Units shipped under licences (recorded shipments).", "units"
+        )
+        self.refused = meter.create_counter(
+            "chipclear_shipments_refused", "Shipments refused, by the rule that refused them.", "shipments"
+        )
+        self.transitions = meter.create_counter(
+            "chipclear_licence_transitions", "Licences entering each status.", "licences"
+        )
+
+    def record(self, before: LicenceState, after: LicenceState, events: Sequence[LicencePayload]) -> None:
+        if before.status != after.status and after.status is not None:
+            self.transitions.add(1, {"status": str(after.status)})
+        for event in events:
+            if isinstance(event, ShipmentRecorded):
+                self.shipped.add(event.units)

@@ -19,6 +19,7 @@ from chipclear.cli.store import policy_trust, rebuild
 from chipclear.domain.gates import domestic_quota
 from chipclear.domain.policy import load_policy
 from chipclear.domain.screening_act import SCREENING_STREAM
+from chipclear.kept_files import lab_reports_checked
 from chipclear.store.chain import AuditReport
 from chipclear.store.checkpoint import (
     Checkpoint,
@@ -65,14 +66,25 @@ def verify(checkpoint: CheckpointOption = None, json_: JsonOption = False) -> No
         report = events.verify(trust)
         consistent = events.check_checkpoint(given, trust.recorder_keys) if given is not None else None
         differences = _rebuilt_and_compared(events, report)
+        altered, missing = lab_reports_checked(settings().home, events.read_all())
+    differences += altered
     if json_:
         document: dict[str, Any] = report.model_dump()
         document["differences"] = [d.model_dump() for d in differences]
+        document["lab_reports_not_kept_here"] = missing
         if consistent is not None:
             document["checkpoint"] = consistent.model_dump()
         output.print_json(document)
     elif report.ok and not differences and (consistent is None or consistent.ok):
         output.console.print(_intact(report, consistent), highlight=False, soft_wrap=True)
+    if missing and not json_:
+        output.console.print(
+            f"[yellow]note:[/] {len(missing)} lab report(s) the shipments name are not kept in this home "
+            f"({settings().home / 'files'}): kept where the shipments were recorded, or a log moved here "
+            "without its files",
+            highlight=False,
+            soft_wrap=True,
+        )
     problems = [b.describe() for b in report.breaks] + [d.describe() for d in differences]
     if consistent is not None and not consistent.ok:
         problems.insert(0, f"checkpoint {checkpoint}: {consistent.problem}")
@@ -101,7 +113,7 @@ def _intact(report: AuditReport, consistent: ConsistencyReport | None) -> str:
         f"[green]intact:[/] {report.streams_checked} streams, {report.events_checked} events, "
         f"{report.acts_checked} of them signed by the person who acted; every seal by a recorder key of "
         f"policy {report.trusted_policy}; "
-        "every projection, invoice and the list in force as the log gives them"
+        "every projection, invoice, lab report and the list in force as the log gives them"
     )
     if consistent is not None:
         line += (

@@ -1,36 +1,29 @@
-"""What every CLI command shares: settings, the event store, running a coroutine, error handling."""
+"""What every CLI command shares: settings, the event store, running a coroutine, error handling.
+
+Imported by every command, so it imports nothing heavy at module level (docs/performance.md, "CLI
+start-up"): the store, the domain and Temporal are imported inside the functions that use them.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import getpass
+import sys
 from collections.abc import Callable, Coroutine
-from functools import partial, wraps
+from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec, TypeVar, cast
 
 import typer
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from pydantic import ValidationError
 from rich.text import Text
 
-from chipclear import client as ops
-from chipclear import keys
 from chipclear.cli import output
-from chipclear.cli.files import InvalidInput
-from chipclear.codec import CodecKeyError
-from chipclear.config import ConfigError, Settings
-from chipclear.domain.errors import DomainError
-from chipclear.domain.limits import cut, one_sentence
-from chipclear.domain.policy import PolicyError, describe_validation_error
-from chipclear.keys import KeyFileError
-from chipclear.projections import open_event_store
-from chipclear.store.factory import StoreURLError
-from chipclear.store.migrations import SchemaError
-from chipclear.store.protocol import CannotSeal, ConcurrencyError, EventStore, StoreUnavailable
-from chipclear.store.sql import StoreNotEmpty
-from chipclear.store.transfer import InvalidExport
-from chipclear.temporal import ServerUnavailable
+from chipclear.client_errors import NotFound
+from chipclear.config import Settings
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from chipclear.store.protocol import EventStore
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for programs.")]
 ActorOption = Annotated[
@@ -54,11 +47,52 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
     Every message passes here, so this is where it is made one line of at most MAX_MESSAGE characters:
     a 50 MB value or a 1 MB name in a message is cut, never echoed whole."""
+    from chipclear.domain.limits import one_sentence
+
     # Text, not markup: messages quote policy sections like [reviewers] that rich would swallow.
     output.errors.print(
         Text.assemble(("error: ", "bold red"), one_sentence(message)), highlight=False, soft_wrap=True
     )
     raise typer.Exit(code)
+
+
+# The failures a command expects, and their exit codes: 2 for bad input (a ValidationError, an option
+# that breaks a command's rules, is described field by field), 1 for a refused or failed action.
+# Named by module and class rather than imported: a command that never opened the store must not pay
+# for importing it to tell its errors apart, and a class can only have been raised once its module is
+# loaded (`raised_as`). A new failure is a line here; order matters only for subclasses.
+EXPECTED: tuple[tuple[str, str, int], ...] = (
+    ("chipclear.domain.input_gate", "InputRefused", 2),  # = chipclear.cli.files.InvalidInput
+    ("chipclear.domain.policy", "PolicyError", 2),
+    ("chipclear.store.urls", "StoreURLError", 2),
+    ("chipclear.codec", "CodecKeyError", 2),
+    ("chipclear.config", "ConfigError", 2),
+    ("chipclear.store.transfer", "InvalidExport", 2),
+    ("chipclear.keys", "KeyFileError", 2),
+    ("pydantic_core", "ValidationError", 2),
+    ("chipclear.temporal", "ServerUnavailable", 1),
+    ("chipclear.store.errors", "StoreUnavailable", 1),
+    ("chipclear.store.migrations", "SchemaError", 1),
+    ("chipclear.store.errors", "StoreNotEmpty", 1),
+    ("chipclear.store.errors", "ConcurrencyError", 1),
+    ("chipclear.store.errors", "CannotSeal", 1),
+    ("chipclear.client_errors", "NotFound", 1),
+    ("chipclear.client_errors", "Rejected", 1),
+    ("chipclear.client_errors", "Conflict", 1),
+    ("chipclear.client_errors", "NotAnswered", 1),
+    ("chipclear.domain.errors", "DomainError", 1),
+)
+
+
+def raised_as(exc: BaseException, module: str, name: str) -> bool:
+    """Whether `exc` is a `module.name`, without importing `module`: unloaded, it raised nothing."""
+    kind = getattr(sys.modules.get(module), name, None)
+    return isinstance(kind, type) and isinstance(exc, kind)
+
+
+def expected(exc: BaseException) -> tuple[str, str, int] | None:
+    """The first line of `EXPECTED` that `exc` is, or None: a failure no command expects."""
+    return next((line for line in EXPECTED if raised_as(exc, line[0], line[1])), None)
 
 
 def handles_errors(func: Callable[P, T]) -> Callable[P, T]:
@@ -68,35 +102,25 @@ def handles_errors(func: Callable[P, T]) -> Callable[P, T]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return func(*args, **kwargs)
-        except (
-            InvalidInput,
-            PolicyError,
-            StoreURLError,
-            CodecKeyError,
-            ConfigError,
-            InvalidExport,
-            KeyFileError,
-        ) as exc:
-            fail(str(exc), 2)
-        except ValidationError as exc:
-            # An option that breaks a command's rules (an over-long answer, an empty condition).
-            fail(describe_validation_error(exc), 2)
-        except (
-            ServerUnavailable,
-            StoreUnavailable,
-            SchemaError,
-            StoreNotEmpty,
-            ConcurrencyError,
-            CannotSeal,
-        ) as exc:
-            fail(str(exc), 1)
-        except (ops.NotFound, ops.Rejected, ops.Conflict, ops.NotAnswered, DomainError) as exc:
-            fail(str(exc), 1)
+        except Exception as exc:
+            line = expected(exc)
+            if line is None:
+                raise  # typer's own exits and usage errors, and the unexpected (chipclear.cli.main.main)
+            module, _, code = line
+            if module == "pydantic_core":
+                from pydantic import ValidationError
+
+                from chipclear.domain.policy import describe_validation_error
+
+                fail(describe_validation_error(cast(ValidationError, exc)), code)
+            fail(str(exc), code)
 
     return wrapper
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    import asyncio
+
     return asyncio.run(coroutine)
 
 
@@ -107,9 +131,14 @@ def settings() -> Settings:
 def store(*, create: bool = False) -> EventStore:
     """The event store. Only a command that writes (`create=True`) may make a new SQLite one: a read
     from the wrong place must say so (exit 1), not answer from an empty store it just created."""
+    from functools import partial
+
+    from chipclear import keys
+    from chipclear.projections import open_event_store
+
     current = settings()
     if not create and (missing := current.missing_store()) is not None:
-        raise ops.NotFound(missing)
+        raise NotFound(missing)
     # Events are sealed with the recorder key when stored (`screening load` appends one); the key file
     # is read only if something is appended, so reading commands never need it.
     return open_event_store(current.event_store_url).seal_with(
@@ -123,6 +152,10 @@ MAX_PERSON = 100
 
 def signing_key(person: str, key_file: Path | None) -> Ed25519PrivateKey:
     """The key that signs `person`'s act: --key, else $CHIPCLEAR_KEY_FILE, else the home's NAME.key."""
+    from chipclear import keys
+    from chipclear.cli.files import InvalidInput
+    from chipclear.domain.limits import cut
+
     if not person.strip() or len(person) > MAX_PERSON:
         raise InvalidInput(f"--actor: {cut(person)} is not a name of 1 to {MAX_PERSON} characters")
     return keys.load_private(keys.person_key_file(person, settings().home, key_file))

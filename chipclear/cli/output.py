@@ -1,9 +1,13 @@
-"""Presenting results: rich tables for people, stable JSON for programs."""
+"""Presenting results: rich tables for people, stable JSON for programs.
+
+Every command prints through here, so the domain and the store are imported only by the functions
+that are handed their objects (docs/performance.md, "CLI start-up").
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -11,11 +15,19 @@ from rich.table import Table
 from rich.text import Text
 
 from chipclear.display import is_safe, json_text, shown
-from chipclear.domain import events as ev
-from chipclear.domain.allocation import BatchOpened, QueueLeft, RequestQueued, UnitsGranted, UnitsReleased
-from chipclear.domain.events import StoredEvent
-from chipclear.domain.state import RequestState
-from chipclear.store.chain import timestamp
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from chipclear.domain.events import StoredEvent
+    from chipclear.domain.state import RequestState
+
+
+def timestamp(moment: datetime) -> str:
+    """The chain's text form of a moment (chipclear.store.chain.timestamp)."""
+    from chipclear.store.chain import timestamp as chain_form
+
+    return chain_form(moment)
 
 
 class SafeConsole(Console):
@@ -128,7 +140,13 @@ def state_document(state: RequestState, *, source: str) -> dict[str, Any]:
 
 
 def print_state(state: RequestState, *, source: str) -> None:
-    doc = state_document(state, source=source)
+    print_status(state_document(state, source=source), gate_lines(state))
+
+
+def print_status(doc: dict[str, Any], lines: list[str]) -> None:
+    """`status` for people, from its JSON document (`state_document`) and what the gates say (`gate_lines`):
+    one layout, whether the state came from the domain's models or, for a final request, straight from
+    the store's row (chipclear.cli.final_status)."""
     console.print(
         f"[bold]{doc['request_id']}[/]  status [bold]{doc['status']}[/]"
         + (f" at gate [bold]{doc['gate']}[/] (deadline {doc['deadline']})" if doc["gate"] else "")
@@ -139,39 +157,49 @@ def print_state(state: RequestState, *, source: str) -> None:
         f"policy {doc['policy_version']}"
     )
     table = Table("gate", "outcome", "by", "units", "opened", "decided", "reason")
-    for gate, record in state.gates.items():
+    for gate, record in doc["gates"].items():
         row(
             table,
             gate,
-            record.outcome or "pending",
-            record.decided_by or "",
-            str(record.units_approved or ""),
-            timestamp(record.opened_at)[:19],
-            timestamp(record.decided_at)[:19] if record.decided_at else "",
-            record.reason or "",
+            record["outcome"] or "pending",
+            record["decided_by"] or "",
+            str(record["units_approved"] or ""),
+            json_moment(record["opened_at"])[:19],
+            json_moment(record["decided_at"])[:19] if record["decided_at"] else "",
+            record["reason"] or "",
         )
     console.print(table)
-    _print_review(state)
-    print_gate_lines(state)
-    if state.licence_id:
-        until = (
-            f", valid until {timestamp(state.licence_valid_until)[:10]}" if state.licence_valid_until else ""
-        )
-        console.print(f"licence [bold]{state.licence_id}[/] for {state.units_approved} units{until}")
-        for condition in state.conditions:
+    _print_review(doc)
+    for line in lines:
+        # Text, not markup: names and reasons come from users and the policy, brackets included.
+        console.print(Text(shown(line)))
+    if doc["licence_id"]:
+        until = f", valid until {doc['licence_valid_until'][:10]}" if doc["licence_valid_until"] else ""
+        console.print(f"licence [bold]{doc['licence_id']}[/] for {doc['units_approved']} units{until}")
+        for condition in doc["conditions"]:
             console.print(f"  condition: {escape(shown(condition))}")
-    if state.outcome_reason:
-        console.print(f"reason: {escape(shown(state.outcome_reason))}")
-    console.print(f"[dim]source: {source}, version {state.version}[/]")
+    if doc["outcome_reason"]:
+        console.print(f"reason: {escape(shown(doc['outcome_reason']))}")
+    console.print(f"[dim]source: {doc['source']}, version {doc['version']}[/]")
+
+
+def json_moment(text: str) -> str:
+    """A moment as a JSON document holds it (pydantic's form, `…Z`) in the chain's form, as `timestamp`."""
+    from datetime import UTC, datetime
+
+    return datetime.fromisoformat(text).astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def gate_lines(state: RequestState) -> list[str]:
+    """What each gate of the route has to say about the request (screening, allocation, evidence…)."""
+    parts = [state.slices[gate] for gate in state.route if gate in state.slices]
+    return [line for part in parts for line in part.describe(state)]
 
 
 def print_gate_lines(state: RequestState) -> None:
-    """What each gate of the route has to say about the request (screening, allocation, evidence…)."""
-    for gate in state.route:
-        part = state.slices.get(gate)
-        for line in part.describe(state) if part is not None else []:
-            # Text, not markup: names and reasons come from users and the policy, brackets included.
-            console.print(Text(shown(line)))
+    for line in gate_lines(state):
+        # Text, not markup: names and reasons come from users and the policy, brackets included.
+        console.print(Text(shown(line)))
 
 
 def licence_document(state: RequestState) -> dict[str, Any]:
@@ -220,22 +248,25 @@ def _count(number: int, one: str, many: str) -> str:
     return f"{number} {one if number == 1 else many}"
 
 
-def _print_review(state: RequestState) -> None:
+def _print_review(doc: dict[str, Any]) -> None:
     """The review clock and the officer's questions, at whichever gate asks them."""
-    if state.review_due is not None:
-        flag = " [bold red]ESCALATED[/]" if state.escalated else ""
-        console.print(f"review SLA due {timestamp(state.review_due)[:19]}{flag}")
-    question = state.open_question
+    if doc["review_due"] is not None:
+        flag = " [bold red]ESCALATED[/]" if doc["escalated"] else ""
+        console.print(f"review SLA due {doc['review_due'][:19]}{flag}")
+    question = doc["open_question"]
     if question is not None:
+        asked, due = json_moment(question["asked_at"])[:19], json_moment(question["due"])[:19]
         console.print(
-            f"[yellow]waiting for the applicant[/] since {timestamp(question.asked_at)[:19]}, answer due "
-            f"{timestamp(question.due)[:19]}: {escape(shown(question.question))}"
+            f"[yellow]waiting for the applicant[/] since {asked}, answer due {due}: "
+            f"{escape(shown(question['question']))}"
         )
-    for exchange in state.correspondence:
-        if exchange.answered_at is not None:
-            files = f" (+{len(exchange.attachments)} file(s))" if exchange.attachments else ""
-            console.print(escape(shown(f"  asked by {exchange.asked_by}: {exchange.question}")))
-            console.print(escape(shown(f"  answered by {exchange.answered_by}: {exchange.answer}{files}")))
+    for exchange in doc["correspondence"]:
+        if exchange["answered_at"] is not None:
+            files = f" (+{len(exchange['attachments'])} file(s))" if exchange["attachments"] else ""
+            asked = f"  asked by {exchange['asked_by']}: {exchange['question']}"
+            answered = f"  answered by {exchange['answered_by']}: {exchange['answer']}{files}"
+            console.print(escape(shown(asked)))
+            console.print(escape(shown(answered)))
 
 
 def event_document(event: StoredEvent) -> dict[str, Any]:
@@ -258,6 +289,9 @@ def event_document(event: StoredEvent) -> dict[str, Any]:
 
 def summarise(event: StoredEvent) -> str:
     """One line a person can read; `events --json` has every field."""
+    from chipclear.domain import events as ev
+    from chipclear.domain.allocation import BatchOpened, QueueLeft, RequestQueued, UnitsGranted, UnitsReleased
+
     match event.data:
         case ev.RequestSubmitted(request=r):
             return f"{r.buyer.name} ({r.buyer.kind}) asks for {r.units} {r.product}"
@@ -353,3 +387,22 @@ def print_events(events: list[StoredEvent]) -> None:
             event.hash[:10],
         )
     console.print(table)
+
+
+def print_licence_standing(doc: dict[str, Any]) -> None:
+    """Where a licence stands and every shipment drawn down against it (`chipclear licence`)."""
+    console.print(
+        f"  [bold]{doc['status']}[/]: {doc['units_shipped']:,} of {doc['units']:,} units shipped, "
+        f"{doc['units_remaining']:,} remaining"
+        + (escape(f"; suspended: {shown(doc['suspended_reason'])}") if doc["suspended_reason"] else "")
+    )
+    for shipment in doc["shipments"]:
+        lab = f"{shipment['lab'] or 'lab'} report {shipment['lab_report_id']}"
+        declared = f", declaration {shipment['declaration']}" if shipment["declaration"] else ""
+        console.print(
+            escape(
+                f"  shipment {shipment['shipment_id']}: {shipment['units']:,} units in {shipment['period']}, "
+                f"{shown(lab)} (sha256 {shipment['lab_report_sha256'][:12]}…){declared}"
+            ),
+            highlight=False,
+        )

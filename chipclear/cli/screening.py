@@ -14,8 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from chipclear import client as ops
-from chipclear.cli import output
+from chipclear.cli import output, rescreening
 from chipclear.cli.common import (
     ActorOption,
     JsonOption,
@@ -23,6 +22,7 @@ from chipclear.cli.common import (
     actor_default,
     fail,
     handles_errors,
+    run,
     settings,
     signing_key,
     store,
@@ -68,6 +68,8 @@ def load(
 
     A signed act of an us-export reviewer, sealed with the recorder key like every stored event: run
     it where the recorder key is (a worker's host, or a dev home)."""
+    from chipclear import client as ops  # its signing; imported here, as it brings in Temporal
+
     text = read_text(file)
     try:
         parsed = parse_csl(text, source=source or file.name, loaded_at=datetime.now(UTC))
@@ -107,6 +109,25 @@ def load(
         output.console.print(
             f"[yellow]unchanged:[/] the list in force already has checksum {info.sha256[:12]}; nothing loaded"
         )
+    if loaded:
+        _rescreen_after_load(info.version, quiet=json_)
+
+
+def _rescreen_after_load(list_version: str, *, quiet: bool) -> None:
+    """A new list re-screens every live request and licence (a workflow, chipclear/cli/rescreening.py).
+    With no Temporal server to start it on, the list stays loaded and the user is told how to start it."""
+    from chipclear.cli.rescreening import start_and_report
+    from chipclear.temporal import ServerUnavailable
+
+    try:
+        run(start_and_report(list_version, wait=False, json_=False, quiet=quiet))
+    except ServerUnavailable as exc:
+        if not quiet:
+            output.console.print(
+                f"[yellow]re-screening not started[/] ({exc}); run `chipclear screening rescreen` once the "
+                "server is up",
+                highlight=False,
+            )
 
 
 def shrinks(in_force: int, loading: int) -> bool:
@@ -293,3 +314,7 @@ def _per_name(index: ScreeningIndex, queries: list[str]) -> dict[str, float]:
         "p95_ms": round(elapsed[int(len(elapsed) * 0.95)], 2),
         "max_ms": round(elapsed[-1], 2),
     }
+
+
+# Screening every live request and licence again, by hand (a load starts it itself).
+screening_app.command(name="rescreen")(rescreening.rescreen)

@@ -128,7 +128,28 @@ class Compensate(_GateCommand):
     reason: str
 
 
-HumanAct = Decide | RequestInfo | Respond | AddEvidence | Withdraw
+class Rescreen(_Command):
+    """A new restricted-party list is in force: screen the request's parties again. The re-screening
+    workflow asks every live request; the request screens against the list in force itself, so the
+    sender decides nothing."""
+
+    kind: Literal["rescreen"] = "rescreen"
+    list_version: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class ClearScreeningHold(PersonAct):
+    """A reviewer clears a re-screening match as a false positive, saying why."""
+
+    kind: Literal["clear_hold"] = "clear_hold"
+    reviewer: Annotated[str, Field(min_length=1, max_length=100)]
+    reason: Reason
+
+    @property
+    def person(self) -> str:
+        return self.reviewer
+
+
+HumanAct = Decide | RequestInfo | Respond | AddEvidence | Withdraw | ClearScreeningHold
 HumanCommand = Annotated[HumanAct, Field(discriminator="kind")]
 # The same, for isinstance: a person's command is dry-run before the world is asked anything.
 HUMAN_COMMANDS: tuple[type, ...] = get_args(HumanAct)
@@ -143,6 +164,8 @@ Command = Annotated[
     | Withdraw
     | Expire
     | RecordAllocation
-    | Compensate,
+    | Compensate
+    | Rescreen
+    | ClearScreeningHold,
     Field(discriminator="kind"),
 ]

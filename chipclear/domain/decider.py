@@ -17,6 +17,7 @@ from typing import Any
 
 from chipclear.domain.commands import (
     AddEvidence,
+    ClearScreeningHold,
     Command,
     Compensate,
     Decide,
@@ -26,6 +27,7 @@ from chipclear.domain.commands import (
     PersonAct,
     RecordAllocation,
     RequestInfo,
+    Rescreen,
     Respond,
     Submit,
     Withdraw,
@@ -61,7 +63,13 @@ from chipclear.domain.signing import RESERVED_ACTORS
 from chipclear.domain.state import RequestState, evolve
 
 DEADLINE_ACTOR = "deadline"
-assert {POLICY_ACTOR, DEADLINE_ACTOR, LEDGER_ACTOR} <= RESERVED_ACTORS  # no person may act as these
+SCREENING_ACTOR = "system"  # a re-screening when a new list comes into force
+assert {
+    POLICY_ACTOR,
+    DEADLINE_ACTOR,
+    LEDGER_ACTOR,
+    SCREENING_ACTOR,
+} <= RESERVED_ACTORS  # no person may act as these
 
 
 def route_of(state: RequestState, policy: Policy) -> tuple[str, ...]:
@@ -146,13 +154,24 @@ def decide(
             actor, payloads = DEADLINE_ACTOR, _expire(state, command, now)
         case Compensate():
             actor, payloads = POLICY_ACTOR, _compensate(ctx, command)
-        case AddEvidence() | RecordAllocation():
+        case AddEvidence() | RecordAllocation() | Rescreen() | ClearScreeningHold():
             gate = owner(state, policy, command)
             if gate is None:
                 raise DomainError(f"no gate of this request's route takes {command.kind}")
-            actor = command.actor if isinstance(command, AddEvidence) else LEDGER_ACTOR
+            actor = _actor_of(command)
             payloads = gate.handle(ctx, command)
     return _events(state, payloads, actor, policy, now, new_id, act=_signed_act(command))
+
+
+def _actor_of(command: AddEvidence | RecordAllocation | Rescreen | ClearScreeningHold) -> str:
+    match command:
+        case AddEvidence(actor=actor):
+            return actor
+        case ClearScreeningHold(reviewer=reviewer):
+            return reviewer
+        case Rescreen():
+            return SCREENING_ACTOR
+    return LEDGER_ACTOR
 
 
 def _signed_act(command: Command) -> dict[str, Any] | None:
@@ -304,6 +323,9 @@ def _decide(ctx: Context, command: Decide) -> list[Payload]:
     if denial is not None:
         # Rules that deny hold in every mode; no reviewer overrides them.
         raise DomainError(f"cannot approve: {denial.reason}")
+    for name in state.route:
+        if (held := gate_of(name).holds(state)) is not None:
+            raise DomainError(f"cannot approve: {held}")
     if (question := state.open_question) is not None:
         raise DomainError(
             f"the request is waiting for the applicant's answer to {question.question!r} "

@@ -21,6 +21,16 @@ from chipclear.domain.allocation import (
 )
 from chipclear.domain.buyer_cap import BuyerClaim
 from chipclear.domain.evidence import RejectedRecord
+from chipclear.domain.exporter import ChinaShipmentCounted, ExporterPayload, UsShipmentsDeclared
+from chipclear.domain.licence import (
+    LicenceExhausted,
+    LicenceExpired,
+    LicencePayload,
+    LicenceReinstated,
+    LicenceRescreened,
+    LicenceSuspended,
+    ShipmentRecorded,
+)
 from chipclear.domain.models import Attachment, GateName, ImportRequest, ProcurementRecord, UtcDatetime
 from chipclear.domain.payload import EventPayload
 from chipclear.domain.screening import ScreenedParty, ScreeningMatch
@@ -56,6 +66,24 @@ class PartiesScreened(EventPayload):
     threshold: float
     parties: list[ScreenedParty]
     matches: list[ScreeningMatch]
+
+
+class PartiesRescreened(EventPayload):
+    """A new list in force screened the request's parties again (the re-screening workflow asked). A
+    match holds the request at its gate until a reviewer clears it with a reason; at a gate the rules
+    decide alone, it denies the request there."""
+
+    list_version: str
+    threshold: float
+    parties: list[ScreenedParty]
+    matches: list[ScreeningMatch]
+
+
+class ScreeningHoldCleared(EventPayload):
+    """A reviewer found the re-screening match a false positive; the request moves on."""
+
+    list_version: str
+    reason: str
 
 
 class InformationRequested(_GateEvent):
@@ -198,6 +226,8 @@ EventData = Annotated[
     RequestSubmitted
     | GateOpened
     | PartiesScreened
+    | PartiesRescreened
+    | ScreeningHoldCleared
     | InformationRequested
     | InformationProvided
     | ReviewEscalated
@@ -220,16 +250,26 @@ EventData = Annotated[
     | UnitsGranted
     | RequestQueued
     | UnitsReleased
-    | QueueLeft,
+    | QueueLeft
+    | ShipmentRecorded
+    | LicenceExhausted
+    | LicenceSuspended
+    | LicenceReinstated
+    | LicenceExpired
+    | LicenceRescreened
+    | UsShipmentsDeclared
+    | ChinaShipmentCounted,
     Field(discriminator="type"),
 ]
 EVENT_DATA: TypeAdapter[EventData] = TypeAdapter(EventData)
-# Every event of a request's own stream: the union above, less the screening lists' and the ledger's
-# (derived, so a new request event is projected without being listed twice).
+# Every event of a request's own stream: the union above, less the screening lists', the ledger's, the
+# licences' and the exporters' (derived, so a new request event is projected without being listed twice).
 REQUEST_EVENT_TYPES = frozenset(
     model.model_fields["type"].default
     for model in get_args(get_args(EventData)[0])
-    if not issubclass(model, ScreeningListLoaded | PolicyRecorded | LedgerPayload)
+    if not issubclass(
+        model, ScreeningListLoaded | PolicyRecorded | LedgerPayload | LicencePayload | ExporterPayload
+    )
 )
 
 

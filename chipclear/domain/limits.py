@@ -15,6 +15,14 @@ MAX_REQUEST_BYTES = 256 * KIB
 MAX_EVIDENCE_BYTES = 1 * MIB
 MAX_RECORDS = 1_000
 MAX_POLICY_BYTES = 256 * KIB
+# An order book (`chipclear submit orders.csv`): one request a row. Ten thousand rows is a large
+# procurement export (the 2 million units of the news fit in a few hundred); a cell holds at most the
+# longest field a request has (end_use), so no row hides a megabyte.
+MAX_ORDER_BOOK_BYTES = 8 * MIB
+MAX_ORDER_ROWS = 10_000
+MAX_ORDER_CELL = 2_000
+# Requests one `chipclear submit` takes, across every file, directory and order book named.
+MAX_BULK_REQUESTS = 100_000
 # The US Consolidated Screening List is about 15 MB today.
 MAX_SCREENING_LIST_BYTES = 64 * MIB
 # Deeper than any document chipclear reads (a request is 4 levels deep), shallow enough for any parser.
@@ -61,3 +69,7 @@ def one_sentence(message: str, limit: int = MAX_MESSAGE) -> str:
 
 def _middle_out(word: str) -> str:
     return word if len(word) <= LONG_WORD else f"{word[:20]}…{word[-(LONG_WORD - 21) :]}"
+
+
+# A lab report kept by its content (a PDF with photographs of the boards): read whole, so bounded.
+MAX_LAB_REPORT_BYTES = 64 * MIB

@@ -18,8 +18,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     StrictBool,
     StrictInt,
+    model_serializer,
     model_validator,
 )
 
@@ -259,6 +261,15 @@ class ImportRequest(_Strict):
         if duplicate is not None:
             raise ValueError(f"domestic_procurement: invoice {duplicate!r} appears more than once")
         return self
+
+    @model_serializer(mode="wrap")
+    def _without_absent_exporter(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # A request filed before the exporter field existed dumps as it did then: the bytes its
+        # applicant signed, and its stored events' hashes, stay the same.
+        dumped = handler(self)
+        if isinstance(dumped, dict) and dumped.get("exporter", 0) is None:
+            del dumped["exporter"]
+        return dumped
 
     @property
     def effective_end_user(self) -> Party:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from chipclear.domain.errors import DomainError, StaleSignature
+from chipclear.domain.names import normalise_buyer
 from chipclear.domain.policy import Person, Policy
 from chipclear.domain.signing import RESERVED_ACTORS, ActSignature, act_verifies
 
@@ -51,3 +52,14 @@ def require_signature(
         )
     if not act_verifies(stream, act, signature):
         raise DomainError(f"{person}'s signature does not match this act; nothing was recorded")
+
+
+def require_exporter_officer(policy: Policy, person: str, exporter: str) -> Person:
+    """`person`, registered with a key and acting for `exporter` ([reviewers.NAME] exporters)."""
+    registered = require_person(policy, person)
+    if normalise_buyer(exporter) not in {normalise_buyer(name) for name in registered.exporters}:
+        raise DomainError(
+            f"{person!r} does not act for exporter {exporter!r} in policy {policy.version} "
+            "([reviewers.NAME] exporters); only its own officers record its shipments and US figures"
+        )
+    return registered

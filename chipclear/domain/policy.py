@@ -152,6 +152,9 @@ class Person(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     gates: frozenset[GateName] = frozenset()
+    # Exporters this person acts for: they record its shipments under a licence and declare its US
+    # end-user shipments (the 50% rule). Names as the requests write them, compared as company names.
+    exporters: frozenset[Annotated[str, Field(min_length=1, max_length=200)]] = frozenset()
     # `ed25519:<base64>`; `file:keys/alice.pub` in the file is read (under $CHIPCLEAR_HOME) when loaded.
     key: PublicKeyText | None = None
     # Keys this person signed with before (rotated out): `audit verify` still accepts their past acts;

@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from chipclear.domain.policy import Policy
 from chipclear.domain.signing import (
     EVENT_SEAL_LABEL,
+    ID_BOUND_ACTS,
     ActSignature,
     SigningError,
     act_verifies,
@@ -187,7 +188,10 @@ class StreamChecker:
             yield f"the act is signed with a key that is not {row.actor}'s in the policy"
         if use is None:
             self._uses[signature.value] = _Use(row.version, row.recorded_at, row.version, act)
-            if signature.expected_version + 1 != row.version:
+            if act.get("kind") in ID_BOUND_ACTS:
+                if signature.expected_version != 0:
+                    yield f"the {act.get('kind')} act is signed for v{signature.expected_version}, not 0"
+            elif signature.expected_version + 1 != row.version:
                 yield (
                     f"the act was signed for version {signature.expected_version} of the stream, "
                     f"but its first event is v{row.version}"

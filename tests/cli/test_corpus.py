@@ -61,6 +61,9 @@ BASE_REQUEST = (
     (CORPUS / "requests" / "units-zero.yaml").read_text(encoding="utf-8").replace("units: 0", "units: 5")
 )
 RECORD = "- vendor: Huawei\n  product: Ascend 910C\n  units: 5\n  invoice: HW-{n}\n"
+ORDER_HEADER = "request_id,buyer_name,buyer_country,buyer_kind,exporter_name,end_use,units,data_center_name,"
+ORDER_HEADER += "data_center_province\n"
+ORDER_ROW = "ob-1,ByteDance Ltd.,CN,private,NVIDIA Corporation,Model training,500,Wuhu AI Campus 1,Anhui\n"
 
 
 def _fifo(path: Path) -> None:
@@ -91,8 +94,20 @@ MAKERS: dict[str, Callable[[Path], object]] = {
     "evidence-over-1-mib": lambda p: p.write_text(RECORD.format(n=1) + "#" * (2**20 + 1) + "\n"),
     "evidence-note-1-mib": lambda p: p.write_text(RECORD.format(n=1) + "  note: " + "n" * 2**20 + "\n"),
     "policy-over-256-kib": lambda p: p.write_text('version = "v"\n' + "#" * (257 * 1024) + "\n"),
+    "order-book-over-8-mib": lambda p: p.write_text(ORDER_HEADER + "#" * (8 * 2**20) + "\n"),
+    "order-book-10001-rows": lambda p: p.write_text(ORDER_HEADER + ORDER_ROW * 10_001),
+    "order-book-latin-1": lambda p: p.write_bytes(
+        (ORDER_HEADER + ORDER_ROW.replace("Ltd.", "Lt\xe9e")).encode("latin-1")
+    ),
 }
-SUFFIX = {"evidence-1001-rows-csv": ".csv", "policy-over-256-kib": ".toml", "request-name-1-mib": ".json"}
+SUFFIX = {
+    "evidence-1001-rows-csv": ".csv",
+    "policy-over-256-kib": ".toml",
+    "request-name-1-mib": ".json",
+    "order-book-over-8-mib": ".csv",
+    "order-book-10001-rows": ".csv",
+    "order-book-latin-1": ".csv",
+}
 
 
 def expand(text: str, made: Path | None) -> str:

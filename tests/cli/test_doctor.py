@@ -25,6 +25,8 @@ READ_COMMANDS: list[tuple[str, ...]] = [
     ("events", "bytedance-2026-001"),
     ("events",),
     ("licence", "bytedance-2026-001"),
+    ("licence", "bytedance-2026-001", "--json"),
+    ("exporter", "show", "NVIDIA Corporation"),
     ("audit", "verify"),
     ("audit", "checkpoint", "-o", "checkpoint.json"),
     ("batch", "list"),
@@ -101,7 +103,7 @@ def test_doctor_prints_what_is_in_use_and_exits_0_when_all_is_well(client: Clien
         f"store ok sqlite:///{ready_home / 'events.db'}",
         "policy ok 2026-01-15 (sha256 ",
         "codec ok off",
-        "keys ok alice, chen, li, wang, recorder in",
+        "keys ok alice, chen, li, sam, wang, recorder in",
     ):
         assert needle in text, f"{needle!r} not in\n{shown.stdout}"
     document = json.loads(ok(as_json).stdout)

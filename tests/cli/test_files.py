@@ -434,3 +434,24 @@ def test_a_request_without_its_exporter_is_refused_naming_the_field(tmp_path):
     path.write_text(yaml.safe_dump(doc), encoding="utf-8")
     with pytest.raises(InvalidInput, match="exporter: a request names its exporter"):
         load_request(path)
+
+
+def test_a_lab_report_is_kept_by_its_content_and_an_altered_copy_is_found(tmp_path):
+    from chipclear.kept_files import keep, kept_intact, kept_path
+
+    report = tmp_path / "UL-1.pdf"
+    report.write_bytes(b"%PDF-1.4 lab report")
+    home = tmp_path / "home"
+    digest, size = keep(report, home)
+    assert size == len(b"%PDF-1.4 lab report") and kept_intact(home, digest)
+    assert keep(report, home) == (digest, size)  # the same content twice: one file
+    kept = kept_path(home, digest)
+    assert kept.stat().st_mode & 0o777 == 0o600
+    kept.write_bytes(b"%PDF-1.4 forged")
+    assert not kept_intact(home, digest)
+    empty = tmp_path / "empty.pdf"
+    empty.write_bytes(b"")
+    with pytest.raises(InvalidInput, match="empty"):
+        keep(empty, home)
+    with pytest.raises(InvalidInput, match="only a regular file"):
+        keep(tmp_path, home)

@@ -40,12 +40,14 @@ SKIP_CN = (US_EXPORT, DOMESTIC_QUOTA)
 
 # -- policy -----------------------------------------------------------------------------------------
 
-# The people of the bundled policies and the gates each decides (chen decides none: a compliance officer).
+# The people of the bundled policies and the gates each decides (chen decides none: a compliance officer;
+# sam neither: the exporter's officer, who records its shipments).
 DEFAULT_REVIEWERS = {
     "alice": frozenset({US_EXPORT}),
     "wang": frozenset({CN_IMPORT}),
     "li": frozenset({DOMESTIC_QUOTA}),
     "chen": frozenset(),
+    "sam": frozenset(),
 }
 # Separation of duties as the bundled policies write it: on, without four eyes.
 DEFAULT_DUTIES = Duties(distinct_reviewers=True, submitter_may_decide=False, four_eyes_above=None)

@@ -6,6 +6,7 @@ import re
 import urllib.request
 import uuid
 
+import pytest
 from temporalio.client import Client
 
 from chipclear import client as ops
@@ -15,6 +16,7 @@ from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.temporal import connect
 from tests.conftest import running_worker
 from tests.factories import make_policy, make_request
+from tests.workflows.licences import Rig
 
 
 def scrape(port: int) -> str:
@@ -49,6 +51,13 @@ async def test_metrics_endpoint_counts_what_the_requests_did(client: Client, sto
         for request in (clean, listed):
             submission = await ops.submit(metered, store, request, task_queue=worker.task_queue, actor="t")
             results[request.request_id] = (await submission.handle.result()).status
+        # The licence drawn down once, and a shipment above what remains refused.
+        rig = Rig(metered, store, worker)
+        await rig.open_licence(clean.request_id)
+        await rig.declare(100_000)
+        await rig.ship(clean.request_id, "M1", 5_000)
+        with pytest.raises(ops.Rejected):
+            await rig.ship(clean.request_id, "M2", 8_000)
     assert results == {clean.request_id: Status.LICENSED, listed.request_id: Status.DENIED}
 
     text = scrape(port)
@@ -61,5 +70,7 @@ async def test_metrics_endpoint_counts_what_the_requests_did(client: Client, sto
     for gate in ("us-export", "cn-import", "domestic-quota"):
         assert value(text, "chipclear_gate_duration_seconds_count", gate=gate, outcome="GateApproved") == 1
     assert value(text, "chipclear_gate_duration_seconds_count", gate="us-export", outcome="GateDenied") == 1
+    assert value(text, "chipclear_units_shipped_total", **queue) == 5_000
+    assert value(text, "chipclear_shipments_refused_total", reason="over_licence", **queue) == 1
     # The SDK's own metrics come from the same endpoint.
     assert value(text, "temporal_workflow_completed_total", **queue) == 2

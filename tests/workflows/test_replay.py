@@ -37,31 +37,40 @@ from activities.store_calls import STORE_UNAVAILABLE
 from chipclear import client as ops
 from chipclear.contracts import (
     BUYER_CAP_WORKFLOW,
+    EXPORTER_WORKFLOW,
     LEDGER_WORKFLOW,
+    LICENCE_WORKFLOW,
     REQUEST_WORKFLOW,
     BuyerCapInput,
     LedgerInput,
     buyer_cap_id,
+    exporter_workflow_id,
     ledger_id,
+    licence_workflow_id,
 )
 from chipclear.domain.allocation import BatchSpec, OpenBatch
-from chipclear.domain.commands import AddEvidence, RequestInfo, Respond, Withdraw
+from chipclear.domain.commands import AddEvidence, ClearScreeningHold, RequestInfo, Respond, Withdraw
 from chipclear.domain.facts import RegisterInvoices
 from chipclear.domain.gates import cn_import, domestic_quota, us_export
+from chipclear.domain.licence import ReinstateLicence, SuspendLicence
 from chipclear.domain.models import ProcurementRecord, Status
 from chipclear.domain.state import RequestState
 from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.temporal import DATA_CONVERTER
 from chipclear.worker import WORKFLOWS, workflow_runner
+from tests import keys
 from tests.conftest import running_worker
 from tests.factories import make_policy, make_request
 from tests.wedge_check import assert_no_orphan_rows
+from tests.workflows import licences as licence_tests
+from tests.workflows import test_rescreening as rescreening_tests
 from tests.workflows.support import at_gate, decision, settled_history_length, start, wait_for
 from workflows.options import LOCAL_STORE_RETRY
 
 HISTORIES = Path(__file__).parents[1] / "histories"
 REQUEST, LEDGER, BUYER_CAP = "import-request", "allocation-ledger", "buyer-cap"
-FOLDERS = (REQUEST, LEDGER, BUYER_CAP)
+LICENCE, EXPORTER = "licence", "exporter"
+FOLDERS = (REQUEST, LEDGER, BUYER_CAP, LICENCE, EXPORTER)
 RECORD = os.environ.get("CHIPCLEAR_RECORD_HISTORIES", "") not in ("", "0")
 
 US, CN, DQ = us_export.NAME, cn_import.NAME, domestic_quota.NAME
@@ -384,6 +393,64 @@ async def _buyer_cap_claims_and_releases(client: Client, store: SQLiteEventStore
     return runs("claims-and-releases", histories)
 
 
+async def _licence_used_up(client: Client, store: SQLiteEventStore, name: str) -> tuple[Recorded, Recorded]:
+    """A licence drawn down: a shipment refused by the 50% rule, the US figures declared, a shipment,
+    a suspension and reinstatement, the rest shipped; the licence's and the exporter's histories."""
+    request = make_request(request_id=f"history-{name}", units=300)
+    async with running_worker(client, store, make_policy("auto")) as worker:
+        handle = await start(client, store, worker, request)
+        assert (await handle.result()).status == Status.LICENSED
+        rig = licence_tests.Rig(client, store, worker)
+        await rig.open_licence(request.request_id)
+        with pytest.raises(ops.Rejected, match="50%"):
+            await rig.ship(request.request_id, "S0", 100)
+        await rig.declare(1_000)
+        await rig.ship(request.request_id, "S1", 100, declaration="310120261234567890")
+        alice = keys.private("alice")
+        await ops.licence_act(
+            client, request.request_id, SuspendLicence(actor="alice", reason="check"), key=alice
+        )
+        await ops.licence_act(
+            client, request.request_id, ReinstateLicence(actor="alice", reason="ok"), key=alice
+        )
+        await rig.ship(request.request_id, "S2", 200)
+        licence = client.get_workflow_handle(licence_workflow_id(request.request_id))
+        await licence.result()
+        exporter = exporter_workflow_id(licence_tests.EXPORTER, worker.task_queue)
+        exporter_runs = await every_run(client, exporter, None)
+        return {"used-up": await history_of(licence)}, runs("declared-and-counted", exporter_runs)
+
+
+async def _rescreened_held(client: Client, store: SQLiteEventStore) -> Recorded:
+    """A request under review held by a new list, cleared by a reviewer, then withdrawn."""
+    request = make_request(
+        request_id="history-rescreened",
+        buyer={"name": rescreening_tests.HELD_LATER, "country": "CN", "kind": "private"},
+    )
+    async with running_worker(client, store, make_policy("manual", us_export={"screening": True})) as worker:
+        handle = await start(client, store, worker, request)
+        await wait_for(client, request.request_id, at_gate(US))
+        listing = rescreening_tests.new_list()
+        store.save_screening_list(listing, actor="ops")
+        await (await ops.start_rescreening(client, worker.task_queue, listing.info.version)).result()
+        await ops.update(
+            client, request.request_id, ClearScreeningHold(reviewer="alice", reason="a namesake")
+        )
+        await ops.update(client, request.request_id, Withdraw(reason="replay me"))
+        assert (await handle.result()).status == Status.WITHDRAWN
+        types = [event.type for event in store.read_stream(request.request_id)]
+        assert "PartiesRescreened" in types and "ScreeningHoldCleared" in types, types
+        return {"rescreened-held": await history_of(handle)}
+
+
+async def _licence(client: Client, store: SQLiteEventStore) -> Recorded:
+    return (await _licence_used_up(client, store, "licence"))[0]
+
+
+async def _exporter(client: Client, store: SQLiteEventStore) -> Recorded:
+    return (await _licence_used_up(client, store, "exporter"))[1]
+
+
 SCENARIOS: dict[str, dict[str, Scenario]] = {
     REQUEST: {
         "manual-withdrawn": _manual_withdrawn,
@@ -396,9 +463,12 @@ SCENARIOS: dict[str, dict[str, Scenario]] = {
         "withdrawn-registry": _withdrawn_under_cap_and_registry,
         "refused-before-facts": _refused_before_facts,
         "store-outage": _store_outage,
+        "rescreened-held": _rescreened_held,
     },
     LEDGER: {"batches-queue-release": _ledger_batches_queue_release},
     BUYER_CAP: {"claims-and-releases": _buyer_cap_claims_and_releases},
+    LICENCE: {"used-up": _licence},
+    EXPORTER: {"declared-and-counted": _exporter},
 }
 
 
@@ -445,10 +515,13 @@ async def test_saved_histories_still_replay(path: Path) -> None:
 def _workflow_id(path: Path) -> str:
     """The id the history ran under where the workflow's behaviour depends on it: the ledger's stream
     (which its batch openings are signed for) is named after its id, itself named after its queue."""
-    if path.parent.name != LEDGER:
-        return f"{path.parent.name}-{path.stem}"
     probe = WorkflowHistory.from_json("probe", path.read_text())
-    return ledger_id(probe.events[0].workflow_execution_started_event_attributes.task_queue.name)
+    queue = probe.events[0].workflow_execution_started_event_attributes.task_queue.name
+    if path.parent.name == LEDGER:
+        return ledger_id(queue)
+    if path.parent.name == EXPORTER:
+        return exporter_workflow_id(licence_tests.EXPORTER, queue)
+    return f"{path.parent.name}-{path.stem}"
 
 
 @pytest.mark.parametrize("folder", FOLDERS)
@@ -468,7 +541,13 @@ def test_histories_live_in_a_folder_per_workflow_type() -> None:
 
 
 def test_saved_histories_are_of_their_folders_workflow_type() -> None:
-    types = {REQUEST: REQUEST_WORKFLOW, LEDGER: LEDGER_WORKFLOW, BUYER_CAP: BUYER_CAP_WORKFLOW}
+    types = {
+        REQUEST: REQUEST_WORKFLOW,
+        LEDGER: LEDGER_WORKFLOW,
+        BUYER_CAP: BUYER_CAP_WORKFLOW,
+        LICENCE: LICENCE_WORKFLOW,
+        EXPORTER: EXPORTER_WORKFLOW,
+    }
     for folder in FOLDERS:
         for path in _saved(folder):
             history = WorkflowHistory.from_json(path.stem, path.read_text())

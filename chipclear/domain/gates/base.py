@@ -130,6 +130,11 @@ class GateRules(Generic[S, L]):
         note = command.reason.strip() if command.reason else None
         return approval(ctx, self, units, by_policy=False, conditions=command.conditions, note=note)
 
+    def holds(self, state: RequestState) -> str | None:
+        """Why no gate of the route may approve now (a hold this gate keeps on the whole request), or
+        None. Checked by the core before every reviewer's approval, at any gate."""
+        return None
+
     def handle(self, ctx: Context, command: Command) -> list[Payload]:
         """A command of this gate's own (`commands`)."""
         raise DomainError(f"gate {self.name} has no command {type(command).__name__}")

@@ -15,13 +15,31 @@ from pydantic import Field
 
 from chipclear.domain.buyer_cap import RULE as BUYER_CAP_RULE
 from chipclear.domain.buyer_cap import BuyerClaim, ClaimUnits, ReleaseClaim
-from chipclear.domain.commands import Command, Compensate, Decide, Evaluate
+from chipclear.domain.commands import ClearScreeningHold, Command, Compensate, Decide, Evaluate, Rescreen
 from chipclear.domain.errors import DomainError
-from chipclear.domain.events import Event, ExportApprovalReleased, GateApproved, GateDenied, PartiesScreened
+from chipclear.domain.events import (
+    Event,
+    ExportApprovalReleased,
+    GateApproved,
+    GateDenied,
+    PartiesRescreened,
+    PartiesScreened,
+    ScreeningHoldCleared,
+)
 from chipclear.domain.facts import FactsWanted, ScreenParties
-from chipclear.domain.gates.base import POLICY_ACTOR, By, Context, GateRules, Payload, approval, excluded_kind
+from chipclear.domain.gates.base import (
+    POLICY_ACTOR,
+    By,
+    Context,
+    GateRules,
+    Payload,
+    approval,
+    excluded_kind,
+    require_open,
+)
 from chipclear.domain.models import PartyKind
 from chipclear.domain.policy import GateMode, IsoDuration, Policy, ReviewSection
+from chipclear.domain.registry import gate_of
 from chipclear.domain.screening import parties_of
 from chipclear.domain.state import GateSlice, RequestState
 
@@ -44,6 +62,10 @@ class UsExportSlice(GateSlice):
     screening: PartiesScreened | None = None
     buyer_claim: BuyerClaim | None = None  # the per-buyer cap claim behind the approval
     export_released: bool = False  # the approval went unused and its units back to the buyer
+    # A match when a new list was in force, not yet cleared by a reviewer: it holds the request at
+    # whatever gate it stands, every approval refused until then.
+    rescreen_hold: PartiesRescreened | None = None
+    rescreened_with: str | None = None  # the last list the parties were screened again against
 
     @property
     def held(self) -> bool:
@@ -51,7 +73,7 @@ class UsExportSlice(GateSlice):
         return self.screening is not None and bool(self.screening.matches)
 
     def flags(self) -> list[str]:
-        return ["held"] if self.held else []
+        return ["held"] if self.held or self.rescreen_hold is not None else []
 
     def document(self, state: RequestState) -> dict[str, Any]:
         screened = self.screening
@@ -60,10 +82,23 @@ class UsExportSlice(GateSlice):
             "screening": screened.model_dump(mode="json", exclude={"type"}) if screened else None,
             "buyer_claim": self.buyer_claim.model_dump() if self.buyer_claim else None,
             "export_released": self.export_released,
+            "rescreen_hold": self.rescreen_hold.model_dump(mode="json", exclude={"type"})
+            if self.rescreen_hold
+            else None,
+            "rescreened_with": self.rescreened_with,
         }
 
     def describe(self, state: RequestState) -> list[str]:
         lines: list[str] = []
+        if (hold := self.rescreen_hold) is not None and not state.is_final:
+            lines.append(
+                f"HOLD re-screening: {len(hold.matches)} match(es) on list {hold.list_version} - no approval "
+                f"at any gate until a {NAME} reviewer clears it with a reason (chipclear clear-hold)"
+            )
+            lines += [
+                f"  {m.role} {m.party_name!r} ~ {m.entry_name!r} (score {m.score:g}, {m.source})"
+                for m in hold.matches
+            ]
         screened, holding = self.screening, state.gate == NAME and self.held
         if screened is not None and screened.matches:
             lines.append(
@@ -111,8 +146,19 @@ class UsExport(GateRules[UsExportSection, UsExportSlice]):
     slice_model = UsExportSlice
     four_eyes = True
 
+    commands = (Rescreen, ClearScreeningHold)
+
     def info_deadline(self, policy: Policy) -> timedelta | None:
         return self.section(policy).info_deadline
+
+    def holds(self, state: RequestState) -> str | None:
+        hold = self.slice(state).rescreen_hold
+        if hold is None:
+            return None
+        return (
+            f"the request is held by re-screening against list {hold.list_version} ({_hits(hold.matches)}); "
+            f"a {NAME} reviewer clears a false positive first (chipclear clear-hold --reason)"
+        )
 
     def denial(self, state: RequestState, policy: Policy) -> GateDenied | None:
         assert state.request is not None
@@ -153,6 +199,14 @@ class UsExport(GateRules[UsExportSection, UsExportSlice]):
                         wanted, record.proposal.units
                     )  # the second of four eyes: no more than proposed
                 return FactsWanted(buyer_claim=self._claim(state, policy, wanted, False))
+            case Rescreen():
+                if section.screening and not state.is_final and known.screening is None:
+                    assert state.request is not None
+                    return FactsWanted(
+                        screening=ScreenParties(
+                            parties=parties_of(state.request), threshold=section.screening_threshold
+                        )
+                    )
             case Compensate():
                 if section.max_units_per_buyer is not None and not self.slice(state).export_released:
                     assert state.request_id is not None and state.buyer is not None
@@ -260,6 +314,43 @@ class UsExport(GateRules[UsExportSection, UsExportSlice]):
             extra={"buyer_claim": claim},
         )
 
+    def handle(self, ctx: Context, command: Command) -> list[Payload]:
+        state, section = ctx.state, self.section(ctx.policy)
+        require_open(state)
+        match command:
+            case Rescreen():
+                if not section.screening:
+                    return []  # the policy screens no one: nothing to screen again
+                found = ctx.facts.screening
+                if found is None:
+                    raise DomainError("the parties have not been screened against the new list yet")
+                part = self.slice(state)
+                if found.list_version in {
+                    part.rescreened_with,
+                    part.screening and part.screening.list_version,
+                }:
+                    return []  # screened against this very list already: once is enough
+                rescreened = PartiesRescreened.model_validate(found, from_attributes=True)
+                if not found.matches or state.gate is None:
+                    return [rescreened]
+                if gate_of(state.gate).section(ctx.policy).mode is GateMode.AUTO:
+                    # Where the rules decide alone, a listed party is refused there and then.
+                    reason = f"re-screening against list {found.list_version}: {_hits(found.matches)}"
+                    denied = GateDenied(gate=state.gate, rule=f"{self.rule_prefix}.screening", reason=reason)
+                    return [rescreened, By(POLICY_ACTOR, denied)]
+                return [rescreened]
+            case ClearScreeningHold(reviewer=reviewer, reason=reason):
+                hold = self.slice(state).rescreen_hold
+                if hold is None:
+                    raise DomainError("the request is not held by re-screening: nothing to clear")
+                if not ctx.policy.may_decide(reviewer, NAME):
+                    raise DomainError(
+                        f"reviewer {reviewer!r} may not clear a screening hold: only a {NAME} reviewer "
+                        f"(policy {ctx.policy.version} [reviewers])"
+                    )
+                return [ScreeningHoldCleared(list_version=hold.list_version, reason=reason)]
+        raise DomainError(f"{NAME} does not take {command.kind}")
+
     def compensate(self, ctx: Context, reason: str) -> list[Payload]:
         """The approval goes unused: recorded once, its units already back with the buyer's cap."""
         record = ctx.state.gates.get(NAME)
@@ -277,6 +368,11 @@ class UsExport(GateRules[UsExportSection, UsExportSlice]):
                 return part.model_copy(update={"buyer_claim": claim})
             case ExportApprovalReleased():
                 return part.model_copy(update={"export_released": True})
+            case PartiesRescreened(list_version=version, matches=matches):
+                hold = event.data if matches else part.rescreen_hold
+                return part.model_copy(update={"rescreen_hold": hold, "rescreened_with": version})
+            case ScreeningHoldCleared():
+                return part.model_copy(update={"rescreen_hold": None})
         return part
 
 
@@ -286,3 +382,10 @@ GATE = UsExport()
 def on_hold(state: RequestState) -> bool:
     """Held at us-export by a restricted-party match until an officer decides."""
     return state.gate == NAME and GATE.slice(state).held
+
+
+def _hits(matches: list[Any]) -> str:
+    """`buyer 'Sugon' matches 'Sugon' (Entity List, score 100)`, for each party that matched."""
+    return "; ".join(
+        f"{m.role} {m.party_name!r} matches {m.entry_name!r} ({m.source}, score {m.score:g})" for m in matches
+    )

@@ -1,0 +1,116 @@
+"""What a `chipclear` call imports before it answers (issue 17): start-up is what a user waits for on every
+call, so `--help` imports neither Temporal nor the client, the workflows, the domain's models or the
+store, and `status` of a final request none of them either (it reads the store's row with sqlite3).
+
+Seen through `python -X importtime` in a real console-script process, never timed here: the figures
+live in docs/performance.md ("CLI start-up").
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+import typer.main
+
+from chipclear.cli import output
+from chipclear.cli.common import EXPECTED
+from chipclear.cli.lazy import LazyCommands
+from chipclear.cli.main import SUBCOMMANDS, app
+from chipclear.projections import PROJECTIONS, get_request
+from chipclear.store.sqlite import SQLiteEventStore
+from tests import keys
+from tests.cli.test_cli import Result, chipclear, hermetic_env, ok, show
+from tests.store.support import RECORDER, append_all, scenario
+
+# What a call that needs none of them must not import (a prefix names a package and its modules).
+HEAVY = (
+    "temporalio",
+    "chipclear.client",
+    "workflows",
+    "activities",
+    "chipclear.domain",
+    "chipclear.store",
+    "chipclear.projections",
+    "structlog",
+)
+IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$")
+
+
+def imported(result: Result) -> set[str]:
+    """The modules the process imported, from `-X importtime` on its stderr."""
+    return {found[1] for line in result.stderr.splitlines() if (found := IMPORTED.match(line))}
+
+
+def heavy(modules: set[str], prefixes: tuple[str, ...] = HEAVY) -> list[str]:
+    return sorted(name for name in modules if any(name == p or name.startswith(p + ".") for p in prefixes))
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    found = tmp_path / "home"
+    keys.install(found)
+    return found
+
+
+def traced(home: Path, *args: str) -> Result:
+    return chipclear(hermetic_env(CHIPCLEAR_HOME=str(home), PYTHONPROFILEIMPORTTIME="1"), *args)
+
+
+def test_help_imports_nothing_a_command_needs(home: Path) -> None:
+    result = ok(traced(home, "--help"))
+    modules = imported(result)
+    assert "typer" in modules, show(result)  # the trace works
+    assert heavy(modules, (*HEAVY, "pydantic")) == [], show(result)
+    for name, lazy in SUBCOMMANDS.items():  # listed, from their line of help, without importing them
+        assert lazy.module not in modules, name
+        if not lazy.hidden:
+            assert name in result.stdout, show(result)
+
+
+def test_status_of_a_final_request_reads_the_store_row_alone(home: Path) -> None:
+    done = scenario("licensed", "req-final")
+    with closing(SQLiteEventStore(home / "events.db", projections=PROJECTIONS, recorder=RECORDER)) as store:
+        append_all(store, [done])
+        state = get_request(store, "req-final")
+    assert state is not None and state.is_final
+    result = ok(traced(home, "status", "req-final", "--json"))
+    assert heavy(imported(result)) == [], show(result)
+    document = json.loads(result.stdout)
+    expected = output.state_document(state, source="event-store")
+    assert document == json.loads(json.dumps(expected, default=str))
+    text = ok(traced(home, "status", "req-final"))
+    assert heavy(imported(text)) == [], show(text)
+    assert "source: event-store" in text.stdout, show(text)
+
+
+def test_screening_check_needs_no_temporal(home: Path) -> None:
+    with closing(SQLiteEventStore(home / "events.db", projections=PROJECTIONS, recorder=RECORDER)):
+        pass  # an empty store: screenings use the bundled sample list
+    result = ok(traced(home, "screening", "check", "Sugon", "--json"))
+    assert heavy(imported(result), ("temporalio", "chipclear.client", "workflows", "structlog")) == []
+    assert json.loads(result.stdout)["list_version"], show(result)
+
+
+def test_each_lazy_command_is_listed_by_its_own_help() -> None:
+    """The line `chipclear --help` shows for a lazy command is the first paragraph of its own help."""
+    group = typer.main.get_command(app)
+    assert isinstance(group.commands, LazyCommands)  # type: ignore[attr-defined]
+    for name, lazy in SUBCOMMANDS.items():
+        command = group.commands[name]  # type: ignore[attr-defined]  # imports it
+        assert command.name == name and command.hidden == lazy.hidden
+        if not lazy.hidden:
+            first = " ".join((command.help or "").split("\n\n")[0].split())
+            assert first == lazy.help, f"SUBCOMMANDS[{name!r}].help should read: {first!r}"
+
+
+def test_every_expected_failure_names_an_exception_class() -> None:
+    """`common.EXPECTED` names classes without importing them: a misspelt one would never match."""
+    for module, name, code in EXPECTED:
+        kind = getattr(importlib.import_module(module), name, None)
+        assert isinstance(kind, type) and issubclass(kind, Exception), f"{module}.{name}"
+        assert code in (1, 2)

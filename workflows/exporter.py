@@ -1,0 +1,142 @@
+"""An exporter's 50% rule: one small entity workflow per exporter, across every licence it holds.
+
+A China shipment is checked and counted in one step under the workflow's lock, and stored in the
+exporter's stream before it is answered, so two shipments under two licences at the same instant never
+both take the same room, and the room each saw is on record. The exporter's officer declares its US
+end-user shipments per quarter here too (a signed act).
+
+An entity workflow rather than a store transaction: the rule needs the quarter's running totals, which
+one owner holds in memory and serialises for free, on either store backend and with workers on many
+machines; a transaction would need the same totals read under a lock of its own in SQL, per backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from functools import partial
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from activities.events import EventActivities, PolicyInput, PolicyResult
+    from chipclear.contracts import (
+        EXPORTER_COUNT,
+        EXPORTER_DECLARE,
+        EXPORTER_QUERY,
+        EXPORTER_WORKFLOW,
+        DeclaredResult,
+        ExporterInput,
+        ExporterQuery,
+        exporter_stream,
+    )
+    from chipclear.domain import exporter as rule
+    from chipclear.domain.errors import DomainError
+    from chipclear.domain.events import Event
+    from chipclear.domain.people import require_exporter_officer, require_signature
+    from workflows import appends
+    from workflows.entity import domain_refusals, live_then_continue
+    from workflows.options import LOCAL_STORE_RETRY, LOCAL_STORE_TIMEOUT
+    from workflows.patience import patiently
+
+
+@workflow.defn(name=EXPORTER_WORKFLOW)
+class ExporterWorkflow:
+    @workflow.init
+    def __init__(self, input: ExporterInput) -> None:
+        self._state = input.state or rule.ExporterState()
+        # Each update decides against the state as stored, appends, then folds: one at a time.
+        self._lock = asyncio.Lock()
+
+    @workflow.run
+    async def run(self, input: ExporterInput) -> None:
+        await live_then_continue(input, lambda: self._state)
+
+    @workflow.query(name=EXPORTER_QUERY)
+    def exporter(self, _: ExporterQuery | None = None) -> rule.ExporterState:
+        return self._state
+
+    @workflow.update(name=EXPORTER_COUNT)
+    async def count(self, command: rule.CountChinaShipment) -> rule.ChinaCount:
+        async with self._lock:
+            with domain_refusals():
+                count = rule.check_count(self._state, command)
+                if count is None:
+                    return rule.counted(self._state, command)
+            shipment = command.shipment
+            await self._append(
+                rule.ChinaShipmentCounted(**count.model_dump()), actor=f"licence:{shipment.split('/')[0]}"
+            )
+            return count
+
+    @count.validator
+    def _validate_count(self, command: rule.CountChinaShipment) -> None:
+        with domain_refusals():
+            if rule.check_count(self._state, command) is None:
+                rule.counted(self._state, command)
+
+    @workflow.update(name=EXPORTER_DECLARE)
+    async def declare(self, command: rule.DeclareUsShipments) -> DeclaredResult:
+        async with self._lock:
+            # Who acts for the exporter is the policy's word: read it (recorded in history), then check
+            # the officer and the signature with nothing awaited in between.
+            found: PolicyResult = await patiently(
+                partial(
+                    workflow.execute_local_activity_method,
+                    EventActivities.current_policy,
+                    PolicyInput(),
+                    start_to_close_timeout=LOCAL_STORE_TIMEOUT,
+                    retry_policy=LOCAL_STORE_RETRY,
+                    summary="read the policy in force",
+                ),
+                "the policy",
+            )
+            with domain_refusals():
+                require_exporter_officer(found.policy, command.actor, command.exporter)
+                require_signature(
+                    found.policy,
+                    command.actor,
+                    command.model_dump(mode="json"),
+                    command.signature,
+                    stream=self._stream,
+                    version=self._state.version,
+                )
+                declared = rule.decide_declaration(self._state, command)
+            await self._append(declared, actor=command.actor, act=command.model_dump(mode="json"))
+        quarter = self._state.quarter(command.period)
+        return DeclaredResult(
+            exporter=self._state.exporter or command.exporter,
+            period=command.period,
+            us_units=quarter.us_units,
+            china_units=quarter.china_units,
+            version=self._state.version,
+        )
+
+    @declare.validator
+    def _validate_declare(self, command: rule.DeclareUsShipments) -> None:
+        # An unsigned declaration never enters history; the signature itself is checked against the
+        # policy in the handler, which reads it.
+        with domain_refusals():
+            if command.signature is None:
+                raise DomainError(f"the act is not signed: {command.actor} signs it with their key (--key)")
+            rule.decide_declaration(self._state, command)
+
+    @property
+    def _stream(self) -> str:
+        return exporter_stream(workflow.info().workflow_id)
+
+    async def _append(
+        self, data: rule.ExporterPayload, *, actor: str, act: dict[str, object] | None = None
+    ) -> None:
+        """Store one event, then fold it: nobody is answered from a state the store does not hold."""
+        event = Event(
+            event_id=str(workflow.uuid4()),
+            stream_id=self._stream,
+            version=self._state.version + 1,
+            data=data,
+            occurred_at=workflow.now(),
+            policy_version="exporter",
+            actor=actor,
+            act=act,
+        )
+        await appends.append([event], self._state.version)
+        self._state = rule.evolve_exporter(self._state, data, actor)
