@@ -342,6 +342,8 @@ RESCREENING_WORKFLOW = "Rescreening"
 RESCREENING_PREFIX = "rescreen-"
 # How many live requests and licences one page of the fan-out screens before it continues as new.
 RESCREENING_PAGE = 200
+# Failed targets named in the tally (all are counted): a tally stays small however many fail.
+FAILURES_KEPT = 50
 
 
 def rescreening_id(list_version: str, task_queue: str) -> str:
@@ -362,7 +364,8 @@ class RescreeningTally(BaseModel):
     licences: int = 0
     licences_suspended: int = 0
     closed: int = 0  # ended before its turn came: nothing to screen
-    failed: list[str] = Field(default_factory=list)  # workflow ids that could not be asked, and why
+    failures: int = 0  # targets that could not be asked
+    failed: list[str] = Field(default_factory=list)  # the first of them, and why (at most FAILURES_KEPT)
 
 
 class RescreeningInput(BaseModel):

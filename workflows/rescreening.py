@@ -17,6 +17,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from activities.rescreening import RescreeningActivities
     from chipclear.contracts import (
+        FAILURES_KEPT,
         RESCREENING_WORKFLOW,
         RescreeningInput,
         RescreeningTally,
@@ -80,7 +81,9 @@ def _count(tally: RescreeningTally, outcome: RescreenOutcome) -> None:
     if outcome.outcome == "closed":
         tally.closed += 1
     elif outcome.outcome == "failed":
-        tally.failed.append(f"{outcome.workflow_id}: {outcome.detail}"[:300])
+        tally.failures += 1
+        if len(tally.failed) < FAILURES_KEPT:
+            tally.failed.append(f"{outcome.workflow_id}: {outcome.detail}"[:300])
     elif outcome.kind == "request":
         tally.requests += 1
         tally.requests_held += outcome.outcome == "held"
@@ -94,5 +97,5 @@ def _details(list_version: str, tally: RescreeningTally) -> str:
     return (
         f"**list {list_version}**: {tally.requests} request(s) screened again ({tally.requests_held} held, "
         f"{tally.requests_denied} denied), {tally.licences} licence(s) "
-        f"({tally.licences_suspended} suspended), {tally.closed} closed meanwhile, {len(tally.failed)} failed"
+        f"({tally.licences_suspended} suspended), {tally.closed} closed meanwhile, {tally.failures} failed"
     )

@@ -91,6 +91,6 @@ async def start_and_report(list_version: str, *, wait: bool, json_: bool, quiet:
     if tally is not None:
         output.console.print(
             f"  {tally.requests} request(s): {tally.requests_held} held, {tally.requests_denied} denied; "
-            f"{tally.licences} licence(s): {tally.licences_suspended} suspended; {len(tally.failed)} failed",
+            f"{tally.licences} licence(s): {tally.licences_suspended} suspended; {tally.failures} failed",
             highlight=False,
         )

@@ -73,7 +73,7 @@ async def test_a_new_list_suspends_a_valid_licence_and_holds_a_request_under_rev
         assert (
             tallies[reviewing.task_queue].requests == 1 and tallies[reviewing.task_queue].requests_held == 1
         )
-        assert not tallies[licensing.task_queue].failed and not tallies[reviewing.task_queue].failed
+        assert tallies[licensing.task_queue].failures == tallies[reviewing.task_queue].failures == 0
 
         licence_events = [e.data for e in store.read_stream(licence_stream(licensed.request_id))]
         rescreened, suspended = licence_events[-2:]
