@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import psycopg.errors
@@ -177,7 +177,8 @@ def split_url(url: str) -> tuple[str, dict[str, int]]:
         raise ValueError(
             f"pool_min_size={pool['pool_min_size']} exceeds pool_max_size={pool['pool_max_size']}"
         )
-    return urlunsplit(parts._replace(query=urlencode(query))), pool
+    # Spaces as %20: libpq decodes percent-escapes in a URI but reads `+` as a plus (`-c a=1 -c b=2`).
+    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote))), pool
 
 
 def _first_contact(conninfo: str, url: str, timeout: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextlib import closing
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -136,3 +137,24 @@ class TestOpenStore:
         with pytest.raises(StoreURLError, match="unsupported scheme 'postgresq'") as caught:
             open_store("postgresq://bob:s3cret@db/x")
         assert "s3cret" not in str(caught.value)
+
+
+def test_libpq_options_with_spaces_reach_postgresql(postgres: Cluster) -> None:
+    """`options=-c search_path=… -c statement_timeout=…` (two settings, spaces percent-encoded): the
+    pool's options are taken out of the query and the rest handed to libpq as written, never with its
+    spaces turned into `+` (which libpq does not read as a space)."""
+    import psycopg
+
+    from chipclear.store.postgres import split_url
+
+    schema = postgres.new_schema().rsplit("search_path%3D", 1)[1]
+    options = quote(f"-c search_path={schema} -c statement_timeout=4321")
+    url = postgres.url() + f"?options={options}&pool_max_size=2"
+    conninfo, pool = split_url(url)
+    assert pool["pool_max_size"] == 2 and "+" not in conninfo and "pool_max_size" not in conninfo
+    with psycopg.connect(conninfo) as conn:
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("4321ms",)
+        assert conn.execute("SHOW search_path").fetchone() == (schema,)
+    with closing(open_store(url, require_schema=False)) as store:
+        store.migrate()
+        assert store.schema_version() >= 1
