@@ -467,18 +467,9 @@ async def licence_act(
 ) -> LicenceActResult:
     """Sign a shipment, suspension or reinstatement for the licence as it stands now and send it; signed
     again, as `update` does, when only the licence's version moved under it (another shipment)."""
-    from chipclear.contracts import (
-        LICENCE_REINSTATE,
-        LICENCE_SHIP,
-        LICENCE_SUSPEND,
-        LicenceActResult,
-        licence_workflow_id,
-    )
+    from chipclear.contracts import LICENCE_ACT, LicenceActResult, licence_workflow_id
     from chipclear.domain.licence import licence_stream, signed_version
 
-    update_name = {"ship": LICENCE_SHIP, "suspend": LICENCE_SUSPEND, "reinstate": LICENCE_REINSTATE}[
-        command.kind
-    ]
     key = own_key(command.person, key)
     handle = client.get_workflow_handle(licence_workflow_id(request_id))
 
@@ -490,7 +481,7 @@ async def licence_act(
         await payload_limits.check(client.data_converter, act, what=f"the {command.kind} act")
         try:
             return await _answered(
-                handle.execute_update(update_name, act, result_type=LicenceActResult),
+                handle.execute_update(LICENCE_ACT, act, result_type=LicenceActResult),
                 check="chipclear licence",
             )
         except RPCError as exc:

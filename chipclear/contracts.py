@@ -231,9 +231,8 @@ def buyer_cap_start(buyer: str, task_queue: str) -> WithStartWorkflowOperation[A
 
 # -- a licence once issued ----------------------------------------------------------------------------
 LICENCE_WORKFLOW = "Licence"
-LICENCE_SHIP = "ship"
-LICENCE_SUSPEND = "suspend"
-LICENCE_REINSTATE = "reinstate"
+# The one Update every act of a person on a licence is sent as (chipclear.domain.licence.LicenceActCommand).
+LICENCE_ACT = "act"
 LICENCE_RESCREEN = "rescreen"
 LICENCE_QUERY = "licence"
 

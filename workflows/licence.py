@@ -23,11 +23,9 @@ with workflow.unsafe.imports_passed_through():
     from activities.screening import ScreeningActivities
     from chipclear import ui_text
     from chipclear.contracts import (
+        LICENCE_ACT,
         LICENCE_QUERY,
-        LICENCE_REINSTATE,
         LICENCE_RESCREEN,
-        LICENCE_SHIP,
-        LICENCE_SUSPEND,
         LICENCE_WORKFLOW,
         ChinaCountAnswer,
         LicenceActResult,
@@ -115,28 +113,14 @@ class LicenceWorkflow:
     def licence(self, _: LicenceQuery | None = None) -> rule.LicenceState:
         return self._state  # folded only after each append: what the store holds
 
-    @workflow.update(name=LICENCE_SHIP)
-    async def ship(self, command: rule.Ship) -> LicenceActResult:
+    # Every act of a person on the licence (a shipment, a suspension, a reinstatement) is one Update with
+    # a validator, as a request's are: what the person sends says which act it is (`kind`).
+    @workflow.update(name=LICENCE_ACT)
+    async def act(self, command: rule.LicenceActCommand) -> LicenceActResult:
         return await self._act(command)
 
-    @ship.validator
-    def _validate_ship(self, command: rule.Ship) -> None:
-        self._validate(command)
-
-    @workflow.update(name=LICENCE_SUSPEND)
-    async def suspend(self, command: rule.SuspendLicence) -> LicenceActResult:
-        return await self._act(command)
-
-    @suspend.validator
-    def _validate_suspend(self, command: rule.SuspendLicence) -> None:
-        self._validate(command)
-
-    @workflow.update(name=LICENCE_REINSTATE)
-    async def reinstate(self, command: rule.ReinstateLicence) -> LicenceActResult:
-        return await self._act(command)
-
-    @reinstate.validator
-    def _validate_reinstate(self, command: rule.ReinstateLicence) -> None:
+    @act.validator
+    def _validate_act(self, command: rule.LicenceActCommand) -> None:
         self._validate(command)
 
     @workflow.update(name=LICENCE_RESCREEN)

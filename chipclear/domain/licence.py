@@ -208,6 +208,7 @@ class RescreenLicence(_Model):
 
 
 LicenceAct = Ship | SuspendLicence | ReinstateLicence
+LicenceActCommand = Annotated[LicenceAct, Field(discriminator="kind")]
 LicenceCommand = LicenceAct | ExpireLicence | RescreenLicence
 
 
