@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+import os
 import re
 import statistics
+import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,8 +35,14 @@ from chipclear.cli.files import InvalidInput, read_text
 from chipclear.domain.gates import us_export
 from chipclear.domain.limits import cut
 from chipclear.domain.policy import load_policy
-from chipclear.domain.screening import ScreenedParty, ScreeningIndex, ScreeningListError, parse_csl
-from chipclear.domain.screening.index import MemoryTables
+from chipclear.domain.screening import (
+    ScreenedParty,
+    ScreeningIndex,
+    ScreeningList,
+    ScreeningListError,
+    parse_csl,
+)
+from chipclear.domain.screening.index import MemoryTables, no_collection
 from chipclear.domain.screening_act import SCREENING_STREAM, LoadScreeningList, require_loader
 from chipclear.store.protocol import ScreeningLists
 from chipclear.store.screening import CurrentList, IndexCache
@@ -94,11 +104,17 @@ def load(
     act = LoadScreeningList(**described, actor=loader)
     signed = ops.signed(act, SCREENING_STREAM, stream_version, signing_key(loader, key))
     require_loader(policy, signed, stream_version)  # refused: exit 1, nothing loaded
-    loaded = events.save_screening_list(
-        parsed, actor=loader, act=signed.model_dump(mode="json"), expected_version=stream_version
-    )
-    if loaded:
-        current_list(events).prepare(parsed)  # so the next `screening check` need not prepare it
+    # The index is prepared for the next `screening check` (its cache written) while the list is stored.
+    preparing = _preparing(events, parsed) if in_force is None or in_force.sha256 != info.sha256 else None
+    try:
+        with no_collection():  # tens of thousands of entries written out, none in a cycle
+            loaded = events.save_screening_list(
+                parsed, actor=loader, act=signed.model_dump(mode="json"), expected_version=stream_version
+            )
+    finally:
+        prepared = preparing is not None and _done(preparing)
+    if loaded and not prepared:
+        current_list(events).prepare(parsed)
     if json_:
         output.print_json({**info.model_dump(mode="json"), "loaded": loaded})
     elif loaded:
@@ -111,6 +127,30 @@ def load(
         )
     if loaded:
         _rescreen_after_load(info.version, quiet=json_)
+
+
+def _preparing(events: ScreeningLists, parsed: ScreeningList) -> int | None:
+    """Prepare `parsed`'s index and write its cache in a child process, on the other core, while this
+    one stores the list; the child's id, or None where a fork is not safe (no fork, threads running)."""
+    if not hasattr(os, "fork") or threading.active_count() > 1:
+        return None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    child = os.fork()
+    if child == 0:  # the child prepares, writes the cache and leaves, running nothing of the parent's
+        code = 1
+        try:
+            current_list(events).prepare(parsed)
+            code = 0
+        finally:
+            os._exit(code)
+    return child
+
+
+def _done(child: int) -> bool:
+    """Wait for the child `_preparing` started: True if it prepared the index (else this process will)."""
+    _, status = os.waitpid(child, 0)
+    return os.waitstatus_to_exitcode(status) == 0
 
 
 def _rescreen_after_load(list_version: str, *, quiet: bool) -> None:
@@ -265,9 +305,13 @@ def bench(
         parsed = parse_csl(text, source=file.name, loaded_at=datetime.now(UTC))
     except ScreeningListError as exc:
         raise InvalidInput(f"{file}: {exc}") from None
+    gc.collect()
     parse_s = time.process_time() - started
     started = time.process_time()
     tables = MemoryTables(parsed)
+    # The cyclic collector is held off while the index is built; its first pass over what was built
+    # comes later, once, and is counted here, as is the one after writing the cache.
+    gc.collect()
     prepare_s = time.process_time() - started
     index = ScreeningIndex(tables)
     step = max(1, len(parsed.entries) // names)
@@ -277,6 +321,7 @@ def bench(
         cache = IndexCache(Path(directory))
         started = time.process_time()
         cache.write(tables)
+        gc.collect()
         write_s = time.process_time() - started
         started = time.process_time()
         cached = cache.open(parsed.info)

@@ -19,10 +19,11 @@ import sqlite3
 import threading
 from collections.abc import Iterable
 from importlib import resources
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
 
 from chipclear.domain.screening import ScreeningIndex, ScreeningList, ScreeningListInfo, bundled_list
-from chipclear.domain.screening.index import Card, MemoryTables, Name
+from chipclear.domain.screening.index import Card, MemoryTables, Name, no_collection
 from chipclear.store.protocol import ScreeningLists
 
 # The matcher's own source: a cache built by other code is never read (its words could differ).
@@ -30,22 +31,38 @@ _MATCHER_MODULES = ("normalise.py", "score.py", "index.py")
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE words (word TEXT PRIMARY KEY, entries INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE keys (key TEXT NOT NULL, name INTEGER NOT NULL);
-CREATE TABLE near (key TEXT NOT NULL, word TEXT NOT NULL);
+CREATE TABLE keys (first TEXT PRIMARY KEY, chunk BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE near (key TEXT PRIMARY KEY, words TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE names (id INTEGER PRIMARY KEY, owner INTEGER, text TEXT, words TEXT, folds TEXT, optional TEXT);
 CREATE TABLE cards (id INTEGER PRIMARY KEY, name TEXT, source TEXT, entry_id TEXT, entity_number TEXT,
                     type TEXT, programs TEXT, countries TEXT);
 """
-_INDEXES = "CREATE INDEX keys_by_key ON keys (key); CREATE INDEX near_by_key ON near (key);"
+# The inverted index's keys, in order, this many to a row ({key: [name, …]} as compact JSON, under the
+# chunk's first key): a few thousand rows to write, not a third of a million (key, name) pairs. JSON,
+# not marshal or pickle: a file read back is only ever data, whoever wrote it.
+_CHUNK = 64
+
+
+def _json_strings(items: tuple[str, ...]) -> str:
+    """`json.dumps` of a tuple of strings, without its per-call cost (a hundred thousand calls a load)."""
+    return "[" + ",".join(map(encode_basestring_ascii, items)) + "]"
 
 
 def matcher_fingerprint() -> str:
-    """sha256 of the matcher's source, first 12 hex digits."""
+    """sha256 of the matcher's source and the cache's schema, first 12 hex digits."""
     digest = hashlib.sha256()
     package = resources.files("chipclear.domain.screening")
     for module in _MATCHER_MODULES:
         digest.update((package / module).read_bytes())
+    digest.update(_SCHEMA.encode())  # and the cache's own layout: a file of another layout is not read
     return digest.hexdigest()[:12]
+
+
+def _chunks(keys: dict[str, list[int]]) -> Iterable[tuple[str, bytes]]:
+    order = sorted(keys)
+    for start in range(0, len(order), _CHUNK):
+        chunk = order[start : start + _CHUNK]
+        yield chunk[0], json.dumps({key: keys[key] for key in chunk}, separators=(",", ":")).encode()
 
 
 class DiskTables:
@@ -71,10 +88,26 @@ class DiskTables:
         return {str(word): int(str(entries)) for word, entries in rows}
 
     def names_for(self, keys: Iterable[str]) -> set[int]:
-        return {int(str(name)) for (name,) in self._rows("SELECT name FROM keys WHERE key IN ({})", keys)}
+        chunks: dict[str, dict[str, list[int]]] = {}
+        found: set[int] = set()
+        for key in keys:
+            row = self._db.execute(
+                "SELECT first, chunk FROM keys WHERE first <= ? ORDER BY first DESC LIMIT 1", (key,)
+            ).fetchone()
+            if row is None:
+                continue
+            first, packed = row
+            if first not in chunks:
+                chunk = json.loads(packed)
+                if not isinstance(chunk, dict):
+                    raise ValueError(f"screening cache: chunk {first!r} is not a table of keys")
+                chunks[first] = chunk
+            found.update(chunks[first].get(key, ()))
+        return found
 
     def near(self, keys: Iterable[str]) -> set[str]:
-        return {str(word) for (word,) in self._rows("SELECT word FROM near WHERE key IN ({})", keys)}
+        rows = self._rows("SELECT words FROM near WHERE key IN ({})", keys)
+        return {word for (words,) in rows for word in str(words).split(" ")}
 
     def names(self, numbers: Iterable[int]) -> dict[int, Name]:
         rows = self._rows(
@@ -133,6 +166,10 @@ class IndexCache:
 
     def write(self, tables: MemoryTables) -> Path:
         """Write `tables` to the cache, atomically: a concurrent reader sees the whole file or none."""
+        with no_collection():  # hundreds of thousands of rows made and dropped, none in a cycle
+            return self._write(tables)
+
+    def _write(self, tables: MemoryTables) -> Path:
         path = self.path(tables.info)
         self.directory.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -149,11 +186,11 @@ class IndexCache:
             db.executemany("INSERT INTO words VALUES (?, ?)", tables.word_use.items())
             db.executemany(
                 "INSERT INTO keys VALUES (?, ?)",
-                ((key, name) for key, names in tables.keys.items() for name in names),
+                _chunks(tables.keys),
             )
             db.executemany(
                 "INSERT INTO near VALUES (?, ?)",
-                ((key, word) for key, words in tables.near_words.items() for word in words),
+                ((key, " ".join(words)) for key, words in tables.near_words.items()),
             )
             db.executemany(
                 "INSERT INTO names VALUES (?, ?, ?, ?, ?, ?)",
@@ -163,7 +200,7 @@ class IndexCache:
                         name.owner,
                         name.text,
                         " ".join(name.words),
-                        json.dumps(name.folds),
+                        _json_strings(name.folds),
                         " ".join(name.optional),
                     )
                     for n, name in enumerate(tables.name_list)
@@ -179,13 +216,12 @@ class IndexCache:
                         c.id,
                         c.entity_number,
                         c.type,
-                        json.dumps(c.programs),
-                        json.dumps(c.countries),
+                        _json_strings(c.programs),
+                        _json_strings(c.countries),
                     )
                     for n, c in enumerate(tables.card_list)
                 ),
             )
-            db.executescript(_INDEXES)
             db.commit()
         finally:
             db.close()

@@ -67,7 +67,7 @@ def _joins(words: tuple[str, ...]) -> set[str]:
 
 
 @contextmanager
-def _no_collection() -> Iterator[None]:
+def no_collection() -> Iterator[None]:
     """Hundreds of thousands of small lists and tuples: the cyclic collector would walk them all
     again and again while they are made, and none of them can form a cycle."""
     enabled = gc.isenabled()
@@ -134,46 +134,59 @@ class MemoryTables:
 
     def __init__(self, screening_list: ScreeningList) -> None:
         self.info = screening_list.info
-        self.card_list = [_card(entry) for entry in screening_list.entries]
-        self.entries = len(self.card_list)
         self.name_list: list[Name] = []
-        with _no_collection():
+        with no_collection():
+            self.card_list = [_card(entry) for entry in screening_list.entries]
+            self.entries = len(self.card_list)
             self._fold_names(screening_list)
             self._index()
 
     def _fold_names(self, screening_list: ScreeningList) -> None:
-        seen: set[tuple[int, tuple[str, ...]]] = set()
         read: dict[str, list[NameForm]] = {}  # lists repeat names across their sources
+        append = self.name_list.append
         for number, entry in enumerate(screening_list.entries):
-            if (entry.type or "").casefold() in NOT_A_PARTY:
+            if entry.type is not None and entry.type.casefold() in NOT_A_PARTY:
                 continue
-            for written in dict.fromkeys([entry.name, *entry.alt_names]):
-                if written not in read:
-                    read[written] = name_forms(written, listed=True)
-                for form in read[written]:
-                    if (number, form.words) in seen:
+            seen: set[tuple[str, ...]] = set()  # the entry's names, as words
+            for written in (
+                dict.fromkeys([entry.name, *entry.alt_names]) if entry.alt_names else (entry.name,)
+            ):
+                forms = read.get(written)
+                if forms is None:
+                    forms = read[written] = name_forms(written, listed=True)
+                for form in forms:
+                    if form.words in seen:
                         continue
-                    seen.add((number, form.words))
+                    seen.add(form.words)
                     # Only what tells the officer where the name came from: a listed name's own
                     # transliteration is not a disguise.
-                    folds = tuple(f for f in form.folds if f.startswith("bracketed"))
-                    self.name_list.append(Name(number, written, form.words, folds, form.optional))
+                    folds = tuple(f for f in form.folds if f.startswith("bracketed")) if form.folds else ()
+                    append(Name(number, written, form.words, folds, form.optional))
 
     def _index(self) -> None:
-        keys: dict[str, list[int]] = defaultdict(list)
-        using: dict[str, int] = defaultdict(int)
+        keys: dict[str, list[int]] = {}
+        using: dict[str, int] = {}
         last_owner: dict[str, int] = {}
         for number, name in enumerate(self.name_list):
-            for word in set(name.words):
-                keys[word].append(number)
-                if last_owner.get(word) != name.owner:  # an entry's names are consecutive
-                    last_owner[word] = name.owner
-                    using[word] += 1
-            if len(name.words) > 1:
-                for join in _joins(name.words):
-                    keys[join].append(number)
-        self.keys = dict(keys)
-        self.word_use = dict(using)
+            owner, words = name.owner, name.words
+            for word in words:  # a name's words are distinct (normalise keeps each once)
+                numbers = keys.get(word)
+                if numbers is None:
+                    keys[word] = [number]
+                elif numbers[-1] != number:
+                    numbers.append(number)
+                if last_owner.get(word) != owner:  # an entry's names are consecutive
+                    last_owner[word] = owner
+                    using[word] = using.get(word, 0) + 1
+            if len(words) > 1:
+                for join in _joins(words):
+                    numbers = keys.get(join)
+                    if numbers is None:
+                        keys[join] = [number]
+                    elif numbers[-1] != number:  # a join that is also one of the name's words
+                        numbers.append(number)
+        self.keys = keys
+        self.word_use = using
         weights = Weights(self.word_use, self.entries)
         near: dict[str, list[str]] = defaultdict(list)
         for word in self.word_use:

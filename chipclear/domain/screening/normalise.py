@@ -169,6 +169,7 @@ LEET = {"4": "a", "0": "o", "3": "e", "5": "s", "1": "i"}
 LEET_ONE_AS_L = {**LEET, "1": "l"}
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+_ASCII_BRACKETS = frozenset("([{")  # the opening brackets of `_BRACKETS` that are ASCII
 _BRACKETS = re.compile(r"[(\[{\u3010]([^)\]}\u3011]*)[)\]}\u3011]")  # after NFKC: no fullwidth ones
 _APOSTROPHES = re.compile("['`\u2018\u2019\u00b4]")
 _SEPARATORS = re.compile(r"[\W_]+")
@@ -284,24 +285,41 @@ def _stem(word: str) -> str:
     return word
 
 
+# Each word's stem, by the word as written: names share most of their words ("technology", "co"), so
+# each is worked out once. Bounded: a worker screening names for months must not keep them all.
+_STEMS: dict[str, str] = {}
+_STEMS_KEPT = 100_000
+# A word that is a legal form or a stop word, or starts a legal phrase: a name with none needs no walk.
+_DROPPED_OR_PHRASE = LEGAL_WORDS | STOP_WORDS | frozenset(_PHRASES_BY_FIRST)
+
+
+def _stemmed(word: str) -> str:
+    stem = _STEMS.get(word)
+    if stem is None:
+        if len(_STEMS) >= _STEMS_KEPT:
+            _STEMS.clear()
+        stem = _STEMS[word] = _stem(word)
+    return stem
+
+
+def _leet(word: str, leet: dict[str, str], folds: list[str]) -> str:
+    """Digits inside a word of letters: "hu4wei", "techn0logies" (not "5g", "14th", "a123")."""
+    letters = sum(c.isalpha() for c in word)
+    if letters >= 2 and not _ORDINAL.match(word):
+        digits = [c for c in word if c.isdigit()]
+        if all(d in leet for d in digits):
+            for digit in dict.fromkeys(digits):
+                folds.append(f"leet: '{digit}' read as '{leet[digit]}'")
+            return "".join(leet.get(c, c) for c in word)
+    return word
+
+
 def _words(text: str, one_as_l: bool, folds: list[str]) -> tuple[str, ...]:
-    text = _APOSTROPHES.sub("", _JOINED_AMPERSAND.sub("", text).replace("&", " and "))  # AT&T, R&D
-    words = _SEPARATORS.sub(" ", text).split()
-    # Digits inside a word of letters: "hu4wei", "techn0logies" (not "5g", "14th", "a123").
+    if "&" in text:
+        text = _JOINED_AMPERSAND.sub("", text).replace("&", " and ")  # AT&T, R&D
+    words = _SEPARATORS.sub(" ", _APOSTROPHES.sub("", text)).split()
     leet = LEET_ONE_AS_L if one_as_l else LEET
-    folded = []
-    for word in words:
-        if word.isalpha() or word.isdigit():
-            folded.append(word)
-            continue
-        letters = sum(c.isalpha() for c in word)
-        if letters >= 2 and not _ORDINAL.match(word):
-            digits = [c for c in word if c.isdigit()]
-            if all(d in leet for d in digits):
-                for digit in dict.fromkeys(digits):
-                    folds.append(f"leet: '{digit}' read as '{leet[digit]}'")
-                word = "".join(leet.get(c, c) for c in word)
-        folded.append(word)
+    folded = [word if word.isalpha() or word.isdigit() else _leet(word, leet, folds) for word in words]
     # Single letters in a row are one acronym: "s m i c" is "smic".
     joined: list[str] = []
     acronym = False
@@ -312,7 +330,9 @@ def _words(text: str, one_as_l: bool, folds: list[str]) -> tuple[str, ...]:
         else:
             joined.append(word)
             acronym = single
-    stemmed = [_stem(word) for word in joined]
+    stemmed = [_stemmed(word) for word in joined]
+    if _DROPPED_OR_PHRASE.isdisjoint(stemmed):
+        return tuple(dict.fromkeys(stemmed))
     kept = _without_legal_forms(stemmed)
     return tuple(dict.fromkeys(kept or stemmed))
 
@@ -359,6 +379,13 @@ def name_forms(name: str, *, listed: bool = False) -> list[NameForm]:
     if listed and "ffiliated" in name:
         parts = _AFFILIATE.split(name)
         name = parts[-1] if len(parts) > 1 and parts[-1].strip() else name
+    if name.isascii() and not _ASCII_BRACKETS.intersection(name):
+        # Most names, listed or not: nothing to remove, reorder, read twice or split off (NFKC leaves
+        # ASCII as it is), so only its readings remain.
+        plain: dict[tuple[str, ...], NameForm] = {}
+        for words, folds in _readings(name):
+            plain.setdefault(words, NameForm(words, tuple(dict.fromkeys(folds))))
+        return list(plain.values())
     base_folds: list[str] = []
     texts = [name]
     visual_texts: set[str] = set()
@@ -398,7 +425,7 @@ def name_forms(name: str, *, listed: bool = False) -> list[NameForm]:
 def _readings(text: str) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
     """The words of `text` read as pinyin and in English (Chinese script), 1 as i and as l (leet)."""
     readings = []
-    for cjk_text, cjk_folds in _cjk_forms(text):
+    for cjk_text, cjk_folds in _cjk_forms(text) if not text.isascii() else [(text, ())]:
         letter_folds: list[str] = []
         latin = _fold_letters(cjk_text, letter_folds).casefold()
         for one_as_l in (False, True) if "1" in latin else (False,):
