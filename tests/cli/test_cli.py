@@ -898,6 +898,11 @@ def test_export_from_sqlite_import_into_postgresql_verifies_and_every_status_agr
     assert "every chain, seal and signed act verified" in flat(imported.stdout), show(imported)
     source_report = as_json(stack.run("audit", "verify", "--json"))
     target_report = as_json(chipclear(target, "audit", "verify", "--json"))
+    # The export carries the record, not the lab reports kept beside it: the auditor's home is told which
+    # reports the shipments name that it does not hold (every one the source keeps), and nothing else differs.
+    kept = sorted(path.name for path in (stack.home / "files" / "sha256").glob("*/*"))
+    assert source_report.pop("lab_reports_not_kept_here") == []
+    assert sorted(set(target_report.pop("lab_reports_not_kept_here"))) == kept
     assert target_report == source_report and target_report["ok"] is True
     assert as_json(chipclear(target, "list", "--json")) == as_json(stack.run("list", "--json"))
 

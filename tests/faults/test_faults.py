@@ -67,7 +67,10 @@ async def test_a_store_lock_longer_than_the_activity_timeout_wedges_nothing(rig:
     assert rig.workers_started == 1 and rig.worker_alive
     quiet(rig)
     ended = [r for r in rig.worker_logs() if r.get("event") == "event store outage ended"]
-    assert 1 <= len(ended) <= 3, ended  # one WARNING per outage (a short relapse may add one)
+    # One WARNING per outage, never one per failed call: under load a few short relapses may follow the
+    # lock's release, each its own outage, each summing up the calls it failed.
+    assert 1 <= len(ended) <= 6, ended
+    assert sum(r["failed_calls"] for r in ended) >= len(ended), ended
     # Each a WARNING with its duration (a relapse of a few milliseconds rounds to 0.0 s); the lock's own
     # outage lasts seconds.
     assert all(r["level"] == "warning" and r["seconds"] >= 0 for r in ended)
