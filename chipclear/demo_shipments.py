@@ -23,7 +23,7 @@ from chipclear.contracts import licence_workflow_id
 from chipclear.domain.exporter import DeclareUsShipments, period_of
 from chipclear.domain.licence import LabReport, LicenceStatus, Ship
 from chipclear.domain.state import RequestState
-from chipclear.kept_files import keep
+from chipclear.kept_files import ToKeep
 from chipclear.store import EventStore
 
 EXPORTER = "NVIDIA Corporation"
@@ -31,16 +31,20 @@ OFFICER = "sam"  # the exporter's trade-compliance officer in the bundled polici
 LAB = "UL Solutions"
 
 
-def _lab_report(folder: Path, home: Path, shipment: str, units: int, buyer: str) -> LabReport:
-    """A lab's report on one shipment, written as a file and kept by its sha256 as `ship` keeps one."""
+def _lab_report(folder: Path, shipment: str, units: int, buyer: str) -> tuple[LabReport, ToKeep]:
+    """A lab's report on one shipment, written as a file and read as `ship` reads one; kept once the
+    shipment is recorded."""
     path = folder / f"{shipment}.txt"
     path.write_text(
         f"{LAB}: third-party pre-export review of shipment {shipment}\n"
         f"{units} x NVIDIA H200 for {buyer}; markings, firmware and configuration checked: PASS\n",
         encoding="utf-8",
     )
-    digest, size = keep(path, home)
-    return LabReport(name=path.name, size=size, sha256=digest, lab=LAB, report_id=f"UL-{shipment}")
+    file = ToKeep(path)
+    report = LabReport(
+        name=path.name, size=file.size, sha256=file.sha256, lab=LAB, report_id=f"UL-{shipment}"
+    )
+    return report, file
 
 
 async def ship_everything(
@@ -64,13 +68,14 @@ async def ship_everything(
 
     async def ship(state: RequestState, shipment: str, units: int) -> None:
         assert state.request_id is not None and state.buyer is not None
-        report = _lab_report(folder, home, shipment, units, state.buyer)
+        report, file = _lab_report(folder, shipment, units, state.buyer)
         command = Ship(actor=OFFICER, shipment_id=shipment, units=units, lab_report=report)
         try:
             result = await ops.licence_act(client, state.request_id, command, key=sam)
         except ops.Rejected as refused:
             output.console.print(f"  {shipment} ({units:,} units): [red]refused[/]: {escape(str(refused))}")
             return
+        file.keep(home)
         output.console.print(
             f"  {shipment} ({units:,} units, lab report {report.report_id}): "
             f"{result.units_remaining:,} left, {result.status}"

@@ -26,22 +26,35 @@ def kept_path(home: Path, sha256: str) -> Path:
     return home / "files" / "sha256" / sha256[:2] / sha256
 
 
+class ToKeep:
+    """A file read and hashed, to be kept once the act that names it is recorded: a refused act keeps
+    nothing, as it records nothing."""
+
+    def __init__(self, path: Path, *, what: str = "--lab-report") -> None:
+        self.data = read_limited(path, limit=MAX_LAB_REPORT_BYTES, what=what)
+        if not self.data:
+            raise InputRefused(f"{what} {path.name}: the file is empty")
+        self.sha256 = hashlib.sha256(self.data).hexdigest()
+        self.size = len(self.data)
+
+    def keep(self, home: Path) -> Path:
+        """Write it under its sha256 (0600, whole or not at all); the same content twice writes once."""
+        target = kept_path(home, self.sha256)
+        if not target.exists():
+            private_dir(target.parent)
+            partial = target.with_name(f".{self.sha256}.{os.getpid()}")
+            descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(self.data)
+            os.replace(partial, target)
+        return target
+
+
 def keep(path: Path, home: Path, *, what: str = "--lab-report") -> tuple[str, int]:
-    """Copy the regular file `path` into the store under its sha256; (sha256, size). Keeping the same
-    content twice writes nothing the second time."""
-    data = read_limited(path, limit=MAX_LAB_REPORT_BYTES, what=what)
-    if not data:
-        raise InputRefused(f"{what} {path.name}: the file is empty")
-    digest = hashlib.sha256(data).hexdigest()
-    target = kept_path(home, digest)
-    if not target.exists():
-        private_dir(target.parent)
-        partial = target.with_name(f".{digest}.{os.getpid()}")
-        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-        os.replace(partial, target)  # whole or not at all, under its final name
-    return digest, len(data)
+    """Read, hash and keep the regular file `path` at once; (sha256, size)."""
+    file = ToKeep(path, what=what)
+    file.keep(home)
+    return file.sha256, file.size
 
 
 def kept_intact(home: Path, sha256: str) -> bool:

@@ -100,9 +100,17 @@ def licence(request_id: str, json_: JsonOption = False) -> None:
     output.print_licence_standing(document)
 
 
-def _act(request_id: str, command: LicenceAct, json_: bool, key_file: Path | None) -> None:
+def _act(
+    request_id: str,
+    command: LicenceAct,
+    json_: bool,
+    key_file: Path | None,
+    *,
+    recorded: Callable[[], object] = lambda: None,
+) -> None:
     """Sign `command` as its person and send it to the licence's workflow; a licence whose workflow has
-    ended says why (exit 1), and a repeat of a shipment it recorded is not an error."""
+    ended says why (exit 1), and a repeat of a shipment it recorded is not an error. `recorded` runs once
+    the act stands in the record (the lab report kept), never for a refused one."""
     from rich.markup import escape
 
     from chipclear import client as ops
@@ -122,15 +130,17 @@ def _act(request_id: str, command: LicenceAct, json_: bool, key_file: Path | Non
             )
             shipment = getattr(command, "shipment_id", None)
             if shipment is not None and any(s["shipment_id"] == shipment for s in closed["shipments"]):
+                recorded()
                 _print_result(json_, closed, f"shipment {shipment} is already recorded; nothing new")
                 return
             raise ops.Rejected(
                 f"licence {closed['licence_id']} is {closed['status']} "
                 f"({closed['units_shipped']:,} of {closed['units']:,} units shipped): nothing can change it"
             ) from None
+        recorded()
         document = licence_document(request, await _standing(request_id), datetime.now(UTC))
-        recorded = ", ".join(result.events) or "nothing new (already recorded)"
-        _print_result(json_, document | {"events": result.events}, f"{request_id}: recorded {recorded}")
+        said = ", ".join(result.events) or "nothing new (already recorded)"
+        _print_result(json_, document | {"events": result.events}, f"{request_id}: recorded {said}")
 
     def _print_result(as_json: bool, document: dict[str, Any], line: str) -> None:
         if as_json:
@@ -172,11 +182,15 @@ def ship(
     """Record a shipment under a request's licence, drawing it down (an Update: a refused shipment
     records nothing). The lab report is kept by its sha256 next to the event store."""
     from chipclear.domain.licence import LabReport, Ship
-    from chipclear.kept_files import keep
+    from chipclear.kept_files import ToKeep
 
-    digest, size = keep(lab_report, common.settings().home)
+    file = ToKeep(lab_report)  # kept once the shipment is recorded: a refused one keeps nothing
     report = LabReport(
-        name=lab_report.name, size=size, sha256=digest, lab=lab, report_id=report_id or lab_report.stem
+        name=lab_report.name,
+        size=file.size,
+        sha256=file.sha256,
+        lab=lab,
+        report_id=report_id or lab_report.stem,
     )
     command = Ship(
         actor=actor or common.actor_default(),
@@ -186,7 +200,7 @@ def ship(
         lab_report=report,
         declaration=declaration,
     )
-    _act(request_id, command, json_, key)
+    _act(request_id, command, json_, key, recorded=lambda: file.keep(common.settings().home))
 
 
 ReasonOption = Annotated[str, typer.Option(help="Why (recorded with the act).")]

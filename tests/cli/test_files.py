@@ -437,12 +437,15 @@ def test_a_request_without_its_exporter_is_refused_naming_the_field(tmp_path):
 
 
 def test_a_lab_report_is_kept_by_its_content_and_an_altered_copy_is_found(tmp_path):
-    from chipclear.kept_files import keep, kept_intact, kept_path
+    from chipclear.kept_files import ToKeep, keep, kept_intact, kept_path
 
     report = tmp_path / "UL-1.pdf"
     report.write_bytes(b"%PDF-1.4 lab report")
     home = tmp_path / "home"
+    read = ToKeep(report)  # read and hashed for the act; nothing kept until the act is recorded
+    assert not kept_path(home, read.sha256).exists() and not home.exists()
     digest, size = keep(report, home)
+    assert (digest, size) == (read.sha256, read.size)
     assert size == len(b"%PDF-1.4 lab report") and kept_intact(home, digest)
     assert keep(report, home) == (digest, size)  # the same content twice: one file
     kept = kept_path(home, digest)
