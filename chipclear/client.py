@@ -305,16 +305,11 @@ async def _send_signed(
     handle = request_handle(client, request_id)
     now = await live_state(client, request_id)
     command = signed(command, request_id, now.version if now is not None else 0, key)
-    await payload_limits.check(client.data_converter, command, what=f"the {command.kind} act")
-    try:
-        # By name with result_type: the typed method references trip mypy on async handlers.
-        return await _answered(
-            handle.execute_update(REQUEST_ACT, command, result_type=TransitionResult),
-            check="chipclear status",
-        )
-    except RPCError as exc:
-        if exc.status != RPCStatusCode.NOT_FOUND and "already completed" not in exc.message:
-            raise
+    answer = await _send(
+        client, handle, REQUEST_ACT, command, TransitionResult, what=f"the {command.kind} act", check="status"
+    )
+    if answer is not None:
+        return answer
     # The server answers NOT_FOUND both for no workflow and for a closed one: tell them apart.
     try:
         description = await handle.describe()
@@ -324,6 +319,29 @@ async def _send_signed(
         raise
     closed = description.status.name.lower() if description.status else "closed"
     raise Rejected(f"request {request_id!r} is already final (workflow {closed}); nothing can change it")
+
+
+async def _send(
+    client: Client,
+    handle: WorkflowHandle[Any, Any],
+    update: str,
+    act: BaseModel,
+    result_type: type[M],
+    *,
+    what: str,
+    check: str,
+) -> M | None:
+    """Send a signed act as `update`: its answer, or None when no workflow runs to take it (none, or
+    closed). `check` names the command that shows whether an unanswered one applied meanwhile."""
+    await payload_limits.check(client.data_converter, act, what=what)
+    try:
+        # By name with result_type: the typed method references trip mypy on async handlers.
+        update_call = handle.execute_update(update, act, result_type=result_type)
+        return await _answered(update_call, check=f"chipclear {check}")
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND and "already completed" not in exc.message:
+            raise
+    return None
 
 
 def ledger_handle(client: Client, task_queue: str) -> WorkflowHandle[Any, Any]:
@@ -478,16 +496,11 @@ async def licence_act(
         if live is None:
             raise LicenceClosed(f"licence of {request_id!r} has no running workflow")
         act = signed(command, licence_stream(request_id), signed_version(live, command), key)
-        await payload_limits.check(client.data_converter, act, what=f"the {command.kind} act")
-        try:
-            return await _answered(
-                handle.execute_update(LICENCE_ACT, act, result_type=LicenceActResult),
-                check="chipclear licence",
-            )
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND and "already completed" not in exc.message:
-                raise
-            raise LicenceClosed(f"licence of {request_id!r} has ended") from None
+        what = f"the {command.kind} act"
+        answer = await _send(client, handle, LICENCE_ACT, act, LicenceActResult, what=what, check="licence")
+        if answer is None:
+            raise LicenceClosed(f"licence of {request_id!r} has ended")
+        return answer
 
     return await _signed_until_current(send)
 

@@ -50,13 +50,6 @@ class ToKeep:
         return target
 
 
-def keep(path: Path, home: Path, *, what: str = "--lab-report") -> tuple[str, int]:
-    """Read, hash and keep the regular file `path` at once; (sha256, size)."""
-    file = ToKeep(path, what=what)
-    file.keep(home)
-    return file.sha256, file.size
-
-
 def kept_intact(home: Path, sha256: str) -> bool:
     """Whether the kept file for `sha256` is there and still holds exactly that content."""
     target = kept_path(home, sha256)

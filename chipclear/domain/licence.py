@@ -12,7 +12,7 @@ stream is `licence:<request_id>`, apart from the request's own.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -290,7 +290,7 @@ def decide_licence(
         case Ship():
             return _ship(state, command, policy, now, count)
         case RescreenLicence(screening=found):
-            _open_for_acts(state, now)
+            _open_for_acts(state, state.status_at(now))
             if found.list_version == state.rescreened_with:
                 return []  # screened against this very list already: once is enough
             rescreened = LicenceRescreened.model_validate(found, from_attributes=True)
@@ -316,9 +316,10 @@ def decide_licence(
     raise DomainError(f"unknown licence command {command!r}")
 
 
-def _open_for_acts(state: LicenceState, now: datetime) -> LicenceTerms:
+def _open_for_acts(state: LicenceState, status: LicenceStatus | None) -> LicenceTerms:
+    """The terms of a licence that is neither expired nor used up in `status` (as of now for a shipment;
+    as recorded for a suspension, which a licence past its validity whose timer has not fired may take)."""
     terms = _terms(state)
-    status = state.status_at(now)
     if status is LicenceStatus.EXPIRED:
         raise ShipmentRefused(
             "expired",
@@ -334,7 +335,7 @@ def _open_for_acts(state: LicenceState, now: datetime) -> LicenceTerms:
 
 
 def _may_suspend(state: LicenceState, command: SuspendLicence | ReinstateLicence, policy: Policy) -> None:
-    terms = _open_for_acts(state, _never)
+    terms = _open_for_acts(state, state.status)
     require_person(policy, command.actor)
     if not policy.may_decide(command.actor, LICENSING_GATE):
         raise DomainError(
@@ -342,11 +343,6 @@ def _may_suspend(state: LicenceState, command: SuspendLicence | ReinstateLicence
             f"licensing authority suspends or reinstates licence {terms.licence_id}"
         )
     _signed(state, command, policy)
-
-
-# A moment before every validity: suspension is checked against the licence's recorded status only
-# (a licence whose validity has run out but whose timer has not fired yet can still be suspended).
-_never = datetime.min.replace(tzinfo=UTC)
 
 
 def signed_version(state: LicenceState, command: LicenceAct) -> int:
@@ -391,7 +387,7 @@ def _ship(
     exporter = terms.exporter
     require_exporter_officer(policy, command.actor, exporter.name)
     _signed(state, command, policy)
-    terms = _open_for_acts(state, now)
+    terms = _open_for_acts(state, state.status_at(now))
     if state.status is LicenceStatus.SUSPENDED:
         raise ShipmentRefused(
             "suspended",

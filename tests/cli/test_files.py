@@ -437,7 +437,12 @@ def test_a_request_without_its_exporter_is_refused_naming_the_field(tmp_path):
 
 
 def test_a_lab_report_is_kept_by_its_content_and_an_altered_copy_is_found(tmp_path):
-    from chipclear.kept_files import ToKeep, keep, kept_intact, kept_path
+    from chipclear.kept_files import ToKeep, kept_intact, kept_path
+
+    def keep(path: Path, home: Path) -> tuple[str, int]:
+        read = ToKeep(path)
+        read.keep(home)
+        return read.sha256, read.size
 
     report = tmp_path / "UL-1.pdf"
     report.write_bytes(b"%PDF-1.4 lab report")
