@@ -189,17 +189,24 @@ async def _heartbeating(call: Awaitable[R]) -> R:
             _heartbeat("waiting for the entity's answer")
     except BaseException:
         task.cancel()
+        # Its outcome (the SDK turns the cancellation into an error of its own) is ours to drop.
+        task.add_done_callback(_taken)
         raise
 
 
 def _settle(operation: WithStartWorkflowOperation[Any, Any]) -> None:
-    """Take the start operation's outcome, so a failed start is not logged as an ERROR "Future exception
-    was never retrieved" traceback when it is collected: the update's own error already says it all.
+    """Take the start operation's outcome whenever it comes, so a failed start is not logged as an
+    ERROR "Future exception was never retrieved" traceback when it is collected: the update's own error
+    already says it all.
 
-    The SDK keeps the outcome in a private future; awaiting `workflow_handle()` would wait forever when
-    the call failed before the start was even tried."""
-    future = operation._workflow_handle
-    if future.done() and not future.cancelled():
+    The SDK keeps the outcome in a private future, which may settle after the call has failed (a
+    cancellation); awaiting `workflow_handle()` would wait forever when the call failed before the
+    start was even tried."""
+    operation._workflow_handle.add_done_callback(_taken)
+
+
+def _taken(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
         future.exception()
 
 

@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from typing import Any
 
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    PrometheusConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
 from chipclear.codec import data_converter, keys_from_env
@@ -41,21 +49,38 @@ def connect_config() -> dict[str, Any]:
     return config
 
 
+def _core_logging() -> LoggingConfig:
+    """The SDK core's own log lines (a slow workflow task, a poll that failed) go through Python's
+    logging, and so to stderr with chipclear's own: by default the core prints them to stdout, in the
+    middle of a command's output (`bench --json` did not parse)."""
+    return LoggingConfig(
+        filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+        forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+    )
+
+
+@functools.cache
+def runtime() -> Runtime:
+    """The one runtime of a process without a metrics endpoint."""
+    return Runtime(telemetry=TelemetryConfig(logging=_core_logging()))
+
+
 @functools.cache
 def metrics_runtime(port: int, host: str = DEFAULT_LISTEN_HOST) -> Runtime:
     """One runtime per process and address: it serves Prometheus /metrics for the SDK's own metrics
     (prefixed temporal_) and chipclear's (prefixed chipclear_)."""
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # an IPv6 address in brackets
     metrics = PrometheusConfig(bind_address=address, counters_total_suffix=True)
-    return Runtime(telemetry=TelemetryConfig(metrics=metrics, metric_prefix="temporal_"))
+    telemetry = TelemetryConfig(logging=_core_logging(), metrics=metrics, metric_prefix="temporal_")
+    return Runtime(telemetry=telemetry)
 
 
 async def connect(
     *, metrics_port: int | None = None, metrics_host: str = DEFAULT_LISTEN_HOST, **overrides: Any
 ) -> Client:
     config = connect_config() | overrides
-    if metrics_port is not None:
-        config["runtime"] = metrics_runtime(metrics_port, metrics_host)
+    if "runtime" not in config:
+        config["runtime"] = runtime() if metrics_port is None else metrics_runtime(metrics_port, metrics_host)
     try:
         # Sealed with CHIPCLEAR_CODEC_KEYS when set: the worker and every CLI command alike.
         # Without keys, a sealed payload is named as a key mismatch (one sentence), not a parse error.

@@ -138,13 +138,13 @@ async def _server() -> Finding:
     from temporalio.client import Client
 
     from chipclear import search_attributes as sa
-    from chipclear.temporal import connect_config
+    from chipclear.temporal import connect_config, runtime
 
     config = connect_config()
     value = f"{config['target_host']} (namespace {config.get('namespace', 'default')})"
     try:
         # Without the payload codec: a broken codec key is the codec's finding, not the server's.
-        client = await asyncio.wait_for(Client.connect(**config), SERVER_PROBE_SECONDS)
+        client = await asyncio.wait_for(Client.connect(**config, runtime=runtime()), SERVER_PROBE_SECONDS)
     except (RuntimeError, TimeoutError):
         return Finding(
             "server",
