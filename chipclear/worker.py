@@ -41,6 +41,7 @@ from chipclear.store import EventStore
 from chipclear.store.outage import StoreOutage
 from chipclear.store.urls import redact
 from chipclear.temporal import connect_patiently
+from chipclear.workflow_code import compile_once
 from workflows.allocation import AllocationLedgerWorkflow
 from workflows.buyer_cap import BuyerCapWorkflow
 from workflows.exporter import ExporterWorkflow
@@ -102,6 +103,7 @@ def workflow_runner(sandbox: bool = True) -> WorkflowRunner:
     """
     if not sandbox:
         return UnsandboxedWorkflowRunner()
+    compile_once()  # each run imports its workflow module afresh: compiled once (chipclear/workflow_code.py)
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(
             "cryptography", "chipclear", "activities"
