@@ -41,8 +41,8 @@ def on_sqlite(name: str, fault: drills.Fault) -> Drill:
     return run
 
 
-def on_postgres(name: str, down: float | None) -> Drill:
-    """On a PostgreSQL server of the drill's own, stopped for `down` seconds (None: not at all)."""
+def on_postgres(name: str, strike: Callable[[drills.RestartableCluster], drills.Fault]) -> Drill:
+    """On a PostgreSQL server of the drill's own, struck by the fault `strike` makes for it."""
 
     async def run(home: Path, requests: int) -> dict[str, Any]:
         cluster = drills.RestartableCluster().start()
@@ -51,8 +51,7 @@ def on_postgres(name: str, down: float | None) -> Drill:
             with closing(open_store(url, require_schema=False)) as fresh:
                 fresh.migrate()
             rig = Rig(home, url)
-            fault = drills.no_fault if down is None else drills.stop_postgres(cluster, down)
-            result = await drills.drill(rig, requests, fault, within=900)
+            result = await drills.drill(rig, requests, strike(cluster), within=900)
             return summary(name, result) | {"workers": rig.workers_started, "sigterm_exit": rig.exit_code}
         finally:
             cluster.stop()
@@ -65,8 +64,11 @@ DRILLS: dict[str, Drill] = {
     "worker kill -9": on_sqlite("worker kill -9", drills.kill_worker),
     "dev server kill + restart": on_sqlite("dev server kill + restart", drills.restart_server),
     "store lock 75 s": on_sqlite("store lock 75 s", drills.lock_store(hold=75.0)),
-    "none (postgresql)": on_postgres("none (postgresql)", down=None),
-    "postgresql down 20 s": on_postgres("postgresql down 20 s", down=20.0),
+    "none (postgresql)": on_postgres("none (postgresql)", lambda _: drills.no_fault),
+    "two workers (postgresql)": on_postgres("two workers (postgresql)", lambda _: drills.second_worker),
+    "postgresql down 20 s": on_postgres(
+        "postgresql down 20 s", lambda cluster: drills.stop_postgres(cluster, 20.0)
+    ),
 }
 
 

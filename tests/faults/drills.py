@@ -58,6 +58,13 @@ async def kill_worker(client: Client, rig: Rig, load: Load) -> None:
     rig.start_worker()
 
 
+async def second_worker(client: Client, rig: Rig, load: Load) -> None:
+    """A second worker process on the same queue and event store, from the start: the two share the
+    requests, the ledger's calls and the appends (PostgreSQL: SQLite is one machine's file)."""
+    rig.start_worker()
+    await rig.worker_ready()
+
+
 async def restart_server(client: Client, rig: Rig, load: Load, down: float = 3.0) -> None:
     """SIGKILL the dev server mid-run and start it again on its database; the worker stays."""
     await under_way(rig, load)

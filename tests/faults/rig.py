@@ -68,7 +68,8 @@ class Rig:
     task_queue: str = field(default_factory=lambda: f"faults-{uuid.uuid4().hex[:8]}")
     dev: DevServer = field(init=False)
     server: subprocess.Popen[bytes] | None = None
-    worker: subprocess.Popen[bytes] | None = None
+    worker: subprocess.Popen[bytes] | None = None  # the last one started
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)  # every one started
     workers_started: int = 0
     worker_alive: bool = False  # whether the last worker still ran when the load had ended
     exit_code: int | None = None  # the last worker's, once stopped with SIGTERM
@@ -107,14 +108,17 @@ class Rig:
             self.worker = subprocess.Popen(
                 [str(CHIPCLEAR), "worker"], env=self.env(), stdout=subprocess.DEVNULL, stderr=sink
             )
+        self.workers.append(self.worker)
         return self.worker
 
     def worker_logs(self) -> list[dict[str, Any]]:
         return [record for path in sorted(self.home.glob("worker-*.log")) for record in log_events(path)]
 
     async def worker_ready(self, within: float = 60.0) -> None:
+        """Until the last worker started has said so in its log."""
         deadline = time.monotonic() + within
-        while not any(r.get("event") == "worker started" for r in self.worker_logs()[-50:]):
+        log = self.home / f"worker-{self.workers_started}.log"
+        while not any(r.get("event") == "worker started" for r in log_events(log)[:50]):
             assert self.worker is not None and self.worker.poll() is None, self.tail()
             assert time.monotonic() < deadline, "no `worker started` in time\n" + self.tail()
             await asyncio.sleep(0.2)
@@ -135,7 +139,7 @@ class Rig:
         return "\n".join(logs[-1].read_text(errors="replace").splitlines()[-lines:]) if logs else ""
 
     def cleanup(self) -> None:
-        for process in (self.worker, self.server):
+        for process in (*self.workers, self.server):
             if process is not None and process.poll() is None:
                 process.kill()
                 process.wait()
@@ -243,6 +247,8 @@ class Verdict:
     seconds: float
     p50: float
     p90: float
+    # How many worker processes took the requests' workflow or activity tasks (each its own identity).
+    worker_identities: int = 0
 
     def problems(self) -> list[str]:
         found = []
@@ -296,7 +302,7 @@ async def verdict(client: Client, rig: Rig, load: Load, batch: BatchSpec, second
         ledger = fold_ledger(e.data for e in ledger_events)
         audit_ok = store.verify().ok
     held = ledger.batches.get(batch.batch_id)
-    replayed, failures = await replay_all(client, rig, load)
+    replayed, failures, identities = await replay_all(client, rig, load)
     return Verdict(
         requests=len(load.requests),
         right=right,
@@ -309,14 +315,16 @@ async def verdict(client: Client, rig: Rig, load: Load, batch: BatchSpec, second
         audit_ok=audit_ok,
         replayed=replayed,
         replay_failures=failures,
+        worker_identities=len(identities),
         seconds=seconds,
         p50=load.percentile(0.5),
         p90=load.percentile(0.9),
     )
 
 
-async def replay_all(client: Client, rig: Rig, load: Load) -> tuple[int, list[str]]:
-    """Every workflow of the run (each request, every run of the ledger) replayed on today's code."""
+async def replay_all(client: Client, rig: Rig, load: Load) -> tuple[int, list[str], set[str]]:
+    """Every workflow of the run (each request, every run of the ledger) replayed on today's code; and
+    the identities of the workers that took the requests' workflow or activity tasks."""
     replayer = Replayer(
         workflows=list(WORKFLOWS), data_converter=DATA_CONVERTER, workflow_runner=workflow_runner()
     )
@@ -332,7 +340,19 @@ async def replay_all(client: Client, rig: Rig, load: Load) -> tuple[int, list[st
         result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
         if result.replay_failure is not None:
             failures.append(f"{history.workflow_id}: {result.replay_failure}")
-    return len(histories), failures
+    requests = {workflow_id(r.request_id) for r in load.requests}
+    identities = {
+        identity
+        for history in histories
+        if history.workflow_id in requests
+        for event in history.events
+        for identity in (
+            event.workflow_task_completed_event_attributes.identity,
+            event.activity_task_started_event_attributes.identity,
+        )
+        if identity
+    }
+    return len(histories), failures, identities
 
 
 @asynccontextmanager
@@ -358,6 +378,7 @@ def summary(name: str, result: Verdict) -> dict[str, Any]:
         "p50_s": round(result.p50, 2),
         "p90_s": round(result.p90, 2),
         "histories_replayed": result.replayed,
+        "workers_that_took_tasks": result.worker_identities,
         "problems": result.problems(),
     }
 

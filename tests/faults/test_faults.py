@@ -98,3 +98,17 @@ async def test_a_postgresql_outage_is_waited_out(
         assert "PostgreSQL event store" in done.stderr, done
         if done.returncode == 0:
             assert json.loads(done.stdout)["source"] == "workflow" and "Temporal holds" in done.stderr
+
+
+async def test_two_workers_on_one_postgresql_store_share_the_load_and_lose_nothing(
+    tmp_path: Path, pg_cluster: drills.RestartableCluster
+) -> None:
+    url = pg_cluster.new_schema()
+    with closing(open_store(url, require_schema=False)) as fresh:
+        fresh.migrate()
+    rig = Rig(tmp_path, url)
+    result = await drills.drill(rig, REQUESTS, drills.second_worker)
+    holds(result)  # every request licensed once, no duplicate or missing event, the audit and replay hold
+    assert rig.workers_started == 2 and rig.worker_alive and rig.exit_code == 0
+    assert result.worker_identities == 2  # both took tasks of the requests (a sticky run stays put)
+    quiet(rig)
