@@ -39,7 +39,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 bench: $(STAMP)
-	$(BIN)/chipclear bench
+	$(BIN)/chipclear bench --write-docs docs/performance.md
 
 # The fault drills of tests/faults at full size (400 requests each), printing the figures that
 # docs/operations.md shows: minutes of work, for a quiet machine.

@@ -13,6 +13,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from rich.table import Table
 from temporalio.client import Client
 
 from activities.bench import bare_step
-from chipclear import keys
+from chipclear import bench_report, keys
 from chipclear.cli import output
 from chipclear.client import open_batch
 from chipclear.config import Settings
@@ -153,8 +154,11 @@ async def run_bench(
     allocation: bool,
     as_json: bool,
     event_store: str | None = None,
+    write_docs: Path | None = None,
 ) -> None:
     from chipclear.worker import run_worker
+
+    host = bench_report.machine()  # the load average before the run, not the bench's own
 
     configure(level="WARNING")
     with tempfile.TemporaryDirectory(prefix="chipclear-bench-") as tmp:
@@ -195,6 +199,8 @@ async def run_bench(
         finally:
             if process is not None:
                 stop(process)
+    if write_docs is not None:
+        bench_report.rewrite(write_docs, bench_report.render(report, host, datetime.now(UTC)))
     if as_json:
         output.print_json(report)
         return

@@ -69,6 +69,7 @@ EXPECTED: tuple[tuple[str, str, int], ...] = (
     ("chipclear.config", "ConfigError", 2),
     ("chipclear.store.transfer", "InvalidExport", 2),
     ("chipclear.keys", "KeyFileError", 2),
+    ("chipclear.bench_report", "NoReportBlock", 2),
     ("pydantic_core", "ValidationError", 2),
     ("chipclear.temporal", "ServerUnavailable", 1),
     ("chipclear.store.errors", "StoreUnavailable", 1),

@@ -970,10 +970,21 @@ def bench(
         ),
     ] = None,
     json_: JsonOption = False,
+    write_docs: Annotated[
+        Path | None,
+        typer.Option(
+            "--write-docs",
+            help="Also write this run's figures, the machine and the date into the generated block of this "
+            "file (make bench: docs/performance.md).",
+        ),
+    ] = None,
 ) -> None:
     """Throughput and latency of auto-policy requests against a bare three-activity workflow."""
+    from chipclear import bench_report
     from chipclear.bench import run_bench
 
+    if write_docs is not None:
+        bench_report.check(write_docs)
     run(
         run_bench(
             requests=requests,
@@ -983,6 +994,7 @@ def bench(
             allocation=allocation,
             as_json=json_,
             event_store=event_store,
+            write_docs=write_docs,
         )
     )
 

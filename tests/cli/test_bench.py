@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 from contextlib import closing
+from pathlib import Path
 
+from chipclear.bench_report import BEGIN, END
 from chipclear.domain.models import Status
 from chipclear.projections import list_requests
 from chipclear.store import open_store
@@ -26,3 +29,26 @@ def test_bench_on_a_postgresql_event_store_records_every_request(pg_url: str) ->
         requests = list_requests(store)
         assert len(requests) >= 4 and {row.status for row in requests} == {Status.LICENSED}  # + warm-up
         assert store.verify().ok
+
+
+def test_bench_writes_its_figures_the_machine_and_the_date_into_the_docs(tmp_path: Path) -> None:
+    doc = tmp_path / "performance.md"
+    doc.write_text(f"# Performance\n\nBefore.\n\n{BEGIN}\nold figures\n{END}\n\nAfter.\n", encoding="utf-8")
+    result = ok(
+        chipclear(hermetic_env(), "bench", "-n", "3", "--concurrency", "3", "--no-allocation",
+                  "--write-docs", str(doc), "--json")
+    )  # fmt: skip
+    report = json.loads(result.stdout)  # stdout is the JSON alone
+    text = doc.read_text(encoding="utf-8")
+    assert text.startswith("# Performance\n\nBefore.\n\n" + BEGIN) and text.endswith(END + "\n\nAfter.\n")
+    assert "old figures" not in text and f"{os.cpu_count()} cores" in text and "load average" in text
+    assert f"**{report['ratio_vs_regular']}**" in text
+    assert text.count("| bare: 3 regular activities | 3 |") == 1
+
+
+def test_bench_refuses_a_docs_file_without_its_block_before_running(tmp_path: Path) -> None:
+    doc = tmp_path / "notes.md"
+    doc.write_text("# Notes\n", encoding="utf-8")
+    result = chipclear(hermetic_env(), "bench", "--write-docs", str(doc))
+    assert result.returncode == 2 and "has no block for the bench to write" in result.stderr
+    assert "Traceback" not in result.stderr and doc.read_text(encoding="utf-8") == "# Notes\n"
