@@ -13,12 +13,10 @@ machines; a transaction would need the same totals read under a lock of its own 
 from __future__ import annotations
 
 import asyncio
-from functools import partial
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.events import EventActivities, PolicyInput, PolicyResult
     from chipclear.contracts import (
         EXPORTER_COUNT,
         EXPORTER_DECLARE,
@@ -33,10 +31,8 @@ with workflow.unsafe.imports_passed_through():
     from chipclear.domain.errors import DomainError
     from chipclear.domain.events import Event
     from chipclear.domain.people import require_exporter_officer, require_signature
-    from workflows import appends
+    from workflows import calls
     from workflows.entity import domain_refusals, live_then_continue
-    from workflows.options import LOCAL_STORE_RETRY, LOCAL_STORE_TIMEOUT
-    from workflows.patience import patiently
 
 
 @workflow.defn(name=EXPORTER_WORKFLOW)
@@ -79,17 +75,7 @@ class ExporterWorkflow:
         async with self._lock:
             # Who acts for the exporter is the policy's word: read it (recorded in history), then check
             # the officer and the signature with nothing awaited in between.
-            found: PolicyResult = await patiently(
-                partial(
-                    workflow.execute_local_activity_method,
-                    EventActivities.current_policy,
-                    PolicyInput(),
-                    start_to_close_timeout=LOCAL_STORE_TIMEOUT,
-                    retry_policy=LOCAL_STORE_RETRY,
-                    summary="read the policy in force",
-                ),
-                "the policy",
-            )
+            found = await calls.current_policy()
             with domain_refusals():
                 require_exporter_officer(found.policy, command.actor, command.exporter)
                 require_signature(
@@ -138,5 +124,5 @@ class ExporterWorkflow:
             actor=actor,
             act=act,
         )
-        await appends.append([event], self._state.version)
+        await calls.append([event], self._state.version)
         self._state = rule.evolve_exporter(self._state, data, actor)

@@ -13,22 +13,15 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RawValue, RetryPolicy
+from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.allocation import AllocationActivities
-    from activities.events import (
-        EventActivities,
-        InvoiceOwners,
-        PolicyInput,
-        PolicyResult,
-        ReleasedInvoices,
-    )
-    from activities.screening import ScreeningActivities
+    from activities.events import EventActivities, InvoiceOwners, ReleasedInvoices
     from chipclear import search_attributes, ui_text
     from chipclear.contracts import (
         ALLOCATION_GRANTED_SIGNAL,
@@ -41,7 +34,6 @@ with workflow.unsafe.imports_passed_through():
         StartLicence,
         StateQuery,
         TransitionResult,
-        ledger_calls_queue,
         licence_summary,
     )
     from chipclear.domain import bounds
@@ -61,23 +53,15 @@ with workflow.unsafe.imports_passed_through():
     from chipclear.domain.decider import Due, compensations, decide, needs, next_due
     from chipclear.domain.errors import DomainError
     from chipclear.domain.events import Event, EvidenceRejected
-    from chipclear.domain.facts import NONE, Facts, FactsWanted, Screening, provisional
+    from chipclear.domain.facts import NONE, Facts, FactsWanted, provisional
     from chipclear.domain.gates import gate_of
     from chipclear.domain.policy import Policy
     from chipclear.domain.state import RequestState, evolve
-    from workflows import appends, metrics
+    from workflows import calls, metrics
     from workflows.options import (
-        LEDGER_HEARTBEAT,
-        LEDGER_RETRY,
-        LEDGER_TIMEOUT,
         LOCAL_LEDGER_RETRY,
         LOCAL_LEDGER_TIMEOUT,
-        LOCAL_STORE_RETRY,
-        LOCAL_STORE_TIMEOUT,
-        SCREENING_RETRY,
-        SCREENING_TIMEOUT,
     )
-    from workflows.patience import patiently
 
 
 if TYPE_CHECKING:
@@ -120,30 +104,6 @@ _Arg = TypeVar("_Arg")
 _Result = TypeVar("_Result")
 
 
-async def _local(
-    activity: Callable[..., Any],
-    arg: object,
-    summary: str,
-    start_to_close: timedelta,
-    retry: RetryPolicy,
-    waiting_for: str = "the event store",
-) -> Any:
-    """A local activity with these options, waited out through an outage (workflows/patience.py);
-    it may be sync or async, so callers annotate the result."""
-    return await patiently(
-        lambda: workflow.execute_local_activity_method(
-            activity, arg, start_to_close_timeout=start_to_close, retry_policy=retry, summary=summary
-        ),
-        waiting_for,
-        _gate_table,
-    )
-
-
-async def _on_store(activity: Callable[..., Any], arg: object, summary: str) -> Any:
-    """A local activity on the event store, with the local store calls' timeout and retries."""
-    return await _local(activity, arg, summary, LOCAL_STORE_TIMEOUT, LOCAL_STORE_RETRY)
-
-
 def _gate_table() -> str:
     """The current details as they were before a wait: the gate table of the running request."""
     instance = workflow.instance()
@@ -168,9 +128,7 @@ class ImportRequestWorkflow:
     @workflow.run
     async def run(self, input: StartInput) -> ImportRequestResult:
         input = _start_input(input)  # decoded before anything else: a refused input does nothing
-        policy_result: PolicyResult = await _on_store(
-            EventActivities.current_policy, PolicyInput(), "read the policy in force"
-        )
+        policy_result = await calls.current_policy()
         self._policy = policy_result.policy
         # Upsert the Web UI's search attributes only where the namespace has them (recorded above).
         self._upsert = policy_result.search_attributes
@@ -210,13 +168,14 @@ class ImportRequestWorkflow:
         request = self._state.request
         assert request is not None and self._state.licence_id is not None
         summary = licence_summary(request, self._state.licence_id)[:200]
-        await _local(
+        await calls.local(
             AllocationActivities.start_licence,
             StartLicence(request_id=request.request_id, summary=summary),
             "open the licence's workflow",
             LOCAL_LEDGER_TIMEOUT,
             LOCAL_LEDGER_RETRY,
             "Temporal",
+            _gate_table,
         )
 
     # -- queries and updates ------------------------------------------------------------------
@@ -359,31 +318,27 @@ class ImportRequestWorkflow:
         """
         facts = Facts()
         if wanted.invoices is not None:
-            registered: InvoiceOwners = await _on_store(
+            registered: InvoiceOwners = await calls.on_store(
                 EventActivities.register_invoices,
                 wanted.invoices,
                 f"register {len(wanted.invoices.keys)} invoice(s)",
+                details=_gate_table,
             )
             facts = facts.merged(Facts(invoice_owners=registered.owners))
         if wanted.screening is not None:
-            screened: Screening = await _local(
-                ScreeningActivities.screen_parties,
-                wanted.screening,
-                "restricted-party screening",
-                SCREENING_TIMEOUT,
-                SCREENING_RETRY,
-            )
+            screened = await calls.screen(wanted.screening, "restricted-party screening", _gate_table)
             facts = facts.merged(Facts(screening=screened))
         if wanted.buyer_claim is not None:
             claim = wanted.buyer_claim
             try:
-                granted: BuyerClaim = await _local(
+                granted: BuyerClaim = await calls.local(
                     AllocationActivities.claim_buyer_units,
                     claim,
                     f"claim {claim.units} units of {claim.buyer}'s cap",
                     LOCAL_LEDGER_TIMEOUT,
                     LOCAL_LEDGER_RETRY,
                     f"{claim.buyer}'s cap",
+                    _gate_table,
                 )
             except ActivityError as exc:
                 cause = exc.cause
@@ -411,32 +366,20 @@ class ImportRequestWorkflow:
             )
             facts = facts.merged(Facts(buyer_units_released=back.units))
         if wanted.release_invoices is not None:
-            freed: ReleasedInvoices = await _on_store(
-                EventActivities.release_invoices, wanted.release_invoices, "free the request's invoices"
+            freed: ReleasedInvoices = await calls.on_store(
+                EventActivities.release_invoices,
+                wanted.release_invoices,
+                "free the request's invoices",
+                details=_gate_table,
             )
             facts = facts.merged(Facts(invoices_released=freed.released))
         return facts
 
-    @property
-    def _ledger_queue(self) -> str:
-        return ledger_calls_queue(workflow.info().task_queue)
-
     async def _on_ledger_queue(
         self, activity: Callable[[_Self, _Arg], Awaitable[_Result]], arg: _Arg, summary: str
     ) -> _Result:
-        """A regular activity on the ledger's own queue, with the ledger's timeout and retries."""
-        return await patiently(
-            lambda: workflow.execute_activity_method(
-                activity,
-                arg,
-                task_queue=self._ledger_queue,
-                start_to_close_timeout=LEDGER_TIMEOUT,
-                heartbeat_timeout=LEDGER_HEARTBEAT,
-                retry_policy=LEDGER_RETRY,
-                summary=summary,
-            ),
-            "the allocation ledger",
-            lambda: ui_text.gate_table(self._durable),
+        return await calls.on_entity_queue(
+            activity, arg, summary, "the allocation ledger", lambda: ui_text.gate_table(self._durable)
         )
 
     async def _flush(self) -> None:
@@ -452,7 +395,7 @@ class ImportRequestWorkflow:
         try:
             # A regular activity is scheduled in history before it writes, so the store never holds
             # an event from a workflow task that was later lost and decided differently.
-            await appends.append(
+            await calls.append(
                 events, events[0].version - 1, details=lambda: ui_text.gate_table(self._durable)
             )
         except BaseException:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import datetime, timedelta
-from functools import partial
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
@@ -20,7 +19,6 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.allocation import AllocationActivities
     from activities.events import EventActivities, LicenceOpening, LicenceOpeningInput
-    from activities.screening import ScreeningActivities
     from chipclear import ui_text
     from chipclear.contracts import (
         LICENCE_ACT,
@@ -32,27 +30,16 @@ with workflow.unsafe.imports_passed_through():
         LicenceInput,
         LicenceQuery,
         LicenceResult,
-        ledger_calls_queue,
     )
     from chipclear.domain import licence as rule
     from chipclear.domain.commands import Rescreen
     from chipclear.domain.errors import DomainError
     from chipclear.domain.events import Event
-    from chipclear.domain.exporter import ChinaCount
-    from chipclear.domain.facts import Screening, ScreenParties
+    from chipclear.domain.exporter import ChinaCount, CountChinaShipment
+    from chipclear.domain.facts import ScreenParties
     from chipclear.domain.gates import us_export
     from chipclear.domain.policy import Policy
-    from workflows import appends, metrics
-    from workflows.options import (
-        LEDGER_HEARTBEAT,
-        LEDGER_RETRY,
-        LEDGER_TIMEOUT,
-        LOCAL_STORE_RETRY,
-        LOCAL_STORE_TIMEOUT,
-        SCREENING_RETRY,
-        SCREENING_TIMEOUT,
-    )
-    from workflows.patience import patiently
+    from workflows import calls, metrics
 
 
 @workflow.defn(name=LICENCE_WORKFLOW)
@@ -67,16 +54,10 @@ class LicenceWorkflow:
 
     @workflow.run
     async def run(self, input: LicenceInput) -> LicenceResult:
-        opening: LicenceOpening = await patiently(
-            partial(
-                workflow.execute_local_activity_method,
-                EventActivities.open_licence,
-                LicenceOpeningInput(request_id=input.request_id),
-                start_to_close_timeout=LOCAL_STORE_TIMEOUT,
-                retry_policy=LOCAL_STORE_RETRY,
-                summary="read the licence's terms from the request's record",
-            ),
-            "the event store",
+        opening: LicenceOpening = await calls.on_store(
+            EventActivities.open_licence,
+            LicenceOpeningInput(request_id=input.request_id),
+            "read the licence's terms from the request's record",
         )
         if opening.state is None:
             raise ApplicationError(opening.refused or "no licence", type="NoLicence", non_retryable=True)
@@ -132,16 +113,9 @@ class LicenceWorkflow:
             section = us_export.GATE.section(self._policy)
             if not section.screening:
                 return self._result([])
-            found: Screening = await patiently(
-                partial(
-                    workflow.execute_local_activity_method,
-                    ScreeningActivities.screen_parties,
-                    ScreenParties(parties=self._state.terms.parties, threshold=section.screening_threshold),
-                    start_to_close_timeout=SCREENING_TIMEOUT,
-                    retry_policy=SCREENING_RETRY,
-                    summary=f"re-screening against list {command.list_version}",
-                ),
-                "the event store",
+            found = await calls.screen(
+                ScreenParties(parties=self._state.terms.parties, threshold=section.screening_threshold),
+                f"re-screening against list {command.list_version}",
             )
             try:
                 events = await self._step(
@@ -221,7 +195,7 @@ class LicenceWorkflow:
             )
             for index, data in enumerate(decided, start=1)
         ]
-        await appends.append(events, self._state.version)
+        await calls.append(events, self._state.version)
         before = self._state
         for event in events:
             self._state = rule.evolve_licence(self._state, event.data, now)  # type: ignore[arg-type]
@@ -231,20 +205,13 @@ class LicenceWorkflow:
         workflow.set_current_details(ui_text.licence_table(self._state))
         return events
 
-    async def _count(self, wanted: object) -> ChinaCount:
+    async def _count(self, wanted: CountChinaShipment) -> ChinaCount:
         """The exporter's count, from its own workflow (a regular activity on the entity-call queue: the
         exporter answers only once the count is stored)."""
-        answer: ChinaCountAnswer = await patiently(
-            partial(
-                workflow.execute_activity_method,
-                AllocationActivities.count_china_shipment,
-                wanted,
-                task_queue=ledger_calls_queue(workflow.info().task_queue),
-                start_to_close_timeout=LEDGER_TIMEOUT,
-                heartbeat_timeout=LEDGER_HEARTBEAT,
-                retry_policy=LEDGER_RETRY,
-                summary="count the shipment for the exporter's 50% rule",
-            ),
+        answer: ChinaCountAnswer = await calls.on_entity_queue(
+            AllocationActivities.count_china_shipment,
+            wanted,
+            "count the shipment for the exporter's 50% rule",
             "the exporter's record",
         )
         if answer.count is None:

@@ -25,25 +25,38 @@ with workflow.unsafe.imports_passed_through():
     from chipclear.domain.state import RequestState
 
 
-class RequestMetrics:
-    """The instruments, made once per workflow run rather than at every transition."""
+class _Counted:
+    """What every entity's instruments share: a counter of entries into each status, made with the
+    others once per workflow run rather than at every transition."""
+
+    def __init__(self, what: str, unit: str) -> None:
+        self.meter = workflow.metric_meter()
+        self.transitions = self.meter.create_counter(
+            f"chipclear_{what}_transitions", f"{unit.capitalize()} entering each status.", unit
+        )
+
+    def entered(self, before: object, after: object) -> None:
+        if before != after and after is not None:
+            self.transitions.add(1, {"status": str(after)})
+
+
+class RequestMetrics(_Counted):
+    """Requests by status, units licensed, screening hits and the time each gate took."""
 
     def __init__(self) -> None:
-        meter = workflow.metric_meter()
-        self.transitions = meter.create_counter(
-            "chipclear_request_transitions", "Requests entering each status.", "requests"
+        super().__init__("request", "requests")
+        self.licensed = self.meter.create_counter(
+            "chipclear_units_licensed", "Units on issued licences.", "units"
         )
-        self.licensed = meter.create_counter("chipclear_units_licensed", "Units on issued licences.", "units")
-        self.hits = meter.create_counter(
+        self.hits = self.meter.create_counter(
             "chipclear_screening_hits", "Restricted-party screening matches.", "matches"
         )
-        self.gate_duration = meter.create_histogram_float(
+        self.gate_duration = self.meter.create_histogram_float(
             "chipclear_gate_duration_seconds", "Time from a gate opening to its outcome.", "s"
         )
 
     def record(self, before: RequestState, after: RequestState, events: Sequence[Event]) -> None:
-        if before.status != after.status and after.status is not None:
-            self.transitions.add(1, {"status": after.status})
+        self.entered(before.status, after.status)
         for event in events:
             match event.data:
                 case LicenseIssued(units=units):
@@ -62,24 +75,20 @@ class RequestMetrics:
         self.gate_duration.record(duration, {"gate": gate, "outcome": event.type})
 
 
-class LicenceMetrics:
+class LicenceMetrics(_Counted):
     """A licence's instruments: units shipped, shipments refused by reason, licences by status."""
 
     def __init__(self) -> None:
-        meter = workflow.metric_meter()
-        self.shipped = meter.create_counter(
+        super().__init__("licence", "licences")
+        self.shipped = self.meter.create_counter(
             "chipclear_units_shipped", "Units shipped under licences (recorded shipments).", "units"
         )
-        self.refused = meter.create_counter(
+        self.refused = self.meter.create_counter(
             "chipclear_shipments_refused", "Shipments refused, by the rule that refused them.", "shipments"
-        )
-        self.transitions = meter.create_counter(
-            "chipclear_licence_transitions", "Licences entering each status.", "licences"
         )
 
     def record(self, before: LicenceState, after: LicenceState, events: Sequence[LicencePayload]) -> None:
-        if before.status != after.status and after.status is not None:
-            self.transitions.add(1, {"status": str(after.status)})
+        self.entered(before.status, after.status)
         for event in events:
             if isinstance(event, ShipmentRecorded):
                 self.shipped.add(event.units)
