@@ -10,7 +10,6 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.events import EventActivities, PolicyInput, PolicyResult
     from chipclear.contracts import (
         ALLOCATION_GRANTED_SIGNAL,
         LEDGER_OPEN_BATCH,
@@ -27,10 +26,8 @@ with workflow.unsafe.imports_passed_through():
     from chipclear.domain import allocation
     from chipclear.domain.errors import DomainError
     from chipclear.domain.events import Event
-    from workflows import appends
+    from workflows import calls
     from workflows.entity import domain_refusals, live_then_continue
-    from workflows.options import LOCAL_STORE_RETRY, LOCAL_STORE_TIMEOUT
-    from workflows.patience import patiently
 
 
 @workflow.defn(name=LEDGER_WORKFLOW)
@@ -84,16 +81,7 @@ class AllocationLedgerWorkflow:
     async def open_batch(self, command: allocation.OpenBatch) -> OpenBatchResult:
         # Who may open a batch is the policy's word: read it (an activity, so it is recorded in
         # history), then check the signature against it and decide with nothing awaited in between.
-        found: PolicyResult = await patiently(
-            lambda: workflow.execute_local_activity_method(
-                EventActivities.current_policy,
-                PolicyInput(),
-                start_to_close_timeout=LOCAL_STORE_TIMEOUT,
-                retry_policy=LOCAL_STORE_RETRY,
-                summary="read the policy in force",
-            ),
-            "the policy",
-        )
+        found = await calls.current_policy()
         with domain_refusals():
             stream = ledger_stream(workflow.info().workflow_id)
             allocation.require_opener(self._state, command, found.policy, stream)
@@ -171,7 +159,7 @@ class AllocationLedgerWorkflow:
             self._writing = True
             try:
                 # Waited out through an outage: the decisions in `batch` are already answered for.
-                await appends.append(batch, self._appended, summary=f"{len(batch)} ledger event(s)")
+                await calls.append(batch, self._appended, summary=f"{len(batch)} ledger event(s)")
             finally:
                 self._writing = False
             self._appended = batch[-1].version

@@ -3,6 +3,7 @@ and the cn-import gate that records its answers."""
 
 from __future__ import annotations
 
+import random
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -61,9 +62,12 @@ Command = Reserve | Release | OpenBatch
 def apply(
     state: LedgerState, command: Command, now: datetime = NOW
 ) -> tuple[list[LedgerEvent], LedgerState, Reservation | None]:
-    """decide_ledger, then evolve_ledger over its events; the answer for a Reserve."""
+    """decide_ledger, then evolve_ledger over its events (on a copy: the fold is in place, and the
+    tests compare before with after); the answer for a Reserve."""
+    before = state.model_copy(deep=True)
     events = decide_ledger(state, command, now)
-    new = state
+    assert state == before  # deciding changes nothing
+    new = state.model_copy(deep=True)
     for event in events:
         new = evolve_ledger(new, event)
     assert new.version == state.version + len(events)
@@ -631,7 +635,7 @@ def test_ledger_invariants_hold_for_any_interleaving(commands):
         # Grants served from the queue follow the queue's order: priority tier first, then arrival.
         from_queue = [e for e in grants(events) if e.from_queue]
         if from_queue:
-            mid = state
+            mid = state.model_copy(deep=True)
             for event in events:
                 if isinstance(event, UnitsGranted):
                     break
@@ -681,6 +685,80 @@ def test_ledger_invariants_hold_for_any_interleaving(commands):
         assert kinds.count("UnitsReleased") + kinds.count("QueueLeft") <= 1, request_id
         if "UnitsReleased" in kinds or "QueueLeft" in kinds:
             assert kinds[-1] in {"UnitsReleased", "QueueLeft"}, (request_id, kinds)
+
+
+PRIORITY = "Priority Holdings"
+
+
+def waiting_order(state: LedgerState, first_tier: set[str]) -> list[str]:
+    """The queue's order computed afresh from the fields (not the ledger's own indexes), given the ids
+    of the requests whose buyer is a priority buyer."""
+    ordered = sorted(state.queue, key=lambda e: (e.request_id not in first_tier, e.seq))
+    return [e.request_id for e in ordered]
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rush=st.integers(2_000, 4_000),
+    capacity=st.integers(500, 3_000),
+    cap=st.none() | st.integers(50, 400),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_a_rush_of_thousands_keeps_order_and_capacity(rush, capacity, cap, seed):
+    """Thousands of reservations one after another, as a rush reaches the ledger, folded in place: never
+    over capacity or a company's cap; every queued answer's position is its place in arrival order
+    within its tier; units given back and a new batch serve the waiting in exactly that order; and
+    the fold of the events, or the state read back from JSON, is the state the decisions built."""
+    rnd = random.Random(seed)
+    state = LedgerState()
+    history: list[LedgerEvent] = []
+
+    def run(command: Command) -> list[LedgerEvent]:
+        events = decide_ledger(state, command, NOW)
+        for event in events:
+            assert evolve_ledger(state, event) is state
+        history.extend(events)
+        return events
+
+    run(batch("b1", capacity, per_company_cap=cap, priority=[PRIORITY]))
+    names = [f"Rush Buyer {i} Co., Ltd." for i in range(40)] + [f"{PRIORITY} Ltd."]
+    first_tier: set[str] = set()
+    waiting: Counter[bool] = Counter()
+    for index in range(rush):
+        command = reserve(f"r{index}", rnd.choice(names), rnd.randint(1, 9))
+        first = normalise_buyer(command.buyer) == normalise_buyer(PRIORITY)
+        if first:
+            first_tier.add(command.request_id)
+        [event] = run(command)
+        answer = state.answer(command.request_id, command.units)
+        assert answer is not None
+        if isinstance(event, RequestQueued):
+            # Nobody leaves during the rush: a newcomer waits behind its whole tier.
+            waiting[first] += 1
+            assert answer.position == (waiting[True] if first else waiting[True] + waiting[False])
+    held = state.batches["b1"]
+    assert held.allocated == sum(a.units for a in state.allocations.values()) <= capacity
+    assert cap is None or max(held.by_buyer.values()) <= cap
+    assert len(state.allocations) + len(state.queue) == rush
+    assert [e.request_id for e in state.ordered_queue()] == waiting_order(state, first_tier)
+    assert [state.position(rid) for rid in waiting_order(state, first_tier)] == list(
+        range(1, len(state.queue) + 1)
+    )
+
+    # Units given back, and requests leaving the queue: whatever is served, is served in queue order.
+    for request_id in rnd.sample([f"r{i}" for i in range(rush)], 300):
+        order = waiting_order(state, first_tier)
+        served = [g.request_id for g in grants(run(release(request_id))) if g.from_queue]
+        assert served == [rid for rid in order if rid in set(served)]
+        assert state.batches["b1"].allocated <= capacity
+    assert [e.request_id for e in state.ordered_queue()] == waiting_order(state, first_tier)
+
+    order = waiting_order(state, first_tier)
+    served = [g.request_id for g in grants(run(batch("b2", rush * 9))) if g.from_queue]
+    assert served == order  # room for all: every waiting request, in queue order
+    assert state.queue == []
+    assert fold(history) == state
+    assert LedgerState.model_validate_json(state.model_dump_json()) == state
 
 
 # -- the cn-import gate: the ledger's answer is a fact the request records -----------------------------
