@@ -38,6 +38,8 @@ COLUMNS = (
     "state",
     "flags",
 )
+# The summary columns: everything but the state, which `list` never needs.
+SUMMARY_COLUMNS = [column for column in COLUMNS if column != "state"]
 
 
 class RequestSummary(BaseModel):
@@ -133,8 +135,48 @@ def list_requests(
     query = RowQuery(
         equal={"status": str(status)} if status is not None else {},
         tagged={"flags": flags} if flags else {},
-        columns=[column for column in COLUMNS if column != "state"],
+        columns=SUMMARY_COLUMNS,
         order_by=["submitted_at"],
     )
     rows = store.projection_rows(REQUESTS, query)
     return [RequestSummary.model_validate(row) for row in rows]
+
+
+def newest_requests(
+    store: ProjectionRows,
+    status: str | None = None,
+    flags: Sequence[str] = (),
+    *,
+    limit: int,
+    after: RequestSummary | None = None,
+) -> list[RequestSummary]:
+    """One page of projection rows, newest first (by submission, then id): at most `limit`, those
+    listed after `after` (the last row of the page before). Keyset pagination on an index, so any
+    page costs about the same at 50 or 50,000 requests."""
+    query = RowQuery(
+        equal={"status": str(status)} if status is not None else {},
+        tagged={"flags": flags} if flags else {},
+        columns=SUMMARY_COLUMNS,
+        order_by=["submitted_at"],
+        descending=True,
+        limit=limit,
+        after=None if after is None else (after.submitted_at, after.request_id),
+    )
+    return [RequestSummary.model_validate(row) for row in store.projection_rows(REQUESTS, query)]
+
+
+def request_summary(store: ProjectionRows, request_id: str) -> RequestSummary | None:
+    """One request's projection row, without its state."""
+    rows = store.projection_rows(REQUESTS, RowQuery(columns=SUMMARY_COLUMNS, keys=[request_id]))
+    return RequestSummary.model_validate(rows[0]) if rows else None
+
+
+def requests_by_id(store: ProjectionRows, request_ids: Sequence[str]) -> dict[str, RequestSummary]:
+    """The projection rows of these requests (those the store holds), by id."""
+    found: dict[str, RequestSummary] = {}
+    for start in range(0, len(request_ids), 500):  # well under every driver's limit on parameters
+        query = RowQuery(columns=SUMMARY_COLUMNS, keys=request_ids[start : start + 500])
+        for row in store.projection_rows(REQUESTS, query):
+            summary = RequestSummary.model_validate(row)
+            found[summary.request_id] = summary
+    return found

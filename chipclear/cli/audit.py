@@ -6,7 +6,8 @@ a key found beside the events proves nothing about who wrote them.
 
 from __future__ import annotations
 
-from contextlib import closing
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +18,7 @@ from chipclear.cli.common import JsonOption, fail, handles_errors, settings, sto
 from chipclear.cli.files import InvalidInput
 from chipclear.cli.store import policy_trust, rebuild
 from chipclear.domain.gates import domestic_quota
+from chipclear.domain.licence import ShipmentRecorded
 from chipclear.domain.policy import load_policy
 from chipclear.domain.screening_act import SCREENING_STREAM
 from chipclear.kept_files import lab_reports_checked
@@ -62,11 +64,12 @@ def verify(checkpoint: CheckpointOption = None, json_: JsonOption = False) -> No
     before it was removed or rewritten. Exit 1 on any break, naming each."""
     trust = policy_trust()
     given = _checkpoint_file(checkpoint) if checkpoint is not None else None
-    with closing(store()) as events:
-        report = events.verify(trust)
+    with closing(store()) as events, _progress(events, shown=not json_) as progress:
+        report = events.verify(trust, progress)
         consistent = events.check_checkpoint(given, trust.recorder_keys) if given is not None else None
         differences = _rebuilt_and_compared(events, report)
-        altered, missing = lab_reports_checked(settings().home, events.read_all())
+        shipments = events.read_all(types=[ShipmentRecorded.model_fields["type"].default])
+        altered, missing = lab_reports_checked(settings().home, shipments)
     differences += altered
     if json_:
         document: dict[str, Any] = report.model_dump()
@@ -94,6 +97,27 @@ def verify(checkpoint: CheckpointOption = None, json_: JsonOption = False) -> No
                 output.errors.print(f"  {line}", highlight=False, soft_wrap=True, markup=False)
         more = f" ({len(problems)} problems; --json lists them all)" if len(problems) > 1 else ""
         fail(problems[0] + more)
+
+
+@contextmanager
+def _progress(events: EventStore, *, shown: bool) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar of the events checked, on a terminal only: piped or --json output is unchanged."""
+    if not shown or not output.errors.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    total = events.event_count()
+    with Progress(
+        TextColumn("checking the log"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=output.errors,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("events", total=total)
+        yield lambda done: bar.advance(task, done)
 
 
 def _rebuilt_and_compared(events: EventStore, report: AuditReport) -> list[Difference]:

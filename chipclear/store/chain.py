@@ -1,6 +1,17 @@
-"""The hash chain: each event's hash covers its immutable fields and the previous event's hash.
+"""The hash chain: each event's hash covers its stored columns, byte for byte, and the previous event's hash.
 
-Kept apart from any backend so SQLite, PostgreSQL and an auditor's own script compute it identically.
+Kept apart from any backend so SQLite, PostgreSQL and an auditor's own script compute it identically:
+
+    hash = sha256(prev_hash ‖ field(event_id) ‖ field(stream_id) ‖ field(version) ‖ field(type)
+                  ‖ field(schema_version) ‖ field(data) ‖ field(occurred_at) ‖ field(recorded_at)
+                  ‖ field(policy_version) ‖ field(actor) ‖ field(act))
+
+`prev_hash` is its 64 hex digits (ASCII); `field(text)` is the column's UTF-8 bytes as a netstring,
+`<byte length in decimal>:<bytes>,` (integers as their decimal text), and a NULL (`act` without a
+signed act) is `~,`. The hash is over the columns exactly as stored, not over a re-encoding of them:
+the writer encodes the payload once (`canonical`, the text it stores) and hashes those bytes, and the
+audit hashes what it reads without parsing it, so any change of a stored byte is a break, white space
+included. The length prefixes keep the fields apart: bytes cannot move from one column to the next.
 """
 
 from __future__ import annotations
@@ -45,57 +56,71 @@ def timestamp(moment: datetime) -> str:
 
 
 def canonical(fields: dict[str, Any]) -> str:
+    """The one text a payload (or a signed act) is stored as: sorted keys, no spaces, UTF-8."""
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def chained_fields(
+def _field(text: str | None) -> bytes:
+    if text is None:
+        return b"~,"
+    raw = text.encode()
+    return b"%d:%b," % (len(raw), raw)
+
+
+def chained_bytes(
     *,
     event_id: str,
     stream_id: str,
     version: int,
     type_: str,
     schema_version: int,
-    data: dict[str, Any],
+    data: str,
     occurred_at: str,
     recorded_at: str,
     policy_version: str,
     actor: str,
-    act: dict[str, Any] | None,
-) -> dict[str, Any]:
+    act: str | None,
+) -> bytes:
+    """What an event's hash covers after `prev_hash`: its stored columns, each as a netstring.
+
+    `data` and `act` are the stored JSON texts (canonical when written; hashed as they stand).
+    """
     # The act (a person's signed command, or None) is chained: swapping it for another act, or
     # dropping it, breaks the chain like editing the payload would. The recorder's seal is not: it
     # signs the hash, so it is computed after it.
     # The schema version is chained with the data it describes: relabelling a stored payload as another
     # shape (so that an upcaster rewrites it on read) breaks the chain like editing the payload would.
-    return {
-        "event_id": event_id,
-        "stream_id": stream_id,
-        "version": version,
-        "type": type_,
-        "schema_version": schema_version,
-        "data": data,
-        "occurred_at": occurred_at,
-        "recorded_at": recorded_at,
-        "policy_version": policy_version,
-        "actor": actor,
-        "act": act,
-    }
+    return b"".join(
+        (
+            _field(event_id),
+            _field(stream_id),
+            _field(str(version)),
+            _field(type_),
+            _field(str(schema_version)),
+            _field(data),
+            _field(occurred_at),
+            _field(recorded_at),
+            _field(policy_version),
+            _field(actor),
+            _field(act),
+        )
+    )
 
 
-def link(prev_hash: str, fields: dict[str, Any]) -> str:
-    return hashlib.sha256((prev_hash + canonical(fields)).encode()).hexdigest()
+def link(prev_hash: str, chained: bytes) -> str:
+    return hashlib.sha256(prev_hash.encode("ascii") + chained).hexdigest()
 
 
 def first_break(
-    stream_id: str, rows: Iterable[tuple[int, int, str, str, dict[str, Any]]], head: tuple[int, str] | None
+    stream_id: str, rows: Iterable[tuple[int, int, str, str, bytes]], head: tuple[int, str] | None
 ) -> ChainBreak | None:
-    """Check one stream: rows are (position, version, prev_hash, hash, chained fields) in version order.
+    """Check one stream: rows are (position, version, prev_hash, hash, chained bytes) in version order.
 
     Catches an edited row (hash mismatch), a deleted row (version gap or broken link), a reordered row
     (positions out of step with versions) and a truncated tail (the stream head no longer matches).
     """
     expected_prev, expected_version, last_position = GENESIS, 1, 0
-    for position, version, prev_hash, hash_, fields in rows:
+    for position, version, prev_hash, hash_, chained in rows:
         if version != expected_version:
             return ChainBreak(
                 stream_id=stream_id,
@@ -108,7 +133,7 @@ def first_break(
             return ChainBreak(
                 stream_id=stream_id, version=version, problem="prev_hash does not match the previous event"
             )
-        if link(prev_hash, fields) != hash_:
+        if link(prev_hash, chained) != hash_:
             return ChainBreak(
                 stream_id=stream_id, version=version, problem="hash does not match the event's content"
             )

@@ -6,7 +6,7 @@ narrow one it uses (the append activity an `EventLog`, screening a `ScreeningLis
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Protocol, Self
 
@@ -40,11 +40,14 @@ class AppendResult(BaseModel):
 class LogReader(Protocol):
     def read_stream(self, stream_id: str) -> list[StoredEvent]: ...
 
-    def read_all(self, after_position: int = 0) -> Iterator[StoredEvent]:
-        """A one-off read of what is committed now; to keep reading as writers append, use `follow`."""
+    def read_all(self, after_position: int = 0, types: Sequence[str] | None = None) -> Iterator[StoredEvent]:
+        """A one-off read of what is committed now (`types`: only events of these types, chosen by the
+        database, so the others are never parsed); to keep reading as writers append, use `follow`."""
         ...
 
-    def read_page(self, after_position: int, limit: int = PAGE) -> list[StoredEvent]: ...
+    def read_page(
+        self, after_position: int, limit: int = PAGE, types: Sequence[str] | None = None
+    ) -> list[StoredEvent]: ...
 
 
 class EventLog(LogReader, Protocol):
@@ -67,10 +70,16 @@ class EventLog(LogReader, Protocol):
         """Hands out each event once, in position order, and never passes one that may still commit."""
         ...
 
-    def verify(self, trust: Trust | None = None) -> AuditReport:
+    def event_count(self) -> int:
+        """How many events the log holds now."""
+        ...
+
+    def verify(
+        self, trust: Trust | None = None, progress: Callable[[int], None] | None = None
+    ) -> AuditReport:
         """Check every chain, seal and signed act (and every stored screening list against its event)
         from one snapshot; `trust`: the keys the policy names (without it, a seal only has to verify
-        under the key it names)."""
+        under the key it names); `progress`: told how many more events were checked, stream by stream."""
         ...
 
 

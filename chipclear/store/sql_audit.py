@@ -2,39 +2,42 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import Any
+
 from chipclear.store.chain import AuditReport, ChainBreak, first_break
-from chipclear.store.sql_base import EVENT_COLUMNS, SQLBackend, Tx, chain_row
+from chipclear.store.sql_base import SQLBackend, Tx, chain_row, streams_in_order
 from chipclear.store.sql_screening import screening_list_breaks
 from chipclear.store.trust import EventRow, StreamChecker, Trust
 
+Progress = Callable[[int], None]  # told how many more events were checked
 
-def audit(backend: SQLBackend, tx: Tx, trust: Trust | None = None) -> AuditReport:
+
+def audit(
+    backend: SQLBackend, tx: Tx, trust: Trust | None = None, progress: Progress | None = None
+) -> AuditReport:
+    """Every stream read once, in (stream, version) order a page at a time: memory holds one stream."""
     heads = {
         row[0]: (row[1], row[2]) for row in tx.execute("SELECT stream_id, version, head_hash FROM streams")
     }
-    stream_ids = sorted(set(heads) | {row[0] for row in tx.execute("SELECT DISTINCT stream_id FROM events")})
-    breaks: list[ChainBreak] = []
+    found: dict[str, list[ChainBreak]] = {}
     events_checked = acts_checked = 0
-    for stream_id in stream_ids:
-        # Hash what is on disk, column for column, before any upcasting: re-serialising through the
-        # models could paper over an edit that the models happen to normalise.
-        rows = tx.execute(
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? ORDER BY version", (stream_id,)
-        ).fetchall()
-        events_checked += len(rows)
-        found: list[ChainBreak] = []
-        problem = first_break(stream_id, (chain_row(row) for row in rows), heads.get(stream_id))
-        if problem is not None:
-            found.append(problem)
-        checker = StreamChecker(stream_id, trust)
-        for row in rows:
-            found += checker.check(EventRow(*row[:16]))
+    for stream_id, rows in streams_in_order(tx):
+        problems, checker = _check_stream(stream_id, rows, heads.get(stream_id), trust)
         acts_checked += checker.acts_checked
-        breaks += sorted(found, key=lambda b: b.version)
+        events_checked += checker.rows_checked
+        found[stream_id] = problems
+        if progress is not None:
+            progress(checker.rows_checked)
+    for stream_id, head in heads.items():
+        if stream_id not in found:  # a head without a single event: its whole stream is gone
+            problem = first_break(stream_id, (), head)
+            found[stream_id] = [problem] if problem is not None else []
+    breaks = [b for stream_id in sorted(found) for b in sorted(found[stream_id], key=lambda b: b.version)]
     breaks += screening_list_breaks(backend, tx)
     return AuditReport(
         ok=not breaks,
-        streams_checked=len(stream_ids),
+        streams_checked=len(found),
         events_checked=events_checked,
         breaks=breaks,
         acts_checked=acts_checked,
@@ -42,13 +45,40 @@ def audit(backend: SQLBackend, tx: Tx, trust: Trust | None = None) -> AuditRepor
     )
 
 
+def _check_stream(
+    stream_id: str, rows: Iterator[Any], head: tuple[int, str] | None, trust: Trust | None
+) -> tuple[list[ChainBreak], StreamChecker]:
+    """One pass over a stream's rows: the chain, and each row's seal and act as the chain reads it."""
+    checker = StreamChecker(stream_id, trust)
+    problems: list[ChainBreak] = []
+
+    def links() -> Iterator[tuple[int, int, str, str, bytes]]:
+        for row in rows:
+            problems.extend(checker.check(EventRow(*row[:16])))
+            # Hash what is on disk, column for column, without parsing: the chain covers the bytes.
+            yield chain_row(row)
+
+    chain = links()
+    problem = first_break(stream_id, chain, head)
+    for _ in chain:  # the chain stops at its first break; the seals and acts are checked to the end
+        pass
+    if problem is not None:
+        problems.append(problem)
+    return problems, checker
+
+
 class SQLAudit(SQLBackend):
-    def verify(self, trust: Trust | None = None) -> AuditReport:
+    def event_count(self) -> int:
+        with self._reader() as tx:
+            return int(tx.execute("SELECT count(*) FROM events").fetchone()[0])
+
+    def verify(self, trust: Trust | None = None, progress: Progress | None = None) -> AuditReport:
         """Every chain and head; every seal (by a key `trust` names, when given) and every signed act.
 
         Without `trust` each seal is checked against the key it names: that proves an event was sealed
-        when stored, not by whom. The CLI always passes the policy's keys.
+        when stored, not by whom. The CLI always passes the policy's keys. `progress` is told how many
+        more events were checked, a stream at a time (the CLI's progress bar).
         """
         # One read-only snapshot: consistent even while workers keep appending.
         with self._snapshot() as tx:
-            return audit(self, tx, trust)
+            return audit(self, tx, trust, progress)

@@ -16,15 +16,18 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
+from itertools import groupby
+from operator import itemgetter
 from typing import Any, Protocol, Self
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from chipclear.domain.events import StoredEvent
-from chipclear.store.chain import chained_fields
+from chipclear.store.chain import chained_bytes
 from chipclear.store.errors import CannotSeal
 from chipclear.store.migrations import Migration
 from chipclear.store.projection import Projection
+from chipclear.store.protocol import PAGE
 from chipclear.store.trust import EventRow, RecorderKey, Sealer, act_of
 from chipclear.store.upcasting import UPCASTERS, Upcasters
 
@@ -158,23 +161,50 @@ def stored_event(row: Sequence[Any], upcasters: Upcasters) -> StoredEvent:
     )
 
 
-def chain_row(row: Sequence[Any]) -> tuple[int, int, str, str, dict[str, Any]]:
-    """(position, version, prev_hash, hash, chained fields) of an `EVENT_COLUMNS` row, exactly as stored."""
-    stored = EventRow(*row[:16])
-    fields = chained_fields(
-        event_id=stored.event_id,
-        stream_id=stored.stream_id,
-        version=stored.version,
-        type_=stored.type,
-        schema_version=stored.schema_version,
-        data=json.loads(stored.data),
-        occurred_at=stored.occurred_at,
-        recorded_at=stored.recorded_at,
-        policy_version=stored.policy_version,
-        actor=stored.actor,
-        act=act_of(stored.act),
+def chain_row(row: Sequence[Any]) -> tuple[int, int, str, str, bytes]:
+    """(position, version, prev_hash, hash, chained bytes) of an `EVENT_COLUMNS` row, exactly as stored:
+    no column is parsed or re-encoded on the way to the hash."""
+    (position, event_id, stream_id, version, type_, schema_version, data, occurred_at, recorded_at,
+     policy_version, actor, act, prev_hash, hash_) = row[:14]  # fmt: skip
+    chained = chained_bytes(
+        event_id=event_id,
+        stream_id=stream_id,
+        version=version,
+        type_=type_,
+        schema_version=schema_version,
+        data=data,
+        occurred_at=occurred_at,
+        recorded_at=recorded_at,
+        policy_version=policy_version,
+        actor=actor,
+        act=act,
     )
-    return stored.position, stored.version, stored.prev_hash, stored.hash, fields
+    return position, version, prev_hash, hash_, chained
+
+
+def streams_in_order(tx: Tx, page: int = PAGE) -> Iterator[tuple[str, Iterator[Any]]]:
+    """Every stream and its `EVENT_COLUMNS` rows, stream after stream (by id), each in version order.
+
+    Read a page at a time by (stream_id, version) keyset on the unique index, and handed out row by
+    row: memory holds one page, however long the log or any one stream (the allocation ledger's) is.
+    Each stream's rows must be read before the next stream is asked for (`itertools.groupby`). Inside
+    a snapshot (`_snapshot`) the pages are consistent.
+    """
+    return groupby(_rows_in_stream_order(tx, page), key=itemgetter(2))
+
+
+def _rows_in_stream_order(tx: Tx, page: int) -> Iterator[Any]:
+    after: tuple[str, int] = ("", 0)
+    while True:
+        found = tx.execute(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE (stream_id, version) > (?, ?)"
+            " ORDER BY stream_id, version LIMIT ?",
+            (*after, page),
+        ).fetchall()
+        yield from found
+        if len(found) < page:
+            return
+        after = (found[-1][2], found[-1][3])
 
 
 def set_head(tx: Tx, stream_id: str, version: int, head_hash: str) -> None:

@@ -4,33 +4,48 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from chipclear.domain.events import Event, StoredEvent
-from chipclear.store.chain import canonical, chained_fields, link, timestamp
+from chipclear.store.chain import canonical, chained_bytes, link, timestamp
 from chipclear.store.errors import ConcurrencyError
 from chipclear.store.follow import InOrderFollower, LogFollower
 from chipclear.store.protocol import PAGE, AppendResult
 from chipclear.store.sql_base import EVENT_COLUMNS, SQLBackend, Tx, set_head, stored_event
 from chipclear.store.sql_projection import project
 
+INSERT_EVENTS = (
+    "INSERT INTO events (event_id, stream_id, version, type, schema_version, data, occurred_at,"
+    " recorded_at, policy_version, actor, act, prev_hash, hash, sealed_by, seal)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+
 
 def append_in(
     backend: SQLBackend, tx: Tx, stream_id: str, expected_version: int, events: Sequence[Event]
 ) -> AppendResult:
-    """Append inside `tx`, which the caller commits: stream, head and projections move together."""
+    """Append inside `tx`, which the caller commits: stream, head and projections move together.
+
+    The common case costs the stream lock, one INSERT and the head: the existence check is folded into
+    the insert (`ON CONFLICT DO NOTHING`, then its row count), and stored events are read back only
+    when the stream has moved on (a retry, or a lost race) or an event id is already taken.
+    """
     current, prev_hash = backend._lock_stream(tx, stream_id)
-    if _already_stored(backend, tx, events):
-        return AppendResult(stream_id=stream_id, version=events[-1].version, written=False)
     if current != expected_version:
+        if _already_stored(backend, tx, events):
+            return AppendResult(stream_id=stream_id, version=events[-1].version, written=False)
         raise ConcurrencyError(f"stream {stream_id} is at version {current}, expected {expected_version}")
     sealer = backend.sealer()  # before anything is written: an unsealed event is never stored
     recorded_at = timestamp(datetime.now(UTC))
+    current_version = backend.upcasters.current
     rows = []
     for event in events:
-        data = event.data_json()
+        # One encoding per event: the texts stored are the bytes hashed.
+        data = canonical(event.data_json())
+        act = None if event.act is None else canonical(event.act)
         occurred_at = timestamp(event.occurred_at)
-        schema_version = backend.upcasters.current(event.type)
-        fields = chained_fields(
+        schema_version = current_version(event.type)
+        chained = chained_bytes(
             event_id=event.event_id,
             stream_id=stream_id,
             version=event.version,
@@ -41,9 +56,9 @@ def append_in(
             recorded_at=recorded_at,
             policy_version=event.policy_version,
             actor=event.actor,
-            act=event.act,
+            act=act,
         )
-        prev_hash, previous = link(prev_hash, fields), prev_hash
+        prev_hash, previous = link(prev_hash, chained), prev_hash
         # One Ed25519 signature per event (tens of microseconds), no extra round trip: the seal goes
         # into the same INSERT as the event.
         rows.append(
@@ -53,24 +68,23 @@ def append_in(
                 event.version,
                 event.type,
                 schema_version,
-                canonical(data),
+                data,
                 occurred_at,
                 recorded_at,
                 event.policy_version,
                 event.actor,
-                None if event.act is None else canonical(event.act),
+                act,
                 previous,
                 prev_hash,
                 sealer.public,
                 sealer.seal(prev_hash),
             )
         )
-    tx.executemany(
-        "INSERT INTO events (event_id, stream_id, version, type, schema_version, data, occurred_at,"
-        " recorded_at, policy_version, actor, act, prev_hash, hash, sealed_by, seal)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        rows,
-    )
+    if tx.executemany(INSERT_EVENTS, rows).rowcount != len(rows):
+        # An event id is stored already. Not this batch in this stream (the stream was at
+        # `expected_version`, which a stored copy would have moved on): raising rolls the rest back.
+        _already_stored(backend, tx, events)
+        raise ConcurrencyError(f"a batch for {stream_id} holds an event id that is stored already")
     set_head(tx, stream_id, events[-1].version, prev_hash)
     project(backend, tx, stream_id, events)
     return AppendResult(stream_id=stream_id, version=events[-1].version, written=True)
@@ -134,24 +148,30 @@ class SQLEventLog(SQLBackend):
             )
             return [stored_event(row, self.upcasters) for row in cursor]
 
-    def read_all(self, after_position: int = 0) -> Iterator[StoredEvent]:
-        """Every event committed now after `after_position`, in position order, page by page.
+    def read_all(self, after_position: int = 0, types: Sequence[str] | None = None) -> Iterator[StoredEvent]:
+        """Every event committed now after `after_position`, in position order, page by page; `types`:
+        only events of these types (chosen by the database: the others are never parsed).
 
         A one-off read. To follow a log that writers are still appending to, use `follow`: on
         PostgreSQL a lower position can commit after a higher one.
         """
         while True:
-            page = self.read_page(after_position)
+            page = self.read_page(after_position, types=types)
             yield from page
             if len(page) < PAGE:
                 return
             after_position = page[-1].position
 
-    def read_page(self, after_position: int, limit: int = PAGE) -> list[StoredEvent]:
+    def read_page(
+        self, after_position: int, limit: int = PAGE, types: Sequence[str] | None = None
+    ) -> list[StoredEvent]:
+        only, params = "", list[Any]([after_position])
+        if types is not None:
+            only, params = f" AND type IN ({', '.join('?' * len(types))})", [after_position, *types]
         with self._reader() as tx:
             cursor = tx.execute(
-                f"SELECT {EVENT_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",
-                (after_position, limit),
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE position > ?{only} ORDER BY position LIMIT ?",
+                (*params, limit),
             )
             return [stored_event(row, self.upcasters) for row in cursor]
 

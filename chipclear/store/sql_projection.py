@@ -10,7 +10,7 @@ from typing import Any
 
 from chipclear.domain.events import Event
 from chipclear.store.projection import Projection, RowQuery
-from chipclear.store.sql_base import EVENT_COLUMNS, SQLBackend, Tx, stored_event
+from chipclear.store.sql_base import SQLBackend, Tx, stored_event, streams_in_order
 
 
 def project(backend: SQLBackend, tx: Tx, stream_id: str, events: Sequence[Event]) -> None:
@@ -30,23 +30,30 @@ def project(backend: SQLBackend, tx: Tx, stream_id: str, events: Sequence[Event]
 
 
 def rebuild(backend: SQLBackend, tx: Tx) -> int:
-    """Replay the whole log into fresh rows of every projection; returns how many rows were written."""
+    """Replay the whole log into fresh rows of every projection; returns how many rows were written.
+
+    Stream after stream, each in version order, read a page at a time: memory holds one stream's
+    state and one page of events, however long the log is.
+    """
     projections = backend.projections
     backend._lock_projections(tx, [projection.table for projection in projections])
     for projection in projections:
         tx.execute(f"DELETE FROM {projection.table}")
     if not projections:
         return 0
-    states: list[dict[str, Any]] = [{} for _ in projections]
-    for row in tx.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY position").fetchall():
-        event = stored_event(row, backend.upcasters)
-        for projection, kept in zip(projections, states, strict=True):
-            if projection.wants(event):
-                kept[event.stream_id] = projection.evolve(kept.get(event.stream_id), [event])
-    for projection, kept in zip(projections, states, strict=True):
-        for state in kept.values():
-            _upsert(tx, projection, projection.row(state))
-    return sum(len(kept) for kept in states)
+    written = 0
+    for _, rows in streams_in_order(tx):
+        states: list[Any] = [None] * len(projections)
+        for row in rows:
+            event = stored_event(row, backend.upcasters)
+            for n, projection in enumerate(projections):
+                if projection.wants(event):
+                    states[n] = projection.evolve(states[n], [event])
+        for projection, state in zip(projections, states, strict=True):
+            if state is not None:
+                _upsert(tx, projection, projection.row(state))
+                written += 1
+    return written
 
 
 def _upsert(tx: Tx, projection: Projection[Any], row: Mapping[str, Any]) -> None:
@@ -75,7 +82,7 @@ class SQLProjections(SQLBackend):
             return rebuild(self, tx)
 
     def projection_row(self, projection: Projection[Any], key: str) -> dict[str, Any] | None:
-        rows = self._select(projection, [f"{projection.columns[0]} = ?"], [key], projection.columns, ())
+        rows = self._select(projection, [f"{projection.columns[0]} = ?"], [key], projection.columns, (), None)
         return rows[0] if rows else None
 
     def projection_rows(
@@ -88,9 +95,29 @@ class SQLProjections(SQLBackend):
         for column, tags in query.tagged.items():
             for tag in tags:
                 where, params = [*where, f"(',' || {column} || ',') LIKE ?"], [*params, f"%,{tag},%"]
+        if query.keys is not None:
+            if not query.keys:
+                return []
+            marks = ", ".join("?" * len(query.keys))
+            where, params = [*where, f"{projection.columns[0]} IN ({marks})"], [*params, *query.keys]
         order = [*query.order_by, projection.columns[0]]
         _known(projection, [*query.equal, *query.tagged, *order])
-        return self._select(projection, where, params, query.columns or projection.columns, order)
+        if query.after is not None:
+            if len(query.after) != len(order):
+                raise ValueError(f"a page's `after` holds {len(order)} values ({', '.join(order)})")
+            # A row value comparison: one index range, whatever the page's depth.
+            marks = ", ".join("?" * len(order))
+            where = [*where, f"({', '.join(order)}) {'<' if query.descending else '>'} ({marks})"]
+            params = [*params, *query.after]
+        direction = " DESC" if query.descending else ""
+        return self._select(
+            projection,
+            where,
+            params,
+            query.columns or projection.columns,
+            [f"{column}{direction}" for column in order],
+            query.limit,
+        )
 
     def _select(
         self,
@@ -99,11 +126,14 @@ class SQLProjections(SQLBackend):
         params: Sequence[Any],
         columns: Sequence[str],
         order: Sequence[str],
+        limit: int | None,
     ) -> list[dict[str, Any]]:
         _known(projection, columns)
         sql = f"SELECT {', '.join(columns)} FROM {projection.table} WHERE {' AND '.join(['1 = 1', *where])}"
         if order:
             sql += f" ORDER BY {', '.join(order)}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
         with self._reader() as tx:
             cursor = tx.execute(sql, params)
             names = [d[0] for d in cursor.description]

@@ -71,7 +71,9 @@ CREATE TABLE requests (
     state           TEXT NOT NULL,
     flags           TEXT NOT NULL DEFAULT ''
 );
-CREATE INDEX requests_status ON requests (status, submitted_at);
+-- `list` pages newest first by (submitted_at, request_id), with or without a status.
+CREATE INDEX requests_status ON requests (status, submitted_at, request_id);
+CREATE INDEX requests_newest ON requests (submitted_at, request_id);
 -- Which request each domestic invoice counts for: an invoice counts once, across all requests.
 -- request_id NULL: the request ended without a licence; only the same buyer may count it again.
 CREATE TABLE invoices (

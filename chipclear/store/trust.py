@@ -149,10 +149,12 @@ class StreamChecker:
     stream_id: str
     trust: Trust | None
     acts_checked: int = 0
+    rows_checked: int = 0
     _uses: dict[str, _Use] = field(default_factory=dict)
     _appends: dict[int, str] = field(default_factory=dict)  # version -> recorded_at, for the "once" rule
 
     def check(self, row: EventRow) -> list[ChainBreak]:
+        self.rows_checked += 1
         problems = [*self._seal(row), *self._act(row)]
         return [
             ChainBreak(stream_id=row.stream_id, version=row.version, event_type=row.type, problem=p)

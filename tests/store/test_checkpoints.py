@@ -186,14 +186,15 @@ def rewrite(store: EventStore, stream_id: str, version: int) -> None:
         ).fetchall()
         prev = rows[0][12]
         for number, row in enumerate(rows):
-            _, at, _, _, fields = chain_row(row)
+            edited = list(row)
             if number == 0:
-                fields["data"] = fields["data"] | {"units_approved": 75_000}
-            hash_ = link(prev, fields)
+                edited[6] = json.dumps(json.loads(row[6]) | {"units_approved": 75_000})
+            _, at, _, _, chained = chain_row(edited)
+            hash_ = link(prev, chained)
             conn.execute(
                 "UPDATE events SET data = ?, prev_hash = ?, hash = ?, seal = ?"
                 " WHERE stream_id = ? AND version = ?",
-                (json.dumps(fields["data"]), prev, hash_, sealer.seal(hash_), stream_id, at),
+                (edited[6], prev, hash_, sealer.seal(hash_), stream_id, at),
             )
             prev = hash_
         conn.execute("UPDATE streams SET head_hash = ? WHERE stream_id = ?", (prev, stream_id))

@@ -21,7 +21,7 @@ from chipclear.domain.events import Event, RequestWithdrawn, schema_versions
 from chipclear.domain.facts import NONE
 from chipclear.domain.state import fold
 from chipclear.projections import get_request, list_requests, open_event_store
-from chipclear.store.chain import GENESIS, chained_fields, link, timestamp
+from chipclear.store.chain import GENESIS, canonical, chained_bytes, link, timestamp
 from chipclear.store.protocol import AppendResult, ConcurrencyError, EventStore
 from tests.store.support import (
     AUTO,
@@ -83,20 +83,20 @@ class TestAppendAndRead:
                 # The chain: v1 starts at genesis, each link names the previous hash, and an auditor can
                 # recompute every hash from the public fields alone.
                 assert stored.prev_hash == expected_prev
-                fields = chained_fields(
+                chained = chained_bytes(
                     event_id=stored.event_id,
                     stream_id=stored.stream_id,
                     version=stored.version,
                     type_=stored.type,
                     schema_version=schema_versions()[stored.type],
-                    data=stored.data_json(),
+                    data=canonical(stored.data_json()),
                     occurred_at=timestamp(stored.occurred_at),
                     recorded_at=timestamp(stored.recorded_at),
                     policy_version=stored.policy_version,
                     actor=stored.actor,
-                    act=stored.act,
+                    act=None if stored.act is None else canonical(stored.act),
                 )
-                assert stored.hash == link(stored.prev_hash, fields)
+                assert stored.hash == link(stored.prev_hash, chained)
                 assert len(stored.hash) == 64 and stored.hash != GENESIS
                 expected_prev = stored.hash
             positions += [stored.position for stored in stored_events]

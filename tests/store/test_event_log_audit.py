@@ -6,6 +6,7 @@ the interfaces (`Raw`: plain SQL on the database) to play an attacker with datab
 
 from __future__ import annotations
 
+import hashlib
 import json
 from contextlib import closing
 from datetime import datetime, timedelta
@@ -47,6 +48,29 @@ class TestVerify:
         assert report.streams_checked == len(found)
         assert report.events_checked == sum(len(each.events) for each in found)
         assert report.acts_checked == sum(e.act is not None for each in found for e in each.events) > 0
+
+
+def auditors_hash(prev_hash: str, row: Any) -> str:
+    """The chain as docs/security.md defines it, written out here without chipclear's code: what an
+    auditor's own script computes from the stored columns."""
+    out = prev_hash.encode("ascii")
+    for value in row[1:12]:  # event_id … act, in column order
+        if value is None:
+            out += b"~,"
+        else:
+            raw = str(value).encode("utf-8")
+            out += str(len(raw)).encode() + b":" + raw + b","
+    return hashlib.sha256(out).hexdigest()
+
+
+def test_an_auditors_own_script_recomputes_every_hash(event_store: EventStore) -> None:
+    append_all(event_store, scenarios(len(KINDS)))
+    raw = Raw(event_store)
+    with closing(raw.conn):
+        rows = raw.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY stream_id, version").fetchall()
+    assert rows and any(row[11] is not None for row in rows) and any(row[11] is None for row in rows)
+    for row in rows:
+        assert auditors_hash(row[12], row) == row[13]
 
 
 TARGET = "tamper-b"
@@ -96,6 +120,21 @@ class TestTampering:
             conn.execute("UPDATE events SET data = ? WHERE stream_id = ? AND version = 3", (edited, TARGET))
         assert "hash" in self.only_break(store, 3)
 
+    @pytest.mark.parametrize("column", ["data", "act"])
+    def test_a_white_space_edit_of_a_stored_column(self, store: EventStore, column: str) -> None:
+        """The hash is over the stored bytes: an edit that leaves the JSON's meaning alone still breaks it."""
+        with attacker(store) as conn:
+            version, text = conn.execute(
+                f"SELECT version, {column} FROM events WHERE stream_id = ? AND {column} IS NOT NULL"
+                " ORDER BY version LIMIT 1",
+                (TARGET,),
+            ).fetchone()
+            spaced = json.dumps(json.loads(text), sort_keys=True, separators=(", ", ": "), ensure_ascii=False)
+            assert spaced != text and json.loads(spaced) == json.loads(text)
+            edit = f"UPDATE events SET {column} = ? WHERE stream_id = ? AND version = ?"
+            conn.execute(edit, (spaced, TARGET, version))
+        assert self.only_break(store, version) == "hash does not match the event's content"
+
     def test_edited_row_with_its_hash_recomputed(self, store: EventStore) -> None:
         """Re-hashing the edited row moves the chain's break to the next link, which still names the old
         hash; and the recorder's seal, made over the old hash, no longer verifies on the edited row."""
@@ -104,11 +143,12 @@ class TestTampering:
                 f"SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? AND version = 5",
                 (TARGET,),
             ).fetchone()
-            _, _, prev_hash, _, fields = chain_row(row)
-            fields["actor"] = "mallory"
+            edited = list(row)
+            edited[10] = "mallory"  # actor
+            _, _, prev_hash, _, chained = chain_row(edited)
             conn.execute(
                 "UPDATE events SET actor = 'mallory', hash = ? WHERE stream_id = ? AND version = 5",
-                (link(prev_hash, fields), TARGET),
+                (link(prev_hash, chained), TARGET),
             )
         report = store.verify()
         assert [(b.stream_id, b.version, b.event_type, b.problem) for b in report.breaks] == [

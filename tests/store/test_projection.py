@@ -19,7 +19,16 @@ import pytest
 from chipclear.domain.events import Event
 from chipclear.domain.models import Status
 from chipclear.domain.state import fold
-from chipclear.projections import PROJECTIONS, REQUESTS, get_request, list_requests, open_event_store
+from chipclear.projections import (
+    PROJECTIONS,
+    REQUESTS,
+    get_request,
+    list_requests,
+    newest_requests,
+    open_event_store,
+    request_summary,
+    requests_by_id,
+)
 from chipclear.store.chain import timestamp
 from chipclear.store.factory import open_store
 from chipclear.store.projection import RowQuery
@@ -85,6 +94,30 @@ class TestProjection:
             assert all(row.status == status for row in listed)
         assert list_requests(event_store, Status.SUBMITTED) == []  # a submission opens a gate at once
         assert len(list_requests(event_store, Status.LICENSED)) == 4
+
+    def test_pages_newest_first_cover_every_row_once(self, event_store: EventStore) -> None:
+        found = scenarios(2 * len(KINDS))
+        append_all(event_store, found)
+        everything = list_requests(event_store)
+        newest = sorted(everything, key=lambda row: (row.submitted_at, row.request_id), reverse=True)
+        assert len({row.submitted_at for row in everything}) > 1
+        for status, size in ((None, 3), (None, 1), (Status.LICENSED, 3), (None, len(found) + 5)):
+            expected = [row for row in newest if status is None or row.status == status]
+            pages, after = [], None
+            while page := newest_requests(event_store, status, limit=size, after=after):
+                assert len(page) <= size
+                pages.append(page)
+                after = page[-1]
+            assert [row for page in pages for row in page] == expected
+            assert len(pages) == -(-len(expected) // size)
+        # One row by id, and the rows of some ids: what `list --after` and `list --gate` read.
+        last = newest[-1]
+        assert request_summary(event_store, last.request_id) == last
+        assert request_summary(event_store, "no-such-request") is None
+        some = [row.request_id for row in newest[:3]]
+        assert requests_by_id(event_store, [*some, "no-such-request"]) == {
+            row.request_id: row for row in newest[:3]
+        }
 
     def test_the_projection_follows_each_append(self, event_store: EventStore) -> None:
         found = scenario("licensed_after_evidence")

@@ -30,7 +30,7 @@ from chipclear.domain.events import (
 )
 from chipclear.keys import load_private
 from chipclear.projections import PROJECTIONS, open_event_store
-from chipclear.store.chain import canonical, chained_fields, link, timestamp
+from chipclear.store.chain import canonical, chained_bytes, link, timestamp
 from chipclear.store.errors import CannotSeal
 from chipclear.store.protocol import EventStore
 from chipclear.store.sqlite import SQLiteEventStore
@@ -111,20 +111,20 @@ def forge(
         act=act,
     )
     recorded_at = timestamp(datetime.now(UTC))
-    fields = chained_fields(
+    chained = chained_bytes(
         event_id=event.event_id,
         stream_id=stream_id,
         version=event.version,
         type_=event.type,
         schema_version=schema_versions()[event.type],
-        data=event.data_json(),
+        data=canonical(event.data_json()),
         occurred_at=timestamp(event.occurred_at),
         recorded_at=recorded_at,
         policy_version=event.policy_version,
         actor=actor,
-        act=act,
+        act=None if act is None else canonical(act),
     )
-    hash_ = link(head.hash, fields)
+    hash_ = link(head.hash, chained)
     if sealed_with is not None:
         sealer = Sealer.of(sealed_with)
         seal = (sealer.public, sealer.seal(hash_))

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from chipclear.domain.events import Event, EventData, RequestWithdrawn, schema_versions
 from chipclear.projections import PROJECTIONS, get_request
-from chipclear.store.chain import canonical, chained_fields, link, timestamp
+from chipclear.store.chain import canonical, chained_bytes, link, timestamp
 from chipclear.store.factory import open_store
 from chipclear.store.protocol import EventStore
 from chipclear.store.transfer import ExportedEvent, InvalidExport, read_jsonl, write_jsonl
@@ -101,20 +101,20 @@ def write_old_withdrawal(store: EventStore, request_id: str) -> str:
     old = current.data_json()
     old["why"] = old.pop("reason")
     recorded_at = timestamp(datetime.now(UTC))
-    fields = chained_fields(
+    chained = chained_bytes(
         event_id=current.event_id,
         stream_id=request_id,
         version=current.version,
         type_="RequestWithdrawn",
         schema_version=1,
-        data=old,
+        data=canonical(old),
         occurred_at=timestamp(current.occurred_at),
         recorded_at=recorded_at,
         policy_version=current.policy_version,
         actor=current.actor,
         act=None,
     )
-    hash_ = link(head.hash, fields)
+    hash_ = link(head.hash, chained)
     sealer = Sealer.of(RECORDER)  # the earlier release sealed its events too
     raw = Raw(store)
     with closing(raw.conn):
