@@ -47,37 +47,31 @@ if TYPE_CHECKING:  # the Temporal client and the store are imported when somethi
 REQUEST_SUFFIXES = (".yaml", ".yml", ".json")
 
 # -- the order book's columns -------------------------------------------------------------------------
-# Each column and where its cell goes in the request (`0`: the one entry of a list). An empty cell is a
-# field left out, so optional columns may stay blank; docs/cli.md describes each.
+# Where each column's cell goes in the request, a group at a time: the columns `<prefix><field>` fill
+# `field` of one part of it (`0`: the one entry of a list), so `consignee_kind` fills consignees.0.kind.
+# An empty cell is a field left out, so optional columns may stay blank; docs/cli.md describes each.
+_PARTY = ("name", "country", "kind")
+_COLUMN_GROUPS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("", (), ("request_id",)),
+    ("buyer_", ("buyer",), _PARTY),
+    ("end_user_", ("end_user",), _PARTY),
+    ("consignee_", ("consignees", "0"), _PARTY),
+    ("exporter_", ("exporter",), ("name", "country")),
+    ("", (), ("end_use", "product", "units", "unit_price_usd")),
+    ("data_center_", ("data_center",), ("name", "province")),
+    (
+        "",
+        ("data_center",),
+        ("state_funded", "public_computing_hub", "installed_domestic", "installed_foreign"),
+    ),
+    (
+        "domestic_",
+        ("domestic_procurement", "0"),
+        ("vendor", "product", "units", "invoice", "invoice_date", "delivered_on"),
+    ),
+)
 COLUMNS: dict[str, tuple[str, ...]] = {
-    "request_id": ("request_id",),
-    "buyer_name": ("buyer", "name"),
-    "buyer_country": ("buyer", "country"),
-    "buyer_kind": ("buyer", "kind"),
-    "end_user_name": ("end_user", "name"),
-    "end_user_country": ("end_user", "country"),
-    "end_user_kind": ("end_user", "kind"),
-    "consignee_name": ("consignees", "0", "name"),
-    "consignee_country": ("consignees", "0", "country"),
-    "consignee_kind": ("consignees", "0", "kind"),
-    "exporter_name": ("exporter", "name"),
-    "exporter_country": ("exporter", "country"),
-    "end_use": ("end_use",),
-    "product": ("product",),
-    "units": ("units",),
-    "unit_price_usd": ("unit_price_usd",),
-    "data_center_name": ("data_center", "name"),
-    "data_center_province": ("data_center", "province"),
-    "state_funded": ("data_center", "state_funded"),
-    "public_computing_hub": ("data_center", "public_computing_hub"),
-    "installed_domestic": ("data_center", "installed_domestic"),
-    "installed_foreign": ("data_center", "installed_foreign"),
-    "domestic_vendor": ("domestic_procurement", "0", "vendor"),
-    "domestic_product": ("domestic_procurement", "0", "product"),
-    "domestic_units": ("domestic_procurement", "0", "units"),
-    "domestic_invoice": ("domestic_procurement", "0", "invoice"),
-    "domestic_invoice_date": ("domestic_procurement", "0", "invoice_date"),
-    "domestic_delivered_on": ("domestic_procurement", "0", "delivered_on"),
+    prefix + field: (*part, field) for prefix, part, fields in _COLUMN_GROUPS for field in fields
 }
 REQUIRED_COLUMNS = (
     "request_id",

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from chipclear.domain import signing
-from chipclear.domain.input_gate import InputRefused, read_limited, read_text
+from chipclear.domain.input_gate import read_as, read_limited, read_text
 from chipclear.domain.policy import BUNDLED, bundled_policy_path
 from chipclear.domain.signing import RESERVED_ACTORS, SigningError, parse_public
 
@@ -84,12 +84,8 @@ MAX_KEY_FILE = 64 * 1024
 
 
 def load_private(path: Path) -> Ed25519PrivateKey:
-    if not os.path.lexists(path):
-        raise KeyFileError(f"{path}: no key file there (make one with `chipclear keys new NAME`)")
-    try:
-        data = read_limited(path, limit=MAX_KEY_FILE, what="key file")
-    except InputRefused as exc:
-        raise KeyFileError(str(exc)) from None
+    missing = "no key file there (make one with `chipclear keys new NAME`)"
+    data = read_as(KeyFileError, read_limited, path, limit=MAX_KEY_FILE, what="key file", missing=missing)
     try:
         key = load_pem_private_key(data, password=None)
     except (ValueError, TypeError):
@@ -105,12 +101,8 @@ def public_text(private: Ed25519PrivateKey) -> str:
 
 def read_public(path: Path) -> str:
     """The `ed25519:…` text of a `.pub` file (its last word, so `NAME ed25519:…` reads too), checked."""
-    if not os.path.lexists(path):
-        raise KeyFileError(f"{path}: no public key file there")
-    try:
-        words = read_text(path, limit=MAX_KEY_FILE, what="public key file").split()
-    except InputRefused as exc:
-        raise KeyFileError(str(exc)) from None
+    what, missing = "public key file", "no public key file there"
+    words = read_as(KeyFileError, read_text, path, limit=MAX_KEY_FILE, what=what, missing=missing).split()
     text = words[-1] if words else ""
     try:
         parse_public(text, what=str(path))

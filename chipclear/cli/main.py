@@ -57,6 +57,13 @@ if TYPE_CHECKING:
 # The sub-commands whose modules are imported only when they run (see the module's docstring). They
 # follow the commands defined below in `chipclear --help`, in this order.
 SUBCOMMANDS = {
+    # `list` pages the projection (chipclear.cli.listing); its visibility search is below, in this module.
+    "list": Lazy(
+        "chipclear.cli.listing",
+        "list_",
+        "Requests and their current status, newest first, a page at a time, from the event store's "
+        "projection.",
+    ),
     "doctor": Lazy(
         "chipclear.cli.doctor",
         "doctor",
@@ -474,62 +481,6 @@ def status(request_id: str, json_: JsonOption = False) -> None:
     run(go())
 
 
-@app.command(name="list")
-@handles_errors
-def list_(
-    status_: Annotated[
-        str | None,
-        typer.Option("--status", help="Only requests with this status.", callback=_known_status),
-    ] = None,
-    escalated: Annotated[
-        bool, typer.Option("--escalated", help="Only requests whose review SLA has passed undecided.")
-    ] = False,
-    held: Annotated[
-        bool, typer.Option("--held", help="Only requests held by a restricted-party screening match.")
-    ] = False,
-    awaiting: Annotated[
-        bool, typer.Option("--awaiting-applicant", help="Only requests waiting for the applicant's answer.")
-    ] = False,
-    gate: Annotated[
-        str | None,
-        typer.Option(help="Only requests at this gate (a Temporal visibility query).", callback=_known_gate),
-    ] = None,
-    buyer: Annotated[
-        str | None, typer.Option(help="Only this buyer's requests (a Temporal visibility query).")
-    ] = None,
-    query: Annotated[
-        str | None,
-        typer.Option(help="A raw visibility query, e.g. 'ChipclearUnits > 50000' (Temporal's list syntax)."),
-    ] = None,
-    json_: JsonOption = False,
-) -> None:
-    """Every request and its current status, from the event store's projection.
-
-    With --gate, --buyer or --query: from Temporal's visibility store, through the search attributes.
-    """
-    from chipclear.cli.files import InvalidInput
-    from chipclear.projections import list_requests
-
-    if gate is not None or buyer is not None or query is not None:
-        if held or awaiting:
-            raise InvalidInput(
-                "--held / --awaiting-applicant: these read the event store; drop --gate/--buyer/--query"
-            )
-        _list_visible(_visibility_query(status_, gate, buyer, escalated, query), json_)
-        return
-    wanted = [
-        flag
-        for flag, on in (("escalated", escalated), ("held", held), ("awaiting-applicant", awaiting))
-        if on
-    ]
-    rows = list_requests(store(), status_, wanted)
-    if json_:
-        output.print_json([row.model_dump() for row in rows])
-        return
-    _print_requests(rows)
-    output.console.print(f"{len(rows)} request(s)")
-
-
 def _print_requests(rows: list[RequestSummary]) -> None:
     """The one table of requests, for `list` and `list --gate/--buyer/--query` alike."""
     from rich.table import Column, Table
@@ -612,7 +563,7 @@ def _list_visible(visibility_query: str, json_: bool) -> None:
 
     from chipclear import search_attributes as sa
     from chipclear.cli.files import InvalidInput
-    from chipclear.projections import list_requests
+    from chipclear.projections import requests_by_id
     from chipclear.temporal import connect
 
     async def go() -> list[dict[str, Any]]:
@@ -646,7 +597,7 @@ def _list_visible(visibility_query: str, json_: bool) -> None:
     # The same columns as `list`: visibility finds the requests, the event store's projection fills
     # in each row (a request this store has not recorded shows what its search attributes say).
     try:
-        stored = {row.request_id: row for row in list_requests(store())}
+        stored = requests_by_id(store(), [row["request_id"] for row in rows])
     except NotFound:
         stored = {}
     summaries = [stored.get(row["request_id"]) or _from_visibility(row) for row in rows]
@@ -724,9 +675,8 @@ def decide_(
     if request_info is not None:
         if approve or deny or units is not None or condition:
             raise InvalidInput("--request-info: ask a question or decide, not both")
-        if not request_info.strip():
-            raise InvalidInput("--request-info: the question must not be empty")
-        _send(request_id, RequestInfo(gate=gate, reviewer=reviewer, question=request_info), json_, key)
+        question = _said(request_info, "--request-info: the question must not be empty")
+        _send(request_id, RequestInfo(gate=gate, reviewer=reviewer, question=question), json_, key)
         return
     if approve == deny:
         raise InvalidInput("--approve / --deny / --request-info: give exactly one of them")
@@ -767,11 +717,9 @@ def withdraw(
     json_: JsonOption = False,
 ) -> None:
     """Withdraw a request at whatever gate it is."""
-    from chipclear.cli.files import InvalidInput
     from chipclear.domain.commands import Withdraw
 
-    if not reason.strip():
-        raise InvalidInput("--reason: must not be empty")
+    reason = _said(reason, "--reason: must not be empty")
     _send(request_id, Withdraw(reason=reason, actor=actor or actor_default()), json_, key)
 
 
@@ -789,14 +737,22 @@ def respond(
     json_: JsonOption = False,
 ) -> None:
     """Answer an officer's request for information; the request returns to the officer."""
-    from chipclear.cli.files import InvalidInput, load_attachment
+    from chipclear.cli.files import load_attachment
     from chipclear.domain.commands import Respond
 
-    if not text.strip():
-        raise InvalidInput("--text: the answer must not be empty")
+    text = _said(text, "--text: the answer must not be empty")
     attachments = [load_attachment(path) for path in file or []]
     command = Respond(text=text, attachments=attachments, actor=actor or actor_default())
     _send(request_id, command, json_, key)
+
+
+def _said(text: str, refusal: str) -> str:
+    """`text`, unless it is empty or only spaces: then bad input (exit 2), saying `refusal`."""
+    from chipclear.cli.files import InvalidInput
+
+    if not text.strip():
+        raise InvalidInput(refusal)
+    return text
 
 
 def _send(request_id: str, command: HumanAct, json_: bool, key_file: Path | None) -> None:

@@ -22,7 +22,7 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import yaml
 
@@ -89,6 +89,27 @@ def decode_utf8(data: bytes, where: str) -> str:
 
 def read_text(path: Path, *, limit: int, what: str = "file") -> str:
     return decode_utf8(read_limited(path, limit=limit, what=what), f"{what} {cut_text(str(path))}")
+
+
+Read = TypeVar("Read", covariant=True)
+
+
+class Reader(Protocol[Read]):
+    def __call__(self, path: Path, *, limit: int, what: str) -> Read: ...
+
+
+def read_as(
+    error: type[Exception], read: Reader[Read], path: Path, *, limit: int, what: str, missing: str
+) -> Read:
+    """`read` (read_limited or read_text) for a caller whose failures have a type of their own (a key
+    file, a checkpoint): nothing at `path` is "`path`: `missing`", and every refusal the same sentence,
+    each raised as `error`."""
+    if not os.path.lexists(path):
+        raise error(f"{path}: {missing}")
+    try:
+        return read(path, limit=limit, what=what)
+    except InputRefused as exc:
+        raise error(str(exc)) from None
 
 
 # -- JSON ---------------------------------------------------------------------------------------------

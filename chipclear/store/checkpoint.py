@@ -22,7 +22,7 @@ from typing import Annotated
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from chipclear.domain.input_gate import InputRefused, read_text
+from chipclear.domain.input_gate import read_as, read_text
 from chipclear.domain.signing import CHECKPOINT_LABEL, PublicKeyText, canonical, public_text, sign, verify
 from chipclear.store import merkle
 from chipclear.store.chain import timestamp
@@ -109,13 +109,9 @@ MAX_CHECKPOINT_FILE = 64 * 1024
 
 
 def read_checkpoint(path: Path) -> Checkpoint:
-    if not path.exists() and not path.is_symlink():
-        raise InvalidCheckpoint(f"{path}: no such checkpoint file")
-    try:
-        # A checkpoint is a few hundred bytes: never read a device or a huge file whole.
-        text = read_text(path, limit=MAX_CHECKPOINT_FILE, what="checkpoint file")
-    except InputRefused as exc:
-        raise InvalidCheckpoint(str(exc)) from None
+    # A checkpoint is a few hundred bytes: never read a device or a huge file whole.
+    what, missing = "checkpoint file", "no such checkpoint file"
+    text = read_as(InvalidCheckpoint, read_text, path, limit=MAX_CHECKPOINT_FILE, what=what, missing=missing)
     try:
         return Checkpoint.model_validate_json(text)
     except ValidationError as exc:

@@ -6,7 +6,7 @@ import os
 import re
 import stat
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypedDict, Unpack
 from urllib.parse import parse_qs
 
 from chipclear.domain.limits import cut_text
@@ -14,7 +14,7 @@ from chipclear.store.projection import Projection
 from chipclear.store.protocol import EventStore
 from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.store.trust import RecorderKey
-from chipclear.store.upcasting import UPCASTERS, Upcasters
+from chipclear.store.upcasting import Upcasters
 from chipclear.store.urls import StoreURLError, redact
 
 __all__ = ["StoreURLError", "open_store"]
@@ -72,14 +72,16 @@ def _sqlite_file(path: str) -> None:
         )
 
 
-def open_store(
-    url: str,
-    *,
-    require_schema: bool = True,
-    projections: Iterable[Projection[Any]] = (),
-    upcasters: Upcasters = UPCASTERS,
-    recorder: RecorderKey | None = None,
-) -> EventStore:
+class StoreOptions(TypedDict, total=False):
+    """What every backend takes alike, passed on as given (each backend has the same defaults: no
+    projection, the standard upcasters, no recorder key)."""
+
+    projections: Iterable[Projection[Any]]
+    upcasters: Upcasters
+    recorder: RecorderKey | None
+
+
+def open_store(url: str, *, require_schema: bool = True, **shared: Unpack[StoreOptions]) -> EventStore:
     """`sqlite:///relative.db`, `sqlite:////absolute.db` (optional `?synchronous=normal`), or
     `postgresql://user@host:5432/db` with libpq's options and `pool_min_size`/`pool_max_size`.
 
@@ -101,14 +103,7 @@ def open_store(
             raise StoreURLError(
                 f"CHIPCLEAR_EVENT_STORE: synchronous={synchronous!r} (allowed: full, normal, extra)"
             )
-        return SQLiteEventStore(
-            path,
-            synchronous=synchronous,
-            migrate=require_schema,
-            projections=projections,
-            upcasters=upcasters,
-            recorder=recorder,
-        )
+        return SQLiteEventStore(path, synchronous=synchronous, migrate=require_schema, **shared)
     # Every message below quotes the URL redacted, never as given: `user:secret@host/db`, without its
     # scheme, would otherwise be printed whole, password and all.
     scheme, separator, _ = url.partition("://")
@@ -117,13 +112,7 @@ def open_store(
     if scheme in {"postgresql", "postgres"}:
         from chipclear.store.postgres import PostgresEventStore
 
-        return PostgresEventStore(
-            url,
-            require_schema=require_schema,
-            projections=projections,
-            upcasters=upcasters,
-            recorder=recorder,
-        )
+        return PostgresEventStore(url, require_schema=require_schema, **shared)
     raise StoreURLError(
         f"CHIPCLEAR_EVENT_STORE: unsupported scheme {scheme!r} in {redact(url)!r} (allowed: {ALLOWED})"
     )

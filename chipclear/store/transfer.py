@@ -120,15 +120,7 @@ ExportRecord = (
     | ExportedInvoice
     | ExportedCheckpoint
 )
-Record = Annotated[
-    ExportHeader
-    | ExportedEvent
-    | ExportedStream
-    | ExportedScreeningList
-    | ExportedInvoice
-    | ExportedCheckpoint,
-    Field(discriminator="record"),
-]
+Record = Annotated[ExportRecord, Field(discriminator="record")]
 RECORD: TypeAdapter[Record] = TypeAdapter(Record)
 CSV_COLUMNS = [name for name in ExportedEvent.model_fields if name != "record"]
 

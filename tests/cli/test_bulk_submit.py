@@ -410,6 +410,15 @@ def test_an_order_book_is_bounded(tmp_path: Path) -> None:
     assert len(pending_from(tmp_path, HEADER + "\n" + f"{ROW}\n" * MAX_ORDER_ROWS)) == MAX_ORDER_ROWS
 
 
+def test_a_column_fills_the_field_its_group_names() -> None:
+    assert COLUMNS["request_id"] == ("request_id",)
+    assert COLUMNS["consignee_kind"] == ("consignees", "0", "kind")
+    assert COLUMNS["exporter_country"] == ("exporter", "country")
+    assert COLUMNS["state_funded"] == ("data_center", "state_funded")
+    assert COLUMNS["domestic_invoice_date"] == ("domestic_procurement", "0", "invoice_date")
+    assert len(COLUMNS) == 28 and list(COLUMNS)[:2] == ["request_id", "buyer_name"]
+
+
 def test_every_column_is_documented() -> None:
     """docs/cli.md describes each column an order book may have."""
     documented = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")

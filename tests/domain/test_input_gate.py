@@ -14,7 +14,15 @@ import pytest
 from pydantic import ValidationError
 
 from chipclear.domain.countries import ISO_3166_ALPHA_2
-from chipclear.domain.input_gate import InputRefused, json_depth, parse_json, parse_yaml, read_limited
+from chipclear.domain.input_gate import (
+    InputRefused,
+    json_depth,
+    parse_json,
+    parse_yaml,
+    read_as,
+    read_limited,
+    read_text,
+)
 from chipclear.domain.limits import cut, one_sentence
 from chipclear.domain.models import DataCenter, ImportRequest, Party, ProcurementRecord
 from tests.factories import request_doc
@@ -121,6 +129,32 @@ def test_files_that_are_not_regular_files_are_refused_unread(tmp_path: Path) -> 
     ]:
         with pytest.raises(InputRefused, match=says):
             read_limited(path, limit=1024, what="request file")
+
+
+class KeyTrouble(ValueError):
+    """A caller's own failure type (keys and checkpoints have theirs)."""
+
+
+def test_read_as_raises_the_callers_own_type_with_the_same_sentence(tmp_path: Path) -> None:
+    (tmp_path / "key").write_text("ed25519:abc\n", encoding="utf-8")
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    (tmp_path / "latin1").write_bytes("caf\xe9".encode("latin-1"))
+
+    def read(path: Path) -> str:
+        return read_as(KeyTrouble, read_text, path, limit=64, what="key file", missing="no key there")
+
+    assert read(tmp_path / "key") == "ed25519:abc\n"
+    assert read_as(KeyTrouble, read_limited, tmp_path / "key", limit=64, what="key file", missing="-") == (
+        b"ed25519:abc\n"
+    )
+    for path, says in [
+        (tmp_path / "none", f"^{tmp_path / 'none'}: no key there$"),  # nothing there: the caller's words
+        (tmp_path / "dangling", "key file .*dangling: no such file"),  # a link to nothing: the gate's
+        (tmp_path, "key file .*: cannot read a directory, only a regular file"),
+        (tmp_path / "latin1", "key file .*latin1: not UTF-8 text"),
+    ]:
+        with pytest.raises(KeyTrouble, match=says):
+            read(path)
 
 
 # -- the models' strict fields --------------------------------------------------------------------------

@@ -97,6 +97,14 @@ class GateRules(Generic[S, L]):
         """A rule that denies the request at this gate whatever anyone says, or None."""
         return None
 
+    def excluded_kind(self, role: str, kind: str, excluded: frozenset[Any], key: str) -> GateDenied | None:
+        """For `denial`: the denial for a party whose kind the policy excludes at this gate (`role` names
+        the party, `key` the policy's list)."""
+        if kind not in excluded:
+            return None
+        rule = f"{self.rule_prefix}.{key}"
+        return GateDenied(gate=self.name, rule=rule, reason=f"{role} kind {kind} is in {rule}")
+
     def needs(self, ctx: Context, command: Command) -> FactsWanted:
         """Facts from outside that `command` needs at this gate, given those already known (`ctx.facts`)."""
         return FactsWanted()
@@ -188,16 +196,6 @@ def approval(
         )
         payloads = [approved, licence]
     return [By(POLICY_ACTOR, p) for p in payloads] if by_policy else list(payloads)
-
-
-def excluded_kind(
-    gate: GateRules[S, L], role: str, kind: str, excluded: frozenset[Any], key: str
-) -> GateDenied | None:
-    """The denial for a party whose kind the policy excludes at this gate (`role` names the party)."""
-    if kind not in excluded:
-        return None
-    rule = f"{gate.rule_prefix}.{key}"
-    return GateDenied(gate=gate.name, rule=rule, reason=f"{role} kind {kind} is in {rule}")
 
 
 def require_at(state: RequestState, gate: str) -> None:

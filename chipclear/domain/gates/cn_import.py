@@ -16,16 +16,7 @@ from chipclear.domain.commands import Command, Compensate, Decide, Evaluate, Rec
 from chipclear.domain.errors import DomainError
 from chipclear.domain.events import AllocationGranted, AllocationQueued, AllocationReleased, Event, GateDenied
 from chipclear.domain.facts import FactsWanted
-from chipclear.domain.gates.base import (
-    LEDGER_ACTOR,
-    By,
-    Context,
-    GateRules,
-    Payload,
-    approval,
-    excluded_kind,
-    require_at,
-)
+from chipclear.domain.gates.base import LEDGER_ACTOR, By, Context, GateRules, Payload, approval, require_at
 from chipclear.domain.models import PartyKind
 from chipclear.domain.policy import GateMode, Policy, ReviewSection
 from chipclear.domain.state import GateSlice, RequestState
@@ -100,7 +91,7 @@ class CnImport(GateRules[CnImportSection, CnImportSlice]):
     def denial(self, state: RequestState, policy: Policy) -> GateDenied | None:
         assert state.request is not None
         excluded = self.section(policy).excluded_buyer_kinds
-        return excluded_kind(self, "buyer", state.request.buyer.kind, excluded, "excluded_buyer_kinds")
+        return self.excluded_kind("buyer", state.request.buyer.kind, excluded, "excluded_buyer_kinds")
 
     def awaiting_allocation(self, state: RequestState, policy: Policy) -> bool:
         held = self.slice(state).allocation

@@ -27,16 +27,7 @@ from chipclear.domain.events import (
     ScreeningHoldCleared,
 )
 from chipclear.domain.facts import FactsWanted, ScreenParties
-from chipclear.domain.gates.base import (
-    POLICY_ACTOR,
-    By,
-    Context,
-    GateRules,
-    Payload,
-    approval,
-    excluded_kind,
-    require_open,
-)
+from chipclear.domain.gates.base import POLICY_ACTOR, By, Context, GateRules, Payload, approval, require_open
 from chipclear.domain.models import PartyKind
 from chipclear.domain.policy import GateMode, IsoDuration, Policy, ReviewSection
 from chipclear.domain.registry import gate_of
@@ -163,7 +154,7 @@ class UsExport(GateRules[UsExportSection, UsExportSlice]):
     def denial(self, state: RequestState, policy: Policy) -> GateDenied | None:
         assert state.request is not None
         kind, excluded = state.request.effective_end_user.kind, self.section(policy).excluded_end_user_kinds
-        return excluded_kind(self, "end user", kind, excluded, "excluded_end_user_kinds")
+        return self.excluded_kind("end user", kind, excluded, "excluded_end_user_kinds")
 
     def max_units(self, policy: Policy) -> int | None:
         return self.section(policy).max_units_per_request
