@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,11 +60,40 @@ def canonical(fields: dict[str, Any]) -> str:
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def _field(text: str | None) -> bytes:
-    if text is None:
+def _field(value: str | int | None) -> bytes:
+    if value is None:
         return b"~,"
-    raw = text.encode()
+    raw = str(value).encode()
     return b"%d:%b," % (len(raw), raw)
+
+
+# The stored columns an event's hash covers, in the order it takes them (the events table's order).
+# The act (a person's signed command, or None) is chained: swapping it for another act, or dropping it,
+# breaks the chain like editing the payload would. The recorder's seal is not: it signs the hash, so it
+# is computed after it. The schema version is chained with the data it describes: relabelling a stored
+# payload as another shape (so that an upcaster rewrites it on read) breaks the chain like editing the
+# payload would.
+CHAINED_COLUMNS = (
+    "event_id",
+    "stream_id",
+    "version",
+    "type",
+    "schema_version",
+    "data",
+    "occurred_at",
+    "recorded_at",
+    "policy_version",
+    "actor",
+    "act",
+)
+
+
+def chained_columns(columns: Sequence[str | int | None]) -> bytes:
+    """What an event's hash covers after `prev_hash`: its CHAINED_COLUMNS as stored, each a netstring.
+
+    `data` and `act` are the stored JSON texts (canonical when written; hashed as they stand).
+    """
+    return b"".join(map(_field, columns))
 
 
 def chained_bytes(
@@ -81,30 +110,9 @@ def chained_bytes(
     actor: str,
     act: str | None,
 ) -> bytes:
-    """What an event's hash covers after `prev_hash`: its stored columns, each as a netstring.
-
-    `data` and `act` are the stored JSON texts (canonical when written; hashed as they stand).
-    """
-    # The act (a person's signed command, or None) is chained: swapping it for another act, or
-    # dropping it, breaks the chain like editing the payload would. The recorder's seal is not: it
-    # signs the hash, so it is computed after it.
-    # The schema version is chained with the data it describes: relabelling a stored payload as another
-    # shape (so that an upcaster rewrites it on read) breaks the chain like editing the payload would.
-    return b"".join(
-        (
-            _field(event_id),
-            _field(stream_id),
-            _field(str(version)),
-            _field(type_),
-            _field(str(schema_version)),
-            _field(data),
-            _field(occurred_at),
-            _field(recorded_at),
-            _field(policy_version),
-            _field(actor),
-            _field(act),
-        )
-    )
+    """`chained_columns` by name, for a writer that has the values rather than a stored row."""
+    values: list[str | int | None] = [event_id, stream_id, version, type_, schema_version, data, occurred_at]
+    return chained_columns([*values, recorded_at, policy_version, actor, act])
 
 
 def link(prev_hash: str, chained: bytes) -> str:

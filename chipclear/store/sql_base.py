@@ -23,7 +23,7 @@ from typing import Any, Protocol, Self
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from chipclear.domain.events import StoredEvent
-from chipclear.store.chain import chained_bytes
+from chipclear.store.chain import CHAINED_COLUMNS, chained_columns
 from chipclear.store.errors import CannotSeal
 from chipclear.store.migrations import Migration
 from chipclear.store.projection import Projection
@@ -32,6 +32,8 @@ from chipclear.store.trust import EventRow, RecorderKey, Sealer, act_of
 from chipclear.store.upcasting import UPCASTERS, Upcasters
 
 EVENT_COLUMNS = ", ".join(EventRow._fields)
+# chain_row hands the chained columns on by position: a reordered row would hash other bytes.
+assert EventRow._fields[1:12] == CHAINED_COLUMNS, "EventRow and the chain disagree on column order"
 
 
 class Cursor(Protocol):
@@ -164,22 +166,8 @@ def stored_event(row: Sequence[Any], upcasters: Upcasters) -> StoredEvent:
 def chain_row(row: Sequence[Any]) -> tuple[int, int, str, str, bytes]:
     """(position, version, prev_hash, hash, chained bytes) of an `EVENT_COLUMNS` row, exactly as stored:
     no column is parsed or re-encoded on the way to the hash."""
-    (position, event_id, stream_id, version, type_, schema_version, data, occurred_at, recorded_at,
-     policy_version, actor, act, prev_hash, hash_) = row[:14]  # fmt: skip
-    chained = chained_bytes(
-        event_id=event_id,
-        stream_id=stream_id,
-        version=version,
-        type_=type_,
-        schema_version=schema_version,
-        data=data,
-        occurred_at=occurred_at,
-        recorded_at=recorded_at,
-        policy_version=policy_version,
-        actor=actor,
-        act=act,
-    )
-    return position, version, prev_hash, hash_, chained
+    # EVENT_COLUMNS: position, then the CHAINED_COLUMNS in their order, then prev_hash and hash.
+    return row[0], row[3], row[12], row[13], chained_columns(row[1:12])
 
 
 def streams_in_order(tx: Tx, page: int = PAGE) -> Iterator[tuple[str, Iterator[Any]]]:
