@@ -35,8 +35,8 @@ from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.bench import bare_step
 from chipclear import keys
+from chipclear.bench import bench_worker
 from chipclear.client import ledger_state, open_batch
 from chipclear.config import Settings
 from chipclear.contracts import LEDGER_RESERVE, ledger_start
@@ -172,25 +172,10 @@ async def _measure(
     client: Client, home: Path, kind: str, count: int, in_flight: int, capacity: int
 ) -> dict[str, Any]:
     """One fresh worker and task queue: warm up, then `count` reservations with `in_flight` at once."""
-    from chipclear.worker import run_worker
-
     queue = f"ledger-bench-{uuid.uuid4().hex[:8]}"
     settings = Settings(home, f"sqlite:///{home / (queue + '.db')}", queue, "auto", True)
     policy = load_policy("auto", home=home).with_section(cn_import.NAME, allocate_from_batches=True)
-    stop_event, ready = asyncio.Event(), asyncio.Event()
-    worker = asyncio.create_task(
-        run_worker(
-            settings,
-            policy=policy,
-            client=client,
-            stop=stop_event,
-            ready=ready,
-            extra_workflows=[NoOpLedgerWorkflow],
-            extra_activities=[bare_step],
-        )
-    )
-    await ready.wait()
-    try:
+    async with bench_worker(settings, policy, client, [NoOpLedgerWorkflow]):
         if kind == "ledger":
             opener = keys.load_private(keys.private_path(home, "wang"))
             spec = BatchSpec(batch_id="rush", capacity=capacity)
@@ -241,9 +226,6 @@ async def _measure(
             assert len(state.allocations) + len(state.queue) == count + 20
             row["granted"], row["queued"] = len(state.allocations), len(state.queue)
         return row
-    finally:
-        stop_event.set()
-        await worker
 
 
 async def server(repeats: int, count: int) -> list[dict[str, Any]]:

@@ -12,7 +12,8 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,34 @@ async def _suite(
     }
 
 
+@asynccontextmanager
+async def bench_worker(
+    settings: Settings, policy: Policy, client: Client, extra_workflows: Sequence[type]
+) -> AsyncIterator[None]:
+    """A worker running beside a benchmark in this process, with the benchmark's own yardstick workflows
+    (and the no-op activity they call) registered only here, never by the production worker."""
+    from chipclear.worker import run_worker
+
+    stop_event, ready = asyncio.Event(), asyncio.Event()
+    worker = asyncio.create_task(
+        run_worker(
+            settings,
+            policy=policy,
+            client=client,
+            stop=stop_event,
+            ready=ready,
+            extra_workflows=list(extra_workflows),
+            extra_activities=[bare_step],
+        )
+    )
+    await ready.wait()
+    try:
+        yield
+    finally:
+        stop_event.set()
+        await worker
+
+
 async def run_bench(
     *,
     requests: int,
@@ -156,8 +185,6 @@ async def run_bench(
     event_store: str | None = None,
     write_docs: Path | None = None,
 ) -> None:
-    from chipclear.worker import run_worker
-
     host = bench_report.machine()  # the load average before the run, not the bench's own
 
     configure(level="WARNING")
@@ -173,29 +200,13 @@ async def run_bench(
         else:
             client = await connect()
         try:
-            stop_event, ready = asyncio.Event(), asyncio.Event()
             policy = _policy(allocation, home)
             # The bare yardstick runs on the same worker as the import workflow, and only on the bench's.
-            worker = asyncio.create_task(
-                run_worker(
-                    settings,
-                    policy=policy,
-                    client=client,
-                    stop=stop_event,
-                    ready=ready,
-                    extra_workflows=[BareWorkflow],
-                    extra_activities=[bare_step],
-                )
-            )
-            await ready.wait()
-            try:
+            async with bench_worker(settings, policy, client, [BareWorkflow]):
                 report = await _suite(client, settings.task_queue, requests, concurrency, policy, home)
-                report["sandbox"] = sandbox
-                report["allocation"] = allocation
-                report["event_store"] = "postgresql" if store_url.startswith("postgres") else "sqlite"
-            finally:
-                stop_event.set()
-                await worker
+            report["sandbox"] = sandbox
+            report["allocation"] = allocation
+            report["event_store"] = "postgresql" if store_url.startswith("postgres") else "sqlite"
         finally:
             if process is not None:
                 stop(process)
