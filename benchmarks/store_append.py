@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +39,11 @@ sys.path.append(str(Path(__file__).resolve().parent.parent))
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from chipclear.domain.allocation import UnitsGranted
 from chipclear.domain.events import Event
 from chipclear.domain.signing import EVENT_SEAL_LABEL, public_text, sign
+from tests.store.support import grant
 
 STREAMS = 500
-START = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 KEY = Ed25519PrivateKey.generate()
 PUBLIC = public_text(KEY.public_key())
 INSERT = (
@@ -60,24 +59,10 @@ HEAD = (
 
 
 def event(stream_id: str, version: int) -> Event:
-    """A ledger grant of about the size of a request's event (its stored row is ~700 bytes)."""
-    return Event(
-        event_id=str(uuid.uuid4()),
-        stream_id=stream_id,
-        version=version,
-        data=UnitsGranted(
-            request_id=f"{stream_id}-r{version}",
-            buyer="Alpha Compute Ltd.",
-            batch_id="2026-Q1",
-            units=version,
-            requested=version * 2,
-            workflow_id=f"import-{stream_id}-r{version}",
-            reason="the batch has fewer units left than requested; the rest is queued " * 3,
-        ),
-        occurred_at=START + timedelta(milliseconds=version),
-        policy_version="bench-auto",
-        actor="ledger",
-    )
+    """The store tests' ledger grant, padded to about the size of a request's event (a ~700-byte row)."""
+    granted = grant(stream_id, version)
+    reason = "the batch has fewer units left than requested; the rest is queued " * 3
+    return granted.model_copy(update={"data": granted.data.model_copy(update={"reason": reason})})
 
 
 def batches(appends: int, size: int, prefix: str) -> list[tuple[str, int, list[Event]]]:
@@ -183,16 +168,20 @@ def raw_postgres_one(conn: psycopg.Connection[Any], work: Plain) -> None:
             conn.execute(head_sql, (stream_id, expected + len(events), head))
 
 
-def raw_postgres(url: str, work: list[Plain]) -> float:
-    conns = [psycopg.connect(url, autocommit=True) for _ in work]
-    pairs = zip(conns, work, strict=True)
-    threads = [threading.Thread(target=raw_postgres_one, args=pair) for pair in pairs]
+def timed(threads: list[threading.Thread]) -> float:
+    """Seconds from starting every thread until the last has finished."""
     started = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    elapsed = time.perf_counter() - started
+    return time.perf_counter() - started
+
+
+def raw_postgres(url: str, work: list[Plain]) -> float:
+    conns = [psycopg.connect(url, autocommit=True) for _ in work]
+    pairs = zip(conns, work, strict=True)
+    elapsed = timed([threading.Thread(target=raw_postgres_one, args=pair) for pair in pairs])
     for conn in conns:
         conn.close()
     return elapsed
@@ -224,13 +213,7 @@ def chipclear_postgres(url: str, work: list[list[tuple[str, int, list[Event]]]])
 
     store = PostgresEventStore(url, recorder=KEY)
     store.sealer()
-    threads = [threading.Thread(target=chipclear_appends, args=(store, w)) for w in work]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = timed([threading.Thread(target=chipclear_appends, args=(store, w)) for w in work])
     store.close()
     return elapsed
 
