@@ -4,7 +4,8 @@ The store knows no aggregate; this module hands it one. `open_event_store` opens
 projection registered (the worker, the CLI, the demo and the bench all open it so), and the store then
 runs it inside every append's transaction. Rows are computed with the domain's own `evolve`, so a
 rebuild (a fresh fold of the log) must give byte-identical rows; a difference means the projection or
-the log was tampered with.
+the log was tampered with. The table's columns and `RequestSummary` live in chipclear.request_rows,
+which `chipclear list` reads without importing the domain.
 """
 
 from __future__ import annotations
@@ -12,61 +13,37 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
-
 from chipclear.domain.events import REQUEST_EVENT_TYPES, Event
 from chipclear.domain.gates import domestic_quota
 from chipclear.domain.models import invoice_key
 from chipclear.domain.state import RequestState, fold
+from chipclear.request_rows import COLUMNS, SUMMARY_COLUMNS, TABLE, RequestSummary
 from chipclear.store.chain import timestamp
 from chipclear.store.factory import open_store
 from chipclear.store.projection import Projection, RowQuery
 from chipclear.store.protocol import EventStore, ProjectionRows
 from chipclear.store.reconcile import InvoiceClaim
 
-COLUMNS = (
-    "request_id",
-    "status",
-    "gate",
-    "buyer",
-    "units_requested",
-    "units_approved",
-    "policy_version",
-    "version",
-    "submitted_at",
-    "updated_at",
-    "state",
-    "flags",
-)
-# The summary columns: everything but the state, which `list` never needs.
-SUMMARY_COLUMNS = [column for column in COLUMNS if column != "state"]
-
-
-class RequestSummary(BaseModel):
-    """One row of the request projection: what `chipclear list` shows without folding any events."""
-
-    request_id: str
-    status: str  # a final status, or the status its gate names (`us_export_review`, …)
-    gate: str | None
-    buyer: str
-    units_requested: int
-    units_approved: int | None
-    policy_version: str
-    version: int
-    submitted_at: str
-    updated_at: str
-    flags: list[str] = Field(default_factory=list)  # held, awaiting-applicant, escalated
-
-    @field_validator("flags", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        return [flag for flag in value.split(",") if flag] if isinstance(value, str) else value
+__all__ = [
+    "COLUMNS",
+    "PROJECTIONS",
+    "REQUESTS",
+    "SUMMARY_COLUMNS",
+    "RequestProjection",
+    "RequestSummary",
+    "get_request",
+    "list_requests",
+    "newest_requests",
+    "open_event_store",
+    "request_summary",
+    "requests_by_id",
+]
 
 
 class RequestProjection:
     """Implements the store's `Projection` for the request aggregate (state: `RequestState`)."""
 
-    table = "requests"
+    table = TABLE
     columns = COLUMNS
 
     def wants(self, event: Event) -> bool:

@@ -4,22 +4,28 @@ Nothing here grows with the store: a page is one keyset query on an index (`subm
 that reads only the summary columns, and the table is drawn for that page alone. `--all` walks every
 page the same way and prints each as it comes. The visibility search (`--gate`, `--buyer`, `--query`)
 stays in chipclear.cli.main, with the callbacks the options share.
+
+Nothing here imports the domain or the store either, unless it must: a SQLite store's page is read by
+chipclear.request_rows with sqlite3 (tests/cli/test_startup.py holds that budget), and only another
+store (PostgreSQL, one to migrate) is opened the usual way, through chipclear.projections.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Sequence
+from contextlib import closing
+from typing import TYPE_CHECKING, Annotated, Protocol
 
 import typer
 
 from chipclear.cli import output
-from chipclear.cli.common import JsonOption, handles_errors, store
+from chipclear.cli.common import JsonOption, handles_errors, settings, store
 from chipclear.cli.main import _known_gate, _known_status, _list_visible, _print_requests, _visibility_query
+from chipclear.request_rows import STATUSES, RequestSummary, open_sqlite_rows
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from chipclear.projections import RequestSummary
     from chipclear.store.protocol import ProjectionRows
 
 DEFAULT_LIMIT = 50
@@ -27,11 +33,61 @@ DEFAULT_LIMIT = 50
 ALL_PAGE = 500
 
 
+class Rows(Protocol):
+    """Where a page comes from: a SQLite store's table read directly, or any store opened as usual."""
+
+    def newest(
+        self, status: str | None, flags: Sequence[str], *, limit: int, after: RequestSummary | None = None
+    ) -> list[RequestSummary]: ...
+
+    def summary(self, request_id: str) -> RequestSummary | None: ...
+
+    def close(self) -> None: ...
+
+
+class StoreRows:
+    """`Rows` from an opened event store (chipclear.projections, with the domain it imports)."""
+
+    def __init__(self, events: ProjectionRows) -> None:
+        self.events = events
+
+    def newest(
+        self, status: str | None, flags: Sequence[str], *, limit: int, after: RequestSummary | None = None
+    ) -> list[RequestSummary]:
+        from chipclear.projections import newest_requests
+
+        return newest_requests(self.events, status, flags, limit=limit, after=after)
+
+    def summary(self, request_id: str) -> RequestSummary | None:
+        from chipclear.projections import request_summary
+
+        return request_summary(self.events, request_id)
+
+    def close(self) -> None:
+        pass  # the process's store, as every command leaves it
+
+
+def open_rows() -> Rows:
+    """The SQLite store's rows read as they are when chipclear.request_rows can; else the store."""
+    light = open_sqlite_rows(settings().event_store_url)
+    return light if light is not None else StoreRows(store())
+
+
+def _status(value: str | None) -> str | None:
+    """--status: the built-in statuses without importing the gates; any other value is checked by the
+    registry (it knows a gate registered since, and names every known status if the value is none)."""
+    return value if value is None or value in STATUSES else _known_status(value)
+
+
+def _gate(value: str | None) -> str | None:
+    return None if value is None else _known_gate(value)
+
+
 @handles_errors
 def list_(
     status_: Annotated[
         str | None,
-        typer.Option("--status", help="Only requests with this status.", callback=_known_status),
+        typer.Option("--status", help="Only requests with this status.", callback=_status),
     ] = None,
     escalated: Annotated[
         bool, typer.Option("--escalated", help="Only requests whose review SLA has passed undecided.")
@@ -54,7 +110,7 @@ def list_(
     ] = False,
     gate: Annotated[
         str | None,
-        typer.Option(help="Only requests at this gate (a Temporal visibility query).", callback=_known_gate),
+        typer.Option(help="Only requests at this gate (a Temporal visibility query).", callback=_gate),
     ] = None,
     buyer: Annotated[
         str | None, typer.Option(help="Only this buyer's requests (a Temporal visibility query).")
@@ -69,10 +125,9 @@ def list_(
 
     With --gate, --buyer or --query: from Temporal's visibility store, through the search attributes.
     """
-    from chipclear.cli.files import InvalidInput
-    from chipclear.projections import request_summary
-
     if gate is not None or buyer is not None or query is not None:
+        from chipclear.cli.files import InvalidInput
+
         if held or awaiting:
             raise InvalidInput(
                 "--held / --awaiting-applicant: these read the event store; drop --gate/--buyer/--query"
@@ -86,49 +141,56 @@ def list_(
         for flag, on in (("escalated", escalated), ("held", held), ("awaiting-applicant", awaiting))
         if on
     ]
-    events = store()
+    with closing(open_rows()) as found:
+        _list_page(found, status_, flags, limit, after, all_=all_, json_=json_)
+
+
+def _list_page(
+    found: Rows,
+    status: str | None,
+    flags: list[str],
+    limit: int,
+    after: str | None,
+    *,
+    all_: bool,
+    json_: bool,
+) -> None:
     start: RequestSummary | None = None
     if after is not None:
-        start = request_summary(events, after)
+        start = found.summary(after)
         if start is None:
+            from chipclear.cli.files import InvalidInput
+
             raise InvalidInput(f"--after {after!r}: no such request in the event store")
     if all_:
-        _print_all(_pages(events, status_, flags, start), json_)
+        _print_all(_pages(found, status, flags, start), json_)
         return
-    rows = _page(events, status_, flags, limit + 1, start)  # one more: are there older ones?
-    more, rows = len(rows) > limit, rows[:limit]
+    page = found.newest(status, flags, limit=limit + 1, after=start)  # one more: are there older ones?
+    more, page = len(page) > limit, page[:limit]
     if json_:
-        output.print_json([row.model_dump() for row in rows])
+        output.print_json([row.model_dump() for row in page])
         return
-    _print_requests(rows)
+    _print_requests(page)
     if more:
         output.console.print(
-            f"{len(rows)} request(s), newest first; older ones: chipclear list --after {rows[-1].request_id} "
+            f"{len(page)} request(s), newest first; older ones: chipclear list --after {page[-1].request_id} "
             "(or --all)",
             highlight=False,
         )
     else:
-        output.console.print(f"{len(rows)} request(s)")
-
-
-def _page(
-    events: ProjectionRows, status: str | None, flags: list[str], limit: int, after: RequestSummary | None
-) -> list[RequestSummary]:
-    from chipclear.projections import newest_requests
-
-    return newest_requests(events, status, flags, limit=limit, after=after)
+        output.console.print(f"{len(page)} request(s)")
 
 
 def _pages(
-    events: ProjectionRows, status: str | None, flags: list[str], after: RequestSummary | None
+    found: Rows, status: str | None, flags: list[str], after: RequestSummary | None
 ) -> Iterator[list[RequestSummary]]:
     while True:
-        rows = _page(events, status, flags, ALL_PAGE, after)
-        if rows:
-            yield rows
-        if len(rows) < ALL_PAGE:
+        page = found.newest(status, flags, limit=ALL_PAGE, after=after)
+        if page:
+            yield page
+        if len(page) < ALL_PAGE:
             return
-        after = rows[-1]
+        after = page[-1]
 
 
 def _print_all(pages: Iterator[list[RequestSummary]], json_: bool) -> None:

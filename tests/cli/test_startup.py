@@ -1,6 +1,7 @@
 """What a `chipclear` call imports before it answers (issue 17): start-up is what a user waits for on every
 call, so `--help` imports neither Temporal nor the client, the workflows, the domain's models or the
-store, and `status` of a final request none of them either (it reads the store's row with sqlite3).
+store, and `status` of a final request none of them either (it reads the store's row with sqlite3), nor
+`list` of a SQLite store (it reads the projection's summary rows with sqlite3: chipclear.request_rows).
 
 Seen through `python -X importtime` in a real console-script process, never timed here: the figures
 live in docs/performance.md ("CLI start-up").
@@ -21,11 +22,11 @@ from chipclear.cli import output
 from chipclear.cli.common import EXPECTED
 from chipclear.cli.lazy import LazyCommands
 from chipclear.cli.main import SUBCOMMANDS, app
-from chipclear.projections import PROJECTIONS, get_request
+from chipclear.projections import PROJECTIONS, get_request, newest_requests
 from chipclear.store.sqlite import SQLiteEventStore
 from tests import keys
-from tests.cli.test_cli import Result, chipclear, hermetic_env, ok, show
-from tests.store.support import RECORDER, append_all, scenario
+from tests.cli.test_cli import Result, chipclear, hermetic_env, ok, refused, show
+from tests.store.support import KINDS, RECORDER, append_all, scenario, scenarios
 
 # What a call that needs none of them must not import (a prefix names a package and its modules).
 HEAVY = (
@@ -86,6 +87,34 @@ def test_status_of_a_final_request_reads_the_store_row_alone(home: Path) -> None
     text = ok(traced(home, "status", "req-final"))
     assert heavy(imported(text)) == [], show(text)
     assert "source: event-store" in text.stdout, show(text)
+
+
+def test_list_reads_the_store_rows_alone(home: Path) -> None:
+    with closing(SQLiteEventStore(home / "events.db", projections=PROJECTIONS, recorder=RECORDER)) as store:
+        append_all(store, scenarios(2 * len(KINDS)))
+        newest = newest_requests(store, limit=100)
+        licensed = newest_requests(store, "licensed", limit=100)
+    expected = json.loads(json.dumps([row.model_dump() for row in newest]))
+
+    page = ok(traced(home, "list", "--json"))
+    assert heavy(imported(page)) == [], show(page)
+    assert json.loads(page.stdout) == expected
+    every = ok(traced(home, "list", "--all", "--json"))
+    assert heavy(imported(every)) == [] and json.loads(every.stdout) == expected, show(every)
+    after = ok(
+        traced(home, "list", "--status", "licensed", "--limit", "1", "--after", licensed[0].request_id)
+    )
+    assert heavy(imported(after)) == [], show(after)
+    assert f"chipclear list --after {licensed[1].request_id}" in " ".join(after.stdout.split())
+    for flags in (["--held"], ["--escalated", "--awaiting-applicant"]):
+        flagged = ok(traced(home, "list", *flags))
+        assert heavy(imported(flagged)) == [] and "0 request(s)" in flagged.stdout, show(flagged)
+    table = ok(traced(home, "list", "--limit", "3"))
+    assert heavy(imported(table)) == [], show(table)
+    assert [row.request_id in table.stdout for row in newest[:4]] == [True, True, True, False]
+    # A status no built-in gate has is checked by the registry, which names the known ones.
+    refused(traced(home, "list", "--status", "nowhere"), "'nowhere' is not a status", "licensed", code=2)
+    refused(traced(home, "list", "--after", "no-such-request"), "no such request in the event store", code=2)
 
 
 def test_screening_check_needs_no_temporal(home: Path) -> None:
