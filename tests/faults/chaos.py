@@ -17,7 +17,6 @@ import json
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ from rich.console import Console
 from rich.table import Table
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 
-from chipclear.store import open_store
 from tests.faults import drills
 from tests.faults.rig import Rig, summary
 
@@ -47,10 +45,7 @@ def on_postgres(name: str, strike: Callable[[drills.RestartableCluster], drills.
     async def run(home: Path, requests: int) -> dict[str, Any]:
         cluster = drills.RestartableCluster().start()
         try:
-            url = cluster.new_schema()
-            with closing(open_store(url, require_schema=False)) as fresh:
-                fresh.migrate()
-            rig = Rig(home, url)
+            rig = drills.postgres_rig(home, cluster)
             result = await drills.drill(rig, requests, strike(cluster), within=900)
             return summary(name, result) | {"workers": rig.workers_started, "sigterm_exit": rig.exit_code}
         finally:

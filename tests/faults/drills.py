@@ -15,6 +15,7 @@ from pathlib import Path
 
 from temporalio.client import Client
 
+from chipclear.store import open_store
 from chipclear.store.protocol import EventStore
 from tests.faults.rig import (
     CHIPCLEAR,
@@ -107,6 +108,14 @@ class RestartableCluster(Cluster):
 
     def restart(self) -> None:
         self.serve(log_mode="ab")
+
+
+def postgres_rig(home: Path, cluster: RestartableCluster) -> Rig:
+    """A rig whose event store is a fresh, migrated schema on `cluster`."""
+    url = cluster.new_schema()
+    with closing(open_store(url, require_schema=False)) as fresh:
+        fresh.migrate()
+    return Rig(home, url)
 
 
 def stop_postgres(cluster: RestartableCluster, down: float) -> Fault:

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from chipclear.store import open_store
 from tests.faults import drills
 from tests.faults.rig import Rig, Verdict
 
@@ -81,10 +79,7 @@ async def test_a_store_lock_longer_than_the_activity_timeout_wedges_nothing(rig:
 async def test_a_postgresql_outage_is_waited_out(
     tmp_path: Path, pg_cluster: drills.RestartableCluster
 ) -> None:
-    url = pg_cluster.new_schema()
-    with closing(open_store(url, require_schema=False)) as fresh:
-        fresh.migrate()
-    rig = Rig(tmp_path, url)
+    rig = drills.postgres_rig(tmp_path, pg_cluster)
     result = await drills.drill(rig, REQUESTS, drills.stop_postgres(pg_cluster, down=6.0))
     holds(result)
     assert rig.workers_started == 1 and rig.worker_alive
@@ -103,10 +98,7 @@ async def test_a_postgresql_outage_is_waited_out(
 async def test_two_workers_on_one_postgresql_store_share_the_load_and_lose_nothing(
     tmp_path: Path, pg_cluster: drills.RestartableCluster
 ) -> None:
-    url = pg_cluster.new_schema()
-    with closing(open_store(url, require_schema=False)) as fresh:
-        fresh.migrate()
-    rig = Rig(tmp_path, url)
+    rig = drills.postgres_rig(tmp_path, pg_cluster)
     result = await drills.drill(rig, REQUESTS, drills.second_worker)
     holds(result)  # every request licensed once, no duplicate or missing event, the audit and replay hold
     assert rig.workers_started == 2 and rig.worker_alive and rig.exit_code == 0
