@@ -14,14 +14,19 @@ from chipclear.store import open_store
 from tests.cli.test_cli import chipclear, hermetic_env, ok
 
 
-def test_bench_on_a_postgresql_event_store_records_every_request(pg_url: str) -> None:
+def test_bench_on_a_postgresql_event_store_records_every_request_and_writes_the_docs(
+    pg_url: str, tmp_path: Path
+) -> None:
+    doc = tmp_path / "performance.md"
+    doc.write_text(f"# Performance\n\nBefore.\n\n{BEGIN}\nold figures\n{END}\n\nAfter.\n", encoding="utf-8")
     result = ok(
         chipclear(
             hermetic_env(),
-            "bench", "-n", "4", "--concurrency", "4", "--no-allocation", "--event-store", pg_url, "--json",
+            "bench", "-n", "4", "--concurrency", "4", "--no-allocation", "--event-store", pg_url,
+            "--write-docs", str(doc), "--json",
         )
     )  # fmt: skip
-    report = json.loads(result.stdout)
+    report = json.loads(result.stdout)  # stdout is the JSON alone
     assert report["event_store"] == "postgresql" and report["allocation"] is False
     assert {row["workflows"] for row in report["results"].values()} == {4}
     assert all(row["per_second"] > 0 for row in report["results"].values())
@@ -29,21 +34,12 @@ def test_bench_on_a_postgresql_event_store_records_every_request(pg_url: str) ->
         requests = list_requests(store)
         assert len(requests) >= 4 and {row.status for row in requests} == {Status.LICENSED}  # + warm-up
         assert store.verify().ok
-
-
-def test_bench_writes_its_figures_the_machine_and_the_date_into_the_docs(tmp_path: Path) -> None:
-    doc = tmp_path / "performance.md"
-    doc.write_text(f"# Performance\n\nBefore.\n\n{BEGIN}\nold figures\n{END}\n\nAfter.\n", encoding="utf-8")
-    result = ok(
-        chipclear(hermetic_env(), "bench", "-n", "3", "--concurrency", "3", "--no-allocation",
-                  "--write-docs", str(doc), "--json")
-    )  # fmt: skip
-    report = json.loads(result.stdout)  # stdout is the JSON alone
+    # The run's figures, the machine and the date, in the generated block alone.
     text = doc.read_text(encoding="utf-8")
     assert text.startswith("# Performance\n\nBefore.\n\n" + BEGIN) and text.endswith(END + "\n\nAfter.\n")
     assert "old figures" not in text and f"{os.cpu_count()} cores" in text and "load average" in text
-    assert f"**{report['ratio_vs_regular']}**" in text
-    assert text.count("| bare: 3 regular activities | 3 |") == 1
+    assert f"**{report['ratio_vs_regular']}**" in text and "postgresql event store" in text
+    assert text.count("| bare: 3 regular activities | 4 |") == 1
 
 
 def test_bench_refuses_a_docs_file_without_its_block_before_running(tmp_path: Path) -> None:
