@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import gc
-import os
 import re
 import statistics
-import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,10 +39,12 @@ from chipclear.domain.screening import (
     ScreeningListError,
     parse_csl,
 )
+from chipclear.domain.screening.csl import checksum
 from chipclear.domain.screening.index import MemoryTables, no_collection
 from chipclear.domain.screening_act import SCREENING_STREAM, LoadScreeningList, require_loader
-from chipclear.store.protocol import ScreeningLists
-from chipclear.store.screening import CurrentList, IndexCache
+from chipclear.domain.signing import sign_act
+from chipclear.store.protocol import EventStore, ScreeningLists
+from chipclear.store.screening import CurrentList, IndexCache, Preparing
 from chipclear.store.sql_screening import ScreeningListUnavailable
 
 # A party's name in a request is at most this long (chipclear.domain.models.NonEmpty).
@@ -78,15 +77,58 @@ def load(
 
     A signed act of an us-export reviewer, sealed with the recorder key like every stored event: run
     it where the recorder key is (a worker's host, or a dev home)."""
-    from chipclear import client as ops  # its signing; imported here, as it brings in Temporal
-
     text = read_text(file)
+    sha256 = checksum(text)
+    # The index is prepared for the next `screening check` (its cache written) by child processes, a
+    # run of the file's rows each, while this one parses, checks and stores the list.
+    preparing = Preparing.start(cache_of_home(), text, sha256)
     try:
-        parsed = parse_csl(text, source=source or file.name, loaded_at=datetime.now(UTC))
-    except ScreeningListError as exc:
-        raise InvalidInput(f"{file}: {exc}") from None
+        with no_collection():
+            try:
+                parsed = parse_csl(
+                    text, source=source or file.name, loaded_at=datetime.now(UTC), sha256=sha256
+                )
+            except ScreeningListError as exc:
+                raise InvalidInput(f"{file}: {exc}") from None
+            # The list stays until the command ends: kept out of the collector's passes, none walks it.
+            gc.freeze()
+        events = store(create=True)
+        loaded = _store(events, file, parsed, replace_smaller, actor, key)
+        prepared = False
+        if loaded and preparing is not None:
+            _import_rescreening()  # while the children work: it takes half a second
+            prepared = preparing.finish(parsed.info)
+    finally:
+        if preparing is not None:
+            preparing.stop()  # what did not finish: a refused or unchanged list, a bad file
+    if loaded and not prepared:
+        current_list(events).prepare(parsed)
     info = parsed.info
-    events = store(create=True)
+    if json_:
+        output.print_json({**info.model_dump(mode="json"), "loaded": loaded})
+    elif loaded:
+        output.console.print(
+            f"loaded [bold]{info.version}[/]: {info.entries} entries, {info.names} names from {file}"
+        )
+    else:
+        output.console.print(
+            f"[yellow]unchanged:[/] the list in force already has checksum {info.sha256[:12]}; nothing loaded"
+        )
+    if loaded:
+        _rescreen_after_load(info.version, quiet=json_)
+
+
+def _store(
+    events: EventStore,
+    file: Path,
+    parsed: ScreeningList,
+    replace_smaller: bool,
+    actor: str | None,
+    key: Path | None,
+) -> bool:
+    """Store `parsed` as the list in force, by the act of `actor` signed with `key`: False if it is
+    already in force, exit 1 if the act is refused or the list too small."""
+    info = parsed.info
     # The list in force as its newest ScreeningListLoaded records it (readable even if its row is gone).
     in_force = next(iter(events.screening_list_versions()), None)
     if in_force is not None and shrinks(in_force.entries, info.entries) and not replace_smaller:
@@ -102,55 +144,23 @@ def load(
     stream_version = len(events.read_stream(SCREENING_STREAM))
     described = info.model_dump(include={"version", "sha256", "source", "entries", "names"})
     act = LoadScreeningList(**described, actor=loader)
-    signed = ops.signed(act, SCREENING_STREAM, stream_version, signing_key(loader, key))
+    # Signed as chipclear.client signs, without importing it (and Temporal) before the work starts.
+    signature = sign_act(
+        signing_key(loader, key), SCREENING_STREAM, stream_version, act.model_dump(mode="json")
+    )
+    signed = act.model_copy(update={"signature": signature})
     require_loader(policy, signed, stream_version)  # refused: exit 1, nothing loaded
-    # The index is prepared for the next `screening check` (its cache written) while the list is stored.
-    preparing = _preparing(events, parsed) if in_force is None or in_force.sha256 != info.sha256 else None
-    try:
-        with no_collection():  # tens of thousands of entries written out, none in a cycle
-            loaded = events.save_screening_list(
-                parsed, actor=loader, act=signed.model_dump(mode="json"), expected_version=stream_version
-            )
-    finally:
-        prepared = preparing is not None and _done(preparing)
-    if loaded and not prepared:
-        current_list(events).prepare(parsed)
-    if json_:
-        output.print_json({**info.model_dump(mode="json"), "loaded": loaded})
-    elif loaded:
-        output.console.print(
-            f"loaded [bold]{info.version}[/]: {info.entries} entries, {info.names} names from {file}"
+    with no_collection():  # tens of thousands of entries written out, none in a cycle
+        return events.save_screening_list(
+            parsed, actor=loader, act=signed.model_dump(mode="json"), expected_version=stream_version
         )
-    else:
-        output.console.print(
-            f"[yellow]unchanged:[/] the list in force already has checksum {info.sha256[:12]}; nothing loaded"
-        )
-    if loaded:
-        _rescreen_after_load(info.version, quiet=json_)
 
 
-def _preparing(events: ScreeningLists, parsed: ScreeningList) -> int | None:
-    """Prepare `parsed`'s index and write its cache in a child process, on the other core, while this
-    one stores the list; the child's id, or None where a fork is not safe (no fork, threads running)."""
-    if not hasattr(os, "fork") or threading.active_count() > 1:
-        return None
-    sys.stdout.flush()
-    sys.stderr.flush()
-    child = os.fork()
-    if child == 0:  # the child prepares, writes the cache and leaves, running nothing of the parent's
-        code = 1
-        try:
-            current_list(events).prepare(parsed)
-            code = 0
-        finally:
-            os._exit(code)
-    return child
-
-
-def _done(child: int) -> bool:
-    """Wait for the child `_preparing` started: True if it prepared the index (else this process will)."""
-    _, status = os.waitpid(child, 0)
-    return os.waitstatus_to_exitcode(status) == 0
+def _import_rescreening() -> None:
+    """Import what starting the re-screening needs (Temporal's client): the load does it while its
+    children prepare the index, not after."""
+    import chipclear.client
+    import chipclear.temporal  # noqa: F401
 
 
 def _rescreen_after_load(list_version: str, *, quiet: bool) -> None:
@@ -253,7 +263,11 @@ def check(
 
 def current_list(events: ScreeningLists) -> CurrentList:
     """The list in force, its prepared index cached under $CHIPCLEAR_HOME/cache across CLI calls."""
-    return CurrentList(events, IndexCache(settings().home / "cache"))
+    return CurrentList(events, cache_of_home())
+
+
+def cache_of_home() -> IndexCache:
+    return IndexCache(settings().home / "cache")
 
 
 @screening_app.command("versions")

@@ -3,44 +3,75 @@ bundled sample.
 
 A worker keeps the prepared index in memory and prepares it again only when a new list is loaded. A
 CLI call cannot keep anything, and preparing the full Consolidated Screening List takes seconds, so
-`IndexCache` keeps the prepared tables on disk in a SQLite file named for the list's checksum and the
-matcher's code: a `screening check` reads the few rows its names need. The file is derived data: it is
-built from the list as the store verifies it, rebuilt whenever it is missing or unreadable, and never
-what a request's screening is recorded from (the worker screens from memory).
+`IndexCache` keeps the prepared tables on disk in SQLite files named for the list's checksum and the
+matcher's code: a `screening check` reads the few rows its names need. The files are derived data:
+built from the list as the store verifies it (or, by `screening load`, from the file it is parsed
+from, in parts: `Preparing`), rebuilt whenever missing or unreadable, and never what a request's
+screening is recorded from (the worker screens from memory).
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import json
 import os
+import signal
 import sqlite3
+import sys
 import threading
-from collections.abc import Iterable
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from importlib import resources
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
+from typing import NoReturn
 
 from chipclear.domain.screening import ScreeningIndex, ScreeningList, ScreeningListInfo, bundled_list
-from chipclear.domain.screening.index import Card, MemoryTables, Name, no_collection
+from chipclear.domain.screening.csl import read_entries, split_csl
+from chipclear.domain.screening.index import (
+    Card,
+    MemoryTables,
+    Name,
+    Part,
+    fold_part,
+    near_words,
+    no_collection,
+)
+from chipclear.domain.screening.score import Weights
 from chipclear.store.protocol import ScreeningLists
 
 # The matcher's own source: a cache built by other code is never read (its words could differ).
 _MATCHER_MODULES = ("normalise.py", "score.py", "index.py")
+# A cache is a file for the whole list (how many entries use each word, the rare words' near keys,
+# and its parts) and a file for each part: a run of the list's entries folded and indexed among
+# themselves (`Part`), its entries and names numbered from 0 (`parts` says where each run starts in
+# the whole list). A list prepared in one process has one part; `screening load` has as many as it
+# runs processes, and copies nothing from them.
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE words (word TEXT PRIMARY KEY, entries INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE keys (first TEXT PRIMARY KEY, chunk BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE near (key TEXT PRIMARY KEY, words TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE parts (part INTEGER PRIMARY KEY, file TEXT NOT NULL, first_entry INTEGER NOT NULL,
+                    first_name INTEGER NOT NULL);
+"""
+_PART_SCHEMA = """
+CREATE TABLE keys (first TEXT PRIMARY KEY, chunk BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE names (id INTEGER PRIMARY KEY, owner INTEGER, text TEXT, words TEXT, folds TEXT, optional TEXT);
 CREATE TABLE cards (id INTEGER PRIMARY KEY, name TEXT, source TEXT, entry_id TEXT, entity_number TEXT,
                     type TEXT, programs TEXT, countries TEXT);
 """
 # The inverted index's keys, in order, this many to a row ({key: [name, …]} as compact JSON, under the
-# chunk's first key): a few thousand rows to write, not a third of a million (key, name) pairs. JSON,
-# not marshal or pickle: a file read back is only ever data, whoever wrote it.
-_CHUNK = 64
+# chunk's first key): thousands of rows to write, not a third of a million (key, name) pairs, and a
+# chunk small enough to decode for each key a name is looked up by, in each part. JSON, not marshal
+# or pickle: a file read back is only ever data, whoever wrote it.
+_CHUNK = 32
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+# Parts a load prepares at once, a process each: the machines it runs on have two cores or more, and
+# each part costs every later `screening check` a chunk more to read a key.
+PARTS = 2
 
 
 def _json_strings(items: tuple[str, ...]) -> str:
@@ -54,26 +85,56 @@ def matcher_fingerprint() -> str:
     package = resources.files("chipclear.domain.screening")
     for module in _MATCHER_MODULES:
         digest.update((package / module).read_bytes())
-    digest.update(_SCHEMA.encode())  # and the cache's own layout: a file of another layout is not read
+    # And the cache's own layout: a file of another layout is not read.
+    digest.update(f"{_SCHEMA}{_PART_SCHEMA}{_CHUNK}".encode())
     return digest.hexdigest()[:12]
 
 
-def _chunks(keys: dict[str, list[int]]) -> Iterable[tuple[str, bytes]]:
+def _chunks(keys: dict[str, list[int]]) -> Iterator[tuple[str, bytes]]:
     order = sorted(keys)
+    names = list(map(keys.__getitem__, order))
     for start in range(0, len(order), _CHUNK):
-        chunk = order[start : start + _CHUNK]
-        yield chunk[0], json.dumps({key: keys[key] for key in chunk}, separators=(",", ":")).encode()
+        stop = start + _CHUNK
+        yield order[start], _ENCODE(dict(zip(order[start:stop], names[start:stop], strict=True))).encode()
+
+
+def _uri(path: Path) -> str:
+    """A cache file, read-only and immutable: it is replaced whole, never changed in place."""
+    return f"file:{path}?mode=ro&immutable=1"
+
+
+@dataclass(frozen=True)
+class _PartFile:
+    """A part of a cached list, as attached: its schema name, and the numbers its first entry and
+    first name have in the whole list."""
+
+    schema: str
+    first_entry: int
+    first_name: int
 
 
 class DiskTables:
-    """The `Tables` of a prepared list, read from its cache file row by row as names need them."""
+    """The `Tables` of a prepared list, read from its cache files row by row as names need them."""
 
     def __init__(self, path: Path, info: ScreeningListInfo) -> None:
         self.info = info
-        # Read-only and immutable: the file is replaced whole, never changed in place.
-        self._db = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+        self._db = sqlite3.connect(_uri(path), uri=True, check_same_thread=False)
         (entries,) = self._db.execute("SELECT value FROM meta WHERE key = 'entries'").fetchone()
         self.entries = int(entries)
+        self._parts: list[_PartFile] = []
+        for number, file, first_entry, first_name in self._db.execute(
+            "SELECT part, file, first_entry, first_name FROM parts ORDER BY part"
+        ).fetchall():
+            self._db.execute(f"ATTACH DATABASE ? AS part{int(number)}", (_uri(path.with_name(str(file))),))
+            self._parts.append(_PartFile(f"part{int(number)}", int(first_entry), int(first_name)))
+        if not self._parts:
+            raise ValueError(f"screening cache {path.name} has no parts")
+        # A key's chunk in every part, in one statement: the last chunk starting at or before it.
+        self._chunk_sql = " UNION ALL ".join(
+            f"SELECT * FROM (SELECT {number}, first, chunk FROM {part.schema}.keys WHERE first <= ?1 "
+            "ORDER BY first DESC LIMIT 1)"
+            for number, part in enumerate(self._parts)
+        )
 
     def _rows(self, sql: str, values: Iterable[object]) -> list[tuple[object, ...]]:
         values = list(values)
@@ -88,70 +149,158 @@ class DiskTables:
         return {str(word): int(str(entries)) for word, entries in rows}
 
     def names_for(self, keys: Iterable[str]) -> set[int]:
-        chunks: dict[str, dict[str, list[int]]] = {}
+        chunks: dict[tuple[int, str], dict[str, list[int]]] = {}
         found: set[int] = set()
         for key in keys:
-            row = self._db.execute(
-                "SELECT first, chunk FROM keys WHERE first <= ? ORDER BY first DESC LIMIT 1", (key,)
-            ).fetchone()
-            if row is None:
-                continue
-            first, packed = row
-            if first not in chunks:
-                chunk = json.loads(packed)
-                if not isinstance(chunk, dict):
-                    raise ValueError(f"screening cache: chunk {first!r} is not a table of keys")
-                chunks[first] = chunk
-            found.update(chunks[first].get(key, ()))
+            for number, first, packed in self._db.execute(self._chunk_sql, (key,)).fetchall():
+                chunk = chunks.get((number, first))
+                if chunk is None:
+                    chunk = chunks[number, first] = json.loads(packed)
+                    if not isinstance(chunk, dict):
+                        raise ValueError(f"screening cache: chunk {first!r} is not a table of keys")
+                start = self._parts[number].first_name
+                found.update(start + name for name in chunk.get(key, ()))
         return found
 
     def near(self, keys: Iterable[str]) -> set[str]:
         rows = self._rows("SELECT words FROM near WHERE key IN ({})", keys)
         return {word for (words,) in rows for word in str(words).split(" ")}
 
+    def _by_part(
+        self, numbers: Iterable[int], first: Callable[[_PartFile], int]
+    ) -> Iterator[tuple[_PartFile, list[int]]]:
+        """`numbers` (of entries or of names, as `first` says) by part, numbered within the part."""
+        numbers = sorted(numbers)
+        starts = [first(part) for part in self._parts]
+        for part, start, stop in zip(self._parts, starts, [*starts[1:], sys.maxsize], strict=True):
+            if within := [number - start for number in numbers if start <= number < stop]:
+                yield part, within
+
     def names(self, numbers: Iterable[int]) -> dict[int, Name]:
-        rows = self._rows(
-            "SELECT id, owner, text, words, folds, optional FROM names WHERE id IN ({})", numbers
-        )
-        return {
-            int(str(id_)): Name(
-                int(str(owner)),
-                str(text),
-                tuple(str(words).split(" ")),
-                tuple(json.loads(str(folds))),
-                frozenset(str(optional).split()),
-            )
-            for id_, owner, text, words, folds, optional in rows
-        }
+        found: dict[int, Name] = {}
+        for part, within in self._by_part(numbers, lambda part: part.first_name):
+            for id_, owner, text, words, folds, optional in self._rows(
+                f"SELECT id, owner, text, words, folds, optional FROM {part.schema}.names WHERE id IN ({{}})",
+                within,
+            ):
+                found[part.first_name + int(str(id_))] = Name(
+                    part.first_entry + int(str(owner)),
+                    str(text),
+                    tuple(str(words).split(" ")),
+                    tuple(json.loads(str(folds))),
+                    frozenset(str(optional).split()),
+                )
+        return found
 
     def cards(self, numbers: Iterable[int]) -> dict[int, Card]:
-        rows = self._rows(
-            "SELECT id, name, source, entry_id, entity_number, type, programs, countries FROM cards "
-            "WHERE id IN ({})",
-            numbers,
+        found: dict[int, Card] = {}
+        for part, within in self._by_part(numbers, lambda part: part.first_entry):
+            for row in self._rows(
+                "SELECT id, name, source, entry_id, entity_number, type, programs, countries "
+                f"FROM {part.schema}.cards WHERE id IN ({{}})",
+                within,
+            ):
+                found[part.first_entry + int(str(row[0]))] = Card(
+                    str(row[1]),
+                    str(row[2]),
+                    None if row[3] is None else str(row[3]),
+                    None if row[4] is None else str(row[4]),
+                    None if row[5] is None else str(row[5]),
+                    tuple(json.loads(str(row[6]))),
+                    tuple(json.loads(str(row[7]))),
+                )
+        return found
+
+
+@contextlib.contextmanager
+def _new_file(path: Path, schema: str) -> Iterator[sqlite3.Connection]:
+    """A new SQLite file at `path` with `schema`, in one transaction, committed and closed on leaving,
+    removed on an error. Written once and only read after: no journal, no syncs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode = OFF")
+        db.execute("PRAGMA synchronous = OFF")
+        db.executescript(schema)
+        db.execute("BEGIN")
+        yield db
+        db.execute("COMMIT")
+    except BaseException:
+        db.close()
+        path.unlink(missing_ok=True)
+        raise
+    db.close()
+
+
+@dataclass(frozen=True)
+class PartSummary:
+    """What the whole list's file needs of a part: its counts of entries and names, and how many of its
+    entries use each word, words in the order the part first uses them."""
+
+    entries: int
+    names: int
+    word_use: dict[str, int]
+
+    @classmethod
+    def of(cls, part: Part) -> PartSummary:
+        return cls(len(part.cards), len(part.names), part.word_use)
+
+    def dumps(self) -> str:
+        return _ENCODE([self.entries, self.names, list(self.word_use.items())])
+
+    @classmethod
+    def loads(cls, text: str) -> PartSummary:
+        entries, names, word_use = json.loads(text)
+        return cls(int(entries), int(names), {str(word): int(count) for word, count in word_use})
+
+
+def write_part(path: Path, part: Part) -> None:
+    """Write `part` to a file of its own at `path`, for `IndexCache.describe`."""
+    with no_collection(), _new_file(path, _PART_SCHEMA) as db:
+        db.executemany("INSERT INTO keys VALUES (?, ?)", _chunks(part.keys))
+        db.executemany(
+            "INSERT INTO names VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                (
+                    n,
+                    name.owner,
+                    name.text,
+                    " ".join(name.words),
+                    _json_strings(name.folds),
+                    " ".join(name.optional),
+                )
+                for n, name in enumerate(part.names)
+            ),
         )
-        return {
-            int(str(row[0])): Card(
-                str(row[1]),
-                str(row[2]),
-                None if row[3] is None else str(row[3]),
-                None if row[4] is None else str(row[4]),
-                None if row[5] is None else str(row[5]),
-                tuple(json.loads(str(row[6]))),
-                tuple(json.loads(str(row[7]))),
-            )
-            for row in rows
-        }
+        db.executemany(
+            "INSERT INTO cards VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                (
+                    n,
+                    c.name,
+                    c.source,
+                    c.id,
+                    c.entity_number,
+                    c.type,
+                    _json_strings(c.programs),
+                    _json_strings(c.countries),
+                )
+                for n, c in enumerate(part.cards)
+            ),
+        )
 
 
 class IndexCache:
-    """Prepared lists on disk, one SQLite file per list checksum and matcher version."""
+    """Prepared lists on disk, one cache per list checksum and matcher version."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    def path(self, info: ScreeningListInfo) -> Path:
-        return self.directory / f"screening-{info.sha256[:24]}-{matcher_fingerprint()}.sqlite"
+    def path(self, list_: ScreeningListInfo | str) -> Path:
+        """The cache of a list (its info, or its checksum): the file naming its parts."""
+        sha256 = list_ if isinstance(list_, str) else list_.sha256
+        return self.directory / f"screening-{sha256[:24]}-{matcher_fingerprint()}.sqlite"
 
     def open(self, info: ScreeningListInfo) -> ScreeningIndex | None:
         """The cached index of the list `info` names, or None if there is none (or it is unreadable)."""
@@ -164,68 +313,55 @@ class IndexCache:
             return None
         return ScreeningIndex(tables)
 
-    def write(self, tables: MemoryTables) -> Path:
-        """Write `tables` to the cache, atomically: a concurrent reader sees the whole file or none."""
-        with no_collection():  # hundreds of thousands of rows made and dropped, none in a cycle
-            return self._write(tables)
+    def part_paths(self, sha256: str, parts: int) -> list[Path]:
+        """Where to write the parts of the list with checksum `sha256`, to be published."""
+        path = self.path(sha256)
+        # Names of their own: two processes writing the same list never write the same file.
+        token = uuid.uuid4().hex[:16]
+        return [path.with_name(f"{path.name}.{token}.{number}") for number in range(parts)]
 
-    def _write(self, tables: MemoryTables) -> Path:
-        path = self.path(tables.info)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        partial.unlink(missing_ok=True)
-        db = sqlite3.connect(partial)
-        try:
-            db.execute("PRAGMA journal_mode = OFF")
-            db.execute("PRAGMA synchronous = OFF")
-            db.executescript(_SCHEMA)
+    def write(self, tables: MemoryTables) -> Path:
+        """Write `tables` to the cache (one part), atomically: a concurrent reader sees all or nothing."""
+        [path] = self.part_paths(tables.info.sha256, 1)
+        whole = Part(tables.card_list, tables.name_list, tables.keys, tables.word_use)
+        write_part(path, whole)
+        return self.publish(tables.info, self.describe(tables.info, [(path, PartSummary.of(whole))]))
+
+    def describe(self, info: ScreeningListInfo, parts: list[tuple[Path, PartSummary]]) -> Path:
+        """The whole list's file for the parts of the list `info` (in order), under a name of its own
+        until `publish`: how many entries use each word (their parts' counts added up: no entry is in
+        two parts), the rare words' near keys, and each part's file. ValueError if the parts do not
+        have the list's entries."""
+        word_use: dict[str, int] = {}
+        rows: list[tuple[int, str, int, int]] = []
+        entries = names = 0
+        for number, (file, summary) in enumerate(parts):
+            rows.append((number, file.name, entries, names))
+            entries, names = entries + summary.entries, names + summary.names
+            for word, count in summary.word_use.items():
+                word_use[word] = word_use.get(word, 0) + count
+        if entries != info.entries:
+            raise ValueError(f"the parts have {entries} entries, the list {info.entries}")
+        weights = Weights(word_use, entries)
+        path = self.path(info)
+        partial = path.with_name(f"{path.name}.{uuid.uuid4().hex[:16]}.tmp")
+        with no_collection(), _new_file(partial, _SCHEMA) as db:
             db.executemany(
                 "INSERT INTO meta VALUES (?, ?)",
-                [("entries", str(tables.entries)), ("info", tables.info.model_dump_json())],
+                [("entries", str(entries)), ("info", info.model_dump_json())],
             )
-            db.executemany("INSERT INTO words VALUES (?, ?)", tables.word_use.items())
+            db.executemany("INSERT INTO words VALUES (?, ?)", word_use.items())
+            rare = near_words(word for word in word_use if weights.rare(word))
             db.executemany(
-                "INSERT INTO keys VALUES (?, ?)",
-                _chunks(tables.keys),
+                "INSERT INTO near VALUES (?, ?)", ((key, " ".join(words)) for key, words in rare.items())
             )
-            db.executemany(
-                "INSERT INTO near VALUES (?, ?)",
-                ((key, " ".join(words)) for key, words in tables.near_words.items()),
-            )
-            db.executemany(
-                "INSERT INTO names VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    (
-                        n,
-                        name.owner,
-                        name.text,
-                        " ".join(name.words),
-                        _json_strings(name.folds),
-                        " ".join(name.optional),
-                    )
-                    for n, name in enumerate(tables.name_list)
-                ),
-            )
-            db.executemany(
-                "INSERT INTO cards VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    (
-                        n,
-                        c.name,
-                        c.source,
-                        c.id,
-                        c.entity_number,
-                        c.type,
-                        _json_strings(c.programs),
-                        _json_strings(c.countries),
-                    )
-                    for n, c in enumerate(tables.card_list)
-                ),
-            )
-            db.commit()
-        finally:
-            db.close()
-        os.replace(partial, path)
+            db.executemany("INSERT INTO parts VALUES (?, ?, ?, ?)", rows)
+        return partial
+
+    def publish(self, info: ScreeningListInfo, described: Path) -> Path:
+        """Make the file `describe` wrote (its parts written) the cache of the list `info`, atomically."""
+        path = self.path(info)
+        os.replace(described, path)
         return path
 
 
@@ -271,3 +407,125 @@ class CurrentList:
             with contextlib.suppress(OSError, sqlite3.Error):
                 self.cache.write(tables)
         return ScreeningIndex(tables)
+
+
+class Preparing:
+    """A list's cache prepared by child processes while this one goes on (parsing and storing the
+    list): the file cut into as many runs of rows, each child reading, folding and indexing one and
+    writing it as a part of the cache. Each child first leaves a summary of its part (`PartSummary`),
+    so that this process writes the whole list's file while the children write their parts; `finish`
+    then only waits for them and publishes."""
+
+    def __init__(self, cache: IndexCache, sha256: str) -> None:
+        self.cache, self.sha256 = cache, sha256
+        self.children: list[int] = []  # not waited for yet
+        self.failed = False
+        self.paths: list[Path] = []  # the parts, and beside each its summary
+        self.ready: list[int] = []  # a pipe from each child: a byte once its summary is written
+
+    @classmethod
+    def start(cls, cache: IndexCache, text: str, sha256: str, parts: int = PARTS) -> Preparing | None:
+        """Start preparing the list `text` holds (its checksum `sha256`): the children started, or
+        None where forking is not safe: no `os.fork`, or another thread runs (a PostgreSQL store's
+        pool), whose locks a child could inherit held."""
+        if not hasattr(os, "fork") or threading.active_count() > 1:
+            return None
+        preparing = cls(cache, sha256)
+        pieces = split_csl(text, parts)
+        preparing.paths = cache.part_paths(sha256, len(pieces))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            for path, piece in zip(preparing.paths, pieces, strict=True):
+                ready, done = os.pipe()
+                child = os.fork()
+                if child == 0:  # the child writes its part and leaves, running nothing of the parent's
+                    os.close(ready)
+                    _prepare_part(piece, path, done)
+                os.close(done)
+                preparing.ready.append(ready)
+                preparing.children.append(child)
+        except OSError:  # no process to spare: whatever started is stopped, and nothing published
+            preparing.stop()
+            return None
+        return preparing
+
+    def finish(self, info: ScreeningListInfo) -> bool:
+        """Wait for every child, and publish their parts as the cache of `info`, the list as this
+        process parsed it: True once published, False if a child failed or the parts do not have the
+        list's entries (then whoever needs the index prepares it)."""
+        assert info.sha256 == self.sha256, "the list prepared is the list parsed"
+        described = None
+        # A cache that cannot be written only costs the next call the time to prepare the list.
+        with contextlib.suppress(OSError, sqlite3.Error, ValueError):
+            summaries = [
+                self._summary(ready, path) for ready, path in zip(self.ready, self.paths, strict=True)
+            ]
+            self._close_pipes()
+            described = self.cache.describe(info, list(zip(self.paths, summaries, strict=True)))
+            if self._reaped():
+                self.cache.publish(info, described)
+                self.paths = []  # the cache's now
+                return True
+        if described is not None:
+            described.unlink(missing_ok=True)
+        self.stop()
+        return False
+
+    def stop(self) -> None:
+        """Stop every child still working (the list was refused, or is no list), and remove what
+        they wrote. Safe to call again, and after `finish`."""
+        for child in self.children:  # not waited for yet, so still this process's child
+            os.kill(child, signal.SIGKILL)
+        self._reaped()
+        for path in self.paths:
+            summary = _summary_path(path)
+            for file in (path, summary, summary.with_name(f"{summary.name}.tmp")):
+                with contextlib.suppress(OSError):
+                    file.unlink(missing_ok=True)
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        while self.ready:
+            os.close(self.ready.pop())
+
+    @staticmethod
+    def _summary(ready: int, path: Path) -> PartSummary:
+        """The summary of the part at `path`, once its child has written it (OSError if it died first)."""
+        if not os.read(ready, 1):
+            raise OSError(f"the child writing {path.name} ended before summing it up")
+        summary = _summary_path(path)
+        text = summary.read_text()
+        summary.unlink()
+        return PartSummary.loads(text)
+
+    def _reaped(self) -> bool:
+        """Wait for the children not waited for yet: True if each child wrote its part."""
+        while self.children:
+            _, status = os.waitpid(self.children.pop(), 0)
+            if os.waitstatus_to_exitcode(status) != 0:
+                self.failed = True
+        return not self.failed
+
+
+def _summary_path(part: Path) -> Path:
+    return part.with_name(f"{part.name}.summary")
+
+
+def _prepare_part(piece: str, path: Path, done: int) -> NoReturn:
+    """In a child: read, fold and index `piece` (a CSV text), leave its summary beside `path` and say
+    so on the pipe `done`, write the part at `path`, and leave (exit status 0 if all was written)."""
+    code = 1
+    gc.disable()  # it makes no cycle, and leaves without freeing what it made
+    try:
+        part = fold_part(read_entries(piece))
+        summary = _summary_path(path)
+        summary.parent.mkdir(parents=True, exist_ok=True)
+        written = summary.with_name(f"{summary.name}.tmp")
+        written.write_text(PartSummary.of(part).dumps())
+        written.rename(summary)
+        os.write(done, b".")
+        write_part(path, part)
+        code = 0
+    finally:
+        os._exit(code)

@@ -26,7 +26,16 @@ from chipclear.store.sql_log import append_in
 SCREENING_COLUMNS = ("version", "sha256", "source", "loaded_at", "entries", "names", "data")
 # What a row says about its list, in the order `described` gives the event's account of it.
 DESCRIPTION = ("sha256", "source", "entries", "names", "loaded_at")
+# What a `ScreeningListLoaded` says of its list, as `ScreeningListInfo` names it (the load time is
+# the event's).
+LOADED_FIELDS: set[str] = {"version", "sha256", "source", "entries", "names"}
 AUDIT_HINT = "screening stops until it is put right (load the list again, and see `chipclear audit verify`)"
+
+
+def entries_json(entries: list[ScreeningEntry]) -> str:
+    """The entries as stored: `json.dumps` of each one's `model_dump(mode="json")`, read from its
+    fields as they are (strings, None and lists of strings only), without tens of thousands of dumps."""
+    return json.dumps([vars(entry) for entry in entries])
 
 
 class ScreeningListUnavailable(RuntimeError):
@@ -46,15 +55,8 @@ def described(event: StoredEvent) -> tuple[Any, ...]:
 
 
 def info_of(event: StoredEvent) -> ScreeningListInfo:
-    loaded = loaded_by(event)
-    return ScreeningListInfo(
-        version=loaded.version,
-        sha256=loaded.sha256,
-        source=loaded.source,
-        loaded_at=event.occurred_at,
-        entries=loaded.entries,
-        names=loaded.names,
-    )
+    described = loaded_by(event).model_dump(include=LOADED_FIELDS)
+    return ScreeningListInfo(**described, loaded_at=event.occurred_at)
 
 
 def loaded_events(backend: SQLBackend, tx: Tx) -> list[StoredEvent]:
@@ -105,7 +107,7 @@ class SQLScreeningLists(SQLBackend):
                 ).fetchone()
                 if in_force.sha256 == info.sha256 and stored is not None and stored[0] == info.sha256:
                     return False
-            data = json.dumps([e.model_dump(mode="json") for e in screening_list.entries])
+            data = entries_json(screening_list.entries)
             tx.execute(
                 "INSERT INTO screening_lists (version, sha256, source, loaded_at, entries, names, data) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -124,12 +126,7 @@ class SQLScreeningLists(SQLBackend):
                 stream_id=SCREENING_STREAM,
                 version=version + 1,
                 data=ScreeningListLoaded(
-                    version=info.version,
-                    sha256=info.sha256,
-                    source=info.source,
-                    entries=info.entries,
-                    names=info.names,
-                    entries_sha256=sha256(data),
+                    **info.model_dump(include=LOADED_FIELDS), entries_sha256=sha256(data)
                 ),
                 occurred_at=info.loaded_at,
                 policy_version="screening",

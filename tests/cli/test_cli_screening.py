@@ -8,6 +8,8 @@ One full load (about ten seconds on a busy 2-core machine) and three checks.
 from __future__ import annotations
 
 import lzma
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -32,8 +34,13 @@ def loaded_home(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 def test_the_load_prepares_the_index_for_every_later_check(loaded_home: dict[str, str]) -> None:
-    cached = list((Path(loaded_home["CHIPCLEAR_HOME"]) / "cache").glob("screening-*.sqlite"))
-    assert len(cached) == 1
+    cache = Path(loaded_home["CHIPCLEAR_HOME"]) / "cache"
+    [cached] = list(cache.glob("screening-*.sqlite"))
+    # Prepared by two processes, a part of the list each (the whole list's entries between them).
+    with closing(sqlite3.connect(cached)) as db:
+        parts = db.execute("SELECT file, first_entry FROM parts ORDER BY part").fetchall()
+    assert len(parts) == 2 and parts[0][1] == 0 and 0 < parts[1][1] < 25_921
+    assert sorted(cache.iterdir()) == sorted([cached, *(cache / file for file, _ in parts)])
 
 
 def test_check_explains_each_hit(loaded_home: dict[str, str]) -> None:

@@ -566,6 +566,19 @@ def test_parse_csl_rejects_unterminated_quote() -> None:
         parse_csl(text, source="truncated.csv", loaded_at=LOADED_AT)
 
 
+def test_short_rows_blank_lines_and_absent_columns() -> None:
+    """A row with fewer fields than the header has the rest empty, a blank line is skipped, and the
+    columns a file lacks are empty; a bad row after a blank line is named by its own line."""
+    text = "name,source,alt_names,programs\nAcme,EL,A1; A2\n\n Zenith ,SDN,,X;;Y\n"
+    acme, zenith = parse_csl(text, source="s", loaded_at=LOADED_AT).entries
+    assert acme == ScreeningEntry(source="EL", name="Acme", alt_names=["A1", "A2"])
+    assert zenith == ScreeningEntry(source="SDN", name="Zenith", programs=["X", "Y"])
+    with pytest.raises(ScreeningListError, match=r"^row 4, column source: must not be empty"):
+        parse_csl("name,source\nAcme,EL\n\nZenith\n", source="s", loaded_at=LOADED_AT)
+    with pytest.raises(ScreeningListError, match=r"^header: not valid CSV"):
+        parse_csl('name,"source\n', source="s", loaded_at=LOADED_AT)
+
+
 def test_quoted_newline_inside_a_field_is_kept() -> None:
     text = csl_text({"source": EL, "name": "Acme", "addresses": "Line 1\nLine 2; Other"})
     [entry] = parse_csl(text, source="s", loaded_at=LOADED_AT).entries

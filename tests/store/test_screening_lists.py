@@ -14,12 +14,18 @@ import pytest
 
 from activities.screening import ScreeningActivities
 from chipclear.domain.events import PartiesScreened, ScreeningListLoaded
-from chipclear.domain.screening import ScreenedParty, ScreeningList, ScreeningListInfo, bundled_list
+from chipclear.domain.screening import (
+    ScreenedParty,
+    ScreeningEntry,
+    ScreeningList,
+    ScreeningListInfo,
+    bundled_list,
+)
 from chipclear.store.protocol import EventStore
 from chipclear.store.reconcile import reconcile
 from chipclear.store.screening import CurrentList, IndexCache
 from chipclear.store.sql_base import sha256
-from chipclear.store.sql_screening import SCREENING_STREAM, ScreeningListUnavailable
+from chipclear.store.sql_screening import SCREENING_STREAM, ScreeningListUnavailable, entries_json
 from chipclear.store.upcasting import UPCASTERS
 from tests.domain.test_screening import ACME_ROWS, HUAWEI, LOADED_AT, csl_list, entry_names
 from tests.store.support import Raw, attacker, open_handle
@@ -233,6 +239,19 @@ def test_the_list_in_force_is_read_in_full_once_per_version(
     assert reads == [acme.info.version, second.info.version]
 
 
+def test_entries_are_stored_as_each_ones_model_dump() -> None:
+    """The stored entries (and so their sha256 in the event) are the JSON of every entry's
+    `model_dump(mode="json")`, every field set, as they always were."""
+    every_field = ScreeningEntry(
+        **{
+            name: ["one", "two \u00e9"] if field.annotation == list[str] else f'{name} \u4e2d"\\'
+            for name, field in ScreeningEntry.model_fields.items()
+        }
+    )
+    entries = [*bundled_list().entries, every_field, ScreeningEntry(source="EL", name="Acme")]
+    assert entries_json(entries) == json.dumps([entry.model_dump(mode="json") for entry in entries])
+
+
 # -- the prepared index, cached on disk across processes ------------------------------------------------
 
 
@@ -243,7 +262,7 @@ def test_a_cached_index_answers_as_the_one_in_memory(event_store: EventStore, tm
     event_store.save_screening_list(acme, actor="ops")
     cache = IndexCache(tmp_path / "cache")
     first = CurrentList(event_store, cache).index()
-    [written] = list((tmp_path / "cache").iterdir())
+    [written] = list((tmp_path / "cache").glob("screening-*.sqlite"))  # and its part
     assert written.name.startswith(f"screening-{acme.info.sha256[:24]}-")
 
     reads: list[ScreeningListInfo] = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
@@ -59,11 +59,17 @@ def _card(entry: ScreeningEntry) -> Card:
 
 
 def _joins(words: tuple[str, ...]) -> set[str]:
-    return {
-        "".join(words[i : i + size])
-        for size in range(2, min(MAX_JOIN, len(words)) + 1)
-        for i in range(len(words) - size + 1)
-    }
+    return set(_joined(words))
+
+
+def _joined(words: tuple[str, ...]) -> Iterator[str]:
+    """Every run of two to `MAX_JOIN` consecutive words, joined (a run may repeat)."""
+    count = len(words)
+    for first in range(count - 1):
+        joined = words[first]
+        for word in words[first + 1 : first + MAX_JOIN]:
+            joined += word
+            yield joined
 
 
 @contextmanager
@@ -109,7 +115,7 @@ class Tables(Protocol):
         ...
 
     def near(self, keys: Iterable[str]) -> set[str]:
-        """The rare words filed under these `_near_keys`."""
+        """The rare words filed under these `_near_keys` (long enough to be misspelt)."""
         ...
 
     def names(self, numbers: Iterable[int]) -> dict[int, Name]: ...
@@ -128,26 +134,35 @@ class Name:
     optional: frozenset[str] = frozenset()  # bracketed words the party may leave out
 
 
-class MemoryTables:
-    """A list folded and indexed in memory: what a worker keeps, and what the store's cache is
-    written from."""
+@dataclass
+class Part:
+    """A run of a list's entries, folded and indexed among themselves: entries and names numbered from
+    0 within the run.
 
-    def __init__(self, screening_list: ScreeningList) -> None:
-        self.info = screening_list.info
-        self.name_list: list[Name] = []
-        with no_collection():
-            self.card_list = [_card(entry) for entry in screening_list.entries]
-            self.entries = len(self.card_list)
-            self._fold_names(screening_list)
-            self._index()
+    Runs folded apart, in processes of their own, make the tables of the whole list: their entries and
+    names follow one another (numbered on), a key's names are its names in each run, and a word's
+    count of entries is the sum of its counts (no entry is in two runs)."""
 
-    def _fold_names(self, screening_list: ScreeningList) -> None:
-        read: dict[str, list[NameForm]] = {}  # lists repeat names across their sources
-        append = self.name_list.append
-        for number, entry in enumerate(screening_list.entries):
+    cards: list[Card]
+    names: list[Name]
+    keys: dict[str, list[int]]  # a word, or two to four consecutive words joined: its names
+    word_use: dict[str, int]  # a word: how many entries use it, words in the order they first appear
+
+
+def fold_part(entries: Sequence[ScreeningEntry]) -> Part:
+    """Fold and index the names of `entries` (vessels and aircraft left out)."""
+    names: list[Name] = []
+    keys: dict[str, list[int]] = {}
+    use: dict[str, int] = {}
+    read: dict[str, list[NameForm]] = {}  # lists repeat names across their sources
+    append = names.append
+    with no_collection():
+        cards = [_card(entry) for entry in entries]
+        for owner, entry in enumerate(entries):
             if entry.type is not None and entry.type.casefold() in NOT_A_PARTY:
                 continue
             seen: set[tuple[str, ...]] = set()  # the entry's names, as words
+            used: dict[str, None] = {}  # the entry's words, in the order they first appear
             for written in (
                 dict.fromkeys([entry.name, *entry.alt_names]) if entry.alt_names else (entry.name,)
             ):
@@ -155,45 +170,60 @@ class MemoryTables:
                 if forms is None:
                     forms = read[written] = name_forms(written, listed=True)
                 for form in forms:
-                    if form.words in seen:
+                    words = form.words
+                    if words in seen:
                         continue
-                    seen.add(form.words)
+                    seen.add(words)
+                    number = len(names)
                     # Only what tells the officer where the name came from: a listed name's own
                     # transliteration is not a disguise.
                     folds = tuple(f for f in form.folds if f.startswith("bracketed")) if form.folds else ()
-                    append(Name(number, written, form.words, folds, form.optional))
+                    append(Name(owner, written, words, folds, form.optional))
+                    for word in words:  # a name's words are distinct (normalise keeps each once)
+                        numbers = keys.get(word)
+                        if numbers is None:
+                            keys[word] = [number]
+                        elif numbers[-1] != number:
+                            numbers.append(number)
+                        used[word] = None
+                    for first in range(len(words) - 1):  # the runs of 2 to MAX_JOIN words, joined
+                        join = words[first]
+                        for word in words[first + 1 : first + MAX_JOIN]:
+                            join += word
+                            numbers = keys.get(join)
+                            if numbers is None:
+                                keys[join] = [number]
+                            elif numbers[-1] != number:  # a join met before in this name, or its word
+                                numbers.append(number)
+            for word in used:
+                use[word] = use.get(word, 0) + 1
+    return Part(cards, names, keys, use)
 
-    def _index(self) -> None:
-        keys: dict[str, list[int]] = {}
-        using: dict[str, int] = {}
-        last_owner: dict[str, int] = {}
-        for number, name in enumerate(self.name_list):
-            owner, words = name.owner, name.words
-            for word in words:  # a name's words are distinct (normalise keeps each once)
-                numbers = keys.get(word)
-                if numbers is None:
-                    keys[word] = [number]
-                elif numbers[-1] != number:
-                    numbers.append(number)
-                if last_owner.get(word) != owner:  # an entry's names are consecutive
-                    last_owner[word] = owner
-                    using[word] = using.get(word, 0) + 1
-            if len(words) > 1:
-                for join in _joins(words):
-                    numbers = keys.get(join)
-                    if numbers is None:
-                        keys[join] = [number]
-                    elif numbers[-1] != number:  # a join that is also one of the name's words
-                        numbers.append(number)
-        self.keys = keys
-        self.word_use = using
+
+def near_words(words: Iterable[str]) -> dict[str, list[str]]:
+    """The words long enough to be misspelt, each under its `_near_keys`, in order."""
+    near: dict[str, list[str]] = defaultdict(list)
+    for word in words:
+        if len(word) > MIN_FUZZY_LENGTH:
+            for key in _near_keys(word):
+                near[key].append(word)
+    return dict(near)
+
+
+class MemoryTables:
+    """A list folded and indexed in memory: what a worker keeps, and what the store's cache is
+    written from."""
+
+    def __init__(self, screening_list: ScreeningList) -> None:
+        self.info = screening_list.info
+        whole = fold_part(screening_list.entries)
+        self.card_list = whole.cards
+        self.entries = len(self.card_list)
+        self.name_list = whole.names
+        self.keys = whole.keys
+        self.word_use = whole.word_use
         weights = Weights(self.word_use, self.entries)
-        near: dict[str, list[str]] = defaultdict(list)
-        for word in self.word_use:
-            if len(word) > MIN_FUZZY_LENGTH and weights.rare(word):
-                for key in _near_keys(word):
-                    near[key].append(word)
-        self.near_words = dict(near)
+        self.near_words = near_words(word for word in self.word_use if weights.rare(word))
 
     def using(self, words: Iterable[str]) -> dict[str, int]:
         return {word: self.word_use[word] for word in words if word in self.word_use}

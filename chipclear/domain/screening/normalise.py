@@ -13,10 +13,12 @@ are package data, loaded on the first name that needs them, never by a workflow:
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from dataclasses import dataclass, field
 from functools import cache
+from importlib import resources
 
 # -- invisible characters ------------------------------------------------------------------------------
 # Bidi controls: embeddings, overrides, isolates and marks. An override (RLO) makes `\u202eiewauH`
@@ -195,8 +197,11 @@ class NameForm:
 @cache
 def _latin_skeleton() -> dict[str, str]:
     """Every character Unicode's confusables (UTS #39) says looks like one Latin letter or digit."""
-    from confusable_homoglyphs.confusables import confusables_data  # type: ignore[import-untyped]
-
+    # The package's data file, read as its `confusables` module reads it, without the module's
+    # imports (urllib among them: a tenth of a second or more in every process that folds a list).
+    confusables_data = json.loads(
+        (resources.files("confusable_homoglyphs") / "confusables.json").read_bytes()
+    )
     table: dict[str, str] = {}
     for char, glyphs in confusables_data.items():
         if len(char) != 1 or char.isascii():
