@@ -166,7 +166,13 @@ async def bench_worker(
             extra_activities=[bare_step],
         )
     )
-    await ready.wait()
+    # A worker that fails to start (a bad store URL, a missing key) ends its task: say so, never wait on.
+    started = asyncio.ensure_future(ready.wait())
+    await asyncio.wait({worker, started}, return_when=asyncio.FIRST_COMPLETED)
+    if not ready.is_set():
+        started.cancel()
+        await worker  # raises the worker's own error
+        raise RuntimeError("the bench's worker stopped before it was ready")
     try:
         yield
     finally:

@@ -48,3 +48,11 @@ def test_bench_refuses_a_docs_file_without_its_block_before_running(tmp_path: Pa
     result = chipclear(hermetic_env(), "bench", "--write-docs", str(doc))
     assert result.returncode == 2 and "has no block for the bench to write" in result.stderr
     assert "Traceback" not in result.stderr and doc.read_text(encoding="utf-8") == "# Notes\n"
+
+
+def test_bench_whose_worker_cannot_start_says_why_instead_of_waiting(tmp_path: Path) -> None:
+    # Nothing listens on port 1: the worker fails to open its store before it is ever ready.
+    url = "postgresql://nobody@127.0.0.1:1/none"
+    result = chipclear(hermetic_env(), "bench", "-n", "1", "--concurrency", "1", "--event-store", url)
+    assert result.returncode == 1 and "cannot reach the PostgreSQL event store" in result.stderr
+    assert "Traceback" not in result.stderr
