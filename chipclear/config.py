@@ -71,6 +71,18 @@ def default_home(env: Mapping[str, str]) -> tuple[Path, str]:
     return Path.home() / ".local" / "share" / "chipclear", "the platform data directory"
 
 
+# What a SQLite store URL may ask of `synchronous` (chipclear.store.factory refuses anything else).
+SQLITE_SYNCHRONOUS = frozenset({"full", "normal", "extra"})
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file a `sqlite:///PATH[?options]` store URL names (None for any other URL, or no path)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url.removeprefix("sqlite:///").partition("?")[0]
+    return Path(path) if path else None
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -109,10 +121,7 @@ class Settings:
     @property
     def store_file(self) -> Path | None:
         """The SQLite event store's file (None for PostgreSQL): what a read command must find."""
-        if not self.event_store_url.startswith("sqlite:///"):
-            return None
-        path = self.event_store_url.removeprefix("sqlite:///").partition("?")[0]
-        return Path(path) if path else None
+        return sqlite_file(self.event_store_url)
 
     def missing_store(self) -> str | None:
         """One sentence if the SQLite store does not exist yet; reading commands stop there rather

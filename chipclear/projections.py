@@ -17,7 +17,7 @@ from chipclear.domain.events import REQUEST_EVENT_TYPES, Event
 from chipclear.domain.gates import domestic_quota
 from chipclear.domain.models import invoice_key
 from chipclear.domain.state import RequestState, fold
-from chipclear.request_rows import COLUMNS, SUMMARY_COLUMNS, TABLE, RequestSummary
+from chipclear.request_rows import COLUMNS, SUMMARY_COLUMNS, TABLE, RequestSummary, summary_query
 from chipclear.store.chain import timestamp
 from chipclear.store.factory import open_store
 from chipclear.store.projection import Projection, RowQuery
@@ -109,13 +109,7 @@ def list_requests(
     store: ProjectionRows, status: str | None = None, flags: Sequence[str] = ()
 ) -> list[RequestSummary]:
     """Projection rows, oldest first; `flags` keeps rows carrying every one (`escalated`, `held`, …)."""
-    query = RowQuery(
-        equal={"status": str(status)} if status is not None else {},
-        tagged={"flags": flags} if flags else {},
-        columns=SUMMARY_COLUMNS,
-        order_by=["submitted_at"],
-    )
-    rows = store.projection_rows(REQUESTS, query)
+    rows = store.projection_rows(REQUESTS, summary_query(status, flags))
     return [RequestSummary.model_validate(row) for row in rows]
 
 
@@ -130,15 +124,7 @@ def newest_requests(
     """One page of projection rows, newest first (by submission, then id): at most `limit`, those
     listed after `after` (the last row of the page before). Keyset pagination on an index, so any
     page costs about the same at 50 or 50,000 requests."""
-    query = RowQuery(
-        equal={"status": str(status)} if status is not None else {},
-        tagged={"flags": flags} if flags else {},
-        columns=SUMMARY_COLUMNS,
-        order_by=["submitted_at"],
-        descending=True,
-        limit=limit,
-        after=None if after is None else (after.submitted_at, after.request_id),
-    )
+    query = summary_query(status, flags, newest_first=True, limit=limit, after=after)
     return [RequestSummary.model_validate(row) for row in store.projection_rows(REQUESTS, query)]
 
 
@@ -150,10 +136,5 @@ def request_summary(store: ProjectionRows, request_id: str) -> RequestSummary | 
 
 def requests_by_id(store: ProjectionRows, request_ids: Sequence[str]) -> dict[str, RequestSummary]:
     """The projection rows of these requests (those the store holds), by id."""
-    found: dict[str, RequestSummary] = {}
-    for start in range(0, len(request_ids), 500):  # well under every driver's limit on parameters
-        query = RowQuery(columns=SUMMARY_COLUMNS, keys=request_ids[start : start + 500])
-        for row in store.projection_rows(REQUESTS, query):
-            summary = RequestSummary.model_validate(row)
-            found[summary.request_id] = summary
-    return found
+    rows = store.projection_rows(REQUESTS, RowQuery(columns=SUMMARY_COLUMNS, keys=request_ids))
+    return {row["request_id"]: RequestSummary.model_validate(row) for row in rows}

@@ -19,10 +19,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs
 
 from pydantic import BaseModel, Field, field_validator
+
+from chipclear.config import SQLITE_SYNCHRONOUS, sqlite_file
+from chipclear.row_query import RowQuery, select_sql
 
 TABLE = "requests"
 COLUMNS = (
@@ -58,7 +60,6 @@ STATUSES = (
     "withdrawn",
     "expired",
 )
-SYNCHRONOUS = frozenset({"full", "normal", "extra"})  # what chipclear.store.factory.open_store accepts
 
 
 class RequestSummary(BaseModel):
@@ -82,20 +83,44 @@ class RequestSummary(BaseModel):
         return [flag for flag in value.split(",") if flag] if isinstance(value, str) else value
 
 
+def summary_query(
+    status: str | None = None,
+    flags: Sequence[str] = (),
+    *,
+    newest_first: bool = False,
+    limit: int | None = None,
+    after: RequestSummary | None = None,
+) -> RowQuery:
+    """The summary rows with this status (any when None) carrying every flag, by submission then id;
+    `newest_first` and `limit`/`after` make it one keyset page (`after`: the last row of the page before).
+    The store's readers (chipclear.projections) and this module's run this one query."""
+    return RowQuery(
+        equal={"status": str(status)} if status is not None else {},
+        tagged={"flags": flags} if flags else {},
+        columns=SUMMARY_COLUMNS,
+        order_by=["submitted_at"],
+        descending=newest_first,
+        limit=limit,
+        after=None if after is None else (after.submitted_at, after.request_id),
+    )
+
+
+def read_only(path: Path) -> sqlite3.Connection:
+    """A connection that can never create or change the store at `path` (the store's own code migrates)."""
+    return sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=5)
+
+
 def open_sqlite_rows(url: str) -> SQLiteRequestRows | None:
     """A read-only reader of the SQLite store at `url` (a `CHIPCLEAR_EVENT_STORE` URL), or None if the
     store is not one this module reads as it is (see the module's docstring)."""
-    if not url.startswith("sqlite:///"):
-        return None
-    path, _, query = url.removeprefix("sqlite:///").partition("?")
-    if not path or parse_qs(query).get("synchronous", ["full"])[0].lower() not in SYNCHRONOUS:
+    file = sqlite_file(url)
+    synchronous = parse_qs(url.partition("?")[2]).get("synchronous", ["full"])[0]
+    if file is None or synchronous.lower() not in SQLITE_SYNCHRONOUS:
         return None  # the store names what is wrong with the URL
-    file = Path(path)
     if not file.is_file() or file.stat().st_size == 0:
         return None
     try:
-        # Read-only, so that a read never creates or changes a store (the store's own code migrates).
-        db = sqlite3.connect(f"{file.absolute().as_uri()}?mode=ro", uri=True, timeout=5)
+        db = read_only(file)
     except sqlite3.Error:
         return None
     try:
@@ -111,7 +136,7 @@ def open_sqlite_rows(url: str) -> SQLiteRequestRows | None:
 
 
 class SQLiteRequestRows:
-    """The summary rows of one SQLite store's request projection, read by the store's own queries."""
+    """The summary rows of one SQLite store's request projection, read by the store's own query."""
 
     def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self._db = db
@@ -126,27 +151,19 @@ class SQLiteRequestRows:
         after: RequestSummary | None = None,
     ) -> list[RequestSummary]:
         """chipclear.projections.newest_requests: a page newest first, keyset on (submitted_at, id)."""
-        where: list[str] = []
-        params: list[Any] = []
-        if status is not None:
-            where, params = [*where, "status = ?"], [*params, status]
-        for flag in flags:
-            where, params = [*where, "(',' || flags || ',') LIKE ?"], [*params, f"%,{flag},%"]
-        if after is not None:
-            where = [*where, "(submitted_at, request_id) < (?, ?)"]
-            params = [*params, after.submitted_at, after.request_id]
-        order = "submitted_at DESC, request_id DESC"
-        return self._select(where, params, f" ORDER BY {order} LIMIT {int(limit)}")
+        return self._rows(summary_query(status, flags, newest_first=True, limit=limit, after=after))
 
     def summary(self, request_id: str) -> RequestSummary | None:
         """chipclear.projections.request_summary: one request's row, without its state."""
-        rows = self._select(["request_id IN (?)"], [request_id], " ORDER BY request_id")
+        rows = self._rows(RowQuery(columns=SUMMARY_COLUMNS, keys=[request_id]))
         return rows[0] if rows else None
 
-    def _select(self, where: Sequence[str], params: Sequence[Any], tail: str) -> list[RequestSummary]:
-        sql = f"SELECT {', '.join(SUMMARY_COLUMNS)} FROM {TABLE} WHERE {' AND '.join(['1 = 1', *where])}"
+    def _rows(self, query: RowQuery) -> list[RequestSummary]:
+        built = select_sql(TABLE, COLUMNS[0], COLUMNS, query)
+        if built is None:
+            return []
         try:
-            cursor = self._db.execute(sql + tail, params)
+            cursor = self._db.execute(*built)
             names = [d[0] for d in cursor.description]
             return [RequestSummary.model_validate(dict(zip(names, row, strict=True))) for row in cursor]
         except sqlite3.Error as exc:

@@ -21,6 +21,7 @@ from typing import Any
 
 from chipclear.cli import output
 from chipclear.config import Settings
+from chipclear.request_rows import read_only
 
 FINAL = frozenset({"licensed", "denied", "withdrawn", "expired"})  # chipclear.domain.models.FINAL_STATUSES
 
@@ -142,8 +143,7 @@ def stored_final(current: Settings, request_id: str) -> dict[str, Any] | None:
     if path is None or not path.is_file():
         return None
     try:
-        # Read-only, so that a read never creates or changes a store (the store's own code migrates).
-        with closing(sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=5)) as db:
+        with closing(read_only(path)) as db:
             query = "SELECT status, state FROM requests WHERE request_id = ?"
             found = db.execute(query, (request_id,)).fetchone()
     except sqlite3.Error:

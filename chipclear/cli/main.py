@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
     from chipclear.domain.commands import HumanAct
     from chipclear.domain.state import RequestState
-    from chipclear.projections import RequestSummary
+    from chipclear.request_rows import RequestSummary
     from chipclear.store.protocol import EventStore
 
 # The sub-commands whose modules are imported only when they run (see the module's docstring). They
@@ -606,7 +606,7 @@ def _list_visible(visibility_query: str, json_: bool) -> None:
 
 
 def _from_visibility(row: dict[str, Any]) -> RequestSummary:
-    from chipclear.projections import RequestSummary
+    from chipclear.request_rows import RequestSummary
 
     return RequestSummary(
         request_id=row["request_id"],

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from typing import Any, TypedDict, Unpack
 from urllib.parse import parse_qs
 
+from chipclear.config import SQLITE_SYNCHRONOUS
 from chipclear.domain.limits import cut_text
 from chipclear.store.projection import Projection
 from chipclear.store.protocol import EventStore
@@ -99,7 +100,7 @@ def open_store(url: str, *, require_schema: bool = True, **shared: Unpack[StoreO
         _sqlite_file(path)
         options = parse_qs(query)
         synchronous = options.get("synchronous", ["full"])[0]
-        if synchronous.lower() not in {"full", "normal", "extra"}:
+        if synchronous.lower() not in SQLITE_SYNCHRONOUS:
             raise StoreURLError(
                 f"CHIPCLEAR_EVENT_STORE: synchronous={synchronous!r} (allowed: full, normal, extra)"
             )

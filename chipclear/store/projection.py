@@ -11,10 +11,12 @@ fresh rows, which must equal the ones kept inline.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from chipclear.domain.events import Event
+from chipclear.row_query import RowQuery
+
+__all__ = ["Projection", "RowQuery"]
 
 S = TypeVar("S")
 
@@ -47,24 +49,3 @@ class Projection(Protocol[S]):
     def row(self, state: S) -> dict[str, Any]:
         """The row for `state`: a value for every column."""
         ...
-
-
-@dataclass(frozen=True)
-class RowQuery:
-    """Which rows of a projection to read, and which of their columns.
-
-    Rows whose columns equal `equal`, whose key is one of `keys` (when given) and whose comma-separated
-    tag columns carry every tag in `tagged`, ordered by `order_by` then the key (`descending`: newest
-    first); `columns` (default: all) to read only some. A page: at most `limit` rows, those after `after`
-    in that order (keyset pagination: `after` holds the values of `order_by` and the key of the last row
-    seen, so a page costs the same however deep it is).
-    """
-
-    equal: Mapping[str, Any] = field(default_factory=dict)
-    tagged: Mapping[str, Sequence[str]] = field(default_factory=dict)
-    columns: Sequence[str] | None = None
-    order_by: Sequence[str] = ()
-    keys: Sequence[str] | None = None
-    descending: bool = False
-    limit: int | None = None
-    after: Sequence[Any] | None = None

@@ -6,11 +6,15 @@ Which projections a store keeps is decided when it is opened (`projections=`); s
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from chipclear.domain.events import Event
-from chipclear.store.projection import Projection, RowQuery
+from chipclear.row_query import RowQuery, select_sql
+from chipclear.store.projection import Projection
 from chipclear.store.sql_base import SQLBackend, Tx, stored_event, streams_in_order
+
+KEYS_AT_ONCE = 500  # keys a projection query binds at once
 
 
 def project(backend: SQLBackend, tx: Tx, stream_id: str, events: Sequence[Event]) -> None:
@@ -82,59 +86,28 @@ class SQLProjections(SQLBackend):
             return rebuild(self, tx)
 
     def projection_row(self, projection: Projection[Any], key: str) -> dict[str, Any] | None:
-        rows = self._select(projection, [f"{projection.columns[0]} = ?"], [key], projection.columns, (), None)
+        rows = self.projection_rows(projection, RowQuery(keys=[key]))
         return rows[0] if rows else None
 
     def projection_rows(
         self, projection: Projection[Any], query: RowQuery = RowQuery()
     ) -> list[dict[str, Any]]:
-        where: list[str] = []
-        params: list[Any] = []
-        for column, value in query.equal.items():
-            where, params = [*where, f"{column} = ?"], [*params, value]
-        for column, tags in query.tagged.items():
-            for tag in tags:
-                where, params = [*where, f"(',' || {column} || ',') LIKE ?"], [*params, f"%,{tag},%"]
-        if query.keys is not None:
-            if not query.keys:
-                return []
-            marks = ", ".join("?" * len(query.keys))
-            where, params = [*where, f"{projection.columns[0]} IN ({marks})"], [*params, *query.keys]
-        order = [*query.order_by, projection.columns[0]]
-        _known(projection, [*query.equal, *query.tagged, *order])
-        if query.after is not None:
-            if len(query.after) != len(order):
-                raise ValueError(f"a page's `after` holds {len(order)} values ({', '.join(order)})")
-            # A row value comparison: one index range, whatever the page's depth.
-            marks = ", ".join("?" * len(order))
-            where = [*where, f"({', '.join(order)}) {'<' if query.descending else '>'} ({marks})"]
-            params = [*params, *query.after]
-        direction = " DESC" if query.descending else ""
-        return self._select(
-            projection,
-            where,
-            params,
-            query.columns or projection.columns,
-            [f"{column}{direction}" for column in order],
-            query.limit,
-        )
-
-    def _select(
-        self,
-        projection: Projection[Any],
-        where: Sequence[str],
-        params: Sequence[Any],
-        columns: Sequence[str],
-        order: Sequence[str],
-        limit: int | None,
-    ) -> list[dict[str, Any]]:
-        _known(projection, columns)
-        sql = f"SELECT {', '.join(columns)} FROM {projection.table} WHERE {' AND '.join(['1 = 1', *where])}"
-        if order:
-            sql += f" ORDER BY {', '.join(order)}"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
+        key = projection.columns[0]
+        _known(projection, [*query.named_columns(key), *(query.columns or ())])
+        if query.keys is not None and len(query.keys) > KEYS_AT_ONCE:
+            # Bound a chunk at a time, well under every driver's limit on parameters (its order and
+            # limit hold within a chunk: callers that pass many keys ask for rows by key, not a page).
+            return [
+                row
+                for start in range(0, len(query.keys), KEYS_AT_ONCE)
+                for row in self.projection_rows(
+                    projection, replace(query, keys=query.keys[start : start + KEYS_AT_ONCE])
+                )
+            ]
+        built = select_sql(projection.table, key, projection.columns, query)
+        if built is None:
+            return []
         with self._reader() as tx:
-            cursor = tx.execute(sql, params)
+            cursor = tx.execute(*built)
             names = [d[0] for d in cursor.description]
             return [dict(zip(names, row, strict=True)) for row in cursor]
