@@ -160,7 +160,8 @@ class _Tx:
         return self.conn.execute(_pg(sql), params) if params else self.conn.execute(sql)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]], /) -> psycopg.Cursor[Any]:
-        # The cursor is handed back for its row count (summed over the rows); it holds no result set.
+        # Handed back for its row count, summed over the rows (a closed cursor forgets it). It holds no
+        # result set: nothing is left open on the server.
         cursor = self.conn.cursor()
         cursor.executemany(_pg(sql), rows)
         return cursor
@@ -270,9 +271,10 @@ class PostgresEventStore(SQLEventStore):
             conn = self.pool.getconn(timeout=min(WAIT, self.pool.timeout))
             yield conn
         except (PoolTimeout, psycopg.OperationalError) as exc:
-            if isinstance(exc, psycopg.OperationalError):
+            if conn is not None and conn.broken:
                 # The server went away (a restart, a failover): the idle connections are as dead as
-                # this one. Test them now, once, instead of failing one call on each of them.
+                # this one. Test them now, once, instead of failing one call on each of them. (A query
+                # that failed on a live connection, a deadlock or a timeout, tests nothing.)
                 self.pool.check()
             reason = scrub(" ".join(str(exc).split()), self.url)
             raise StoreUnavailable(f"the PostgreSQL event store at {redact(self.url)}: {reason}") from exc
@@ -287,8 +289,8 @@ class PostgresEventStore(SQLEventStore):
                 with conn.transaction():
                     yield _Tx(conn)
             except psycopg.errors.UniqueViolation as exc:
-                # Only a race reaches here (the checks inside the transaction see everything
-                # committed before it): an event id written by another stream's append meanwhile.
+                # A guard: an event id taken meanwhile by another append is skipped by the insert and
+                # named by `append_in`, and a (stream, version) clash is ruled out by the stream lock.
                 raise ConcurrencyError(f"a concurrent write conflicts: {exc.diag.message_detail}") from exc
 
     @contextmanager

@@ -57,7 +57,7 @@ class Tx(Protocol):
 
     def execute(self, sql: str, params: Sequence[Any] = (), /) -> Cursor: ...
 
-    def executemany(self, sql: str, rows: Sequence[Sequence[Any]], /) -> Any: ...
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]], /) -> Cursor: ...
 
 
 class SQLBackend(ABC):
@@ -170,7 +170,7 @@ def chain_row(row: Sequence[Any]) -> tuple[int, int, str, str, bytes]:
     return row[0], row[3], row[12], row[13], chained_columns(row[1:12])
 
 
-def streams_in_order(tx: Tx, page: int = PAGE) -> Iterator[tuple[str, Iterator[Any]]]:
+def streams_in_order(tx: Tx, page: int | None = None) -> Iterator[tuple[str, Iterator[Any]]]:
     """Every stream and its `EVENT_COLUMNS` rows, stream after stream (by id), each in version order.
 
     Read a page at a time by (stream_id, version) keyset on the unique index, and handed out row by
@@ -178,7 +178,7 @@ def streams_in_order(tx: Tx, page: int = PAGE) -> Iterator[tuple[str, Iterator[A
     Each stream's rows must be read before the next stream is asked for (`itertools.groupby`). Inside
     a snapshot (`_snapshot`) the pages are consistent.
     """
-    return groupby(_rows_in_stream_order(tx, page), key=itemgetter(2))
+    return groupby(_rows_in_stream_order(tx, page or PAGE), key=itemgetter(2))
 
 
 def _rows_in_stream_order(tx: Tx, page: int) -> Iterator[Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from chipclear.domain.events import Event, StoredEvent
 from chipclear.store.chain import canonical, chained_bytes, link, timestamp
@@ -17,7 +16,7 @@ from chipclear.store.sql_projection import project
 INSERT_EVENTS = (
     "INSERT INTO events (event_id, stream_id, version, type, schema_version, data, occurred_at,"
     " recorded_at, policy_version, actor, act, prev_hash, hash, sealed_by, seal)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING"
 )
 
 
@@ -27,7 +26,7 @@ def append_in(
     """Append inside `tx`, which the caller commits: stream, head and projections move together.
 
     The common case costs the stream lock, one INSERT and the head: the existence check is folded into
-    the insert (`ON CONFLICT DO NOTHING`, then its row count), and stored events are read back only
+    the insert (`ON CONFLICT (event_id) DO NOTHING`, then its row count), and stored events are read back only
     when the stream has moved on (a retry, or a lost race) or an event id is already taken.
     """
     current, prev_hash = backend._lock_stream(tx, stream_id)
@@ -82,7 +81,8 @@ def append_in(
         )
     if tx.executemany(INSERT_EVENTS, rows).rowcount != len(rows):
         # An event id is stored already. Not this batch in this stream (the stream was at
-        # `expected_version`, which a stored copy would have moved on): raising rolls the rest back.
+        # `expected_version`, which a stored copy would have moved on): `_already_stored` names the
+        # event that collides, and raising rolls the rest back.
         _already_stored(backend, tx, events)
         raise ConcurrencyError(f"a batch for {stream_id} holds an event id that is stored already")
     set_head(tx, stream_id, events[-1].version, prev_hash)
@@ -165,9 +165,11 @@ class SQLEventLog(SQLBackend):
     def read_page(
         self, after_position: int, limit: int = PAGE, types: Sequence[str] | None = None
     ) -> list[StoredEvent]:
-        only, params = "", list[Any]([after_position])
+        if types is not None and not types:
+            return []
+        only, params = "", [after_position, *(types or ())]
         if types is not None:
-            only, params = f" AND type IN ({', '.join('?' * len(types))})", [after_position, *types]
+            only = f" AND type IN ({', '.join('?' * len(types))})"
         with self._reader() as tx:
             cursor = tx.execute(
                 f"SELECT {EVENT_COLUMNS} FROM events WHERE position > ?{only} ORDER BY position LIMIT ?",
