@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from chipclear.domain.events import Event
 from chipclear.domain.signing import EVENT_SEAL_LABEL, public_text, sign
+from chipclear.store.chain import timestamp
 from tests.store.support import grant
 
 STREAMS = 500
@@ -104,10 +105,6 @@ def raw_rows(stream_id: str, head: str, events: list[tuple[Any, ...]]) -> tuple[
 Plain = list[tuple[str, int, list[tuple[Any, ...]]]]  # an append's work as plain values
 
 
-def stamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
-
-
 def plain(work: list[tuple[str, int, list[Event]]]) -> Plain:
     return [
         (
@@ -119,7 +116,7 @@ def plain(work: list[tuple[str, int, list[Event]]]) -> Plain:
                     e.version,
                     e.type,
                     e.data_json(),
-                    stamp(e.occurred_at),
+                    timestamp(e.occurred_at),
                     e.policy_version,
                     e.actor,
                 )
@@ -199,7 +196,6 @@ def chipclear_sqlite(path: Path, work: list[tuple[str, int, list[Event]]]) -> fl
     from chipclear.store.sqlite import SQLiteEventStore
 
     store = SQLiteEventStore(path, recorder=KEY)
-    store.append  # noqa: B018
     store.sealer()  # the key loaded once, as a worker's store has it after its first append
     started = time.perf_counter()
     chipclear_appends(store, work)

@@ -39,7 +39,8 @@ from typing import Any
 sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 from chipclear.domain.signing import act_message, sign
-from chipclear.store.chain import GENESIS, canonical, chained_bytes, link, timestamp
+from chipclear.store.chain import CHAINED_COLUMNS, GENESIS, canonical, chained_columns, link, timestamp
+from chipclear.store.sql_log import INSERT_EVENTS as INSERT
 from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.store.trust import Sealer
 from chipclear.store.upcasting import UPCASTERS
@@ -50,11 +51,6 @@ TEMPLATE = "req-TEMPLATE-0"
 LEDGER = "allocation"
 GRANTS = 8  # ledger events per request
 CHUNK = 1000  # requests a worker makes at once
-COLUMNS = (
-    "event_id, stream_id, version, type, schema_version, data, occurred_at, recorded_at, policy_version,"
-    " actor, act, prev_hash, hash, sealed_by, seal"
-)
-INSERT = f"INSERT INTO events ({COLUMNS}) VALUES ({', '.join('?' * 15)})"
 
 
 def template() -> list[dict[str, Any]]:
@@ -97,20 +93,11 @@ def request_rows(numbers: range) -> tuple[list[tuple[Any, ...]], list[tuple[str,
             recorded_at = timestamp(start + e["occurred"] + timedelta(milliseconds=5))
             fields = (str(uuid.uuid4()), request_id, e["version"], e["type"], UPCASTERS.current(e["type"]),
                       data, occurred_at, recorded_at, e["policy_version"], e["actor"], act)  # fmt: skip
-            hash_ = link(head, chain(fields))
+            hash_ = link(head, chained_columns(fields))
             rows.append((*fields, head, hash_, sealer.public, sealer.seal(hash_)))
             head = hash_
         heads.append((request_id, events[-1]["version"], head))
     return rows, heads
-
-
-NAMES = ("event_id", "stream_id", "version", "type_", "schema_version", "data", "occurred_at", "recorded_at",
-         "policy_version", "actor", "act")  # fmt: skip
-
-
-def chain(fields: tuple[Any, ...]) -> bytes:
-    named: dict[str, Any] = dict(zip(NAMES, fields, strict=True))
-    return chained_bytes(**named)
 
 
 def ledger_rows(requests: int) -> tuple[list[tuple[Any, ...]], tuple[str, int, str]]:
@@ -126,7 +113,7 @@ def ledger_rows(requests: int) -> tuple[list[tuple[Any, ...]], tuple[str, int, s
             at = timestamp(NOW + timedelta(minutes=n, seconds=g))
             fields = (str(uuid.uuid4()), LEDGER, version, "UnitsGranted", UPCASTERS.current("UnitsGranted"),
                       canonical(grant), at, at, "bench-auto", "ledger", None)  # fmt: skip
-            hash_ = link(head, chain(fields))
+            hash_ = link(head, chained_columns(fields))
             rows.append((*fields, head, hash_, sealer.public, sealer.seal(hash_)))
             head = hash_
     return rows, (LEDGER, version, head)
@@ -167,12 +154,13 @@ def bare_loops(path: Path) -> dict[str, float]:
         after: tuple[str, int] = ("", 0)
         while True:
             page = conn.execute(
-                f"SELECT {COLUMNS} FROM events WHERE (stream_id, version) > (?, ?)"
+                f"SELECT {', '.join(CHAINED_COLUMNS)}, prev_hash, hash, sealed_by, seal FROM events"
+                " WHERE (stream_id, version) > (?, ?)"
                 " ORDER BY stream_id, version LIMIT 1000",
                 after,
             ).fetchall()
             for row in page:
-                chained = chain(row[:11])
+                chained = chained_columns(row[:11])
                 assert hashlib.sha256(row[11].encode("ascii") + chained).hexdigest() == row[12]
                 if seals:
                     assert seal_verifies(row[13], row[12], row[14])
@@ -239,12 +227,13 @@ def main() -> None:
         report = json.loads(out)
         counts = f"{report['events_checked']:,} events, {report['acts_checked']:,} acts"
         print(f"audit verify: ok={report['ok']}, {counts}, {len(report['differences'])} differences")
-        store = SQLiteEventStore(path)
-        started = time.perf_counter()
         from chipclear.domain.policy import load_policy
         from chipclear.store.trust import Trust
 
-        in_process = store.verify(Trust.from_policy(load_policy(str(policy), home=home)))
+        store = SQLiteEventStore(path)
+        trust = Trust.from_policy(load_policy(str(policy), home=home))
+        started = time.perf_counter()
+        in_process = store.verify(trust)
         chain_only = time.perf_counter() - started
         store.close()
         print(f"store.verify alone (chains, seals, acts): {chain_only:.1f} s, ok={in_process.ok}")
