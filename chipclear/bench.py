@@ -191,7 +191,8 @@ async def run_bench(
     event_store: str | None = None,
     write_docs: Path | None = None,
 ) -> None:
-    host = bench_report.machine()  # the load average before the run, not the bench's own
+    # The machine and its load before the run (not the bench's own), for the docs alone.
+    host = bench_report.machine() if write_docs is not None else None
 
     configure(level="WARNING")
     with tempfile.TemporaryDirectory(prefix="chipclear-bench-") as tmp:
@@ -217,6 +218,7 @@ async def run_bench(
             if process is not None:
                 stop(process)
     if write_docs is not None:
+        assert host is not None
         bench_report.rewrite(write_docs, bench_report.render(report, host, datetime.now(UTC)))
     if as_json:
         output.print_json(report)
