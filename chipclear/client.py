@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel
@@ -54,11 +54,11 @@ from chipclear.domain.allocation import (
     fold_ledger,
 )
 from chipclear.domain.buyer_cap import BuyerCapState
-from chipclear.domain.commands import HumanAct, PersonAct, Submit
+from chipclear.domain.commands import HumanAct, Submit
 from chipclear.domain.errors import StaleSignature
 from chipclear.domain.gates import cn_import
 from chipclear.domain.models import ImportRequest
-from chipclear.domain.signing import ActorSignedAct, sign_act
+from chipclear.domain.signing import signed as signed
 from chipclear.domain.state import RequestState
 from chipclear.projections import get_request
 from chipclear.store.protocol import EventStore
@@ -223,7 +223,6 @@ async def live_state(client: Client, request_id: str) -> RequestState | None:
     return state if state.status is not None else None
 
 
-Act = TypeVar("Act", bound=PersonAct | ActorSignedAct)
 R = TypeVar("R")
 M = TypeVar("M", bound=BaseModel)
 
@@ -234,12 +233,6 @@ def own_key(person: str, key: Ed25519PrivateKey | None = None) -> Ed25519Private
     if key is not None:
         return key
     return keys.load_private(keys.person_key_file(person, Settings.from_env().home))
-
-
-def signed(command: Act, stream_id: str, version: int, key: Ed25519PrivateKey) -> Act:
-    """`command` signed by `key` for `stream_id` as it stands at `version`."""
-    signature = sign_act(key, stream_id, version, command.model_dump(mode="json"))
-    return cast(Act, command.model_copy(update={"signature": signature}))
 
 
 # How often an act is signed again when only the request's version moved under it.

@@ -31,7 +31,7 @@ from chipclear.cli.common import (
 from chipclear.cli.files import InvalidInput, read_text
 from chipclear.domain.gates import us_export
 from chipclear.domain.limits import cut
-from chipclear.domain.policy import load_policy
+from chipclear.domain.policy import Policy, load_policy
 from chipclear.domain.screening import (
     ScreenedParty,
     ScreeningIndex,
@@ -41,11 +41,11 @@ from chipclear.domain.screening import (
 )
 from chipclear.domain.screening.csl import checksum
 from chipclear.domain.screening.index import MemoryTables, no_collection
-from chipclear.domain.screening_act import SCREENING_STREAM, LoadScreeningList, require_loader
-from chipclear.domain.signing import sign_act
+from chipclear.domain.screening_act import SCREENING_GATE, SCREENING_STREAM, LoadScreeningList, require_loader
+from chipclear.domain.signing import signed
 from chipclear.store.protocol import EventStore, ScreeningLists
 from chipclear.store.screening import CurrentList, IndexCache, Preparing
-from chipclear.store.sql_screening import ScreeningListUnavailable
+from chipclear.store.sql_screening import LOADED_FIELDS, ScreeningListUnavailable
 
 # A party's name in a request is at most this long (chipclear.domain.models.NonEmpty).
 MAX_NAME = 200
@@ -77,11 +77,29 @@ def load(
 
     A signed act of an us-export reviewer, sealed with the recorder key like every stored event: run
     it where the recorder key is (a worker's host, or a dev home)."""
+    try:
+        _load(file, source, replace_smaller, actor, key, json_)
+    finally:
+        gc.unfreeze()  # the list `_load` kept out of the collector's passes
+
+
+def _load(
+    file: Path, source: str | None, replace_smaller: bool, actor: str | None, key: Path | None, json_: bool
+) -> None:
     text = read_text(file)
     sha256 = checksum(text)
+    loader = actor or actor_default()
+    current = settings()
+    policy = load_policy(current.policy, home=current.home)
     # The index is prepared for the next `screening check` (its cache written) by child processes, a
-    # run of the file's rows each, while this one parses, checks and stores the list.
-    preparing = Preparing.start(cache_of_home(), text, sha256)
+    # run of the file's rows each, while this one parses, checks and stores the list: unless it is
+    # prepared already (this list was loaded before), or the act will be refused (checked in full
+    # once the file is: the loader is no reviewer of the screening gate).
+    cache = cache_of_home()
+    cached = cache.path(sha256).is_file()
+    preparing = None
+    if not cached and policy.may_decide(loader, SCREENING_GATE):
+        preparing = Preparing.start(cache, text, sha256)
     try:
         with no_collection():
             try:
@@ -93,8 +111,8 @@ def load(
             # The list stays until the command ends: kept out of the collector's passes, none walks it.
             gc.freeze()
         events = store(create=True)
-        loaded = _store(events, file, parsed, replace_smaller, actor, key)
-        prepared = False
+        loaded = _store(events, file, parsed, replace_smaller, loader, policy, key)
+        prepared = cached
         if loaded and preparing is not None:
             _import_rescreening()  # while the children work: it takes half a second
             prepared = preparing.finish(parsed.info)
@@ -123,11 +141,12 @@ def _store(
     file: Path,
     parsed: ScreeningList,
     replace_smaller: bool,
-    actor: str | None,
+    loader: str,
+    policy: Policy,
     key: Path | None,
 ) -> bool:
-    """Store `parsed` as the list in force, by the act of `actor` signed with `key`: False if it is
-    already in force, exit 1 if the act is refused or the list too small."""
+    """Store `parsed` as the list in force, by the act of `loader` signed with `key`: False if it is
+    already in force, exit 1 if the act is refused (by `policy`) or the list too small."""
     info = parsed.info
     # The list in force as its newest ScreeningListLoaded records it (readable even if its row is gone).
     in_force = next(iter(events.screening_list_versions()), None)
@@ -138,21 +157,13 @@ def _store(
             "--replace-smaller if the list really shrank",
             1,
         )
-    loader = actor or actor_default()
-    current = settings()
-    policy = load_policy(current.policy, home=current.home)
     stream_version = len(events.read_stream(SCREENING_STREAM))
-    described = info.model_dump(include={"version", "sha256", "source", "entries", "names"})
-    act = LoadScreeningList(**described, actor=loader)
-    # Signed as chipclear.client signs, without importing it (and Temporal) before the work starts.
-    signature = sign_act(
-        signing_key(loader, key), SCREENING_STREAM, stream_version, act.model_dump(mode="json")
-    )
-    signed = act.model_copy(update={"signature": signature})
-    require_loader(policy, signed, stream_version)  # refused: exit 1, nothing loaded
+    act = LoadScreeningList(**info.model_dump(include=LOADED_FIELDS), actor=loader)
+    act = signed(act, SCREENING_STREAM, stream_version, signing_key(loader, key))
+    require_loader(policy, act, stream_version)  # refused: exit 1, nothing loaded
     with no_collection():  # tens of thousands of entries written out, none in a cycle
         return events.save_screening_list(
-            parsed, actor=loader, act=signed.model_dump(mode="json"), expected_version=stream_version
+            parsed, actor=loader, act=act.model_dump(mode="json"), expected_version=stream_version
         )
 
 

@@ -14,12 +14,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from chipclear.domain.commands import PersonAct
 
 KEY_PREFIX = "ed25519:"
 ACT_LABEL = b"chipclear act v1\n"
@@ -122,6 +125,17 @@ def sign_act(
         expected_version=expected_version,
         value=sign(private, act_message(stream_id, expected_version, act)),
     )
+
+
+# An act a person signs: a request's (`PersonAct`, whose module imports this one) or one outside a request.
+Act = TypeVar("Act", bound="PersonAct | ActorSignedAct")
+
+
+def signed(command: Act, stream_id: str, version: int, key: Ed25519PrivateKey) -> Act:
+    """`command` signed by `key` for `stream_id` as it stands at `version`: as the client signs every
+    act (`chipclear.client` imports it from here), and the CLI's acts that need no Temporal."""
+    signature = sign_act(key, stream_id, version, command.model_dump(mode="json"))
+    return cast(Act, command.model_copy(update={"signature": signature}))
 
 
 def act_verifies(stream_id: str, act: dict[str, Any], signature: ActSignature) -> bool:

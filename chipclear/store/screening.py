@@ -17,10 +17,12 @@ import gc
 import hashlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import sys
 import threading
+import traceback
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -119,16 +121,21 @@ class DiskTables:
     def __init__(self, path: Path, info: ScreeningListInfo) -> None:
         self.info = info
         self._db = sqlite3.connect(_uri(path), uri=True, check_same_thread=False)
-        (entries,) = self._db.execute("SELECT value FROM meta WHERE key = 'entries'").fetchone()
-        self.entries = int(entries)
-        self._parts: list[_PartFile] = []
-        for number, file, first_entry, first_name in self._db.execute(
-            "SELECT part, file, first_entry, first_name FROM parts ORDER BY part"
-        ).fetchall():
-            self._db.execute(f"ATTACH DATABASE ? AS part{int(number)}", (_uri(path.with_name(str(file))),))
-            self._parts.append(_PartFile(f"part{int(number)}", int(first_entry), int(first_name)))
-        if not self._parts:
-            raise ValueError(f"screening cache {path.name} has no parts")
+        try:
+            (entries,) = self._db.execute("SELECT value FROM meta WHERE key = 'entries'").fetchone()
+            self.entries = int(entries)
+            self._parts: list[_PartFile] = []
+            for number, file, first_entry, first_name in self._db.execute(
+                "SELECT part, file, first_entry, first_name FROM parts ORDER BY part"
+            ).fetchall():
+                schema = f"part{int(number)}"
+                self._db.execute(f"ATTACH DATABASE ? AS {schema}", (_uri(path.with_name(str(file))),))
+                self._parts.append(_PartFile(schema, int(first_entry), int(first_name)))
+            if not self._parts:
+                raise ValueError(f"screening cache {path.name} has no parts")
+        except BaseException:  # a part missing, none, a meta table of another shape: nothing kept open
+            self._db.close()
+            raise
         # A key's chunk in every part, in one statement: the last chunk starting at or before it.
         self._chunk_sql = " UNION ALL ".join(
             f"SELECT * FROM (SELECT {number}, first, chunk FROM {part.schema}.keys WHERE first <= ?1 "
@@ -314,18 +321,29 @@ class IndexCache:
         return ScreeningIndex(tables)
 
     def part_paths(self, sha256: str, parts: int) -> list[Path]:
-        """Where to write the parts of the list with checksum `sha256`, to be published."""
+        """The names the parts of the list with checksum `sha256`, cut in `parts`, are published under
+        (each written first under a `temporary` name of its own). Named for the cache file and the
+        cut, not at random: a part's content is all decided by the list and the cut, so the same cache
+        written again replaces its parts (a reader that has one open keeps reading the same rows) and
+        never leaves another set beside them."""
         path = self.path(sha256)
-        # Names of their own: two processes writing the same list never write the same file.
-        token = uuid.uuid4().hex[:16]
-        return [path.with_name(f"{path.name}.{token}.{number}") for number in range(parts)]
+        return [path.with_name(f"{path.name}.{parts}-{number}") for number in range(parts)]
 
     def write(self, tables: MemoryTables) -> Path:
         """Write `tables` to the cache (one part), atomically: a concurrent reader sees all or nothing."""
         [path] = self.part_paths(tables.info.sha256, 1)
+        written, described = temporary(path), None
         whole = Part(tables.card_list, tables.name_list, tables.keys, tables.word_use)
-        write_part(path, whole)
-        return self.publish(tables.info, self.describe(tables.info, [(path, PartSummary.of(whole))]))
+        write_part(written, whole)
+        try:
+            described = self.describe(tables.info, [(path, PartSummary.of(whole))])
+            return self.publish(tables.info, described, [(written, path)])
+        except BaseException:
+            for file in (written, described):
+                if file is not None:
+                    with contextlib.suppress(OSError):
+                        file.unlink(missing_ok=True)
+            raise
 
     def describe(self, info: ScreeningListInfo, parts: list[tuple[Path, PartSummary]]) -> Path:
         """The whole list's file for the parts of the list `info` (in order), under a name of its own
@@ -343,8 +361,7 @@ class IndexCache:
         if entries != info.entries:
             raise ValueError(f"the parts have {entries} entries, the list {info.entries}")
         weights = Weights(word_use, entries)
-        path = self.path(info)
-        partial = path.with_name(f"{path.name}.{uuid.uuid4().hex[:16]}.tmp")
+        partial = temporary(self.path(info))
         with no_collection(), _new_file(partial, _SCHEMA) as db:
             db.executemany(
                 "INSERT INTO meta VALUES (?, ?)",
@@ -358,11 +375,29 @@ class IndexCache:
             db.executemany("INSERT INTO parts VALUES (?, ?, ?, ?)", rows)
         return partial
 
-    def publish(self, info: ScreeningListInfo, described: Path) -> Path:
-        """Make the file `describe` wrote (its parts written) the cache of the list `info`, atomically."""
+    def publish(self, info: ScreeningListInfo, described: Path, parts: list[tuple[Path, Path]]) -> Path:
+        """Make the file `describe` wrote the cache of the list `info`, atomically, with its `parts`:
+        each written at a temporary name, and moved to the name `part_paths` gave it. The parts of a
+        cache of the list cut otherwise before are removed."""
         path = self.path(info)
+        for written, part in parts:
+            os.replace(written, part)
         os.replace(described, path)
+        named = {part.name for _, part in parts}
+        stale = re.compile(re.escape(path.name) + r"\.\d+-\d+")
+        for file in path.parent.iterdir():
+            if stale.fullmatch(file.name) and file.name not in named:
+                # A reader that has it open reads on; one that had read the file naming it but not yet
+                # opened it finds it missing, and prepares the list again (as for any unreadable cache).
+                with contextlib.suppress(OSError):
+                    file.unlink(missing_ok=True)
         return path
+
+
+def temporary(path: Path) -> Path:
+    """A name of its own beside `path`, to write what is then moved there: two processes writing the
+    same file never write to the same one."""
+    return path.with_name(f"{path.name}.{uuid.uuid4().hex[:16]}.tmp")
 
 
 class CurrentList:
@@ -420,7 +455,8 @@ class Preparing:
         self.cache, self.sha256 = cache, sha256
         self.children: list[int] = []  # not waited for yet
         self.failed = False
-        self.paths: list[Path] = []  # the parts, and beside each its summary
+        self.parts: list[Path] = []  # the parts' names once published
+        self.written: list[Path] = []  # where the children write them, and beside each its summary
         self.ready: list[int] = []  # a pipe from each child: a byte once its summary is written
 
     @classmethod
@@ -432,13 +468,19 @@ class Preparing:
             return None
         preparing = cls(cache, sha256)
         pieces = split_csl(text, parts)
-        preparing.paths = cache.part_paths(sha256, len(pieces))
+        preparing.parts = cache.part_paths(sha256, len(pieces))
+        preparing.written = [temporary(part) for part in preparing.parts]
         sys.stdout.flush()
         sys.stderr.flush()
         try:
-            for path, piece in zip(preparing.paths, pieces, strict=True):
+            for path, piece in zip(preparing.written, pieces, strict=True):
                 ready, done = os.pipe()
-                child = os.fork()
+                try:
+                    child = os.fork()
+                except OSError:
+                    os.close(ready)
+                    os.close(done)
+                    raise
                 if child == 0:  # the child writes its part and leaves, running nothing of the parent's
                     os.close(ready)
                     _prepare_part(piece, path, done)
@@ -459,13 +501,13 @@ class Preparing:
         # A cache that cannot be written only costs the next call the time to prepare the list.
         with contextlib.suppress(OSError, sqlite3.Error, ValueError):
             summaries = [
-                self._summary(ready, path) for ready, path in zip(self.ready, self.paths, strict=True)
+                self._summary(ready, path) for ready, path in zip(self.ready, self.written, strict=True)
             ]
             self._close_pipes()
-            described = self.cache.describe(info, list(zip(self.paths, summaries, strict=True)))
+            described = self.cache.describe(info, list(zip(self.parts, summaries, strict=True)))
             if self._reaped():
-                self.cache.publish(info, described)
-                self.paths = []  # the cache's now
+                self.cache.publish(info, described, list(zip(self.written, self.parts, strict=True)))
+                self.written = []  # the cache's now
                 return True
         if described is not None:
             described.unlink(missing_ok=True)
@@ -478,9 +520,8 @@ class Preparing:
         for child in self.children:  # not waited for yet, so still this process's child
             os.kill(child, signal.SIGKILL)
         self._reaped()
-        for path in self.paths:
-            summary = _summary_path(path)
-            for file in (path, summary, summary.with_name(f"{summary.name}.tmp")):
+        for path in self.written:
+            for file in (path, _summary_path(path)):
                 with contextlib.suppress(OSError):
                     file.unlink(missing_ok=True)
         self._close_pipes()
@@ -514,18 +555,22 @@ def _summary_path(part: Path) -> Path:
 
 def _prepare_part(piece: str, path: Path, done: int) -> NoReturn:
     """In a child: read, fold and index `piece` (a CSV text), leave its summary beside `path` and say
-    so on the pipe `done`, write the part at `path`, and leave (exit status 0 if all was written)."""
+    so on the pipe `done`, write the part at `path`, and leave (exit status 0 if all was written; else
+    the traceback on stderr, the one trace of what went wrong)."""
     code = 1
     gc.disable()  # it makes no cycle, and leaves without freeing what it made
     try:
         part = fold_part(read_entries(piece))
-        summary = _summary_path(path)
-        summary.parent.mkdir(parents=True, exist_ok=True)
-        written = summary.with_name(f"{summary.name}.tmp")
-        written.write_text(PartSummary.of(part).dumps())
-        written.rename(summary)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Written whole before the byte on the pipe says so: read only after that byte.
+        _summary_path(path).write_text(PartSummary.of(part).dumps())
         os.write(done, b".")
         write_part(path, part)
         code = 0
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            print(f"chipclear: preparing the screening cache's part {path.name} failed:", file=sys.stderr)
+            traceback.print_exc()
+            sys.stderr.flush()
     finally:
         os._exit(code)

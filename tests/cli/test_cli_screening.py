@@ -9,15 +9,40 @@ from __future__ import annotations
 
 import lzma
 import sqlite3
+import subprocess
+import sys
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from tests import keys
-from tests.cli.test_cli import as_json, chipclear, flat, hermetic_env, ok, refused, show
+from tests.cli.test_cli import Result, as_json, chipclear, flat, hermetic_env, ok, refused, show
 
 CSL = Path(__file__).resolve().parents[1] / "data" / "csl-2026-07-31.csv.xz"
+# `chipclear` as its console script runs it, saying on stderr each time it forks (an audit hook).
+FORKING = """
+import sys
+sys.addaudithook(lambda event, _: event == "os.fork" and print("audit: os.fork", file=sys.stderr, flush=True))
+sys.argv[0] = "chipclear"
+from chipclear.cli.main import main
+main()
+"""
+
+
+def forking(env: dict[str, str], *args: str | Path) -> tuple[Result, int]:
+    """A `chipclear` call, and how many child processes it started."""
+    result = subprocess.run(
+        [sys.executable, "-c", FORKING, *map(str, args)], env=env, capture_output=True, text=True, timeout=60
+    )
+    return result, result.stderr.count("audit: os.fork")
+
+
+def cache_state(env: dict[str, str]) -> dict[str, tuple[int, int]]:
+    """The files of the home's cache, each with its inode and mtime: what a load that writes nothing
+    leaves exactly as it was."""
+    cache = Path(env["CHIPCLEAR_HOME"]) / "cache"
+    return {file.name: (file.stat().st_ino, file.stat().st_mtime_ns) for file in cache.iterdir()}
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +53,10 @@ def loaded_home(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     csv_file = home.parent / "consolidated.csv"
     with lzma.open(CSL, "rt", encoding="utf-8") as packed:
         csv_file.write_text(packed.read(), encoding="utf-8")
-    loaded = as_json(chipclear(env, "screening", "load", csv_file, "--actor", "alice", "--json"))
+    run, forks = forking(env, "screening", "load", csv_file, "--actor", "alice", "--json")
+    loaded = as_json(run)
     assert loaded["loaded"] is True and loaded["entries"] == 25_921
+    assert forks == 2, show(run)  # a child for each part of the cache
     return env
 
 
@@ -41,6 +68,28 @@ def test_the_load_prepares_the_index_for_every_later_check(loaded_home: dict[str
         parts = db.execute("SELECT file, first_entry FROM parts ORDER BY part").fetchall()
     assert len(parts) == 2 and parts[0][1] == 0 and 0 < parts[1][1] < 25_921
     assert sorted(cache.iterdir()) == sorted([cached, *(cache / file for file, _ in parts)])
+
+
+def test_loading_the_same_list_again_prepares_nothing(loaded_home: dict[str, str]) -> None:
+    """The list in force loaded again: unchanged, and its cache (written by the first load) neither
+    prepared again by children nor rewritten."""
+    before = cache_state(loaded_home)
+    csv_file = Path(loaded_home["CHIPCLEAR_HOME"]).parent / "consolidated.csv"
+    run, forks = forking(loaded_home, "screening", "load", csv_file, "--actor", "alice", "--json")
+    assert as_json(run)["loaded"] is False and forks == 0, show(run)
+    assert cache_state(loaded_home) == before and len(before) == 3  # the cache file and its two parts
+
+
+def test_a_load_that_will_be_refused_prepares_nothing(loaded_home: dict[str, str]) -> None:
+    """A list no cache holds yet, loaded by a reviewer of another gate: refused, and no child started
+    to prepare it."""
+    before = cache_state(loaded_home)
+    csv_file = Path(loaded_home["CHIPCLEAR_HOME"]).parent / "consolidated.csv"
+    shorter = csv_file.with_name("shorter.csv")
+    shorter.write_text(csv_file.read_text(encoding="utf-8").rstrip("\n").rpartition("\n")[0] + "\n")
+    run, forks = forking(loaded_home, "screening", "load", shorter, "--actor", "wang")
+    refused(run, "'wang' may not load screening lists", "us-export")
+    assert forks == 0 and cache_state(loaded_home) == before
 
 
 def test_check_explains_each_hit(loaded_home: dict[str, str]) -> None:

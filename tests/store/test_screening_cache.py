@@ -8,6 +8,7 @@ No event store: the cache is derived from the list's file alone.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from chipclear.domain.screening import (
 )
 from chipclear.domain.screening.csl import checksum, read_entries, split_csl
 from chipclear.domain.screening.index import MemoryTables, ScreeningIndex, fold_part, near_words
-from chipclear.store.screening import DiskTables, IndexCache, PartSummary, write_part
+from chipclear.store.screening import DiskTables, IndexCache, PartSummary, temporary, write_part
 from tests.domain.test_screening import ACME_ROWS, EL, LOADED_AT, SDN, csl_text
 
 
@@ -58,13 +59,21 @@ def in_parts(cache: IndexCache, text: str, parts: int) -> tuple[Path, int]:
     """What `Preparing` does, one part after the other in this process: the cache and its parts."""
     pieces = split_csl(text, parts)
     paths = cache.part_paths(checksum(text), len(pieces))
-    summaries = []
+    summaries, written = [], []
     for path, piece in zip(paths, pieces, strict=True):
         part = fold_part(read_entries(piece))
         summaries.append(PartSummary.loads(PartSummary.of(part).dumps()))  # as a child leaves it
-        write_part(path, part)
+        written.append((temporary(path), path))
+        write_part(written[-1][0], part)
     info = parse_csl(text, source="mixed", loaded_at=LOADED_AT).info
-    return cache.publish(info, cache.describe(info, list(zip(paths, summaries, strict=True)))), len(pieces)
+    described = cache.describe(info, list(zip(paths, summaries, strict=True)))
+    return cache.publish(info, described, written), len(pieces)
+
+
+def parts_named(path: Path) -> list[Path]:
+    """The part files the cache file at `path` names."""
+    with closing(sqlite3.connect(path)) as db:
+        return [path.with_name(file) for (file,) in db.execute("SELECT file FROM parts ORDER BY part")]
 
 
 def same_tables(disk: DiskTables, memory: MemoryTables) -> None:
@@ -92,8 +101,7 @@ def test_a_list_prepared_in_parts_is_cached_as_the_whole_list(tmp_path: Path, pa
     memory = MemoryTables(screening_list)
     path, written = in_parts(IndexCache(tmp_path), mixed_text(), parts)
     assert written == parts
-    with closing(sqlite3.connect(path)) as db:
-        named = [tmp_path / file for (file,) in db.execute("SELECT file FROM parts ORDER BY part")]
+    named = parts_named(path)
     assert len(named) == parts and cache_files(tmp_path) == sorted([path, *named])
     disk = DiskTables(path, screening_list.info)
     same_tables(disk, memory)
@@ -123,7 +131,51 @@ def test_parts_that_miss_entries_are_not_published(tmp_path: Path) -> None:
     part = fold_part(read_entries(first))
     with pytest.raises(ValueError, match="the parts have"):  # the first run twice
         cache.describe(mixed_list().info, [(path, PartSummary.of(part)) for path in cache.part_paths("0", 2)])
-    assert cache_files(tmp_path) == []
+
+
+def test_a_cache_written_again_leaves_one_set_of_parts(tmp_path: Path) -> None:
+    """The same list written twice, then in two parts (as a load writes it), then whole again: each
+    time the cache file and the parts it names, and nothing else."""
+    screening_list = mixed_list()
+    memory = MemoryTables(screening_list)
+    cache = IndexCache(tmp_path)
+    first = cache.write(memory)
+    assert cache.write(memory) == first
+    assert cache_files(tmp_path) == sorted([first, *parts_named(first)]) and len(parts_named(first)) == 1
+    path, _ = in_parts(cache, mixed_text(), 2)
+    assert path == first and len(parts_named(path)) == 2
+    assert cache_files(tmp_path) == sorted([path, *parts_named(path)])
+    same_tables(DiskTables(path, screening_list.info), memory)
+    cache.write(memory)
+    assert cache_files(tmp_path) == sorted([path, *parts_named(path)]) and len(parts_named(path)) == 1
+    same_tables(DiskTables(path, screening_list.info), memory)
+
+
+def test_a_cache_that_cannot_be_described_leaves_nothing(tmp_path: Path) -> None:
+    memory = MemoryTables(mixed_list())
+    memory.info = memory.info.model_copy(update={"entries": memory.entries + 1})  # what no part has
+    with pytest.raises(ValueError, match="the parts have"):
+        IndexCache(tmp_path).write(memory)
+    assert cache_files(tmp_path) == []  # the part written first is gone
+
+
+def open_files(path: Path) -> list[str]:
+    """What this process has open at `path`."""
+    fds = Path("/proc/self/fd")
+    return [fd.name for fd in fds.iterdir() if os.path.realpath(fd) == str(path.resolve())]
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_a_cache_that_cannot_be_opened_is_closed(tmp_path: Path) -> None:
+    screening_list = mixed_list()
+    cache = IndexCache(tmp_path)
+    path = cache.write(MemoryTables(screening_list))
+    [part] = parts_named(path)
+    part.unlink()
+    with pytest.raises(sqlite3.OperationalError) as raised:  # kept: its frames would hold the tables
+        DiskTables(path, screening_list.info)
+    assert raised.value is not None and open_files(path) == []
+    assert cache.open(screening_list.info) is None
 
 
 @pytest.mark.parametrize("parts", range(1, 9))
@@ -166,30 +218,50 @@ from chipclear.store.screening import IndexCache, Preparing
 text = Path(sys.argv[1]).read_text()
 cache = IndexCache(Path(sys.argv[2]))
 how = sys.argv[3]
+info = parse_csl(text, source="mixed", loaded_at=None).info
 if how == "break":  # the second part cannot be written: its child fails
     import chipclear.store.screening as screening
 
     def broken(path, part, write=screening.write_part):
         write(path, part)
-        if path.name.endswith(".1"):
+        if ".2-1." in path.name:
             raise OSError("no space left on device")
 
     screening.write_part = broken
-preparing = Preparing.start(cache, text, checksum(text))
-assert preparing is not None
-children = len(preparing.children)
-if how == "stop":  # the list is refused while the children work
-    preparing.stop()
-    finished = None
-else:
-    finished = preparing.finish(parse_csl(text, source="mixed", loaded_at=None).info)
-preparing.stop()  # again, and after finishing: nothing changes
+if how == "short":  # the parts do not have the list's entries
+    info = info.model_copy(update={"entries": info.entries + 1})
+if how == "no-fork":  # the second child cannot be started
+    import os
+
+    fds, forked, fork = len(os.listdir("/proc/self/fd")), [], os.fork
+
+    def fork_once():
+        forked.append(1)
+        if len(forked) > 1:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        return fork()
+
+    os.fork = fork_once
+    preparing = Preparing.start(cache, text, checksum(text))
+    print(json.dumps({"started": preparing is not None, "leaked": len(os.listdir("/proc/self/fd")) - fds}))
+    sys.exit()
+for _ in range(2 if how == "twice" else 1):  # the same list prepared again: its parts replaced
+    preparing = Preparing.start(cache, text, checksum(text))
+    assert preparing is not None
+    children = len(preparing.children)
+    if how == "stop":  # the list is refused while the children work
+        preparing.stop()
+        finished = None
+    else:
+        finished = preparing.finish(info)
+    preparing.stop()  # again, and after finishing: nothing changes
 print(json.dumps({"children": children, "finished": finished}))
 """
 
 
-def prepare_in_children(tmp_path: Path, how: str) -> dict[str, object]:
-    """`Preparing` in a process of its own (this one may run threads, where it would not fork)."""
+def prepare_in_children(tmp_path: Path, how: str, *, fails: bool = False) -> dict[str, object]:
+    """`Preparing` in a process of its own (this one may run threads, where it would not fork).
+    Nothing on stderr, unless a child `fails`: then its traceback."""
     listed = tmp_path / "list.csv"
     listed.write_text(mixed_text())
     run = subprocess.run(
@@ -198,21 +270,39 @@ def prepare_in_children(tmp_path: Path, how: str) -> dict[str, object]:
         text=True,
         timeout=60,
     )
-    assert run.returncode == 0 and not run.stderr, run.stderr
+    assert run.returncode == 0, run.stderr
+    if fails:  # the one trace a child leaves of what went wrong
+        assert run.stderr.startswith("chipclear: preparing the screening cache's part screening-"), run.stderr
+        assert "Traceback" in run.stderr and "OSError: no space left on device" in run.stderr, run.stderr
+    else:
+        assert not run.stderr, run.stderr
     result: dict[str, object] = json.loads(run.stdout)
     return result
 
 
-def test_child_processes_prepare_the_cache_a_part_each(tmp_path: Path) -> None:
-    assert prepare_in_children(tmp_path, "fine") == {"children": 2, "finished": True}
+@pytest.mark.parametrize("how", ["fine", "twice"])
+def test_child_processes_prepare_the_cache_a_part_each(tmp_path: Path, how: str) -> None:
+    assert prepare_in_children(tmp_path, how) == {"children": 2, "finished": True}
     screening_list = parse_csl(mixed_text(), source="mixed", loaded_at=None)
     path = IndexCache(tmp_path / "cache").path(screening_list.info)
-    assert len(cache_files(tmp_path / "cache")) == 3 and path.is_file()  # it and its two parts
+    assert path.is_file() and len(parts_named(path)) == 2
+    assert cache_files(tmp_path / "cache") == sorted([path, *parts_named(path)])  # nothing else
     same_tables(DiskTables(path, screening_list.info), MemoryTables(screening_list))
 
 
 def test_a_failed_child_leaves_no_cache_and_no_part(tmp_path: Path) -> None:
-    assert prepare_in_children(tmp_path, "break") == {"children": 2, "finished": False}
+    assert prepare_in_children(tmp_path, "break", fails=True) == {"children": 2, "finished": False}
+    assert cache_files(tmp_path / "cache") == []
+
+
+def test_parts_without_the_lists_entries_leave_no_cache_and_no_part(tmp_path: Path) -> None:
+    assert prepare_in_children(tmp_path, "short") == {"children": 2, "finished": False}
+    assert cache_files(tmp_path / "cache") == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_a_child_that_cannot_be_started_leaves_no_pipe_open(tmp_path: Path) -> None:
+    assert prepare_in_children(tmp_path, "no-fork") == {"started": False, "leaked": 0}
     assert cache_files(tmp_path / "cache") == []
 
 

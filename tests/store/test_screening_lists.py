@@ -285,6 +285,8 @@ def test_an_unreadable_cache_is_prepared_again(event_store: EventStore, tmp_path
     index = CurrentList(event_store, cache).index()
     assert entry_names(index, "Acme Quantum") == ["Acme Quantum Devices Co., Ltd."]
     assert cache.open(acme.info) is not None  # written again, whole
+    path = cache.path(acme.info)  # and nothing beside it but its one part
+    assert sorted(tmp_path.glob("screening-*")) == sorted([path, *cache.part_paths(acme.info.sha256, 1)])
 
 
 class Counted:

@@ -186,15 +186,12 @@ def fold_part(entries: Sequence[ScreeningEntry]) -> Part:
                         elif numbers[-1] != number:
                             numbers.append(number)
                         used[word] = None
-                    for first in range(len(words) - 1):  # the runs of 2 to MAX_JOIN words, joined
-                        join = words[first]
-                        for word in words[first + 1 : first + MAX_JOIN]:
-                            join += word
-                            numbers = keys.get(join)
-                            if numbers is None:
-                                keys[join] = [number]
-                            elif numbers[-1] != number:  # a join met before in this name, or its word
-                                numbers.append(number)
+                    for join in _joined(words):
+                        numbers = keys.get(join)
+                        if numbers is None:
+                            keys[join] = [number]
+                        elif numbers[-1] != number:  # a join met before in this name, or its word
+                            numbers.append(number)
             for word in used:
                 use[word] = use.get(word, 0) + 1
     return Part(cards, names, keys, use)
