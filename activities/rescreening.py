@@ -14,9 +14,8 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from chipclear.contracts import (
-    LICENCE_RESCREEN,
-    REQUEST_RESCREEN,
     REQUEST_WORKFLOW,
+    RESCREEN_UPDATE,
     LicenceActResult,
     LiveWorkflow,
     RescreenOutcome,
@@ -62,10 +61,10 @@ class RescreeningActivities:
         command = Rescreen(list_version=target.list_version)
         try:
             if is_request:
-                moved = await handle.execute_update(REQUEST_RESCREEN, command, result_type=TransitionResult)
+                moved = await handle.execute_update(RESCREEN_UPDATE, command, result_type=TransitionResult)
                 outcome = "denied" if "GateDenied" in moved.events else "held" if moved.held else "clear"
             else:
-                licence = await handle.execute_update(LICENCE_RESCREEN, command, result_type=LicenceActResult)
+                licence = await handle.execute_update(RESCREEN_UPDATE, command, result_type=LicenceActResult)
                 outcome = "suspended" if "LicenceSuspended" in licence.events else "clear"
         except WorkflowUpdateFailedError as exc:
             said = refusal(exc)

@@ -116,6 +116,11 @@ class Outcome(BaseModel):
     workflow_id: str | None = None
     reason: str | None = None
 
+    @property
+    def went_in(self) -> bool:
+        """Submitted, now or by an earlier run: the request's workflow is running."""
+        return self.outcome in ("submitted", "already_submitted")
+
 
 class BulkReport(BaseModel):
     """Every outcome, in the order the paths and rows were given, and the counts (`--json`)."""
@@ -412,7 +417,7 @@ async def _copy_of(
             "choose a new request_id",
         )
     outcome = await sent
-    if outcome.outcome in ("submitted", "already_submitted"):
+    if outcome.went_in:
         return outcome.model_copy(
             update={
                 "source": source,

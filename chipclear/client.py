@@ -29,16 +29,12 @@ from chipclear.client_errors import NotFound as NotFound
 from chipclear.client_errors import Rejected as Rejected
 from chipclear.config import Settings
 from chipclear.contracts import (
-    BUYER_CAP_QUERY,
+    ACT_UPDATE,
     LEDGER_OPEN_BATCH,
-    LEDGER_QUERY,
-    REQUEST_ACT,
-    REQUEST_STATE_QUERY,
     REQUEST_WORKFLOW,
-    BuyerCapQuery,
+    STATE_QUERY,
     ImportRequestInput,
     ImportRequestResult,
-    LedgerQuery,
     OpenBatchResult,
     StateQuery,
     TransitionResult,
@@ -192,7 +188,7 @@ def request_handle(
 
 async def query_state(handle: WorkflowHandle[ImportRequestWorkflow, ImportRequestResult]) -> RequestState:
     state: RequestState = await handle.query(
-        REQUEST_STATE_QUERY, StateQuery(), result_type=RequestState, rpc_timeout=timedelta(seconds=5)
+        STATE_QUERY, StateQuery(), result_type=RequestState, rpc_timeout=timedelta(seconds=5)
     )
     return state
 
@@ -299,7 +295,7 @@ async def _send_signed(
     now = await live_state(client, request_id)
     command = signed(command, request_id, now.version if now is not None else 0, key)
     answer = await _send(
-        client, handle, REQUEST_ACT, command, TransitionResult, what=f"the {command.kind} act", check="status"
+        client, handle, ACT_UPDATE, command, TransitionResult, what=f"the {command.kind} act", check="status"
     )
     if answer is not None:
         return answer
@@ -373,7 +369,7 @@ async def _ledger_version(client: Client, task_queue: str) -> int:
     handle = ledger_handle(client, task_queue)
     try:
         state: LedgerState = await handle.query(
-            LEDGER_QUERY, LedgerQuery(), result_type=LedgerState, rpc_timeout=timedelta(seconds=5)
+            STATE_QUERY, StateQuery(), result_type=LedgerState, rpc_timeout=timedelta(seconds=5)
         )
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
@@ -390,7 +386,7 @@ async def ledger_state(client: Client | None, store: EventStore, task_queue: str
             description = await handle.describe(rpc_timeout=timedelta(seconds=5))
             if description.status == WorkflowExecutionStatus.RUNNING:
                 state: LedgerState = await handle.query(
-                    LEDGER_QUERY, LedgerQuery(), result_type=LedgerState, rpc_timeout=timedelta(seconds=5)
+                    STATE_QUERY, StateQuery(), result_type=LedgerState, rpc_timeout=timedelta(seconds=5)
                 )
                 return state
         except RPCError:
@@ -419,7 +415,7 @@ async def buyer_cap_state(client: Client, buyer: str, task_queue: str) -> BuyerC
     handle = client.get_workflow_handle(buyer_cap_id(buyer, task_queue))
     try:
         state: BuyerCapState = await handle.query(
-            BUYER_CAP_QUERY, BuyerCapQuery(), result_type=BuyerCapState, rpc_timeout=timedelta(seconds=5)
+            STATE_QUERY, StateQuery(), result_type=BuyerCapState, rpc_timeout=timedelta(seconds=5)
         )
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
@@ -435,11 +431,11 @@ class LicenceClosed(Rejected):
 
 async def licence_live(client: Client, request_id: str) -> LicenceState | None:
     """The licence's workflow's own state while it runs, or None (never opened, or ended)."""
-    from chipclear.contracts import LICENCE_QUERY, LicenceQuery, licence_workflow_id
+    from chipclear.contracts import STATE_QUERY, StateQuery, licence_workflow_id
     from chipclear.domain.licence import LicenceState
 
     handle = client.get_workflow_handle(licence_workflow_id(request_id))
-    return await _while_running(handle, LICENCE_QUERY, LicenceQuery(), LicenceState)
+    return await _while_running(handle, STATE_QUERY, StateQuery(), LicenceState)
 
 
 async def _while_running(
@@ -478,7 +474,7 @@ async def licence_act(
 ) -> LicenceActResult:
     """Sign a shipment, suspension or reinstatement for the licence as it stands now and send it; signed
     again, as `update` does, when only the licence's version moved under it (another shipment)."""
-    from chipclear.contracts import LICENCE_ACT, LicenceActResult, licence_workflow_id
+    from chipclear.contracts import ACT_UPDATE, LicenceActResult, licence_workflow_id
     from chipclear.domain.licence import licence_stream, signed_version
 
     key = own_key(command.person, key)
@@ -490,7 +486,7 @@ async def licence_act(
             raise LicenceClosed(f"licence of {request_id!r} has no running workflow")
         act = signed(command, licence_stream(request_id), signed_version(live, command), key)
         what = f"the {command.kind} act"
-        answer = await _send(client, handle, LICENCE_ACT, act, LicenceActResult, what=what, check="licence")
+        answer = await _send(client, handle, ACT_UPDATE, act, LicenceActResult, what=what, check="licence")
         if answer is None:
             raise LicenceClosed(f"licence of {request_id!r} has ended")
         return answer
@@ -531,11 +527,11 @@ async def declare_us_shipments(
 
 async def exporter_live(client: Client, exporter: str, task_queue: str) -> ExporterState | None:
     """The exporter's workflow's own state while it runs, or None."""
-    from chipclear.contracts import EXPORTER_QUERY, ExporterQuery, exporter_workflow_id
+    from chipclear.contracts import STATE_QUERY, StateQuery, exporter_workflow_id
     from chipclear.domain.exporter import ExporterState
 
     handle = client.get_workflow_handle(exporter_workflow_id(exporter, task_queue))
-    return await _while_running(handle, EXPORTER_QUERY, ExporterQuery(), ExporterState)
+    return await _while_running(handle, STATE_QUERY, StateQuery(), ExporterState)
 
 
 def stored_exporter(store: EventStore, exporter: str, task_queue: str) -> ExporterState:

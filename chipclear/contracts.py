@@ -86,18 +86,12 @@ def _deployment_suffix(task_queue: str) -> str:
 
 # -- the import request -------------------------------------------------------------------------------
 REQUEST_WORKFLOW = "ImportRequest"
-# The one Update every act of a person is sent as (chipclear.domain.commands.HumanCommand).
-REQUEST_ACT = "act"
-# A new restricted-party list is in force: the request screens its parties again (the re-screening
-# workflow sends it; chipclear.domain.commands.Rescreen).
-REQUEST_RESCREEN = "rescreen"
-# The query that answers the request's current state (chipclear.domain.state.RequestState).
-REQUEST_STATE_QUERY = "state"
+REQUEST_PREFIX = "import-"
 
 
 def workflow_id(request_id: str) -> str:
     """`import-<request_id>`: submitting the same request again finds its workflow, not a second one."""
-    return f"import-{request_id}"
+    return REQUEST_PREFIX + request_id
 
 
 class ImportRequestInput(Text):
@@ -118,6 +112,10 @@ class ImportRequestResult(BaseModel):
     version: int
 
 
+# What a TransitionResult repeats from the request's state, as it stands once the update is stored.
+STANDING = {"request_id", "status", "gate", "version", "units_approved"}
+
+
 class TransitionResult(BaseModel):
     """What an update did: the events it recorded and where the request stands now."""
 
@@ -133,8 +131,22 @@ class TransitionResult(BaseModel):
     held: str | None = None
 
 
+# -- what every workflow answers, and the updates a request and its licence both take ---------------
+# The one query every workflow answers: its state as the event store holds it (a request's RequestState,
+# the ledger's LedgerState, a licence's LicenceState…).
+STATE_QUERY = "state"
+
+
 class StateQuery(BaseModel):
     """Empty today; a model so the query can grow a field without breaking callers."""
+
+
+# The one Update every act of a person is sent as: on a request, a chipclear.domain.commands.HumanCommand;
+# on a licence, a chipclear.domain.licence.LicenceActCommand.
+ACT_UPDATE = "act"
+# A new restricted-party list is in force: screen the parties again (the re-screening workflow sends it
+# to every live request and licence; chipclear.domain.commands.Rescreen).
+RESCREEN_UPDATE = "rescreen"
 
 
 # -- the cn-import allocation ledger ------------------------------------------------------------------
@@ -143,18 +155,13 @@ LEDGER_ID = "cn-import-allocation"
 LEDGER_RESERVE = "reserve"
 LEDGER_RELEASE = "release"
 LEDGER_OPEN_BATCH = "open_batch"
-LEDGER_QUERY = "ledger"
 # The signal the ledger sends a queued request when a batch or a release grants it units.
 ALLOCATION_GRANTED_SIGNAL = "allocation_granted"
 
 
-# The Web UI's one-line summary of each entity workflow: in a list of requests, these say at once
-# that they are not requests (a request's names its units and buyer).
+# The Web UI's one-line summary of each entity workflow (like buyer_cap_summary): in a list of
+# requests, these say at once that they are not requests (a request's names its units and buyer).
 LEDGER_SUMMARY = "not a request: the cn-import allocation ledger (an entity workflow owning every batch)"
-
-
-def buyer_cap_summary(buyer: str) -> str:
-    return f"not a request: {buyer}'s us-export buyer cap (an entity workflow owning its headroom)"
 
 
 def ledger_id(task_queue: str) -> str:
@@ -184,10 +191,6 @@ class OpenBatchResult(BaseModel):
     served: list[str]  # queued requests granted at once
 
 
-class LedgerQuery(BaseModel):
-    """Empty today; a model so the query can grow a field."""
-
-
 def ledger_start(task_queue: str) -> WithStartWorkflowOperation[Any, Any]:
     """Update-with-start: the ledger starts itself the first time anyone needs it.
 
@@ -199,15 +202,21 @@ def ledger_start(task_queue: str) -> WithStartWorkflowOperation[Any, Any]:
 # -- the per-buyer cap on US export approvals ---------------------------------------------------------
 BUYER_CAP_WORKFLOW = "UsExportBuyerCap"
 BUYER_CAP_PREFIX = "us-export-buyer-"
-BUYER_CAP_CLAIM = "claim"
-BUYER_CAP_RELEASE = "release"
-BUYER_CAP_QUERY = "buyer_cap"
 
 
 def buyer_cap_id(buyer: str, task_queue: str) -> str:
     """`us-export-buyer-bytedance`: one owner per buyer, however the buyer's name is written."""
     slug = re.sub(r"\s+", "-", normalise_buyer(buyer))
     return f"{BUYER_CAP_PREFIX}{slug}{_deployment_suffix(task_queue)}"
+
+
+def buyer_cap_summary(buyer: str) -> str:
+    return f"not a request: {buyer}'s us-export buyer cap (an entity workflow owning its headroom)"
+
+
+# What a buyer's cap answers: a claim of headroom for a request, and a release of it.
+BUYER_CAP_CLAIM = "claim"
+BUYER_CAP_RELEASE = "release"
 
 
 class BuyerCapInput(EntityInput[BuyerCapState]):
@@ -219,10 +228,6 @@ class ReleasedUnits(BaseModel):
     units: int  # 0 when nothing was held, or it was released before
 
 
-class BuyerCapQuery(BaseModel):
-    """Empty today; a model so the query can grow a field."""
-
-
 def buyer_cap_start(buyer: str, task_queue: str) -> WithStartWorkflowOperation[Any, Any]:
     """Update-with-start: a buyer's cap starts itself with the buyer's first claim."""
     entity_id = buyer_cap_id(buyer, task_queue)
@@ -231,15 +236,12 @@ def buyer_cap_start(buyer: str, task_queue: str) -> WithStartWorkflowOperation[A
 
 # -- a licence once issued ----------------------------------------------------------------------------
 LICENCE_WORKFLOW = "Licence"
-# The one Update every act of a person on a licence is sent as (chipclear.domain.licence.LicenceActCommand).
-LICENCE_ACT = "act"
-LICENCE_RESCREEN = "rescreen"
-LICENCE_QUERY = "licence"
+LICENCE_PREFIX = "licence-"
 
 
 def licence_workflow_id(request_id: str) -> str:
     """`licence-<request_id>`: the licence a request ended with lives on in a workflow of its own."""
-    return f"licence-{request_id}"
+    return LICENCE_PREFIX + request_id
 
 
 def licence_summary(request: ImportRequest, licence_id: str) -> str:
@@ -267,10 +269,6 @@ class LicenceResult(BaseModel):
     units_shipped: int
 
 
-class LicenceQuery(BaseModel):
-    """Empty today; a model so the query can grow a field."""
-
-
 class LicenceActResult(BaseModel):
     """What a shipment, suspension or reinstatement did, and where the licence stands now."""
 
@@ -288,7 +286,6 @@ EXPORTER_WORKFLOW = "Exporter"
 EXPORTER_PREFIX = "exporter-"
 EXPORTER_DECLARE = "declare_us_shipments"
 EXPORTER_COUNT = "count_china_shipment"
-EXPORTER_QUERY = "exporter"
 
 
 def exporter_workflow_id(exporter: str, task_queue: str) -> str:
@@ -310,24 +307,22 @@ class ExporterInput(EntityInput[ExporterState]):
     """An exporter's input: its quarters, carried from run to run."""
 
 
+class DeclaredResult(BaseModel):
+    """What a declaration of US shipments recorded: the quarter's figures as they now stand."""
+
+    exporter: str
+    period: str
+    us_units: int
+    china_units: int
+    version: int
+
+
 class ChinaCountAnswer(BaseModel):
     """The exporter's answer to a count: the count, or the 50% rule's refusal in its own words. A refusal
     is an answer, not a failed activity: nothing is retried and no worker logs it as an error."""
 
     count: ChinaCount | None = None
     refused: str | None = None
-
-
-class ExporterQuery(BaseModel):
-    """Empty today; a model so the query can grow a field."""
-
-
-class DeclaredResult(BaseModel):
-    exporter: str
-    period: str
-    us_units: int
-    china_units: int
-    version: int
 
 
 def exporter_start(exporter: str, task_queue: str) -> WithStartWorkflowOperation[Any, Any]:

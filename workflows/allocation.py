@@ -10,44 +10,28 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from chipclear.contracts import (
-        ALLOCATION_GRANTED_SIGNAL,
-        LEDGER_OPEN_BATCH,
-        LEDGER_QUERY,
-        LEDGER_RELEASE,
-        LEDGER_RESERVE,
-        LEDGER_WORKFLOW,
-        LedgerInput,
-        LedgerQuery,
-        OpenBatchResult,
-        ReleaseResult,
-        ledger_stream,
-    )
+    from chipclear import contracts
     from chipclear.domain import allocation
     from chipclear.domain.errors import DomainError
     from chipclear.domain.events import Event
     from workflows import calls
-    from workflows.entity import domain_refusals, live_then_continue
+    from workflows.entity import Stateful, domain_refusals, live_then_continue
 
 
-@workflow.defn(name=LEDGER_WORKFLOW)
-class AllocationLedgerWorkflow:
+@workflow.defn(name=contracts.LEDGER_WORKFLOW)
+class AllocationLedgerWorkflow(Stateful[allocation.LedgerState]):
     @workflow.init
-    def __init__(self, input: LedgerInput) -> None:
-        self._state = input.state or allocation.LedgerState()
+    def __init__(self, input: contracts.LedgerInput) -> None:
         self._pending: list[Event] = []  # decided, not yet stored
+        self._state = input.state or allocation.LedgerState()
         self._appended = self._state.version  # stored in the event store
         self._writing = False
 
     @workflow.run
-    async def run(self, input: LedgerInput) -> None:
+    async def run(self, input: contracts.LedgerInput) -> None:
         await live_then_continue(input, lambda: self._state)
 
-    @workflow.query(name=LEDGER_QUERY)
-    def ledger(self, _: LedgerQuery | None = None) -> allocation.LedgerState:
-        return self._state
-
-    @workflow.update(name=LEDGER_RESERVE)
+    @workflow.update(name=contracts.LEDGER_RESERVE)
     async def reserve(self, command: allocation.Reserve) -> allocation.Reservation:
         # No lock: `_apply` decides and folds without awaiting, so commands are serialised by
         # construction; only the write is awaited, and it is shared (see `_stored`).
@@ -61,12 +45,12 @@ class AllocationLedgerWorkflow:
     def _validate_reserve(self, command: allocation.Reserve) -> None:
         self._validate(command)
 
-    @workflow.update(name=LEDGER_RELEASE)
-    async def release(self, command: allocation.Release) -> ReleaseResult:
+    @workflow.update(name=contracts.LEDGER_RELEASE)
+    async def release(self, command: allocation.Release) -> contracts.ReleaseResult:
         await self._apply(command)
         # The same answer however often the request asks: what it gave back the first time.
         given = self._state.released.get(command.request_id)
-        return ReleaseResult(
+        return contracts.ReleaseResult(
             request_id=command.request_id,
             batch_id=given.batch_id if given else None,
             units=given.units if given else 0,
@@ -77,17 +61,17 @@ class AllocationLedgerWorkflow:
     def _validate_release(self, command: allocation.Release) -> None:
         self._validate(command)
 
-    @workflow.update(name=LEDGER_OPEN_BATCH)
-    async def open_batch(self, command: allocation.OpenBatch) -> OpenBatchResult:
+    @workflow.update(name=contracts.LEDGER_OPEN_BATCH)
+    async def open_batch(self, command: allocation.OpenBatch) -> contracts.OpenBatchResult:
         # Who may open a batch is the policy's word: read it (an activity, so it is recorded in
         # history), then check the signature against it and decide with nothing awaited in between.
         found = await calls.current_policy()
         with domain_refusals():
-            stream = ledger_stream(workflow.info().workflow_id)
+            stream = contracts.ledger_stream(workflow.info().workflow_id)
             allocation.require_opener(self._state, command, found.policy, stream)
         events = await self._apply(command)
         served = [e.request_id for e in events if isinstance(e, allocation.UnitsGranted)]
-        return OpenBatchResult(
+        return contracts.OpenBatchResult(
             batch_id=command.batch.batch_id, capacity=command.batch.capacity, served=served
         )
 
@@ -124,7 +108,7 @@ class AllocationLedgerWorkflow:
             events = allocation.decide_ledger(self._state, command, workflow.now())
         if not events:
             return []
-        stream = ledger_stream(workflow.info().workflow_id)
+        stream = contracts.ledger_stream(workflow.info().workflow_id)
         now = workflow.now()
         for data in events:
             self._state = allocation.evolve_ledger(self._state, data)
@@ -171,7 +155,7 @@ class AllocationLedgerWorkflow:
                 answer = self._state.answer(event.request_id, event.requested)
                 handle = workflow.get_external_workflow_handle(event.workflow_id)
                 try:
-                    await handle.signal(ALLOCATION_GRANTED_SIGNAL, answer)
+                    await handle.signal(contracts.ALLOCATION_GRANTED_SIGNAL, answer)
                 except Exception:
                     workflow.logger.warning("could not wake %s", event.workflow_id)
 

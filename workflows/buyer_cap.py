@@ -10,34 +10,22 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from chipclear.contracts import (
-        BUYER_CAP_CLAIM,
-        BUYER_CAP_QUERY,
-        BUYER_CAP_RELEASE,
-        BUYER_CAP_WORKFLOW,
-        BuyerCapInput,
-        BuyerCapQuery,
-        ReleasedUnits,
-    )
+    from chipclear import contracts
     from chipclear.domain import buyer_cap as cap
-    from workflows.entity import domain_refusals, live_then_continue
+    from workflows.entity import Stateful, domain_refusals, live_then_continue
 
 
-@workflow.defn(name=BUYER_CAP_WORKFLOW)
-class BuyerCapWorkflow:
+@workflow.defn(name=contracts.BUYER_CAP_WORKFLOW)
+class BuyerCapWorkflow(Stateful[cap.BuyerCapState]):
     @workflow.init
-    def __init__(self, input: BuyerCapInput) -> None:
+    def __init__(self, input: contracts.BuyerCapInput) -> None:
         self._state = input.state or cap.BuyerCapState()
 
     @workflow.run
-    async def run(self, input: BuyerCapInput) -> None:
+    async def run(self, input: contracts.BuyerCapInput) -> None:
         await live_then_continue(input, lambda: self._state)
 
-    @workflow.query(name=BUYER_CAP_QUERY)
-    def buyer_cap(self, _: BuyerCapQuery | None = None) -> cap.BuyerCapState:
-        return self._state
-
-    @workflow.update(name=BUYER_CAP_CLAIM)
+    @workflow.update(name=contracts.BUYER_CAP_CLAIM)
     def claim(self, command: cap.ClaimUnits) -> cap.BuyerClaim:
         claim = self._check(command)
         self._state = cap.apply_claim(self._state, claim)
@@ -47,10 +35,10 @@ class BuyerCapWorkflow:
     def _validate_claim(self, command: cap.ClaimUnits) -> None:
         self._check(command)
 
-    @workflow.update(name=BUYER_CAP_RELEASE)
-    def release(self, command: cap.ReleaseClaim) -> ReleasedUnits:
+    @workflow.update(name=contracts.BUYER_CAP_RELEASE)
+    def release(self, command: cap.ReleaseClaim) -> contracts.ReleasedUnits:
         self._state, units = cap.apply_release(self._state, command)
-        return ReleasedUnits(request_id=command.request_id, units=units)
+        return contracts.ReleasedUnits(request_id=command.request_id, units=units)
 
     def _check(self, command: cap.ClaimUnits) -> cap.BuyerClaim:
         with domain_refusals():

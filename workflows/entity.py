@@ -10,18 +10,30 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Generic, NoReturn, TypeVar
 
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
+from chipclear.contracts import STATE_QUERY, StateQuery
 from chipclear.domain.errors import DomainError
 
 if TYPE_CHECKING:
     from chipclear.contracts import EntityInput
 
 StateT = TypeVar("StateT", bound=BaseModel)
+
+
+class Stateful(Generic[StateT]):
+    """A workflow whose state is what the event store holds of it, answered by the one query every
+    workflow answers (`STATE_QUERY`): an entity or a licence folds an event only once it is stored."""
+
+    _state: StateT
+
+    @workflow.query(name=STATE_QUERY)
+    def state(self, _: StateQuery | None = None) -> StateT:
+        return self._state
 
 
 async def live_then_continue(input: EntityInput[StateT], state: Callable[[], StateT]) -> NoReturn:

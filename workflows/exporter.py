@@ -17,41 +17,28 @@ import asyncio
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from chipclear.contracts import (
-        EXPORTER_COUNT,
-        EXPORTER_DECLARE,
-        EXPORTER_QUERY,
-        EXPORTER_WORKFLOW,
-        DeclaredResult,
-        ExporterInput,
-        ExporterQuery,
-        exporter_stream,
-    )
+    from chipclear import contracts
     from chipclear.domain import exporter as rule
     from chipclear.domain.errors import DomainError
     from chipclear.domain.events import Event
     from chipclear.domain.people import require_exporter_officer, require_signature
     from workflows import calls
-    from workflows.entity import domain_refusals, live_then_continue
+    from workflows.entity import Stateful, domain_refusals, live_then_continue
 
 
-@workflow.defn(name=EXPORTER_WORKFLOW)
-class ExporterWorkflow:
+@workflow.defn(name=contracts.EXPORTER_WORKFLOW)
+class ExporterWorkflow(Stateful[rule.ExporterState]):
     @workflow.init
-    def __init__(self, input: ExporterInput) -> None:
-        self._state = input.state or rule.ExporterState()
+    def __init__(self, input: contracts.ExporterInput) -> None:
         # Each update decides against the state as stored, appends, then folds: one at a time.
         self._lock = asyncio.Lock()
+        self._state = input.state or rule.ExporterState()
 
     @workflow.run
-    async def run(self, input: ExporterInput) -> None:
+    async def run(self, input: contracts.ExporterInput) -> None:
         await live_then_continue(input, lambda: self._state)
 
-    @workflow.query(name=EXPORTER_QUERY)
-    def exporter(self, _: ExporterQuery | None = None) -> rule.ExporterState:
-        return self._state
-
-    @workflow.update(name=EXPORTER_COUNT)
+    @workflow.update(name=contracts.EXPORTER_COUNT)
     async def count(self, command: rule.CountChinaShipment) -> rule.ChinaCount:
         async with self._lock:
             with domain_refusals():
@@ -70,8 +57,8 @@ class ExporterWorkflow:
             if rule.check_count(self._state, command) is None:
                 rule.counted(self._state, command)
 
-    @workflow.update(name=EXPORTER_DECLARE)
-    async def declare(self, command: rule.DeclareUsShipments) -> DeclaredResult:
+    @workflow.update(name=contracts.EXPORTER_DECLARE)
+    async def declare(self, command: rule.DeclareUsShipments) -> contracts.DeclaredResult:
         async with self._lock:
             # Who acts for the exporter is the policy's word: read it (recorded in history), then check
             # the officer and the signature with nothing awaited in between.
@@ -89,7 +76,7 @@ class ExporterWorkflow:
                 declared = rule.decide_declaration(self._state, command)
             await self._append(declared, actor=command.actor, act=command.model_dump(mode="json"))
         quarter = self._state.quarter(command.period)
-        return DeclaredResult(
+        return contracts.DeclaredResult(
             exporter=self._state.exporter or command.exporter,
             period=command.period,
             us_units=quarter.us_units,
@@ -108,7 +95,7 @@ class ExporterWorkflow:
 
     @property
     def _stream(self) -> str:
-        return exporter_stream(workflow.info().workflow_id)
+        return contracts.exporter_stream(workflow.info().workflow_id)
 
     async def _append(
         self, data: rule.ExporterPayload, *, actor: str, act: dict[str, object] | None = None

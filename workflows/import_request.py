@@ -24,11 +24,12 @@ with workflow.unsafe.imports_passed_through():
     from activities.events import EventActivities, InvoiceOwners, ReleasedInvoices
     from chipclear import search_attributes, ui_text
     from chipclear.contracts import (
+        ACT_UPDATE,
         ALLOCATION_GRANTED_SIGNAL,
-        REQUEST_ACT,
-        REQUEST_RESCREEN,
-        REQUEST_STATE_QUERY,
         REQUEST_WORKFLOW,
+        RESCREEN_UPDATE,
+        STANDING,
+        STATE_QUERY,
         ImportRequestInput,
         ImportRequestResult,
         StartLicence,
@@ -179,7 +180,7 @@ class ImportRequestWorkflow:
         )
 
     # -- queries and updates ------------------------------------------------------------------
-    @workflow.query(name=REQUEST_STATE_QUERY)
+    @workflow.query(name=STATE_QUERY)
     def state(self, _: StateQuery | None = None) -> RequestState:
         # What the event store holds, never an event still on its way there: a query answered
         # mid-append must not show a step that may yet fail and never become true.
@@ -188,7 +189,7 @@ class ImportRequestWorkflow:
     # Every act of a person (a decision, a question, an answer, evidence, a withdrawal) is one Update,
     # not a signal: the caller learns at once whether it was accepted, and the validator refuses a bad
     # one before it ever enters history. What the person sends says which act it is (`kind`).
-    @workflow.update(name=REQUEST_ACT)
+    @workflow.update(name=ACT_UPDATE)
     async def act(self, command: HumanCommand) -> TransitionResult:
         return await self._handle(command)
 
@@ -196,7 +197,7 @@ class ImportRequestWorkflow:
     def _validate_act(self, command: HumanCommand) -> None:
         self._validate(command)
 
-    @workflow.update(name=REQUEST_RESCREEN)
+    @workflow.update(name=RESCREEN_UPDATE)
     async def rescreen(self, command: Rescreen) -> TransitionResult:
         """A new list is in force: screen the parties again against it (the request's own activity
         reads the list; the sender decides nothing). A match holds the request, or denies it at a
@@ -257,13 +258,8 @@ class ImportRequestWorkflow:
             # an owner outside refused (the buyer's cap has no headroom left).
             raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from None
         state = self._state
-        assert state.request_id is not None and state.status is not None
         return TransitionResult(
-            request_id=state.request_id,
-            status=state.status,
-            gate=state.gate,
-            version=state.version,
-            units_approved=state.units_approved,
+            **state.model_dump(include=STANDING),
             events=[event.type for event in events],
             rejected=[
                 f"invoice {rejected.record.invoice!r}: {rejected.reason}"

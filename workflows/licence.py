@@ -21,14 +21,12 @@ with workflow.unsafe.imports_passed_through():
     from activities.events import EventActivities, LicenceOpening, LicenceOpeningInput
     from chipclear import ui_text
     from chipclear.contracts import (
-        LICENCE_ACT,
-        LICENCE_QUERY,
-        LICENCE_RESCREEN,
+        ACT_UPDATE,
         LICENCE_WORKFLOW,
+        RESCREEN_UPDATE,
         ChinaCountAnswer,
         LicenceActResult,
         LicenceInput,
-        LicenceQuery,
         LicenceResult,
     )
     from chipclear.domain import licence as rule
@@ -40,10 +38,11 @@ with workflow.unsafe.imports_passed_through():
     from chipclear.domain.gates import us_export
     from chipclear.domain.policy import Policy
     from workflows import calls, metrics
+    from workflows.entity import Stateful
 
 
 @workflow.defn(name=LICENCE_WORKFLOW)
-class LicenceWorkflow:
+class LicenceWorkflow(Stateful[rule.LicenceState]):
     @workflow.init
     def __init__(self, input: LicenceInput) -> None:
         self._request_id = input.request_id
@@ -89,14 +88,10 @@ class LicenceWorkflow:
     def _final(self) -> bool:
         return self._state.status is not None and self._state.status.is_final
 
-    # -- queries and updates ------------------------------------------------------------------------
-    @workflow.query(name=LICENCE_QUERY)
-    def licence(self, _: LicenceQuery | None = None) -> rule.LicenceState:
-        return self._state  # folded only after each append: what the store holds
-
+    # -- updates -------------------------------------------------------------------------------------
     # Every act of a person on the licence (a shipment, a suspension, a reinstatement) is one Update with
     # a validator, as a request's are: what the person sends says which act it is (`kind`).
-    @workflow.update(name=LICENCE_ACT)
+    @workflow.update(name=ACT_UPDATE)
     async def act(self, command: rule.LicenceActCommand) -> LicenceActResult:
         return await self._act(command)
 
@@ -104,7 +99,7 @@ class LicenceWorkflow:
     def _validate_act(self, command: rule.LicenceActCommand) -> None:
         self._validate(command)
 
-    @workflow.update(name=LICENCE_RESCREEN)
+    @workflow.update(name=RESCREEN_UPDATE)
     async def rescreen(self, command: Rescreen) -> LicenceActResult:
         """A new list is in force: screen the licence's parties against it (this workflow's own
         activity reads the list); a match suspends a valid licence."""
@@ -224,4 +219,4 @@ class LicenceWorkflow:
         if isinstance(command, rule.Ship):
             if self._metrics is None:
                 self._metrics = metrics.LicenceMetrics()
-            self._metrics.refused.add(1, {"reason": reason})
+            self._metrics.refused(reason)

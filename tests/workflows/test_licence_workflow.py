@@ -24,8 +24,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from chipclear import client as ops
 from chipclear.contracts import (
-    LICENCE_QUERY,
-    LicenceQuery,
+    STATE_QUERY,
+    StateQuery,
     licence_workflow_id,
 )
 from chipclear.domain.licence import (
@@ -202,7 +202,7 @@ async def test_a_licence_expires_at_the_end_of_its_validity_on_the_time_skipping
 async def test_the_licence_query_shows_what_is_stored(rig: Rig):
     request_id = await rig.licensed(units=200)
     handle = rig.client.get_workflow_handle(licence_workflow_id(request_id))
-    state = await handle.query(LICENCE_QUERY, LicenceQuery(), result_type=LicenceState)
+    state = await handle.query(STATE_QUERY, StateQuery(), result_type=LicenceState)
     assert state.terms is not None and state.terms.exporter is not None
     assert state.terms.exporter.name == EXPORTER and state.terms.units == 200
     assert ops.stored_licence(rig.store, request_id) == state

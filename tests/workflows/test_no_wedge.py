@@ -39,7 +39,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from chipclear import client as ops
 from chipclear.codec import data_converter
-from chipclear.contracts import REQUEST_ACT, REQUEST_WORKFLOW, ImportRequestInput, workflow_id
+from chipclear.contracts import ACT_UPDATE, REQUEST_WORKFLOW, ImportRequestInput, workflow_id
 from chipclear.domain import bounds
 from chipclear.domain.allocation import BatchSpec, OpenBatch
 from chipclear.domain.commands import AddEvidence, Decide, HumanAct, RequestInfo, Respond, Withdraw
@@ -208,7 +208,7 @@ async def test_three_megabyte_evidence_files_are_refused_and_status_still_answer
         AddEvidence(records=wide_records(1_000, "RAW")), waiting.version, request.request_id
     )
     with pytest.raises(WorkflowUpdateFailedError) as bypassed:
-        await handle.execute_update(REQUEST_ACT, raw)
+        await handle.execute_update(ACT_UPDATE, raw)
     assert "add_evidence refused: it would record" in str(bypassed.value.cause)
 
     # Evidence the client lets through, until the request would hold more than its bound.

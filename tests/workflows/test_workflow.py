@@ -16,7 +16,7 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 
 from activities.events import AppendInput, EventActivities
 from chipclear import client as ops
-from chipclear.contracts import REQUEST_ACT, TransitionResult
+from chipclear.contracts import ACT_UPDATE, TransitionResult
 from chipclear.domain.commands import AddEvidence, Decide, Withdraw
 from chipclear.domain.gates import cn_import, domestic_quota, us_export
 from chipclear.domain.models import ProcurementRecord, Status
@@ -213,7 +213,7 @@ async def test_a_forged_act_is_refused_before_history_and_the_worker_carries_on(
         stored_before = store.read_stream(request.request_id)
         forged = forge(decision(US, "alice", units=50_000), request.request_id)
         with pytest.raises(WorkflowUpdateFailedError) as refused:
-            await handle.execute_update(REQUEST_ACT, forged, result_type=TransitionResult)
+            await handle.execute_update(ACT_UPDATE, forged, result_type=TransitionResult)
         assert message in str(refused.value.cause)
         assert store.read_stream(request.request_id) == stored_before
         approved = await ops.update(client, request.request_id, decision(US, "alice"))

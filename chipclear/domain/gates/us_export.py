@@ -13,19 +13,11 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
+from chipclear.domain import events
 from chipclear.domain.buyer_cap import RULE as BUYER_CAP_RULE
 from chipclear.domain.buyer_cap import BuyerClaim, ClaimUnits, ReleaseClaim
 from chipclear.domain.commands import ClearScreeningHold, Command, Compensate, Decide, Evaluate, Rescreen
 from chipclear.domain.errors import DomainError
-from chipclear.domain.events import (
-    Event,
-    ExportApprovalReleased,
-    GateApproved,
-    GateDenied,
-    PartiesRescreened,
-    PartiesScreened,
-    ScreeningHoldCleared,
-)
 from chipclear.domain.facts import FactsWanted, ScreenParties
 from chipclear.domain.gates.base import POLICY_ACTOR, By, Context, GateRules, Payload, approval, require_open
 from chipclear.domain.models import PartyKind
@@ -50,12 +42,12 @@ class UsExportSection(ReviewSection):
 
 
 class UsExportSlice(GateSlice):
-    screening: PartiesScreened | None = None
+    screening: events.PartiesScreened | None = None
     buyer_claim: BuyerClaim | None = None  # the per-buyer cap claim behind the approval
     export_released: bool = False  # the approval went unused and its units back to the buyer
     # A match when a new list was in force, not yet cleared by a reviewer: it holds the request at
     # whatever gate it stands, every approval refused until then.
-    rescreen_hold: PartiesRescreened | None = None
+    rescreen_hold: events.PartiesRescreened | None = None
     rescreened_with: str | None = None  # the last list the parties were screened again against
 
     @property
@@ -151,7 +143,7 @@ class UsExport(GateRules[UsExportSection, UsExportSlice]):
             f"a {NAME} reviewer clears a false positive first (chipclear clear-hold --reason)"
         )
 
-    def denial(self, state: RequestState, policy: Policy) -> GateDenied | None:
+    def denial(self, state: RequestState, policy: Policy) -> events.GateDenied | None:
         assert state.request is not None
         kind, excluded = state.request.effective_end_user.kind, self.section(policy).excluded_end_user_kinds
         return self.excluded_kind("end user", kind, excluded, "excluded_end_user_kinds")
@@ -230,7 +222,7 @@ class UsExport(GateRules[UsExportSection, UsExportSlice]):
             found = ctx.facts.screening
             if found is None:
                 raise DomainError("restricted-party screening has not run for this request yet")
-            payloads.append(PartiesScreened.model_validate(found, from_attributes=True))
+            payloads.append(events.PartiesScreened.model_validate(found, from_attributes=True))
             held = bool(found.matches)
             if held and section.mode is GateMode.AUTO:
                 best = max(found.matches, key=lambda match: match.score)
@@ -239,7 +231,10 @@ class UsExport(GateRules[UsExportSection, UsExportSlice]):
                     f"(score {best.score:g} >= {self.rule_prefix}.screening_threshold {found.threshold:g}, "
                     f"list {found.list_version})"
                 )
-                return [*payloads, GateDenied(gate=NAME, rule=f"{self.rule_prefix}.screening", reason=reason)]
+                return [
+                    *payloads,
+                    events.GateDenied(gate=NAME, rule=f"{self.rule_prefix}.screening", reason=reason),
+                ]
         if section.mode is not GateMode.AUTO or held:
             return payloads  # an officer decides; a match holds the request for one
         return payloads + self._auto_approval(ctx)
@@ -262,7 +257,7 @@ class UsExport(GateRules[UsExportSection, UsExportSlice]):
                     f"buyer {claim.buyer!r} has no headroom left under {BUYER_CAP_RULE} = {claim.cap} "
                     f"({claim.approved_before} units already approved over its other requests)"
                 )
-                return [By(POLICY_ACTOR, GateDenied(gate=NAME, rule=BUYER_CAP_RULE, reason=reason))]
+                return [By(POLICY_ACTOR, events.GateDenied(gate=NAME, rule=BUYER_CAP_RULE, reason=reason))]
             if claim.units < units:
                 units = claim.units
                 note = f"capped at the buyer's remaining headroom under {BUYER_CAP_RULE} = {claim.cap}"
@@ -321,13 +316,15 @@ class UsExport(GateRules[UsExportSection, UsExportSlice]):
                     part.screening and part.screening.list_version,
                 }:
                     return []  # screened against this very list already: once is enough
-                rescreened = PartiesRescreened.model_validate(found, from_attributes=True)
+                rescreened = events.PartiesRescreened.model_validate(found, from_attributes=True)
                 if not found.matches or state.gate is None:
                     return [rescreened]
                 if gate_of(state.gate).section(ctx.policy).mode is GateMode.AUTO:
                     # Where the rules decide alone, a listed party is refused there and then.
                     reason = f"re-screening against list {found.list_version}: {_hits(found.matches)}"
-                    denied = GateDenied(gate=state.gate, rule=f"{self.rule_prefix}.screening", reason=reason)
+                    denied = events.GateDenied(
+                        gate=state.gate, rule=f"{self.rule_prefix}.screening", reason=reason
+                    )
                     return [rescreened, By(POLICY_ACTOR, denied)]
                 return [rescreened]
             case ClearScreeningHold(reviewer=reviewer, reason=reason):
@@ -339,7 +336,7 @@ class UsExport(GateRules[UsExportSection, UsExportSlice]):
                         f"reviewer {reviewer!r} may not clear a screening hold: only a {NAME} reviewer "
                         f"(policy {ctx.policy.version} [reviewers])"
                     )
-                return [ScreeningHoldCleared(list_version=hold.list_version, reason=reason)]
+                return [events.ScreeningHoldCleared(list_version=hold.list_version, reason=reason)]
         raise DomainError(f"{NAME} does not take {command.kind}")
 
     def compensate(self, ctx: Context, reason: str) -> list[Payload]:
@@ -349,20 +346,20 @@ class UsExport(GateRules[UsExportSection, UsExportSlice]):
             return []
         if self.slice(ctx.state).export_released:
             return []
-        return [ExportApprovalReleased(units=record.units_approved, reason=reason)]
+        return [events.ExportApprovalReleased(units=record.units_approved, reason=reason)]
 
-    def evolve(self, part: UsExportSlice, event: Event, state: RequestState) -> UsExportSlice:
+    def evolve(self, part: UsExportSlice, event: events.Event, state: RequestState) -> UsExportSlice:
         match event.data:
-            case PartiesScreened():
+            case events.PartiesScreened():
                 return part.model_copy(update={"screening": event.data})
-            case GateApproved(gate=gate, buyer_claim=claim) if gate == NAME and claim is not None:
+            case events.GateApproved(gate=gate, buyer_claim=claim) if gate == NAME and claim is not None:
                 return part.model_copy(update={"buyer_claim": claim})
-            case ExportApprovalReleased():
+            case events.ExportApprovalReleased():
                 return part.model_copy(update={"export_released": True})
-            case PartiesRescreened(list_version=version, matches=matches):
+            case events.PartiesRescreened(list_version=version, matches=matches):
                 hold = event.data if matches else part.rescreen_hold
                 return part.model_copy(update={"rescreen_hold": hold, "rescreened_with": version})
-            case ScreeningHoldCleared():
+            case events.ScreeningHoldCleared():
                 return part.model_copy(update={"rescreen_hold": None})
         return part
 
