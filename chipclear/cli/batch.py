@@ -13,16 +13,7 @@ from rich.table import Table
 
 from chipclear import client as ops
 from chipclear.cli import output
-from chipclear.cli.common import (
-    ActorOption,
-    JsonOption,
-    KeyOption,
-    actor_default,
-    handles_errors,
-    run,
-    settings,
-    signing_key,
-)
+from chipclear.cli.common import Act, JsonOption, acts, handles_errors, run, settings
 from chipclear.cli.files import InvalidInput
 from chipclear.config import Settings
 from chipclear.contracts import OpenBatchResult
@@ -154,7 +145,9 @@ async def read_ledger(settings: Settings) -> LedgerState:
 
 @batch_app.command("open")
 @handles_errors
+@acts
 def batch_open(
+    act: Act,
     batch_id: Annotated[str, typer.Option("--id", help="Batch id, e.g. B2.")],
     units: Annotated[int, typer.Option(help="Capacity in units.")],
     priority: Annotated[
@@ -168,22 +161,18 @@ def batch_open(
     closes_at: Annotated[
         datetime | None, typer.Option(help="When the batch stops granting (ISO 8601).")
     ] = None,
-    actor: ActorOption = None,
-    key: KeyOption = None,
-    json_: JsonOption = False,
 ) -> None:
     """Open a batch: the queue is served at once, in priority order, and waiting requests wake.
 
     A signed act of an import reviewer (a reviewer of cn-import in the policy)."""
     _closing_time(closes_at, datetime.now(UTC))
     spec = _spec(batch_id, units, priority, per_company_cap, eligible, closes_at)
-    opener = actor or actor_default()
-    result = run(run_open(settings(), spec, opener, signing_key(opener, key)))
+    result = run(run_open(settings(), spec, act.actor, act.key(act.actor)))
     output.print_outcome(
         result.model_dump(),
         f"opened batch [bold]{result.batch_id}[/] with {result.capacity} units; "
         f"served from the queue: {', '.join(result.served) or 'nobody waiting'}",
-        json_=json_,
+        json_=act.json,
     )
 
 

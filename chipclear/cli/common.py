@@ -1,4 +1,5 @@
-"""What every CLI command shares: settings, the event store, running a coroutine, error handling.
+"""What every CLI command shares: settings, the event store, running a coroutine, error handling,
+and the options of a person's act (`acts`).
 
 Imported by every command, so it imports nothing heavy at module level (docs/performance.md, "CLI
 start-up"): the store, the domain and Temporal are imported inside the functions that use them.
@@ -7,11 +8,13 @@ start-up"): the store, the domain and Temporal are imported inside the functions
 from __future__ import annotations
 
 import getpass
+import inspect
 import sys
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec, TypeVar, cast, get_type_hints
 
 import typer
 from rich.text import Text
@@ -167,3 +170,76 @@ def actor_default() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "cli"
+
+
+@dataclass(frozen=True)
+class Signing:
+    """How a person's act is signed and shown: the key file given (--key) and whether to print JSON
+    (--json). A command whose person is named by an option of its own (`decide --reviewer`) takes
+    them as one parameter, `signing: Signing`, and `acts` gives it the two options."""
+
+    key_file: Path | None
+    json: bool
+
+    def key(self, person: str) -> Ed25519PrivateKey:
+        """The key that signs `person`'s act (`signing_key`): exit 2 if it cannot be read."""
+        return signing_key(person, self.key_file)
+
+
+@dataclass(frozen=True)
+class Act(Signing):
+    """A person's act: who acts (--actor, else the login name), their key file and --json, as one
+    parameter `act: Act` that `acts` gives the three options."""
+
+    actor: str
+
+
+# The options of a person's act, by the parameter name typer calls the command with; each command
+# lists them last, in this order. An `Act` takes all three, a `Signing` all but --actor.
+ACT_OPTIONS = (
+    inspect.Parameter("actor", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ActorOption),
+    inspect.Parameter("key", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=KeyOption),
+    inspect.Parameter("json_", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=JsonOption),
+)
+
+
+def acts(command: Callable[..., T]) -> Callable[..., T]:
+    """Give `command` the options of a person's act in place of its parameter annotated `Act` (--actor,
+    --key, --json) or `Signing` (--key, --json), and call it with them resolved, the actor once.
+
+    typer reads a command's options from `inspect.signature(command, eval_str=True)`, which returns a
+    `__signature__` as it is, and `typing.get_type_hints(command)`: the wrapper sets both, with the
+    command's own parameters first and their annotations evaluated."""
+    hints = get_type_hints(command, include_extras=True)
+    signature = inspect.signature(command)
+    found = [name for name in signature.parameters if hints.get(name) in (Act, Signing)]
+    if len(found) != 1:
+        raise TypeError(f"{command.__name__}: @acts needs one parameter annotated Act or Signing")
+    name, kind = found[0], hints[found[0]]
+    options = ACT_OPTIONS if kind is Act else ACT_OPTIONS[1:]
+    if clash := {option.name for option in options} & set(signature.parameters):
+        raise TypeError(f"{command.__name__}: @acts adds {', '.join(sorted(clash))} itself")
+    own = [
+        parameter.replace(annotation=hints.get(parameter.name, parameter.annotation))
+        for parameter in signature.parameters.values()
+        if parameter.name != name
+    ]
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        key_file, as_json = kwargs.pop("key"), kwargs.pop("json_")
+        if kind is Act:
+            actor = kwargs.pop("actor") or actor_default()
+            kwargs[name] = Act(key_file=key_file, json=as_json, actor=actor)
+        else:
+            kwargs[name] = Signing(key_file=key_file, json=as_json)
+        return command(*args, **kwargs)
+
+    parameters = [*own, *options]
+    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=parameters, return_annotation=hints.get("return", signature.return_annotation)
+    )
+    wrapper.__annotations__ = {p.name: p.annotation for p in parameters} | {
+        "return": hints.get("return", None)
+    }
+    return wrapper

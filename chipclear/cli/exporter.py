@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from chipclear.cli import common
-from chipclear.cli.common import ActorOption, JsonOption, KeyOption
+from chipclear.cli.common import Act, JsonOption
 
 exporter_app = typer.Typer(
     help="An exporter's US end-user shipments and its China shipments per quarter (the 50% rule).",
@@ -19,7 +19,9 @@ exporter_app = typer.Typer(
 
 @exporter_app.command(name="us-shipments")
 @common.handles_errors
+@common.acts
 def us_shipments(
+    act: Act,
     exporter: Annotated[str, typer.Argument(help="The exporter, as requests name it (NVIDIA Corporation).")],
     units: Annotated[int, typer.Option(help="Units shipped to US end users in the quarter, to date.", min=0)],
     period: Annotated[
@@ -28,9 +30,6 @@ def us_shipments(
     evidence: Annotated[
         Path | None, typer.Option(help="A file backing the figure (pinned by its sha256 on the act).")
     ] = None,
-    actor: ActorOption = None,
-    key: KeyOption = None,
-    json_: JsonOption = False,
 ) -> None:
     """Record the exporter's US end-user shipments for a quarter (a signed act by its officer); China
     shipments in that quarter may then reach half of it. A later figure for a quarter replaces it."""
@@ -42,19 +41,19 @@ def us_shipments(
 
     attachment = load_attachment(evidence) if evidence is not None else None
     command = DeclareUsShipments(
-        actor=actor or common.actor_default(),
+        actor=act.actor,
         exporter=exporter,
         period=period or period_of(datetime.now(UTC)),
         units=units,
         evidence=attachment,
     )
-    private = common.signing_key(command.person, key)
+    private = act.key(command.person)
     current = common.settings()
 
     async def go() -> None:
         client = await connect()
         result = await ops.declare_us_shipments(client, current.task_queue, command, key=private)
-        if json_:
+        if act.json:
             output.print_json(result.model_dump(mode="json"))
             return
         output.console.print(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 
 from chipclear.cli import common
-from chipclear.cli.common import ActorOption, JsonOption, KeyOption
+from chipclear.cli.common import Act, JsonOption, Signing
 
 if TYPE_CHECKING:
     from chipclear.domain.licence import LicenceAct, LicenceState
@@ -101,12 +101,7 @@ def licence(request_id: str, json_: JsonOption = False) -> None:
 
 
 def _act(
-    request_id: str,
-    command: LicenceAct,
-    json_: bool,
-    key_file: Path | None,
-    *,
-    recorded: Callable[[], object] = lambda: None,
+    request_id: str, command: LicenceAct, signing: Signing, *, recorded: Callable[[], object] = lambda: None
 ) -> None:
     """Sign `command` as its person and send it to the licence's workflow; a licence whose workflow has
     ended says why (exit 1), and a repeat of a shipment it recorded is not an error. `recorded` runs once
@@ -117,7 +112,7 @@ def _act(
     from chipclear.cli import output
     from chipclear.temporal import connect
 
-    private = common.signing_key(command.person, key_file)
+    private = signing.key(command.person)
     request = _request(request_id)
 
     async def go() -> None:
@@ -131,7 +126,7 @@ def _act(
             shipment = getattr(command, "shipment_id", None)
             if shipment is not None and any(s["shipment_id"] == shipment for s in closed["shipments"]):
                 recorded()
-                _print_result(json_, closed, f"shipment {shipment} is already recorded; nothing new")
+                _print_result(signing.json, closed, f"shipment {shipment} is already recorded; nothing new")
                 return
             raise ops.Rejected(
                 f"licence {closed['licence_id']} is {closed['status']} "
@@ -140,7 +135,7 @@ def _act(
         recorded()
         document = licence_document(request, await _standing(request_id), datetime.now(UTC))
         said = ", ".join(result.events) or "nothing new (already recorded)"
-        _print_result(json_, document | {"events": result.events}, f"{request_id}: recorded {said}")
+        _print_result(signing.json, document | {"events": result.events}, f"{request_id}: recorded {said}")
 
     def _print_result(as_json: bool, document: dict[str, Any], line: str) -> None:
         if as_json:
@@ -156,7 +151,9 @@ def _act(
 
 
 @common.handles_errors
+@common.acts
 def ship(
+    act: Act,
     request_id: str,
     shipment: Annotated[
         str, typer.Option("--shipment", help="The shipment's id (a repeat is recorded once).")
@@ -175,9 +172,6 @@ def ship(
     declaration: Annotated[
         str | None, typer.Option(help="The Chinese customs declaration number, when known.")
     ] = None,
-    actor: ActorOption = None,
-    key: KeyOption = None,
-    json_: JsonOption = False,
 ) -> None:
     """Record a shipment under a request's licence, drawing it down (an Update: a refused shipment
     records nothing). The lab report is kept by its sha256 next to the event store."""
@@ -193,14 +187,14 @@ def ship(
         report_id=report_id or lab_report.stem,
     )
     command = Ship(
-        actor=actor or common.actor_default(),
+        actor=act.actor,
         shipment_id=shipment,
         units=units,
         value_usd=value_usd,
         lab_report=report,
         declaration=declaration,
     )
-    _act(request_id, command, json_, key, recorded=lambda: file.keep(common.settings().home))
+    _act(request_id, command, act, recorded=lambda: file.keep(common.settings().home))
 
 
 ReasonOption = Annotated[str, typer.Option(help="Why (recorded with the act).")]
@@ -210,17 +204,12 @@ def _licensing_act(kind: Literal["suspend", "reinstate"], doc: str) -> Callable[
     """`suspend-licence` and `reinstate-licence`: the same options, a licensing reviewer's signed act."""
 
     @common.handles_errors
-    def command(
-        request_id: str,
-        reason: ReasonOption,
-        actor: ActorOption = None,
-        key: KeyOption = None,
-        json_: JsonOption = False,
-    ) -> None:
+    @common.acts
+    def command(act: Act, request_id: str, reason: ReasonOption) -> None:
         from chipclear.domain.licence import ReinstateLicence, SuspendLicence
 
-        act = SuspendLicence if kind == "suspend" else ReinstateLicence
-        _act(request_id, act(actor=actor or common.actor_default(), reason=reason), json_, key)
+        said = SuspendLicence if kind == "suspend" else ReinstateLicence
+        _act(request_id, said(actor=act.actor, reason=reason), act)
 
     command.__doc__ = doc
     command.__name__ = f"{kind}_licence"

@@ -30,19 +30,18 @@ from rich.text import Text
 
 from chipclear.cli import output
 from chipclear.cli.common import (
-    ActorOption,
+    Act,
     JsonOption,
-    KeyOption,
-    actor_default,
+    Signing,
+    acts,
     handles_errors,
     raised_as,
     run,
     settings,
-    signing_key,
     store,
 )
 from chipclear.cli.lazy import Lazy, lazy_group
-from chipclear.cli.submit import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
+from chipclear.cli.submit import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, submission_key
 from chipclear.client_errors import NotFound
 from chipclear.config import Settings
 
@@ -308,7 +307,9 @@ def _with_options(
 # -- requests --------------------------------------------------------------------------------------
 @app.command()
 @handles_errors
+@acts
 def submit(
+    act: Act,
     paths: Annotated[
         list[Path],
         typer.Argument(
@@ -326,9 +327,6 @@ def submit(
             min=1, max=MAX_CONCURRENCY, help="Requests started at once, when submitting more than one file."
         ),
     ] = DEFAULT_CONCURRENCY,
-    actor: ActorOption = None,
-    key: KeyOption = None,
-    json_: JsonOption = False,
 ) -> None:
     """Validate request files and start their workflows (idempotent per request_id).
 
@@ -339,7 +337,6 @@ def submit(
     from chipclear import client as ops
     from chipclear.bulk import is_bulk
     from chipclear.cli.files import InvalidInput, load_request
-    from chipclear.domain.policy import load_policy
     from chipclear.temporal import connect
 
     if is_bulk(paths):
@@ -349,24 +346,22 @@ def submit(
             raise InvalidInput(
                 "--wait takes one request file; a bulk submission starts workflows, never waits"
             )
-        submit_many(paths, concurrency=concurrency, actor=actor, key=key, json_=json_)
+        submit_many(paths, concurrency=concurrency, act=act)
         return
     request = load_request(paths[0])  # exit 2 before anything starts
     current = settings()
-    submitter = actor or actor_default()
-    registered = load_policy(current.policy, home=current.home).person(submitter) is not None
-    private = signing_key(submitter, key) if registered or key is not None else None
+    private = submission_key(act, current)
 
     async def go() -> None:
         client, events = await connect(), store()
         submission = await ops.submit(
-            client, events, request, task_queue=current.task_queue, actor=submitter, key=private
+            client, events, request, task_queue=current.task_queue, actor=act.actor, key=private
         )
         state, source = await _settled_state(client, events, request.request_id)
         if wait:
             await submission.handle.result()
             state, source = await _settled_state(client, events, request.request_id)
-        if json_:
+        if act.json:
             doc = output.state_document(state, source=source) if state else {"status": "starting"}
             output.print_json({**doc, "request_id": request.request_id, "created": submission.created})
             return
@@ -642,7 +637,9 @@ def setup() -> None:
 
 @app.command(name="decide")
 @handles_errors
+@acts
 def decide_(
+    signing: Signing,
     request_id: str,
     gate: Annotated[
         str, typer.Option(help="The gate being decided, as `status` names it.", callback=_known_gate)
@@ -665,8 +662,6 @@ def decide_(
             help="Ask the applicant a question instead of deciding; the review waits for the answer.",
         ),
     ] = None,
-    key: KeyOption = None,
-    json_: JsonOption = False,
 ) -> None:
     """Record a reviewer's decision at a gate (an Update: refused before anything is recorded)."""
     from chipclear.cli.files import InvalidInput
@@ -676,7 +671,7 @@ def decide_(
         if approve or deny or units is not None or condition:
             raise InvalidInput("--request-info: ask a question or decide, not both")
         question = _said(request_info, "--request-info: the question must not be empty")
-        _send(request_id, RequestInfo(gate=gate, reviewer=reviewer, question=question), json_, key)
+        _send(request_id, RequestInfo(gate=gate, reviewer=reviewer, question=question), signing)
         return
     if approve == deny:
         raise InvalidInput("--approve / --deny / --request-info: give exactly one of them")
@@ -687,54 +682,51 @@ def decide_(
     command = Decide(
         gate=gate, reviewer=reviewer, approve=approve, units=units, reason=reason, conditions=condition or []
     )
-    _send(request_id, command, json_, key)
+    _send(request_id, command, signing)
 
 
 @app.command()
 @handles_errors
+@acts
 def evidence(
+    act: Act,
     request_id: str,
     file: Annotated[Path, typer.Argument(help="Procurement records: a JSON or YAML list.")],
-    actor: ActorOption = None,
-    key: KeyOption = None,
-    json_: JsonOption = False,
 ) -> None:
     """Add domestic procurement evidence (vendor, product, units, invoice) to a request."""
     from chipclear.cli.files import load_evidence
     from chipclear.domain.commands import AddEvidence
 
     records = load_evidence(file)
-    _send(request_id, AddEvidence(records=records, actor=actor or actor_default()), json_, key)
+    _send(request_id, AddEvidence(records=records, actor=act.actor), act)
 
 
 @app.command()
 @handles_errors
+@acts
 def withdraw(
+    act: Act,
     request_id: str,
     reason: Annotated[str, typer.Option(help="Why the applicant withdraws.")],
-    actor: ActorOption = None,
-    key: KeyOption = None,
-    json_: JsonOption = False,
 ) -> None:
     """Withdraw a request at whatever gate it is."""
     from chipclear.domain.commands import Withdraw
 
     reason = _said(reason, "--reason: must not be empty")
-    _send(request_id, Withdraw(reason=reason, actor=actor or actor_default()), json_, key)
+    _send(request_id, Withdraw(reason=reason, actor=act.actor), act)
 
 
 @app.command()
 @handles_errors
+@acts
 def respond(
+    act: Act,
     request_id: str,
     text: Annotated[str, typer.Option(help="The applicant's answer to the officer's question.")],
     file: Annotated[
         list[Path] | None,
         typer.Option(help="A supporting file (repeatable); its name, size and SHA-256 are recorded."),
     ] = None,
-    actor: ActorOption = None,
-    key: KeyOption = None,
-    json_: JsonOption = False,
 ) -> None:
     """Answer an officer's request for information; the request returns to the officer."""
     from chipclear.cli.files import load_attachment
@@ -742,8 +734,8 @@ def respond(
 
     text = _said(text, "--text: the answer must not be empty")
     attachments = [load_attachment(path) for path in file or []]
-    command = Respond(text=text, attachments=attachments, actor=actor or actor_default())
-    _send(request_id, command, json_, key)
+    command = Respond(text=text, attachments=attachments, actor=act.actor)
+    _send(request_id, command, act)
 
 
 def _said(text: str, refusal: str) -> str:
@@ -755,17 +747,17 @@ def _said(text: str, refusal: str) -> str:
     return text
 
 
-def _send(request_id: str, command: HumanAct, json_: bool, key_file: Path | None) -> None:
+def _send(request_id: str, command: HumanAct, signing: Signing) -> None:
     """Sign `command` as its person (their key file must be readable: exit 2 if not) and send it."""
     from chipclear import client as ops
     from chipclear.temporal import connect
 
-    private = signing_key(command.person, key_file)
+    private = signing.key(command.person)
 
     async def go() -> None:
         client = await connect()
         result = await ops.update(client, request_id, command, key=private)
-        if json_:
+        if signing.json:
             output.print_json(result.model_dump(mode="json"))
             return
         recorded = ", ".join(result.events) or "nothing new"
@@ -778,27 +770,38 @@ def _send(request_id: str, command: HumanAct, json_: bool, key_file: Path | None
 
 
 # -- the record ------------------------------------------------------------------------------------
+# Positions and counts are 64-bit integers in both stores.
+MAX_POSITION = 2**63 - 1
+
+# What `events` reads: its argument and options, named so that its signature says them in a glance.
+LogRequestArgument = Annotated[
+    str | None, typer.Argument(help="A request's events; without it, the whole log in order.")
+]
+FollowOption = Annotated[
+    bool, typer.Option("--follow", "-f", help="Keep printing events as they are stored, until Ctrl-C.")
+]
+AfterOption = Annotated[
+    int,
+    typer.Option(
+        min=0, max=MAX_POSITION, help="Start after this log position (each printed event shows its own)."
+    ),
+]
+CountOption = Annotated[
+    int | None, typer.Option(min=1, max=MAX_POSITION, help="Stop after printing this many events.")
+]
+LogJsonOption = Annotated[
+    bool, typer.Option("--json", help="JSON: an array for one request, one object per line for the log.")
+]
+
+
 @app.command()
 @handles_errors
 def events(
-    request_id: Annotated[
-        str | None, typer.Argument(help="A request's events; without it, the whole log in order.")
-    ] = None,
-    follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep printing events as they are stored, until Ctrl-C.")
-    ] = False,
-    after: Annotated[
-        int,
-        typer.Option(
-            min=0, max=MAX_POSITION, help="Start after this log position (each printed event shows its own)."
-        ),
-    ] = 0,
-    count: Annotated[
-        int | None, typer.Option(min=1, max=MAX_POSITION, help="Stop after printing this many events.")
-    ] = None,
-    json_: Annotated[
-        bool, typer.Option("--json", help="JSON: an array for one request, one object per line for the log.")
-    ] = False,
+    request_id: LogRequestArgument = None,
+    follow: FollowOption = False,
+    after: AfterOption = 0,
+    count: CountOption = None,
+    json_: LogJsonOption = False,
 ) -> None:
     """The stored events of a request with their hash chain, or the whole log (--follow to keep reading)."""
     if request_id is not None and not follow and after == 0 and count is None:
@@ -979,10 +982,6 @@ def _unexpected(exc: Exception) -> int:
         soft_wrap=True,
     )
     return 1
-
-
-# Positions and counts are 64-bit integers in both stores.
-MAX_POSITION = 2**63 - 1
 
 
 def main() -> None:

@@ -12,16 +12,16 @@ from typing import Annotated
 
 import typer
 
-from chipclear.cli.common import JsonOption, KeyOption, handles_errors, run, settings, signing_key, store
+from chipclear.cli.common import JsonOption, Signing, acts, handles_errors, run, settings, store
 
 
 @handles_errors
+@acts
 def clear_hold(
+    signing: Signing,
     request_id: str,
     reviewer: Annotated[str, typer.Option(help="Your reviewer name (a us-export reviewer).")],
     reason: Annotated[str, typer.Option(help="Why the match is a false positive (recorded).")],
-    key: KeyOption = None,
-    json_: JsonOption = False,
 ) -> None:
     """Clear a re-screening hold as a false positive, saying why; the request's gates may approve again."""
     from chipclear import client as ops
@@ -30,11 +30,11 @@ def clear_hold(
     from chipclear.temporal import connect
 
     command = ClearScreeningHold(reviewer=reviewer, reason=reason)
-    private = signing_key(command.person, key)
+    private = signing.key(command.person)
 
     async def go() -> None:
         result = await ops.update(await connect(), request_id, command, key=private)
-        if json_:
+        if signing.json:
             output.print_json(result.model_dump(mode="json"))
             return
         output.console.print(

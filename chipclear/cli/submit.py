@@ -17,11 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from rich.progress import Progress, TaskID
     from rich.text import Text
     from temporalio.client import Client
 
     from chipclear.bulk import BulkReport, Outcome
+    from chipclear.cli.common import Act
+    from chipclear.config import Settings
     from chipclear.store.protocol import EventStore
 
 # Requests started at once unless told: enough to keep a dev server busy, far below what it queues.
@@ -29,23 +32,26 @@ DEFAULT_CONCURRENCY = 16
 MAX_CONCURRENCY = 64
 
 
-def submit_many(
-    paths: list[Path], *, concurrency: int, actor: str | None, key: Path | None, json_: bool
-) -> None:
+def submission_key(act: Act, current: Settings) -> Ed25519PrivateKey | None:
+    """The key that signs `act.actor`'s submissions: a person the policy registers signs each one, as
+    does anyone who gives --key; anyone else's is recorded under the name given, with no authority."""
+    from chipclear.domain.policy import load_policy
+
+    registered = load_policy(current.policy, home=current.home).person(act.actor) is not None
+    return act.key(act.actor) if registered or act.key_file is not None else None
+
+
+def submit_many(paths: list[Path], *, concurrency: int, act: Act) -> None:
     """Read every path, then start every request, at most `concurrency` at once (see chipclear/bulk.py)."""
     from chipclear import bulk
     from chipclear.cli import output
-    from chipclear.cli.common import actor_default, run, settings, signing_key, store
-    from chipclear.domain.policy import load_policy
+    from chipclear.cli.common import run, settings, store
     from chipclear.temporal import connect
 
     pending = bulk.read_paths(paths)  # more than the bound in all: exit 2 before anything starts
     current = settings()
-    submitter = actor or actor_default()
-    # A person the policy registers signs each submission, as a single `submit` does.
-    registered = load_policy(current.policy, home=current.home).person(submitter) is not None
-    private = signing_key(submitter, key) if registered or key is not None else None
-    show = _Shown(len(pending), terminal=output.console.is_terminal and not json_, quiet=json_)
+    private = submission_key(act, current)  # as a single `submit` signs
+    show = _Shown(len(pending), terminal=output.console.is_terminal and not act.json, quiet=act.json)
 
     async def connection() -> tuple[Client, EventStore]:
         return await connect(), store()
@@ -57,7 +63,7 @@ def submit_many(
                 pending,
                 concurrency=concurrency,
                 task_queue=current.task_queue,
-                actor=submitter,
+                actor=act.actor,
                 key=private,
                 report=show.heard,
             )
@@ -65,11 +71,11 @@ def submit_many(
     started = time.monotonic()
     outcomes = run(go())
     report = bulk.BulkReport.of(outcomes, concurrency=concurrency, seconds=time.monotonic() - started)
-    if json_:
+    if act.json:
         output.print_json(report.model_dump(mode="json"))
     else:
         output.console.print(_summary(report), highlight=False)
-    _exit_for(report, json_=json_)
+    _exit_for(report, json_=act.json)
 
 
 def _exit_for(report: BulkReport, *, json_: bool) -> None:

@@ -271,6 +271,7 @@ def test_bulk_options_are_checked_before_anything_starts(rig: Rig) -> None:
 def test_a_terminal_sees_a_progress_bar(rig: Rig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """On a terminal the requests are counted by a bar, refusals printed above it, then the summary."""
     from chipclear.cli import output
+    from chipclear.cli.common import Act
     from chipclear.cli.submit import submit_many
 
     screen = io.StringIO()
@@ -286,7 +287,7 @@ def test_a_terminal_sees_a_progress_bar(rig: Rig, tmp_path: Path, monkeypatch: p
     (tmp_path / "bar-c.yaml").write_text("request_id: [")
 
     with pytest.raises(typer.Exit) as exit_code:  # from `fail`: bar-c is refused
-        submit_many([tmp_path], concurrency=4, actor="chen", key=None, json_=False)
+        submit_many([tmp_path], concurrency=4, act=Act(key_file=None, json=False, actor="chen"))
     assert exit_code.value.exit_code == 2
     shown = screen.getvalue()
     assert "submitting" in shown and "3/3" in shown, shown
