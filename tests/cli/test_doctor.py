@@ -4,7 +4,6 @@ creates a store, and `chipclear doctor` says what is in use and what is wrong.""
 from __future__ import annotations
 
 import json
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from temporalio.client import Client
 from chipclear.config import Settings
 from chipclear.projections import open_event_store
 from tests import keys
+from tests.cli import forked
 from tests.cli.test_cli import CHIPCLEAR, Result, flat, hermetic_env, ok, parallel, refused
 
 # Every command that only reads the record, with arguments that would find something in a real store.
@@ -39,9 +39,7 @@ READ_COMMANDS: list[tuple[str, ...]] = [
 
 
 def _run(cwd: Path, env: dict[str, str], *args: str) -> Result:
-    return subprocess.run(
-        [str(CHIPCLEAR), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
-    )
+    return forked.run([str(CHIPCLEAR), *args], env, timeout=60, cwd=cwd)
 
 
 # -- the home --------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from chipclear.devserver import free_port
+from tests.cli import forked
 from tests.cli.test_cli import (
     CHIPCLEAR,
     ROOT,
@@ -231,9 +232,7 @@ def test_the_readme_tour_runs_as_shown(up: Up, tmp_path: Path) -> None:
 
 
 def _run(env: dict[str, str], cwd: Path, args: list[str]) -> Result:
-    return subprocess.run(
-        [str(CHIPCLEAR), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=180
-    )
+    return forked.run([str(CHIPCLEAR), *args], env, timeout=180, cwd=cwd)
 
 
 # -- CLI polish the tour leans on ------------------------------------------------------------------
