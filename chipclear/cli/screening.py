@@ -17,10 +17,10 @@ from rich.table import Table
 
 from chipclear.cli import output, rescreening
 from chipclear.cli.common import (
-    ActorOption,
+    Act,
     JsonOption,
-    KeyOption,
     actor_default,
+    acts,
     fail,
     handles_errors,
     run,
@@ -33,13 +33,14 @@ from chipclear.domain.gates import us_export
 from chipclear.domain.limits import cut
 from chipclear.domain.policy import Policy, load_policy
 from chipclear.domain.screening import (
+    DumpedList,
     ScreenedParty,
     ScreeningIndex,
     ScreeningList,
     ScreeningListError,
     parse_csl,
 )
-from chipclear.domain.screening.csl import checksum
+from chipclear.domain.screening.csl import checksum, list_info, read_entries
 from chipclear.domain.screening.index import MemoryTables, no_collection
 from chipclear.domain.screening_act import SCREENING_GATE, SCREENING_STREAM, LoadScreeningList, require_loader
 from chipclear.domain.signing import signed
@@ -58,7 +59,9 @@ screening_app = typer.Typer(
 
 @screening_app.command("load")
 @handles_errors
+@acts
 def load(
+    act: Act,
     file: Annotated[Path, typer.Argument(help="A CSL CSV file, e.g. consolidated.csv from trade.gov.")],
     source: Annotated[str | None, typer.Option(help="Where the file came from. Default: its name.")] = None,
     replace_smaller: Annotated[
@@ -68,9 +71,6 @@ def load(
             help="Load FILE even though it has fewer than half the entries of the list in force.",
         ),
     ] = False,
-    actor: ActorOption = None,
-    key: KeyOption = None,
-    json_: JsonOption = False,
 ) -> None:
     """Make FILE the list every later screening uses; a bad file loads nothing (exit 2), nor does a list
     far smaller than the one in force unless --replace-smaller is given (exit 1).
@@ -78,7 +78,7 @@ def load(
     A signed act of an us-export reviewer, sealed with the recorder key like every stored event: run
     it where the recorder key is (a worker's host, or a dev home)."""
     try:
-        _load(file, source, replace_smaller, actor, key, json_)
+        _load(file, source, replace_smaller, act.actor, act.key_file, act.json)
     finally:
         gc.unfreeze()  # the list `_load` kept out of the collector's passes
 
@@ -92,36 +92,31 @@ def _load(
     current = settings()
     policy = load_policy(current.policy, home=current.home)
     # The index is prepared for the next `screening check` (its cache written) by child processes, a
-    # run of the file's rows each, while this one parses, checks and stores the list: unless it is
-    # prepared already (this list was loaded before), or the act will be refused (checked in full
-    # once the file is: the loader is no reviewer of the screening gate).
+    # run of the file's rows each, which also read the list for this one to check and store: unless
+    # it is prepared already (this list was loaded before), or the act will be refused (checked in
+    # full once the file is read: the loader is no reviewer of the screening gate).
     cache = cache_of_home()
     cached = cache.path(sha256).is_file()
     preparing = None
     if not cached and policy.may_decide(loader, SCREENING_GATE):
         preparing = Preparing.start(cache, text, sha256)
     try:
-        with no_collection():
-            try:
-                parsed = parse_csl(
-                    text, source=source or file.name, loaded_at=datetime.now(UTC), sha256=sha256
-                )
-            except ScreeningListError as exc:
-                raise InvalidInput(f"{file}: {exc}") from None
-            # The list stays until the command ends: kept out of the collector's passes, none walks it.
-            gc.freeze()
+        listed = _read(file, text, sha256, source or file.name, preparing)
+        if isinstance(listed, ScreeningList) and preparing is not None:
+            preparing.stop()  # the file read whole after all: the children's parts are not its list
+            preparing = None
         events = store(create=True)
-        loaded = _store(events, file, parsed, replace_smaller, loader, policy, key)
+        loaded = _store(events, file, listed, replace_smaller, loader, policy, key)
         prepared = cached
         if loaded and preparing is not None:
             _import_rescreening()  # while the children work: it takes half a second
-            prepared = preparing.finish(parsed.info)
+            prepared = preparing.finish(listed.info)
     finally:
         if preparing is not None:
             preparing.stop()  # what did not finish: a refused or unchanged list, a bad file
+    info = listed.info
     if loaded and not prepared:
-        current_list(events).prepare(parsed)
-    info = parsed.info
+        current_list(events).prepare(_with_entries(listed, text))
     if json_:
         output.print_json({**info.model_dump(mode="json"), "loaded": loaded})
     elif loaded:
@@ -136,10 +131,39 @@ def _load(
         _rescreen_after_load(info.version, quiet=json_)
 
 
+def _read(
+    file: Path, text: str, sha256: str, source: str, preparing: Preparing | None
+) -> ScreeningList | DumpedList:
+    """The list in `text` as the children `preparing` its index read it, a run of rows each (its
+    entries dumped as the store keeps them); else parsed here, whole (bad input: exit 2)."""
+    loaded_at = datetime.now(UTC)
+    read = preparing.read() if preparing is not None else None
+    if read is not None:
+        info = list_info(sha256, source=source, loaded_at=loaded_at, entries=read.entries, names=read.names)
+        return DumpedList(info, read.entries_json)
+    with no_collection():
+        try:
+            parsed = parse_csl(text, source=source, loaded_at=loaded_at, sha256=sha256)
+        except ScreeningListError as exc:
+            raise InvalidInput(f"{file}: {exc}") from None
+        # The list stays until the command ends: kept out of the collector's passes, none walks it.
+        gc.freeze()
+    return parsed
+
+
+def _with_entries(listed: ScreeningList | DumpedList, text: str) -> ScreeningList:
+    """`listed` with its entries, for this process to prepare its index: read from `text` (the file
+    the children read) if they did not prepare it after all (a child failed)."""
+    if isinstance(listed, ScreeningList):
+        return listed
+    with no_collection():
+        return ScreeningList(info=listed.info, entries=read_entries(text))
+
+
 def _store(
     events: EventStore,
     file: Path,
-    parsed: ScreeningList,
+    parsed: ScreeningList | DumpedList,
     replace_smaller: bool,
     loader: str,
     policy: Policy,
@@ -162,9 +186,7 @@ def _store(
     act = signed(act, SCREENING_STREAM, stream_version, signing_key(loader, key))
     require_loader(policy, act, stream_version)  # refused: exit 1, nothing loaded
     with no_collection():  # tens of thousands of entries written out, none in a cycle
-        return events.save_screening_list(
-            parsed, actor=loader, act=act.model_dump(mode="json"), expected_version=stream_version
-        )
+        return events.save_screening_list(parsed, by=act)
 
 
 def _import_rescreening() -> None:

@@ -109,24 +109,19 @@ CREATE TABLE checkpoints (
     signature     TEXT NOT NULL
 );
 -- The log is append-only; these guards stop accidents, the hash chain catches the rest.
-CREATE FUNCTION events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    RAISE EXCEPTION 'events are append-only';
+    RAISE EXCEPTION '% are append-only', TG_TABLE_NAME;
 END
 $$;
 CREATE TRIGGER events_append_only_row BEFORE UPDATE OR DELETE ON events
-    FOR EACH ROW EXECUTE FUNCTION events_append_only();
+    FOR EACH ROW EXECUTE FUNCTION append_only();
 CREATE TRIGGER events_append_only_truncate BEFORE TRUNCATE ON events
-    FOR EACH STATEMENT EXECUTE FUNCTION events_append_only();
-CREATE FUNCTION checkpoints_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'checkpoints are append-only';
-END
-$$;
+    FOR EACH STATEMENT EXECUTE FUNCTION append_only();
 CREATE TRIGGER checkpoints_append_only_row BEFORE UPDATE OR DELETE ON checkpoints
-    FOR EACH ROW EXECUTE FUNCTION checkpoints_append_only();
+    FOR EACH ROW EXECUTE FUNCTION append_only();
 CREATE TRIGGER checkpoints_append_only_truncate BEFORE TRUNCATE ON checkpoints
-    FOR EACH STATEMENT EXECUTE FUNCTION checkpoints_append_only();
+    FOR EACH STATEMENT EXECUTE FUNCTION append_only();
 """
 
 MIGRATIONS = (

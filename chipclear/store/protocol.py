@@ -14,7 +14,8 @@ from pydantic import BaseModel
 
 from chipclear.domain.events import Event, StoredEvent
 from chipclear.domain.evidence import InvoiceOwner
-from chipclear.domain.screening import ScreeningList, ScreeningListInfo
+from chipclear.domain.screening import DumpedList, ScreeningList, ScreeningListInfo
+from chipclear.domain.screening_act import LoadScreeningList
 from chipclear.store.chain import AuditReport
 from chipclear.store.checkpoint import Checkpoint, ConsistencyReport, InclusionProof
 
@@ -146,17 +147,11 @@ class InvoiceRegistry(Protocol):
 
 
 class ScreeningLists(Protocol):
-    def save_screening_list(
-        self,
-        screening_list: ScreeningList,
-        *,
-        actor: str,
-        act: dict[str, Any] | None = None,
-        expected_version: int | None = None,
-    ) -> bool:
+    def save_screening_list(self, listing: ScreeningList | DumpedList, by: LoadScreeningList | str) -> bool:
         """Store a loaded list and its `ScreeningListLoaded` event atomically; False if unchanged.
 
-        `act`: the person's signed load (kept on the event), signed at `expected_version` of the stream."""
+        `by`: the person's signed load (kept on the event; refused if the stream moved on since the version
+        it was signed at), or only who loaded it, unsigned (the tests' lists)."""
         ...
 
     def screening_list_versions(self) -> list[ScreeningListInfo]: ...

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -24,6 +25,7 @@ import sys
 import threading
 import traceback
 import uuid
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -31,8 +33,14 @@ from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import NoReturn
 
-from chipclear.domain.screening import ScreeningIndex, ScreeningList, ScreeningListInfo, bundled_list
-from chipclear.domain.screening.csl import read_entries, split_csl
+from chipclear.domain.screening import (
+    ScreeningIndex,
+    ScreeningList,
+    ScreeningListError,
+    ScreeningListInfo,
+    bundled_list,
+)
+from chipclear.domain.screening.csl import names_in, read_entries, split_csl
 from chipclear.domain.screening.index import (
     Card,
     MemoryTables,
@@ -44,6 +52,7 @@ from chipclear.domain.screening.index import (
 )
 from chipclear.domain.screening.score import Weights
 from chipclear.store.protocol import ScreeningLists
+from chipclear.store.sql_screening import entries_json, joined_entries_json
 
 # The matcher's own source: a cache built by other code is never read (its words could differ).
 _MATCHER_MODULES = ("normalise.py", "score.py", "index.py")
@@ -60,17 +69,20 @@ CREATE TABLE parts (part INTEGER PRIMARY KEY, file TEXT NOT NULL, first_entry IN
                     first_name INTEGER NOT NULL);
 """
 _PART_SCHEMA = """
-CREATE TABLE keys (first TEXT PRIMARY KEY, chunk BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE keys (first TEXT PRIMARY KEY, keys TEXT NOT NULL, counts BLOB NOT NULL, names BLOB NOT NULL)
+    WITHOUT ROWID;
 CREATE TABLE names (id INTEGER PRIMARY KEY, owner INTEGER, text TEXT, words TEXT, folds TEXT, optional TEXT);
 CREATE TABLE cards (id INTEGER PRIMARY KEY, name TEXT, source TEXT, entry_id TEXT, entity_number TEXT,
                     type TEXT, programs TEXT, countries TEXT);
 """
-# The inverted index's keys, in order, this many to a row ({key: [name, …]} as compact JSON, under the
-# chunk's first key): thousands of rows to write, not a third of a million (key, name) pairs, and a
-# chunk small enough to decode for each key a name is looked up by, in each part. JSON, not marshal
-# or pickle: a file read back is only ever data, whoever wrote it.
+# The inverted index's keys, in order, this many to a row (under the chunk's first key): thousands of
+# rows to write, not a third of a million (key, name) pairs, and a chunk small enough to decode for
+# each key a name is looked up by, in each part. A row holds its keys (no key has a space), how many
+# names each has, and their names one key after the other: numbers packed as unsigned 32-bit
+# little-endian integers, which a load writes without turning a fifth of a million into text. Only
+# numbers and text, never marshal or pickle: a file read back is only ever data, whoever wrote it.
 _CHUNK = 32
-_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+_UINT32 = next(code for code in "IL" if array(code).itemsize == 4)
 # Parts a load prepares at once, a process each: the machines it runs on have two cores or more, and
 # each part costs every later `screening check` a chunk more to read a key.
 PARTS = 2
@@ -88,16 +100,50 @@ def matcher_fingerprint() -> str:
     for module in _MATCHER_MODULES:
         digest.update((package / module).read_bytes())
     # And the cache's own layout: a file of another layout is not read.
-    digest.update(f"{_SCHEMA}{_PART_SCHEMA}{_CHUNK}".encode())
+    digest.update(f"{_SCHEMA}{_PART_SCHEMA}{_CHUNK} uint32-le".encode())
     return digest.hexdigest()[:12]
 
 
-def _chunks(keys: dict[str, list[int]]) -> Iterator[tuple[str, bytes]]:
+def _packed(numbers: Iterable[int]) -> bytes:
+    packed = array(_UINT32, numbers)
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def _unpacked(blob: bytes) -> array[int]:
+    numbers = array(_UINT32)
+    numbers.frombytes(blob)  # ValueError if it is no whole number of them
+    if sys.byteorder == "big":
+        numbers.byteswap()
+    return numbers
+
+
+def _chunks(keys: dict[str, list[int]]) -> Iterator[tuple[str, str, bytes, bytes]]:
+    """The rows of the `keys` table for the inverted index `keys`."""
     order = sorted(keys)
-    names = list(map(keys.__getitem__, order))
     for start in range(0, len(order), _CHUNK):
-        stop = start + _CHUNK
-        yield order[start], _ENCODE(dict(zip(order[start:stop], names[start:stop], strict=True))).encode()
+        chunk = order[start : start + _CHUNK]
+        names = list(map(keys.__getitem__, chunk))
+        yield (
+            chunk[0],
+            " ".join(chunk),
+            _packed(map(len, names)),
+            _packed(itertools.chain.from_iterable(names)),
+        )
+
+
+def _chunk_read(first: str, keys: str, counts: bytes, names: bytes) -> dict[str, array[int]]:
+    """A row of the `keys` table read back: each of its keys' names."""
+    words, sizes, numbers = keys.split(" "), _unpacked(counts), _unpacked(names)
+    if len(words) != len(sizes) or sum(sizes) != len(numbers):
+        raise ValueError(f"screening cache: chunk {first!r} is not a table of keys")
+    table: dict[str, array[int]] = {}
+    at = 0
+    for word, size in zip(words, sizes, strict=True):
+        table[word] = numbers[at : at + size]
+        at += size
+    return table
 
 
 def _uri(path: Path) -> str:
@@ -138,7 +184,8 @@ class DiskTables:
             raise
         # A key's chunk in every part, in one statement: the last chunk starting at or before it.
         self._chunk_sql = " UNION ALL ".join(
-            f"SELECT * FROM (SELECT {number}, first, chunk FROM {part.schema}.keys WHERE first <= ?1 "
+            f"SELECT * FROM (SELECT {number}, first, keys, counts, names FROM {part.schema}.keys "
+            "WHERE first <= ?1 "
             "ORDER BY first DESC LIMIT 1)"
             for number, part in enumerate(self._parts)
         )
@@ -156,15 +203,13 @@ class DiskTables:
         return {str(word): int(str(entries)) for word, entries in rows}
 
     def names_for(self, keys: Iterable[str]) -> set[int]:
-        chunks: dict[tuple[int, str], dict[str, list[int]]] = {}
+        chunks: dict[tuple[int, str], dict[str, array[int]]] = {}
         found: set[int] = set()
         for key in keys:
-            for number, first, packed in self._db.execute(self._chunk_sql, (key,)).fetchall():
+            for number, first, *row in self._db.execute(self._chunk_sql, (key,)).fetchall():
                 chunk = chunks.get((number, first))
                 if chunk is None:
-                    chunk = chunks[number, first] = json.loads(packed)
-                    if not isinstance(chunk, dict):
-                        raise ValueError(f"screening cache: chunk {first!r} is not a table of keys")
+                    chunk = chunks[number, first] = _chunk_read(first, *row)
                 start = self._parts[number].first_name
                 found.update(start + name for name in chunk.get(key, ()))
         return found
@@ -254,18 +299,22 @@ class PartSummary:
         return cls(len(part.cards), len(part.names), part.word_use)
 
     def dumps(self) -> str:
-        return _ENCODE([self.entries, self.names, list(self.word_use.items())])
+        """Three lines: the counts, the words and how many entries use each (no word has a space):
+        tens of thousands of them, written and read without a JSON value each."""
+        uses = " ".join(map(str, self.word_use.values()))
+        return f"{self.entries} {self.names}\n{' '.join(self.word_use)}\n{uses}"
 
     @classmethod
     def loads(cls, text: str) -> PartSummary:
-        entries, names, word_use = json.loads(text)
-        return cls(int(entries), int(names), {str(word): int(count) for word, count in word_use})
+        counts, words, uses = text.split("\n")
+        entries, names = map(int, counts.split())
+        return cls(entries, names, dict(zip(words.split(), map(int, uses.split()), strict=True)))
 
 
 def write_part(path: Path, part: Part) -> None:
     """Write `part` to a file of its own at `path`, for `IndexCache.describe`."""
     with no_collection(), _new_file(path, _PART_SCHEMA) as db:
-        db.executemany("INSERT INTO keys VALUES (?, ?)", _chunks(part.keys))
+        db.executemany("INSERT INTO keys VALUES (?, ?, ?, ?)", _chunks(part.keys))
         db.executemany(
             "INSERT INTO names VALUES (?, ?, ?, ?, ?, ?)",
             (
@@ -274,8 +323,8 @@ def write_part(path: Path, part: Part) -> None:
                     name.owner,
                     name.text,
                     " ".join(name.words),
-                    _json_strings(name.folds),
-                    " ".join(name.optional),
+                    _json_strings(name.folds) if name.folds else "[]",  # most names: none
+                    " ".join(name.optional) if name.optional else "",
                 )
                 for n, name in enumerate(part.names)
             ),
@@ -444,20 +493,34 @@ class CurrentList:
         return ScreeningIndex(tables)
 
 
+@dataclass(frozen=True)
+class ReadRuns:
+    """The list as the children read it, a run of the file's rows each: its entries as the store keeps
+    them (`entries_json`), and how many entries and names it has."""
+
+    entries_json: str
+    entries: int
+    names: int
+
+
 class Preparing:
-    """A list's cache prepared by child processes while this one goes on (parsing and storing the
-    list): the file cut into as many runs of rows, each child reading, folding and indexing one and
-    writing it as a part of the cache. Each child first leaves a summary of its part (`PartSummary`),
-    so that this process writes the whole list's file while the children write their parts; `finish`
-    then only waits for them and publishes."""
+    """A list's cache prepared by child processes while this one goes on (storing the list): the file
+    cut into as many runs of rows, each child reading, folding and indexing one and writing it as a
+    part of the cache. The file is read once, by the children: each first hands back its run's
+    entries as the store keeps them (`read`), so this process stores the list without parsing it;
+    then a summary of its part (`PartSummary`), so that this process writes the whole list's file
+    while the children write their parts; `finish` then only waits for them and publishes."""
 
     def __init__(self, cache: IndexCache, sha256: str) -> None:
         self.cache, self.sha256 = cache, sha256
         self.children: list[int] = []  # not waited for yet
         self.failed = False
         self.parts: list[Path] = []  # the parts' names once published
-        self.written: list[Path] = []  # where the children write them, and beside each its summary
-        self.ready: list[int] = []  # a pipe from each child: a byte once its summary is written
+        # Where the children write them, and beside each its run's entries and its summary.
+        self.written: list[Path] = []
+        # A pipe from each child: a byte once its run is read (or could not be), one once summed up.
+        self.ready: list[int] = []
+        self.runs: ReadRuns | None = None  # once `read`
 
     @classmethod
     def start(cls, cache: IndexCache, text: str, sha256: str, parts: int = PARTS) -> Preparing | None:
@@ -492,14 +555,36 @@ class Preparing:
             return None
         return preparing
 
+    def read(self) -> ReadRuns | None:
+        """Wait until every child has read its run of rows: the list's entries as stored, with their
+        counts; or None if a child could not read its run (the file is no list, or a cut fell inside
+        a quoted field after a stray quote): then the whole file must be parsed, which says what is
+        wrong with it, if anything, and these children's parts are not the list's."""
+        if self.runs is None and not self.failed:
+            dumped, entries, names = [], 0, 0
+            for ready, path in zip(self.ready, self.written, strict=True):
+                if os.read(ready, 1) != _READ:  # b"" if the child died
+                    self.failed = True
+                    return None
+                run = _read_path(path)
+                counts, _, text = run.read_text(encoding="utf-8").partition("\n")
+                run.unlink()
+                dumped.append(text)
+                run_entries, run_names = map(int, counts.split())
+                entries, names = entries + run_entries, names + run_names
+            self.runs = ReadRuns(joined_entries_json(dumped), entries, names)
+        return self.runs
+
     def finish(self, info: ScreeningListInfo) -> bool:
-        """Wait for every child, and publish their parts as the cache of `info`, the list as this
-        process parsed it: True once published, False if a child failed or the parts do not have the
-        list's entries (then whoever needs the index prepares it)."""
-        assert info.sha256 == self.sha256, "the list prepared is the list parsed"
+        """Wait for every child, and publish their parts as the cache of `info`, the list as stored:
+        True once published, False if a child failed or the parts do not have the list's entries
+        (then whoever needs the index prepares it)."""
+        assert info.sha256 == self.sha256, "the list prepared is the list stored"
         described = None
         # A cache that cannot be written only costs the next call the time to prepare the list.
         with contextlib.suppress(OSError, sqlite3.Error, ValueError):
+            if self.read() is None:  # what each child says first, if not heard yet
+                raise OSError("a child could not read its run of rows")
             summaries = [
                 self._summary(ready, path) for ready, path in zip(self.ready, self.written, strict=True)
             ]
@@ -521,7 +606,7 @@ class Preparing:
             os.kill(child, signal.SIGKILL)
         self._reaped()
         for path in self.written:
-            for file in (path, _summary_path(path)):
+            for file in (path, _read_path(path), _summary_path(path)):
                 with contextlib.suppress(OSError):
                     file.unlink(missing_ok=True)
         self._close_pipes()
@@ -553,16 +638,33 @@ def _summary_path(part: Path) -> Path:
     return part.with_name(f"{part.name}.summary")
 
 
+def _read_path(part: Path) -> Path:
+    return part.with_name(f"{part.name}.entries")
+
+
+# What a child says on its pipe once its run is read, or that it could not read it.
+_READ, _UNREADABLE = b"r", b"!"
+
+
 def _prepare_part(piece: str, path: Path, done: int) -> NoReturn:
-    """In a child: read, fold and index `piece` (a CSV text), leave its summary beside `path` and say
-    so on the pipe `done`, write the part at `path`, and leave (exit status 0 if all was written; else
-    the traceback on stderr, the one trace of what went wrong)."""
+    """In a child: read `piece` (a CSV text) and leave its entries as stored beside `path`, fold and
+    index them and leave the part's summary, saying each on the pipe `done` once written; write the
+    part at `path`, and leave (exit status 0 if all was written; else the traceback on stderr, the one
+    trace of what went wrong). A run that is no CSL leaves quietly: the parent parses the whole file
+    and says why."""
     code = 1
     gc.disable()  # it makes no cycle, and leaves without freeing what it made
     try:
-        part = fold_part(read_entries(piece))
+        try:
+            entries = read_entries(piece)
+        except ScreeningListError:
+            os.write(done, _UNREADABLE)
+            os._exit(2)
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Written whole before the byte on the pipe says so: read only after that byte.
+        # Each written whole before the byte on the pipe says so: read only after that byte.
+        _read_path(path).write_text(f"{len(entries)} {names_in(entries)}\n{entries_json(entries)}", "utf-8")
+        os.write(done, _READ)
+        part = fold_part(entries)
         _summary_path(path).write_text(PartSummary.of(part).dumps())
         os.write(done, b".")
         write_part(path, part)

@@ -16,8 +16,9 @@ import uuid
 from typing import Any
 
 from chipclear.domain.events import Event, ScreeningListLoaded, StoredEvent
-from chipclear.domain.screening import ScreeningEntry, ScreeningList, ScreeningListInfo
+from chipclear.domain.screening import DumpedList, ScreeningEntry, ScreeningList, ScreeningListInfo
 from chipclear.domain.screening_act import SCREENING_STREAM as SCREENING_STREAM
+from chipclear.domain.screening_act import LoadScreeningList
 from chipclear.store.chain import ChainBreak, link, timestamp
 from chipclear.store.protocol import ConcurrencyError
 from chipclear.store.sql_base import EVENT_COLUMNS, SQLBackend, Tx, chain_row, sha256, stored_event
@@ -36,6 +37,12 @@ def entries_json(entries: list[ScreeningEntry]) -> str:
     """The entries as stored: `json.dumps` of each one's `model_dump(mode="json")`, read from its
     fields as they are (strings, None and lists of strings only), without tens of thousands of dumps."""
     return json.dumps([vars(entry) for entry in entries])
+
+
+def joined_entries_json(runs: list[str]) -> str:
+    """`entries_json` of the entries of `runs` one after the other, from each run's `entries_json` (of
+    one entry or more): the same text, as `json.dumps` separates a list's items with ", "."""
+    return "[" + ", ".join(run[1:-1] for run in runs) + "]"
 
 
 class ScreeningListUnavailable(RuntimeError):
@@ -74,22 +81,21 @@ def _named(event: StoredEvent) -> str:
 
 
 class SQLScreeningLists(SQLBackend):
-    def save_screening_list(
-        self,
-        screening_list: ScreeningList,
-        *,
-        actor: str,
-        act: dict[str, Any] | None = None,
-        expected_version: int | None = None,
-    ) -> bool:
-        """Make `screening_list` current, with its `ScreeningListLoaded` event, in one transaction.
+    def save_screening_list(self, listing: ScreeningList | DumpedList, by: LoadScreeningList | str) -> bool:
+        """Make `listing` current, with its `ScreeningListLoaded` event, in one transaction.
 
         False (and nothing written) when the list in force already has the same checksum and is stored;
-        a list in force whose row is missing is loaded again under a new version. `act` is the person's
-        signed load, kept on the event; it was signed for the stream at `expected_version`, and if the
-        stream has moved on since, nothing is written (ConcurrencyError).
+        a list in force whose row is missing is loaded again under a new version. `by` is the person's
+        signed load, kept on the event: it was signed for the stream at a version, and if the stream has
+        moved on since, nothing is written (ConcurrencyError); or, unsigned, only who loaded it. A
+        `DumpedList` is stored as its entries were dumped (`entries_json`), unread.
         """
-        info = screening_list.info
+        if isinstance(by, str):
+            actor, act, expected_version = by, None, None
+        else:
+            assert by.signature is not None, "a load act is stored signed"
+            actor, act, expected_version = by.actor, by.model_dump(mode="json"), by.signature.expected_version
+        info = listing.info
         assert info.loaded_at is not None, "only a loaded list (with a load time) is stored"
         with self._transaction() as tx:
             # The stream is taken first: two operators loading at once are served one after the other.
@@ -107,7 +113,7 @@ class SQLScreeningLists(SQLBackend):
                 ).fetchone()
                 if in_force.sha256 == info.sha256 and stored is not None and stored[0] == info.sha256:
                     return False
-            data = entries_json(screening_list.entries)
+            data = listing.entries_json if isinstance(listing, DumpedList) else entries_json(listing.entries)
             tx.execute(
                 "INSERT INTO screening_lists (version, sha256, source, loaded_at, entries, names, data) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",

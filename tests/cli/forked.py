@@ -68,12 +68,12 @@ def _child(request: dict[str, Any], out: str, err: str) -> None:
             os.close(opened)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         time.tzset()
-        # The CLI's consoles read the environment (COLUMNS, NO_COLOR…) when made, which was at import,
-        # in this server's environment: made again for the call's.
+        # The CLI's consoles read the environment (COLUMNS, NO_COLOR…) and their streams when made, at
+        # import, in this server: the module is run again for the call's (every user names its
+        # consoles through the module, `output.console`).
         from chipclear.cli import output
 
-        output.console.__init__()  # type: ignore[misc]
-        output.errors.__init__(stderr=True)  # type: ignore[misc]
+        importlib.reload(output)
         sys.argv = request["argv"]
         # The console script is a plain file run as __main__: click names the program after argv[0]
         # only when __main__ was not run with `-m`, as this server was.

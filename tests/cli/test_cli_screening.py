@@ -7,6 +7,8 @@ One full load (about ten seconds on a busy 2-core machine) and three checks.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import lzma
 import sqlite3
 import subprocess
@@ -16,8 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from chipclear.domain.screening.csl import read_entries
+from chipclear.store.sql_screening import entries_json
 from tests import keys
 from tests.cli.test_cli import Result, as_json, chipclear, flat, hermetic_env, ok, refused, show
+from tests.store.test_screening_cache import UNREADABLE_RUNS, mixed_text
 
 CSL = Path(__file__).resolve().parents[1] / "data" / "csl-2026-07-31.csv.xz"
 # `chipclear` as its console script runs it, saying on stderr each time it forks (an audit hook).
@@ -30,10 +35,30 @@ main()
 """
 
 
-def forking(env: dict[str, str], *args: str | Path) -> tuple[Result, int]:
-    """A `chipclear` call, and how many child processes it started."""
+# What a child started by `screening load` meets when its disk is full as it writes its part.
+CHILD_CANNOT_WRITE = """
+import os
+import chipclear.store.screening as screening
+
+parent, write = os.getpid(), screening.write_part
+
+def broken(path, part):
+    if os.getpid() == parent:  # this process may still write the cache
+        return write(path, part)
+    raise OSError("no space left on device")
+
+screening.write_part = broken
+"""
+
+
+def forking(env: dict[str, str], *args: str | Path, before: str = "") -> tuple[Result, int]:
+    """A `chipclear` call (after the code `before`), and how many child processes it started."""
     result = subprocess.run(
-        [sys.executable, "-c", FORKING, *map(str, args)], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", before + FORKING, *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     return result, result.stderr.count("audit: os.fork")
 
@@ -68,6 +93,72 @@ def test_the_load_prepares_the_index_for_every_later_check(loaded_home: dict[str
         parts = db.execute("SELECT file, first_entry FROM parts ORDER BY part").fetchall()
     assert len(parts) == 2 and parts[0][1] == 0 and 0 < parts[1][1] < 25_921
     assert sorted(cache.iterdir()) == sorted([cached, *(cache / file for file, _ in parts)])
+
+
+def test_the_list_is_stored_as_the_file_reads(loaded_home: dict[str, str]) -> None:
+    """Read by the children, a run of rows each, the list is stored exactly as the whole file parsed
+    here dumps it, and its ScreeningListLoaded hashes those bytes."""
+    home = Path(loaded_home["CHIPCLEAR_HOME"])
+    text = (home.parent / "consolidated.csv").read_text(encoding="utf-8")
+    with closing(sqlite3.connect(home / "events.db")) as db:
+        [(data, entries, names)] = db.execute("SELECT data, entries, names FROM screening_lists").fetchall()
+    parsed = read_entries(text)
+    assert data == entries_json(parsed) and entries == len(parsed) == 25_921 and names == 57_167
+    [event] = as_json(chipclear(loaded_home, "events", "screening-lists", "--json"))
+    assert event["data"]["entries_sha256"] == hashlib.sha256(data.encode()).hexdigest()
+
+
+def test_a_bad_file_read_by_the_children_loads_nothing(loaded_home: dict[str, str], tmp_path: Path) -> None:
+    """The children read the file and find it no list: the load parses it whole and says where (exit 2),
+    and leaves the list in force and the cache as they were."""
+    before = cache_state(loaded_home)
+    bad = tmp_path / "bad.csv"
+    bad.write_text(UNREADABLE_RUNS["no-name"], encoding="utf-8")
+    run, forks = forking(loaded_home, "screening", "load", bad, "--actor", "alice")
+    refused(run, f"{bad}: row 32, column name: must not be empty", code=2)
+    assert forks == 2 and cache_state(loaded_home) == before
+    [version] = as_json(chipclear(loaded_home, "screening", "versions", "--json"))
+    assert version["entries"] == 25_921
+
+
+def test_a_file_only_read_whole_is_loaded_and_prepared(tmp_path: Path) -> None:
+    """A stray quote puts the children's cut inside a quoted field: their runs are refused, the file
+    read whole is a list, and the load stores it and prepares its index itself."""
+    home = tmp_path / "home"
+    keys.install(home)
+    env = hermetic_env(CHIPCLEAR_HOME=str(home))
+    stray = tmp_path / "stray.csv"
+    stray.write_text(UNREADABLE_RUNS["stray-quote"], encoding="utf-8")
+    run, forks = forking(env, "screening", "load", stray, "--actor", "alice", "--json")
+    assert as_json(run)["entries"] == 40 and forks == 2, show(run)
+    [cached] = list((home / "cache").glob("screening-*.sqlite"))
+    with closing(sqlite3.connect(cached)) as db:
+        assert db.execute("SELECT count(*) FROM parts").fetchone() == (1,)  # prepared in one process
+    found = as_json(chipclear(env, "screening", "check", "Acme1 Quantum", "--json"))
+    assert [match["entry_id"] for match in found["matches"]] == ["x1"]
+
+
+def test_a_load_whose_children_fail_prepares_the_index_itself(tmp_path: Path) -> None:
+    """The children read the list, then cannot write their parts: the list is stored as they read it,
+    and the load prepares its index itself (each child's traceback on stderr, the trace of why)."""
+    home = tmp_path / "home"
+    keys.install(home)
+    env = hermetic_env(CHIPCLEAR_HOME=str(home))
+    listed = tmp_path / "list.csv"
+    listed.write_text(mixed_text(), encoding="utf-8")
+    run, forks = forking(
+        env, "screening", "load", listed, "--actor", "alice", "--json", before=CHILD_CANNOT_WRITE
+    )
+    # The children's tracebacks, the one trace of why they failed: no other.
+    assert run.returncode == 0 and json.loads(run.stdout)["loaded"] is True and forks == 2, show(run)
+    assert run.stderr.count("Traceback") == run.stderr.count("OSError: no space left on device") == 2, show(
+        run
+    )
+    [cached] = list((home / "cache").glob("screening-*.sqlite"))
+    with closing(sqlite3.connect(cached)) as db:
+        assert db.execute("SELECT count(*) FROM parts").fetchone() == (1,)  # prepared in one process
+    found = as_json(chipclear(env, "screening", "check", "Sunway Microelectronics", "--json"))
+    assert {match["entry_name"] for match in found["matches"]} == {"Sunway Microelectronics"}
 
 
 def test_loading_the_same_list_again_prepares_nothing(loaded_home: dict[str, str]) -> None:

@@ -200,7 +200,7 @@ def seeded_home(tmp_path: Path, entries: int) -> tuple[dict[str, str], SQLiteEve
     events = SQLiteEventStore(home / "events.db", projections=PROJECTIONS, recorder=RECORDER)
     rows = [csl_row(f"EL-{n}", f"Restricted Trading No. {n} Ltd.") for n in range(1, entries + 1)]
     in_force = parse_csl(csl(*rows), source="trade.gov CSL", loaded_at=datetime.now(UTC))
-    assert events.save_screening_list(in_force, actor="ops")
+    assert events.save_screening_list(in_force, by="ops")
     return hermetic_env(CHIPCLEAR_HOME=str(home)), events, in_force
 
 
@@ -242,7 +242,7 @@ def test_screening_refuses_when_the_list_in_force_is_missing(tmp_path: Path) -> 
     env, events, _ = seeded_home(tmp_path, entries=2)
     rows = [csl_row(f"EL-{n}", f"Restricted Trading No. {n} Ltd.") for n in range(1, 4)]
     second = parse_csl(csl(*rows), source="trade.gov CSL", loaded_at=datetime.now(UTC))
-    assert events.save_screening_list(second, actor="ops")
+    assert events.save_screening_list(second, by="ops")
     with closing(sqlite3.connect(events.path)) as conn, conn:
         conn.execute("DELETE FROM screening_lists WHERE version = ?", (second.info.version,))
     refused(

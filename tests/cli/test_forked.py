@@ -17,6 +17,8 @@ CALLS = [
     ("decide",),  # a usage error: exit 2, the program named `chipclear`
     ("list",),  # an empty table, as wide as COLUMNS allows
     ("status", "nobody"),  # exit 1, one sentence
+    ("submit", "/nowhere/" + "a-long-directory-name/" * 4 + "request.yaml"),  # a long error, never wrapped
+    ("store", "export", "-o", "{home}/" + "a-long-file-name-" * 6 + ".jsonl"),  # a long report, never wrapped
     ("doctor",),  # a table of findings, and exit 1: no server answers
 ]
 
@@ -53,7 +55,7 @@ def test_a_forked_call_prints_and_exits_as_a_fresh_one(
     env = hermetic_env(CHIPCLEAR_HOME=str(home), TEMPORAL_ADDRESS="127.0.0.1:1")
     if columns is not None:
         env["COLUMNS"] = columns  # read when the CLI's consoles are made: made again in each forked call
-    argv = [str(CHIPCLEAR), *args]
+    argv = [str(CHIPCLEAR), *(arg.format(home=home) for arg in args)]
     fresh = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
     child = server.run(argv, env, timeout=60)
     assert (child.returncode, child.stdout, child.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)

@@ -12,13 +12,17 @@ import csv
 import hashlib
 import io
 import random
+import re
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from chipclear.domain.models import Party, PartyKind
 from chipclear.domain.screening import (
     MIN_FUZZY_LENGTH,
+    NameForm,
     ScreenedParty,
     ScreeningEntry,
     ScreeningIndex,
@@ -27,7 +31,9 @@ from chipclear.domain.screening import (
     ScreeningListInfo,
     bundled_list,
     hidden_controls,
+    index,
     name_forms,
+    normalise,
     parse_csl,
     parties_of,
 )
@@ -169,6 +175,35 @@ def test_every_reading_and_what_folded_it() -> None:
     assert rlo.words == ("iewauh",)
     [cyrillic] = name_forms("Hu\u0430wei")
     assert cyrillic.folds == ("homoglyph: Cyrillic '\u0430' read as 'a'",)
+
+
+# -- the shortcuts taken for ASCII names read as the general path does ----------------------------------
+ASCII_NAMES = st.text(alphabet=st.sampled_from("aAbZ019 &'`_-.,;/()\t"), max_size=24)
+
+
+@given(text=ASCII_NAMES)
+@settings(max_examples=500, deadline=None)
+def test_ascii_separators_split_as_the_regular_expressions(text: str) -> None:
+    general = normalise._SEPARATORS.sub(" ", normalise._APOSTROPHES.sub("", text)).split()
+    assert text.translate(normalise._ASCII_SEPARATORS).split() == general
+
+
+@given(name=ASCII_NAMES)
+@settings(max_examples=500, deadline=None)
+def test_an_ascii_name_reads_as_its_readings(name: str) -> None:
+    """A name in ASCII without brackets has only the readings of `_readings` (at most two: 1 as i, as l)."""
+    assume(not normalise._ASCII_BRACKETS.intersection(name))
+    readings: dict[tuple[str, ...], NameForm] = {}
+    for read, folds in normalise._readings(name):
+        readings.setdefault(read, NameForm(read, tuple(dict.fromkeys(folds))))
+    assert name_forms(name) == name_forms(name, listed=True) == list(readings.values())
+
+
+@given(address=st.text(alphabet=st.sampled_from("ACZa\u00c9\u03911,;- \t\n\u00a0\u2003\u200b"), max_size=8))
+@settings(max_examples=1000, deadline=None)
+def test_an_address_country_is_what_the_regular_expression_finds(address: str) -> None:
+    found = re.search(r"(?:^|[\s,])([A-Z]{2})\s*$", address.strip())
+    assert index._country(address) == (found.group(1) if found else None)
 
 
 def test_a_bracket_ending_a_name_is_a_name_and_one_inside_is_optional() -> None:

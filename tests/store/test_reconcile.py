@@ -94,7 +94,7 @@ def only(store: EventStore) -> Difference:
 def test_a_clean_store_reports_nothing(event_store: EventStore) -> None:
     assert reconcile(event_store) == []
     append_all(event_store, scenarios(2 * len(KINDS)))
-    event_store.save_screening_list(csl_list(*ACME_ROWS), actor="ops")
+    event_store.save_screening_list(csl_list(*ACME_ROWS), by="ops")
     # tests.factories' policies keep no invoice registry: there is none to compare.
     assert reconcile(event_store, unique_invoices=False) == []
 
@@ -270,8 +270,8 @@ def test_an_invoice_no_event_registered_is_reported(registry: EventStore) -> Non
 @pytest.fixture
 def lists(event_store: EventStore) -> tuple[str, str]:
     first, second = csl_list(*ACME_ROWS), csl_list(ACME_ROWS[1], loaded_at=LOADED_AT + timedelta(hours=1))
-    assert event_store.save_screening_list(first, actor="ops")
-    assert event_store.save_screening_list(second, actor="ops")
+    assert event_store.save_screening_list(first, by="ops")
+    assert event_store.save_screening_list(second, by="ops")
     assert reconcile(event_store) == []
     return first.info.version, second.info.version
 

@@ -125,6 +125,14 @@ def test_the_whole_list_written_at_once_reads_the_same(tmp_path: Path) -> None:
     same_tables(DiskTables(IndexCache(tmp_path).write(memory), screening_list.info), memory)
 
 
+def test_a_part_summed_up_reads_back_as_it_was() -> None:
+    vessels = fold_part(read_entries(csl_text({"source": SDN, "name": "HORIZON", "type": "Vessel"})))
+    assert vessels.word_use == {}  # no name indexed
+    for part in (vessels, fold_part(mixed_list().entries)):
+        summary = PartSummary.of(part)
+        assert PartSummary.loads(summary.dumps()) == summary
+
+
 def test_parts_that_miss_entries_are_not_published(tmp_path: Path) -> None:
     cache = IndexCache(tmp_path)
     first, _ = split_csl(mixed_text(), 2)
@@ -213,11 +221,18 @@ import json, sys
 from pathlib import Path
 from chipclear.domain.screening import parse_csl
 from chipclear.domain.screening.csl import checksum
+from chipclear.domain.screening.csl import read_entries
 from chipclear.store.screening import IndexCache, Preparing
+from chipclear.store.sql_screening import entries_json
 
 text = Path(sys.argv[1]).read_text()
 cache = IndexCache(Path(sys.argv[2]))
 how = sys.argv[3]
+if how == "unreadable":  # a run of rows no CSL: the children say so, and prepare nothing
+    preparing = Preparing.start(cache, text, checksum(text))
+    print(json.dumps({"read": preparing.read() is not None}))
+    preparing.stop()
+    sys.exit()
 info = parse_csl(text, source="mixed", loaded_at=None).info
 if how == "break":  # the second part cannot be written: its child fails
     import chipclear.store.screening as screening
@@ -252,18 +267,26 @@ for _ in range(2 if how == "twice" else 1):  # the same list prepared again: its
     if how == "stop":  # the list is refused while the children work
         preparing.stop()
         finished = None
-    else:
+    elif how == "read":  # what the children read of the list first, as the store keeps it
+        read = preparing.read()
+        assert read is not None and preparing.read() is read  # once
+        assert read.entries_json == entries_json(read_entries(text))
+        assert (read.entries, read.names) == (info.entries, info.names)
         finished = preparing.finish(info)
+    else:
+        finished = preparing.finish(info)  # which waits for the children's reads first
     preparing.stop()  # again, and after finishing: nothing changes
 print(json.dumps({"children": children, "finished": finished}))
 """
 
 
-def prepare_in_children(tmp_path: Path, how: str, *, fails: bool = False) -> dict[str, object]:
-    """`Preparing` in a process of its own (this one may run threads, where it would not fork).
-    Nothing on stderr, unless a child `fails`: then its traceback."""
+def prepare_in_children(
+    tmp_path: Path, how: str, *, fails: bool = False, text: str | None = None
+) -> dict[str, object]:
+    """`Preparing` in a process of its own (this one may run threads, where it would not fork), of
+    `text` (else `mixed_text()`). Nothing on stderr, unless a child `fails`: then its traceback."""
     listed = tmp_path / "list.csv"
-    listed.write_text(mixed_text())
+    listed.write_text(mixed_text() if text is None else text)
     run = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(PREPARE), str(listed), str(tmp_path / "cache"), how],
         capture_output=True,
@@ -280,7 +303,7 @@ def prepare_in_children(tmp_path: Path, how: str, *, fails: bool = False) -> dic
     return result
 
 
-@pytest.mark.parametrize("how", ["fine", "twice"])
+@pytest.mark.parametrize("how", ["fine", "twice", "read"])
 def test_child_processes_prepare_the_cache_a_part_each(tmp_path: Path, how: str) -> None:
     assert prepare_in_children(tmp_path, how) == {"children": 2, "finished": True}
     screening_list = parse_csl(mixed_text(), source="mixed", loaded_at=None)
@@ -288,6 +311,24 @@ def test_child_processes_prepare_the_cache_a_part_each(tmp_path: Path, how: str)
     assert path.is_file() and len(parts_named(path)) == 2
     assert cache_files(tmp_path / "cache") == sorted([path, *parts_named(path)])  # nothing else
     same_tables(DiskTables(path, screening_list.info), MemoryTables(screening_list))
+
+
+# A list whose second run of rows has an entry without a name; one whose cut falls inside a quoted
+# field after a stray quote (the whole file reads, its first run does not: `split_csl`).
+UNREADABLE_RUNS = {
+    "no-name": csl_text(*({"source": EL, "name": f"Name {n}" if n != 30 else ""} for n in range(40))),
+    "stray-quote": "_id,source,name,alt_names\n"
+    + "".join(f'x{n},{EL},Acme{n} "Quantum,\n' if n == 1 else f'x{n},{EL},"Name\n{n}",\n' for n in range(40)),
+}
+
+
+@pytest.mark.parametrize("text", UNREADABLE_RUNS.values(), ids=UNREADABLE_RUNS)
+def test_a_run_the_children_cannot_read_prepares_nothing(tmp_path: Path, text: str) -> None:
+    """Nothing on stderr: the caller parses the whole file and says what is wrong, if anything."""
+    assert prepare_in_children(tmp_path, "unreadable", text=text) == {"read": False}
+    assert cache_files(tmp_path / "cache") == []
+    if text == UNREADABLE_RUNS["stray-quote"]:
+        assert len(read_entries(text)) == 40  # the file itself is a list
 
 
 def test_a_failed_child_leaves_no_cache_and_no_part(tmp_path: Path) -> None:

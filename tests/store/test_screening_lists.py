@@ -40,7 +40,7 @@ def test_a_store_without_lists(event_store: EventStore) -> None:
 
 def test_a_saved_list_is_current_and_its_event_vouches_for_it(event_store: EventStore) -> None:
     acme = csl_list(*ACME_ROWS)
-    assert event_store.save_screening_list(acme, actor="ops@example.com") is True
+    assert event_store.save_screening_list(acme, by="ops@example.com") is True
 
     assert event_store.current_screening_list() == acme
     assert event_store.screening_list_versions() == [acme.info]
@@ -66,11 +66,11 @@ def test_a_saved_list_is_current_and_its_event_vouches_for_it(event_store: Event
 
 def test_saving_the_same_content_again_writes_nothing(event_store: EventStore) -> None:
     acme = csl_list(*ACME_ROWS)
-    assert event_store.save_screening_list(acme, actor="ops")
-    assert event_store.save_screening_list(acme, actor="ops") is False
+    assert event_store.save_screening_list(acme, by="ops")
+    assert event_store.save_screening_list(acme, by="ops") is False
     # Same file, read again a day later: a different version string, the same checksum.
     again = csl_list(*ACME_ROWS, loaded_at=LOADED_AT + timedelta(days=1))
-    assert event_store.save_screening_list(again, actor="ops") is False
+    assert event_store.save_screening_list(again, by="ops") is False
     assert event_store.screening_list_versions() == [acme.info]
     assert len(event_store.read_stream(SCREENING_STREAM)) == 1
 
@@ -78,8 +78,8 @@ def test_saving_the_same_content_again_writes_nothing(event_store: EventStore) -
 def test_the_newest_load_is_current_whatever_its_clock(event_store: EventStore) -> None:
     first = csl_list(*ACME_ROWS)
     second = csl_list(ACME_ROWS[1], loaded_at=LOADED_AT - timedelta(minutes=5))  # a host running behind
-    assert event_store.save_screening_list(first, actor="host-a")
-    assert event_store.save_screening_list(second, actor="host-b")
+    assert event_store.save_screening_list(first, by="host-a")
+    assert event_store.save_screening_list(second, by="host-b")
 
     assert event_store.current_screening_list() == second
     assert event_store.current_screening_info() == second.info
@@ -87,7 +87,7 @@ def test_the_newest_load_is_current_whatever_its_clock(event_store: EventStore) 
     assert event_store.screening_list(first.info) == first
     # Going back to the first content is a new load, and it becomes current.
     back = csl_list(*ACME_ROWS, loaded_at=LOADED_AT + timedelta(hours=2))
-    assert event_store.save_screening_list(back, actor="ops")
+    assert event_store.save_screening_list(back, by="ops")
     assert event_store.current_screening_list() == back
     assert [info.version for info in event_store.screening_list_versions()] == [
         back.info.version,
@@ -106,13 +106,13 @@ def test_the_newest_load_is_current_whatever_its_clock(event_store: EventStore) 
 
 def test_lists_are_shared_by_every_handle(event_store: EventStore) -> None:
     acme = csl_list(*ACME_ROWS)
-    event_store.save_screening_list(acme, actor="ops")
+    event_store.save_screening_list(acme, by="ops")
     with closing(open_handle(event_store)) as other:
         assert other.current_screening_list() == acme
         assert other.screening_list_versions() == [acme.info]
         assert len(other.read_stream(SCREENING_STREAM)) == 1
         assert other.verify().ok
-        assert other.save_screening_list(acme, actor="ops") is False
+        assert other.save_screening_list(acme, by="ops") is False
         index = CurrentList(other).index()
         assert index.info == acme.info and index.entries == 2
 
@@ -120,7 +120,7 @@ def test_lists_are_shared_by_every_handle(event_store: EventStore) -> None:
 def test_verify_finds_an_edited_list(event_store: EventStore) -> None:
     """The list in force decides who is held: an edit to the stored entries must not go unnoticed."""
     acme = csl_list(*ACME_ROWS)
-    assert event_store.save_screening_list(acme, actor="ops")
+    assert event_store.save_screening_list(acme, by="ops")
     assert event_store.verify().ok
     raw = Raw(event_store)
     with closing(raw.conn):
@@ -146,7 +146,7 @@ def test_verify_finds_an_edited_list(event_store: EventStore) -> None:
 def test_verify_finds_an_edited_description(event_store: EventStore, column: str, value: str) -> None:
     """What a list says about itself (its source, its size, when it was loaded) is checked too."""
     acme = csl_list(*ACME_ROWS)
-    assert event_store.save_screening_list(acme, actor="ops")
+    assert event_store.save_screening_list(acme, by="ops")
     raw = Raw(event_store)
     with closing(raw.conn):
         raw.execute(f"UPDATE screening_lists SET {column} = {value} WHERE version = ?", (acme.info.version,))
@@ -157,7 +157,7 @@ def test_verify_finds_an_edited_description(event_store: EventStore, column: str
 
 def test_verify_finds_a_list_no_event_records(event_store: EventStore) -> None:
     acme = csl_list(*ACME_ROWS)
-    assert event_store.save_screening_list(acme, actor="ops")
+    assert event_store.save_screening_list(acme, by="ops")
     raw = Raw(event_store)
     with closing(raw.conn):
         raw.execute(
@@ -186,7 +186,7 @@ def test_the_activity_switches_to_a_loaded_list(event_store: EventStore) -> None
     activities = ScreeningActivities(event_store)
     sample_index = activities.index()
     acme = csl_list(*ACME_ROWS)
-    event_store.save_screening_list(acme, actor="ops")
+    event_store.save_screening_list(acme, by="ops")
 
     index = activities.index()
     assert index is not sample_index
@@ -201,7 +201,7 @@ def test_the_activity_switches_to_a_loaded_list(event_store: EventStore) -> None
     assert entry_names(again, "Zenith Trading") == ["Zenith Trading LLC"]
 
     newer = csl_list(ACME_ROWS[1], loaded_at=LOADED_AT + timedelta(hours=1))
-    event_store.save_screening_list(newer, actor="ops")
+    event_store.save_screening_list(newer, by="ops")
     latest = activities.index()
     assert latest.info == newer.info
     assert entry_names(latest, "Acme Quantum Devices") == []
@@ -209,7 +209,7 @@ def test_the_activity_switches_to_a_loaded_list(event_store: EventStore) -> None
 
 def test_the_activity_starts_with_the_stored_list(event_store: EventStore) -> None:
     acme = csl_list(*ACME_ROWS)
-    event_store.save_screening_list(acme, actor="ops")
+    event_store.save_screening_list(acme, by="ops")
     index = ScreeningActivities(event_store).index()
     assert index.info == acme.info
     assert entry_names(index, "SMIC") == []
@@ -230,11 +230,11 @@ def test_the_list_in_force_is_read_in_full_once_per_version(
     current = CurrentList(event_store)
     assert current.index().info.version.startswith("sample-")  # nothing loaded: the bundled sample
     acme = csl_list(*ACME_ROWS)
-    assert event_store.save_screening_list(acme, actor="ops")
+    assert event_store.save_screening_list(acme, by="ops")
     first = current.index()
     assert first.info == acme.info and current.index() is first and current.index() is first
     second = csl_list(ACME_ROWS[1], loaded_at=LOADED_AT + timedelta(hours=1))
-    assert event_store.save_screening_list(second, actor="ops")
+    assert event_store.save_screening_list(second, by="ops")
     assert current.index().info == second.info
     assert reads == [acme.info.version, second.info.version]
 
@@ -259,7 +259,7 @@ def test_a_cached_index_answers_as_the_one_in_memory(event_store: EventStore, tm
     """A CLI call opens the index a former call (or the load) prepared, and screens exactly as the
     worker's in-memory index does, explanations included."""
     acme = csl_list(*ACME_ROWS)
-    event_store.save_screening_list(acme, actor="ops")
+    event_store.save_screening_list(acme, by="ops")
     cache = IndexCache(tmp_path / "cache")
     first = CurrentList(event_store, cache).index()
     [written] = list((tmp_path / "cache").glob("screening-*.sqlite"))  # and its part
@@ -279,7 +279,7 @@ def test_a_cached_index_answers_as_the_one_in_memory(event_store: EventStore, tm
 
 def test_an_unreadable_cache_is_prepared_again(event_store: EventStore, tmp_path: Path) -> None:
     acme = csl_list(*ACME_ROWS)
-    event_store.save_screening_list(acme, actor="ops")
+    event_store.save_screening_list(acme, by="ops")
     cache = IndexCache(tmp_path)
     cache.path(acme.info).write_bytes(b"not a database")
     index = CurrentList(event_store, cache).index()
@@ -309,8 +309,8 @@ class Counted:
 @pytest.fixture
 def two_lists(event_store: EventStore) -> tuple[ScreeningList, ScreeningList]:
     first, second = csl_list(*ACME_ROWS), csl_list(ACME_ROWS[1], loaded_at=LOADED_AT + timedelta(hours=1))
-    assert event_store.save_screening_list(first, actor="ops")
-    assert event_store.save_screening_list(second, actor="ops")
+    assert event_store.save_screening_list(first, by="ops")
+    assert event_store.save_screening_list(second, by="ops")
     assert event_store.current_screening_info() == second.info
     return first, second
 
@@ -340,7 +340,7 @@ def test_deleting_the_newest_row_does_not_put_an_older_list_in_force(
     assert "(the list in force) missing" in missing.problem
     # Loading the same file again puts it right: a new load, in force, with its own event.
     again = csl_list(ACME_ROWS[1], loaded_at=LOADED_AT + timedelta(hours=2))
-    assert event_store.save_screening_list(again, actor="ops") is True
+    assert event_store.save_screening_list(again, by="ops") is True
     assert event_store.current_screening_list() == again
     assert len(event_store.read_stream(SCREENING_STREAM)) == 3
 
@@ -426,7 +426,7 @@ def test_removing_the_newest_screening_list_loaded_is_a_chain_break(
 
 def test_every_stored_event_of_the_stream_is_gone(event_store: EventStore) -> None:
     """The stream head without any event: the list in force is unknown, not "none loaded"."""
-    assert event_store.save_screening_list(csl_list(*ACME_ROWS), actor="ops")
+    assert event_store.save_screening_list(csl_list(*ACME_ROWS), by="ops")
     with attacker(event_store) as raw:
         raw.execute("DELETE FROM events WHERE stream_id = ?", (SCREENING_STREAM,))
     with pytest.raises(ScreeningListUnavailable, match="none of its events is stored"):

@@ -104,8 +104,8 @@ def fill(store: EventStore) -> Filled:
     append_all(store, found)
     first = csl_list(*ACME_ROWS)
     second = csl_list(ACME_ROWS[1], loaded_at=LOADED_AT + timedelta(hours=1))
-    assert store.save_screening_list(first, actor="ops@example.com")
-    assert store.save_screening_list(second, actor="ops@example.com")
+    assert store.save_screening_list(first, by="ops@example.com")
+    assert store.save_screening_list(second, by="ops@example.com")
     store.register_invoices(found[0].request_id, BUYER, ["INV-1", "INV-2"])
     store.register_invoices(found[1].request_id, BUYER, ["INV-3"])
     assert store.release_invoices(found[1].request_id) == 1  # ended unlicensed: INV-3 is free for BUYER
@@ -640,7 +640,7 @@ def test_a_store_with_only_lists_or_invoices_is_not_empty(
     holding: str, event_store: EventStore, export_lines: list[str]
 ) -> None:
     if holding == "screening-list":
-        assert event_store.save_screening_list(csl_list(*ACME_ROWS), actor="ops")
+        assert event_store.save_screening_list(csl_list(*ACME_ROWS), by="ops")
     else:
         event_store.register_invoices("req-x", BUYER, ["INV-77"])
     before = body(event_store)

@@ -431,7 +431,7 @@ async def _rescreened_held(client: Client, store: SQLiteEventStore) -> Recorded:
         handle = await start(client, store, worker, request)
         await wait_for(client, request.request_id, at_gate(US))
         listing = rescreening_tests.new_list()
-        store.save_screening_list(listing, actor="ops")
+        store.save_screening_list(listing, by="ops")
         await (await ops.start_rescreening(client, worker.task_queue, listing.info.version)).result()
         await ops.update(
             client, request.request_id, ClearScreeningHold(reviewer="alice", reason="a namesake")

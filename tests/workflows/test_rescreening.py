@@ -61,7 +61,7 @@ async def test_a_new_list_suspends_a_valid_licence_and_holds_a_request_under_rev
 
         listing = new_list()
         assert ScreeningIndex(listing).screen(parties_of(licensed), 90.0)  # the new list names them
-        assert store.save_screening_list(listing, actor="ops")
+        assert store.save_screening_list(listing, by="ops")
         version = listing.info.version
         tallies = {}
         for worker in (licensing, reviewing):

@@ -19,6 +19,7 @@ from chipclear.domain.screening.csl import (
 )
 from chipclear.domain.screening.index import ScreeningIndex
 from chipclear.domain.screening.models import (
+    DumpedList,
     PartyRole,
     ScreenedParty,
     ScreeningEntry,
@@ -34,6 +35,7 @@ __all__ = [
     "MIN_FUZZY_LENGTH",
     "REQUIRED_COLUMNS",
     "SAMPLE_LIST",
+    "DumpedList",
     "NameForm",
     "PartyRole",
     "ScreenedParty",

@@ -30,18 +30,35 @@ def parse_csl(
     """Parse a CSL CSV; any bad row rejects the whole file, so a half-read list is never used.
     `sha256`: the text's, if already worked out (`checksum`)."""
     entries = read_entries(text)
-    sha256 = sha256 or checksum(text)
-    names = sum(len(dict.fromkeys([e.name, *e.alt_names])) for e in entries)
+    info = list_info(
+        sha256 or checksum(text),
+        source=source,
+        loaded_at=loaded_at,
+        entries=len(entries),
+        names=names_in(entries),
+    )
+    return ScreeningList(info=info, entries=entries)
+
+
+def list_info(
+    sha256: str, *, source: str, loaded_at: datetime | None, entries: int, names: int
+) -> ScreeningListInfo:
+    """The description `parse_csl` gives a file of checksum `sha256` with that many entries and names:
+    `screening load` counts them in the processes that read the file's runs of rows, not again."""
     stamp = f"-{loaded_at.astimezone(UTC):%Y%m%dT%H%M%SZ}" if loaded_at is not None else ""
-    info = ScreeningListInfo(
+    return ScreeningListInfo(
         version=f"{'csl' if loaded_at else 'sample'}-{sha256[:12]}{stamp}",
         sha256=sha256,
         source=source,
         loaded_at=loaded_at,
-        entries=len(entries),
+        entries=entries,
         names=names,
     )
-    return ScreeningList(info=info, entries=entries)
+
+
+def names_in(entries: list[ScreeningEntry]) -> int:
+    """How many names `entries` have: each entry's name and alternative names, each counted once."""
+    return sum(len(dict.fromkeys([e.name, *e.alt_names])) for e in entries)
 
 
 def checksum(text: str) -> str:

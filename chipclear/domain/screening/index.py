@@ -9,8 +9,7 @@ were built from and a CLI call reads only the few rows it needs.
 from __future__ import annotations
 
 import gc
-import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,8 +30,7 @@ from chipclear.domain.screening.score import MIN_FUZZY_LENGTH, OPTIONAL, Weights
 # Entries that are not organisations or people: a vessel's or an aircraft's name ("HORIZON", "STAR")
 # never names a buyer, an end user or a consignee.
 NOT_A_PARTY = frozenset({"vessel", "aircraft"})
-# A country code at the end of an address ("Shenzhen, CN" or the bare "CN" of the CSL download).
-_COUNTRY = re.compile(r"(?:^|[\s,])([A-Z]{2})\s*$")
+_CAPITALS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 # Joins of up to this many consecutive words are indexed: "sun way" finds "sunway", "zhong ke shu
 # guang" finds "zhongke shuguang", and "zhongkeshuguang" finds both.
 MAX_JOIN = 4
@@ -51,8 +49,19 @@ class Card:
     countries: tuple[str, ...]
 
 
+def _country(address: str) -> str | None:
+    """The country code at the end of an address ("Shenzhen, CN" or the bare "CN" of the CSL download):
+    its last two characters, if capitals after nothing, a space or a comma (checked by hand: a regular
+    expression anchored at the end still searches the whole address, tens of thousands a list)."""
+    text = address.strip()
+    code = text[-2:]
+    if len(code) == 2 and _CAPITALS.issuperset(code):
+        return code if len(text) == 2 or text[-3] == "," or text[-3].isspace() else None
+    return None
+
+
 def _card(entry: ScreeningEntry) -> Card:
-    countries = tuple(dict.fromkeys(m.group(1) for a in entry.addresses if (m := _COUNTRY.search(a.strip()))))
+    countries = tuple(dict.fromkeys(code for a in entry.addresses if (code := _country(a)) is not None))
     return Card(
         entry.name, entry.source, entry.id, entry.entity_number, entry.type, tuple(entry.programs), countries
     )
@@ -153,9 +162,9 @@ def fold_part(entries: Sequence[ScreeningEntry]) -> Part:
     """Fold and index the names of `entries` (vessels and aircraft left out)."""
     names: list[Name] = []
     keys: dict[str, list[int]] = {}
-    use: dict[str, int] = {}
+    uses: list[str] = []  # each entry's words, once an entry
     read: dict[str, list[NameForm]] = {}  # lists repeat names across their sources
-    append = names.append
+    append, keyed = names.append, keys.get
     with no_collection():
         cards = [_card(entry) for entry in entries]
         for owner, entry in enumerate(entries):
@@ -180,21 +189,23 @@ def fold_part(entries: Sequence[ScreeningEntry]) -> Part:
                     folds = tuple(f for f in form.folds if f.startswith("bracketed")) if form.folds else ()
                     append(Name(owner, written, words, folds, form.optional))
                     for word in words:  # a name's words are distinct (normalise keeps each once)
-                        numbers = keys.get(word)
+                        numbers = keyed(word)
                         if numbers is None:
                             keys[word] = [number]
-                        elif numbers[-1] != number:
+                        else:
                             numbers.append(number)
                         used[word] = None
+                    if len(words) == 1:
+                        continue  # no joins
                     for join in _joined(words):
-                        numbers = keys.get(join)
+                        numbers = keyed(join)
                         if numbers is None:
                             keys[join] = [number]
                         elif numbers[-1] != number:  # a join met before in this name, or its word
                             numbers.append(number)
-            for word in used:
-                use[word] = use.get(word, 0) + 1
-    return Part(cards, names, keys, use)
+            uses += used
+    # Counted at once (in order of first use), not word by word as each entry is read.
+    return Part(cards, names, keys, dict(Counter(uses)))
 
 
 def near_words(words: Iterable[str]) -> dict[str, list[str]]:

@@ -3,6 +3,7 @@ the reasons it was found, so an officer can judge a hit without re-running the m
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -49,6 +50,17 @@ class ScreeningListInfo(_Frozen):
 class ScreeningList(_Frozen):
     info: ScreeningListInfo
     entries: list[ScreeningEntry]
+
+
+@dataclass(frozen=True)
+class DumpedList:
+    """A list whose entries are already in the form the store keeps them in (the JSON of
+    `chipclear.store.sql_screening.entries_json`, which its `ScreeningListLoaded` hashes):
+    `screening load` has them read and dumped by the processes that prepare the list's index, so the
+    process that stores the list never builds its tens of thousands of entries."""
+
+    info: ScreeningListInfo
+    entries_json: str
 
 
 class ScreenedParty(_Frozen):

@@ -175,6 +175,12 @@ _ASCII_BRACKETS = frozenset("([{")  # the opening brackets of `_BRACKETS` that a
 _BRACKETS = re.compile(r"[(\[{\u3010]([^)\]}\u3011]*)[)\]}\u3011]")  # after NFKC: no fullwidth ones
 _APOSTROPHES = re.compile("['`\u2018\u2019\u00b4]")
 _SEPARATORS = re.compile(r"[\W_]+")
+# What `_APOSTROPHES` and `_SEPARATORS` do to a text in ASCII (most names), in one pass: every character
+# but a letter or a digit a space, an apostrophe removed.
+_ASCII_SEPARATORS = str.maketrans(
+    {chr(code): None if chr(code) in "'`" else " " for code in range(128) if not chr(code).isalnum()}
+)
+_ASCII_DIGITS = frozenset("0123456789")
 _JOINED_AMPERSAND = re.compile(r"(?<=\w)&(?=\w)")
 _ORDINAL = re.compile(r"^\d+(st|nd|rd|th)$")
 _AFFILIATE = re.compile(r"affiliated entity:", re.IGNORECASE)
@@ -322,20 +328,32 @@ def _leet(word: str, leet: dict[str, str], folds: list[str]) -> str:
 def _words(text: str, one_as_l: bool, folds: list[str]) -> tuple[str, ...]:
     if "&" in text:
         text = _JOINED_AMPERSAND.sub("", text).replace("&", " and ")  # AT&T, R&D
-    words = _SEPARATORS.sub(" ", _APOSTROPHES.sub("", text)).split()
+    if text.isascii():
+        words = text.translate(_ASCII_SEPARATORS).split()
+        plain = _ASCII_DIGITS.isdisjoint(text)  # then every word is letters only: no leet to read
+    else:
+        words = _SEPARATORS.sub(" ", _APOSTROPHES.sub("", text)).split()
+        plain = False
     leet = LEET_ONE_AS_L if one_as_l else LEET
-    folded = [word if word.isalpha() or word.isdigit() else _leet(word, leet, folds) for word in words]
+    folded = (
+        words
+        if plain
+        else [word if word.isalpha() or word.isdigit() else _leet(word, leet, folds) for word in words]
+    )
     # Single letters in a row are one acronym: "s m i c" is "smic".
-    joined: list[str] = []
-    acronym = False
-    for word in folded:
-        single = len(word) == 1 and word.isalpha()
-        if single and acronym:
-            joined[-1] += word
-        else:
-            joined.append(word)
-            acronym = single
-    stemmed = [_stemmed(word) for word in joined]
+    joined = folded
+    if 1 in map(len, folded):
+        joined = []
+        acronym = False
+        for word in folded:
+            single = len(word) == 1 and word.isalpha()
+            if single and acronym:
+                joined[-1] += word
+            else:
+                joined.append(word)
+                acronym = single
+    stems = _STEMS
+    stemmed = [stems.get(word) or _stemmed(word) for word in joined]
     if _DROPPED_OR_PHRASE.isdisjoint(stemmed):
         return tuple(dict.fromkeys(stemmed))
     kept = _without_legal_forms(stemmed)
@@ -386,7 +404,11 @@ def name_forms(name: str, *, listed: bool = False) -> list[NameForm]:
         name = parts[-1] if len(parts) > 1 and parts[-1].strip() else name
     if name.isascii() and not _ASCII_BRACKETS.intersection(name):
         # Most names, listed or not: nothing to remove, reorder, read twice or split off (NFKC leaves
-        # ASCII as it is), so only its readings remain.
+        # ASCII as it is), so only its readings remain; without a 1 (read as i and as l), one.
+        if "1" not in name:
+            leet: list[str] = []
+            read = _words(name.lower(), False, leet)  # lower: ASCII's casefold
+            return [NameForm(read, tuple(dict.fromkeys(leet)))] if read else []
         plain: dict[tuple[str, ...], NameForm] = {}
         for words, folds in _readings(name):
             plain.setdefault(words, NameForm(words, tuple(dict.fromkeys(folds))))
