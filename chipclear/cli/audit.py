@@ -6,7 +6,7 @@ a key found beside the events proves nothing about who wrote them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,7 +30,7 @@ from chipclear.store.checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
-from chipclear.store.protocol import EventStore
+from chipclear.store.protocol import AuditProgress, EventStore
 from chipclear.store.reconcile import Difference, reconcile
 from chipclear.store.sql_checkpoints import CheckpointMismatch, UnknownEvent
 
@@ -100,7 +100,7 @@ def verify(checkpoint: CheckpointOption = None, json_: JsonOption = False) -> No
 
 
 @contextmanager
-def _progress(events: EventStore, *, shown: bool) -> Iterator[Callable[[int], None] | None]:
+def _progress(events: EventStore, *, shown: bool) -> Iterator[AuditProgress | None]:
     """A progress bar of the events checked, on a terminal only: piped or --json output is unchanged."""
     if not shown or not output.errors.is_terminal:
         yield None

@@ -29,6 +29,8 @@ from chipclear.store.projection import Projection, RowQuery
 from chipclear.store.transfer import ExportRecord, ImportSummary
 from chipclear.store.trust import RecorderKey, Trust
 
+# Told how many more events an audit has checked, stream by stream (the CLI's progress bar).
+AuditProgress = Callable[[int], None]
 PAGE = 1000  # events per read: a long log is read in pages, never all at once into memory
 
 
@@ -75,9 +77,7 @@ class EventLog(LogReader, Protocol):
         """How many events the log holds now."""
         ...
 
-    def verify(
-        self, trust: Trust | None = None, progress: Callable[[int], None] | None = None
-    ) -> AuditReport:
+    def verify(self, trust: Trust | None = None, progress: AuditProgress | None = None) -> AuditReport:
         """Check every chain, seal and signed act (and every stored screening list against its event)
         from one snapshot; `trust`: the keys the policy names (without it, a seal only has to verify
         under the key it names); `progress`: told how many more events were checked, stream by stream."""

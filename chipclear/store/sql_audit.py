@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from chipclear.store.chain import AuditReport, ChainBreak, first_break
+from chipclear.store.protocol import AuditProgress
 from chipclear.store.sql_base import SQLBackend, Tx, chain_row, streams_in_order
 from chipclear.store.sql_screening import screening_list_breaks
 from chipclear.store.trust import EventRow, StreamChecker, Trust
 
-Progress = Callable[[int], None]  # told how many more events were checked
-
 
 def audit(
-    backend: SQLBackend, tx: Tx, trust: Trust | None = None, progress: Progress | None = None
+    backend: SQLBackend, tx: Tx, trust: Trust | None = None, progress: AuditProgress | None = None
 ) -> AuditReport:
     """Every stream read once, in (stream, version) order a page at a time: memory holds one stream."""
     heads = {
@@ -72,7 +71,7 @@ class SQLAudit(SQLBackend):
         with self._reader() as tx:
             return int(tx.execute("SELECT count(*) FROM events").fetchone()[0])
 
-    def verify(self, trust: Trust | None = None, progress: Progress | None = None) -> AuditReport:
+    def verify(self, trust: Trust | None = None, progress: AuditProgress | None = None) -> AuditReport:
         """Every chain and head; every seal (by a key `trust` names, when given) and every signed act.
 
         Without `trust` each seal is checked against the key it names: that proves an event was sealed

@@ -21,6 +21,7 @@ import json
 import os
 import pkgutil
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -145,7 +146,8 @@ class Server:
     def __init__(self, env: dict[str, str] | None = None) -> None:
         if env is None:
             env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "CHIPCLEAR_"))}
-        self.path = tempfile.mktemp(prefix="chipclear-forked-", suffix=".sock")
+        self.folder = tempfile.mkdtemp(prefix="chipclear-forked-")  # private (0700): the socket's home
+        self.path = os.path.join(self.folder, "cli.sock")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.cli.forked", self.path],
             cwd=ROOT,
@@ -161,8 +163,7 @@ class Server:
     def stop(self) -> None:
         self.process.kill()
         self.process.wait()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     def run(
         self, argv: list[str], env: dict[str, str], timeout: float, cwd: Path | None = None
