@@ -36,7 +36,7 @@ from chipclear.domain.policy import load_policy
 from chipclear.domain.state import RequestState
 from chipclear.logs import configure
 from chipclear.projections import get_request, open_event_store
-from chipclear.store import EventStore
+from chipclear.store.protocol import EventStore
 from chipclear.temporal import connect
 from chipclear.worker import run_worker
 

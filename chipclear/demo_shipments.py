@@ -24,7 +24,7 @@ from chipclear.domain.exporter import DeclareUsShipments, period_of
 from chipclear.domain.licence import LabReport, LicenceStatus, Ship
 from chipclear.domain.state import RequestState
 from chipclear.kept_files import ToKeep
-from chipclear.store import EventStore
+from chipclear.store.protocol import EventStore
 
 EXPORTER = "NVIDIA Corporation"
 OFFICER = "sam"  # the exporter's trade-compliance officer in the bundled policies

@@ -110,9 +110,9 @@ def read_only(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=5)
 
 
-def open_sqlite_rows(url: str) -> SQLiteRequestRows | None:
-    """A read-only reader of the SQLite store at `url` (a `CHIPCLEAR_EVENT_STORE` URL), or None if the
-    store is not one this module reads as it is (see the module's docstring)."""
+def open_read_only(url: str) -> sqlite3.Connection | None:
+    """A read-only connection to the SQLite store at `url` (a `CHIPCLEAR_EVENT_STORE` URL) at the schema
+    version below, or None if it is no such store (the store itself names what is wrong, or migrates it)."""
     file = sqlite_file(url)
     synchronous = parse_qs(url.partition("?")[2]).get("synchronous", ["full"])[0]
     if file is None or synchronous.lower() not in SQLITE_SYNCHRONOUS:
@@ -125,13 +125,29 @@ def open_sqlite_rows(url: str) -> SQLiteRequestRows | None:
         return None
     try:
         migrated = db.execute("SELECT max(version) FROM schema_migrations").fetchone()
+    except sqlite3.Error:
+        migrated = None
+    if migrated is None or migrated[0] != SQLITE_SCHEMA_VERSION:
+        db.close()
+        return None
+    return db
+
+
+def open_sqlite_rows(url: str) -> SQLiteRequestRows | None:
+    """A read-only reader of the SQLite store at `url` (a `CHIPCLEAR_EVENT_STORE` URL), or None if the
+    store is not one this module reads as it is (see the module's docstring)."""
+    db = open_read_only(url)
+    if db is None:
+        return None
+    try:
         columns = {row[1] for row in db.execute(f"PRAGMA table_info({TABLE})")}
     except sqlite3.Error:
+        columns = set()
+    if columns != set(COLUMNS):
         db.close()
         return None
-    if migrated is None or migrated[0] != SQLITE_SCHEMA_VERSION or columns != set(COLUMNS):
-        db.close()
-        return None
+    file = sqlite_file(url)
+    assert file is not None
     return SQLiteRequestRows(db, file)
 
 

@@ -37,8 +37,8 @@ from chipclear.logs import configure, get_logger
 from chipclear.policy_record import record_policy
 from chipclear.projections import open_event_store
 from chipclear.recorder import CheckpointSchedule, checkpointing, load_recorder
-from chipclear.store import EventStore
 from chipclear.store.outage import StoreOutage
+from chipclear.store.protocol import EventStore
 from chipclear.store.urls import redact
 from chipclear.temporal import connect_patiently
 from chipclear.workflow_code import compile_once

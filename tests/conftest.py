@@ -21,7 +21,7 @@ from chipclear.devserver import UPDATE_LIMITS, temporal_binary
 from chipclear.domain.policy import Policy
 from chipclear.projections import PROJECTIONS
 from chipclear.search_attributes import dev_server_args
-from chipclear.store import open_store
+from chipclear.store.factory import open_store
 from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.temporal import DATA_CONVERTER
 from chipclear.worker import ACTIVITY_THREADS, ChipclearWorker, build_worker

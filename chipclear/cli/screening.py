@@ -9,7 +9,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -29,7 +29,6 @@ from chipclear.cli.common import (
     store,
 )
 from chipclear.cli.files import InvalidInput, read_text
-from chipclear.domain.gates import us_export
 from chipclear.domain.limits import cut
 from chipclear.domain.policy import Policy, load_policy
 from chipclear.domain.screening import (
@@ -38,15 +37,19 @@ from chipclear.domain.screening import (
     ScreeningIndex,
     ScreeningList,
     ScreeningListError,
+    ScreeningListInfo,
     parse_csl,
 )
 from chipclear.domain.screening.csl import checksum, list_info, read_entries
 from chipclear.domain.screening.index import MemoryTables, no_collection
 from chipclear.domain.screening_act import SCREENING_GATE, SCREENING_STREAM, LoadScreeningList, require_loader
+from chipclear.domain.sections import US_EXPORT, UsExportSection
 from chipclear.domain.signing import signed
-from chipclear.store.protocol import EventStore, ScreeningLists
-from chipclear.store.screening import CurrentList, IndexCache, Preparing
-from chipclear.store.sql_screening import LOADED_FIELDS, ScreeningListUnavailable
+from chipclear.store.screening import CurrentList, IndexCache, ListsInForce, Preparing
+from chipclear.store.screening_tables import LOADED_FIELDS, ScreeningListUnavailable, list_in_force
+
+if TYPE_CHECKING:
+    from chipclear.store.protocol import EventStore
 
 # A party's name in a request is at most this long (chipclear.domain.models.NonEmpty).
 MAX_NAME = 200
@@ -101,6 +104,8 @@ def _load(
     if not cached and policy.may_decide(loader, SCREENING_GATE):
         preparing = Preparing.start(cache, text, sha256)
     try:
+        if preparing is not None:
+            _import_for_storing()  # while the children read the file: it would wait for them
         listed = _read(file, text, sha256, source or file.name, preparing)
         if isinstance(listed, ScreeningList) and preparing is not None:
             preparing.stop()  # the file read whole after all: the children's parts are not its list
@@ -109,7 +114,6 @@ def _load(
         loaded = _store(events, file, listed, replace_smaller, loader, policy, key)
         prepared = cached
         if loaded and preparing is not None:
-            _import_rescreening()  # while the children work: it takes half a second
             prepared = preparing.finish(listed.info)
     finally:
         if preparing is not None:
@@ -189,10 +193,12 @@ def _store(
         return events.save_screening_list(parsed, by=act)
 
 
-def _import_rescreening() -> None:
-    """Import what starting the re-screening needs (Temporal's client): the load does it while its
-    children prepare the index, not after."""
+def _import_for_storing() -> None:
+    """Import what storing the list and starting the re-screening need (the store, which imports the
+    domain's events, and Temporal's client: about a second of CPU): the load does it while its children
+    read the file, rather than wait for them and then import."""
     import chipclear.client
+    import chipclear.store.factory
     import chipclear.temporal  # noqa: F401
 
 
@@ -244,11 +250,11 @@ def check(
     if country is not None and not re.fullmatch(r"[A-Z]{2}", country):
         raise InvalidInput(f"--country: {country!r} is not an ISO 3166-1 alpha-2 code such as CN")
     if threshold is None:
-        threshold = us_export.GATE.section(
-            load_policy(settings().policy, home=settings().home)
-        ).screening_threshold
+        section = load_policy(settings().policy, home=settings().home).section(US_EXPORT)
+        assert isinstance(section, UsExportSection)
+        threshold = section.screening_threshold
     try:
-        index = current_list(store()).index()
+        index = current_list(_in_force()).index()
     except ScreeningListUnavailable as exc:
         fail(str(exc), 1)
     for name in names:  # as long as a party's name may be: fuzzy matching a megabyte takes minutes
@@ -294,9 +300,30 @@ def check(
         output.console.print(table)
 
 
-def current_list(events: ScreeningLists) -> CurrentList:
+def current_list(events: ListsInForce) -> CurrentList:
     """The list in force, its prepared index cached under $CHIPCLEAR_HOME/cache across CLI calls."""
     return CurrentList(events, cache_of_home())
+
+
+class _ReadInForce:
+    """The list in force as read straight from a SQLite store's file (`list_in_force`): the store is
+    opened only if the list's index must be prepared from its entries (no cache of it yet)."""
+
+    def __init__(self, info: ScreeningListInfo | None) -> None:
+        self.info = info
+
+    def current_screening_info(self) -> ScreeningListInfo | None:
+        return self.info
+
+    def screening_list(self, info: ScreeningListInfo) -> ScreeningList:
+        return store().screening_list(info)
+
+
+def _in_force() -> ListsInForce:
+    """Which list is in force, for a `check`: without importing the store where the file tells
+    (chipclear/store/screening_tables.py); else the store, which also says what is wrong."""
+    read = list_in_force(settings().event_store_url)
+    return store() if read is None else _ReadInForce(read.info)
 
 
 def cache_of_home() -> IndexCache:

@@ -31,11 +31,10 @@ from pydantic import (
 )
 from pydantic_core import to_jsonable_python
 
-from chipclear.domain import input_gate
+from chipclear.domain import input_gate, registry
 from chipclear.domain.input_gate import check_plain
 from chipclear.domain.limits import MAX_POLICY_BYTES, cut, cut_text
 from chipclear.domain.models import GateName
-from chipclear.domain.registry import registered
 from chipclear.domain.signing import RESERVED_ACTORS, PublicKeyText
 
 
@@ -282,11 +281,11 @@ class Policy(BaseModel):
 
 
 def section_model(gate: str) -> type[GateSection]:
-    found = registered().get(gate)
-    if found is None:
-        known = ", ".join(sorted(registered()))
-        raise ValueError(f"route: unknown gate {gate!r} (known gates: {known})")
-    return found.section_model
+    try:
+        return registry.section_model(gate)
+    except KeyError:
+        known = ", ".join(sorted(registry.registered()))
+        raise ValueError(f"route: unknown gate {gate!r} (known gates: {known})") from None
 
 
 class PolicyError(ValueError):

@@ -1,34 +1,6 @@
-"""The event store: the legal record. Small interfaces (`protocol`); backends chosen by URL (`factory`)."""
+"""The event store: the legal record. Small interfaces (`protocol`); backends chosen by URL (`factory`).
 
-from chipclear.store.chain import AuditReport
-from chipclear.store.errors import ConcurrencyError, StoreUnavailable
-from chipclear.store.factory import open_store
-from chipclear.store.protocol import (
-    AppendResult,
-    EventLog,
-    EventStore,
-    InvoiceRegistry,
-    LogReader,
-    ProjectionRows,
-    Projections,
-    Schema,
-    ScreeningLists,
-    Transfer,
-)
-
-__all__ = [
-    "AppendResult",
-    "AuditReport",
-    "ConcurrencyError",
-    "EventLog",
-    "EventStore",
-    "InvoiceRegistry",
-    "LogReader",
-    "ProjectionRows",
-    "Projections",
-    "Schema",
-    "ScreeningLists",
-    "StoreUnavailable",
-    "Transfer",
-    "open_store",
-]
+Importing the package imports none of its modules: a command that reads one table straight from a
+SQLite file (chipclear.store.list_in_force, chipclear.request_rows) does not wait for the store's
+interfaces, which import the domain's events.
+"""

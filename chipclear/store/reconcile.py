@@ -40,8 +40,9 @@ from chipclear.domain.events import ScreeningListLoaded, StoredEvent
 from chipclear.domain.names import normalise_buyer
 from chipclear.store.projection import Projection
 from chipclear.store.protocol import PAGE, EventStore
+from chipclear.store.screening_tables import DESCRIPTION
 from chipclear.store.sql_base import EVENT_COLUMNS, SQLBackend, Tx, sha256, stored_event
-from chipclear.store.sql_screening import DESCRIPTION, SCREENING_STREAM, described, loaded_by
+from chipclear.store.sql_screening import SCREENING_STREAM, described, loaded_by
 
 SHOWN = 60  # values longer than this (a state's JSON) are said to differ, not quoted
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from importlib import resources
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 from chipclear.domain.screening import (
     ScreeningIndex,
@@ -51,8 +51,7 @@ from chipclear.domain.screening.index import (
     no_collection,
 )
 from chipclear.domain.screening.score import Weights
-from chipclear.store.protocol import ScreeningLists
-from chipclear.store.sql_screening import entries_json, joined_entries_json
+from chipclear.store.screening_tables import entries_json, joined_entries_json
 
 # The matcher's own source: a cache built by other code is never read (its words could differ).
 _MATCHER_MODULES = ("normalise.py", "score.py", "index.py")
@@ -449,13 +448,22 @@ def temporary(path: Path) -> Path:
     return path.with_name(f"{path.name}.{uuid.uuid4().hex[:16]}.tmp")
 
 
+class ListsInForce(Protocol):
+    """What `CurrentList` asks of the store (`ScreeningLists` has it): which list is in force, and a
+    list's entries when it has to prepare its index."""
+
+    def current_screening_info(self) -> ScreeningListInfo | None: ...
+
+    def screening_list(self, info: ScreeningListInfo) -> ScreeningList: ...
+
+
 class CurrentList:
     """Keeps one prepared index per list version: a full list is parsed once, not per request.
 
     With a `cache`, an index is opened from disk when one was prepared before (by any process), and
     written there when this process prepares it."""
 
-    def __init__(self, store: ScreeningLists, cache: IndexCache | None = None) -> None:
+    def __init__(self, store: ListsInForce, cache: IndexCache | None = None) -> None:
         self.store = store
         self.cache = cache
         self._index: ScreeningIndex | None = None

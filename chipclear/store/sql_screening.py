@@ -21,33 +21,16 @@ from chipclear.domain.screening_act import SCREENING_STREAM as SCREENING_STREAM
 from chipclear.domain.screening_act import LoadScreeningList
 from chipclear.store.chain import ChainBreak, link, timestamp
 from chipclear.store.protocol import ConcurrencyError
+from chipclear.store.screening_tables import (
+    AUDIT_HINT,
+    DESCRIPTION,
+    LOADED_FIELDS,
+    SCREENING_COLUMNS,
+    ScreeningListUnavailable,
+    entries_json,
+)
 from chipclear.store.sql_base import EVENT_COLUMNS, SQLBackend, Tx, chain_row, sha256, stored_event
 from chipclear.store.sql_log import append_in
-
-SCREENING_COLUMNS = ("version", "sha256", "source", "loaded_at", "entries", "names", "data")
-# What a row says about its list, in the order `described` gives the event's account of it.
-DESCRIPTION = ("sha256", "source", "entries", "names", "loaded_at")
-# What a `ScreeningListLoaded` says of its list, as `ScreeningListInfo` names it (the load time is
-# the event's).
-LOADED_FIELDS: set[str] = {"version", "sha256", "source", "entries", "names"}
-AUDIT_HINT = "screening stops until it is put right (load the list again, and see `chipclear audit verify`)"
-
-
-def entries_json(entries: list[ScreeningEntry]) -> str:
-    """The entries as stored: `json.dumps` of each one's `model_dump(mode="json")`, read from its
-    fields as they are (strings, None and lists of strings only), without tens of thousands of dumps."""
-    return json.dumps([vars(entry) for entry in entries])
-
-
-def joined_entries_json(runs: list[str]) -> str:
-    """`entries_json` of the entries of `runs` one after the other, from each run's `entries_json` (of
-    one entry or more): the same text, as `json.dumps` separates a list's items with ", "."""
-    return "[" + ", ".join(run[1:-1] for run in runs) + "]"
-
-
-class ScreeningListUnavailable(RuntimeError):
-    """The list in force (the newest `ScreeningListLoaded`) is missing, altered or not vouched for by
-    the chain: screening refuses rather than use another list. The message names the list."""
 
 
 def loaded_by(event: StoredEvent) -> ScreeningListLoaded:

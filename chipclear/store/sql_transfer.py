@@ -13,6 +13,7 @@ from chipclear.store.chain import timestamp
 from chipclear.store.checkpoint import Checkpoint
 from chipclear.store.errors import StoreNotEmpty
 from chipclear.store.protocol import PAGE
+from chipclear.store.screening_tables import SCREENING_COLUMNS
 from chipclear.store.sql_audit import audit
 from chipclear.store.sql_base import EVENT_COLUMNS, SQLBackend, Tx, set_head
 from chipclear.store.sql_checkpoints import (
@@ -24,7 +25,6 @@ from chipclear.store.sql_checkpoints import (
 from chipclear.store.sql_invoices import INVOICE_COLUMNS
 from chipclear.store.sql_projection import rebuild
 from chipclear.store.sql_schema import schema_version
-from chipclear.store.sql_screening import SCREENING_COLUMNS
 from chipclear.store.transfer import (
     ExportedCheckpoint,
     ExportedEvent,

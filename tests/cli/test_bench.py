@@ -10,7 +10,7 @@ from pathlib import Path
 from chipclear.bench_report import BEGIN, END
 from chipclear.domain.models import Status
 from chipclear.projections import list_requests
-from chipclear.store import open_store
+from chipclear.store.factory import open_store
 from tests.cli.test_cli import chipclear, hermetic_env, ok
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from chipclear.domain.screening.csl import read_entries
-from chipclear.store.sql_screening import entries_json
+from chipclear.store.screening_tables import entries_json
 from tests import keys
 from tests.cli.test_cli import Result, as_json, chipclear, flat, hermetic_env, ok, refused, show
 from tests.store.test_screening_cache import UNREADABLE_RUNS, mixed_text

@@ -21,7 +21,7 @@ from chipclear.domain import events as ev
 from chipclear.domain.allocation import UnitsGranted, UnitsReleased
 from chipclear.domain.events import StoredEvent
 from chipclear.projections import open_event_store
-from chipclear.store import EventStore
+from chipclear.store.protocol import EventStore
 
 
 @pytest.fixture(scope="module")

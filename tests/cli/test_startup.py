@@ -26,6 +26,7 @@ from chipclear.projections import PROJECTIONS, get_request, newest_requests
 from chipclear.store.sqlite import SQLiteEventStore
 from tests import keys
 from tests.cli.test_cli import Result, chipclear, hermetic_env, ok, refused, show
+from tests.domain.test_screening import ACME_ROWS, csl_list
 from tests.store.support import KINDS, RECORDER, append_all, scenario, scenarios
 
 # What a call that needs none of them must not import (a prefix names a package and its modules).
@@ -117,12 +118,40 @@ def test_list_reads_the_store_rows_alone(home: Path) -> None:
     refused(traced(home, "list", "--after", "no-such-request"), "no such request in the event store", code=2)
 
 
-def test_screening_check_needs_no_temporal(home: Path) -> None:
+# What `screening check` needs neither of: Temporal, and the events, gates and store they imply (it reads
+# the policy, which list is in force, and that list's prepared index: chipclear.store.screening_tables).
+NOT_FOR_A_CHECK = (
+    "temporalio",
+    "chipclear.client",
+    "workflows",
+    "structlog",
+    "chipclear.domain.events",
+    "chipclear.domain.gates",
+    "chipclear.domain.allocation",
+    "chipclear.store.protocol",
+    "chipclear.store.sqlite",
+)
+
+
+def test_screening_check_reads_the_list_in_force_alone(home: Path) -> None:
     with closing(SQLiteEventStore(home / "events.db", projections=PROJECTIONS, recorder=RECORDER)):
         pass  # an empty store: screenings use the bundled sample list
     result = ok(traced(home, "screening", "check", "Sugon", "--json"))
-    assert heavy(imported(result), ("temporalio", "chipclear.client", "workflows", "structlog")) == []
-    assert json.loads(result.stdout)["list_version"], show(result)
+    assert heavy(imported(result), NOT_FOR_A_CHECK) == [], show(result)
+    assert json.loads(result.stdout)["list_version"].startswith("sample"), show(result)
+    # A list loaded: the first check prepares its index from the stored entries (through the store),
+    # and every later one opens it by the list the store's file says is in force.
+    listed = csl_list(*ACME_ROWS)
+    with closing(SQLiteEventStore(home / "events.db", projections=PROJECTIONS, recorder=RECORDER)) as store:
+        assert store.save_screening_list(listed, by="ops")
+    first = ok(traced(home, "screening", "check", "Acme Quantum Devices", "--json"))
+    assert "chipclear.store.sqlite" in imported(first), show(first)
+    again = ok(traced(home, "screening", "check", "Acme Quantum Devices", "--json"))
+    assert heavy(imported(again), NOT_FOR_A_CHECK) == [], show(again)
+    assert json.loads(again.stdout) == json.loads(first.stdout), show(again)
+    checked = json.loads(again.stdout)
+    assert checked["list_version"] == listed.info.version, show(again)
+    assert [match["entry_name"] for match in checked["matches"]] == [ACME_ROWS[0]["name"]], show(again)
 
 
 def test_each_lazy_command_is_listed_by_its_own_help() -> None:

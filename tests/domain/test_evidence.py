@@ -37,9 +37,10 @@ from chipclear.domain.evidence import (
 )
 from chipclear.domain.facts import NONE, Facts, FactsWanted, RegisterInvoices, ReleaseInvoices
 from chipclear.domain.gates import domestic_quota
-from chipclear.domain.gates.domestic_quota import DomesticQuotaSection, DomesticQuotaSlice
+from chipclear.domain.gates.domestic_quota import DomesticQuotaSlice
 from chipclear.domain.models import ImportRequest, ProcurementRecord, Status, invoice_key
 from chipclear.domain.policy import DEFAULT_ROUTE, CalendarPeriod, Policy, load_policy
+from chipclear.domain.sections import DomesticQuotaSection
 from chipclear.domain.state import RequestState
 from tests import decisions
 from tests.decisions import World, only, types

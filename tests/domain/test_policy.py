@@ -31,6 +31,7 @@ from chipclear.domain.policy import (
     require_keys,
     section_key,
 )
+from chipclear.domain.sections import UsExportSection
 from chipclear.domain.signing import RESERVED_ACTORS
 from tests import keys
 from tests.factories import make_policy, safe_policy
@@ -481,7 +482,7 @@ def test_policy_dump_writes_every_value_out(build):
 
 def test_a_section_model_refuses_unknown_keys():
     with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
-        us_export.UsExportSection.model_validate({"screenin": True})
+        UsExportSection.model_validate({"screenin": True})
 
 
 # -- a policy is checked like input (issue 14) ------------------------------------------------------
@@ -513,7 +514,7 @@ def test_a_policy_file_with_unbounded_rules_is_refused(tmp_path: Path, body: str
 
 
 def test_ten_years_is_the_longest_rule() -> None:
-    section = us_export.UsExportSection.model_validate({"decision_deadline": "P3653D"})
+    section = UsExportSection.model_validate({"decision_deadline": "P3653D"})
     assert section.decision_deadline == timedelta(days=3653)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from temporalio.client import Client
 
-from chipclear.store import open_store
+from chipclear.store.factory import open_store
 from chipclear.store.protocol import EventStore
 from tests.faults.rig import (
     CHIPCLEAR,

@@ -223,7 +223,7 @@ from chipclear.domain.screening import parse_csl
 from chipclear.domain.screening.csl import checksum
 from chipclear.domain.screening.csl import read_entries
 from chipclear.store.screening import IndexCache, Preparing
-from chipclear.store.sql_screening import entries_json
+from chipclear.store.screening_tables import entries_json
 
 text = Path(sys.argv[1]).read_text()
 cache = IndexCache(Path(sys.argv[2]))

@@ -24,8 +24,9 @@ from chipclear.domain.screening import (
 from chipclear.store.protocol import EventStore
 from chipclear.store.reconcile import reconcile
 from chipclear.store.screening import CurrentList, IndexCache
+from chipclear.store.screening_tables import ScreeningListUnavailable, entries_json
 from chipclear.store.sql_base import sha256
-from chipclear.store.sql_screening import SCREENING_STREAM, ScreeningListUnavailable, entries_json
+from chipclear.store.sql_screening import SCREENING_STREAM
 from chipclear.store.upcasting import UPCASTERS
 from tests.domain.test_screening import ACME_ROWS, HUAWEI, LOADED_AT, csl_list, entry_names
 from tests.store.support import Raw, attacker, open_handle
@@ -267,7 +268,7 @@ def test_a_cached_index_answers_as_the_one_in_memory(event_store: EventStore, tm
 
     reads: list[ScreeningListInfo] = []
     later = CurrentList(event_store, cache)
-    later.store = Counted(event_store, reads)  # type: ignore[assignment]
+    later.store = Counted(event_store, reads)
     opened = later.index()
     assert reads == []  # nothing read in full: the cache answered
     assert opened.info == acme.info and opened.entries == 2

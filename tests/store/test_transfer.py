@@ -40,9 +40,10 @@ from chipclear.store.errors import StoreNotEmpty, StoreUnavailable
 from chipclear.store.postgres import MIGRATIONS as PG_MIGRATIONS
 from chipclear.store.postgres import PostgresEventStore, _Tx, split_url
 from chipclear.store.protocol import EventStore
+from chipclear.store.screening_tables import ScreeningListUnavailable
 from chipclear.store.sql_log import append_in
 from chipclear.store.sql_projection import rebuild
-from chipclear.store.sql_screening import SCREENING_STREAM, ScreeningListUnavailable
+from chipclear.store.sql_screening import SCREENING_STREAM
 from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.store.transfer import (
     CSV_COLUMNS,

@@ -17,24 +17,11 @@ from chipclear.domain.errors import DomainError
 from chipclear.domain.events import AllocationGranted, AllocationQueued, AllocationReleased, Event, GateDenied
 from chipclear.domain.facts import FactsWanted
 from chipclear.domain.gates.base import LEDGER_ACTOR, By, Context, GateRules, Payload, approval, require_at
-from chipclear.domain.models import PartyKind
-from chipclear.domain.policy import GateMode, Policy, ReviewSection
+from chipclear.domain.policy import GateMode, Policy
+from chipclear.domain.sections import CN_IMPORT, CnImportSection
 from chipclear.domain.state import GateSlice, RequestState
 
-NAME = "cn-import"
-
-
-class CnImportSection(ReviewSection):
-    excluded_buyer_kinds: frozenset[PartyKind] = frozenset(
-        {
-            PartyKind.MILITARY,
-            PartyKind.GOVERNMENT,
-            PartyKind.CRITICAL_INFRASTRUCTURE,
-            PartyKind.STATE_OWNED,
-        }
-    )
-    # Units come from allocation batches (`chipclear batch open`): on unless a policy turns it off.
-    allocate_from_batches: bool = True
+NAME = CN_IMPORT
 
 
 class AllocationRecord(BaseModel):

@@ -9,9 +9,7 @@ holds the request until more evidence arrives or the evidence deadline passes.
 
 from __future__ import annotations
 
-from datetime import timedelta
-from functools import cached_property
-from typing import Annotated, Any
+from typing import Any
 
 from pydantic import Field
 
@@ -36,38 +34,11 @@ from chipclear.domain.evidence import (
 from chipclear.domain.facts import FactsWanted, RegisterInvoices, ReleaseInvoices
 from chipclear.domain.gates.base import Context, GateRules, Payload, approval, require_open
 from chipclear.domain.models import ProcurementRecord
-from chipclear.domain.names import normalise_buyer
-from chipclear.domain.policy import GateMode, GateSection, IsoDuration, Policy, VendorRule
+from chipclear.domain.policy import GateMode, Policy
+from chipclear.domain.sections import DOMESTIC_QUOTA, DomesticQuotaSection
 from chipclear.domain.state import GateSlice, RequestState
 
-NAME = "domestic-quota"
-
-
-class DomesticQuotaSection(GateSection):
-    required_ratio: Annotated[float, Field(ge=0)] = 1.0
-    deny_state_funded: bool = True
-    # A request short of domestic evidence waits this long, then expires.
-    evidence_deadline: IsoDuration = timedelta(days=60)
-    # Public computing hubs: domestic share of the data centre's accelerators after import, > this.
-    min_domestic_share: Annotated[float, Field(gt=0, lt=1)] | None = None
-    # The vendors evidence may name (empty: any vendor counts).
-    vendors: dict[str, VendorRule] = Field(default_factory=dict)
-    # An invoice counts once, for one request of one buyer, across all requests: on unless a policy
-    # turns it off.
-    unique_invoices: bool = True
-
-    @property
-    def deadline(self) -> timedelta:
-        return self.evidence_deadline
-
-    def vendor(self, name: str) -> tuple[str, VendorRule] | None:
-        """The vendor rule for `name`, matched without regard to case, punctuation or legal form."""
-        return self._vendors_by_key.get(normalise_buyer(name))
-
-    @cached_property
-    def _vendors_by_key(self) -> dict[str, tuple[str, VendorRule]]:
-        # Once per policy, not once per record judged: evidence is judged several times per update.
-        return {normalise_buyer(listed): (listed, rule) for listed, rule in reversed(self.vendors.items())}
+NAME = DOMESTIC_QUOTA
 
 
 class DomesticQuotaSlice(GateSlice):

@@ -9,9 +9,7 @@ so two requests decided at the same instant cannot both take the same headroom).
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Any
-
-from pydantic import Field
+from typing import Any
 
 from chipclear.domain import events
 from chipclear.domain.buyer_cap import RULE as BUYER_CAP_RULE
@@ -20,25 +18,13 @@ from chipclear.domain.commands import ClearScreeningHold, Command, Compensate, D
 from chipclear.domain.errors import DomainError
 from chipclear.domain.facts import FactsWanted, ScreenParties
 from chipclear.domain.gates.base import POLICY_ACTOR, By, Context, GateRules, Payload, approval, require_open
-from chipclear.domain.models import PartyKind
-from chipclear.domain.policy import GateMode, IsoDuration, Policy, ReviewSection
+from chipclear.domain.policy import GateMode, Policy
 from chipclear.domain.registry import gate_of
 from chipclear.domain.screening import parties_of
+from chipclear.domain.sections import US_EXPORT, UsExportSection
 from chipclear.domain.state import GateSlice, RequestState
 
-NAME = "us-export"
-
-
-class UsExportSection(ReviewSection):
-    max_units_per_request: Annotated[int, Field(ge=1)] = 75_000
-    # Over all of one buyer's requests; None: no cap across requests.
-    max_units_per_buyer: Annotated[int, Field(ge=1)] | None = None
-    excluded_end_user_kinds: frozenset[PartyKind] = frozenset({PartyKind.MILITARY})
-    # Restricted-party screening of every party before review: on unless a policy turns it off.
-    screening: bool = True
-    screening_threshold: Annotated[float, Field(ge=50, le=100)] = 90.0
-    info_deadline: IsoDuration = timedelta(days=10)  # how long the applicant has to answer
-    default_conditions: tuple[Annotated[str, Field(min_length=1, max_length=2000)], ...] = ()
+NAME = US_EXPORT
 
 
 class UsExportSlice(GateSlice):

@@ -55,7 +55,7 @@ class ScreeningList(_Frozen):
 @dataclass(frozen=True)
 class DumpedList:
     """A list whose entries are already in the form the store keeps them in (the JSON of
-    `chipclear.store.sql_screening.entries_json`, which its `ScreeningListLoaded` hashes):
+    `chipclear.store.screening_tables.entries_json`, which its `ScreeningListLoaded` hashes):
     `screening load` has them read and dumped by the processes that prepare the list's index, so the
     process that stores the list never builds its tens of thousands of entries."""
 
