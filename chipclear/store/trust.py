@@ -11,7 +11,8 @@ database can recompute hashes. Two signatures do:
   it were written by one append, the first of them at the version the person signed for, plus one.
 
 The trusted keys come from the policy (`Trust.from_policy`), never from the store: a key found in the
-store proves nothing. Pure: the SQL audit (which `store import` runs) feeds `StreamChecker` row by row.
+store proves nothing. The SQL audit (which `store import` runs) feeds `StreamChecker` (the acts) and
+`SealChecks` (the seals, on threads of their own) row by row.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import base64
 import binascii
 import functools
 import json
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -132,6 +135,72 @@ class EventRow(NamedTuple):
     seal: str | None
 
 
+# One row's seal, as `SealChecks` hands it to a thread: (stream_id, version, type, sealed_by, hash, seal).
+_Sealed = tuple[str, int, str, str | None, str, str | None]
+
+
+def _seal_problems(sealed: _Sealed, trust: Trust | None) -> list[str]:
+    _, _, _, sealed_by, hash_, seal_ = sealed
+    if not sealed_by or not seal_:
+        return ["no recorder seal"]
+    if not seal_verifies(sealed_by, hash_, seal_):
+        return ["the recorder seal does not verify"]
+    if trust is not None and sealed_by not in trust.recorder_keys:
+        where = f"policy {trust.policy_version}" if trust.policy_version else "the policy"
+        return [f"sealed by {sealed_by}, which {where} does not name as a recorder key"]
+    return []
+
+
+def _unsealed(rows: list[_Sealed], trust: Trust | None) -> list[ChainBreak]:
+    return [
+        ChainBreak(stream_id=row[0], version=row[1], event_type=row[2], problem=problem)
+        for row in rows
+        for problem in _seal_problems(row, trust)
+    ]
+
+
+class SealChecks:
+    """Every row's recorder seal, checked on `pool`'s threads while the audit reads and hashes on.
+
+    An Ed25519 verification costs about a hundred times a row's sha256, and cryptography releases the
+    interpreter's lock while it verifies: on threads of their own the seals use the other cores instead
+    of setting the audit's pace alone. Rows go in batches; at most `pool`'s threads times four batches
+    wait at once, so memory stays bounded however long the log. Without a pool, each batch is checked
+    when full, in this thread."""
+
+    BATCH = 256
+
+    def __init__(self, trust: Trust | None, pool: Executor | None = None, threads: int = 1) -> None:
+        self.trust = trust
+        self._pool = pool
+        self._waiting = 4 * threads
+        self._batch: list[_Sealed] = []
+        self._pending: deque[Future[list[ChainBreak]]] = deque()
+        self._found: list[ChainBreak] = []
+
+    def add(self, row: EventRow) -> None:
+        self._batch.append((row.stream_id, row.version, row.type, row.sealed_by, row.hash, row.seal))
+        if len(self._batch) >= self.BATCH:
+            self._hand_on()
+
+    def _hand_on(self) -> None:
+        batch, self._batch = self._batch, []
+        if self._pool is None:
+            self._found += _unsealed(batch, self.trust)
+            return
+        while len(self._pending) >= self._waiting:
+            self._found += self._pending.popleft().result()
+        self._pending.append(self._pool.submit(_unsealed, batch, self.trust))
+
+    def problems(self) -> list[ChainBreak]:
+        """Every seal's problem, once every row was added."""
+        if self._batch:
+            self._hand_on()
+        while self._pending:
+            self._found += self._pending.popleft().result()
+        return self._found
+
+
 @dataclass
 class _Use:
     """Where a signature was first used (its first event, that append's time) and how far it reaches."""
@@ -154,21 +223,12 @@ class StreamChecker:
     _appends: dict[int, str] = field(default_factory=dict)  # version -> recorded_at, for the "once" rule
 
     def check(self, row: EventRow) -> list[ChainBreak]:
+        """The row's act checked (its seal is `SealChecks`'s)."""
         self.rows_checked += 1
-        problems = [*self._seal(row), *self._act(row)]
         return [
             ChainBreak(stream_id=row.stream_id, version=row.version, event_type=row.type, problem=p)
-            for p in problems
+            for p in self._act(row)
         ]
-
-    def _seal(self, row: EventRow) -> Iterable[str]:
-        if not row.sealed_by or not row.seal:
-            yield "no recorder seal"
-        elif not seal_verifies(row.sealed_by, row.hash, row.seal):
-            yield "the recorder seal does not verify"
-        elif self.trust is not None and row.sealed_by not in self.trust.recorder_keys:
-            where = f"policy {self.trust.policy_version}" if self.trust.policy_version else "the policy"
-            yield f"sealed by {row.sealed_by}, which {where} does not name as a recorder key"
 
     def _act(self, row: EventRow) -> Iterable[str]:
         self._appends[row.version] = row.recorded_at

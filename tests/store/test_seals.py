@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,7 +36,7 @@ from chipclear.store.errors import CannotSeal
 from chipclear.store.protocol import EventStore
 from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.store.transfer import InvalidExport, read_jsonl, write_jsonl
-from chipclear.store.trust import Sealer, Trust, seal_verifies
+from chipclear.store.trust import EventRow, SealChecks, Sealer, Trust, seal_verifies
 from tests import keys
 from tests.factories import make_policy, make_request
 from tests.store.support import (
@@ -395,3 +396,52 @@ def test_an_act_signed_with_a_retired_key_still_verifies_and_no_other(waiting: E
     assert breaks(waiting, untrusted) == [
         (STREAM, 6, "GateApproved", "the act is signed with a key that is not wang's in the policy")
     ]
+
+
+def sealed_rows(count: int, sealer: Sealer) -> list[EventRow]:
+    """`count` rows of one stream, each sealed by `sealer` over a hash of its own."""
+    rows = []
+    for version in range(1, count + 1):
+        hash_ = f"{version:064x}"
+        rows.append(
+            EventRow(
+                version, str(uuid.uuid4()), STREAM, version, "GateApproved", 1, "{}", "t", "t", "p", "wang",
+                None, "0" * 64, hash_, sealer.public, sealer.seal(hash_),
+            )
+        )  # fmt: skip
+    return rows
+
+
+def test_seals_checked_on_threads_name_every_bad_one_as_in_one_thread() -> None:
+    """Many batches of rows, a few of them with a seal that is missing, does not verify, or is by a
+    key the policy does not trust: named once each, in order, on threads as without them."""
+    rows = sealed_rows(5 * SealChecks.BATCH + 7, Sealer.of(RECORDER))
+    stranger = Sealer.of(Ed25519PrivateKey.generate())
+    rows[2] = rows[2]._replace(seal=rows[3].seal)  # another event's seal
+    rows[300] = rows[300]._replace(sealed_by=None, seal=None)
+    rows[777] = rows[777]._replace(sealed_by=stranger.public, seal=stranger.seal(rows[777].hash))
+    rows[-1] = rows[-1]._replace(seal="not base64!")
+    expected = [
+        (3, "the recorder seal does not verify"),
+        (301, "no recorder seal"),
+        (
+            778,
+            f"sealed by {stranger.public}, which policy {TRUST.policy_version} does not name as a "
+            "recorder key",
+        ),
+        (len(rows), "the recorder seal does not verify"),
+    ]
+    alone = SealChecks(TRUST)
+    with ThreadPoolExecutor(2) as pool:
+        threaded = SealChecks(TRUST, pool, threads=2)
+        for row in rows:
+            alone.add(row)
+            threaded.add(row)
+        found = threaded.problems()
+    assert [(b.version, b.problem) for b in found] == expected
+    assert found == alone.problems()
+    # Without the policy's keys, a seal by any key that verifies is a seal.
+    untrusting = SealChecks(None)
+    for row in rows:
+        untrusting.add(row)
+    assert [b.version for b in untrusting.problems()] == [3, 301, len(rows)]
