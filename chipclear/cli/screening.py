@@ -19,13 +19,11 @@ from chipclear.cli import output, rescreening
 from chipclear.cli.common import (
     Act,
     JsonOption,
-    actor_default,
     acts,
     fail,
     handles_errors,
     run,
     settings,
-    signing_key,
     store,
 )
 from chipclear.cli.files import InvalidInput, read_text
@@ -81,17 +79,15 @@ def load(
     A signed act of an us-export reviewer, sealed with the recorder key like every stored event: run
     it where the recorder key is (a worker's host, or a dev home)."""
     try:
-        _load(file, source, replace_smaller, act.actor, act.key_file, act.json)
+        _load(file, source, replace_smaller, act)
     finally:
         gc.unfreeze()  # the list `_load` kept out of the collector's passes
 
 
-def _load(
-    file: Path, source: str | None, replace_smaller: bool, actor: str | None, key: Path | None, json_: bool
-) -> None:
+def _load(file: Path, source: str | None, replace_smaller: bool, act: Act) -> None:
     text = read_text(file)
     sha256 = checksum(text)
-    loader = actor or actor_default()
+    loader = act.actor
     current = settings()
     policy = load_policy(current.policy, home=current.home)
     # The index is prepared for the next `screening check` (its cache written) by child processes, a
@@ -111,7 +107,7 @@ def _load(
             preparing.stop()  # the file read whole after all: the children's parts are not its list
             preparing = None
         events = store(create=True)
-        loaded = _store(events, file, listed, replace_smaller, loader, policy, key)
+        loaded = _store(events, file, listed, replace_smaller, act, policy)
         prepared = cached
         if loaded and preparing is not None:
             prepared = preparing.finish(listed.info)
@@ -121,7 +117,7 @@ def _load(
     info = listed.info
     if loaded and not prepared:
         current_list(events).prepare(_with_entries(listed, text))
-    if json_:
+    if act.json:
         output.print_json({**info.model_dump(mode="json"), "loaded": loaded})
     elif loaded:
         output.console.print(
@@ -132,7 +128,7 @@ def _load(
             f"[yellow]unchanged:[/] the list in force already has checksum {info.sha256[:12]}; nothing loaded"
         )
     if loaded:
-        _rescreen_after_load(info.version, quiet=json_)
+        _rescreen_after_load(info.version, quiet=act.json)
 
 
 def _read(
@@ -169,12 +165,11 @@ def _store(
     file: Path,
     parsed: ScreeningList | DumpedList,
     replace_smaller: bool,
-    loader: str,
+    by: Act,
     policy: Policy,
-    key: Path | None,
 ) -> bool:
-    """Store `parsed` as the list in force, by the act of `loader` signed with `key`: False if it is
-    already in force, exit 1 if the act is refused (by `policy`) or the list too small."""
+    """Store `parsed` as the list in force, by the act of `by.actor` signed with their key: False if it
+    is already in force, exit 1 if the act is refused (by `policy`) or the list too small."""
     info = parsed.info
     # The list in force as its newest ScreeningListLoaded records it (readable even if its row is gone).
     in_force = next(iter(events.screening_list_versions()), None)
@@ -186,11 +181,11 @@ def _store(
             1,
         )
     stream_version = len(events.read_stream(SCREENING_STREAM))
-    act = LoadScreeningList(**info.model_dump(include=LOADED_FIELDS), actor=loader)
-    act = signed(act, SCREENING_STREAM, stream_version, signing_key(loader, key))
-    require_loader(policy, act, stream_version)  # refused: exit 1, nothing loaded
+    load = LoadScreeningList(**info.model_dump(include=LOADED_FIELDS), actor=by.actor)
+    load = signed(load, SCREENING_STREAM, stream_version, by.key(by.actor))
+    require_loader(policy, load, stream_version)  # refused: exit 1, nothing loaded
     with no_collection():  # tens of thousands of entries written out, none in a cycle
-        return events.save_screening_list(parsed, by=act)
+        return events.save_screening_list(parsed, by=load)
 
 
 def _import_for_storing() -> None:
