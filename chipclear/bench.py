@@ -8,6 +8,8 @@ second, on the same server, worker and machine, in the same run.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
 import statistics
 import tempfile
 import time
@@ -25,7 +27,7 @@ from activities.bench import bare_step
 from chipclear import bench_report, keys
 from chipclear.cli import output
 from chipclear.client import open_batch
-from chipclear.config import Settings
+from chipclear.config import Settings, WorkerTuning
 from chipclear.contracts import ImportRequestInput, workflow_id
 from chipclear.devserver import DevServer, free_port, stop
 from chipclear.domain.allocation import BatchSpec, OpenBatch
@@ -198,7 +200,9 @@ async def run_bench(
     with tempfile.TemporaryDirectory(prefix="chipclear-bench-") as tmp:
         home = Path(tmp)
         store_url = event_store or f"sqlite:///{home / 'events.db'}"
-        settings = Settings(home, store_url, f"bench-{uuid.uuid4().hex[:8]}", "auto", sandbox)
+        # The worker takes the environment's tuning, as `chipclear worker` does (docs/operations.md).
+        tuning = WorkerTuning.from_env(os.environ)
+        settings = Settings(home, store_url, f"bench-{uuid.uuid4().hex[:8]}", "auto", sandbox, tuning=tuning)
         process = None
         if embedded:
             dev = DevServer(port=free_port(), ui_port=None, db=home / "temporal.db")
@@ -212,6 +216,7 @@ async def run_bench(
             async with bench_worker(settings, policy, client, [BareWorkflow]):
                 report = await _suite(client, settings.task_queue, requests, concurrency, policy, home)
             report["sandbox"] = sandbox
+            report["tuning"] = dataclasses.asdict(tuning)
             report["allocation"] = allocation
             report["event_store"] = "postgresql" if store_url.startswith("postgres") else "sqlite"
         finally:

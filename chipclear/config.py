@@ -35,6 +35,10 @@ ENVIRONMENT: dict[str, str] = {
     "CHIPCLEAR_CODEC_KEYS": "payload encryption keys (id=base64key, comma-separated; the first seals)",
     "CHIPCLEAR_CODEC_KEY_FILE": "file holding the payload encryption keys",
     "CHIPCLEAR_CODEC_TOKEN": "bearer token the codec server requires (needed to listen beyond loopback)",
+    "CHIPCLEAR_WORKFLOW_TASK_SLOTS": "workflow tasks a worker holds at once (default 400)",
+    "CHIPCLEAR_WORKFLOW_TASK_POLLERS": "long polls a worker keeps open for workflow tasks (default 5)",
+    "CHIPCLEAR_ACTIVITY_THREADS": "threads a worker runs its store activities on (default 16)",
+    "CHIPCLEAR_STICKY_CACHE": "workflows a worker keeps in memory between their tasks (default 1000)",
     "CHIPCLEAR_LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR",
     "CHIPCLEAR_LOG_FORMAT": "json or console",
     # Temporal's own client variables (temporalio.envconfig).
@@ -84,6 +88,41 @@ def sqlite_file(url: str) -> Path | None:
 
 
 @dataclass(frozen=True)
+class WorkerTuning:
+    """How much a worker process takes on at once. The defaults were chosen by `chipclear bench` on a
+    2-core machine (docs/performance.md, "Worker tuning"); an operator with more cores or a remote
+    cluster measures again and sets them (docs/operations.md)."""
+
+    # Workflow tasks held at once. A task holds its slot while its local activities run, and a request's
+    # first task claims its buyer's cap (an Update that needs a task of the cap's workflow, from the same
+    # slots): with fewer slots than requests in their first task, the caps starve and every claim waits
+    # out its timeout (the SDK's default of 100 did, at 200 requests in flight). Slots are cheap: a task
+    # is milliseconds of CPU; keep them above the requests in flight on the worker.
+    workflow_task_slots: int = 400
+    # Long polls held open for workflow tasks (the SDK's default).
+    workflow_task_pollers: int = 5
+    # Threads for the store's activities (appends, reads): SQLite has one writer at a time, and more
+    # threads than this only queue on its lock.
+    activity_threads: int = 16
+    # Workflows kept in memory between their tasks (sticky): one evicted replays its whole history at
+    # its next task. Above the workflows in flight at once (requests, licences and entities).
+    sticky_cache: int = 1000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> WorkerTuning:
+        return cls(
+            workflow_task_slots=_count(
+                env, "CHIPCLEAR_WORKFLOW_TASK_SLOTS", cls.workflow_task_slots, 2, 10_000
+            ),
+            workflow_task_pollers=_count(
+                env, "CHIPCLEAR_WORKFLOW_TASK_POLLERS", cls.workflow_task_pollers, 2, 100
+            ),
+            activity_threads=_count(env, "CHIPCLEAR_ACTIVITY_THREADS", cls.activity_threads, 1, 1_000),
+            sticky_cache=_count(env, "CHIPCLEAR_STICKY_CACHE", cls.sticky_cache, 0, 1_000_000),
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path
     event_store_url: str
@@ -97,6 +136,7 @@ class Settings:
     metrics_host: str = DEFAULT_LISTEN_HOST
     health_host: str = DEFAULT_LISTEN_HOST
     home_source: str = "$CHIPCLEAR_HOME"  # where `home` came from, for `up` and `doctor` to say
+    tuning: WorkerTuning = WorkerTuning()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -113,6 +153,7 @@ class Settings:
             health_port=_port(env, "CHIPCLEAR_HEALTH_PORT"),
             metrics_host=_host(env, "CHIPCLEAR_METRICS_HOST"),
             health_host=_host(env, "CHIPCLEAR_HEALTH_HOST"),
+            tuning=WorkerTuning.from_env(env),
         )
 
     def with_(self, **changes: object) -> Settings:
@@ -141,6 +182,15 @@ def _port(env: Mapping[str, str], name: str) -> int | None:
         return None
     if not value.isdigit() or not 0 < int(value) < 65536:
         raise ConfigError(f"{name}: expected a port number 1-65535, got {value!r}")
+    return int(value)
+
+
+def _count(env: Mapping[str, str], name: str, default: int, least: int, most: int) -> int:
+    value = env.get(name)
+    if not value:
+        return default
+    if not value.isdigit() or not least <= int(value) <= most:
+        raise ConfigError(f"{name}: expected a whole number from {least} to {most:,}, got {value!r}")
     return int(value)
 
 

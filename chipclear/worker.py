@@ -20,7 +20,7 @@ from typing import Any
 
 from temporalio.client import Client
 from temporalio.service import RPCError
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
+from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.allocation import AllocationActivities
@@ -28,7 +28,7 @@ from activities.events import EventActivities
 from activities.rescreening import RescreeningActivities
 from activities.screening import ScreeningActivities
 from chipclear import search_attributes
-from chipclear.config import Settings
+from chipclear.config import Settings, WorkerTuning
 from chipclear.contracts import ledger_calls_queue
 from chipclear.domain.policy import Policy, load_policy, require_keys
 from chipclear.health import Health
@@ -58,8 +58,6 @@ WORKFLOWS: Sequence[type] = (
     ExporterWorkflow,
     RescreeningWorkflow,
 )
-# SQLite has one writer at a time; more threads than this only queue on its lock.
-ACTIVITY_THREADS = 16
 LOCAL_ACTIVITY_SLOTS = 200
 # SIGTERM: in-flight tasks get GRACE to finish (a store call ends within its 5 s busy timeout), then are
 # cancelled; the process is gone within SHUTDOWN_LIMIT whatever still hangs (a second signal: at once).
@@ -124,6 +122,7 @@ def build_worker(
     extra_workflows: Sequence[type] = (),
     extra_activities: Sequence[Callable[..., Any]] = (),
     outage: StoreOutage | None = None,
+    tuning: WorkerTuning = WorkerTuning(),
     **options: Any,
 ) -> ChipclearWorker:
     """Everything chipclear registers for one task queue. Tests build their workers here too.
@@ -131,7 +130,8 @@ def build_worker(
     `replace`: activities that stand in for the real ones of the same name (tests inject failures).
     `extra_workflows`, `extra_activities`: registered beside chipclear's own on the main task queue
     (the bench's yardstick workflow and its activity). `outage`: where the store activities note an
-    outage (the readiness probe reads it).
+    outage (the readiness probe reads it). `tuning`: its slots, pollers and cache (the caller sizes
+    the executor).
     """
     outage = outage or StoreOutage()
     events = EventActivities(store, policy, search_attributes=search_attributes, outage=outage)
@@ -164,7 +164,10 @@ def build_worker(
             ]
         ),
         activity_executor=executor,
-        max_concurrent_activities=ACTIVITY_THREADS,
+        max_concurrent_activities=tuning.activity_threads,
+        max_concurrent_workflow_tasks=tuning.workflow_task_slots,
+        workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(tuning.workflow_task_pollers),
+        max_cached_workflows=tuning.sticky_cache,
         # The sync ones queue for the thread pool anyway; the async entity calls mostly wait.
         max_concurrent_local_activities=LOCAL_ACTIVITY_SLOTS,
         graceful_shutdown_timeout=GRACE,
@@ -269,7 +272,8 @@ async def _serve(
         indexed = False
     if not indexed:
         log.warning("search attributes missing: the Web UI cannot filter requests; run `chipclear setup`")
-    with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS, thread_name_prefix="activity") as executor:
+    tuning = settings.tuning
+    with ThreadPoolExecutor(max_workers=tuning.activity_threads, thread_name_prefix="activity") as executor:
         worker = build_worker(
             client,
             task_queue=settings.task_queue,
@@ -281,6 +285,7 @@ async def _serve(
             extra_workflows=extra_workflows,
             extra_activities=extra_activities,
             outage=health.outage,
+            tuning=tuning,
         )
         async with worker:
             log.info(

@@ -16,6 +16,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from chipclear.config import WorkerTuning
 from chipclear.contracts import StartLicence
 from chipclear.devserver import UPDATE_LIMITS, temporal_binary
 from chipclear.domain.policy import Policy
@@ -24,7 +25,7 @@ from chipclear.search_attributes import dev_server_args
 from chipclear.store.factory import open_store
 from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.temporal import DATA_CONVERTER
-from chipclear.worker import ACTIVITY_THREADS, ChipclearWorker, build_worker
+from chipclear.worker import ChipclearWorker, build_worker
 from tests import keys
 from tests.postgres import Cluster
 from tests.wedge_check import WedgeWatch
@@ -105,7 +106,7 @@ async def running_worker(
     client: Client, store: SQLiteEventStore, policy: Policy, **options: Any
 ) -> AsyncIterator[ChipclearWorker]:
     """A worker on a fresh task queue, so tests never steal each other's tasks."""
-    with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
+    with ThreadPoolExecutor(max_workers=WorkerTuning.activity_threads) as executor:
         worker = build_worker(
             client,
             task_queue=f"test-{uuid.uuid4().hex[:12]}",

@@ -27,12 +27,13 @@ from temporalio.client import Client
 from chipclear import client as ops
 from chipclear.codec import ENCODING, EncryptionCodec, data_converter, new_key
 from chipclear.codec_server import build_app
+from chipclear.config import WorkerTuning
 from chipclear.devserver import DevServer, free_port, stop
 from chipclear.domain.commands import Decide
 from chipclear.domain.models import ImportRequest
 from chipclear.projections import PROJECTIONS
 from chipclear.store.sqlite import SQLiteEventStore
-from chipclear.worker import ACTIVITY_THREADS, build_worker
+from chipclear.worker import build_worker
 from tests import keys as test_keys
 from tests.factories import make_policy, make_request
 from tests.workflows.support import at_gate, submit_signed, wait_for
@@ -90,7 +91,7 @@ async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
                 ("moved", {"name": "Beta Cloud Ltd.", "country": "CN", "kind": "private"}),
             )
         )
-        with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
+        with ThreadPoolExecutor(max_workers=WorkerTuning.activity_threads) as executor:
             worker = build_worker(
                 sealed,
                 task_queue="web-ui",

@@ -23,6 +23,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from chipclear import client as ops
+from chipclear.config import WorkerTuning
 from chipclear.contracts import (
     STATE_QUERY,
     StateQuery,
@@ -41,7 +42,7 @@ from chipclear.domain.policy import Policy
 from chipclear.kept_files import kept_path, lab_reports_checked
 from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.temporal import DATA_CONVERTER
-from chipclear.worker import ACTIVITY_THREADS, build_worker
+from chipclear.worker import build_worker
 from tests import keys
 from tests.conftest import running_worker
 from tests.factories import make_policy, make_request
@@ -165,7 +166,7 @@ async def test_a_licence_expires_at_the_end_of_its_validity_on_the_time_skipping
     async with await WorkflowEnvironment.start_time_skipping(
         data_converter=DATA_CONVERTER, test_server_existing_path=server
     ) as env:
-        with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
+        with ThreadPoolExecutor(max_workers=WorkerTuning.activity_threads) as executor:
             worker = build_worker(
                 env.client,
                 task_queue=f"skip-{uuid.uuid4().hex[:8]}",
