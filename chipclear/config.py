@@ -35,7 +35,7 @@ ENVIRONMENT: dict[str, str] = {
     "CHIPCLEAR_CODEC_KEYS": "payload encryption keys (id=base64key, comma-separated; the first seals)",
     "CHIPCLEAR_CODEC_KEY_FILE": "file holding the payload encryption keys",
     "CHIPCLEAR_CODEC_TOKEN": "bearer token the codec server requires (needed to listen beyond loopback)",
-    "CHIPCLEAR_WORKFLOW_TASK_SLOTS": "workflow tasks a worker holds at once (default 400)",
+    "CHIPCLEAR_WORKFLOW_TASK_SLOTS": "workflow tasks a worker holds at once (default 100)",
     "CHIPCLEAR_WORKFLOW_TASK_POLLERS": "long polls a worker keeps open for workflow tasks (default 5)",
     "CHIPCLEAR_ACTIVITY_THREADS": "threads a worker runs its store activities on (default 16)",
     "CHIPCLEAR_STICKY_CACHE": "workflows a worker keeps in memory between their tasks (default 1000)",
@@ -93,12 +93,13 @@ class WorkerTuning:
     2-core machine (docs/performance.md, "Worker tuning"); an operator with more cores or a remote
     cluster measures again and sets them (docs/operations.md)."""
 
-    # Workflow tasks held at once. A task holds its slot while its local activities run, and a request's
-    # first task claims its buyer's cap (an Update that needs a task of the cap's workflow, from the same
-    # slots): with fewer slots than requests in their first task, the caps starve and every claim waits
-    # out its timeout (the SDK's default of 100 did, at 200 requests in flight). Slots are cheap: a task
-    # is milliseconds of CPU; keep them above the requests in flight on the worker.
-    workflow_task_slots: int = 400
+    # Workflow tasks held at once (the SDK's default). A task holds its slot while its local activities
+    # run, and a request's first task claims its buyer's cap (an Update that needs a task of the cap's
+    # workflow, from the same slots): with fewer slots than requests in their first task the caps starve
+    # (the bench's slow mode at 200 in flight). More slots cured that in the bench, but let 300 requests'
+    # tasks crowd the allocation ledger's out of the worker's CPU in a reservation rush: docs/performance.md,
+    # "Worker tuning".
+    workflow_task_slots: int = 100
     # Long polls held open for workflow tasks (the SDK's default).
     workflow_task_pollers: int = 5
     # Threads for the store's activities (appends, reads): SQLite has one writer at a time, and more

@@ -28,7 +28,7 @@ SMALL = {
 
 
 def test_the_defaults_and_what_the_environment_sets() -> None:
-    assert Settings.from_env({}).tuning == WorkerTuning(400, 5, 16, 1000)
+    assert Settings.from_env({}).tuning == WorkerTuning(100, 5, 16, 1000)
     assert Settings.from_env(SMALL).tuning == WorkerTuning(
         workflow_task_slots=2, workflow_task_pollers=2, activity_threads=1, sticky_cache=0
     )
