@@ -35,7 +35,6 @@ from chipclear.domain.screening import (
     ScreeningIndex,
     ScreeningList,
     ScreeningListError,
-    ScreeningListInfo,
     parse_csl,
 )
 from chipclear.domain.screening.csl import checksum, list_info, read_entries
@@ -300,25 +299,11 @@ def current_list(events: ListsInForce) -> CurrentList:
     return CurrentList(events, cache_of_home())
 
 
-class _ReadInForce:
-    """The list in force as read straight from a SQLite store's file (`list_in_force`): the store is
-    opened only if the list's index must be prepared from its entries (no cache of it yet)."""
-
-    def __init__(self, info: ScreeningListInfo | None) -> None:
-        self.info = info
-
-    def current_screening_info(self) -> ScreeningListInfo | None:
-        return self.info
-
-    def screening_list(self, info: ScreeningListInfo) -> ScreeningList:
-        return store().screening_list(info)
-
-
 def _in_force() -> ListsInForce:
     """Which list is in force, for a `check`: without importing the store where the file tells
     (chipclear/store/screening_tables.py); else the store, which also says what is wrong."""
-    read = list_in_force(settings().event_store_url)
-    return store() if read is None else _ReadInForce(read.info)
+    read = list_in_force(settings().event_store_url, store)
+    return store() if read is None else read
 
 
 def cache_of_home() -> IndexCache:

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
 
-from chipclear.domain.screening import ScreeningListInfo
+from chipclear.domain.screening import ScreeningList, ScreeningListInfo
 from chipclear.domain.screening_act import SCREENING_STREAM
 from chipclear.store.chain import CHAINED_COLUMNS, chained_columns, link
 
 if TYPE_CHECKING:
     from chipclear.domain.screening import ScreeningEntry
+    from chipclear.store.screening import ListsInForce
 
 SCREENING_COLUMNS = ("version", "sha256", "source", "loaded_at", "entries", "names", "data")
 # What a row says about its list, in the order `described` gives the event's account of it.
@@ -56,30 +58,45 @@ def joined_entries_json(runs: list[str]) -> str:
     return "[" + ", ".join(run[1:-1] for run in runs) + "]"
 
 
+class _Read(NamedTuple):
+    info: ScreeningListInfo | None  # None: no list was ever loaded
+
+
 class InForce:
-    """What `list_in_force` found: the list in force, or None if no list was ever loaded."""
+    """The list in force as `list_in_force` read it (None: no list was ever loaded), answering what
+    `CurrentList` asks of a store; a list's entries, needed only to prepare an index no cache holds
+    yet, come from the store itself (`store`, opened then)."""
 
-    def __init__(self, info: ScreeningListInfo | None) -> None:
+    def __init__(self, info: ScreeningListInfo | None, store: Callable[[], ListsInForce]) -> None:
         self.info = info
+        self._store = store
+
+    def current_screening_info(self) -> ScreeningListInfo | None:
+        return self.info
+
+    def screening_list(self, info: ScreeningListInfo) -> ScreeningList:
+        return self._store().screening_list(info)
 
 
-def list_in_force(url: str) -> InForce | None:
+def list_in_force(url: str, store: Callable[[], ListsInForce]) -> InForce | None:
     """The list in force in the SQLite store at `url` (a `CHIPCLEAR_EVENT_STORE` URL), read as the
-    store reads it; None if this module cannot tell (see the module's docstring)."""
+    store reads it; None if this module cannot tell (see the module's docstring). `store` opens the
+    store, for a list's entries."""
     from chipclear.request_rows import open_read_only
 
     db = open_read_only(url)
     if db is None:
         return None
     try:
-        return _in_force(db)
+        info = _in_force(db)
     except (sqlite3.Error, ValueError, TypeError, KeyError):
         return None
     finally:
         db.close()
+    return None if info is None else InForce(info.info, store)
 
 
-def _in_force(db: sqlite3.Connection) -> InForce | None:
+def _in_force(db: sqlite3.Connection) -> _Read | None:
     row = db.execute(
         "SELECT (SELECT version FROM streams WHERE stream_id = ?), "
         "(SELECT head_hash FROM streams WHERE stream_id = ?), "
@@ -89,7 +106,7 @@ def _in_force(db: sqlite3.Connection) -> InForce | None:
     ).fetchone()
     if row is None:
         head = db.execute("SELECT version FROM streams WHERE stream_id = ?", (SCREENING_STREAM,)).fetchone()
-        return InForce(None) if head is None or head[0] == 0 else None
+        return _Read(None) if head is None or head[0] == 0 else None
     head_version, head_hash, chained, prev_hash, hash_ = row[0], row[1], row[2:13], row[13], row[14]
     event = dict(zip(CHAINED_COLUMNS, chained, strict=True))
     if (head_version, head_hash) != (event["version"], hash_) or link(
@@ -108,4 +125,4 @@ def _in_force(db: sqlite3.Connection) -> InForce | None:
     expected = (info.sha256, info.source, info.entries, info.names, event["occurred_at"])
     if described is None or tuple(described) != expected:
         return None
-    return InForce(info)
+    return _Read(info)

@@ -57,7 +57,7 @@ def same_answer(store: SQLiteEventStore) -> ScreeningListInfo | None:
     """The list both name, when the store answers plainly (read straight from the file: not None)."""
     said = the_store_says(store)
     assert not isinstance(said, str), said
-    read = list_in_force(url(store))
+    read = list_in_force(url(store), lambda: store)
     assert read is not None and read.info == said
     return said
 
@@ -65,7 +65,7 @@ def same_answer(store: SQLiteEventStore) -> ScreeningListInfo | None:
 def refused_by_both(store: SQLiteEventStore) -> None:
     """The store refuses, and the file read gives no answer (the check then asks the store)."""
     assert isinstance(the_store_says(store), str)
-    assert list_in_force(url(store)) is None
+    assert list_in_force(url(store), lambda: store) is None
 
 
 def test_the_constants_are_the_events(sqlite_store: SQLiteEventStore) -> None:
@@ -182,7 +182,7 @@ def test_an_event_in_another_shape_is_left_to_the_store(sqlite_store: SQLiteEven
         raw.execute("UPDATE streams SET head_hash = ? WHERE stream_id = ?", (rehashed, SCREENING_STREAM))
     with pytest.raises(UpcastError):
         sqlite_store.current_screening_info()
-    assert list_in_force(url(sqlite_store)) is None
+    assert list_in_force(url(sqlite_store), lambda: sqlite_store) is None
 
 
 @pytest.mark.parametrize(
@@ -200,5 +200,5 @@ def test_what_is_no_sqlite_store_at_the_current_schema_is_not_read(
     not_a_store = tmp_path / "notes.txt"
     not_a_store.write_text("not a database")
     found = where.format(missing=tmp_path / "none.db", not_a_store=not_a_store, store=sqlite_store.path)
-    assert list_in_force(found) is None
-    assert isinstance(list_in_force(url(sqlite_store)), InForce)
+    assert list_in_force(found, lambda: sqlite_store) is None
+    assert isinstance(list_in_force(url(sqlite_store), lambda: sqlite_store), InForce)
