@@ -42,8 +42,13 @@ from chipclear.domain.screening.index import MemoryTables, no_collection
 from chipclear.domain.screening_act import SCREENING_GATE, SCREENING_STREAM, LoadScreeningList, require_loader
 from chipclear.domain.sections import US_EXPORT, UsExportSection
 from chipclear.domain.signing import signed
-from chipclear.store.screening import CurrentList, IndexCache, ListsInForce, Preparing
-from chipclear.store.screening_tables import LOADED_FIELDS, ScreeningListUnavailable, list_in_force
+from chipclear.store.screening import CurrentList, IndexCache, Preparing
+from chipclear.store.screening_tables import (
+    LOADED_FIELDS,
+    ListsInForce,
+    ScreeningListUnavailable,
+    list_in_force,
+)
 
 if TYPE_CHECKING:
     from chipclear.store.protocol import EventStore

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from importlib import resources
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
-from typing import NoReturn, Protocol
+from typing import NoReturn
 
 from chipclear.domain.screening import (
     ScreeningIndex,
@@ -51,7 +51,7 @@ from chipclear.domain.screening.index import (
     no_collection,
 )
 from chipclear.domain.screening.score import Weights
-from chipclear.store.screening_tables import entries_json, joined_entries_json
+from chipclear.store.screening_tables import ListsInForce, entries_json, joined_entries_json
 
 # The matcher's own source: a cache built by other code is never read (its words could differ).
 _MATCHER_MODULES = ("normalise.py", "score.py", "index.py")
@@ -446,15 +446,6 @@ def temporary(path: Path) -> Path:
     """A name of its own beside `path`, to write what is then moved there: two processes writing the
     same file never write to the same one."""
     return path.with_name(f"{path.name}.{uuid.uuid4().hex[:16]}.tmp")
-
-
-class ListsInForce(Protocol):
-    """What `CurrentList` asks of the store (`ScreeningLists` has it): which list is in force, and a
-    list's entries when it has to prepare its index."""
-
-    def current_screening_info(self) -> ScreeningListInfo | None: ...
-
-    def screening_list(self, info: ScreeningListInfo) -> ScreeningList: ...
 
 
 class CurrentList:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from chipclear.domain.screening import ScreeningList, ScreeningListInfo
 from chipclear.domain.screening_act import SCREENING_STREAM
@@ -26,7 +26,6 @@ from chipclear.store.chain import CHAINED_COLUMNS, chained_columns, link
 
 if TYPE_CHECKING:
     from chipclear.domain.screening import ScreeningEntry
-    from chipclear.store.screening import ListsInForce
 
 SCREENING_COLUMNS = ("version", "sha256", "source", "loaded_at", "entries", "names", "data")
 # What a row says about its list, in the order `described` gives the event's account of it.
@@ -56,6 +55,15 @@ def joined_entries_json(runs: list[str]) -> str:
     """`entries_json` of the entries of `runs` one after the other, from each run's `entries_json` (of
     one entry or more): the same text, as `json.dumps` separates a list's items with ", "."""
     return "[" + ", ".join(run[1:-1] for run in runs) + "]"
+
+
+class ListsInForce(Protocol):
+    """What `CurrentList` asks of the store (`ScreeningLists` has it): which list is in force, and a
+    list's entries when it has to prepare its index."""
+
+    def current_screening_info(self) -> ScreeningListInfo | None: ...
+
+    def screening_list(self, info: ScreeningListInfo) -> ScreeningList: ...
 
 
 class _Read(NamedTuple):
