@@ -100,6 +100,9 @@ class WorkerTuning:
     # tasks crowd the allocation ledger's out of the worker's CPU in a reservation rush: docs/performance.md,
     # "Worker tuning".
     workflow_task_slots: int = 100
+    # The entity workflows' own slots (the ledger, each buyer's cap, each exporter: a few dozen
+    # workflows, each task short). Apart from the requests', so a rush of requests cannot starve them.
+    entity_task_slots: int = 50
     # Long polls held open for workflow tasks (the SDK's default).
     workflow_task_pollers: int = 5
     # Threads for the store's activities (appends, reads): SQLite has one writer at a time, and more
@@ -115,6 +118,7 @@ class WorkerTuning:
             workflow_task_slots=_count(
                 env, "CHIPCLEAR_WORKFLOW_TASK_SLOTS", cls.workflow_task_slots, 2, 10_000
             ),
+            entity_task_slots=_count(env, "CHIPCLEAR_ENTITY_TASK_SLOTS", cls.entity_task_slots, 2, 10_000),
             workflow_task_pollers=_count(
                 env, "CHIPCLEAR_WORKFLOW_TASK_POLLERS", cls.workflow_task_pollers, 2, 100
             ),

@@ -29,7 +29,7 @@ from activities.rescreening import RescreeningActivities
 from activities.screening import ScreeningActivities
 from chipclear import search_attributes
 from chipclear.config import Settings, WorkerTuning
-from chipclear.contracts import ledger_calls_queue
+from chipclear.contracts import entity_queue, ledger_calls_queue
 from chipclear.domain.policy import Policy, load_policy, require_keys
 from chipclear.health import Health
 from chipclear.health import serve as serve_health
@@ -49,15 +49,12 @@ from workflows.import_request import ImportRequestWorkflow
 from workflows.licence import LicenceWorkflow
 from workflows.rescreening import RescreeningWorkflow
 
-# The production set. The bench adds its bare yardstick workflow to its own worker only.
-WORKFLOWS: Sequence[type] = (
-    ImportRequestWorkflow,
-    AllocationLedgerWorkflow,
-    BuyerCapWorkflow,
-    LicenceWorkflow,
-    ExporterWorkflow,
-    RescreeningWorkflow,
-)
+# The production set, on the main queue. The bench adds its bare yardstick workflow to its own worker only.
+WORKFLOWS: Sequence[type] = (ImportRequestWorkflow, LicenceWorkflow, RescreeningWorkflow)
+# The entity workflows, on the entity queue (chipclear/contracts.py `entity_queue`).
+ENTITY_WORKFLOWS: Sequence[type] = (AllocationLedgerWorkflow, BuyerCapWorkflow, ExporterWorkflow)
+# Every workflow a deployment runs, on either queue: what a replayer of its histories needs.
+ALL_WORKFLOWS: Sequence[type] = (*WORKFLOWS, *ENTITY_WORKFLOWS)
 LOCAL_ACTIVITY_SLOTS = 200
 # SIGTERM: in-flight tasks get GRACE to finish (a store call ends within its 5 s busy timeout), then are
 # cancelled; the process is gone within SHUTDOWN_LIMIT whatever still hangs (a second signal: at once).
@@ -66,10 +63,12 @@ SHUTDOWN_LIMIT = 30.0
 
 
 class ChipclearWorker:
-    """The worker for a task queue: workflows and appends, plus the ledger-calling activities."""
+    """The worker for a deployment's task queue and its two side queues: the requests and licences,
+    the entity workflows, and the activities that call the entities."""
 
-    def __init__(self, main: Worker, ledger_calls: Worker) -> None:
+    def __init__(self, main: Worker, entities: Worker, ledger_calls: Worker) -> None:
         self.main = main
+        self.entities = entities
         self.ledger_calls = ledger_calls
 
     @property
@@ -78,11 +77,13 @@ class ChipclearWorker:
 
     async def __aenter__(self) -> ChipclearWorker:
         await self.main.__aenter__()
+        await self.entities.__aenter__()
         await self.ledger_calls.__aenter__()
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.ledger_calls.__aexit__(*exc)
+        await self.entities.__aexit__(*exc)
         await self.main.__aexit__(*exc)
 
 
@@ -173,6 +174,20 @@ def build_worker(
         graceful_shutdown_timeout=GRACE,
         **options,
     )
+    # Apart from the requests: a request's first task holds its slot until its buyer's cap answers.
+    entities = Worker(
+        client,
+        task_queue=entity_queue(task_queue),
+        workflows=ENTITY_WORKFLOWS,
+        activities=swapped([events.append_events, events.current_policy]),
+        activity_executor=executor,
+        max_concurrent_activities=tuning.activity_threads,
+        max_concurrent_workflow_tasks=tuning.entity_task_slots,
+        workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(tuning.workflow_task_pollers),
+        max_cached_workflows=tuning.sticky_cache,
+        graceful_shutdown_timeout=GRACE,
+        **options,
+    )
     ledger_calls = Worker(
         client,
         task_queue=ledger_calls_queue(task_queue),
@@ -190,7 +205,7 @@ def build_worker(
         max_concurrent_activities=1_000,
         graceful_shutdown_timeout=GRACE,
     )
-    return ChipclearWorker(main, ledger_calls)
+    return ChipclearWorker(main, entities, ledger_calls)
 
 
 def _activity_name(function: Callable[..., Any]) -> str:

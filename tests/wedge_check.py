@@ -18,6 +18,7 @@ from typing import Any
 from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 
+from chipclear.contracts import on_deployment
 from chipclear.projections import list_requests, open_event_store
 from chipclear.store.protocol import EventStore
 from chipclear.store.transfer import ExportedEvent, ExportedInvoice, ExportedStream
@@ -131,7 +132,7 @@ class WedgeWatch:
         problems = [
             problem
             for queue in sorted(self.queues)
-            for problem in await wedged(self.client, f"TaskQueue = '{queue}'")
+            for problem in await wedged(self.client, on_deployment(queue))
         ]
         for url in sorted(self.stores):
             with closing(open_event_store(url)) as store:

@@ -30,6 +30,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from chipclear.bulk import COLUMNS, REQUIRED_COLUMNS, Pending, read_paths
 from chipclear.cli.files import InvalidInput
+from chipclear.contracts import on_deployment
 from chipclear.domain.limits import MAX_ORDER_CELL, MAX_ORDER_ROWS
 from chipclear.domain.models import ImportRequest
 from chipclear.domain.screening.csl import bundled_list
@@ -82,7 +83,7 @@ async def rig(
 
 async def terminate_everything_on(client: Client, task_queue: str) -> None:
     """End every workflow this module started (none has a worker, so none would ever end by itself)."""
-    query = f"TaskQueue = '{task_queue}' AND ExecutionStatus = 'Running'"
+    query = f"{on_deployment(task_queue)} AND ExecutionStatus = 'Running'"
     limit = asyncio.Semaphore(32)
 
     async def end(workflow_id: str) -> None:

@@ -15,7 +15,7 @@ import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from chipclear.config import Settings
-from chipclear.contracts import ledger_id, ledger_stream, workflow_id
+from chipclear.contracts import ledger_id, ledger_stream, on_deployment, workflow_id
 from chipclear.demo import DemoRun, run_demo
 from chipclear.domain import events as ev
 from chipclear.domain.allocation import UnitsGranted, UnitsReleased
@@ -61,7 +61,7 @@ async def test_no_workflow_of_the_demo_is_left_running(client: Client, demo: Dem
             summary = await description.static_summary()
             assert summary is not None and summary.startswith("not a request: "), (found, summary)
     # And nothing else on the demo's task queue: visibility catches up within moments of the closes.
-    query = f'TaskQueue = "{demo.task_queue}" AND ExecutionStatus = "Running"'
+    query = f'{on_deployment(demo.task_queue)} AND ExecutionStatus = "Running"'
     running: list[str] = []
     for _ in range(50):
         running = [execution.id async for execution in client.list_workflows(query)]

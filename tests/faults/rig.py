@@ -33,14 +33,14 @@ from temporalio.worker import Replayer
 from chipclear import keys
 from chipclear.bench import bench_request
 from chipclear.client import open_batch
-from chipclear.contracts import ImportRequestInput, ledger_id, ledger_stream, workflow_id
+from chipclear.contracts import ImportRequestInput, ledger_id, ledger_stream, on_deployment, workflow_id
 from chipclear.devserver import DevServer, free_port
 from chipclear.domain.allocation import BatchSpec, OpenBatch, UnitsGranted, fold_ledger
 from chipclear.domain.models import ImportRequest, Status
 from chipclear.projections import open_event_store
 from chipclear.store.protocol import EventStore
 from chipclear.temporal import DATA_CONVERTER
-from chipclear.worker import WORKFLOWS, workflow_runner
+from chipclear.worker import ALL_WORKFLOWS, workflow_runner
 from tests.log_events import log_events
 from workflows.import_request import ImportRequestWorkflow
 
@@ -326,11 +326,11 @@ async def replay_all(client: Client, rig: Rig, load: Load) -> tuple[int, list[st
     """Every workflow of the run (each request, every run of the ledger) replayed on today's code; and
     the identities of the workers that took the requests' workflow or activity tasks."""
     replayer = Replayer(
-        workflows=list(WORKFLOWS), data_converter=DATA_CONVERTER, workflow_runner=workflow_runner()
+        workflows=list(ALL_WORKFLOWS), data_converter=DATA_CONVERTER, workflow_runner=workflow_runner()
     )
     histories: list[WorkflowHistory] = []
     # Every run on the rig's queue: the requests, each run of the ledger, the buyers' caps.
-    async for execution in client.list_workflows(f"TaskQueue = '{rig.task_queue}'"):
+    async for execution in client.list_workflows(on_deployment(rig.task_queue)):
         handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
         histories.append(await handle.fetch_history())
     expected = {workflow_id(r.request_id) for r in load.requests} | {ledger_id(rig.task_queue)}

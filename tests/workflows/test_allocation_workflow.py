@@ -14,7 +14,7 @@ from typing import Any
 from temporalio.client import Client
 
 from chipclear import client as ops
-from chipclear.contracts import LedgerInput, ledger_id, ledger_stream
+from chipclear.contracts import LedgerInput, entity_queue, ledger_id, ledger_stream
 from chipclear.domain.allocation import BatchSpec, LedgerState, OpenBatch, Reservation, Reserve, fold_ledger
 from chipclear.domain.commands import Withdraw
 from chipclear.domain.events import AllocationGranted, StoredEvent
@@ -239,7 +239,7 @@ async def test_ledger_continues_as_new_and_loses_nothing(client: Client, store: 
             AllocationLedgerWorkflow.run,
             LedgerInput(history_limit=60),
             id=ledger_id(queue),
-            task_queue=queue,
+            task_queue=entity_queue(queue),
         )
         first_run = handle.result_run_id
         await open_batch(client, queue, batch_id="C1", capacity=1_000)

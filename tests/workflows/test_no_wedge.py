@@ -39,7 +39,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from chipclear import client as ops
 from chipclear.codec import data_converter
-from chipclear.contracts import ACT_UPDATE, REQUEST_WORKFLOW, ImportRequestInput, workflow_id
+from chipclear.contracts import ACT_UPDATE, REQUEST_WORKFLOW, ImportRequestInput, on_deployment, workflow_id
 from chipclear.domain import bounds
 from chipclear.domain.allocation import BatchSpec, OpenBatch
 from chipclear.domain.commands import AddEvidence, Decide, HumanAct, RequestInfo, Respond, Withdraw
@@ -297,10 +297,10 @@ async def seen_wedged(client: Client, queue: str, within: float = 20.0) -> list[
     """`wedged` for the queue, asked until it reports something (the list of workflows lags a little)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
-    stuck = await wedged(client, f"TaskQueue = '{queue}'")
+    stuck = await wedged(client, on_deployment(queue))
     while not stuck and loop.time() < deadline:
         await asyncio.sleep(0.2)
-        stuck = await wedged(client, f"TaskQueue = '{queue}'")
+        stuck = await wedged(client, on_deployment(queue))
     return stuck
 
 

@@ -44,6 +44,7 @@ from chipclear.contracts import (
     BuyerCapInput,
     LedgerInput,
     buyer_cap_id,
+    entity_queue,
     exporter_workflow_id,
     ledger_id,
     licence_workflow_id,
@@ -57,7 +58,7 @@ from chipclear.domain.models import ProcurementRecord, Status
 from chipclear.domain.state import RequestState
 from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.temporal import DATA_CONVERTER
-from chipclear.worker import WORKFLOWS, workflow_runner
+from chipclear.worker import ALL_WORKFLOWS, workflow_runner
 from tests import keys
 from tests.conftest import running_worker
 from tests.factories import make_policy, make_request
@@ -83,7 +84,7 @@ Scenario = Callable[[Client, SQLiteEventStore], Awaitable[Recorded]]
 def replayer() -> Replayer:
     """What production runs: every workflow the worker registers, and the converter as stored."""
     return Replayer(
-        workflows=list(WORKFLOWS), data_converter=DATA_CONVERTER, workflow_runner=workflow_runner()
+        workflows=list(ALL_WORKFLOWS), data_converter=DATA_CONVERTER, workflow_runner=workflow_runner()
     )
 
 
@@ -319,7 +320,10 @@ async def _ledger_batches_queue_release(client: Client, store: SQLiteEventStore)
     async with running_worker(client, store, policy) as worker:
         queue = worker.task_queue
         ledger = await client.start_workflow(
-            LEDGER_WORKFLOW, LedgerInput(history_limit=40), id=ledger_id(queue), task_queue=queue
+            LEDGER_WORKFLOW,
+            LedgerInput(history_limit=40),
+            id=ledger_id(queue),
+            task_queue=entity_queue(queue),
         )
         first_run = ledger.result_run_id
 
@@ -369,7 +373,10 @@ async def _buyer_cap_claims_and_releases(client: Client, store: SQLiteEventStore
         queue = worker.task_queue
         cap_id = buyer_cap_id(buyer["name"], queue)
         owner = await client.start_workflow(
-            BUYER_CAP_WORKFLOW, BuyerCapInput(history_limit=15), id=cap_id, task_queue=queue
+            BUYER_CAP_WORKFLOW,
+            BuyerCapInput(history_limit=15),
+            id=cap_id,
+            task_queue=entity_queue(queue),
         )
         first_run = owner.result_run_id
         handles = [await start(client, store, worker, request) for request in requests]

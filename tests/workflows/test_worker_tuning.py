@@ -6,12 +6,15 @@ The defaults' figures are in docs/performance.md ("Worker tuning"); no test time
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from chipclear.config import ConfigError, Settings, WorkerTuning
+from chipclear.contracts import buyer_cap_id, entity_queue
 from chipclear.domain.models import Status
 from chipclear.store.sqlite import SQLiteEventStore
 from tests.cli.test_cli import chipclear, hermetic_env, refused
@@ -21,6 +24,7 @@ from tests.workflows.support import assert_store_matches, start
 
 SMALL = {
     "CHIPCLEAR_WORKFLOW_TASK_SLOTS": "2",
+    "CHIPCLEAR_ENTITY_TASK_SLOTS": "2",
     "CHIPCLEAR_WORKFLOW_TASK_POLLERS": "2",
     "CHIPCLEAR_ACTIVITY_THREADS": "1",
     "CHIPCLEAR_STICKY_CACHE": "0",
@@ -28,9 +32,19 @@ SMALL = {
 
 
 def test_the_defaults_and_what_the_environment_sets() -> None:
-    assert Settings.from_env({}).tuning == WorkerTuning(100, 5, 16, 1000)
+    assert Settings.from_env({}).tuning == WorkerTuning(
+        workflow_task_slots=100,
+        entity_task_slots=50,
+        workflow_task_pollers=5,
+        activity_threads=16,
+        sticky_cache=1000,
+    )
     assert Settings.from_env(SMALL).tuning == WorkerTuning(
-        workflow_task_slots=2, workflow_task_pollers=2, activity_threads=1, sticky_cache=0
+        workflow_task_slots=2,
+        entity_task_slots=2,
+        workflow_task_pollers=2,
+        activity_threads=1,
+        sticky_cache=0,
     )
 
 
@@ -39,6 +53,7 @@ def test_the_defaults_and_what_the_environment_sets() -> None:
     [
         ("CHIPCLEAR_WORKFLOW_TASK_SLOTS", "1"),  # the SDK needs two with a sticky cache
         ("CHIPCLEAR_WORKFLOW_TASK_SLOTS", "lots"),
+        ("CHIPCLEAR_ENTITY_TASK_SLOTS", "0"),
         ("CHIPCLEAR_WORKFLOW_TASK_POLLERS", "0"),
         ("CHIPCLEAR_ACTIVITY_THREADS", "-4"),
         ("CHIPCLEAR_ACTIVITY_THREADS", "1e3"),
@@ -69,8 +84,49 @@ async def test_a_worker_at_the_small_end_takes_requests_to_the_end(
         config = worker.main.config()
         assert (config["max_concurrent_workflow_tasks"], config["max_cached_workflows"]) == (2, 0)
         assert config["max_concurrent_activities"] == 1
+        assert worker.entities.config()["max_concurrent_workflow_tasks"] == 2
         handles = [await start(client, store, worker, request) for request in requests]
         results = [await handle.result() for handle in handles]
     for request, result in zip(requests, results, strict=True):
         assert result.status == Status.LICENSED
         assert_store_matches(store, request.request_id, result)
+
+
+async def test_the_buyer_caps_answer_however_few_the_request_slots(
+    client: Client, store: SQLiteEventStore
+) -> None:
+    """The entities run on a task queue and slots of their own. Two request slots and four requests of four
+    buyers in their first workflow task at once: each request's first task holds its slot until its buyer's
+    cap has answered the claim. On shared slots no cap could run until the claims' tasks gave up and
+    heartbeated (the bench's slow mode); here every first task ends having done its whole step."""
+    tuning = WorkerTuning(workflow_task_slots=2, entity_task_slots=2)
+    requests = [
+        make_request(
+            request_id=f"rush-{n}",
+            units=1_000,
+            buyer={"name": f"Rush Buyer {n}", "country": "CN", "kind": "private"},
+        )
+        for n in range(4)
+    ]
+    policy = make_policy("auto", us_export={"max_units_per_buyer": 10_000})
+    async with running_worker(client, store, policy, tuning=tuning) as worker:
+        handles = await asyncio.gather(*(start(client, store, worker, request) for request in requests))
+        # On shared slots these never finish: each claim times out, and the request's task fails and retries.
+        # The limit only turns that wedge into a failure (pytest-timeout would end the session instead).
+        results = await asyncio.wait_for(asyncio.gather(*(handle.result() for handle in handles)), 90)
+        for request, handle, result in zip(requests, handles, results, strict=True):
+            assert result.status == Status.LICENSED
+            assert_store_matches(store, request.request_id, result)
+            history = await handle.fetch_history()
+            # Every cap on the entity queue, under the deployment's id.
+            cap = await client.get_workflow_handle(
+                buyer_cap_id(request.buyer.name, worker.task_queue)
+            ).describe()
+            assert cap.task_queue == entity_queue(worker.task_queue)
+            # The claim answered within the first workflow task: it completed once, with the append scheduled.
+            kinds = [event.event_type for event in history.events]
+            first_schedule = kinds.index(EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
+            assert kinds[:first_schedule].count(EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED) == 1, (
+                request.request_id,
+                [EventType.Name(kind) for kind in kinds[: first_schedule + 1]],
+            )
