@@ -36,6 +36,7 @@ ENVIRONMENT: dict[str, str] = {
     "CHIPCLEAR_CODEC_KEY_FILE": "file holding the payload encryption keys",
     "CHIPCLEAR_CODEC_TOKEN": "bearer token the codec server requires (needed to listen beyond loopback)",
     "CHIPCLEAR_WORKFLOW_TASK_SLOTS": "workflow tasks a worker holds at once (default 100)",
+    "CHIPCLEAR_ENTITY_TASK_SLOTS": "the entity workflows' tasks a worker holds at once (default 50)",
     "CHIPCLEAR_WORKFLOW_TASK_POLLERS": "long polls a worker keeps open for workflow tasks (default 5)",
     "CHIPCLEAR_ACTIVITY_THREADS": "threads a worker runs its store activities on (default 16)",
     "CHIPCLEAR_STICKY_CACHE": "workflows a worker keeps in memory between their tasks (default 1000)",
@@ -93,15 +94,13 @@ class WorkerTuning:
     2-core machine (docs/performance.md, "Worker tuning"); an operator with more cores or a remote
     cluster measures again and sets them (docs/operations.md)."""
 
-    # Workflow tasks held at once (the SDK's default). A task holds its slot while its local activities
-    # run, and a request's first task claims its buyer's cap (an Update that needs a task of the cap's
-    # workflow, from the same slots): with fewer slots than requests in their first task the caps starve
-    # (the bench's slow mode at 200 in flight). More slots cured that in the bench, but let 300 requests'
-    # tasks crowd the allocation ledger's out of the worker's CPU in a reservation rush: docs/performance.md,
-    # "Worker tuning".
+    # The requests' and licences' workflow tasks held at once (the SDK's default). Many more let 300
+    # requests' tasks crowd the allocation ledger's out of the worker's CPU in a reservation rush:
+    # docs/performance.md, "Worker tuning".
     workflow_task_slots: int = 100
-    # The entity workflows' own slots (the ledger, each buyer's cap, each exporter: a few dozen
-    # workflows, each task short). Apart from the requests', so a rush of requests cannot starve them.
+    # The entity workflows' own (the ledger, each buyer's cap, each exporter: a few dozen workflows, each
+    # task short). A request's first task holds its slot until its buyer's cap has answered; on shared
+    # slots a rush of requests starved the caps (the bench's slow mode at 200 in flight).
     entity_task_slots: int = 50
     # Long polls held open for workflow tasks (the SDK's default).
     workflow_task_pollers: int = 5
