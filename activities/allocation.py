@@ -32,6 +32,7 @@ from chipclear import payload_limits
 from chipclear.contracts import (
     BUYER_CAP_CLAIM,
     BUYER_CAP_RELEASE,
+    CONTINUING_AS_NEW,
     EXPORTER_COUNT,
     LEDGER_RELEASE,
     LEDGER_RESERVE,
@@ -82,8 +83,10 @@ class AllocationActivities:
         admission limit.
 
         The server admits only a few in-flight updates per workflow (history.maxInFlightUpdates); under
-        a rush of reservations the rest are refused with RESOURCE_EXHAUSTED. Retrying here, quickly and
-        with jitter, keeps the queue moving; the activity's own retry policy covers everything else.
+        a rush of reservations the rest are refused with RESOURCE_EXHAUSTED. The ledger itself turns
+        updates away while its run is about to continue as new (workflows/entity.py `admit`). Retrying
+        here, quickly and with jitter, keeps the queue moving; the activity's own retry policy covers
+        everything else.
         """
         await _within_limits(self.client, command, name)
         delay = 0.05
@@ -99,16 +102,18 @@ class AllocationActivities:
                 )
                 return result
             except WorkflowUpdateFailedError as exc:
-                # The entity's own words (its validator names the rule).
-                raise ApplicationError(refusal(exc), type="LedgerRefused", non_retryable=True) from exc
+                if not _continuing(exc):
+                    # The entity's own words (its validator names the rule).
+                    raise ApplicationError(refusal(exc), type="LedgerRefused", non_retryable=True) from exc
+                _heartbeat(f"ledger continuing as new, retrying in {delay:.2f}s")
             except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
                 if isinstance(exc, RPCError) and exc.status not in _BUSY:
                     raise
                 _heartbeat(f"ledger busy, retrying in {delay:.2f}s")
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 1.5, 2.0)
             finally:
                 _settle(operation)
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 1.5, 2.0)
 
     @activity.defn(name="reserve_units")
     async def reserve_units(self, command: Reserve) -> Reservation:
@@ -170,6 +175,11 @@ class AllocationActivities:
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 static_summary=input.summary,
             )
+
+
+def _continuing(exc: WorkflowUpdateFailedError) -> bool:
+    """The entity turned the update away only because its run is about to continue as new."""
+    return isinstance(exc.cause, ApplicationError) and exc.cause.type == CONTINUING_AS_NEW
 
 
 def _heartbeat(detail: str) -> None:

@@ -31,15 +31,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from chipclear import bench_report, keys
 from chipclear.bench import bench_worker
 from chipclear.client import ledger_state, open_batch
 from chipclear.config import Settings
-from chipclear.contracts import LEDGER_RESERVE, ledger_start
+from chipclear.contracts import CONTINUING_AS_NEW, LEDGER_RESERVE, ledger_start
 from chipclear.devserver import DevServer, free_port, stop
 from chipclear.domain import allocation
 from chipclear.domain.allocation import BatchSpec, OpenBatch, Reservation, Reserve
@@ -144,16 +145,21 @@ def pure(repeats: int, count: int = 200) -> list[dict[str, Any]]:
 
 # -- (b) on a server ------------------------------------------------------------------------------------
 async def _patiently(call: Callable[[], Awaitable[Any]]) -> Any:
-    """As the reserve activity does: past the server's admission limit, retry soon, with jitter."""
+    """As the reserve activity does: past the server's admission limit, or turned away while the ledger
+    continues as new, retry soon, with jitter."""
     delay = 0.05
     while True:
         try:
             return await call()
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            if not (isinstance(cause, ApplicationError) and cause.type == CONTINUING_AS_NEW):
+                raise
         except RPCError as exc:
             if exc.status not in _BUSY:
                 raise
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 1.5, 2.0)
+        await asyncio.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 1.5, 2.0)
 
 
 async def _rush(count: int, in_flight: int, one: Callable[[int], Awaitable[Any]]) -> float:

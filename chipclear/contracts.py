@@ -60,6 +60,11 @@ def entity_start(
     )
 
 
+# An entity's refusal that means "not now": its run is about to continue as new and admits no more
+# updates (the server caps the updates one run may take); the caller sends it again, to the next run.
+CONTINUING_AS_NEW = "ContinuingAsNew"
+
+
 # -- task queues --------------------------------------------------------------------------------------
 LEDGER_CALLS_SUFFIX = ".ledger-calls"
 

@@ -15,7 +15,7 @@ with workflow.unsafe.imports_passed_through():
     from chipclear.domain.errors import DomainError
     from chipclear.domain.events import Event
     from workflows import calls
-    from workflows.entity import Stateful, domain_refusals, live_then_continue
+    from workflows.entity import Stateful, admit, domain_refusals, live_then_continue
 
 
 @workflow.defn(name=contracts.LEDGER_WORKFLOW)
@@ -26,10 +26,14 @@ class AllocationLedgerWorkflow(Stateful[allocation.LedgerState]):
         self._state = input.state or allocation.LedgerState()
         self._appended = self._state.version  # stored in the event store
         self._writing = False
+        self._closing = False  # time to continue as new: new reservations are turned away
 
     @workflow.run
     async def run(self, input: contracts.LedgerInput) -> None:
-        await live_then_continue(input, lambda: self._state)
+        await live_then_continue(input, lambda: self._state, self._close)
+
+    def _close(self) -> None:
+        self._closing = True
 
     @workflow.update(name=contracts.LEDGER_RESERVE)
     async def reserve(self, command: allocation.Reserve) -> allocation.Reservation:
@@ -43,6 +47,7 @@ class AllocationLedgerWorkflow(Stateful[allocation.LedgerState]):
 
     @reserve.validator
     def _validate_reserve(self, command: allocation.Reserve) -> None:
+        admit(self._closing)  # requests send these in rushes; a batch opening is never turned away
         self._validate(command)
 
     @workflow.update(name=contracts.LEDGER_RELEASE)
@@ -59,6 +64,7 @@ class AllocationLedgerWorkflow(Stateful[allocation.LedgerState]):
 
     @release.validator
     def _validate_release(self, command: allocation.Release) -> None:
+        admit(self._closing)
         self._validate(command)
 
     @workflow.update(name=contracts.LEDGER_OPEN_BATCH)

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
-from chipclear.contracts import STATE_QUERY, StateQuery
+from chipclear.contracts import CONTINUING_AS_NEW, STATE_QUERY, StateQuery
 from chipclear.domain.errors import DomainError
 
 if TYPE_CHECKING:
@@ -36,13 +36,16 @@ class Stateful(Generic[StateT]):
         return self._state
 
 
-async def live_then_continue(input: EntityInput[StateT], state: Callable[[], StateT]) -> NoReturn:
-    """Live until the history is long, then continue as new with the state as it is by then."""
-    await until_history_is_long(input.history_limit)
+async def live_then_continue(
+    input: EntityInput[StateT], state: Callable[[], StateT], closing: Callable[[], None] = lambda: None
+) -> NoReturn:
+    """Live until the history is long, then continue as new with the state as it is by then.
+    `closing` is called once it is time, before the handlers in flight are waited for."""
+    await until_history_is_long(input.history_limit, closing)
     workflow.continue_as_new(input.carrying(state()))
 
 
-async def until_history_is_long(limit: int) -> None:
+async def until_history_is_long(limit: int, closing: Callable[[], None] = lambda: None) -> None:
     """For entity workflows that live for years: return when it is time to continue as new (past
     `limit` history events, or when the server suggests it) and no update handler is mid-flight."""
     await workflow.wait_condition(
@@ -51,8 +54,25 @@ async def until_history_is_long(limit: int) -> None:
             or workflow.info().is_continue_as_new_suggested()
         )
     )
+    closing()
     # Finish every in-flight update before handing the state to the next run.
     await workflow.wait_condition(workflow.all_handlers_finished)
+
+
+def admit(closing: bool) -> None:
+    """For the validators of an entity under a rush (the ledger's reservations): once its run is
+    closing (`live_then_continue` said so), turn new updates away, so that the ones in flight can
+    finish and the run can continue as new.
+
+    Without it a sustained rush keeps handlers in flight, the run never continues, and it runs into the
+    server's limit on updates per run (2,000): then every update is refused until the rush ebbs. A
+    validator's refusal never enters history, so it needs no patch; the caller sends it again
+    (activities/allocation.py), and it reaches the next run. The run's own word, not the history
+    length, decides: a validator runs in the update's speculative task, whose history is longer than
+    the run's by that task's own events, and would turn updates away from a run that is not closing.
+    """
+    if closing:
+        raise ApplicationError("continuing as new: send it again", type=CONTINUING_AS_NEW)
 
 
 @contextmanager

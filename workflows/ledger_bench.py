@@ -17,7 +17,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.bench import BareStepInput, bare_step
     from chipclear.contracts import EntityInput
     from chipclear.domain.allocation import Reservation, Reserve
-    from workflows.entity import live_then_continue
+    from workflows.entity import admit, live_then_continue
 
 NOOP_LEDGER_WORKFLOW = "NoOpLedger"
 NOOP_LEDGER_RESERVE = "reserve"
@@ -39,10 +39,14 @@ class NoOpLedgerWorkflow:
         self._pending = 0  # answered, not yet "stored"
         self._appended = self._state.answered
         self._writing = False
+        self._closing = False  # time to continue as new: new reservations are turned away
 
     @workflow.run
     async def run(self, input: NoOpLedgerInput) -> None:
-        await live_then_continue(input, lambda: self._state)
+        await live_then_continue(input, lambda: self._state, self._close)
+
+    def _close(self) -> None:
+        self._closing = True
 
     @workflow.update(name=NOOP_LEDGER_RESERVE)
     async def reserve(self, command: Reserve) -> Reservation:
@@ -53,7 +57,7 @@ class NoOpLedgerWorkflow:
 
     @reserve.validator
     def _validate_reserve(self, command: Reserve) -> None:
-        pass
+        admit(self._closing)  # as the ledger's does
 
     async def _stored(self, version: int) -> None:
         """The ledger's group commit, storing nothing: one no-op activity for all that is pending."""

@@ -11,10 +11,12 @@ import os
 import random
 from typing import Any
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from chipclear import client as ops
-from chipclear.contracts import LedgerInput, entity_queue, ledger_id, ledger_stream
+from chipclear.contracts import CONTINUING_AS_NEW, LedgerInput, entity_queue, ledger_id, ledger_stream
 from chipclear.domain.allocation import BatchSpec, LedgerState, OpenBatch, Reservation, Reserve, fold_ledger
 from chipclear.domain.commands import Withdraw
 from chipclear.domain.events import AllocationGranted, StoredEvent
@@ -246,23 +248,69 @@ async def test_ledger_continues_as_new_and_loses_nothing(client: Client, store: 
         answers = []
         for i in range(40):  # each reservation adds several history events: well past the limit
             reserve = Reserve(request_id=f"can-{i}", buyer=f"Buyer {i % 7}", units=40, workflow_id=f"wf-{i}")
-            answers.append(
-                await client.get_workflow_handle(ledger_id(queue)).execute_update(
-                    "reserve", reserve, result_type=Reservation
-                )
-            )
+            # Sent as the reserve activity sends it: past the history limit the ledger turns the next one
+            # away while it continues as new.
+            answers.append((await _reserve_until_admitted(client, queue, reserve))[0])
         current = await client.get_workflow_handle(ledger_id(queue)).describe()
         assert current.run_id != first_run  # it continued as new at least once
         book = await ledger(client, store, queue)
         assert book.batches["C1"].allocated == 1_000
         assert len(book.allocations) == 25 and len(book.queue) == 15
         # Idempotent across runs: asking again gives the very same answer and reserves nothing more.
-        again = await client.get_workflow_handle(ledger_id(queue)).execute_update(
-            "reserve",
-            Reserve(request_id="can-3", buyer="Buyer 3", units=40, workflow_id="wf-3"),
-            result_type=Reservation,
+        again, _ = await _reserve_until_admitted(
+            client, queue, Reserve(request_id="can-3", buyer="Buyer 3", units=40, workflow_id="wf-3")
         )
         assert again == answers[3]
         assert (await ledger(client, store, queue)).batches["C1"].allocated == 1_000
         stored = fold_ledger(event.data for event in store.read_stream(ledger_stream(ledger_id(queue))))
         assert stored.allocations == book.allocations and stored.queue == book.queue
+
+
+async def _reserve_until_admitted(client: Client, queue: str, command: Reserve) -> tuple[Reservation, int]:
+    """As the reserve activity sends it: again while the ledger turns it away to continue as new, or the
+    server is busy; anything else fails the test. Returns the answer and how often it was turned away."""
+    turned_away = 0
+    while True:
+        try:
+            answer = await client.get_workflow_handle(ledger_id(queue)).execute_update(
+                "reserve", command, result_type=Reservation
+            )
+            return answer, turned_away
+        except WorkflowUpdateFailedError as exc:
+            if not (isinstance(exc.cause, ApplicationError) and exc.cause.type == CONTINUING_AS_NEW):
+                raise
+            turned_away += 1
+        except RPCError as exc:
+            if exc.status not in (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE):
+                raise
+        await asyncio.sleep(0.05 + random.random() * 0.05)
+
+
+async def test_a_rush_longer_than_a_run_is_answered_across_runs(
+    client: Client, store: SQLiteEventStore
+) -> None:
+    """The server takes at most 2,000 updates in one run. A rush that never lets the ledger's handlers all
+    finish would keep its run from continuing as new until that limit refused every further update. Past
+    its history limit the ledger turns new reservations away instead (ContinuingAsNew), the ones in flight
+    finish, it continues, and each reservation sent again is answered once, in a later run."""
+    count, in_flight = 2_100, 500
+    async with running_worker(client, store, allocation_policy()) as worker:
+        queue = worker.task_queue
+        await open_batch(client, queue, batch_id="R1", capacity=count * 10)
+        first_run = (await client.get_workflow_handle(ledger_id(queue)).describe()).run_id
+        gate = asyncio.Semaphore(in_flight)
+
+        async def one(index: int) -> tuple[Reservation, int]:
+            command = Reserve(
+                request_id=f"rush-{index}", buyer=f"Buyer {index % 9}", units=10, workflow_id="none"
+            )
+            async with gate:
+                return await _reserve_until_admitted(client, queue, command)
+
+        results = await asyncio.gather(*(one(index) for index in range(count)))
+        assert {answer.outcome for answer, _ in results} == {"granted"}
+        assert (await client.get_workflow_handle(ledger_id(queue)).describe()).run_id != first_run
+        book = await ledger(client, store, queue)
+        assert book.batches["R1"].allocated == count * 10 and len(book.allocations) == count
+        stored = fold_ledger(event.data for event in store.read_stream(ledger_stream(ledger_id(queue))))
+        assert stored.allocations == book.allocations
