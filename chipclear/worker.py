@@ -145,6 +145,15 @@ def build_worker(
     def swapped(activities: list[Callable[..., Any]]) -> list[Callable[..., Any]]:
         return [stand_ins.get(_activity_name(real), real) for real in activities]
 
+    # The two workers that run workflows and their store activities, on the same threads and tuning.
+    workflows_and_appends: dict[str, Any] = dict(
+        activity_executor=executor,
+        max_concurrent_activities=tuning.activity_threads,
+        workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(tuning.workflow_task_pollers),
+        max_cached_workflows=tuning.sticky_cache,
+        graceful_shutdown_timeout=GRACE,
+        **options,
+    )
     main = Worker(
         client,
         task_queue=task_queue,
@@ -164,15 +173,10 @@ def build_worker(
                 *extra_activities,
             ]
         ),
-        activity_executor=executor,
-        max_concurrent_activities=tuning.activity_threads,
         max_concurrent_workflow_tasks=tuning.workflow_task_slots,
-        workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(tuning.workflow_task_pollers),
-        max_cached_workflows=tuning.sticky_cache,
         # The sync ones queue for the thread pool anyway; the async entity calls mostly wait.
         max_concurrent_local_activities=LOCAL_ACTIVITY_SLOTS,
-        graceful_shutdown_timeout=GRACE,
-        **options,
+        **workflows_and_appends,
     )
     # Apart from the requests: a request's first task holds its slot until its buyer's cap answers.
     entities = Worker(
@@ -180,13 +184,8 @@ def build_worker(
         task_queue=entity_queue(task_queue),
         workflows=ENTITY_WORKFLOWS,
         activities=swapped([events.append_events, events.current_policy]),
-        activity_executor=executor,
-        max_concurrent_activities=tuning.activity_threads,
         max_concurrent_workflow_tasks=tuning.entity_task_slots,
-        workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(tuning.workflow_task_pollers),
-        max_cached_workflows=tuning.sticky_cache,
-        graceful_shutdown_timeout=GRACE,
-        **options,
+        **workflows_and_appends,
     )
     ledger_calls = Worker(
         client,
