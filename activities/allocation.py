@@ -32,7 +32,6 @@ from chipclear import payload_limits
 from chipclear.contracts import (
     BUYER_CAP_CLAIM,
     BUYER_CAP_RELEASE,
-    CONTINUING_AS_NEW,
     EXPORTER_COUNT,
     LEDGER_RELEASE,
     LEDGER_RESERVE,
@@ -52,7 +51,7 @@ from chipclear.contracts import (
 from chipclear.domain.allocation import Release, Reservation, Reserve
 from chipclear.domain.buyer_cap import BuyerClaim, ClaimUnits, ReleaseClaim
 from chipclear.domain.exporter import ChinaCount, CountChinaShipment
-from chipclear.temporal import refusal
+from chipclear.temporal import refusal, turned_away_to_continue
 
 T = TypeVar("T", bound=BaseModel)
 R = TypeVar("R")
@@ -102,7 +101,7 @@ class AllocationActivities:
                 )
                 return result
             except WorkflowUpdateFailedError as exc:
-                if not _continuing(exc):
+                if not turned_away_to_continue(exc):
                     # The entity's own words (its validator names the rule).
                     raise ApplicationError(refusal(exc), type="LedgerRefused", non_retryable=True) from exc
                 _heartbeat(f"ledger continuing as new, retrying in {delay:.2f}s")
@@ -175,11 +174,6 @@ class AllocationActivities:
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 static_summary=input.summary,
             )
-
-
-def _continuing(exc: WorkflowUpdateFailedError) -> bool:
-    """The entity turned the update away only because its run is about to continue as new."""
-    return isinstance(exc.cause, ApplicationError) and exc.cause.type == CONTINUING_AS_NEW
 
 
 def _heartbeat(detail: str) -> None:

@@ -33,14 +33,13 @@ from typing import Any
 
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from chipclear import bench_report, keys
 from chipclear.bench import bench_worker
 from chipclear.client import ledger_state, open_batch
 from chipclear.config import Settings
-from chipclear.contracts import CONTINUING_AS_NEW, LEDGER_RESERVE, ledger_start
+from chipclear.contracts import LEDGER_RESERVE, ledger_start
 from chipclear.devserver import DevServer, free_port, stop
 from chipclear.domain import allocation
 from chipclear.domain.allocation import BatchSpec, OpenBatch, Reservation, Reserve
@@ -49,6 +48,7 @@ from chipclear.domain.gates import cn_import
 from chipclear.domain.policy import load_policy
 from chipclear.logs import configure
 from chipclear.projections import open_event_store
+from chipclear.temporal import turned_away_to_continue
 from workflows.ledger_bench import NOOP_LEDGER_RESERVE, NoOpLedgerInput, NoOpLedgerWorkflow
 
 NOW = datetime(2026, 1, 28, tzinfo=UTC)
@@ -152,8 +152,7 @@ async def _patiently(call: Callable[[], Awaitable[Any]]) -> Any:
         try:
             return await call()
         except WorkflowUpdateFailedError as exc:
-            cause = exc.cause
-            if not (isinstance(cause, ApplicationError) and cause.type == CONTINUING_AS_NEW):
+            if not turned_away_to_continue(exc):
                 raise
         except RPCError as exc:
             if exc.status not in _BUSY:

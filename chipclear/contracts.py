@@ -94,11 +94,6 @@ def entity_queue(task_queue: str) -> str:
     return task_queue + ENTITIES_SUFFIX
 
 
-def on_deployment(task_queue: str) -> str:
-    """A visibility query for every workflow of the deployment on `task_queue`, requests and entities."""
-    return f'(TaskQueue = "{task_queue}" OR TaskQueue = "{entity_queue(task_queue)}")'
-
-
 def home_queue(task_queue: str) -> str:
     """The deployment's own queue (the requests' and licences'), given it or one of its side queues.
     The entities' ids are named after it, whichever queue they run on."""

@@ -15,6 +15,7 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
+from temporalio.exceptions import ApplicationError
 from temporalio.runtime import (
     LogForwardingConfig,
     LoggingConfig,
@@ -31,6 +32,14 @@ from chipclear.domain.limits import cut, cut_text
 
 # The converter without encryption: tests, the replayer and anything that must read payloads as stored.
 DATA_CONVERTER = pydantic_data_converter
+
+
+def turned_away_to_continue(exc: WorkflowUpdateFailedError) -> bool:
+    """An entity turned the update away only because its run is about to continue as new: send it
+    again, and it reaches the next run (workflows/entity.py `admit`)."""
+    from chipclear.contracts import CONTINUING_AS_NEW  # here: the contracts import the domain's models
+
+    return isinstance(exc.cause, ApplicationError) and exc.cause.type == CONTINUING_AS_NEW
 
 
 def refusal(exc: WorkflowUpdateFailedError) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 
-from chipclear.contracts import on_deployment
+from chipclear.contracts import entity_queue
 from chipclear.projections import list_requests, open_event_store
 from chipclear.store.protocol import EventStore
 from chipclear.store.transfer import ExportedEvent, ExportedInvoice, ExportedStream
@@ -34,6 +34,12 @@ _ROUTINE = {
     WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND,
     WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_RESET_STICKY_TASK_QUEUE,
 }
+
+
+def on_deployment(task_queue: str) -> str:
+    """A visibility query for every workflow of the deployment on `task_queue`: its requests and
+    licences, and its entities on their own queue."""
+    return f'(TaskQueue = "{task_queue}" OR TaskQueue = "{entity_queue(task_queue)}")'
 
 
 async def task_failures(handle: WorkflowHandle[Any, Any]) -> list[str]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from chipclear.domain.screening import ScreeningList, ScreeningListInfo
 from chipclear.domain.screening_act import SCREENING_STREAM
@@ -66,10 +66,6 @@ class ListsInForce(Protocol):
     def screening_list(self, info: ScreeningListInfo) -> ScreeningList: ...
 
 
-class _Read(NamedTuple):
-    info: ScreeningListInfo | None  # None: no list was ever loaded
-
-
 class InForce:
     """The list in force as `list_in_force` read it (None: no list was ever loaded), answering what
     `CurrentList` asks of a store; a list's entries, needed only to prepare an index no cache holds
@@ -96,15 +92,14 @@ def list_in_force(url: str, store: Callable[[], ListsInForce]) -> InForce | None
     if db is None:
         return None
     try:
-        info = _in_force(db)
+        return _in_force(db, store)
     except (sqlite3.Error, ValueError, TypeError, KeyError):
         return None
     finally:
         db.close()
-    return None if info is None else InForce(info.info, store)
 
 
-def _in_force(db: sqlite3.Connection) -> _Read | None:
+def _in_force(db: sqlite3.Connection, store: Callable[[], ListsInForce]) -> InForce | None:
     row = db.execute(
         "SELECT (SELECT version FROM streams WHERE stream_id = ?), "
         "(SELECT head_hash FROM streams WHERE stream_id = ?), "
@@ -114,7 +109,7 @@ def _in_force(db: sqlite3.Connection) -> _Read | None:
     ).fetchone()
     if row is None:
         head = db.execute("SELECT version FROM streams WHERE stream_id = ?", (SCREENING_STREAM,)).fetchone()
-        return _Read(None) if head is None or head[0] == 0 else None
+        return InForce(None, store) if head is None or head[0] == 0 else None
     head_version, head_hash, chained, prev_hash, hash_ = row[0], row[1], row[2:13], row[13], row[14]
     event = dict(zip(CHAINED_COLUMNS, chained, strict=True))
     if (head_version, head_hash) != (event["version"], hash_) or link(
@@ -133,4 +128,4 @@ def _in_force(db: sqlite3.Connection) -> _Read | None:
     expected = (info.sha256, info.source, info.entries, info.names, event["occurred_at"])
     if described is None or tuple(described) != expected:
         return None
-    return _Read(info)
+    return InForce(info, store)

@@ -30,7 +30,6 @@ from temporalio.testing import WorkflowEnvironment
 
 from chipclear.bulk import COLUMNS, REQUIRED_COLUMNS, Pending, read_paths
 from chipclear.cli.files import InvalidInput
-from chipclear.contracts import on_deployment
 from chipclear.domain.limits import MAX_ORDER_CELL, MAX_ORDER_ROWS
 from chipclear.domain.models import ImportRequest
 from chipclear.domain.screening.csl import bundled_list
@@ -40,6 +39,7 @@ from chipclear.projections import PROJECTIONS
 from chipclear.store.sqlite import SQLiteEventStore
 from tests import keys
 from tests.cli.test_cli import EXAMPLE_REQUEST, ROOT, Result, chipclear, flat, hermetic_env, ok, show
+from tests.wedge_check import on_deployment
 
 ORDERS = ROOT / "examples" / "orders" / "orders.csv"
 SUMMARY = re.compile(

@@ -15,13 +15,14 @@ import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from chipclear.config import Settings
-from chipclear.contracts import ledger_id, ledger_stream, on_deployment, workflow_id
+from chipclear.contracts import ledger_id, ledger_stream, workflow_id
 from chipclear.demo import DemoRun, run_demo
 from chipclear.domain import events as ev
 from chipclear.domain.allocation import UnitsGranted, UnitsReleased
 from chipclear.domain.events import StoredEvent
 from chipclear.projections import open_event_store
 from chipclear.store.protocol import EventStore
+from tests.wedge_check import on_deployment
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ from temporalio.worker import Replayer
 from chipclear import keys
 from chipclear.bench import bench_request
 from chipclear.client import open_batch
-from chipclear.contracts import ImportRequestInput, ledger_id, ledger_stream, on_deployment, workflow_id
+from chipclear.contracts import ImportRequestInput, ledger_id, ledger_stream, workflow_id
 from chipclear.devserver import DevServer, free_port
 from chipclear.domain.allocation import BatchSpec, OpenBatch, UnitsGranted, fold_ledger
 from chipclear.domain.models import ImportRequest, Status
@@ -42,6 +42,7 @@ from chipclear.store.protocol import EventStore
 from chipclear.temporal import DATA_CONVERTER
 from chipclear.worker import ALL_WORKFLOWS, workflow_runner
 from tests.log_events import log_events
+from tests.wedge_check import on_deployment
 from workflows.import_request import ImportRequestWorkflow
 
 CHIPCLEAR = Path(sys.executable).parent / "chipclear"

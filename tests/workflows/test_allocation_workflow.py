@@ -12,11 +12,10 @@ import random
 from typing import Any
 
 from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from chipclear import client as ops
-from chipclear.contracts import CONTINUING_AS_NEW, LedgerInput, entity_queue, ledger_id, ledger_stream
+from chipclear.contracts import LedgerInput, entity_queue, ledger_id, ledger_stream
 from chipclear.domain.allocation import BatchSpec, LedgerState, OpenBatch, Reservation, Reserve, fold_ledger
 from chipclear.domain.commands import Withdraw
 from chipclear.domain.events import AllocationGranted, StoredEvent
@@ -26,6 +25,7 @@ from chipclear.domain.policy import DEFAULT_ROUTE, Policy
 from chipclear.domain.state import RequestState
 from chipclear.projections import get_request
 from chipclear.store.sqlite import SQLiteEventStore
+from chipclear.temporal import turned_away_to_continue
 from tests.conftest import running_worker
 from tests.factories import make_policy, make_request
 from tests.workflows.support import submit_signed
@@ -277,7 +277,7 @@ async def _reserve_until_admitted(client: Client, queue: str, command: Reserve) 
             )
             return answer, turned_away
         except WorkflowUpdateFailedError as exc:
-            if not (isinstance(exc.cause, ApplicationError) and exc.cause.type == CONTINUING_AS_NEW):
+            if not turned_away_to_continue(exc):
                 raise
             turned_away += 1
         except RPCError as exc:

@@ -39,7 +39,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from chipclear import client as ops
 from chipclear.codec import data_converter
-from chipclear.contracts import ACT_UPDATE, REQUEST_WORKFLOW, ImportRequestInput, on_deployment, workflow_id
+from chipclear.contracts import ACT_UPDATE, REQUEST_WORKFLOW, ImportRequestInput, workflow_id
 from chipclear.domain import bounds
 from chipclear.domain.allocation import BatchSpec, OpenBatch
 from chipclear.domain.commands import AddEvidence, Decide, HumanAct, RequestInfo, Respond, Withdraw
@@ -52,7 +52,7 @@ from tests import keys
 from tests.cli.test_cli import CHIPCLEAR, hermetic_env
 from tests.conftest import running_worker
 from tests.factories import make_policy, make_request, request_doc
-from tests.wedge_check import WedgeWatch, assert_no_orphan_rows, task_failures, wedged
+from tests.wedge_check import WedgeWatch, assert_no_orphan_rows, on_deployment, task_failures, wedged
 from tests.workflows.support import wait_for
 
 US, CN, DQ = "us-export", "cn-import", "domestic-quota"
