@@ -145,7 +145,10 @@ async def test_the_list_filtered_by_gate_shows_the_right_requests(site: Site, pa
     for _ in range(20):
         await page.goto(f"{site.ui}/namespaces/default/workflows?query={query}")
         with suppress(PlaywrightTimeoutError):  # the page is read either way; the loop decides
-            await page.get_by_text(held, exact=True).first.wait_for(timeout=3_000)
+            # Generous: under a full run's load the list can take seconds to fill after the page loads,
+            # and a read before it fills sees an empty table (a clean-clone run failed so, its screenshot
+            # showing the right list a moment later).
+            await page.get_by_text(held, exact=True).first.wait_for(timeout=10_000)
         body = await page.inner_text("body")
         if held in body and moved not in body:
             break
