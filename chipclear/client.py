@@ -470,20 +470,32 @@ def stored_licence(store: EventStore, request_id: str) -> LicenceState:
 
 
 async def licence_act(
-    client: Client, request_id: str, command: LicenceAct, *, key: Ed25519PrivateKey | None = None
+    client: Client,
+    task_queue: str,
+    request: RequestState,
+    command: LicenceAct,
+    *,
+    key: Ed25519PrivateKey | None = None,
 ) -> LicenceActResult:
-    """Sign a shipment, suspension or reinstatement for the licence as it stands now and send it; signed
-    again, as `update` does, when only the licence's version moved under it (another shipment)."""
+    """Sign a shipment, suspension or reinstatement for the licence of `request` (its stored state) as
+    it stands now and send it, opening the licence's workflow if this is its first act; signed again, as
+    `update` does, when only the licence's version moved under it (another shipment)."""
     from chipclear.contracts import ACT_UPDATE, LicenceActResult, licence_workflow_id
     from chipclear.domain.licence import licence_stream, signed_version
+    from chipclear.licence_opening import LicenceEnded, open_licence
 
     key = own_key(command.person, key)
+    request_id = request.request_id
+    assert request_id is not None, "a stored request"
     handle = client.get_workflow_handle(licence_workflow_id(request_id))
 
     async def send() -> LicenceActResult:
         live = await licence_live(client, request_id)
         if live is None:
-            raise LicenceClosed(f"licence of {request_id!r} has no running workflow")
+            try:
+                live = await open_licence(client, task_queue, request)
+            except LicenceEnded as exc:
+                raise LicenceClosed(str(exc)) from None
         act = signed(command, licence_stream(request_id), signed_version(live, command), key)
         what = f"the {command.kind} act"
         answer = await _send(client, handle, ACT_UPDATE, act, LicenceActResult, what=what, check="licence")

@@ -15,7 +15,7 @@ from typing import Any, Generic, Literal, Self, TypeVar
 
 from pydantic import BaseModel, Field
 from temporalio.client import WithStartWorkflowOperation
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from chipclear.config import DEFAULT_TASK_QUEUE
 from chipclear.domain.allocation import LedgerState
@@ -269,6 +269,28 @@ def licence_summary(request: ImportRequest, licence_id: str) -> str:
     return f"licence {licence_id} of {request.request_id}: {request.units:,} H200 for {request.buyer.name}"
 
 
+# The licence's one read-only update: it answers once the licence has read its terms, so that a caller
+# that has just started it (update-with-start) has its state to sign against.
+LICENCE_OPENED_UPDATE = "opened"
+
+
+def licence_start(
+    request: ImportRequest, licence_id: str, task_queue: str
+) -> WithStartWorkflowOperation[Any, Any]:
+    """Update-with-start of a licence's workflow, at its first use (a shipment, a suspension, a
+    re-screening), on the deployment's main queue; a call that finds it running uses it. A licence whose
+    workflow has ended is not started again (its id is used once), unless that run failed."""
+    return WithStartWorkflowOperation(
+        LICENCE_WORKFLOW,
+        LicenceInput(request_id=request.request_id),
+        id=licence_workflow_id(request.request_id),
+        task_queue=home_queue(task_queue),
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+        static_summary=licence_summary(request, licence_id)[:200],
+    )
+
+
 class LicenceInput(BaseModel):
     """Only the request's id: the licence reads its terms from the request's stored record, so no caller
     can start one with terms of its own making."""
@@ -277,7 +299,8 @@ class LicenceInput(BaseModel):
 
 
 class StartLicence(BaseModel):
-    """What a request that ended licensed asks: start its licence's workflow, with this Web UI summary."""
+    """What a request that ended licensed asked before licences opened at their first use: start its
+    licence's workflow, with this Web UI summary (kept for histories recorded then, docs/versioning.md)."""
 
     request_id: str
     summary: str
@@ -385,7 +408,7 @@ class RescreeningTally(BaseModel):
 
 class RescreeningInput(BaseModel):
     list_version: str
-    page_token: str | None = None  # base64 of the visibility page to go on from (continue-as-new)
+    page_token: str | None = None  # the page to go on from (continue-as-new): activities/rescreening.py
     tally: RescreeningTally = Field(default_factory=RescreeningTally)
 
 
@@ -416,6 +439,7 @@ class RescreenPage(BaseModel):
 
 
 def live_targets_query(task_queue: str) -> str:
-    """Every running request and licence of this deployment, as the visibility store finds them."""
-    types = f'WorkflowType = "{REQUEST_WORKFLOW}" OR WorkflowType = "{LICENCE_WORKFLOW}"'
-    return f'({types}) AND ExecutionStatus = "Running" AND TaskQueue = "{task_queue}"'
+    """Every running request of this deployment, as the visibility store finds them (its licences are
+    found in the event store: activities/rescreening.py)."""
+    running = f'WorkflowType = "{REQUEST_WORKFLOW}" AND ExecutionStatus = "Running"'
+    return f'{running} AND TaskQueue = "{task_queue}"'

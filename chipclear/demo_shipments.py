@@ -71,7 +71,8 @@ async def ship_everything(
         report, file = _lab_report(folder, shipment, units, state.buyer)
         command = Ship(actor=OFFICER, shipment_id=shipment, units=units, lab_report=report)
         try:
-            result = await ops.licence_act(client, state.request_id, command, key=sam)
+            # The first act on a licence opens its workflow (chipclear.licence_opening).
+            result = await ops.licence_act(client, task_queue, state, command, key=sam)
         except ops.Rejected as refused:
             output.console.print(f"  {shipment} ({units:,} units): [red]refused[/]: {escape(str(refused))}")
             return
@@ -81,9 +82,6 @@ async def ship_everything(
             f"{result.units_remaining:,} left, {result.status}"
         )
 
-    for state in licensed:
-        assert state.request_id is not None
-        await _opened(client, state.request_id)
     with tempfile.TemporaryDirectory(prefix="chipclear-demo-lab-") as scratch:
         folder = Path(scratch)
         output.console.print("\nShipments, each reviewed by a US test lab before export:")
@@ -99,16 +97,6 @@ async def ship_everything(
             await ship(state, f"SH-{number}", state.units_approved or 0)
     await _used_up(client, licensed)
     return _licences(store, licensed)
-
-
-async def _opened(client: Client, request_id: str) -> None:
-    """A licence's workflow opens moments after its request ends: wait for it."""
-    for _ in range(300):
-        live = await ops.licence_live(client, request_id)
-        if live is not None and live.status is not None:
-            return
-        await asyncio.sleep(0.1)
-    raise TimeoutError(f"the licence of {request_id} did not open within 30 s")
 
 
 async def _used_up(client: Client, licensed: list[RequestState]) -> None:

@@ -138,7 +138,7 @@ def build_worker(
     events = EventActivities(store, policy, search_attributes=search_attributes, outage=outage)
     screening = ScreeningActivities(store, outage)
     ledger = AllocationActivities(client)
-    rescreening = RescreeningActivities(client)
+    rescreening = RescreeningActivities(client, store)
     options.setdefault("workflow_runner", workflow_runner(sandbox))
     stand_ins = {_activity_name(fake): fake for fake in replace}
 
@@ -167,9 +167,10 @@ def build_worker(
                 screening.screen_parties,
                 # A local activity on the hot path (workflows/import_request.py `_fetch`).
                 ledger.claim_buyer_units,
-                # Local activities of a request that ended licensed, and of its licence.
-                ledger.start_licence,
+                # The licence's opening read; and its start by a request, in histories recorded before
+                # licences opened at their first use (chipclear.licence_opening).
                 events.open_licence,
+                ledger.start_licence,
                 *extra_activities,
             ]
         ),

@@ -11,13 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio import activity
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from chipclear.config import WorkerTuning
-from chipclear.contracts import StartLicence
 from chipclear.devserver import UPDATE_LIMITS, temporal_binary
 from chipclear.domain.policy import Policy
 from chipclear.projections import PROJECTIONS
@@ -119,16 +117,9 @@ async def running_worker(
             yield worker
 
 
-@activity.defn(name="start_licence")
-async def licence_not_opened(input: StartLicence) -> None:
-    """A stand-in for the licence's start where a test runs the import workflow alone: no licence
-    workflow is registered there, so none is started."""
-
-
 @asynccontextmanager
 async def worker_with(client: Client, *activities: Callable[..., Any]) -> AsyncIterator[Worker]:
-    """Only the import workflow and `activities`: a fake registers under the real activity's name.
-    A request that ends licensed opens no licence here (`licence_not_opened`)."""
+    """Only the import workflow and `activities`: a fake registers under the real activity's name."""
     from workflows.import_request import ImportRequestWorkflow
 
     with ThreadPoolExecutor(max_workers=4) as executor:
@@ -136,7 +127,7 @@ async def worker_with(client: Client, *activities: Callable[..., Any]) -> AsyncI
             client,
             task_queue=f"test-{uuid.uuid4().hex[:12]}",
             workflows=[ImportRequestWorkflow],
-            activities=[*activities, licence_not_opened],
+            activities=list(activities),
             activity_executor=executor,
         ) as worker:
             yield worker

@@ -99,6 +99,9 @@ def _start_input(value: object) -> ImportRequestInput:
 # Patch ids (docs/versioning.md): each names a change that makes running workflows issue other commands.
 REFUSE_BEFORE_FACTS = "refuse-before-facts"
 OPEN_LICENCE = "open-licence"
+# Licences open at their first use (chipclear.licence_opening), not when the request ends: a licence never
+# acted on costs the server no workflow, task or timer. Histories recorded between the two patches start it.
+LICENCE_AT_FIRST_USE = "licence-at-first-use"
 
 _Self = TypeVar("_Self")
 _Arg = TypeVar("_Arg")
@@ -156,7 +159,11 @@ class ImportRequestWorkflow:
             for command in compensations(self._state):
                 await self._step(command)
                 await self._flush()
-        if self._state.licence_id is not None and workflow.patched(OPEN_LICENCE):
+        if (
+            self._state.licence_id is not None
+            and not workflow.patched(LICENCE_AT_FIRST_USE)
+            and workflow.patched(OPEN_LICENCE)
+        ):
             await self._open_licence()
         # Let an update that is mid-append finish before the run closes under it.
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -164,8 +171,8 @@ class ImportRequestWorkflow:
         return ImportRequestResult.model_validate(self._state, from_attributes=True)
 
     async def _open_licence(self) -> None:
-        """The licence lives on in a workflow of its own (workflows/licence.py), which reads its terms
-        from this request's stored record; starting it twice finds it started."""
+        """Replayed for histories recorded before LICENCE_AT_FIRST_USE only: the request started its
+        licence's workflow (workflows/licence.py) as it ended; starting it twice finds it started."""
         request = self._state.request
         assert request is not None and self._state.licence_id is not None
         summary = licence_summary(request, self._state.licence_id)[:200]

@@ -1,10 +1,11 @@
 """A licence once issued: one workflow per licence, from its opening to the day it is used up or expires.
 
-The request that ended licensed starts it (`licence-<request_id>`); it reads its terms from the request's
-stored record, never from its caller. Every act on it (a shipment, a suspension, a reinstatement) is an
-Update whose validator refuses a bad one before it enters history; the handler takes one step under a
-lock: check, count the shipment for its exporter's 50% rule, decide once, store, fold. A durable timer
-expires the licence at the end of its validity.
+It starts at the licence's first use (`licence-<request_id>`, chipclear.licence_opening: a shipment, a
+suspension, a re-screening), and reads its terms from the request's stored record, never from its caller.
+Every act on it (a shipment, a suspension, a reinstatement) is an Update whose validator refuses a bad one
+before it enters history; the handler takes one step under a lock: check, count the shipment for its
+exporter's 50% rule, decide once, store, fold. A durable timer expires the licence at the end of its
+validity.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ with workflow.unsafe.imports_passed_through():
     from chipclear import ui_text
     from chipclear.contracts import (
         ACT_UPDATE,
+        LICENCE_OPENED_UPDATE,
         LICENCE_WORKFLOW,
         RESCREEN_UPDATE,
         ChinaCountAnswer,
         LicenceActResult,
         LicenceInput,
         LicenceResult,
+        StateQuery,
     )
     from chipclear.domain import licence as rule
     from chipclear.domain.commands import Rescreen
@@ -89,6 +92,13 @@ class LicenceWorkflow(Stateful[rule.LicenceState]):
         return self._state.status is not None and self._state.status.is_final
 
     # -- updates -------------------------------------------------------------------------------------
+    @workflow.update(name=LICENCE_OPENED_UPDATE)
+    async def opened(self, _: StateQuery) -> rule.LicenceState:
+        """The licence as it stands once it has read its terms: what its opener (update-with-start, at
+        its first use) signs the act against. Records nothing."""
+        await workflow.wait_condition(lambda: self._state.status is not None)
+        return self._state
+
     # Every act of a person on the licence (a shipment, a suspension, a reinstatement) is one Update with
     # a validator, as a request's are: what the person sends says which act it is (`kind`).
     @workflow.update(name=ACT_UPDATE)

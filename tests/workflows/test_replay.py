@@ -59,7 +59,6 @@ from chipclear.domain.state import RequestState
 from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.temporal import DATA_CONVERTER
 from chipclear.worker import ALL_WORKFLOWS, workflow_runner
-from tests import keys
 from tests.conftest import running_worker
 from tests.factories import make_policy, make_request
 from tests.wedge_check import assert_no_orphan_rows
@@ -408,18 +407,13 @@ async def _licence_used_up(client: Client, store: SQLiteEventStore, name: str) -
         handle = await start(client, store, worker, request)
         assert (await handle.result()).status == Status.LICENSED
         rig = licence_tests.Rig(client, store, worker)
-        await rig.open_licence(request.request_id)
+        # Its first act opens it (update-with-start), as the CLI's would.
         with pytest.raises(ops.Rejected, match="50%"):
             await rig.ship(request.request_id, "S0", 100)
         await rig.declare(1_000)
         await rig.ship(request.request_id, "S1", 100, declaration="310120261234567890")
-        alice = keys.private("alice")
-        await ops.licence_act(
-            client, request.request_id, SuspendLicence(actor="alice", reason="check"), key=alice
-        )
-        await ops.licence_act(
-            client, request.request_id, ReinstateLicence(actor="alice", reason="ok"), key=alice
-        )
+        await rig.act(request.request_id, SuspendLicence(actor="alice", reason="check"))
+        await rig.act(request.request_id, ReinstateLicence(actor="alice", reason="ok"))
         await rig.ship(request.request_id, "S2", 200)
         licence = client.get_workflow_handle(licence_workflow_id(request.request_id))
         await licence.result()
