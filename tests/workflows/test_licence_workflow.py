@@ -195,7 +195,7 @@ async def test_a_licence_expires_at_the_end_of_its_validity_on_the_time_skipping
                 # A licence nobody acted on has no workflow and no timer: its first act after its
                 # validity opens it, finds it expired, records that, and is refused.
                 assert await ops.licence_live(env.client, unused.request_id) is None
-                with pytest.raises((ops.LicenceClosed, ops.Rejected), match="ended|expired"):
+                with pytest.raises((ops.LicenceClosed, ops.Rejected), match=r"ended|expired"):
                     await rig.ship(unused.request_id, "late", 1)
     (expired,) = [event.data for event in store.read_stream(licence_stream(unused.request_id))]
     assert isinstance(expired, LicenceExpired)

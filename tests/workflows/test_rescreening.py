@@ -5,11 +5,15 @@ event."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from temporalio.client import Client
+from temporalio.testing import ActivityEnvironment
 
+from activities.rescreening import LICENCES_FROM, RescreeningActivities
 from chipclear import client as ops
-from chipclear.contracts import RescreeningTally
+from chipclear.contracts import LICENCE_WORKFLOW, RescreeningTally, RescreenPageInput, licence_workflow_id
 from chipclear.domain.commands import ClearScreeningHold, Withdraw
 from chipclear.domain.events import PartiesRescreened, ScreeningHoldCleared
 from chipclear.domain.gates import cn_import, us_export
@@ -20,6 +24,7 @@ from chipclear.store.sqlite import SQLiteEventStore
 from tests.conftest import running_worker
 from tests.domain.test_screening import EL, csl_list
 from tests.factories import make_policy, make_request
+from tests.store.support import NOW, append_all, scenario
 from tests.workflows.licences import Rig
 from tests.workflows.support import at_gate, decision, start, wait_for
 
@@ -115,3 +120,26 @@ async def test_a_new_list_suspends_a_valid_licence_and_holds_a_request_under_rev
         assert len(rescreenings) == 1
         await ops.update(client, reviewed.request_id, Withdraw(reason="the test is done"))
     assert store.verify().ok
+
+
+async def test_the_fan_out_pages_through_the_stores_valid_licences_and_skips_expired_ones(
+    client: Client, store: SQLiteEventStore
+) -> None:
+    """Licences come from the event store, a page at a time: every licensed request whose licence can
+    still be acted on, once each, and none whose validity has passed (nobody ever opened those)."""
+    valid = [scenario("licensed", f"lic-{number}") for number in range(5)]
+    lapsed = scenario("licensed", "lic-old", start=NOW - timedelta(days=6 * 365))
+    append_all(store, [*valid, lapsed, scenario("denied", "den-1")])
+    finding = RescreeningActivities(client, store)
+    found: list[str] = []
+    token: str | None = LICENCES_FROM
+    pages = 0
+    while token is not None:
+        page = await ActivityEnvironment().run(
+            finding.live_targets, RescreenPageInput(page_token=token, page_size=2)
+        )
+        assert all(target.workflow_type == LICENCE_WORKFLOW for target in page.targets)
+        found += [target.workflow_id for target in page.targets]
+        token, pages = page.next_page_token, pages + 1
+    assert sorted(found) == [licence_workflow_id(f"lic-{number}") for number in range(5)]
+    assert pages == 4  # six licensed requests, two a page, and the short last page says it is the last
