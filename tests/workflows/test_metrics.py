@@ -11,6 +11,7 @@ from temporalio.client import Client
 
 from chipclear import client as ops
 from chipclear.devserver import free_port
+from chipclear.domain.licence import SuspendLicence
 from chipclear.domain.models import Status
 from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.temporal import connect
@@ -52,12 +53,13 @@ async def test_metrics_endpoint_counts_what_the_requests_did(client: Client, sto
             submission = await ops.submit(metered, store, request, task_queue=worker.task_queue, actor="t")
             results[request.request_id] = (await submission.handle.result()).status
         # The licence drawn down once, and a shipment above what remains refused.
+        # The first shipment opens the licence's workflow. Then it is suspended: a licence transition.
         rig = Rig(metered, store, worker)
-        await rig.open_licence(clean.request_id)
         await rig.declare(100_000)
         await rig.ship(clean.request_id, "M1", 5_000)
         with pytest.raises(ops.Rejected):
             await rig.ship(clean.request_id, "M2", 8_000)
+        await rig.act(clean.request_id, SuspendLicence(actor="alice", reason="KYC review"))
     assert results == {clean.request_id: Status.LICENSED, listed.request_id: Status.DENIED}
 
     text = scrape(port)
@@ -72,5 +74,6 @@ async def test_metrics_endpoint_counts_what_the_requests_did(client: Client, sto
     assert value(text, "chipclear_gate_duration_seconds_count", gate="us-export", outcome="GateDenied") == 1
     assert value(text, "chipclear_units_shipped_total", **queue) == 5_000
     assert value(text, "chipclear_shipments_refused_total", reason="over_licence", **queue) == 1
+    assert value(text, "chipclear_licence_transitions_total", status="suspended", **queue) == 1
     # The SDK's own metrics come from the same endpoint.
     assert value(text, "temporal_workflow_completed_total", **queue) == 2
