@@ -37,8 +37,7 @@ from chipclear.contracts import (
     live_targets_query,
 )
 from chipclear.domain.commands import Rescreen
-from chipclear.domain.licence import LicenceStatus, licence_stream
-from chipclear.domain.licence_terms import licence_of
+from chipclear.domain.licence_terms import recorded_licence
 from chipclear.domain.models import Status
 from chipclear.licence_opening import LicenceEnded, open_licence
 from chipclear.projections import get_request, newest_requests, request_summary
@@ -48,8 +47,6 @@ from chipclear.temporal import refusal
 # A page token that has left the visibility store's pages for the store's licences: what follows the
 # prefix is the last licensed request of the page before (empty on the first licence page).
 LICENCES_FROM = "licences:"
-# A licence that can still be acted on: a re-screening may suspend it (or find a suspended one listed).
-_OPEN = frozenset({LicenceStatus.VALID, LicenceStatus.SUSPENDED})
 
 
 class RescreeningActivities:
@@ -88,14 +85,16 @@ class RescreeningActivities:
         found = [
             LiveWorkflow(workflow_id=licence_workflow_id(row.request_id), workflow_type=LICENCE_WORKFLOW)
             for row in rows
-            if self._licence_status(row.request_id, now) in _OPEN
+            if self._can_act_on(row.request_id, now)
         ]
         following = LICENCES_FROM + rows[-1].request_id if len(rows) == page_size else None
         return RescreenPage(targets=found, next_page_token=following)
 
-    def _licence_status(self, request_id: str, now: datetime) -> LicenceStatus | None:
-        request = self.store.read_stream(request_id)
-        return licence_of(request, self.store.read_stream(licence_stream(request_id))).status_at(now)
+    def _can_act_on(self, request_id: str, now: datetime) -> bool:
+        """Neither used up nor expired as its record stands (an unopened licence past its validity is
+        expired): a re-screening may suspend it, or find a suspended one listed."""
+        status = recorded_licence(self.store.read_stream, request_id).status_at(now)
+        return status is not None and not status.is_final
 
     @activity.defn(name="rescreen_target")
     async def rescreen_target(self, target: RescreenTarget) -> RescreenOutcome:

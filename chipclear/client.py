@@ -460,11 +460,10 @@ def stored_licence(store: EventStore, request_id: str) -> LicenceState:
     """The licence as the stored record gives it (its terms from the request's stream, then its own);
     NotFound when the request holds none."""
     from chipclear.domain.errors import DomainError
-    from chipclear.domain.licence import licence_stream
-    from chipclear.domain.licence_terms import licence_of
+    from chipclear.domain.licence_terms import recorded_licence
 
     try:
-        return licence_of(store.read_stream(request_id), store.read_stream(licence_stream(request_id)))
+        return recorded_licence(store.read_stream, request_id)
     except DomainError as exc:
         raise NotFound(str(exc)) from None
 

@@ -25,7 +25,6 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from chipclear.contracts import (
     LICENCE_OPENED_UPDATE,
-    LICENCE_PREFIX,
     StateQuery,
     licence_start,
     licence_workflow_id,
@@ -42,7 +41,9 @@ async def open_licence(client: Client, task_queue: str, request: RequestState) -
     """The licence of `request` (a licensed request's stored state) as its running workflow holds it,
     starting that workflow on the deployment's queue if nobody has yet. LicenceEnded if it has ended."""
     assert request.request is not None and request.licence_id is not None, "a licensed request"
-    await _not_ended(client.get_workflow_handle(licence_workflow_id(request.request.request_id)))
+    ended = LicenceEnded(f"licence of {request.request_id!r} has ended")
+    if await _closed(client.get_workflow_handle(licence_workflow_id(request.request.request_id))):
+        raise ended
     try:
         state: LicenceState = await client.execute_update_with_start_workflow(
             LICENCE_OPENED_UPDATE,
@@ -51,27 +52,26 @@ async def open_licence(client: Client, task_queue: str, request: RequestState) -
             result_type=LicenceState,
         )
     except WorkflowAlreadyStartedError:
-        raise LicenceEnded(f"licence of {request.request_id!r} has ended") from None
+        raise ended from None
     except (WorkflowUpdateFailedError, WorkflowFailureError) as exc:
         # Its run ended while the update waited: it expired the moment it opened, or could not open.
-        raise LicenceEnded(f"licence of {request.request_id!r} has ended") from exc
+        raise ended from exc
     except RPCError as exc:
         # How a server says the id is used up varies (the time-skipping server: ALREADY_EXISTS).
-        ended = exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.ALREADY_EXISTS)
-        if not ended and "already completed" not in exc.message:
+        used_up = exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.ALREADY_EXISTS)
+        if not used_up and "already completed" not in exc.message:
             raise
-        raise LicenceEnded(f"licence of {request.request_id!r} has ended") from None
+        raise ended from None
     return state
 
 
-async def _not_ended(handle: WorkflowHandle[Any, Any]) -> None:
-    """LicenceEnded if the licence's workflow ran and has closed; asked first, so that an act on an
-    ended licence costs one read rather than a refused start."""
+async def _closed(handle: WorkflowHandle[Any, Any]) -> bool:
+    """Whether the licence's workflow ran and has closed; asked first, so that an act on an ended
+    licence costs one read rather than a refused start."""
     try:
         description = await handle.describe(rpc_timeout=timedelta(seconds=5))
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
-            return  # never opened
+            return False  # never opened
         raise
-    if description.status != WorkflowExecutionStatus.RUNNING:
-        raise LicenceEnded(f"licence of {handle.id.removeprefix(LICENCE_PREFIX)!r} has ended")
+    return description.status != WorkflowExecutionStatus.RUNNING

@@ -6,7 +6,7 @@ state (chipclear.domain.state imports the events).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from chipclear.domain.errors import DomainError
 from chipclear.domain.events import Event
@@ -17,6 +17,7 @@ from chipclear.domain.licence import (
     LicenceState,
     LicenceTerms,
     fold_licence,
+    licence_stream,
 )
 from chipclear.domain.screening import parties_of
 from chipclear.domain.state import RequestState, fold
@@ -64,3 +65,9 @@ def licence_of(request: Iterable[Event], licence: Iterable[Event]) -> LicenceSta
         terms_of(fold(request)),
         [(event.data, event.occurred_at) for event in licence if isinstance(event.data, LicencePayload)],
     )
+
+
+def recorded_licence(read_stream: Callable[[str], Iterable[Event]], request_id: str) -> LicenceState:
+    """The licence of `request_id` as a log holds it (`read_stream`: a store's, reading one stream):
+    the request's stream, then the licence's own. DomainError when the request holds no licence."""
+    return licence_of(read_stream(request_id), read_stream(licence_stream(request_id)))
