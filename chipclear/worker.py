@@ -19,9 +19,10 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.converter import DataConverter
 from temporalio.service import RPCError
 from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRunner, Worker, WorkflowRunner
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+from temporalio.worker.workflow_sandbox import SandboxRestrictions
 
 from activities.allocation import AllocationActivities
 from activities.events import EventActivities
@@ -40,8 +41,9 @@ from chipclear.recorder import CheckpointSchedule, checkpointing, load_recorder
 from chipclear.store.outage import StoreOutage
 from chipclear.store.protocol import EventStore
 from chipclear.store.urls import redact
-from chipclear.temporal import connect_patiently
+from chipclear.temporal import DATA_CONVERTER, connect_patiently
 from chipclear.workflow_code import compile_once
+from chipclear.workflow_sandbox import sandbox_for
 from workflows.allocation import AllocationLedgerWorkflow
 from workflows.buyer_cap import BuyerCapWorkflow
 from workflows.exporter import ExporterWorkflow
@@ -87,7 +89,7 @@ class ChipclearWorker:
         await self.main.__aexit__(*exc)
 
 
-def workflow_runner(sandbox: bool = True) -> WorkflowRunner:
+def workflow_runner(sandbox: bool = True, converter: DataConverter = DATA_CONVERTER) -> WorkflowRunner:
     """How workflow code runs, the same in a worker and in the replayer.
 
     The sandbox passes `cryptography` through: a signature that fails to verify raises
@@ -103,10 +105,10 @@ def workflow_runner(sandbox: bool = True) -> WorkflowRunner:
     if not sandbox:
         return UnsandboxedWorkflowRunner()
     compile_once()  # each run imports its workflow module afresh: compiled once (chipclear/workflow_code.py)
-    return SandboxedWorkflowRunner(
-        restrictions=SandboxRestrictions.default.with_passthrough_modules(
-            "cryptography", "chipclear", "activities"
-        )
+    # Per payload, the sandbox is asked about contexts that `converter` never reads: answered outside it.
+    return sandbox_for(
+        converter,
+        SandboxRestrictions.default.with_passthrough_modules("cryptography", "chipclear", "activities"),
     )
 
 
@@ -139,7 +141,7 @@ def build_worker(
     screening = ScreeningActivities(store, outage)
     ledger = AllocationActivities(client)
     rescreening = RescreeningActivities(client, store)
-    options.setdefault("workflow_runner", workflow_runner(sandbox))
+    options.setdefault("workflow_runner", workflow_runner(sandbox, client.data_converter))
     stand_ins = {_activity_name(fake): fake for fake in replace}
 
     def swapped(activities: list[Callable[..., Any]]) -> list[Callable[..., Any]]:
