@@ -26,6 +26,7 @@ def configure(level: str | None = None, json: bool | None = None) -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.stdlib.ExtraAdder(),
+        without_core_record,
     ]
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
@@ -58,6 +59,16 @@ def configure(level: str | None = None, json: bool | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+def without_core_record(
+    logger: structlog.types.WrappedLogger, method: str, event: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """A line forwarded from the SDK core carries the core's record object as an extra (`temporal_log`),
+    which JSON can only show as `<builtins.BufferedLogEntry object at 0x…>`; its message and fields are
+    in the line already."""
+    event.pop("temporal_log", None)
+    return event
 
 
 def escape_text(

@@ -110,6 +110,19 @@ def test_log_lines_show_escapes_on_a_terminal_and_stay_exact_in_json(
     assert raw_in(line) == [] and json.loads(line)["buyer"] == EVIL_NAME
 
 
+@pytest.mark.usefixtures("restored_logging")
+def test_a_line_forwarded_from_the_sdk_core_drops_the_cores_record_object(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    logs.configure(level="INFO", json=True)
+    # As temporalio.runtime forwards a core line: the record object rides along as an extra.
+    logging.getLogger("temporalio.core").warning(
+        "Workflow task duration exceeded", extra={"temporal_log": object()}
+    )
+    line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert line["event"] == "Workflow task duration exceeded" and "temporal_log" not in line
+
+
 def hostile_store(path: Path) -> str:
     """A request by an actor, for a buyer, denied for a reason, each holding escapes and bidi overrides.
     Built with model_copy: stored data may predate any input gate, and must still show safely."""
