@@ -45,7 +45,7 @@ def dev_server_args() -> list[str]:
 
 
 def updates(state: RequestState) -> list[SearchAttributeUpdate]:  # type: ignore[type-arg]
-    """The values for a request's current state; the workflow upserts them at every transition."""
+    """The values for a request's current state; the workflow upserts them whenever one changes."""
     assert state.status is not None and state.buyer is not None
     return [
         STATUS.value_set(state.status),

@@ -13,10 +13,10 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from functools import partial
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RawValue
+from temporalio.common import RawValue, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -102,6 +102,9 @@ OPEN_LICENCE = "open-licence"
 # Licences open at their first use (chipclear.licence_opening), not when the request ends: a licence never
 # acted on costs the server no workflow, task or timer. Histories recorded between the two patches start it.
 LICENCE_AT_FIRST_USE = "licence-at-first-use"
+# A step that changes nothing the Web UI indexes (a question, an answer, evidence) upserts nothing: each
+# upsert is an event in history and a write to the server's visibility store. Before it, every step did.
+UPSERT_WHEN_CHANGED = "upsert-when-changed"
 
 _Self = TypeVar("_Self")
 _Arg = TypeVar("_Arg")
@@ -126,6 +129,7 @@ class ImportRequestWorkflow:
         self._pending: list[Event] = []
         self._durable = self._state  # the state as of the last successful append
         self._upsert = False
+        self._indexed: list[SearchAttributeUpdate[Any]] = []  # what the last upsert set
         self._metrics: metrics.RequestMetrics | None = None  # made at the first flush, inside the run
         self._granted: Reservation | None = None  # a grant signalled by the ledger, not yet recorded
 
@@ -410,7 +414,11 @@ class ImportRequestWorkflow:
         self._metrics.record(self._durable, self._state, events)
         self._durable = self._state
         if self._upsert:
-            workflow.upsert_search_attributes(search_attributes.updates(self._state))
+            indexed = search_attributes.updates(self._state)
+            # Asked only when nothing changed, so a history whose every step changes them carries no marker.
+            if indexed != self._indexed or not workflow.patched(UPSERT_WHEN_CHANGED):
+                workflow.upsert_search_attributes(indexed)
+                self._indexed = indexed
         # The Web UI's "current details": the gate table, as of what is stored (not a command).
         workflow.set_current_details(ui_text.gate_table(self._state))
 

@@ -206,6 +206,21 @@ async def _held_asked_approved_withdrawn(client: Client, store: SQLiteEventStore
         return {"us-export-held": await history_of(handle)}
 
 
+async def _searchable(client: Client, store: SQLiteEventStore) -> Recorded:
+    """With the Web UI's search attributes on: a question and its answer change nothing they index, so
+    (since the patch `upsert-when-changed`) those steps upsert nothing; the withdrawal does."""
+    request = make_request(request_id="history-searchable", units=20_000)
+    async with running_worker(client, store, make_policy("manual"), search_attributes=True) as worker:
+        handle = await start(client, store, worker, request)
+        await wait_for(client, request.request_id, at_gate(US))
+        ask = RequestInfo(gate=US, reviewer="alice", question="Which data centre?")
+        await ops.update(client, request.request_id, ask)
+        await ops.update(client, request.request_id, Respond(text="Wuhu Cluster 3"))
+        await ops.update(client, request.request_id, Withdraw(reason="replay me"))
+        assert (await handle.result()).status == Status.WITHDRAWN
+        return {"searchable": await history_of(handle)}
+
+
 async def _escalated_expired(client: Client, store: SQLiteEventStore) -> Recorded:
     request = make_request(request_id="history-us-export-escalated")
     timeline = {"review_sla": "PT1S", "decision_deadline": "PT3S"}
@@ -465,6 +480,7 @@ SCENARIOS: dict[str, dict[str, Scenario]] = {
         "refused-before-facts": _refused_before_facts,
         "store-outage": _store_outage,
         "rescreened-held": _rescreened_held,
+        "searchable": _searchable,
     },
     LEDGER: {"batches-queue-release": _ledger_batches_queue_release},
     BUYER_CAP: {"claims-and-releases": _buyer_cap_claims_and_releases},

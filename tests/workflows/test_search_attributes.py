@@ -1,4 +1,5 @@
-"""Search attributes: upserted at every transition, so visibility queries (and the Web UI) follow."""
+"""Search attributes: upserted at every transition that changes one, so visibility queries (and the Web UI)
+follow, and only then (each upsert is a history event and a visibility write)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,14 @@ import asyncio
 import uuid
 from typing import Any
 
+from temporalio.api.enums.v1 import EventType
 from temporalio.api.sdk.v1 import WorkflowMetadata
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHistory
 from temporalio.worker import Replayer
 
 from chipclear import client as ops
 from chipclear import search_attributes as sa
-from chipclear.domain.commands import Decide, Withdraw
+from chipclear.domain.commands import Decide, RequestInfo, Respond, Withdraw
 from chipclear.domain.models import Status
 from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.temporal import DATA_CONVERTER
@@ -86,3 +88,38 @@ async def test_every_transition_is_searchable(client: Client, store: SQLiteEvent
     )
     history = await submission.handle.fetch_history()
     await Replayer(workflows=[ImportRequestWorkflow], data_converter=DATA_CONVERTER).replay_workflow(history)
+
+
+def upserted(history: WorkflowHistory) -> list[dict[str, bytes]]:
+    """chipclear's upserts in a history, in order (the SDK's own TemporalChangeVersion left out)."""
+    return [
+        {name: payload.data for name, payload in fields.items()}
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+        for fields in [
+            event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+        ]
+        if "TemporalChangeVersion" not in fields
+    ]
+
+
+async def test_a_step_that_changes_nothing_indexed_upserts_nothing(
+    client: Client, store: SQLiteEventStore
+) -> None:
+    buyer = f"Quiet Buyer {uuid.uuid4().hex[:8]}"
+    request = make_request(buyer={"name": buyer, "country": "CN", "kind": "private"}, units=30_000)
+    rid = request.request_id
+    async with running_worker(client, store, make_policy("manual"), search_attributes=True) as worker:
+        submission = await ops.submit(client, store, request, task_queue=worker.task_queue, actor="t")
+        await wait_for(client, rid, at_gate("us-export"))
+        await ops.update(client, rid, RequestInfo(gate="us-export", reviewer="alice", question="Which site?"))
+        await ops.update(client, rid, Respond(text="Wuhu Cluster 3"))
+        await ops.update(client, rid, Withdraw(reason="test over"))
+        await submission.handle.result()
+    [ended] = await visible(client, f'ChipclearStatus = "withdrawn" AND ChipclearBuyer = "{buyer}"')
+    assert ended["ChipclearGate"] == ""
+    history = await submission.handle.fetch_history()
+    # Four steps stored (submission, question, answer, withdrawal); two changed what is indexed.
+    values = upserted(history)
+    assert len(values) == 2 and values[0] != values[1]
+    assert [event.type for event in store.read_stream(rid)].count("InformationRequested") == 1
