@@ -70,7 +70,35 @@ def _policy(allocation: bool, home: Path) -> Policy:
     return load_policy("auto", home=home).with_section(cn_import.NAME, allocate_from_batches=allocation)
 
 
-async def _measure(count: int, concurrency: int, one: Callable[[int], Awaitable[None]]) -> dict[str, float]:
+@dataclasses.dataclass(frozen=True)
+class CpuClock:
+    """CPU seconds used so far by this process (the worker and the bench's own client) and by the dev
+    server's, where it can be read. Per workflow, they say which side a gap comes from, and they vary
+    far less from run to run than a throughput does on a shared machine."""
+
+    server_pid: int | None = None
+
+    def read(self) -> tuple[float, float | None]:
+        return time.process_time(), _process_cpu(self.server_pid)
+
+
+def _process_cpu(pid: int | None) -> float | None:
+    """A child process's user and system CPU seconds, from Linux's /proc; None elsewhere."""
+    if pid is None:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except OSError:
+        return None
+    # The fields after the command name (which may hold spaces) start at its closing parenthesis;
+    # utime and stime are the 14th and 15th fields of the line, in clock ticks.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _measure(
+    count: int, concurrency: int, one: Callable[[int], Awaitable[None]], clock: CpuClock = CpuClock()
+) -> dict[str, Any]:
     gate = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
 
@@ -80,21 +108,31 @@ async def _measure(count: int, concurrency: int, one: Callable[[int], Awaitable[
             await one(index)
             latencies.append(time.perf_counter() - began)
 
-    began = time.perf_counter()
+    (ours_before, server_before), began = clock.read(), time.perf_counter()
     await asyncio.gather(*(timed(i) for i in range(count)))
     wall = time.perf_counter() - began
+    ours_after, server_after = clock.read()
     latencies.sort()
+    server = None if server_before is None or server_after is None else server_after - server_before
     return {
         "workflows": count,
         "seconds": round(wall, 2),
         "per_second": round(count / wall, 2),
         "p50_ms": round(statistics.median(latencies) * 1000, 1),
         "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, 1),
+        "worker_cpu_ms": round((ours_after - ours_before) / count * 1000, 2),
+        "server_cpu_ms": None if server is None else round(server / count * 1000, 2),
     }
 
 
 async def _suite(
-    client: Client, task_queue: str, requests: int, concurrency: int, policy: Policy, home: Path
+    client: Client,
+    task_queue: str,
+    requests: int,
+    concurrency: int,
+    policy: Policy,
+    home: Path,
+    clock: CpuClock = CpuClock(),
 ) -> dict[str, Any]:
     run = uuid.uuid4().hex[:8]
 
@@ -134,10 +172,10 @@ async def _suite(
     await _measure(min(20, requests), concurrency, warm)
     results = {
         f"chipclear ({len(policy.route)} gates, auto policy)": await _measure(
-            requests, concurrency, import_request
+            requests, concurrency, import_request, clock
         ),
-        "bare: 3 regular activities": await _measure(requests, concurrency, bare(False)),
-        "bare: 3 local activities": await _measure(requests, concurrency, bare(True)),
+        "bare: 3 regular activities": await _measure(requests, concurrency, bare(False), clock),
+        "bare: 3 local activities": await _measure(requests, concurrency, bare(True), clock),
     }
     chipclear, plain, local = (r["per_second"] for r in results.values())
     return {
@@ -214,7 +252,8 @@ async def run_bench(
             policy = _policy(allocation, home)
             # The bare yardstick runs on the same worker as the import workflow, and only on the bench's.
             async with bench_worker(settings, policy, client, [BareWorkflow]):
-                report = await _suite(client, settings.task_queue, requests, concurrency, policy, home)
+                clock = CpuClock(process.pid if process is not None else None)
+                report = await _suite(client, settings.task_queue, requests, concurrency, policy, home, clock)
             report["sandbox"] = sandbox
             report["tuning"] = dataclasses.asdict(tuning)
             report["allocation"] = allocation
@@ -228,7 +267,9 @@ async def run_bench(
     if as_json:
         output.print_json(report)
         return
-    table = Table("workload", "workflows", "seconds", "per second", "p50 ms", "p99 ms")
+    table = Table(
+        "workload", "workflows", "seconds", "per second", "p50 ms", "p99 ms", "worker CPU ms", "server CPU ms"
+    )
     for name, row in report["results"].items():
         table.add_row(
             name,
@@ -237,6 +278,8 @@ async def run_bench(
             str(row["per_second"]),
             str(row["p50_ms"]),
             str(row["p99_ms"]),
+            str(row["worker_cpu_ms"]),
+            "-" if row["server_cpu_ms"] is None else str(row["server_cpu_ms"]),
         )
     output.console.print(table)
     output.console.print(

@@ -55,18 +55,20 @@ def render(report: dict[str, Any], host: dict[str, Any], at: datetime) -> str:
         f"Concurrency {report['concurrency']}, sandbox {'on' if report['sandbox'] else 'off'}, "
         f"allocation batches {'on' if report['allocation'] else 'off'}, {report['event_store']} event store.",
         "",
-        "| workload | workflows | seconds | per second | p50 ms | p99 ms |",
-        "|---|---|---|---|---|---|",
+        "| workload | workflows | seconds | per second | p50 ms | p99 ms | worker CPU ms | server CPU ms |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, row in report["results"].items():
+        server = "-" if row["server_cpu_ms"] is None else row["server_cpu_ms"]
         lines.append(
             f"| {name} | {row['workflows']} | {row['seconds']} | {row['per_second']} | {row['p50_ms']} "
-            f"| {row['p99_ms']} |"
+            f"| {row['p99_ms']} | {row['worker_cpu_ms']} | {server} |"
         )
     lines += [
         "",
         f"Ratio to the bare regular-activity workflow: **{report['ratio_vs_regular']}**; to the bare "
-        f"local-activity one: {report['ratio_vs_local']}.",
+        f"local-activity one: {report['ratio_vs_local']}. CPU ms are per workflow: the worker's process "
+        "(with the bench's own client) and the dev server's.",
         END,
     ]
     return "\n".join(lines)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from contextlib import closing
 from pathlib import Path
 
+from chipclear.bench import _process_cpu
 from chipclear.bench_report import BEGIN, END
 from chipclear.domain.models import Status
 from chipclear.projections import list_requests
@@ -30,6 +32,8 @@ def test_bench_on_a_postgresql_event_store_records_every_request_and_writes_the_
     assert report["event_store"] == "postgresql" and report["allocation"] is False
     assert {row["workflows"] for row in report["results"].values()} == {4}
     assert all(row["per_second"] > 0 for row in report["results"].values())
+    # CPU per workflow, the worker's process and the dev server's: what a throughput gap is made of.
+    assert all(row["worker_cpu_ms"] > 0 and row["server_cpu_ms"] > 0 for row in report["results"].values())
     with closing(open_store(pg_url)) as store:
         requests = list_requests(store)
         assert len(requests) >= 4 and {row.status for row in requests} == {Status.LICENSED}  # + warm-up
@@ -40,6 +44,18 @@ def test_bench_on_a_postgresql_event_store_records_every_request_and_writes_the_
     assert "old figures" not in text and f"{os.cpu_count()} cores" in text and "load average" in text
     assert f"**{report['ratio_vs_regular']}**" in text and "postgresql event store" in text
     assert text.count("| bare: 3 regular activities | 4 |") == 1
+    assert "| worker CPU ms | server CPU ms |" in text
+
+
+def test_a_processs_cpu_seconds_are_read_from_proc() -> None:
+    before = _process_cpu(os.getpid())
+    assert before is not None and _process_cpu(None) is None
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:  # burn 0.3 s of CPU in this process
+        pass
+    after = _process_cpu(os.getpid())
+    assert after is not None and 0.2 <= after - before <= 2.0
+    assert _process_cpu(2**22 + 12345) is None  # no such process
 
 
 def test_bench_refuses_a_docs_file_without_its_block_before_running(tmp_path: Path) -> None:
