@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
@@ -43,13 +45,21 @@ async def test_the_namespace_has_them_and_setup_is_idempotent(client: Client) ->
     assert await sa.ensure(client) == []  # the dev server registered them all at start
 
 
-async def test_every_transition_is_searchable(client: Client, store: SQLiteEventStore) -> None:
-    buyer = f"Search Buyer {uuid.uuid4().hex[:8]}"
-    request = make_request(buyer={"name": buyer, "country": "CN", "kind": "private"}, units=42_000)
-    rid = request.request_id
+@asynccontextmanager
+async def at_us_export(
+    client: Client, store: SQLiteEventStore, buyer: str, units: int
+) -> AsyncIterator[tuple[str, ops.Submission]]:
+    """A manual request of `buyer`, submitted on a worker with the attributes on, waiting at us-export."""
+    request = make_request(buyer={"name": buyer, "country": "CN", "kind": "private"}, units=units)
     async with running_worker(client, store, make_policy("manual"), search_attributes=True) as worker:
         submission = await ops.submit(client, store, request, task_queue=worker.task_queue, actor="t")
-        await wait_for(client, rid, at_gate("us-export"))
+        await wait_for(client, request.request_id, at_gate("us-export"))
+        yield request.request_id, submission
+
+
+async def test_every_transition_is_searchable(client: Client, store: SQLiteEventStore) -> None:
+    buyer = f"Search Buyer {uuid.uuid4().hex[:8]}"
+    async with at_us_export(client, store, buyer, 42_000) as (rid, submission):
         [row] = await visible(client, f'ChipclearGate = "us-export" AND ChipclearBuyer = "{buyer}"')
         assert row == {
             "id": f"import-{rid}",
@@ -107,11 +117,7 @@ async def test_a_step_that_changes_nothing_indexed_upserts_nothing(
     client: Client, store: SQLiteEventStore
 ) -> None:
     buyer = f"Quiet Buyer {uuid.uuid4().hex[:8]}"
-    request = make_request(buyer={"name": buyer, "country": "CN", "kind": "private"}, units=30_000)
-    rid = request.request_id
-    async with running_worker(client, store, make_policy("manual"), search_attributes=True) as worker:
-        submission = await ops.submit(client, store, request, task_queue=worker.task_queue, actor="t")
-        await wait_for(client, rid, at_gate("us-export"))
+    async with at_us_export(client, store, buyer, 30_000) as (rid, submission):
         await ops.update(client, rid, RequestInfo(gate="us-export", reviewer="alice", question="Which site?"))
         await ops.update(client, rid, Respond(text="Wuhu Cluster 3"))
         await ops.update(client, rid, Withdraw(reason="test over"))
