@@ -39,14 +39,17 @@ def on_sqlite(name: str, fault: drills.Fault) -> Drill:
     return run
 
 
-def on_postgres(name: str, strike: Callable[[drills.RestartableCluster], drills.Fault]) -> Drill:
-    """On a PostgreSQL server of the drill's own, struck by the fault `strike` makes for it."""
+def on_postgres(
+    name: str, strike: Callable[[drills.RestartableCluster], drills.Fault], workers: int = 1
+) -> Drill:
+    """On a PostgreSQL server of the drill's own, struck by the fault `strike` makes for it, with
+    `workers` worker processes from the start."""
 
     async def run(home: Path, requests: int) -> dict[str, Any]:
         cluster = drills.RestartableCluster().start()
         try:
             rig = drills.postgres_rig(home, cluster)
-            result = await drills.drill(rig, requests, strike(cluster), within=900)
+            result = await drills.drill(rig, requests, strike(cluster), within=900, workers=workers)
             return summary(name, result) | {"workers": rig.workers_started, "sigterm_exit": rig.exit_code}
         finally:
             cluster.stop()
@@ -60,7 +63,7 @@ DRILLS: dict[str, Drill] = {
     "dev server kill + restart": on_sqlite("dev server kill + restart", drills.restart_server),
     "store lock 75 s": on_sqlite("store lock 75 s", drills.lock_store(hold=75.0)),
     "none (postgresql)": on_postgres("none (postgresql)", lambda _: drills.no_fault),
-    "two workers (postgresql)": on_postgres("two workers (postgresql)", lambda _: drills.second_worker),
+    "two workers (postgresql)": on_postgres("two workers (postgresql)", lambda _: drills.no_fault, workers=2),
     "postgresql down 20 s": on_postgres(
         "postgresql down 20 s", lambda cluster: drills.stop_postgres(cluster, 20.0)
     ),

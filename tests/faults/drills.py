@@ -59,13 +59,6 @@ async def kill_worker(client: Client, rig: Rig, load: Load) -> None:
     rig.start_worker()
 
 
-async def second_worker(client: Client, rig: Rig, load: Load) -> None:
-    """A second worker process on the same queue and event store, from the start: the two share the
-    requests, the ledger's calls and the appends (PostgreSQL: SQLite is one machine's file)."""
-    rig.start_worker()
-    await rig.worker_ready()
-
-
 async def restart_server(client: Client, rig: Rig, load: Load, down: float = 3.0) -> None:
     """SIGKILL the dev server mid-run and start it again on its database; the worker stays."""
     await under_way(rig, load)
@@ -144,10 +137,18 @@ def stop_postgres(cluster: RestartableCluster, down: float) -> Fault:
     return strike
 
 
-async def drill(rig: Rig, count: int, fault: Fault, *, within: float = 300.0) -> Verdict:
+async def drill(rig: Rig, count: int, fault: Fault, *, within: float = 300.0, workers: int = 1) -> Verdict:
     """Run `count` requests on the rig while `fault` strikes; the verdict once all have ended (or
-    `within` seconds passed). `rig.worker_alive` says whether the last worker was still running."""
+    `within` seconds passed). `rig.worker_alive` says whether the last worker was still running.
+
+    `workers` > 1: more worker processes on the same queue and event store (PostgreSQL: SQLite is one
+    machine's file), each polling before the first request starts, so that they share the requests,
+    the ledger's calls and the appends from the start. A worker that joined once the load was under way
+    could find every request's first task taken (a run stays on the worker that took it)."""
     async with running(rig) as client:
+        for _ in range(workers - 1):
+            rig.start_worker()
+            await rig.worker_ready()
         batch = await open_exact_batch(client, rig, [request(rig.run, i) for i in range(count)])
         load = await start_load(client, rig, count)
         await fault(client, rig, load)

@@ -99,7 +99,7 @@ async def test_two_workers_on_one_postgresql_store_share_the_load_and_lose_nothi
     tmp_path: Path, pg_cluster: drills.RestartableCluster
 ) -> None:
     rig = drills.postgres_rig(tmp_path, pg_cluster)
-    result = await drills.drill(rig, REQUESTS, drills.second_worker)
+    result = await drills.drill(rig, REQUESTS, drills.no_fault, workers=2)
     holds(result)  # every request licensed once, no duplicate or missing event, the audit and replay hold
     assert rig.workers_started == 2 and rig.worker_alive and rig.exit_code == 0
     assert result.worker_identities == 2  # both took tasks of the requests (a sticky run stays put)
