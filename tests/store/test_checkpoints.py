@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import sqlite3
 import threading
 import time
 from contextlib import closing
@@ -28,8 +29,9 @@ from chipclear.recorder import Checkpointer, CheckpointSchedule, checkpointing, 
 from chipclear.store import merkle
 from chipclear.store.chain import link
 from chipclear.store.checkpoint import Checkpoint, read_checkpoint, sign_checkpoint, write_checkpoint
+from chipclear.store.outage import StoreOutage
 from chipclear.store.postgres import PostgresEventStore, _Tx, split_url
-from chipclear.store.protocol import EventStore
+from chipclear.store.protocol import EventStore, StoreUnavailable
 from chipclear.store.sql_base import EVENT_COLUMNS, chain_row
 from chipclear.store.sql_checkpoints import CheckpointMismatch, UnknownEvent
 from chipclear.store.sql_log import append_in
@@ -429,6 +431,35 @@ async def test_a_worker_signs_in_the_background_and_once_more_as_it_stops(tmp_pa
         last = store.checkpoints()[-1]
         size, root = log_root(store)
         assert (last.tree_size, last.root_hash) == (size, root.hex())
+
+
+async def test_a_tick_that_only_reads_does_not_end_a_store_outage(tmp_path: Path) -> None:
+    """Reads go on under SQLite's write lock: a checkpoint tick with nothing to sign succeeded while every
+    write still failed, and told operators the outage had ended (seen in the store-lock fault drill)."""
+    found = scenarios(2)
+    path = tmp_path / "events.db"
+    with closing(SQLiteEventStore(path, projections=PROJECTIONS, recorder=RECORDER)) as store:
+        append_all(store, found[:1])
+        worker = Checkpointer(store, RECORDER, CheckpointSchedule(every=1, seconds=3600))
+        assert worker.tick() is not None  # everything so far is signed: the next ticks have nothing due
+        outage = StoreOutage()
+        outage.failing(StoreUnavailable("the event store is locked"))
+        lock = sqlite3.connect(path, isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")  # every write waits; reads go on
+        ticking = asyncio.create_task(worker.run(poll=0.01, outage=outage))
+        try:
+            await asyncio.sleep(0.3)
+            assert outage.since is not None  # ticks ran and read, but nothing was written
+            lock.execute("ROLLBACK")
+            append_all(store, found[1:])
+            for _ in range(200):
+                if outage.since is None:
+                    break
+                await asyncio.sleep(0.01)
+            assert outage.since is None and store.checkpoints()[-1].tree_size == log_root(store)[0]
+        finally:
+            ticking.cancel()
+            lock.close()
 
 
 def test_the_worker_needs_a_recorder_key_the_policy_trusts(tmp_path: Path) -> None:
