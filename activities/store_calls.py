@@ -11,7 +11,7 @@ Three rules, each from an incident (issue 16):
   cancellation lands after it, on an activity whose work is idempotent.
 - **Told once.** An outage fails hundreds of calls; each failure is logged at DEBUG (a `BENIGN`
   ApplicationError, which the SDK logs without a traceback), and `StoreOutage` (chipclear.store.outage)
-  logs one WARNING when the store answers again, with how long it was away and how many calls failed.
+  logs one WARNING when the store takes a write again, with how long it was away and how many calls failed.
 """
 
 from __future__ import annotations
@@ -59,4 +59,4 @@ def store_call(outage: StoreOutage, *, reads_only: bool = False) -> Iterator[Non
         # A malformed batch is a bug in the caller; retrying would fail the same way forever.
         raise ApplicationError(str(exc), type=INVALID, non_retryable=True) from exc
     if not reads_only:
-        outage.answered()
+        outage.wrote()

@@ -146,10 +146,8 @@ class Checkpointer:
             except Exception as exc:
                 log.warning("checkpoint not made", error=str(exc))
             else:
-                # Only a checkpoint written says the store takes writes again: a tick that only read
-                # (nothing due) succeeds under a held lock too, as SQLite's write-ahead log lets reads on.
-                if made is not None:
-                    outage.answered()
+                if made is not None:  # a tick with nothing due only read (StoreOutage.wrote)
+                    outage.wrote()
                     log.info("checkpoint signed", tree_size=made.tree_size, root_hash=made.root_hash)
             await asyncio.sleep(poll)
 

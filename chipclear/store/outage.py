@@ -1,8 +1,8 @@
 """Since when the event store has failed calls: one WARNING per outage, and the worker's readiness.
 
 An outage fails hundreds of calls. Each is logged at DEBUG where it happens; this keeps the outage's
-start and logs one WARNING when the store answers again, with how long it was away and how many calls
-it failed. The readiness probe asks it how long the current outage has lasted.
+start and logs one WARNING when the store takes a write again, with how long it was away and how many
+calls it failed. The readiness probe asks it how long the current outage has lasted.
 """
 
 from __future__ import annotations
@@ -34,7 +34,10 @@ class StoreOutage:
             self.since, self._began = datetime.now(UTC), time.monotonic()
         get_logger("chipclear.store").info("event store unavailable", error=str(error))
 
-    def answered(self) -> None:
+    def wrote(self) -> None:
+        """A write went through: the outage, if any, is over. Only a write says so: with SQLite's
+        write-ahead log a read succeeds while a held lock keeps every write out (a checkpoint tick that
+        only read once ended outages that way, mid-lock)."""
         if self.since is None:  # the common case, without the lock
             return
         with self._lock:

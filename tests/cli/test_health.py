@@ -82,6 +82,6 @@ async def test_not_ready_once_every_store_call_has_failed_for_a_while(
     health.outage.failing(StoreUnavailable("events.db is locked by another connection for over 5s"))
     status, body = await get(base + READINESS_PATH)
     assert status == 503 and "has failed every call" in body["detail"]
-    health.outage.answered()
+    health.outage.wrote()
     assert (await get(base + READINESS_PATH))[0] == 200
     health.store.close()
