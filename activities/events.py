@@ -16,7 +16,8 @@ from chipclear.domain.licence import LicenceState, licence_stream
 from chipclear.domain.licence_terms import licence_of
 from chipclear.domain.policy import Policy
 from chipclear.logs import get_logger
-from chipclear.store.protocol import AppendResult, EventLog, InvoiceRegistry
+from chipclear.projections import licensed_among
+from chipclear.store.protocol import AppendResult, EventLog, InvoiceRegistry, ProjectionRows
 
 
 class AppendInput(BaseModel):
@@ -57,8 +58,12 @@ class LicenceOpeningInput(BaseModel):
     request_id: str
 
 
-class EventsStore(EventLog, InvoiceRegistry, Protocol):
-    """What these activities use of the store: the log and the invoice registry."""
+class RequestIds(BaseModel):
+    request_ids: list[str]
+
+
+class EventsStore(EventLog, InvoiceRegistry, ProjectionRows, Protocol):
+    """What these activities use of the store: the log, the invoice registry and the projection's rows."""
 
 
 class EventActivities:
@@ -138,3 +143,11 @@ class EventActivities:
         except DomainError as exc:
             return LicenceOpening(policy=self.policy, refused=str(exc))
         return LicenceOpening(policy=self.policy, state=state)
+
+    @activity.defn(name="licensed_requests")
+    def licensed_requests(self, input: RequestIds) -> RequestIds:
+        # Safe to repeat: it only reads. The ledger asks it as it continues as new, to learn which of
+        # the allocations it carries it may stop carrying (chipclear.domain.allocation.settle).
+        with store_call(self.outage, reads_only=True):
+            licensed = licensed_among(self.store, input.request_ids)
+        return RequestIds(request_ids=licensed)

@@ -15,7 +15,7 @@ from typing import Any
 
 from chipclear.domain.events import REQUEST_EVENT_TYPES, Event
 from chipclear.domain.gates import domestic_quota
-from chipclear.domain.models import invoice_key
+from chipclear.domain.models import Status, invoice_key
 from chipclear.domain.state import RequestState, fold
 from chipclear.request_rows import COLUMNS, SUMMARY_COLUMNS, TABLE, RequestSummary, summary_query
 from chipclear.store.chain import timestamp
@@ -32,6 +32,7 @@ __all__ = [
     "RequestProjection",
     "RequestSummary",
     "get_request",
+    "licensed_among",
     "list_requests",
     "newest_requests",
     "open_event_store",
@@ -132,6 +133,23 @@ def request_summary(store: ProjectionRows, request_id: str) -> RequestSummary | 
     """One request's projection row, without its state."""
     rows = store.projection_rows(REQUESTS, RowQuery(columns=SUMMARY_COLUMNS, keys=[request_id]))
     return RequestSummary.model_validate(rows[0]) if rows else None
+
+
+def licensed_among(store: ProjectionRows, request_ids: Sequence[str]) -> list[str]:
+    """Those of these requests that hold their licence, in the order given: a page of keys per query,
+    well under either database's limit on a statement's parameters, however many the ledger carries."""
+    licensed: set[str] = set()
+    for start in range(0, len(request_ids), _KEYS_PER_QUERY):
+        query = RowQuery(
+            equal={"status": Status.LICENSED.value},
+            columns=["request_id"],
+            keys=request_ids[start : start + _KEYS_PER_QUERY],
+        )
+        licensed.update(row["request_id"] for row in store.projection_rows(REQUESTS, query))
+    return [request_id for request_id in request_ids if request_id in licensed]
+
+
+_KEYS_PER_QUERY = 500
 
 
 def requests_by_id(store: ProjectionRows, request_ids: Sequence[str]) -> dict[str, RequestSummary]:

@@ -186,7 +186,8 @@ def build_worker(
         client,
         task_queue=entity_queue(task_queue),
         workflows=ENTITY_WORKFLOWS,
-        activities=swapped([events.append_events, events.current_policy]),
+        # The ledger's appends and reads: the policy, and which allocations it carries are licensed.
+        activities=swapped([events.append_events, events.current_policy, events.licensed_requests]),
         max_concurrent_workflow_tasks=tuning.entity_task_slots,
         **workflows_and_appends,
     )

@@ -2,7 +2,8 @@
 
 Every reservation, release and new batch is an Update, so Temporal serialises them and no batch is
 ever promised twice, even across crashes. The ledger continues as new before its history grows large,
-carrying its whole state.
+carrying its state less what is settled: the requests that hold their licence or have given their
+units back (chipclear.domain.allocation.settle), so the carried state holds what can still change.
 """
 
 from __future__ import annotations
@@ -14,8 +15,12 @@ with workflow.unsafe.imports_passed_through():
     from chipclear.domain import allocation
     from chipclear.domain.errors import DomainError
     from chipclear.domain.events import Event
+    from chipclear.domain.gates.base import LEDGER_ACTOR
     from workflows import calls
-    from workflows.entity import Stateful, admit, domain_refusals, live_then_continue
+    from workflows.entity import Stateful, admit, domain_refusals, until_history_is_long
+
+# Patch: the ledger settles (stops carrying) what is settled before it continues as new.
+LEDGER_SETTLES = "ledger-settles"
 
 
 @workflow.defn(name=contracts.LEDGER_WORKFLOW)
@@ -24,13 +29,32 @@ class AllocationLedgerWorkflow(Stateful[allocation.LedgerState]):
     def __init__(self, input: contracts.LedgerInput) -> None:
         self._pending: list[Event] = []  # decided, not yet stored
         self._state = input.state or allocation.LedgerState()
+        self._carried = allocation.Carried.of(self._state)  # what this run may settle as it ends
         self._appended = self._state.version  # stored in the event store
         self._writing = False
         self._closing = False  # time to continue as new: new reservations are turned away
 
     @workflow.run
     async def run(self, input: contracts.LedgerInput) -> None:
-        await live_then_continue(input, lambda: self._state, self._close)
+        await until_history_is_long(input.history_limit, self._close)
+        await self._settle()
+        workflow.continue_as_new(input.carrying(self._state))
+
+    async def _settle(self) -> None:
+        """Record what the next run need not carry (chipclear.domain.allocation.settle).
+
+        Nothing to ask, nothing recorded: a run that carried in no grant still held and no release
+        continues at once, without the patch's marker."""
+        held = [rid for rid in self._carried.allocations if rid in self._state.allocations]
+        given_back = any(rid in self._state.released for rid in self._carried.released)
+        if not (held or given_back) or not workflow.patched(LEDGER_SETTLES):
+            return
+        licensed = set(await calls.licensed_requests(held)) if held else set()
+        events = allocation.settle(self._state, self._carried, licensed)
+        if events:
+            await self._stored(self._record(events, LEDGER_ACTOR))
+        # A batch opened meanwhile (never turned away) is answered before the run ends.
+        await workflow.wait_condition(workflow.all_handlers_finished)
 
     def _close(self) -> None:
         self._closing = True
@@ -112,8 +136,15 @@ class AllocationLedgerWorkflow(Stateful[allocation.LedgerState]):
         """Decide and fold at once, without awaiting: commands are serialised by construction."""
         with domain_refusals():
             events = allocation.decide_ledger(self._state, command, workflow.now())
-        if not events:
-            return []
+        # The import reviewer's signed act, kept with the events it caused.
+        act = command.model_dump(mode="json") if isinstance(command, allocation.OpenBatch) else None
+        self._record(events, _actor(command), act)
+        return events
+
+    def _record(
+        self, events: list[allocation.LedgerEvent], actor: str, act: dict[str, object] | None = None
+    ) -> int:
+        """Fold `events` in and queue them for the store; the version they bring the ledger to."""
         stream = contracts.ledger_stream(workflow.info().workflow_id)
         now = workflow.now()
         for data in events:
@@ -126,14 +157,11 @@ class AllocationLedgerWorkflow(Stateful[allocation.LedgerState]):
                     data=data,
                     occurred_at=now,
                     policy_version="allocation",
-                    actor=_actor(command),
-                    # The import reviewer's signed act, kept with the events it caused.
-                    act=command.model_dump(mode="json")
-                    if isinstance(command, allocation.OpenBatch)
-                    else None,
+                    actor=actor,
+                    act=act,
                 )
             )
-        return events
+        return self._state.version
 
     async def _stored(self, version: int) -> None:
         """Group commit: whoever finds no write in flight writes everything pending in one append.

@@ -22,7 +22,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.events import AppendInput, EventActivities, PolicyInput, PolicyResult
+    from activities.events import AppendInput, EventActivities, PolicyInput, PolicyResult, RequestIds
     from activities.screening import ScreeningActivities
     from chipclear.contracts import ledger_calls_queue
     from chipclear.domain.events import Event
@@ -92,6 +92,17 @@ async def current_policy() -> PolicyResult:
         EventActivities.current_policy, PolicyInput(), "read the policy in force", "the policy"
     )
     return found
+
+
+async def licensed_requests(request_ids: Sequence[str]) -> list[str]:
+    """Those of these requests that hold their licence, as the store's projection says (a local
+    activity: it only reads)."""
+    found: RequestIds = await on_store(
+        EventActivities.licensed_requests,
+        RequestIds(request_ids=list(request_ids)),
+        f"which of {len(request_ids)} allocation(s) are licensed",
+    )
+    return found.request_ids
 
 
 async def screen(parties: ScreenParties, summary: str, details: Callable[[], str] = _no_details) -> Screening:

@@ -110,12 +110,23 @@ def batch_detail(state: LedgerState, batch_id: str) -> dict[str, Any]:
     batch = state.batches.get(batch_id)
     if batch is None:
         raise ops.NotFound(f"no batch {batch_id!r} (open batches: {', '.join(state.batches) or 'none'})")
-    by_buyer: dict[str, dict[str, Any]] = defaultdict(lambda: {"units": 0, "requests": []})
+    # Units per buyer from the batch's own totals, which keep every grant; the requests listed are those
+    # the ledger still carries (a licensed request is settled out of it as the ledger continues as new,
+    # see docs/gates.md), each buyer named as its requests gave it.
+    names: dict[str, str] = {}
+    held: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for allocation in state.allocations.values():
         if allocation.batch_id == batch_id:
-            row = by_buyer[allocation.buyer]
-            row["units"] += allocation.units
-            row["requests"].append({"request_id": allocation.request_id, "units": allocation.units})
+            key = normalise_buyer(allocation.buyer)
+            names.setdefault(key, allocation.buyer)
+            held[key].append({"request_id": allocation.request_id, "units": allocation.units})
+    allocations = sorted(
+        (
+            {"buyer": names.get(key, key), "units": units, "requests": held[key]}
+            for key, units in batch.by_buyer.items()
+        ),
+        key=lambda row: str(row["buyer"]).casefold(),
+    )
     queue = [
         {
             "position": position,
@@ -128,7 +139,7 @@ def batch_detail(state: LedgerState, batch_id: str) -> dict[str, Any]:
     ]
     return {
         **next(row for row in ledger_document(state) if row["batch_id"] == batch_id),
-        "allocations": [{"buyer": buyer, **row} for buyer, row in sorted(by_buyer.items())],
+        "allocations": allocations,
         "queue": queue,
     }
 
@@ -214,7 +225,7 @@ def batch_show(batch_id: str, json_: JsonOption = False) -> None:
         f"batch [bold]{detail['batch_id']}[/]: {detail['allocated']} of {detail['capacity']} units "
         f"allocated, {detail['free']} free ({detail['eligible']} eligible)"
     )
-    allocations = Table("buyer", "units", "requests")
+    allocations = Table("buyer", "units", "requests not yet settled")
     for row in detail["allocations"]:
         output.row(
             allocations, row["buyer"], str(row["units"]), ", ".join(r["request_id"] for r in row["requests"])

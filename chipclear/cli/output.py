@@ -290,7 +290,14 @@ def event_document(event: StoredEvent) -> dict[str, Any]:
 def summarise(event: StoredEvent) -> str:
     """One line a person can read; `events --json` has every field."""
     from chipclear.domain import events as ev
-    from chipclear.domain.allocation import BatchOpened, QueueLeft, RequestQueued, UnitsGranted, UnitsReleased
+    from chipclear.domain.allocation import (
+        BatchOpened,
+        QueueLeft,
+        RequestQueued,
+        RequestsSettled,
+        UnitsGranted,
+        UnitsReleased,
+    )
 
     match event.data:
         case ev.RequestSubmitted(request=r):
@@ -352,6 +359,11 @@ def summarise(event: StoredEvent) -> str:
             return f"{request_id} gave back {units} units to batch {batch}: {reason}"
         case QueueLeft(request_id=request_id, reason=reason):
             return f"{request_id} left the queue: {reason}"
+        case RequestsSettled(request_ids=request_ids, licensed=licensed):
+            given_back = len(request_ids) - licensed
+            return f"settled: {licensed} licensed, {given_back} given back ({', '.join(request_ids[:3])}" + (
+                ", …)" if len(request_ids) > 3 else ")"
+            )
     return event.type
 
 

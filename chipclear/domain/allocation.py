@@ -9,7 +9,7 @@ one reservation.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from datetime import datetime
 from operator import attrgetter
 from typing import Annotated, Any, Literal
@@ -145,9 +145,21 @@ class QueueLeft(LedgerPayload):
     reason: str
 
 
+class RequestsSettled(LedgerPayload):
+    """Requests the ledger stops carrying from run to run: each holds its licence (its units are spent
+    for good) or has given its units back. Every batch's totals keep their units; their grants and
+    releases stay in the store. Without it the carried state grew by every request ever served, and a
+    continue-as-new input reaches Temporal's 2 MB limit after some 13,600 requests."""
+
+    request_ids: list[str]
+    licensed: int  # how many of them hold their licence; the rest had given their units back
+
+
 LedgerEvent = Annotated[
-    BatchOpened | UnitsGranted | RequestQueued | UnitsReleased | QueueLeft, Field(discriminator="type")
+    BatchOpened | UnitsGranted | RequestQueued | UnitsReleased | QueueLeft | RequestsSettled,
+    Field(discriminator="type"),
 ]
+LEDGER_EVENTS = (BatchOpened, UnitsGranted, RequestQueued, UnitsReleased, QueueLeft, RequestsSettled)
 
 
 # -- commands and answers -----------------------------------------------------------------------------
@@ -364,6 +376,10 @@ def evolve_ledger(state: LedgerState, event: LedgerEvent) -> LedgerState:
         case QueueLeft(request_id=request_id):
             state._leave_queue(request_id)
             state.released[request_id] = Released(batch_id=None, units=0)
+        case RequestsSettled(request_ids=request_ids):
+            for request_id in request_ids:
+                state.allocations.pop(request_id, None)
+                state.released.pop(request_id, None)
     state.version += 1
     return state
 
@@ -372,7 +388,7 @@ def fold_ledger(events: Iterable[object]) -> LedgerState:
     """The ledger's state from its stored events (stream `allocation`), as the workflow holds it."""
     state = LedgerState()
     for event in events:
-        if not isinstance(event, BatchOpened | UnitsGranted | RequestQueued | UnitsReleased | QueueLeft):
+        if not isinstance(event, LEDGER_EVENTS):
             raise TypeError(f"not a ledger event: {type(event).__name__}")
         state = evolve_ledger(state, event)
     return state
@@ -498,3 +514,33 @@ def decide_ledger(
             if request_id in state._waiting:
                 return [QueueLeft(request_id=request_id, reason=reason)]
             return []  # nothing held: releasing twice is harmless
+
+
+def settle(state: LedgerState, carried: Carried, licensed: Container[str]) -> list[LedgerEvent]:
+    """What the ledger may stop carrying as it continues as new: requests it carried in from the run
+    before (`carried`) that have given their units back since, or that now hold their licence
+    (`licensed`, as the store's projection says).
+
+    Only requests settled by then. A request that ended without a licence gives its units back (its
+    `Release`, right after it ends): until then its allocation stays, or the release would find nothing
+    and the units would never return to their batch. Only those carried in: a request answered in this
+    run might still have an activity attempt in flight whose repeat must get the same answer (and a
+    repeated reserve of a forgotten request would be granted again).
+    """
+    licences = [rid for rid in carried.allocations if rid in state.allocations and rid in licensed]
+    given_back = [rid for rid in carried.released if rid in state.released]
+    if not licences and not given_back:
+        return []
+    return [RequestsSettled(request_ids=[*licences, *given_back], licensed=len(licences))]
+
+
+class Carried(BaseModel):
+    """The requests a run of the ledger was started with: those it may settle as it ends (`settle`)."""
+
+    model_config = ConfigDict(frozen=True)
+    allocations: tuple[str, ...] = ()
+    released: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, state: LedgerState) -> Carried:
+        return cls(allocations=tuple(state.allocations), released=tuple(state.released))

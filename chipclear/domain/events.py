@@ -16,6 +16,7 @@ from chipclear.domain.allocation import (
     LedgerPayload,
     QueueLeft,
     RequestQueued,
+    RequestsSettled,
     UnitsGranted,
     UnitsReleased,
 )
@@ -251,6 +252,7 @@ EventData = Annotated[
     | RequestQueued
     | UnitsReleased
     | QueueLeft
+    | RequestsSettled
     | ShipmentRecorded
     | LicenceExhausted
     | LicenceSuspended

@@ -16,18 +16,22 @@ from hypothesis import strategies as st
 from chipclear.domain.allocation import (
     BatchOpened,
     BatchSpec,
+    Carried,
     LedgerEvent,
     LedgerState,
     OpenBatch,
     QueueLeft,
     Release,
     RequestQueued,
+    RequestsSettled,
     Reservation,
     Reserve,
     UnitsGranted,
     UnitsReleased,
     decide_ledger,
     evolve_ledger,
+    fold_ledger,
+    settle,
 )
 from chipclear.domain.commands import (
     Compensate,
@@ -958,3 +962,72 @@ def test_units_one_request_gives_back_serve_the_next_in_the_queue():
     second.send(RecordAllocation(reservation=answer))
     assert second.state.status == "cn_import_review"
     assert second.state.units_in_play == 50_000
+
+
+# -- settling: what a run need not carry to the next -------------------------------------------------
+
+
+def _run_of_four() -> tuple[LedgerState, list[LedgerEvent]]:
+    """A ledger whose run began with r1 and r2 granted (the batch full), r3 gone from the queue and r4
+    waiting in it; its events."""
+    events: list[LedgerEvent] = []
+    state = LedgerState()
+    for command in (
+        batch("b1", 50),
+        reserve("r1", "ByteDance Ltd.", 30),
+        reserve("r2", "JD.com, Inc.", 20),
+        reserve("r3", "Baidu Inc.", 10),
+        reserve("r4", "Kuaishou", 90),
+        release("r3", "withdrawn"),
+    ):
+        new, state, _ = apply(state, command)
+        events.extend(new)
+    return state, events
+
+
+def test_settling_drops_carried_licences_and_releases_and_keeps_every_total():
+    state, events = _run_of_four()
+    carried = Carried.of(state)
+    # In this run: r2 gives its 20 units back, and they go to r4, first in the queue.
+    new, state, _ = apply(state, release("r2", "withdrawn"))
+    events.extend(new)
+    assert state.allocations["r4"].units == 20
+    settled = settle(state, carried, licensed={"r1", "r4"})
+    assert settled == [RequestsSettled(request_ids=["r1", "r3"], licensed=1)]
+    before = state.batches["b1"].model_copy(deep=True)
+    for event in settled:
+        state = evolve_ledger(state, event)
+    # r4 (granted in this run) and r2 (given back in this run) are carried one run more.
+    assert set(state.allocations) == {"r4"} and set(state.released) == {"r2"} and state.queue == []
+    assert state.batches["b1"] == before  # the totals keep the settled units
+    assert state.batches["b1"].allocated == 50 and state.batches["b1"].by_buyer["bytedance"] == 30
+    assert fold([*events, *settled]) == state  # the store's readers fold it as the workflow holds it
+
+
+def test_a_held_allocation_not_yet_licensed_is_carried_on():
+    """A request still under review, or one that ended unlicensed and has not given its units back yet:
+    its release must find the allocation, or the units would never return to the batch."""
+    state, _ = _run_of_four()
+    carried = Carried.of(state)
+    for event in settle(state, carried, licensed=set()):
+        state = evolve_ledger(state, event)
+    assert set(state.allocations) == {"r1", "r2"}
+    _, state, _ = apply(state, release("r1", "denied"))  # its release still finds the units
+    assert state.released["r1"].units == 30 and state.allocations["r4"].units == 30
+
+
+def test_nothing_carried_in_nothing_settled():
+    state, _ = _run_of_four()
+    assert settle(state, Carried(), licensed={"r1", "r2"}) == []
+
+
+def test_a_settled_ledger_folds_from_the_store_as_the_workflow_holds_it():
+    state, events = _run_of_four()
+    settled = settle(state, Carried.of(state), licensed={"r1", "r2"})
+    for event in settled:
+        state = evolve_ledger(state, event)
+    assert fold_ledger([*events, *settled]) == state
+    assert state.allocations == {} and state.released == {}
+    # What is settled keeps none of its idempotency record, so it is only ever done as the run ends,
+    # for requests whose workflows have ended (licensed) or ended and given back (released).
+    assert state.answer("r1", 30) is None

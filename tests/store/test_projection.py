@@ -23,6 +23,7 @@ from chipclear.projections import (
     PROJECTIONS,
     REQUESTS,
     get_request,
+    licensed_among,
     list_requests,
     newest_requests,
     open_event_store,
@@ -118,6 +119,19 @@ class TestProjection:
         assert requests_by_id(event_store, [*some, "no-such-request"]) == {
             row.request_id: row for row in newest[:3]
         }
+
+    def test_the_licensed_among_many_ids_in_the_order_asked(self, event_store: EventStore) -> None:
+        """What the allocation ledger asks as it continues as new: more ids than one query takes."""
+        found = scenarios(2 * len(KINDS))
+        append_all(event_store, found)
+        rows = list_requests(event_store)
+        licensed = [row.request_id for row in rows if row.status == Status.LICENSED]
+        others = [row.request_id for row in rows if row.status != Status.LICENSED]
+        assert licensed and others
+        unknown = [f"no-such-request-{i}" for i in range(1_200)]  # past two pages of 500 keys
+        asked = [*unknown[:600], *reversed(licensed), *others, *unknown[600:]]
+        assert licensed_among(event_store, asked) == list(reversed(licensed))
+        assert licensed_among(event_store, []) == []
 
     def test_the_projection_follows_each_append(self, event_store: EventStore) -> None:
         found = scenario("licensed_after_evidence")

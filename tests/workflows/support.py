@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable
 from typing import Any
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from chipclear import client as ops
-from chipclear.contracts import ImportRequestResult
+from chipclear.contracts import ImportRequestResult, ledger_id
+from chipclear.domain.allocation import Reservation, Reserve
 from chipclear.domain.commands import Decide
 from chipclear.domain.models import ImportRequest
 from chipclear.domain.state import RequestState, fold
 from chipclear.projections import get_request
 from chipclear.store.protocol import EventStore
 from chipclear.store.sqlite import SQLiteEventStore
+from chipclear.temporal import turned_away_to_continue
 from chipclear.worker import ChipclearWorker
 from tests import keys
 from workflows.import_request import ImportRequestWorkflow
@@ -85,3 +89,23 @@ def assert_store_matches(store: SQLiteEventStore, request_id: str, result: Impor
     assert state.version == result.version
     assert get_request(store, request_id) == state
     assert store.verify().ok
+
+
+async def reserve_until_admitted(client: Client, queue: str, command: Reserve) -> tuple[Reservation, int]:
+    """As the reserve activity sends it: again while the ledger turns it away to continue as new, or the
+    server is busy; anything else fails the test. Returns the answer and how often it was turned away."""
+    turned_away = 0
+    while True:
+        try:
+            answer = await client.get_workflow_handle(ledger_id(queue)).execute_update(
+                "reserve", command, result_type=Reservation
+            )
+            return answer, turned_away
+        except WorkflowUpdateFailedError as exc:
+            if not turned_away_to_continue(exc):
+                raise
+            turned_away += 1
+        except RPCError as exc:
+            if exc.status not in (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE):
+                raise
+        await asyncio.sleep(0.05 + random.random() * 0.05)

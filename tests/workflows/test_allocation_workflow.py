@@ -11,12 +11,19 @@ import os
 import random
 from typing import Any
 
-from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.client import Client
 
 from chipclear import client as ops
 from chipclear.contracts import LedgerInput, entity_queue, ledger_id, ledger_stream
-from chipclear.domain.allocation import BatchSpec, LedgerState, OpenBatch, Reservation, Reserve, fold_ledger
+from chipclear.domain.allocation import (
+    BatchSpec,
+    LedgerState,
+    OpenBatch,
+    RequestsSettled,
+    Reservation,
+    Reserve,
+    fold_ledger,
+)
 from chipclear.domain.commands import Withdraw
 from chipclear.domain.events import AllocationGranted, StoredEvent
 from chipclear.domain.gates import cn_import
@@ -25,10 +32,9 @@ from chipclear.domain.policy import DEFAULT_ROUTE, Policy
 from chipclear.domain.state import RequestState
 from chipclear.projections import get_request
 from chipclear.store.sqlite import SQLiteEventStore
-from chipclear.temporal import turned_away_to_continue
 from tests.conftest import running_worker
 from tests.factories import make_policy, make_request
-from tests.workflows.support import submit_signed
+from tests.workflows.support import reserve_until_admitted, submit_signed
 from workflows.allocation import AllocationLedgerWorkflow
 
 
@@ -250,40 +256,20 @@ async def test_ledger_continues_as_new_and_loses_nothing(client: Client, store: 
             reserve = Reserve(request_id=f"can-{i}", buyer=f"Buyer {i % 7}", units=40, workflow_id=f"wf-{i}")
             # Sent as the reserve activity sends it: past the history limit the ledger turns the next one
             # away while it continues as new.
-            answers.append((await _reserve_until_admitted(client, queue, reserve))[0])
+            answers.append((await reserve_until_admitted(client, queue, reserve))[0])
         current = await client.get_workflow_handle(ledger_id(queue)).describe()
         assert current.run_id != first_run  # it continued as new at least once
         book = await ledger(client, store, queue)
         assert book.batches["C1"].allocated == 1_000
         assert len(book.allocations) == 25 and len(book.queue) == 15
         # Idempotent across runs: asking again gives the very same answer and reserves nothing more.
-        again, _ = await _reserve_until_admitted(
+        again, _ = await reserve_until_admitted(
             client, queue, Reserve(request_id="can-3", buyer="Buyer 3", units=40, workflow_id="wf-3")
         )
         assert again == answers[3]
         assert (await ledger(client, store, queue)).batches["C1"].allocated == 1_000
         stored = fold_ledger(event.data for event in store.read_stream(ledger_stream(ledger_id(queue))))
         assert stored.allocations == book.allocations and stored.queue == book.queue
-
-
-async def _reserve_until_admitted(client: Client, queue: str, command: Reserve) -> tuple[Reservation, int]:
-    """As the reserve activity sends it: again while the ledger turns it away to continue as new, or the
-    server is busy; anything else fails the test. Returns the answer and how often it was turned away."""
-    turned_away = 0
-    while True:
-        try:
-            answer = await client.get_workflow_handle(ledger_id(queue)).execute_update(
-                "reserve", command, result_type=Reservation
-            )
-            return answer, turned_away
-        except WorkflowUpdateFailedError as exc:
-            if not turned_away_to_continue(exc):
-                raise
-            turned_away += 1
-        except RPCError as exc:
-            if exc.status not in (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE):
-                raise
-        await asyncio.sleep(0.05 + random.random() * 0.05)
 
 
 async def test_a_rush_longer_than_a_run_is_answered_across_runs(
@@ -305,7 +291,7 @@ async def test_a_rush_longer_than_a_run_is_answered_across_runs(
                 request_id=f"rush-{index}", buyer=f"Buyer {index % 9}", units=10, workflow_id="none"
             )
             async with gate:
-                return await _reserve_until_admitted(client, queue, command)
+                return await reserve_until_admitted(client, queue, command)
 
         results = await asyncio.gather(*(one(index) for index in range(count)))
         assert {answer.outcome for answer, _ in results} == {"granted"}
@@ -314,3 +300,51 @@ async def test_a_rush_longer_than_a_run_is_answered_across_runs(
         assert book.batches["R1"].allocated == count * 10 and len(book.allocations) == count
         stored = fold_ledger(event.data for event in store.read_stream(ledger_stream(ledger_id(queue))))
         assert stored.allocations == book.allocations
+
+
+async def test_the_ledger_stops_carrying_what_is_settled(client: Client, store: SQLiteEventStore) -> None:
+    """A request that holds its licence and one that gave its units back are carried into one more run,
+    then settled as that run ends: the next run's state no longer holds them, the batch keeps their units,
+    the store keeps their grants, and the state still folds from the stored events."""
+    policy = make_policy("auto", cn_import={"allocate_from_batches": True})
+    licensed = make_request(
+        request_id="settle-licensed",
+        buyer=buyer("ByteDance Ltd."),
+        units=600,
+        domestic_procurement=[{"vendor": "Huawei", "product": "Ascend", "units": 60_000, "invoice": "S-1"}],
+    )
+    denied = make_request(  # a state-funded data centre: the domestic quota denies it, its units go back
+        request_id="settle-denied",
+        buyer=buyer("JD.com, Inc."),
+        units=500,
+        data_center={"name": "Hub", "province": "Ningxia", "state_funded": True},
+    )
+    async with running_worker(client, store, policy) as worker:
+        queue = worker.task_queue
+        await client.start_workflow(
+            AllocationLedgerWorkflow.run,
+            LedgerInput(history_limit=40),
+            id=ledger_id(queue),
+            task_queue=entity_queue(queue),
+        )
+        await open_batch(client, queue, batch_id="S1", capacity=10_000)
+        await submit_all(client, store, queue, [licensed, denied])
+        done = await settled(store, [licensed.request_id, denied.request_id], lambda s: s.is_final)
+        assert done[licensed.request_id].status == Status.LICENSED
+        assert done[denied.request_id].status == Status.DENIED
+        stream = ledger_stream(ledger_id(queue))
+        # Reservations of no real request (never licensed) keep the ledger moving through its runs.
+        for i in range(60):
+            reserve = Reserve(request_id=f"keep-{i}", buyer="Kuaishou", units=10, workflow_id=f"wf-{i}")
+            await reserve_until_admitted(client, queue, reserve)
+            if any(event.type == "RequestsSettled" for event in store.read_stream(stream)):
+                break
+        [event] = [event for event in store.read_stream(stream) if event.type == "RequestsSettled"]
+        assert event.data == RequestsSettled(request_ids=[licensed.request_id, denied.request_id], licensed=1)
+        book = await ledger(client, store, queue)
+        assert licensed.request_id not in book.allocations and denied.request_id not in book.released
+        assert book.batches["S1"].by_buyer["bytedance"] == 600
+        assert book.batches["S1"].allocated == 600 + 10 * len(book.allocations)  # keep-*: all still held
+        assert fold_ledger(e.data for e in store.read_stream(stream)) == book
+        # The grant is still in the record, and in the request's own stream.
+        assert granted_units(store, [licensed.request_id]) == 600

@@ -46,10 +46,11 @@ from chipclear.contracts import (
     buyer_cap_id,
     entity_queue,
     exporter_workflow_id,
+    home_queue,
     ledger_id,
     licence_workflow_id,
 )
-from chipclear.domain.allocation import BatchSpec, OpenBatch
+from chipclear.domain.allocation import BatchSpec, OpenBatch, Reserve
 from chipclear.domain.commands import AddEvidence, ClearScreeningHold, RequestInfo, Respond, Withdraw
 from chipclear.domain.facts import RegisterInvoices
 from chipclear.domain.gates import cn_import, domestic_quota, us_export
@@ -64,7 +65,14 @@ from tests.factories import make_policy, make_request
 from tests.wedge_check import assert_no_orphan_rows
 from tests.workflows import licences as licence_tests
 from tests.workflows import test_rescreening as rescreening_tests
-from tests.workflows.support import at_gate, decision, settled_history_length, start, wait_for
+from tests.workflows.support import (
+    at_gate,
+    decision,
+    reserve_until_admitted,
+    settled_history_length,
+    start,
+    wait_for,
+)
 from workflows.options import LOCAL_STORE_RETRY
 
 HISTORIES = Path(__file__).parents[1] / "histories"
@@ -368,6 +376,51 @@ async def _ledger_batches_queue_release(client: Client, store: SQLiteEventStore)
     return runs("batches-queue-release", histories)
 
 
+async def _ledger_settles(client: Client, store: SQLiteEventStore) -> Recorded:
+    """A licensed request and a denied one (its units given back) in the ledger's first run; reservations
+    of no real request push it through a second run, which carried both in and settles them as it ends
+    (patch `ledger-settles`), and into a third."""
+    policy = make_policy("auto", cn_import={"allocate_from_batches": True})
+    requests = [
+        make_request(
+            request_id="history-settle-licensed",
+            buyer=_buyer("ByteDance Ltd."),
+            units=600,
+            domestic_procurement=with_invoice("SETTLE-1"),
+        ),
+        make_request(
+            request_id="history-settle-denied",
+            buyer=_buyer("JD.com, Inc."),
+            units=500,
+            data_center={"name": "Hub", "province": "Ningxia", "state_funded": True},
+        ),
+    ]
+    async with running_worker(client, store, policy) as worker:
+        queue = worker.task_queue
+        ledger = await client.start_workflow(
+            LEDGER_WORKFLOW,
+            LedgerInput(history_limit=60),
+            id=ledger_id(queue),
+            task_queue=entity_queue(queue),
+        )
+        first_run = ledger.result_run_id
+        await ops.open_batch(
+            client, queue, OpenBatch(batch=BatchSpec(batch_id="S1", capacity=10_000), actor="wang")
+        )
+        handles = [await start(client, store, worker, request) for request in requests]
+        assert [(await handle.result()).status for handle in handles] == [Status.LICENSED, Status.DENIED]
+        runs_seen = {first_run}
+        for i in range(100):
+            if len(runs_seen) == 3:
+                break
+            command = Reserve(request_id=f"history-keep-{i}", buyer="Kuaishou", units=10, workflow_id="none")
+            await reserve_until_admitted(client, queue, command)
+            runs_seen.add((await client.get_workflow_handle(ledger_id(queue)).describe()).run_id)
+        assert len(runs_seen) == 3, "the ledger was meant to continue as new twice"
+        histories = await every_run(client, ledger_id(queue), first_run)
+    return runs("settles", histories)
+
+
 # -- buyer-cap ----------------------------------------------------------------------------------------
 async def _buyer_cap_claims_and_releases(client: Client, store: SQLiteEventStore) -> Recorded:
     """Claims up to the cap, a claim refused for want of headroom, a release, the claim again; a small
@@ -482,7 +535,7 @@ SCENARIOS: dict[str, dict[str, Scenario]] = {
         "rescreened-held": _rescreened_held,
         "searchable": _searchable,
     },
-    LEDGER: {"batches-queue-release": _ledger_batches_queue_release},
+    LEDGER: {"batches-queue-release": _ledger_batches_queue_release, "settles": _ledger_settles},
     BUYER_CAP: {"claims-and-releases": _buyer_cap_claims_and_releases},
     LICENCE: {"used-up": _licence},
     EXPORTER: {"declared-and-counted": _exporter},
@@ -534,8 +587,8 @@ def _workflow_id(path: Path) -> str:
     (which its batch openings are signed for) is named after its id, itself named after its queue."""
     probe = WorkflowHistory.from_json("probe", path.read_text())
     queue = probe.events[0].workflow_execution_started_event_attributes.task_queue.name
-    if path.parent.name == LEDGER:
-        return ledger_id(queue)
+    if path.parent.name == LEDGER:  # it runs on its deployment's entity queue, or once ran on the main one
+        return ledger_id(home_queue(queue))
     if path.parent.name == EXPORTER:
         return exporter_workflow_id(licence_tests.EXPORTER, queue)
     return f"{path.parent.name}-{path.stem}"
