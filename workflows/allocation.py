@@ -17,7 +17,7 @@ with workflow.unsafe.imports_passed_through():
     from chipclear.domain.events import Event
     from chipclear.domain.gates.base import LEDGER_ACTOR
     from workflows import calls
-    from workflows.entity import Stateful, admit, domain_refusals, until_history_is_long
+    from workflows.entity import Stateful, admit, domain_refusals, history_is_long, until_history_is_long
 
 # Patch: the ledger settles (stops carrying) what is settled before it continues as new.
 LEDGER_SETTLES = "ledger-settles"
@@ -36,15 +36,18 @@ class AllocationLedgerWorkflow(Stateful[allocation.LedgerState]):
 
     @workflow.run
     async def run(self, input: contracts.LedgerInput) -> None:
-        await until_history_is_long(input.history_limit, self._close)
+        # Settled while reservations are still admitted, its events riding the group commit; then the
+        # run closes and continues as new.
+        await workflow.wait_condition(lambda: history_is_long(input.history_limit))
         await self._settle()
+        await until_history_is_long(input.history_limit, self._close)
         workflow.continue_as_new(input.carrying(self._state))
 
     async def _settle(self) -> None:
         """Record what the next run need not carry (chipclear.domain.allocation.settle).
 
         Nothing to ask, nothing recorded: a run that carried in no grant still held and no release
-        continues at once, without the patch's marker."""
+        goes on at once, without the patch's marker."""
         held = [rid for rid in self._carried.allocations if rid in self._state.allocations]
         given_back = any(rid in self._state.released for rid in self._carried.released)
         if not (held or given_back) or not workflow.patched(LEDGER_SETTLES):
@@ -53,8 +56,6 @@ class AllocationLedgerWorkflow(Stateful[allocation.LedgerState]):
         events = allocation.settle(self._state, self._carried, licensed)
         if events:
             await self._stored(self._record(events, LEDGER_ACTOR))
-        # A batch opened meanwhile (never turned away) is answered before the run ends.
-        await workflow.wait_condition(workflow.all_handlers_finished)
 
     def _close(self) -> None:
         self._closing = True

@@ -48,15 +48,17 @@ async def live_then_continue(
 async def until_history_is_long(limit: int, closing: Callable[[], None] = lambda: None) -> None:
     """For entity workflows that live for years: return when it is time to continue as new (past
     `limit` history events, or when the server suggests it) and no update handler is mid-flight."""
-    await workflow.wait_condition(
-        lambda: (
-            workflow.info().get_current_history_length() > limit
-            or workflow.info().is_continue_as_new_suggested()
-        )
-    )
+    await workflow.wait_condition(lambda: history_is_long(limit))
     closing()
     # Finish every in-flight update before handing the state to the next run.
     await workflow.wait_condition(workflow.all_handlers_finished)
+
+
+def history_is_long(limit: int) -> bool:
+    """Past `limit` history events, or the server suggests continuing as new."""
+    return (
+        workflow.info().get_current_history_length() > limit or workflow.info().is_continue_as_new_suggested()
+    )
 
 
 def admit(closing: bool) -> None:
