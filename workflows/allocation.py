@@ -49,6 +49,7 @@ class AllocationLedgerWorkflow(Stateful[allocation.LedgerState]):
         Nothing to ask, nothing recorded: a run that carried in no grant still held and no release
         goes on at once, without the patch's marker."""
         held = [rid for rid in self._carried.allocations if rid in self._state.allocations]
+        held = held[: allocation.SETTLED_PER_RUN]  # the question's answer is recorded: kept small
         given_back = any(rid in self._state.released for rid in self._carried.released)
         if not (held or given_back) or not workflow.patched(LEDGER_SETTLES):
             return

@@ -516,6 +516,11 @@ def decide_ledger(
             return []  # nothing held: releasing twice is harmless
 
 
+# At most this many requests settled by one run (the rest by the next): the run's local activity answer and
+# its `RequestsSettled` event stay some 40 kB however many requests were licensed while it ran.
+SETTLED_PER_RUN = 1_000
+
+
 def settle(state: LedgerState, carried: Carried, licensed: Container[str]) -> list[LedgerEvent]:
     """What the ledger may stop carrying as it continues as new: requests it carried in from the run
     before (`carried`) that have given their units back since, or that now hold their licence
@@ -528,7 +533,8 @@ def settle(state: LedgerState, carried: Carried, licensed: Container[str]) -> li
     repeated reserve of a forgotten request would be granted again).
     """
     licences = [rid for rid in carried.allocations if rid in state.allocations and rid in licensed]
-    given_back = [rid for rid in carried.released if rid in state.released]
+    licences = licences[:SETTLED_PER_RUN]
+    given_back = [rid for rid in carried.released if rid in state.released][: SETTLED_PER_RUN - len(licences)]
     if not licences and not given_back:
         return []
     return [RequestsSettled(request_ids=[*licences, *given_back], licensed=len(licences))]

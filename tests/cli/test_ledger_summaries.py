@@ -39,7 +39,7 @@ def stored(data: LedgerEvent) -> StoredEvent:
 def test_every_ledger_event_reads_as_a_sentence_not_its_type() -> None:
     events: list[LedgerEvent] = [
         BatchOpened(batch=BatchSpec(batch_id="B1", capacity=10), opened_at=NOW),
-        UnitsGranted(request_id="r1", buyer="ByteDance", batch_id="B1", units=5, requested=5, workflow_id="w"),
+        UnitsGranted(request_id="r1", buyer="JD", batch_id="B1", units=5, requested=5, workflow_id="w"),
         RequestQueued(request_id="r2", buyer="JD", units=5, workflow_id="w", seq=1),
         UnitsReleased(request_id="r1", batch_id="B1", units=5, reason="denied"),
         QueueLeft(request_id="r2", reason="withdrawn"),

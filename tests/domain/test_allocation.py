@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chipclear.domain.allocation import (
+    SETTLED_PER_RUN,
     BatchOpened,
     BatchSpec,
     Carried,
@@ -1031,3 +1032,27 @@ def test_a_settled_ledger_folds_from_the_store_as_the_workflow_holds_it():
     # What is settled keeps none of its idempotency record, so it is only ever done as the run ends,
     # for requests whose workflows have ended (licensed) or ended and given back (released).
     assert state.answer("r1", 30) is None
+
+
+def test_one_run_settles_at_most_its_share_and_leaves_the_rest_to_the_next():
+    state = LedgerState()
+    for event in decide_ledger(state, batch("b1", 10_000), NOW):
+        state = evolve_ledger(state, event)
+    for i in range(SETTLED_PER_RUN + 300):
+        for event in decide_ledger(state, reserve(f"r{i}", "ByteDance", 1), NOW):
+            state = evolve_ledger(state, event)
+    for i in range(200):  # 200 of them gave their unit back
+        for event in decide_ledger(state, release(f"r{i}"), NOW):
+            state = evolve_ledger(state, event)
+    carried = Carried.of(state)
+    licensed = {f"r{i}" for i in range(200, SETTLED_PER_RUN + 300)}
+    [first] = settle(state, carried, licensed)
+    assert isinstance(first, RequestsSettled)
+    assert len(first.request_ids) == SETTLED_PER_RUN and first.licensed == SETTLED_PER_RUN
+    state = evolve_ledger(state, first)
+    [second] = settle(state, carried, licensed)  # the next run's turn
+    assert isinstance(second, RequestsSettled)
+    assert (len(second.request_ids), second.licensed) == (300, 100)
+    state = evolve_ledger(state, second)
+    assert state.allocations == {} and state.released == {}
+    assert state.batches["b1"].allocated == SETTLED_PER_RUN + 100
