@@ -16,8 +16,16 @@ with workflow.unsafe.imports_passed_through():
     from chipclear.domain.errors import DomainError
     from chipclear.domain.events import Event
     from chipclear.domain.gates.base import LEDGER_ACTOR
+    from chipclear.domain.settling import Carried
     from workflows import calls
-    from workflows.entity import Stateful, admit, domain_refusals, history_is_long, until_history_is_long
+    from workflows.entity import (
+        Stateful,
+        admit,
+        domain_refusals,
+        history_is_long,
+        licensed_to_settle,
+        until_history_is_long,
+    )
 
 # Patch: the ledger settles (stops carrying) what is settled before it continues as new.
 LEDGER_SETTLES = "ledger-settles"
@@ -29,7 +37,8 @@ class AllocationLedgerWorkflow(Stateful[allocation.LedgerState]):
     def __init__(self, input: contracts.LedgerInput) -> None:
         self._pending: list[Event] = []  # decided, not yet stored
         self._state = input.state or allocation.LedgerState()
-        self._carried = allocation.Carried.of(self._state)  # what this run may settle as it ends
+        # What this run may settle as it ends.
+        self._carried = Carried.of(self._state.allocations, self._state.released)
         self._appended = self._state.version  # stored in the event store
         self._writing = False
         self._closing = False  # time to continue as new: new reservations are turned away
@@ -44,16 +53,11 @@ class AllocationLedgerWorkflow(Stateful[allocation.LedgerState]):
         workflow.continue_as_new(input.carrying(self._state))
 
     async def _settle(self) -> None:
-        """Record what the next run need not carry (chipclear.domain.allocation.settle).
-
-        Nothing to ask, nothing recorded: a run that carried in no grant still held and no release
-        goes on at once, without the patch's marker."""
-        held = [rid for rid in self._carried.allocations if rid in self._state.allocations]
-        held = held[: allocation.SETTLED_PER_RUN]  # the question's answer is recorded: kept small
-        given_back = any(rid in self._state.released for rid in self._carried.released)
-        if not (held or given_back) or not workflow.patched(LEDGER_SETTLES):
+        """Record what the next run need not carry (chipclear.domain.allocation.settle)."""
+        state = self._state
+        licensed = await licensed_to_settle(self._carried, state.allocations, state.released, LEDGER_SETTLES)
+        if licensed is None:
             return
-        licensed = set(await calls.licensed_requests(held)) if held else set()
         events = allocation.settle(self._state, self._carried, licensed)
         if events:
             await self._stored(self._record(events, LEDGER_ACTOR))

@@ -12,7 +12,17 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from chipclear import contracts
     from chipclear.domain import buyer_cap as cap
-    from workflows.entity import Stateful, domain_refusals, live_then_continue
+    from chipclear.domain.settling import Carried
+    from workflows.entity import (
+        Stateful,
+        domain_refusals,
+        history_is_long,
+        licensed_to_settle,
+        live_then_continue,
+    )
+
+# Patch: the buyer's cap settles (stops carrying) what is settled before it continues as new.
+BUYER_CAP_SETTLES = "buyer-cap-settles"
 
 
 @workflow.defn(name=contracts.BUYER_CAP_WORKFLOW)
@@ -20,9 +30,18 @@ class BuyerCapWorkflow(Stateful[cap.BuyerCapState]):
     @workflow.init
     def __init__(self, input: contracts.BuyerCapInput) -> None:
         self._state = input.state or cap.BuyerCapState()
+        # What this run may settle as it ends (chipclear.domain.settling).
+        self._carried = Carried.of(self._state.claims, self._state.released)
 
     @workflow.run
     async def run(self, input: contracts.BuyerCapInput) -> None:
+        await workflow.wait_condition(lambda: history_is_long(input.history_limit))
+        state = self._state
+        licensed = await licensed_to_settle(self._carried, state.claims, state.released, BUYER_CAP_SETTLES)
+        if (
+            licensed is not None
+        ):  # claims that came in meanwhile are kept: settled from the state as it is now
+            self._state = cap.settle_cap(self._state, self._carried, licensed)
         await live_then_continue(input, lambda: self._state)
 
     @workflow.update(name=contracts.BUYER_CAP_CLAIM)

@@ -8,7 +8,7 @@ one-line run that awaits `live_then_continue` (the ledger's run settles what it 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Generic, NoReturn, TypeVar
 
@@ -18,6 +18,8 @@ from temporalio.exceptions import ApplicationError
 
 from chipclear.contracts import CONTINUING_AS_NEW, STATE_QUERY, StateQuery
 from chipclear.domain.errors import DomainError
+from chipclear.domain.settling import Carried
+from workflows import calls
 
 if TYPE_CHECKING:
     from chipclear.contracts import EntityInput
@@ -52,6 +54,20 @@ async def until_history_is_long(limit: int, closing: Callable[[], None] = lambda
     closing()
     # Finish every in-flight update before handing the state to the next run.
     await workflow.wait_condition(workflow.all_handlers_finished)
+
+
+async def licensed_to_settle(
+    carried: Carried, held: Container[str], released: Container[str], patch: str
+) -> set[str] | None:
+    """For an entity about to continue as new (chipclear.domain.settling): which of the requests it carried
+    in and that still hold its units now hold their licence, as the store says (a local activity).
+
+    None when the run has nothing it could settle: nothing is asked, and no marker of `patch` (the change
+    that brought settling to this entity) is recorded."""
+    asked = carried.to_ask(held)
+    if not (asked or carried.any_given_back(released)) or not workflow.patched(patch):
+        return None
+    return set(await calls.licensed_requests(asked)) if asked else set()
 
 
 def history_is_long(limit: int) -> bool:

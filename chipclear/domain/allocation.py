@@ -22,6 +22,7 @@ from chipclear.domain.names import normalise_buyer
 from chipclear.domain.payload import EventPayload
 from chipclear.domain.people import require_signature
 from chipclear.domain.policy import Policy
+from chipclear.domain.settling import Carried
 from chipclear.domain.signing import ActorSignedAct
 
 LEDGER_STREAM = "allocation"
@@ -516,37 +517,16 @@ def decide_ledger(
             return []  # nothing held: releasing twice is harmless
 
 
-# At most this many requests settled by one run (the rest by the next): the run's local activity answer and
-# its `RequestsSettled` event stay some 40 kB however many requests were licensed while it ran.
-SETTLED_PER_RUN = 1_000
-
-
 def settle(state: LedgerState, carried: Carried, licensed: Container[str]) -> list[LedgerEvent]:
-    """What the ledger may stop carrying as it continues as new: requests it carried in from the run
-    before (`carried`) that have given their units back since, or that now hold their licence
-    (`licensed`, as the store's projection says).
+    """What the ledger may stop carrying as it continues as new (chipclear.domain.settling): requests it
+    carried in that now hold their licence (`licensed`, as the store's projection says) or have given
+    their units back since.
 
-    Only requests settled by then. A request that ended without a licence gives its units back (its
-    `Release`, right after it ends): until then its allocation stays, or the release would find nothing
-    and the units would never return to their batch. Only those carried in: a request answered in this
-    run might still have an activity attempt in flight whose repeat must get the same answer (and a
-    repeated reserve of a forgotten request would be granted again).
+    A request that ended without a licence keeps its allocation until its `Release` (right after it
+    ends) gives the units back: settled earlier, the release would find nothing and the units would never
+    return to their batch.
     """
-    licences = [rid for rid in carried.allocations if rid in state.allocations and rid in licensed]
-    licences = licences[:SETTLED_PER_RUN]
-    given_back = [rid for rid in carried.released if rid in state.released][: SETTLED_PER_RUN - len(licences)]
+    licences, given_back = carried.settleable(state.allocations, state.released, licensed)
     if not licences and not given_back:
         return []
     return [RequestsSettled(request_ids=[*licences, *given_back], licensed=len(licences))]
-
-
-class Carried(BaseModel):
-    """The requests a run of the ledger was started with: those it may settle as it ends (`settle`)."""
-
-    model_config = ConfigDict(frozen=True)
-    allocations: tuple[str, ...] = ()
-    released: tuple[str, ...] = ()
-
-    @classmethod
-    def of(cls, state: LedgerState) -> Carried:
-        return cls(allocations=tuple(state.allocations), released=tuple(state.released))

@@ -7,6 +7,7 @@ that serialises them). This module is that owner's pure logic.
 
 from __future__ import annotations
 
+from collections.abc import Container
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from chipclear.domain.errors import DomainError
 from chipclear.domain.models import MAX_UNITS
 from chipclear.domain.names import normalise_buyer
+from chipclear.domain.settling import Carried
 
 RULE = "us_export.max_units_per_buyer"
 
@@ -60,9 +62,12 @@ class BuyerCapState(_Model):
     buyer_key: str | None = None
     claims: dict[str, int] = Field(default_factory=dict)  # request id -> units approved for export
     released: dict[str, int] = Field(default_factory=dict)  # request id -> units handed back
+    # Units of requests that hold their licence, settled out of `claims` (`settle_cap`): they count
+    # against the cap for good, no longer by name.
+    settled: int = 0
 
     def held_by_others(self, request_id: str) -> int:
-        return sum(units for other, units in self.claims.items() if other != request_id)
+        return self.settled + sum(units for other, units in self.claims.items() if other != request_id)
 
 
 def check_claim(state: BuyerCapState, command: ClaimUnits) -> BuyerClaim:
@@ -103,3 +108,16 @@ def apply_release(state: BuyerCapState, command: ReleaseClaim) -> tuple[BuyerCap
     units = claims.pop(command.request_id, 0)
     released = {**state.released, command.request_id: units}
     return state.model_copy(update={"claims": claims, "released": released}), units
+
+
+def settle_cap(state: BuyerCapState, carried: Carried, licensed: Container[str]) -> BuyerCapState:
+    """The state the next run need carry (chipclear.domain.settling): the claims of carried-in requests
+    that now hold their licence become part of `settled`, and carried-in releases are dropped."""
+    licences, given_back = carried.settleable(state.claims, state.released, licensed)
+    if not licences and not given_back:
+        return state
+    gone = set(licences)
+    claims = {rid: units for rid, units in state.claims.items() if rid not in gone}
+    released = {rid: units for rid, units in state.released.items() if rid not in set(given_back)}
+    settled = state.settled + sum(state.claims[rid] for rid in licences)
+    return state.model_copy(update={"claims": claims, "released": released, "settled": settled})

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from chipclear.cli.batch import batch_detail
 from chipclear.domain.allocation import (
     BatchSpec,
-    Carried,
     LedgerState,
     OpenBatch,
     Release,
@@ -16,6 +15,7 @@ from chipclear.domain.allocation import (
     evolve_ledger,
     settle,
 )
+from chipclear.domain.settling import Carried
 
 NOW = datetime(2026, 1, 28, tzinfo=UTC)
 
@@ -40,7 +40,9 @@ def test_units_per_buyer_keep_settled_grants_and_the_requests_are_those_still_he
     ):
         state = _apply(state, command)
     state = _apply(state, Release(request_id="r4", reason="withdrawn"))
-    for event in settle(state, Carried.of(state), licensed={"r1", "r3"}):  # r1, r3 licensed; r4 gone
+    for event in settle(
+        state, Carried.of(state.allocations, state.released), licensed={"r1", "r3"}
+    ):  # r1, r3 licensed; r4 gone
         state = evolve_ledger(state, event)
     detail = batch_detail(state, "B1")
     assert detail["allocated"] == 60

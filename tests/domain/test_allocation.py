@@ -14,10 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chipclear.domain.allocation import (
-    SETTLED_PER_RUN,
     BatchOpened,
     BatchSpec,
-    Carried,
     LedgerEvent,
     LedgerState,
     OpenBatch,
@@ -52,6 +50,7 @@ from chipclear.domain.gates.cn_import import AllocationRecord
 from chipclear.domain.models import Status
 from chipclear.domain.names import normalise_buyer
 from chipclear.domain.policy import DEFAULT_ROUTE, Policy
+from chipclear.domain.settling import SETTLED_PER_RUN, Carried
 from tests import decisions
 from tests.decisions import BATCH, BUYER, World, ledger_with, only
 from tests.decisions import types as event_types
@@ -988,7 +987,7 @@ def _run_of_four() -> tuple[LedgerState, list[LedgerEvent]]:
 
 def test_settling_drops_carried_licences_and_releases_and_keeps_every_total():
     state, events = _run_of_four()
-    carried = Carried.of(state)
+    carried = Carried.of(state.allocations, state.released)
     # In this run: r2 gives its 20 units back, and they go to r4, first in the queue.
     new, state, _ = apply(state, release("r2", "withdrawn"))
     events.extend(new)
@@ -1009,7 +1008,7 @@ def test_a_held_allocation_not_yet_licensed_is_carried_on():
     """A request still under review, or one that ended unlicensed and has not given its units back yet:
     its release must find the allocation, or the units would never return to the batch."""
     state, _ = _run_of_four()
-    carried = Carried.of(state)
+    carried = Carried.of(state.allocations, state.released)
     for event in settle(state, carried, licensed=set()):
         state = evolve_ledger(state, event)
     assert set(state.allocations) == {"r1", "r2"}
@@ -1024,7 +1023,7 @@ def test_nothing_carried_in_nothing_settled():
 
 def test_a_settled_ledger_folds_from_the_store_as_the_workflow_holds_it():
     state, events = _run_of_four()
-    settled = settle(state, Carried.of(state), licensed={"r1", "r2"})
+    settled = settle(state, Carried.of(state.allocations, state.released), licensed={"r1", "r2"})
     for event in settled:
         state = evolve_ledger(state, event)
     assert fold_ledger([*events, *settled]) == state
@@ -1044,7 +1043,7 @@ def test_one_run_settles_at_most_its_share_and_leaves_the_rest_to_the_next():
     for i in range(200):  # 200 of them gave their unit back
         for event in decide_ledger(state, release(f"r{i}"), NOW):
             state = evolve_ledger(state, event)
-    carried = Carried.of(state)
+    carried = Carried.of(state.allocations, state.released)
     licensed = {f"r{i}" for i in range(200, SETTLED_PER_RUN + 300)}
     [first] = settle(state, carried, licensed)
     assert isinstance(first, RequestsSettled)

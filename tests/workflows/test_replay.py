@@ -67,6 +67,7 @@ from tests.workflows import licences as licence_tests
 from tests.workflows import test_rescreening as rescreening_tests
 from tests.workflows.support import (
     at_gate,
+    cap_through_runs,
     decision,
     reserve_until_admitted,
     settled_history_length,
@@ -467,6 +468,16 @@ async def _buyer_cap_claims_and_releases(client: Client, store: SQLiteEventStore
     return runs("claims-and-releases", histories)
 
 
+async def _buyer_cap_settles(client: Client, store: SQLiteEventStore) -> Recorded:
+    """A licensed request's claim and a denied one's release, carried into the cap's second run and
+    settled as it ends (patch `buyer-cap-settles`); claims of no real request push it into a third."""
+    policy = make_policy("auto", us_export={"max_units_per_buyer": 100_000})
+    async with running_worker(client, store, policy) as worker:
+        cap_id, run_ids = await cap_through_runs(client, store, worker, "Alibaba Group Holding Limited", 30)
+        histories = await every_run(client, cap_id, run_ids[0])
+    return runs("settles", histories)
+
+
 async def _licence_used_up(client: Client, store: SQLiteEventStore, name: str) -> tuple[Recorded, Recorded]:
     """A licence drawn down: a shipment refused by the 50% rule, the US figures declared, a shipment,
     a suspension and reinstatement, the rest shipped; the licence's and the exporter's histories."""
@@ -536,7 +547,7 @@ SCENARIOS: dict[str, dict[str, Scenario]] = {
         "searchable": _searchable,
     },
     LEDGER: {"batches-queue-release": _ledger_batches_queue_release, "settles": _ledger_settles},
-    BUYER_CAP: {"claims-and-releases": _buyer_cap_claims_and_releases},
+    BUYER_CAP: {"claims-and-releases": _buyer_cap_claims_and_releases, "settles": _buyer_cap_settles},
     LICENCE: {"used-up": _licence},
     EXPORTER: {"declared-and-counted": _exporter},
 }

@@ -49,7 +49,15 @@ from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.temporal import DATA_CONVERTER
 from tests.conftest import running_worker, worker_with
 from tests.factories import make_policy, make_request
-from tests.workflows.support import Handle, at_gate, decision, settled_history_length, start, wait_for
+from tests.workflows.support import (
+    Handle,
+    at_gate,
+    cap_through_runs,
+    decision,
+    settled_history_length,
+    start,
+    wait_for,
+)
 from workflows.import_request import ImportRequestWorkflow
 
 E = TypeVar("E", bound=EventData)
@@ -604,3 +612,17 @@ async def test_live_state_shows_only_what_the_event_store_holds(
     # The query answers from the last stored state: (2, False), not the pending (3, True).
     seen = (live_then.version, live_then.escalated)
     assert seen == (len(stored_then), False), f"live (version, escalated) {seen}, stored {stored_then}"
+
+
+async def test_the_buyer_cap_stops_carrying_what_is_settled(client: Client, store: SQLiteEventStore) -> None:
+    """A licensed request's claim and a denied one's release are carried into one more run, then settled
+    as it ends: the licensed units still count against the cap, no longer by name."""
+    buyer = "Alibaba Group Holding Limited"
+    policy = make_policy("auto", us_export={"max_units_per_buyer": 100_000})
+    async with running_worker(client, store, policy) as worker:
+        await cap_through_runs(client, store, worker, buyer, history_limit=30)
+        state = await ops.buyer_cap_state(client, buyer, worker.task_queue)
+    assert state is not None and state.settled == 600
+    assert not [rid for rid in (*state.claims, *state.released) if rid.startswith("cap-settle-")], state
+    assert state.claims and all(rid.startswith("cap-keep-") for rid in state.claims)  # not licensed: kept
+    assert state.held_by_others("someone-new") == 600 + sum(state.claims.values())
