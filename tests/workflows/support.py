@@ -125,9 +125,10 @@ async def claim_until_answered(client: Client, cap_id: str, command: ClaimUnits)
     """A claim sent straight to a buyer's cap, again if it reached a run as it continued as new."""
     for _ in range(50):
         try:
-            return await client.get_workflow_handle(cap_id).execute_update(
+            claim: BuyerClaim = await client.get_workflow_handle(cap_id).execute_update(
                 BUYER_CAP_CLAIM, command, result_type=BuyerClaim
             )
+            return claim
         except (WorkflowUpdateFailedError, RPCError):
             await asyncio.sleep(0.1)
     raise AssertionError(f"{cap_id} never answered {command.request_id}")
