@@ -15,13 +15,15 @@ from chipclear import client as ops
 from chipclear.contracts import (
     BUYER_CAP_CLAIM,
     BUYER_CAP_WORKFLOW,
+    LEDGER_WORKFLOW,
     BuyerCapInput,
     ImportRequestResult,
+    LedgerInput,
     buyer_cap_id,
     entity_queue,
     ledger_id,
 )
-from chipclear.domain.allocation import Reservation, Reserve
+from chipclear.domain.allocation import BatchSpec, OpenBatch, Reservation, Reserve
 from chipclear.domain.buyer_cap import BuyerClaim, ClaimUnits
 from chipclear.domain.commands import Decide
 from chipclear.domain.models import ImportRequest, Status
@@ -172,3 +174,46 @@ async def cap_through_runs(
         if current != runs[-1]:
             runs.append(current)
     raise AssertionError(f"{cap_id} was meant to continue as new twice: {len(runs)} run(s)")
+
+
+async def ledger_through_runs(
+    client: Client, store: SQLiteEventStore, worker: ChipclearWorker, history_limit: int
+) -> tuple[str, list[str], list[str]]:
+    """A licensed request and a denied one (its units given back) on an allocation ledger with a short
+    history, then reservations of no real request until the ledger has begun its third run: the second
+    carried both requests in, and (with settling) settled them as it ended. The ledger's id, its run ids
+    first to last, and the two requests' ids (licensed, denied)."""
+    queue = worker.task_queue
+    licensed = make_request(
+        request_id=f"settle-licensed-{queue}",
+        buyer={"name": "ByteDance Ltd.", "country": "CN", "kind": "private"},
+        units=600,
+        domestic_procurement=[{"vendor": "Huawei", "product": "Ascend", "units": 60_000, "invoice": queue}],
+    )
+    denied = make_request(  # a state-funded data centre: the domestic quota denies it, its units go back
+        request_id=f"settle-denied-{queue}",
+        buyer={"name": "JD.com, Inc.", "country": "CN", "kind": "private"},
+        units=500,
+        data_center={"name": "Hub", "province": "Ningxia", "state_funded": True},
+    )
+    ledger = await client.start_workflow(
+        LEDGER_WORKFLOW,
+        LedgerInput(history_limit=history_limit),
+        id=ledger_id(queue),
+        task_queue=entity_queue(queue),
+    )
+    runs = [ledger.result_run_id or ""]
+    await ops.open_batch(
+        client, queue, OpenBatch(batch=BatchSpec(batch_id="S1", capacity=10_000), actor="wang")
+    )
+    handles = [await start(client, store, worker, request) for request in (licensed, denied)]
+    assert [(await handle.result()).status for handle in handles] == [Status.LICENSED, Status.DENIED]
+    for i in range(100):
+        if len(runs) == 3:
+            return ledger_id(queue), runs, [licensed.request_id, denied.request_id]
+        command = Reserve(request_id=f"keep-{i}-{queue}", buyer="Kuaishou", units=10, workflow_id="none")
+        await reserve_until_admitted(client, queue, command)
+        current = (await client.get_workflow_handle(ledger_id(queue)).describe()).run_id
+        if current != runs[-1]:
+            runs.append(current)
+    raise AssertionError(f"the ledger was meant to continue as new twice: {len(runs)} run(s)")

@@ -34,7 +34,7 @@ from chipclear.projections import get_request
 from chipclear.store.sqlite import SQLiteEventStore
 from tests.conftest import running_worker
 from tests.factories import make_policy, make_request
-from tests.workflows.support import reserve_until_admitted, submit_signed
+from tests.workflows.support import ledger_through_runs, reserve_until_admitted, submit_signed
 from workflows.allocation import AllocationLedgerWorkflow
 
 
@@ -307,44 +307,15 @@ async def test_the_ledger_stops_carrying_what_is_settled(client: Client, store: 
     then settled as that run ends: the next run's state no longer holds them, the batch keeps their units,
     the store keeps their grants, and the state still folds from the stored events."""
     policy = make_policy("auto", cn_import={"allocate_from_batches": True})
-    licensed = make_request(
-        request_id="settle-licensed",
-        buyer=buyer("ByteDance Ltd."),
-        units=600,
-        domestic_procurement=[{"vendor": "Huawei", "product": "Ascend", "units": 60_000, "invoice": "S-1"}],
-    )
-    denied = make_request(  # a state-funded data centre: the domestic quota denies it, its units go back
-        request_id="settle-denied",
-        buyer=buyer("JD.com, Inc."),
-        units=500,
-        data_center={"name": "Hub", "province": "Ningxia", "state_funded": True},
-    )
     async with running_worker(client, store, policy) as worker:
-        queue = worker.task_queue
-        await client.start_workflow(
-            AllocationLedgerWorkflow.run,
-            LedgerInput(history_limit=40),
-            id=ledger_id(queue),
-            task_queue=entity_queue(queue),
-        )
-        await open_batch(client, queue, batch_id="S1", capacity=10_000)
-        await submit_all(client, store, queue, [licensed, denied])
-        done = await settled(store, [licensed.request_id, denied.request_id], lambda s: s.is_final)
-        assert done[licensed.request_id].status == Status.LICENSED
-        assert done[denied.request_id].status == Status.DENIED
-        stream = ledger_stream(ledger_id(queue))
-        # Reservations of no real request (never licensed) keep the ledger moving through its runs.
-        for i in range(60):
-            reserve = Reserve(request_id=f"keep-{i}", buyer="Kuaishou", units=10, workflow_id=f"wf-{i}")
-            await reserve_until_admitted(client, queue, reserve)
-            if any(event.type == "RequestsSettled" for event in store.read_stream(stream)):
-                break
+        ledger_workflow, _, (licensed, denied) = await ledger_through_runs(client, store, worker, 60)
+        stream = ledger_stream(ledger_workflow)
         [event] = [event for event in store.read_stream(stream) if event.type == "RequestsSettled"]
-        assert event.data == RequestsSettled(request_ids=[licensed.request_id, denied.request_id], licensed=1)
-        book = await ledger(client, store, queue)
-        assert licensed.request_id not in book.allocations and denied.request_id not in book.released
-        assert book.batches["S1"].by_buyer["bytedance"] == 600
-        assert book.batches["S1"].allocated == 600 + 10 * len(book.allocations)  # keep-*: all still held
-        assert fold_ledger(e.data for e in store.read_stream(stream)) == book
-        # The grant is still in the record, and in the request's own stream.
-        assert granted_units(store, [licensed.request_id]) == 600
+        assert event.data == RequestsSettled(request_ids=[licensed, denied], licensed=1)
+        book = await ledger(client, store, worker.task_queue)
+    assert licensed not in book.allocations and denied not in book.released
+    assert book.batches["S1"].by_buyer["bytedance"] == 600
+    assert book.batches["S1"].allocated == 600 + 10 * len(book.allocations)  # keep-*: all still held
+    assert fold_ledger(e.data for e in store.read_stream(stream)) == book
+    # The grant is still in the record, and in the request's own stream.
+    assert granted_units(store, [licensed]) == 600

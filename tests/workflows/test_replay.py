@@ -50,7 +50,7 @@ from chipclear.contracts import (
     ledger_id,
     licence_workflow_id,
 )
-from chipclear.domain.allocation import BatchSpec, OpenBatch, Reserve
+from chipclear.domain.allocation import BatchSpec, OpenBatch
 from chipclear.domain.commands import AddEvidence, ClearScreeningHold, RequestInfo, Respond, Withdraw
 from chipclear.domain.facts import RegisterInvoices
 from chipclear.domain.gates import cn_import, domestic_quota, us_export
@@ -69,7 +69,7 @@ from tests.workflows.support import (
     at_gate,
     cap_through_runs,
     decision,
-    reserve_until_admitted,
+    ledger_through_runs,
     settled_history_length,
     start,
     wait_for,
@@ -382,43 +382,9 @@ async def _ledger_settles(client: Client, store: SQLiteEventStore) -> Recorded:
     of no real request push it through a second run, which carried both in and settles them as it ends
     (patch `ledger-settles`), and into a third."""
     policy = make_policy("auto", cn_import={"allocate_from_batches": True})
-    requests = [
-        make_request(
-            request_id="history-settle-licensed",
-            buyer=_buyer("ByteDance Ltd."),
-            units=600,
-            domestic_procurement=with_invoice("SETTLE-1"),
-        ),
-        make_request(
-            request_id="history-settle-denied",
-            buyer=_buyer("JD.com, Inc."),
-            units=500,
-            data_center={"name": "Hub", "province": "Ningxia", "state_funded": True},
-        ),
-    ]
     async with running_worker(client, store, policy) as worker:
-        queue = worker.task_queue
-        ledger = await client.start_workflow(
-            LEDGER_WORKFLOW,
-            LedgerInput(history_limit=60),
-            id=ledger_id(queue),
-            task_queue=entity_queue(queue),
-        )
-        first_run = ledger.result_run_id
-        await ops.open_batch(
-            client, queue, OpenBatch(batch=BatchSpec(batch_id="S1", capacity=10_000), actor="wang")
-        )
-        handles = [await start(client, store, worker, request) for request in requests]
-        assert [(await handle.result()).status for handle in handles] == [Status.LICENSED, Status.DENIED]
-        runs_seen = {first_run}
-        for i in range(100):
-            if len(runs_seen) == 3:
-                break
-            command = Reserve(request_id=f"history-keep-{i}", buyer="Kuaishou", units=10, workflow_id="none")
-            await reserve_until_admitted(client, queue, command)
-            runs_seen.add((await client.get_workflow_handle(ledger_id(queue)).describe()).run_id)
-        assert len(runs_seen) == 3, "the ledger was meant to continue as new twice"
-        histories = await every_run(client, ledger_id(queue), first_run)
+        ledger, run_ids, _ = await ledger_through_runs(client, store, worker, history_limit=60)
+        histories = await every_run(client, ledger, run_ids[0])
     return runs("settles", histories)
 
 
