@@ -146,8 +146,8 @@ class EventActivities:
 
     @activity.defn(name="licensed_requests")
     def licensed_requests(self, input: RequestIds) -> RequestIds:
-        # Safe to repeat: it only reads. The ledger asks it as it continues as new, to learn which of
-        # the allocations it carries it may stop carrying (chipclear.domain.allocation.settle).
+        # Safe to repeat: it only reads. The ledger and each buyer's cap ask it before they continue as
+        # new, to learn which of the requests they carry they may stop carrying (chipclear.domain.settling).
         with store_call(self.outage, reads_only=True):
             licensed = licensed_among(self.store, input.request_ids)
         return RequestIds(request_ids=licensed)

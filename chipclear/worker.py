@@ -186,7 +186,7 @@ def build_worker(
         client,
         task_queue=entity_queue(task_queue),
         workflows=ENTITY_WORKFLOWS,
-        # The ledger's appends and reads: the policy, and which allocations it carries are licensed.
+        # The entities' appends and reads: the policy, and which requests they carry hold their licence.
         activities=swapped([events.append_events, events.current_policy, events.licensed_requests]),
         max_concurrent_workflow_tasks=tuning.entity_task_slots,
         **workflows_and_appends,

@@ -38,9 +38,8 @@ class BuyerCapWorkflow(Stateful[cap.BuyerCapState]):
         await workflow.wait_condition(lambda: history_is_long(input.history_limit))
         state = self._state
         licensed = await licensed_to_settle(self._carried, state.claims, state.released, BUYER_CAP_SETTLES)
-        if (
-            licensed is not None
-        ):  # claims that came in meanwhile are kept: settled from the state as it is now
+        if licensed is not None:
+            # From the state as it is now: a claim answered while the store was asked is kept.
             self._state = cap.settle_cap(self._state, self._carried, licensed)
         await live_then_continue(input, lambda: self._state)
 

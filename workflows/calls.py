@@ -100,7 +100,7 @@ async def licensed_requests(request_ids: Sequence[str]) -> list[str]:
     found: RequestIds = await on_store(
         EventActivities.licensed_requests,
         RequestIds(request_ids=list(request_ids)),
-        f"which of {len(request_ids)} allocation(s) are licensed",
+        f"which of {len(request_ids)} request(s) hold their licence",
     )
     return found.request_ids
 

@@ -116,8 +116,8 @@ def settle_cap(state: BuyerCapState, carried: Carried, licensed: Container[str])
     licences, given_back = carried.settleable(state.claims, state.released, licensed)
     if not licences and not given_back:
         return state
-    gone = set(licences)
+    gone, dropped = set(licences), set(given_back)
     claims = {rid: units for rid, units in state.claims.items() if rid not in gone}
-    released = {rid: units for rid, units in state.released.items() if rid not in set(given_back)}
+    released = {rid: units for rid, units in state.released.items() if rid not in dropped}
     settled = state.settled + sum(state.claims[rid] for rid in licences)
     return state.model_copy(update={"claims": claims, "released": released, "settled": settled})
