@@ -23,7 +23,10 @@ with workflow.unsafe.imports_passed_through():
     from chipclear.domain.events import Event
     from chipclear.domain.people import require_exporter_officer, require_signature
     from workflows import calls
-    from workflows.entity import Stateful, domain_refusals, live_then_continue
+    from workflows.entity import Stateful, domain_refusals, history_is_long, live_then_continue
+
+# Patch: the exporter settles (stops carrying) the counts it carried in before it continues as new.
+EXPORTER_SETTLES = "exporter-settles"
 
 
 @workflow.defn(name=contracts.EXPORTER_WORKFLOW)
@@ -33,9 +36,15 @@ class ExporterWorkflow(Stateful[rule.ExporterState]):
         # Each update decides against the state as stored, appends, then folds: one at a time.
         self._lock = asyncio.Lock()
         self._state = input.state or rule.ExporterState()
+        # What this run may settle as it ends (chipclear.domain.exporter.settle_exporter).
+        self._carried = rule.carried_counts(self._state)
 
     @workflow.run
     async def run(self, input: contracts.ExporterInput) -> None:
+        await workflow.wait_condition(lambda: history_is_long(input.history_limit))
+        if self._carried and workflow.patched(EXPORTER_SETTLES):
+            async with self._lock:  # between two counts, never inside one
+                self._state = rule.settle_exporter(self._state, self._carried)
         await live_then_continue(input, lambda: self._state)
 
     @workflow.update(name=contracts.EXPORTER_COUNT)

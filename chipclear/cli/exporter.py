@@ -97,7 +97,7 @@ def show(
             "china_units": quarter.china_units,
             "china_room": max(0, quarter.us_units // 2 - quarter.china_units),
             "declared_by": quarter.declared_by,
-            "shipments": len(quarter.counted),
+            "shipments": quarter.shipments,
         }
         for period, quarter in sorted(state.quarters.items())
     ]

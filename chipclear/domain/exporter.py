@@ -109,6 +109,13 @@ class Quarter(_Model):
     declared_by: str | None = None
     china_units: int = 0
     counted: dict[str, ChinaCount] = Field(default_factory=dict)  # shipment -> its count
+    # Shipments counted before the run that carried them in, settled out of `counted` (`settle_exporter`):
+    # their units stay in `china_units`, their counts in the exporter's stream.
+    settled: int = 0
+
+    @property
+    def shipments(self) -> int:
+        return self.settled + len(self.counted)
 
 
 class ExporterState(_Model):
@@ -191,3 +198,30 @@ def fold_exporter(events: list[tuple[ExporterPayload, str]]) -> ExporterState:
     for event, actor in events:
         state = evolve_exporter(state, event, actor)
     return state
+
+
+def carried_counts(state: ExporterState) -> frozenset[tuple[str, str]]:
+    """The (quarter, shipment) counts a run was started with: those it may settle as it ends."""
+    return frozenset(
+        (period, shipment) for period, quarter in state.quarters.items() for shipment in quarter.counted
+    )
+
+
+def settle_exporter(state: ExporterState, carried: frozenset[tuple[str, str]]) -> ExporterState:
+    """The state the next run need carry (chipclear.domain.settling): the counts it carried in leave
+    `counted`, their units staying in the quarter's total. A count is final once made, so nothing needs
+    asking; only counts carried in are settled, so a repeat of one made in the ending run (an activity
+    attempt still in flight) still gets its first answer rather than being counted twice."""
+    quarters = dict(state.quarters)
+    for period, quarter in state.quarters.items():
+        gone = [shipment for shipment in quarter.counted if (period, shipment) in carried]
+        if gone:
+            kept = {
+                shipment: count
+                for shipment, count in quarter.counted.items()
+                if (period, shipment) not in carried
+            }
+            quarters[period] = quarter.model_copy(
+                update={"counted": kept, "settled": quarter.settled + len(gone)}
+            )
+    return state.model_copy(update={"quarters": quarters}) if quarters != state.quarters else state

@@ -1,4 +1,5 @@
-"""What a buyer's cap stops carrying from run to run (chipclear.domain.settling), and what it keeps."""
+"""What a buyer's cap and an exporter stop carrying from run to run (chipclear.domain.settling), and what
+they keep."""
 
 from __future__ import annotations
 
@@ -14,9 +15,20 @@ from chipclear.domain.buyer_cap import (
     settle_cap,
 )
 from chipclear.domain.errors import DomainError
+from chipclear.domain.exporter import (
+    ChinaShipmentCounted,
+    CountChinaShipment,
+    ExporterState,
+    UsShipmentsDeclared,
+    carried_counts,
+    check_count,
+    evolve_exporter,
+    settle_exporter,
+)
 from chipclear.domain.settling import SETTLED_PER_RUN, Carried
 
 BUYER = "Tencent Holdings Ltd."
+EXPORTER, PERIOD = "NVIDIA Corporation", "2026Q1"
 
 
 def claimed(state: BuyerCapState, request_id: str, units: int, cap: int = 100) -> BuyerCapState:
@@ -70,3 +82,38 @@ def test_a_run_settles_at_most_its_share() -> None:
     assert (len(once.claims), once.settled) == (5, SETTLED_PER_RUN)
     twice = settle_cap(once, run, licensed)
     assert (twice.claims, twice.settled) == ({}, SETTLED_PER_RUN + 5)
+
+
+# -- an exporter's counts -----------------------------------------------------------------------------
+
+
+def _count(state: ExporterState, shipment: str, units: int, period: str = PERIOD) -> ExporterState:
+    command = CountChinaShipment(exporter=EXPORTER, period=period, shipment=shipment, units=units)
+    count = check_count(state, command)
+    assert count is not None
+    return evolve_exporter(state, ChinaShipmentCounted(**count.model_dump()), actor="licence:r1")
+
+
+def _declared(units: int, period: str = PERIOD) -> ExporterState:
+    declared = UsShipmentsDeclared(exporter=EXPORTER, period=period, units=units)
+    return evolve_exporter(ExporterState(), declared, actor="officer")
+
+
+def test_an_exporters_carried_counts_leave_their_names_and_keep_their_units() -> None:
+    state = _count(_count(_declared(1_000), "r1/s1", 100), "r1/s2", 50)
+    carried = carried_counts(state)
+    state = _count(state, "r2/s1", 25)  # counted in this run: carried once more
+    settled = settle_exporter(state, carried)
+    quarter = settled.quarter(PERIOD)
+    assert set(quarter.counted) == {"r2/s1"} and quarter.settled == 2 and quarter.shipments == 3
+    assert quarter.china_units == 175 and settled.version == state.version
+    # The room left is the same, and a repeat of the count of this run still gets its first answer.
+    with pytest.raises(DomainError, match="at most 500"):
+        check_count(
+            settled, CountChinaShipment(exporter=EXPORTER, period=PERIOD, shipment="r3/s1", units=326)
+        )
+    assert (
+        check_count(settled, CountChinaShipment(exporter=EXPORTER, period=PERIOD, shipment="r2/s1", units=25))
+        is None
+    )
+    assert settle_exporter(settled, carried) is settled  # nothing more to settle

@@ -9,7 +9,14 @@ from datetime import UTC, datetime
 from temporalio.client import Client
 
 from chipclear import client as ops
-from chipclear.contracts import LicenceActResult, exporter_stream, exporter_workflow_id
+from chipclear.contracts import (
+    EXPORTER_WORKFLOW,
+    ExporterInput,
+    LicenceActResult,
+    entity_queue,
+    exporter_stream,
+    exporter_workflow_id,
+)
 from chipclear.domain.exporter import ChinaShipmentCounted, DeclareUsShipments, period_of
 from chipclear.domain.licence import (
     LabReport,
@@ -93,3 +100,28 @@ class Rig:
     def counted(self) -> list[ChinaShipmentCounted]:
         stream = exporter_stream(exporter_workflow_id(EXPORTER, self.queue))
         return [e.data for e in self.store.read_stream(stream) if isinstance(e.data, ChinaShipmentCounted)]
+
+
+async def exporter_through_runs(rig: Rig, history_limit: int) -> tuple[str, list[str], str]:
+    """The exporter's workflow with a short history, its US figures declared, then shipments of 10 units
+    under one licence until it has begun its third run: the second carried in the counts of the first,
+    and (with settling) settled them as it ended. Its id, its run ids first to last, and the licence's
+    request id."""
+    exporter = exporter_workflow_id(EXPORTER, rig.queue)
+    owner = await rig.client.start_workflow(
+        EXPORTER_WORKFLOW,
+        ExporterInput(history_limit=history_limit),
+        id=exporter,
+        task_queue=entity_queue(rig.queue),
+    )
+    runs = [owner.result_run_id or ""]
+    await rig.declare(1_000_000)
+    request_id = await rig.licensed()  # 1,000 units: room for every shipment below
+    for i in range(60):
+        if len(runs) == 3:
+            return exporter, runs, request_id
+        await rig.ship(request_id, f"S{i}", 10)
+        current = (await rig.client.get_workflow_handle(exporter).describe()).run_id
+        if current != runs[-1]:
+            runs.append(current)
+    raise AssertionError(f"{exporter} was meant to continue as new twice: {len(runs)} run(s)")

@@ -47,7 +47,7 @@ from chipclear.worker import build_worker
 from tests import keys
 from tests.conftest import running_worker
 from tests.factories import make_policy, make_request
-from tests.workflows.licences import EXPORTER, REPORT, Rig
+from tests.workflows.licences import EXPORTER, REPORT, Rig, exporter_through_runs
 from tests.workflows.support import submit_signed
 
 
@@ -228,3 +228,19 @@ async def test_the_licence_query_shows_what_is_stored(rig: Rig):
     assert details.startswith("**valid**: licence LIC-")
     assert "150 of 200 units remaining (50 shipped)" in details
     assert "| W1       |    50 | UL Solutions UL-1 | 310120261234567891 |" in details, details
+
+
+async def test_the_exporter_stops_carrying_counts_it_carried_in(rig: Rig) -> None:
+    """Counts made in one run are carried into the next and settled as it ends: their names leave the
+    exporter's state, their units stay in the quarter, and the stream keeps every count."""
+    _, _, request_id = await exporter_through_runs(rig, history_limit=30)
+    live = await ops.exporter_live(rig.client, EXPORTER, rig.queue)
+    assert live is not None
+    [quarter] = live.quarters.values()
+    shipped = rig.shipments(request_id)
+    assert quarter.settled > 0 and len(quarter.counted) < len(shipped)
+    assert quarter.shipments == len(shipped) == len(rig.counted())
+    assert quarter.china_units == sum(shipment.units for shipment in shipped)
+    stored = ops.stored_exporter(rig.store, EXPORTER, rig.queue)
+    [stored_quarter] = stored.quarters.values()  # the fold keeps every count by name
+    assert stored_quarter.china_units == quarter.china_units and len(stored_quarter.counted) == len(shipped)

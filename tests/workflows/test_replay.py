@@ -497,6 +497,16 @@ async def _exporter(client: Client, store: SQLiteEventStore) -> Recorded:
     return (await _licence_used_up(client, store, "exporter"))[1]
 
 
+async def _exporter_settles(client: Client, store: SQLiteEventStore) -> Recorded:
+    """Shipments counted in the exporter's first run, carried into its second and settled as it ends
+    (patch `exporter-settles`); more shipments push it into a third."""
+    async with running_worker(client, store, make_policy("auto")) as worker:
+        rig = licence_tests.Rig(client, store, worker)
+        exporter, run_ids, _ = await licence_tests.exporter_through_runs(rig, history_limit=30)
+        histories = await every_run(client, exporter, run_ids[0])
+    return runs("settles", histories)
+
+
 SCENARIOS: dict[str, dict[str, Scenario]] = {
     REQUEST: {
         "manual-withdrawn": _manual_withdrawn,
@@ -515,7 +525,7 @@ SCENARIOS: dict[str, dict[str, Scenario]] = {
     LEDGER: {"batches-queue-release": _ledger_batches_queue_release, "settles": _ledger_settles},
     BUYER_CAP: {"claims-and-releases": _buyer_cap_claims_and_releases, "settles": _buyer_cap_settles},
     LICENCE: {"used-up": _licence},
-    EXPORTER: {"declared-and-counted": _exporter},
+    EXPORTER: {"declared-and-counted": _exporter, "settles": _exporter_settles},
 }
 
 
@@ -567,7 +577,7 @@ def _workflow_id(path: Path) -> str:
     if path.parent.name == LEDGER:  # it runs on its deployment's entity queue, or once ran on the main one
         return ledger_id(home_queue(queue))
     if path.parent.name == EXPORTER:
-        return exporter_workflow_id(licence_tests.EXPORTER, queue)
+        return exporter_workflow_id(licence_tests.EXPORTER, home_queue(queue))
     return f"{path.parent.name}-{path.stem}"
 
 
