@@ -52,6 +52,7 @@ from chipclear.contracts import (
 )
 from chipclear.domain.allocation import BatchSpec, OpenBatch
 from chipclear.domain.commands import AddEvidence, ClearScreeningHold, RequestInfo, Respond, Withdraw
+from chipclear.domain.events import ExportApprovalReleased
 from chipclear.domain.facts import RegisterInvoices
 from chipclear.domain.gates import cn_import, domestic_quota, us_export
 from chipclear.domain.licence import ReinstateLicence, SuspendLicence
@@ -428,7 +429,17 @@ async def _buyer_cap_claims_and_releases(client: Client, store: SQLiteEventStore
         for handle in handles[1:]:
             assert (await handle.result()).status == Status.WITHDRAWN
         cap = await ops.buyer_cap_state(client, buyer["name"], queue)
-        assert cap is not None and cap.claims == {} and sum(cap.released.values()) == 130_000, cap
+        # Every claim given back: the cap holds none, and the requests' records say what went back (a
+        # release the cap carried over a run is settled out of its state: buyer-cap-settles).
+        assert cap is not None and cap.claims == {} and cap.settled == 0, cap
+        assert set(cap.released) <= {request.request_id for request in requests}, cap
+        given_back = [
+            event.data.units
+            for request in requests
+            for event in store.read_stream(request.request_id)
+            if isinstance(event.data, ExportApprovalReleased)
+        ]
+        assert sum(given_back) == 130_000, given_back
         histories = await every_run(client, cap_id, first_run)
     assert len(histories) >= 2, "the buyer's cap was meant to continue as new"
     return runs("claims-and-releases", histories)
