@@ -62,6 +62,13 @@ class RequestIds(BaseModel):
     request_ids: list[str]
 
 
+class LicensedQuestion(BaseModel):
+    """Which of `request_ids` hold their licence: at most `at_most` of them, the answer being recorded."""
+
+    request_ids: list[str]
+    at_most: int
+
+
 class EventsStore(EventLog, InvoiceRegistry, ProjectionRows, Protocol):
     """What these activities use of the store: the log, the invoice registry and the projection's rows."""
 
@@ -145,9 +152,9 @@ class EventActivities:
         return LicenceOpening(policy=self.policy, state=state)
 
     @activity.defn(name="licensed_requests")
-    def licensed_requests(self, input: RequestIds) -> RequestIds:
+    def licensed_requests(self, input: LicensedQuestion) -> RequestIds:
         # Safe to repeat: it only reads. The ledger and each buyer's cap ask it before they continue as
         # new, to learn which of the requests they carry they may stop carrying (chipclear.domain.settling).
         with store_call(self.outage, reads_only=True):
-            licensed = licensed_among(self.store, input.request_ids)
+            licensed = licensed_among(self.store, input.request_ids, input.at_most)
         return RequestIds(request_ids=licensed)

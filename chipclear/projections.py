@@ -135,18 +135,19 @@ def request_summary(store: ProjectionRows, request_id: str) -> RequestSummary | 
     return RequestSummary.model_validate(rows[0]) if rows else None
 
 
-def licensed_among(store: ProjectionRows, request_ids: Sequence[str]) -> list[str]:
-    """Those of these requests that hold their licence, in the order given: a page of keys per query,
-    well under either database's limit on a statement's parameters, however many the ledger carries."""
-    licensed: set[str] = set()
+def licensed_among(store: ProjectionRows, request_ids: Sequence[str], at_most: int) -> list[str]:
+    """The first `at_most` of these requests (in the order given) that hold their licence: a page of keys
+    per query, well under either database's limit on a statement's parameters, however many an entity
+    carries."""
+    licensed: list[str] = []
     for start in range(0, len(request_ids), _KEYS_PER_QUERY):
-        query = RowQuery(
-            equal={"status": Status.LICENSED.value},
-            columns=["request_id"],
-            keys=request_ids[start : start + _KEYS_PER_QUERY],
-        )
-        licensed.update(row["request_id"] for row in store.projection_rows(REQUESTS, query))
-    return [request_id for request_id in request_ids if request_id in licensed]
+        page = request_ids[start : start + _KEYS_PER_QUERY]
+        query = RowQuery(equal={"status": Status.LICENSED.value}, columns=["request_id"], keys=page)
+        found = {row["request_id"] for row in store.projection_rows(REQUESTS, query)}
+        licensed += [request_id for request_id in page if request_id in found]
+        if len(licensed) >= at_most:
+            break
+    return licensed[:at_most]
 
 
 _KEYS_PER_QUERY = 500

@@ -22,7 +22,14 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.events import AppendInput, EventActivities, PolicyInput, PolicyResult, RequestIds
+    from activities.events import (
+        AppendInput,
+        EventActivities,
+        LicensedQuestion,
+        PolicyInput,
+        PolicyResult,
+        RequestIds,
+    )
     from activities.screening import ScreeningActivities
     from chipclear.contracts import ledger_calls_queue
     from chipclear.domain.events import Event
@@ -94,12 +101,12 @@ async def current_policy() -> PolicyResult:
     return found
 
 
-async def licensed_requests(request_ids: Sequence[str]) -> list[str]:
-    """Those of these requests that hold their licence, as the store's projection says (a local
-    activity: it only reads)."""
+async def licensed_requests(request_ids: Sequence[str], at_most: int) -> list[str]:
+    """The first `at_most` of these requests that hold their licence, as the store's projection says (a
+    local activity: it only reads)."""
     found: RequestIds = await on_store(
         EventActivities.licensed_requests,
-        RequestIds(request_ids=list(request_ids)),
+        LicensedQuestion(request_ids=list(request_ids), at_most=at_most),
         f"which of {len(request_ids)} request(s) hold their licence",
     )
     return found.request_ids

@@ -19,7 +19,7 @@ from temporalio.exceptions import ApplicationError
 
 from chipclear.contracts import CONTINUING_AS_NEW, STATE_QUERY, StateQuery
 from chipclear.domain.errors import DomainError
-from chipclear.domain.settling import Carried
+from chipclear.domain.settling import SETTLED_PER_RUN, Carried
 from workflows import calls
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ async def licensed_to_settle(
     asked = carried.to_ask(held)
     if not (asked or carried.any_given_back(released)) or not workflow.patched(patch):
         return None
-    return set(await calls.licensed_requests(asked)) if asked else set()
+    return set(await calls.licensed_requests(asked, SETTLED_PER_RUN)) if asked else set()
 
 
 def history_is_long(limit: int) -> bool:

@@ -122,7 +122,7 @@ def batch_detail(state: LedgerState, batch_id: str) -> dict[str, Any]:
             held[key].append({"request_id": allocation.request_id, "units": allocation.units})
     allocations = sorted(
         (
-            {"buyer": names.get(key, key), "units": units, "requests": held[key]}
+            {"buyer": names.get(key, key), "units": units, "requests": held.get(key, [])}
             for key, units in batch.by_buyer.items()
         ),
         key=lambda row: str(row["buyer"]).casefold(),

@@ -12,7 +12,7 @@ from bisect import bisect_left, insort
 from collections.abc import Container, Iterable, Iterator
 from datetime import datetime
 from operator import attrgetter
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
@@ -160,7 +160,7 @@ LedgerEvent = Annotated[
     BatchOpened | UnitsGranted | RequestQueued | UnitsReleased | QueueLeft | RequestsSettled,
     Field(discriminator="type"),
 ]
-LEDGER_EVENTS = (BatchOpened, UnitsGranted, RequestQueued, UnitsReleased, QueueLeft, RequestsSettled)
+LEDGER_EVENTS = get_args(get_args(LedgerEvent)[0])  # the union's classes, for isinstance
 
 
 # -- commands and answers -----------------------------------------------------------------------------

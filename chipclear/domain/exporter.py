@@ -213,9 +213,11 @@ def settle_exporter(state: ExporterState, carried: frozenset[tuple[str, str]]) -
     asking; only counts carried in are settled, so a repeat of one made in the ending run (an activity
     attempt still in flight) still gets its first answer rather than being counted twice."""
     quarters = dict(state.quarters)
+    changed = False
     for period, quarter in state.quarters.items():
         gone = [shipment for shipment in quarter.counted if (period, shipment) in carried]
         if gone:
+            changed = True
             kept = {
                 shipment: count
                 for shipment, count in quarter.counted.items()
@@ -224,4 +226,4 @@ def settle_exporter(state: ExporterState, carried: frozenset[tuple[str, str]]) -
             quarters[period] = quarter.model_copy(
                 update={"counted": kept, "settled": quarter.settled + len(gone)}
             )
-    return state.model_copy(update={"quarters": quarters}) if quarters != state.quarters else state
+    return state.model_copy(update={"quarters": quarters}) if changed else state

@@ -36,8 +36,10 @@ class Carried(BaseModel):
 
     def to_ask(self, held: Container[str]) -> list[str]:
         """The carried-in requests still holding units (`held`: as the run now stands): which of them hold
-        their licence is the store's to say."""
-        return [rid for rid in self.held if rid in held][:SETTLED_PER_RUN]
+        their licence is the store's to say. Every one, not the first SETTLED_PER_RUN: holders that stay
+        under review for months would otherwise fill the question every run, and licensed requests behind
+        them would never be asked about. The answer is what is capped (`licensed_among`)."""
+        return [rid for rid in self.held if rid in held]
 
     def any_given_back(self, released: Container[str]) -> bool:
         return any(rid in released for rid in self.released)
@@ -47,6 +49,6 @@ class Carried(BaseModel):
     ) -> tuple[list[str], list[str]]:
         """The carried-in requests to settle now: those still holding units that are `licensed`, then those
         that have given them back; at most SETTLED_PER_RUN in all."""
-        licences = [rid for rid in self.to_ask(held) if rid in licensed]
+        licences = [rid for rid in self.to_ask(held) if rid in licensed][:SETTLED_PER_RUN]
         given_back = [rid for rid in self.released if rid in released][: SETTLED_PER_RUN - len(licences)]
         return licences, given_back

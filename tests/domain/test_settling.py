@@ -77,7 +77,7 @@ def test_a_run_settles_at_most_its_share() -> None:
         state = claimed(state, f"r{i}", 1, cap=10 * SETTLED_PER_RUN)
     run = carried(state)
     licensed = set(state.claims)
-    assert run.to_ask(state.claims) == [f"r{i}" for i in range(SETTLED_PER_RUN)]
+    assert run.to_ask(state.claims) == list(state.claims)  # every holder is asked about
     once = settle_cap(state, run, licensed)
     assert (len(once.claims), once.settled) == (5, SETTLED_PER_RUN)
     twice = settle_cap(once, run, licensed)
@@ -117,3 +117,15 @@ def test_an_exporters_carried_counts_leave_their_names_and_keep_their_units() ->
         is None
     )
     assert settle_exporter(settled, carried) is settled  # nothing more to settle
+
+
+def test_licensed_holders_behind_a_run_of_unlicensed_ones_are_still_settled() -> None:
+    """More than a run's share of holders still under review, carried from run to run, must not keep
+    the licensed ones behind them from ever being asked about."""
+    state = BuyerCapState()
+    for i in range(SETTLED_PER_RUN + 300):
+        state = claimed(state, f"r{i}", 1, cap=10 * SETTLED_PER_RUN)
+    run = carried(state)
+    licensed = {f"r{i}" for i in range(SETTLED_PER_RUN, SETTLED_PER_RUN + 300)}  # the last 300 only
+    settled = settle_cap(state, run, licensed)
+    assert settled.settled == 300 and len(settled.claims) == SETTLED_PER_RUN

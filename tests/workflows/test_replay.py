@@ -584,11 +584,12 @@ def _workflow_id(path: Path) -> str:
     """The id the history ran under where the workflow's behaviour depends on it: the ledger's stream
     (which its batch openings are signed for) is named after its id, itself named after its queue."""
     probe = WorkflowHistory.from_json("probe", path.read_text())
-    queue = probe.events[0].workflow_execution_started_event_attributes.task_queue.name
-    if path.parent.name == LEDGER:  # it runs on its deployment's entity queue, or once ran on the main one
-        return ledger_id(home_queue(queue))
+    # An entity runs on its deployment's entity queue (or once ran on the main one): named after the main.
+    queue = home_queue(probe.events[0].workflow_execution_started_event_attributes.task_queue.name)
+    if path.parent.name == LEDGER:
+        return ledger_id(queue)
     if path.parent.name == EXPORTER:
-        return exporter_workflow_id(licence_tests.EXPORTER, home_queue(queue))
+        return exporter_workflow_id(licence_tests.EXPORTER, queue)
     return f"{path.parent.name}-{path.stem}"
 
 
