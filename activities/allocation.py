@@ -1,4 +1,4 @@
-"""Talking to the entity workflows (the allocation ledger, each buyer's cap) from a request workflow.
+"""Talking to the entity workflows (the allocation ledger, each exporter) from a request workflow.
 
 Workflows cannot send an Update to another workflow, so these activities do it with a client:
 update-with-start, so an entity starts itself the first time anyone needs it.
@@ -30,26 +30,20 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from chipclear import payload_limits
 from chipclear.contracts import (
-    BUYER_CAP_CLAIM,
-    BUYER_CAP_RELEASE,
     EXPORTER_COUNT,
     LEDGER_RELEASE,
     LEDGER_RESERVE,
     LICENCE_WORKFLOW,
     ChinaCountAnswer,
     LicenceInput,
-    ReleasedUnits,
     ReleaseResult,
     StartLicence,
-    buyer_cap_id,
-    buyer_cap_start,
     exporter_start,
     home_queue,
     ledger_start,
     licence_workflow_id,
 )
 from chipclear.domain.allocation import Release, Reservation, Reserve
-from chipclear.domain.buyer_cap import BuyerClaim, ClaimUnits, ReleaseClaim
 from chipclear.domain.exporter import ChinaCount, CountChinaShipment
 from chipclear.temporal import refusal, turned_away_to_continue
 
@@ -123,30 +117,6 @@ class AllocationActivities:
     async def release_units(self, command: Release) -> ReleaseResult:
         # Safe to retry: releasing what is no longer held is a no-op in the ledger.
         return await self._update(LEDGER_RELEASE, command, ReleaseResult)
-
-    @activity.defn(name="claim_buyer_units")
-    async def claim_buyer_units(self, command: ClaimUnits) -> BuyerClaim:
-        # Safe to retry: a repeated claim by the same request replaces its own earlier claim.
-        queue = self._home_queue()
-        return await self._update(
-            BUYER_CAP_CLAIM, command, BuyerClaim, lambda: buyer_cap_start(command.buyer, queue)
-        )
-
-    @activity.defn(name="release_buyer_units")
-    async def release_buyer_units(self, command: ReleaseClaim) -> ReleasedUnits:
-        # Safe to retry: a second release gives back nothing. A plain update, not update-with-start:
-        # a buyer whose cap was never claimed has nothing to give back, and no workflow to start.
-        handle = self.client.get_workflow_handle(buyer_cap_id(command.buyer, self._home_queue()))
-        await _within_limits(self.client, command, BUYER_CAP_RELEASE)
-        try:
-            result: ReleasedUnits = await _heartbeating(
-                handle.execute_update(BUYER_CAP_RELEASE, command, result_type=ReleasedUnits)
-            )
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND:
-                raise
-            return ReleasedUnits(request_id=command.request_id, units=0)
-        return result
 
     @activity.defn(name="count_china_shipment")
     async def count_china_shipment(self, command: CountChinaShipment) -> ChinaCountAnswer:

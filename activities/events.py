@@ -1,13 +1,18 @@
-"""Event-store activities: the only way a workflow's decisions reach the legal record."""
+"""Event-store activities: the only way a workflow's decisions reach the legal record, and the tables
+kept beside it that decisions consult (the invoice registry, the buyers' caps)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 from pydantic import BaseModel
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.store_calls import StoreOutage, store_call
+from chipclear.contracts import ReleasedUnits, deployment
+from chipclear.domain.buyer_cap import BuyerClaim, ClaimUnits, ReleaseClaim
 from chipclear.domain.errors import DomainError
 from chipclear.domain.events import Event
 from chipclear.domain.evidence import InvoiceOwner
@@ -17,7 +22,7 @@ from chipclear.domain.licence_terms import licence_of
 from chipclear.domain.policy import Policy
 from chipclear.logs import get_logger
 from chipclear.projections import licensed_among
-from chipclear.store.protocol import AppendResult, EventLog, InvoiceRegistry, ProjectionRows
+from chipclear.store.protocol import AppendResult, BuyerCaps, EventLog, InvoiceRegistry, ProjectionRows
 
 
 class AppendInput(BaseModel):
@@ -69,8 +74,13 @@ class LicensedQuestion(BaseModel):
     at_most: int
 
 
-class EventsStore(EventLog, InvoiceRegistry, ProjectionRows, Protocol):
-    """What these activities use of the store: the log, the invoice registry and the projection's rows."""
+# The failure type of a claim the cap refuses: final, and the workflow turns it back into the rule's words.
+CAP_REFUSED = "LedgerRefused"
+
+
+class EventsStore(EventLog, InvoiceRegistry, BuyerCaps, ProjectionRows, Protocol):
+    """What these activities use of the store: the log, the invoice registry, the buyers' caps and the
+    projection's rows."""
 
 
 class EventActivities:
@@ -137,6 +147,30 @@ class EventActivities:
             released = self.store.release_invoices(input.request_id)
         return ReleasedInvoices(released=released)
 
+    @activity.defn(name="claim_buyer_units")
+    def claim_buyer_units(self, command: ClaimUnits) -> BuyerClaim:
+        # Safe to repeat: a request's later claim replaces its earlier one, so it runs as a local
+        # activity in the request's first workflow task. A refusal names the headroom, and is final.
+        scope = deployment(activity.info().task_queue)
+        with store_call(self.outage):
+            try:
+                return self.store.claim_buyer_units(command, scope)
+            except DomainError as exc:
+                raise ApplicationError(str(exc), type=CAP_REFUSED, non_retryable=True) from None
+
+    @activity.defn(name="release_buyer_units")
+    async def release_buyer_units(self, command: ReleaseClaim) -> ReleasedUnits:
+        # Safe to repeat: a second release gives back nothing. Async, as every activity on the entity-call
+        # queue that requests schedule it on; the store's call runs in a thread and ends its transaction
+        # even if the activity is cancelled meanwhile.
+        scope = deployment(activity.info().task_queue)
+        units = await asyncio.to_thread(self._release_buyer_units, command, scope)
+        return ReleasedUnits(request_id=command.request_id, units=units)
+
+    def _release_buyer_units(self, command: ReleaseClaim, scope: str) -> int:
+        with store_call(self.outage):
+            return self.store.release_buyer_units(command, scope)
+
     @activity.defn(name="open_licence")
     def open_licence(self, input: LicenceOpeningInput) -> LicenceOpening:
         # Safe to repeat: it only reads. The terms come from the request's chained record, never from
@@ -153,8 +187,8 @@ class EventActivities:
 
     @activity.defn(name="licensed_requests")
     def licensed_requests(self, input: LicensedQuestion) -> RequestIds:
-        # Safe to repeat: it only reads. The ledger and each buyer's cap ask it before they continue as
-        # new, to learn which of the requests they carry they may stop carrying (chipclear.domain.settling).
+        # Safe to repeat: it only reads. The ledger asks it before it continues as new, to learn which
+        # of the requests it carries it may stop carrying (chipclear.domain.settling).
         with store_call(self.outage, reads_only=True):
             licensed = licensed_among(self.store, input.request_ids, input.at_most)
         return RequestIds(request_ids=licensed)

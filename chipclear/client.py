@@ -38,7 +38,6 @@ from chipclear.contracts import (
     OpenBatchResult,
     StateQuery,
     TransitionResult,
-    buyer_cap_id,
     ledger_id,
     ledger_start,
     ledger_stream,
@@ -49,7 +48,6 @@ from chipclear.domain.allocation import (
     OpenBatch,
     fold_ledger,
 )
-from chipclear.domain.buyer_cap import BuyerCapState
 from chipclear.domain.commands import HumanAct, Submit
 from chipclear.domain.errors import StaleSignature
 from chipclear.domain.gates import cn_import
@@ -408,20 +406,6 @@ async def with_queue_position(
     moved = held.model_copy(update={"position": ledger.position(state.request_id)})
     part = cn_import.GATE.slice(state).model_copy(update={"allocation": moved})
     return state.model_copy(update={"slices": {**state.slices, cn_import.NAME: part}})
-
-
-async def buyer_cap_state(client: Client, buyer: str, task_queue: str) -> BuyerCapState | None:
-    """What the buyer's cap owner holds, or None if no approval for the buyer was ever claimed."""
-    handle = client.get_workflow_handle(buyer_cap_id(buyer, task_queue))
-    try:
-        state: BuyerCapState = await handle.query(
-            STATE_QUERY, StateQuery(), result_type=BuyerCapState, rpc_timeout=timedelta(seconds=5)
-        )
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return None
-        raise
-    return state
 
 
 # -- a licence once issued, and its exporter ------------------------------------------------------------

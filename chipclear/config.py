@@ -98,9 +98,8 @@ class WorkerTuning:
     # requests' tasks crowd the allocation ledger's out of the worker's CPU in a reservation rush:
     # docs/performance.md, "Worker tuning".
     workflow_task_slots: int = 100
-    # The entity workflows' own (the ledger, each buyer's cap, each exporter: a few dozen workflows, each
-    # task short). A request's first task holds its slot until its buyer's cap has answered; on shared
-    # slots a rush of requests starved the caps (the bench's slow mode at 200 in flight).
+    # The entity workflows' own (the ledger, each exporter: a few workflows, each task short), so that
+    # a rush of requests never holds the slots the ledger needs (docs/performance.md, "Worker tuning").
     entity_task_slots: int = 50
     # Long polls held open for workflow tasks (the SDK's default).
     workflow_task_pollers: int = 5

@@ -10,7 +10,6 @@ matches running workflows and saved histories; add fields with defaults instead.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Generic, Literal, Self, TypeVar
 
 from pydantic import BaseModel, Field
@@ -19,10 +18,8 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from chipclear.config import DEFAULT_TASK_QUEUE
 from chipclear.domain.allocation import LedgerState
-from chipclear.domain.buyer_cap import BuyerCapState
 from chipclear.domain.exporter import ChinaCount, ExporterState, exporter_key
 from chipclear.domain.models import ImportRequest, Status, Text
-from chipclear.domain.names import normalise_buyer
 from chipclear.domain.signing import ActSignature
 
 # Continue as new past this many history events; tests set it small to prove nothing is lost.
@@ -32,7 +29,7 @@ StateT = TypeVar("StateT", bound=BaseModel)
 
 
 class EntityInput(BaseModel, Generic[StateT]):
-    """The input of a long-lived entity workflow (the ledger, a buyer's cap): the state it carries over
+    """The input of a long-lived entity workflow (the ledger, an exporter): the state it carries over
     from its previous run (None on its first), and how long its history may grow before it continues as
     new."""
 
@@ -83,13 +80,13 @@ ENTITIES_SUFFIX = ".entities"
 
 
 def entity_queue(task_queue: str) -> str:
-    """Where the entity workflows (the ledger, each buyer's cap, each exporter) run: apart from the
-    requests, on workflow-task slots of their own.
+    """Where the entity workflows (the ledger, each exporter) run: apart from the requests, on
+    workflow-task slots of their own, so that however many requests are in flight, the one serial
+    point of a reservation rush always has a slot.
 
-    A request's first workflow task claims its buyer's cap in a local activity, and holds its slot
-    until the cap's own workflow task has answered. On one shared pool of slots, a rush of requests in
-    their first task could take every slot, and each claim would wait out its timeout for a cap that
-    could not run (measured: half the throughput at 200 in flight, and no progress at 20 slots).
+    (The buyers' caps, entity workflows until their claims moved into the store, showed why: a request's
+    first task claimed its cap in a local activity and held its slot until the cap's own task answered,
+    and on one shared pool a rush of requests took every slot; docs/performance.md, "Worker tuning".)
     """
     return task_queue + ENTITIES_SUFFIX
 
@@ -103,6 +100,12 @@ def home_queue(task_queue: str) -> str:
 def _deployment_suffix(task_queue: str) -> str:
     # One entity per deployment (task queue); the production ones carry no suffix.
     return "" if task_queue == DEFAULT_TASK_QUEUE else f"@{task_queue}"
+
+
+def deployment(task_queue: str) -> str:
+    """Which deployment a queue (or one of its side queues) belongs to: '' for production, `@<queue>` for
+    another beside it in the same store (a demo). Its buyers' caps are its own, as its ledger is."""
+    return _deployment_suffix(home_queue(task_queue))
 
 
 # -- the import request -------------------------------------------------------------------------------
@@ -180,7 +183,7 @@ LEDGER_OPEN_BATCH = "open_batch"
 ALLOCATION_GRANTED_SIGNAL = "allocation_granted"
 
 
-# The Web UI's one-line summary of each entity workflow (like buyer_cap_summary): in a list of
+# The Web UI's one-line summary of each entity workflow (like the exporter's): in a list of
 # requests, these say at once that they are not requests (a request's names its units and buyer).
 LEDGER_SUMMARY = "not a request: the cn-import allocation ledger (an entity workflow owning every batch)"
 
@@ -221,38 +224,12 @@ def ledger_start(task_queue: str) -> WithStartWorkflowOperation[Any, Any]:
 
 
 # -- the per-buyer cap on US export approvals ---------------------------------------------------------
-BUYER_CAP_WORKFLOW = "UsExportBuyerCap"
-BUYER_CAP_PREFIX = "us-export-buyer-"
-
-
-def buyer_cap_id(buyer: str, task_queue: str) -> str:
-    """`us-export-buyer-bytedance`: one owner per buyer, however the buyer's name is written."""
-    slug = re.sub(r"\s+", "-", normalise_buyer(buyer))
-    return f"{BUYER_CAP_PREFIX}{slug}{_deployment_suffix(task_queue)}"
-
-
-def buyer_cap_summary(buyer: str) -> str:
-    return f"not a request: {buyer}'s us-export buyer cap (an entity workflow owning its headroom)"
-
-
-# What a buyer's cap answers: a claim of headroom for a request, and a release of it.
-BUYER_CAP_CLAIM = "claim"
-BUYER_CAP_RELEASE = "release"
-
-
-class BuyerCapInput(EntityInput[BuyerCapState]):
-    """A buyer's cap's input: the units it holds for each request, carried from run to run."""
+# Kept in the event store (chipclear.store.sql_buyer_caps), claimed by a local activity of the request.
 
 
 class ReleasedUnits(BaseModel):
     request_id: str
     units: int  # 0 when nothing was held, or it was released before
-
-
-def buyer_cap_start(buyer: str, task_queue: str) -> WithStartWorkflowOperation[Any, Any]:
-    """Update-with-start: a buyer's cap starts itself with the buyer's first claim."""
-    entity_id = buyer_cap_id(buyer, task_queue)
-    return entity_start(BUYER_CAP_WORKFLOW, BuyerCapInput(), entity_id, task_queue, buyer_cap_summary(buyer))
 
 
 # -- a licence once issued ----------------------------------------------------------------------------

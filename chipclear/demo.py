@@ -25,7 +25,7 @@ from chipclear import client as ops
 from chipclear import keys
 from chipclear.cli import output
 from chipclear.config import Settings
-from chipclear.contracts import buyer_cap_id, exporter_workflow_id, ledger_id, workflow_id
+from chipclear.contracts import exporter_workflow_id, ledger_id, workflow_id
 from chipclear.demo_shipments import EXPORTER as SHIPPING_EXPORTER
 from chipclear.demo_shipments import ship_everything
 from chipclear.domain.allocation import BatchSpec, LedgerState, OpenBatch
@@ -56,7 +56,7 @@ class DemoRun(BaseModel):
     run_id: str
     task_queue: str
     request_ids: list[str]
-    entity_ids: list[str]  # the ledger, the exporter and the buyer caps, closed before the demo returns
+    entity_ids: list[str]  # the ledger and the exporter, closed before the demo returns
 
 
 class _DemoRequests(BaseModel):
@@ -155,13 +155,13 @@ async def _closed(client: Client, request_ids: list[str]) -> None:
 
 
 async def _close_entities(client: Client, entity_ids: list[str], run_id: str) -> None:
-    """The demo's ledger and buyer caps serve nothing once its requests are closed: end them, so the
+    """The demo's ledger and exporter serve nothing once its requests are closed: end them, so the
     Web UI's list shows no workflow of the demo still running. Their records stay in the event store."""
     for entity_id in entity_ids:
         try:
             await client.get_workflow_handle(entity_id).terminate(reason=f"chipclear demo {run_id} finished")
         except RPCError as exc:
-            # Never started (no claim was made for a buyer screening stopped), or already closed.
+            # Never started (nothing shipped), or already closed.
             if exc.status != RPCStatusCode.NOT_FOUND:
                 raise
 
@@ -234,9 +234,8 @@ async def run_demo(settings: Settings, *, client: Client | None = None) -> DemoR
         output.console.print(
             await ship_everything(client, store, settings.home, demo.task_queue, licensed, sam)
         )
-        caps = {buyer_cap_id(request.buyer.name, demo.task_queue) for request in requests}
         exporter = exporter_workflow_id(SHIPPING_EXPORTER, demo.task_queue)
-        entities = [ledger_id(demo.task_queue), exporter, *sorted(caps)]
+        entities = [ledger_id(demo.task_queue), exporter]
         await _close_entities(client, entities, run_id)
     finally:
         stop.set()

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from chipclear.domain.events import REQUEST_EVENT_TYPES, Event
-from chipclear.domain.gates import domestic_quota
+from chipclear.domain.gates import domestic_quota, us_export
 from chipclear.domain.models import Status, invoice_key
 from chipclear.domain.state import RequestState, fold
 from chipclear.request_rows import COLUMNS, SUMMARY_COLUMNS, TABLE, RequestSummary, summary_query
@@ -22,7 +22,7 @@ from chipclear.store.chain import timestamp
 from chipclear.store.factory import open_store
 from chipclear.store.projection import Projection, RowQuery
 from chipclear.store.protocol import EventStore, ProjectionRows
-from chipclear.store.reconcile import InvoiceClaim
+from chipclear.store.reconcile import BuyerUnits, InvoiceClaim
 
 __all__ = [
     "COLUMNS",
@@ -87,6 +87,21 @@ class RequestProjection:
             keys=tuple(invoice_key(record) for record in evidence),
             status=str(state.status),
             released=state.is_final and state.licence_id is None,
+        )
+
+    def buyer_units_held(self, state: RequestState) -> BuyerUnits | None:
+        """The claim on its buyer's cap that the request's US export approval recorded, and whether the
+        approval went back: `reconcile` compares the store's `buyer_claims` row with it."""
+        if state.request_id is None or state.buyer is None or state.status is None:
+            return None
+        part = us_export.GATE.slice(state)
+        claim = part.buyer_claim
+        return BuyerUnits(
+            request_id=state.request_id,
+            buyer=claim.buyer if claim is not None else state.buyer,
+            units=claim.units if claim is not None else 0,
+            released=part.export_released,
+            ended=state.is_final,
         )
 
 

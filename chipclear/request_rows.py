@@ -46,7 +46,7 @@ SUMMARY_COLUMNS = [column for column in COLUMNS if column != "state"]
 
 # chipclear.store.sqlite.MIGRATIONS[-1].version (a test compares): a store at any other version is left
 # to the store, which migrates an older one and refuses a newer one.
-SQLITE_SCHEMA_VERSION = 1
+SQLITE_SCHEMA_VERSION = 2
 # chipclear.domain.gates.statuses() with the built-in gates (a test compares), so that `--status`
 # knows them without importing the gates; any other value is checked against the registry itself.
 STATUSES = (

@@ -45,7 +45,6 @@ from chipclear.temporal import DATA_CONVERTER, connect_patiently
 from chipclear.workflow_code import compile_once
 from chipclear.workflow_sandbox import sandbox_for
 from workflows.allocation import AllocationLedgerWorkflow
-from workflows.buyer_cap import BuyerCapWorkflow
 from workflows.exporter import ExporterWorkflow
 from workflows.import_request import ImportRequestWorkflow
 from workflows.licence import LicenceWorkflow
@@ -54,7 +53,7 @@ from workflows.rescreening import RescreeningWorkflow
 # The production set, on the main queue. The bench adds its bare yardstick workflow to its own worker only.
 WORKFLOWS: Sequence[type] = (ImportRequestWorkflow, LicenceWorkflow, RescreeningWorkflow)
 # The entity workflows, on the entity queue (chipclear/contracts.py `entity_queue`).
-ENTITY_WORKFLOWS: Sequence[type] = (AllocationLedgerWorkflow, BuyerCapWorkflow, ExporterWorkflow)
+ENTITY_WORKFLOWS: Sequence[type] = (AllocationLedgerWorkflow, ExporterWorkflow)
 # Every workflow a deployment runs, on either queue: what a replayer of its histories needs.
 ALL_WORKFLOWS: Sequence[type] = (*WORKFLOWS, *ENTITY_WORKFLOWS)
 LOCAL_ACTIVITY_SLOTS = 200
@@ -168,7 +167,7 @@ def build_worker(
                 events.release_invoices,
                 screening.screen_parties,
                 # A local activity on the hot path (workflows/import_request.py `_fetch`).
-                ledger.claim_buyer_units,
+                events.claim_buyer_units,
                 # The licence's opening read; and its start by a request, in histories recorded before
                 # licences opened at their first use (chipclear.licence_opening).
                 events.open_licence,
@@ -181,7 +180,7 @@ def build_worker(
         max_concurrent_local_activities=LOCAL_ACTIVITY_SLOTS,
         **workflows_and_appends,
     )
-    # Apart from the requests: a request's first task holds its slot until its buyer's cap answers.
+    # Apart from the requests, on slots of their own (chipclear/contracts.py `entity_queue`).
     entities = Worker(
         client,
         task_queue=entity_queue(task_queue),
@@ -198,7 +197,8 @@ def build_worker(
             [
                 ledger.reserve_units,
                 ledger.release_units,
-                ledger.release_buyer_units,
+                # Scheduled on this queue by requests (a regular activity): the store's call, in a thread.
+                events.release_buyer_units,
                 ledger.count_china_shipment,
                 rescreening.live_targets,
                 rescreening.rescreen_target,

@@ -1,10 +1,10 @@
-"""What the long-lived entity workflows (the allocation ledger, each buyer's cap) share.
+"""What the long-lived entity workflows (the allocation ledger, each exporter) share.
 
 An entity's update handlers do its work, and a refusal by its domain rule fails the update (see
 `domain_refusals`); its run only waits for its history to grow long, then continues as new, carrying
 its state. Temporal wants `@workflow.run` on the workflow class itself, so each entity keeps a short
-run that awaits `live_then_continue` or its parts; the ledger's and the buyer caps' first settle what they
-need not carry (`licensed_to_settle`, chipclear.domain.settling).
+run that awaits `live_then_continue` or its parts; the ledger's first settles what it need not carry
+(`licensed_to_settle`, chipclear.domain.settling).
 """
 
 from __future__ import annotations

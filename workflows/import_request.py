@@ -339,7 +339,7 @@ class ImportRequestWorkflow:
             claim = wanted.buyer_claim
             try:
                 granted: BuyerClaim = await calls.local(
-                    AllocationActivities.claim_buyer_units,
+                    EventActivities.claim_buyer_units,
                     claim,
                     f"claim {claim.units} units of {claim.buyer}'s cap",
                     LOCAL_LEDGER_TIMEOUT,
@@ -367,7 +367,7 @@ class ImportRequestWorkflow:
             facts = facts.merged(Facts(allocation_released=released))
         if wanted.release_buyer_claim is not None:
             back = await self._on_ledger_queue(
-                AllocationActivities.release_buyer_units,
+                EventActivities.release_buyer_units,
                 wanted.release_buyer_claim,
                 "release the export approval's units",
             )

@@ -164,7 +164,8 @@ def import_(
     output.print_outcome(
         summary.model_dump(),
         f"[green]imported[/] {summary.events} events in {summary.streams} streams, "
-        f"{summary.screening_lists} screening lists, {summary.invoices} invoices; "
+        f"{summary.screening_lists} screening lists, {summary.invoices} invoices, "
+        f"{summary.buyer_claims} buyer-cap claims; "
         f"every chain, seal and signed act verified against policy {trust.policy_version}, "
         f"and {summary.checkpoints} checkpoints; {summary.requests} requests projected",
         json_=json_,

@@ -1,13 +1,13 @@
 """The per-buyer cap on US export approvals, across all of a buyer's requests.
 
 Two requests of one buyer decided at the same moment must not both see the same headroom and together
-exceed the cap, so the check and the claim are one step inside one owner per buyer (an entity workflow
-that serialises them). This module is that owner's pure logic.
+exceed the cap, so the check and the claim are one step: one store transaction that holds the buyer's
+lock (chipclear.store.sql_buyer_caps). This module is that step's pure rule, and the whole cap's
+semantics in `apply_claim`/`apply_release`, which the store's rows follow.
 """
 
 from __future__ import annotations
 
-from collections.abc import Container
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,7 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from chipclear.domain.errors import DomainError
 from chipclear.domain.models import MAX_UNITS
 from chipclear.domain.names import normalise_buyer
-from chipclear.domain.settling import Carried
 
 RULE = "us_export.max_units_per_buyer"
 
@@ -59,15 +58,21 @@ class BuyerClaim(_Model):
 
 
 class BuyerCapState(_Model):
+    """A buyer's cap, or the part of it one claim is checked against: the store reads only the claiming
+    request's own row and the sum of the others (`held_elsewhere`), never every claim."""
+
     buyer_key: str | None = None
     claims: dict[str, int] = Field(default_factory=dict)  # request id -> units approved for export
     released: dict[str, int] = Field(default_factory=dict)  # request id -> units handed back
-    # Units of requests that hold their licence, settled out of `claims` (`settle_cap`): they count
-    # against the cap for good, no longer by name.
-    settled: int = 0
+    # Units held by the buyer's requests not named in `claims`.
+    held_elsewhere: int = 0
 
     def held_by_others(self, request_id: str) -> int:
-        return self.settled + sum(units for other, units in self.claims.items() if other != request_id)
+        return self.held_elsewhere + sum(units for other, units in self.claims.items() if other != request_id)
+
+    @property
+    def held(self) -> int:
+        return self.held_elsewhere + sum(self.claims.values())
 
 
 def check_claim(state: BuyerCapState, command: ClaimUnits) -> BuyerClaim:
@@ -108,16 +113,3 @@ def apply_release(state: BuyerCapState, command: ReleaseClaim) -> tuple[BuyerCap
     units = claims.pop(command.request_id, 0)
     released = {**state.released, command.request_id: units}
     return state.model_copy(update={"claims": claims, "released": released}), units
-
-
-def settle_cap(state: BuyerCapState, carried: Carried, licensed: Container[str]) -> BuyerCapState:
-    """The state the next run need carry (chipclear.domain.settling): the claims of carried-in requests
-    that now hold their licence become part of `settled`, and carried-in releases are dropped."""
-    licences, given_back = carried.settleable(state.claims, state.released, licensed)
-    if not licences and not given_back:
-        return state
-    gone, dropped = set(licences), set(given_back)
-    claims = {rid: units for rid, units in state.claims.items() if rid not in gone}
-    released = {rid: units for rid, units in state.released.items() if rid not in dropped}
-    settled = state.settled + sum(state.claims[rid] for rid in licences)
-    return state.model_copy(update={"claims": claims, "released": released, "settled": settled})

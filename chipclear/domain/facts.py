@@ -1,7 +1,7 @@
 """Facts from outside one request: what the decider needs to know but cannot compute alone.
 
 A gate says which facts a command needs (`needs`); the workflow fetches them through activities
-(screening list, the buyer's cap owner, the invoice registry, the allocation ledger) and hands them to
+(screening list, the buyer's cap, the invoice registry, the allocation ledger) and hands them to
 `decide` in one piece, so the decider stays pure and is called once per command. Some facts are the
 answers to acts on the world (a claim, a reservation, a release): a command the rules refuse is
 dry-run first with `provisional` facts, so it never takes or gives anything.

@@ -1,4 +1,4 @@
-"""What a long-lived entity (the allocation ledger, a buyer's cap) may stop carrying from run to run.
+"""What a long-lived entity (the allocation ledger, an exporter) may stop carrying from run to run.
 
 Each entity continues as new with its state as the input of its next run, and Temporal refuses an input
 over 2 MB. An entity that carried every request it had ever served would reach that after some thousands

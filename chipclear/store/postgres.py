@@ -124,12 +124,27 @@ CREATE TRIGGER checkpoints_append_only_truncate BEFORE TRUNCATE ON checkpoints
     FOR EACH STATEMENT EXECUTE FUNCTION append_only();
 """
 
+# The buyers' caps move from an entity workflow per buyer into the store (chipclear.store.sql_buyer_caps).
+BUYER_CLAIMS = """
+CREATE TABLE buyer_claims (
+    request_id TEXT COLLATE "C" PRIMARY KEY,
+    buyer      TEXT NOT NULL,
+    buyer_key  TEXT COLLATE "C" NOT NULL,
+    deployment TEXT COLLATE "C" NOT NULL,
+    units      INTEGER NOT NULL CHECK (units >= 0),
+    released   INTEGER CHECK (released >= 0),
+    claimed_at TEXT NOT NULL
+);
+CREATE INDEX buyer_claims_buyer ON buyer_claims (buyer_key, deployment);
+"""
+
 MIGRATIONS = (
     Migration(
         1,
         "events, streams, projection, invoice registry, screening lists, checkpoints",
         lambda tx: tx.execute(INITIAL_SCHEMA),
     ),
+    Migration(2, "buyer caps", lambda tx: tx.execute(BUYER_CLAIMS)),
 )
 
 MIGRATION_LOCK = 0x63686970636C6572 & 0x7FFFFFFFFFFFFFFF  # "chipcler": one advisory lock for migrating
@@ -309,6 +324,10 @@ class PostgresEventStore(SQLEventStore):
             (stream_id, GENESIS),
         ).fetchone()
         return int(head[0]), str(head[1])
+
+    def _lock_buyer(self, tx: Tx, buyer_key: str) -> None:
+        # One advisory lock per buyer, held to the commit: claims of different buyers run side by side.
+        tx.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (f"buyer-cap:{buyer_key}",))
 
     def _lock_projections(self, tx: Tx, tables: Sequence[str]) -> None:
         # Appenders read their projection rows FOR UPDATE, so they wait for the rebuild, then fold on it.

@@ -12,6 +12,7 @@ from typing import Any, Protocol, Self
 
 from pydantic import BaseModel
 
+from chipclear.domain.buyer_cap import BuyerCapState, BuyerClaim, ClaimUnits, ReleaseClaim
 from chipclear.domain.events import Event, StoredEvent
 from chipclear.domain.evidence import InvoiceOwner
 from chipclear.domain.screening import DumpedList, ScreeningList, ScreeningListInfo
@@ -146,6 +147,21 @@ class InvoiceRegistry(Protocol):
         ...
 
 
+class BuyerCaps(Protocol):
+    def claim_buyer_units(self, command: ClaimUnits, deployment: str = "") -> BuyerClaim:
+        """Check and take the units atomically for the buyer; DomainError naming the headroom if refused.
+        `deployment`: '' for production, the suffix of another deployment's task queue beside it."""
+        ...
+
+    def release_buyer_units(self, command: ReleaseClaim, deployment: str = "") -> int:
+        """Give back what a request that ended unlicensed holds; 0 the second time."""
+        ...
+
+    def buyer_cap(self, buyer: str, deployment: str = "") -> BuyerCapState:
+        """Every claim and release of the buyer, by its normalised name."""
+        ...
+
+
 class ScreeningLists(Protocol):
     def save_screening_list(self, listing: ScreeningList | DumpedList, by: LoadScreeningList | str) -> bool:
         """Store a loaded list and its `ScreeningListLoaded` event atomically; False if unchanged.
@@ -201,6 +217,7 @@ class EventStore(
     Checkpoints,
     Projections,
     InvoiceRegistry,
+    BuyerCaps,
     ScreeningLists,
     Transfer,
     Schema,

@@ -18,6 +18,14 @@ log. `reconcile` folds the whole log once, from one snapshot, and compares:
   holding it (`request_id`, NULL when released) and the buyer (`buyer_key`, and that `buyer`
   normalises to it). Not compared: `registered_at` (the activity's clock). An invoice no accepted
   evidence names is a row no event registered.
+- **the buyers' caps** (`buyer_claims`). Filled by the claims of requests' first steps, so again rebuilt
+  from what the requests recorded: a projection that can say what a folded state holds of its buyer's
+  cap (`HoldsBuyerUnits`: the claim behind the request's US export approval, and whether that approval
+  went back) gives each row. Compared for each request: a row holding units must be a claim the log
+  records, with its units and buyer; a row that gave units back must be an approval the log records as
+  released; a row that gave back must belong to a request the log has ended; a claim the log records
+  needs its row. A row that holds nothing and gave nothing back (a request that ended before any
+  claim) changes no headroom and is not compared. Not compared: `claimed_at` (the activity's clock).
 - **the screening lists** (`screening_lists`): every list a `ScreeningListLoaded` records is stored
   with the description the event gives it (checksum, source, counts, load time), no list is stored
   that no event records, and the entries of the list in force (the newest event's) hash to the
@@ -51,7 +59,7 @@ class Difference(BaseModel):
     """A stored row that is not what the log says it must be."""
 
     model_config = ConfigDict(frozen=True)
-    table: str  # `requests`, `invoices`, `screening_lists`
+    table: str  # `requests`, `invoices`, `buyer_claims`, `screening_lists`
     key: str  # the row's key: a request id, an invoice key, a list version
     problem: str  # one sentence naming the table, the key and what differs
 
@@ -71,6 +79,24 @@ class InvoiceClaim(BaseModel):
     released: bool
 
 
+class BuyerUnits(BaseModel):
+    """What a request's record says it holds of its buyer's cap."""
+
+    model_config = ConfigDict(frozen=True)
+    request_id: str
+    buyer: str
+    units: int  # the claim behind its US export approval (0: no claim recorded)
+    released: bool  # the approval went unused and its units back to the cap
+    ended: bool  # the request is final: only then may it have given anything back
+
+
+@runtime_checkable
+class HoldsBuyerUnits(Protocol):
+    """A projection whose folded state knows its claim on the buyer's cap (the request projection)."""
+
+    def buyer_units_held(self, state: Any) -> BuyerUnits | None: ...
+
+
 @runtime_checkable
 class HoldsInvoices(Protocol):
     """A projection whose folded state knows which invoices it counted (the request projection)."""
@@ -79,9 +105,10 @@ class HoldsInvoices(Protocol):
 
 
 def reconcile(store: EventStore, *, unique_invoices: bool = True) -> list[Difference]:
-    """Every stored row of the projections, the invoice registry and the screening lists that the log
-    does not give; empty when they all agree. `unique_invoices`: whether the policy in force keeps the
-    invoice registry (`domestic_quota.unique_invoices`); when off, no registry is kept or compared."""
+    """Every stored row of the projections, the invoice registry, the buyers' caps and the screening
+    lists that the log does not give; empty when they all agree. `unique_invoices`: whether the policy in
+    force keeps the invoice registry (`domestic_quota.unique_invoices`); when off, no registry is kept or
+    compared."""
     if not isinstance(store, SQLBackend):
         raise TypeError(f"reconcile reads a SQL event store, not a {type(store).__name__}")
     # One read-only snapshot: a worker appending meanwhile cannot make the log and a table disagree.
@@ -96,6 +123,7 @@ class _Reconciliation:
         self.differences: list[Difference] = []
         self.tables = [_TableCheck(tx, projection, self.differences) for projection in backend.projections]
         self.claims: dict[str, list[InvoiceClaim]] = {}
+        self.holdings: dict[str, BuyerUnits] = {}
         self.loaded: list[StoredEvent] = []
 
     def run(self) -> list[Difference]:
@@ -121,6 +149,8 @@ class _Reconciliation:
         # Only a projection that knows which invoices a request holds says what the registry must be.
         if self.unique_invoices and any(isinstance(p, HoldsInvoices) for p in projections):
             self._invoices()
+        if any(isinstance(p, HoldsBuyerUnits) for p in projections):
+            self._buyer_claims()
         self._screening_lists()
         return self.differences
 
@@ -136,6 +166,9 @@ class _Reconciliation:
             if claim is not None:
                 for key in claim.keys:
                     self.claims.setdefault(key, []).append(claim)
+            holding = projection.buyer_units_held(state) if isinstance(projection, HoldsBuyerUnits) else None
+            if holding is not None:
+                self.holdings[holding.request_id] = holding
 
     # -- the invoice registry ------------------------------------------------------------------------
     def _invoices(self) -> None:
@@ -170,6 +203,27 @@ class _Reconciliation:
                 else f"{counted} counted it (released since, not deleted)"
             )
             self._differs("invoices", key, f"an invoices row for {key} missing: {why}")
+
+    # -- the buyers' caps ----------------------------------------------------------------------------
+    def _buyer_claims(self) -> None:
+        stored: set[str] = set()
+        for request_id, buyer, buyer_key, units, released in _pages(
+            self.tx, "buyer_claims", ("request_id", "buyer", "buyer_key", "units", "released")
+        ):
+            stored.add(request_id)
+            problem = _claim_problem(self.holdings.get(request_id), buyer, buyer_key, units, released)
+            if problem is not None:
+                self._differs("buyer_claims", request_id, f"buyer_claims row {request_id}: {problem}")
+        for request_id in sorted(set(self.holdings) - stored):
+            held = self.holdings[request_id]
+            if held.units:
+                what = "gave back" if held.released else "holds"
+                self._differs(
+                    "buyer_claims",
+                    request_id,
+                    f"a buyer_claims row for {request_id} missing: its record {what} {held.units} units "
+                    f"of {held.buyer}'s cap",
+                )
 
     # -- the screening lists -------------------------------------------------------------------------
     def _screening_lists(self) -> None:
@@ -297,6 +351,33 @@ def _pages(tx: Tx, table: str, columns: Sequence[str]) -> Iterator[tuple[Any, ..
         if len(rows) < PAGE:
             return
         after = (rows[-1][0],)
+
+
+def _claim_problem(
+    held: BuyerUnits | None, buyer: str, buyer_key: str, units: int, released: int | None
+) -> str | None:
+    """What is wrong with one stored row of a buyer's cap, given what the request's record says."""
+    if held is None or not held.units:
+        if units:
+            return f"holds {units} units of {buyer}'s cap, but no event records a claim by the request"
+        if released:
+            return f"gave back {released} units of {buyer}'s cap, but no event records a claim by the request"
+        if released is not None and held is not None and not held.ended:
+            return "records a release, but the request's record has not ended"
+        return None
+    problems = []
+    if buyer_key != normalise_buyer(held.buyer) or normalise_buyer(buyer) != normalise_buyer(held.buyer):
+        problems.append(f"buyer {buyer!r} (key {buyer_key!r}) but the log records buyer {held.buyer!r}")
+    if held.released:
+        if released != held.units or units:
+            problems.append(
+                f"holds {units} and gave back {released} units, but the log records {held.units} given back"
+            )
+    elif released is not None:
+        problems.append(f"records {released} units given back, but the log records the claim still held")
+    elif units != held.units:
+        problems.append(f"holds {units} units, but the log records a claim of {held.units}")
+    return "; ".join(problems) or None
 
 
 def _holder(claims: Sequence[InvoiceClaim]) -> tuple[str | None, str]:

@@ -1,8 +1,9 @@
 """The SQL event store: one algorithm for SQLite and PostgreSQL, assembled from one mixin per interface.
 
 Each mixin (`sql_log`, `sql_audit`, `sql_checkpoints`, `sql_projection`, `sql_invoices`,
-`sql_screening`, `sql_transfer`, `sql_schema`) builds only on the hooks of `sql_base.SQLBackend`,
-which a backend implements where its concurrency differs (see `sqlite.py`, `postgres.py`).
+`sql_buyer_caps`, `sql_screening`, `sql_transfer`, `sql_schema`) builds only on the hooks of
+`sql_base.SQLBackend`, which a backend implements where its concurrency differs (see `sqlite.py`,
+`postgres.py`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from chipclear.store.chain import GENESIS
 from chipclear.store.errors import StoreNotEmpty
 from chipclear.store.sql_audit import SQLAudit
 from chipclear.store.sql_base import EVENT_COLUMNS, Tx, chain_row, sha256, stored_event
+from chipclear.store.sql_buyer_caps import SQLBuyerCaps
 from chipclear.store.sql_checkpoints import SQLCheckpoints
 from chipclear.store.sql_invoices import SQLInvoiceRegistry
 from chipclear.store.sql_log import SQLEventLog
@@ -26,6 +28,7 @@ class SQLEventStore(
     SQLCheckpoints,
     SQLProjections,
     SQLInvoiceRegistry,
+    SQLBuyerCaps,
     SQLScreeningLists,
     SQLTransfer,
     SQLSchema,

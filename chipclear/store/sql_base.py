@@ -121,6 +121,10 @@ class SQLBackend(ABC):
         """Take the stream for this transaction and return its head: (version, head hash)."""
 
     @abstractmethod
+    def _lock_buyer(self, tx: Tx, buyer_key: str) -> None:
+        """Take a buyer's cap for this transaction: its claims are checked and written one at a time."""
+
+    @abstractmethod
     def _lock_projections(self, tx: Tx, tables: Sequence[str]) -> None:
         """Keep appenders off the projections' tables while they are rebuilt."""
 

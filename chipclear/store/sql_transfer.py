@@ -16,6 +16,7 @@ from chipclear.store.protocol import PAGE
 from chipclear.store.screening_tables import SCREENING_COLUMNS
 from chipclear.store.sql_audit import audit
 from chipclear.store.sql_base import EVENT_COLUMNS, SQLBackend, Tx, set_head
+from chipclear.store.sql_buyer_caps import BUYER_CLAIM_COLUMNS
 from chipclear.store.sql_checkpoints import (
     CHECKPOINT_COLUMNS,
     first_not_extended,
@@ -26,6 +27,7 @@ from chipclear.store.sql_invoices import INVOICE_COLUMNS
 from chipclear.store.sql_projection import rebuild
 from chipclear.store.sql_schema import schema_version
 from chipclear.store.transfer import (
+    ExportedBuyerClaim,
     ExportedCheckpoint,
     ExportedEvent,
     ExportedInvoice,
@@ -78,6 +80,10 @@ class SQLTransfer(SQLBackend):
                 f"SELECT {', '.join(INVOICE_COLUMNS)} FROM invoices ORDER BY invoice_key"
             ).fetchall():
                 yield ExportedInvoice.model_validate(dict(zip(INVOICE_COLUMNS, row, strict=True)))
+            for row in tx.execute(
+                f"SELECT {', '.join(BUYER_CLAIM_COLUMNS)} FROM buyer_claims ORDER BY request_id"
+            ).fetchall():
+                yield ExportedBuyerClaim.model_validate(dict(zip(BUYER_CLAIM_COLUMNS, row, strict=True)))
             for checkpoint in stored_checkpoints(tx):
                 yield ExportedCheckpoint.model_validate(
                     checkpoint.model_dump(include=set(CHECKPOINT_COLUMNS))
@@ -93,7 +99,7 @@ class SQLTransfer(SQLBackend):
         """
         with self._transaction() as tx:
             self._lock_for_import(tx)
-            for table in ("events", "streams", "screening_lists", "invoices", "checkpoints"):
+            for table in ("events", "streams", "screening_lists", "invoices", "buyer_claims", "checkpoints"):
                 if tx.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone():
                     raise StoreNotEmpty(
                         f"the target event store is not empty ({table}): import only into a new one"
@@ -102,7 +108,7 @@ class SQLTransfer(SQLBackend):
             tails: dict[str, tuple[int, str]] = {}  # from its events (a CSV has no stream records)
             seen: set[tuple[str, str]] = set()
             pending: list[tuple[Any, ...]] = []
-            counts = {"events": 0, "screening_lists": 0, "invoices": 0}
+            counts = {"events": 0, "screening_lists": 0, "invoices": 0, "buyer_claims": 0}
             checkpoints: list[Checkpoint] = []
             last_position = 0
             with_heads = False  # a JSON Lines export (it has a header) carries every stream's head
@@ -135,6 +141,10 @@ class SQLTransfer(SQLBackend):
                     _once(seen, "invoice", record.invoice_key)
                     _insert(tx, "invoices", INVOICE_COLUMNS, [_values(record, INVOICE_COLUMNS)])
                     counts["invoices"] += 1
+                elif isinstance(record, ExportedBuyerClaim):
+                    _once(seen, "buyer claim", record.request_id)
+                    _insert(tx, "buyer_claims", BUYER_CLAIM_COLUMNS, [_values(record, BUYER_CLAIM_COLUMNS)])
+                    counts["buyer_claims"] += 1
                 elif isinstance(record, ExportedCheckpoint):
                     _once(seen, "checkpoint of size", str(record.tree_size))
                     checkpoints.append(_checkpoint(record))

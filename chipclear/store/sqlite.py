@@ -140,10 +140,31 @@ def _initial_schema(tx: Tx) -> None:
         tx.execute(statement)
 
 
+# The buyers' caps move from an entity workflow per buyer into the store (chipclear.store.sql_buyer_caps).
+BUYER_CLAIMS = """
+CREATE TABLE buyer_claims (
+    request_id TEXT PRIMARY KEY,
+    buyer      TEXT NOT NULL,
+    buyer_key  TEXT NOT NULL,
+    deployment TEXT NOT NULL,                        -- '' for production, '@<queue>' beside it
+    units      INTEGER NOT NULL CHECK (units >= 0),  -- held against the buyer's cap now
+    released   INTEGER CHECK (released >= 0),        -- handed back when it ended unlicensed; NULL: holds
+    claimed_at TEXT NOT NULL
+)
+"""
+BUYER_CLAIMS_INDEX = "CREATE INDEX buyer_claims_buyer ON buyer_claims (buyer_key, deployment)"
+
+
+def _buyer_claims(tx: Tx) -> None:
+    tx.execute(BUYER_CLAIMS)
+    tx.execute(BUYER_CLAIMS_INDEX)
+
+
 MIGRATIONS = (
     Migration(
         1, "events, streams, projection, invoice registry, screening lists, checkpoints", _initial_schema
     ),
+    Migration(2, "buyer caps", _buyer_claims),
 )
 
 
@@ -269,6 +290,9 @@ class SQLiteEventStore(SQLEventStore):
             "SELECT version, head_hash FROM streams WHERE stream_id = ?", (stream_id,)
         ).fetchone()
         return (head[0], head[1]) if head else (0, GENESIS)
+
+    def _lock_buyer(self, tx: Tx, buyer_key: str) -> None:
+        pass  # BEGIN IMMEDIATE: one writer at a time already
 
     def _lock_projections(self, tx: Tx, tables: Sequence[str]) -> None:
         pass  # the write lock again

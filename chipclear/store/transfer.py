@@ -3,9 +3,9 @@
 Rows travel exactly as stored (timestamps as their chained text, hashes and seals as written), so an
 import re-checks the very hashes and signatures the source computed: a log that was edited or forged
 on the way does not verify and is not imported. JSON Lines carries everything a store holds (events,
-stream heads, screening lists, the invoice registry, the checkpoints); CSV carries the events alone,
-one row each, for a spreadsheet: without the heads, an import from CSV cannot tell a stream whose last
-events were cut off, and without the checkpoints, a stream removed whole.
+stream heads, screening lists, the invoice registry, the buyers' caps, the checkpoints); CSV carries the
+events alone, one row each, for a spreadsheet: without the heads, an import from CSV cannot tell a
+stream whose last events were cut off, and without the checkpoints, a stream removed whole.
 """
 
 from __future__ import annotations
@@ -112,12 +112,26 @@ class ExportedInvoice(_Record):
     registered_at: str
 
 
+class ExportedBuyerClaim(_Record):
+    """One request's row of its buyer's cap: the units it holds, and what it gave back."""
+
+    record: Literal["buyer_claim"] = "buyer_claim"
+    request_id: str = Field(min_length=1)
+    buyer: str
+    buyer_key: str
+    deployment: str
+    units: int = Field(ge=0)
+    released: int | None = Field(default=None, ge=0)
+    claimed_at: str
+
+
 ExportRecord = (
     ExportHeader
     | ExportedEvent
     | ExportedStream
     | ExportedScreeningList
     | ExportedInvoice
+    | ExportedBuyerClaim
     | ExportedCheckpoint
 )
 Record = Annotated[ExportRecord, Field(discriminator="record")]
@@ -134,6 +148,7 @@ class ImportSummary(BaseModel):
     streams: int
     screening_lists: int
     invoices: int
+    buyer_claims: int = 0
     requests: int  # projection rows rebuilt from the imported log
     checkpoints: int = 0  # each one proven to be extended by the imported log
 

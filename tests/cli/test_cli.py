@@ -205,7 +205,8 @@ def pg_stack(tmp_path_factory: pytest.TempPathFactory, postgres: Cluster) -> Ite
     """The same stack with its event store on PostgreSQL, migrated by `chipclear store migrate`."""
     url = postgres.new_schema()
     migrated = ok(chipclear(hermetic_env(CHIPCLEAR_EVENT_STORE=url), "store", "migrate"))
-    assert "applied 1:" in migrated.stdout and "schema version 1, up to date" in flat(migrated.stdout)
+    assert "applied 1:" in migrated.stdout and "applied 2: buyer caps" in migrated.stdout
+    assert "schema version 2, up to date" in flat(migrated.stdout)
     home = tmp_path_factory.mktemp("chipclear-pg-home")
     with open_stack(
         home, policy_text(), CHIPCLEAR_EVENT_STORE=url, CHIPCLEAR_HEALTH_PORT=str(free_port())

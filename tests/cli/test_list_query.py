@@ -147,9 +147,12 @@ def test_a_store_not_read_as_it_is_is_left_to_the_store(
     # A schema at another version (one to migrate, or newer than this release), or a table of other
     # columns: the store says what to do, the reader does not guess.
     with closing(sqlite3.connect(path)) as db, db:
-        db.execute("UPDATE schema_migrations SET version = 2")
-    assert open_sqlite_rows(f"sqlite:///{path}") is None
+        db.execute("DELETE FROM schema_migrations WHERE version = 2")
+    assert open_sqlite_rows(f"sqlite:///{path}") is None  # one to migrate
     with closing(sqlite3.connect(path)) as db, db:
-        db.execute("UPDATE schema_migrations SET version = 1")
+        db.execute("INSERT INTO schema_migrations VALUES (2, 'buyer caps', 'now'), (3, 'newer', 'now')")
+    assert open_sqlite_rows(f"sqlite:///{path}") is None  # newer than this release
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("DELETE FROM schema_migrations WHERE version = 3")
         db.execute("ALTER TABLE requests DROP COLUMN flags")
     assert open_sqlite_rows(f"sqlite:///{path}") is None

@@ -330,7 +330,7 @@ async def replay_all(client: Client, rig: Rig, load: Load) -> tuple[int, list[st
         workflows=list(ALL_WORKFLOWS), data_converter=DATA_CONVERTER, workflow_runner=workflow_runner()
     )
     histories: list[WorkflowHistory] = []
-    # Every run on the rig's queue: the requests, each run of the ledger, the buyers' caps.
+    # Every run on the rig's queue: the requests and each run of the ledger.
     async for execution in client.list_workflows(on_deployment(rig.task_queue)):
         handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
         histories.append(await handle.fetch_history())

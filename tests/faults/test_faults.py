@@ -32,7 +32,7 @@ def pg_cluster() -> Iterator[drills.RestartableCluster]:
 def holds(result: Verdict) -> None:
     assert result.problems() == [], result
     assert result.requests == REQUESTS and result.right == REQUESTS
-    # Every request, the ledger (one run at least) and the buyers' caps replayed.
+    # Every request and the ledger (one run at least) replayed.
     assert result.replayed > REQUESTS
 
 

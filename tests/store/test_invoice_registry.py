@@ -99,8 +99,8 @@ def test_racing_registrations_give_each_invoice_to_exactly_one_request(event_sto
 
 @dataclass
 class StoreWorld(World):
-    """The decider's world (tests.decisions) with the event store's real invoice registry in place of
-    the test's own."""
+    """The decider's world (tests.decisions) with the event store's real invoice registry and buyers'
+    caps in place of the test's own."""
 
     store: EventStore | None = None
 
@@ -111,10 +111,16 @@ class StoreWorld(World):
             asking = wanted.invoices
             owners = self.store.register_invoices(asking.request_id, asking.buyer, asking.keys)
             facts = facts.merged(Facts(invoice_owners=owners))
+        if wanted.buyer_claim is not None:
+            facts = facts.merged(Facts(buyer_claim=self.store.claim_buyer_units(wanted.buyer_claim)))
+        if wanted.release_buyer_claim is not None:
+            back = self.store.release_buyer_units(wanted.release_buyer_claim)
+            facts = facts.merged(Facts(buyer_units_released=back))
         if wanted.release_invoices is not None:
             freed = self.store.release_invoices(wanted.release_invoices.request_id)
             facts = facts.merged(Facts(invoices_released=freed))
-        rest = wanted.model_copy(update={"invoices": None, "release_invoices": None})
+        answered = ("invoices", "release_invoices", "buyer_claim", "release_buyer_claim")
+        rest = wanted.model_copy(update=dict.fromkeys(answered))
         return facts.merged(super().respond(rest, now))
 
 

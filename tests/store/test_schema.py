@@ -12,6 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from chipclear.domain.buyer_cap import ClaimUnits
 from chipclear.projections import PROJECTIONS, get_request
 from chipclear.store.factory import open_store
 from chipclear.store.migrations import Migration, SchemaError
@@ -26,7 +27,8 @@ def add_note(tx: Tx) -> None:
     tx.execute("ALTER TABLE requests ADD COLUMN note TEXT NOT NULL DEFAULT ''")
 
 
-NOTE = Migration(2, "requests.note", add_note)
+LATEST = MIGRATIONS[-1].version
+NOTE = Migration(LATEST + 1, "requests.note", add_note)
 
 
 def columns(path: Path, table: str) -> set[str]:
@@ -37,7 +39,7 @@ def columns(path: Path, table: str) -> set[str]:
 class TestSQLite:
     def test_a_store_opens_at_the_latest_version(self, tmp_path: Path) -> None:
         with closing(SQLiteEventStore(tmp_path / "events.db")) as store:
-            assert store.schema_version() == store.migrations()[-1].version == 1
+            assert store.schema_version() == store.migrations()[-1].version == LATEST == 2
             assert store.pending_migrations() == []
         assert "schema_version" in columns(tmp_path / "events.db", "events")
 
@@ -51,7 +53,7 @@ class TestSQLite:
         monkeypatch.setattr(SQLiteEventStore, "migrations", lambda self: (*MIGRATIONS, NOTE))
 
         with closing(SQLiteEventStore(path, projections=PROJECTIONS, recorder=RECORDER)) as store:
-            assert store.schema_version() == 2 and store.pending_migrations() == []
+            assert store.schema_version() == LATEST + 1 and store.pending_migrations() == []
             report = store.verify()
             assert report.ok and report.streams_checked == len(found)
             for each in found:
@@ -62,7 +64,23 @@ class TestSQLite:
         assert "note" in columns(path, "requests")
         with closing(sqlite3.connect(path)) as conn:
             applied = conn.execute("SELECT version, name FROM schema_migrations ORDER BY version").fetchall()
-        assert applied == [(1, MIGRATIONS[0].name), (2, "requests.note")]
+        assert applied == [*((m.version, m.name) for m in MIGRATIONS), (LATEST + 1, "requests.note")]
+
+    def test_a_store_made_by_1_0_gains_the_buyers_caps_when_opened(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        path = tmp_path / "events.db"
+        found = scenarios(3, prefix="v1")
+        with monkeypatch.context() as patched:
+            patched.setattr(SQLiteEventStore, "migrations", lambda self: MIGRATIONS[:1])
+            with closing(SQLiteEventStore(path, projections=PROJECTIONS, recorder=RECORDER)) as earlier:
+                append_all(earlier, found)
+        assert "units" not in columns(path, "buyer_claims")
+        with closing(SQLiteEventStore(path, projections=PROJECTIONS, recorder=RECORDER)) as store:
+            assert store.schema_version() == 2 and store.verify().ok
+            claim = store.claim_buyer_units(ClaimUnits(buyer="Zhipu AI", request_id="r1", units=5, cap=10))
+            assert claim.units == 5 and store.buyer_cap("ZHIPU AI").claims == {"r1": 5}
+        assert {"request_id", "buyer_key", "units", "released"} <= columns(path, "buyer_claims")
 
     def test_an_interrupted_upgrade_leaves_the_store_as_it_was(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -81,12 +99,12 @@ class TestSQLite:
             patched.setattr(
                 SQLiteEventStore,
                 "migrations",
-                lambda self: (*MIGRATIONS, Migration(2, "requests.note", crash)),
+                lambda self: (*MIGRATIONS, Migration(LATEST + 1, "requests.note", crash)),
             )
             with pytest.raises(KeyboardInterrupt):
                 SQLiteEventStore(path)
         with closing(open_store(f"sqlite:///{path}", require_schema=False)) as untouched:
-            assert untouched.schema_version() == 1  # step 2 did not go in, not even in part
+            assert untouched.schema_version() == LATEST  # the new step did not go in, not even in part
         assert "note" not in columns(path, "requests")
         with closing(SQLiteEventStore(path, projections=PROJECTIONS, recorder=RECORDER)) as store:
             assert store.verify().ok
@@ -95,18 +113,18 @@ class TestSQLite:
     def test_opening_for_migration_changes_nothing_until_asked(self, tmp_path: Path) -> None:
         url = f"sqlite:///{tmp_path / 'events.db'}"
         with closing(open_store(url, require_schema=False)) as store:
-            assert [m.version for m in store.pending_migrations()] == [1]  # `store migrate --check`
+            assert [m.version for m in store.pending_migrations()] == [1, 2]  # `store migrate --check`
         with closing(open_store(url, require_schema=False)) as store:
             assert store.schema_version() == 0
-            assert [m.version for m in store.migrate()] == [1]  # `store migrate`
+            assert [m.version for m in store.migrate()] == [1, 2]  # `store migrate`
             assert store.migrate() == []
 
     def test_a_schema_newer_than_the_release_is_refused(self, tmp_path: Path) -> None:
         path = tmp_path / "events.db"
         SQLiteEventStore(path).close()
         with closing(sqlite3.connect(path, isolation_level=None)) as conn:
-            conn.execute("INSERT INTO schema_migrations VALUES (2, 'from the future', 'now')")
-        with pytest.raises(SchemaError, match=r"version 2, newer than this release knows \(1\): upgrade"):
+            conn.execute("INSERT INTO schema_migrations VALUES (3, 'from the future', 'now')")
+        with pytest.raises(SchemaError, match=r"version 3, newer than this release knows \(2\): upgrade"):
             SQLiteEventStore(path)
 
     def test_an_up_to_date_store_applies_nothing_when_opened_again(self, tmp_path: Path) -> None:
@@ -115,7 +133,7 @@ class TestSQLite:
         ) as store:
             append_all(store, [scenario("licensed")])
         with closing(SQLiteEventStore(tmp_path / "events.db")) as store:
-            assert store.migrate() == [] and store.schema_version() == 1
+            assert store.migrate() == [] and store.schema_version() == LATEST
 
 
 class TestPostgreSQL:
@@ -137,14 +155,14 @@ class TestPostgreSQL:
         finally:
             for handle in handles:
                 handle.close()
-        assert sorted(applied) == [[], [], [], [1]]
+        assert sorted(applied) == [[], [], [], [1, 2]]
         with closing(open_store(url, recorder=RECORDER)) as store:
-            assert store.schema_version() == 1 and store.verify().ok
+            assert store.schema_version() == LATEST and store.verify().ok
 
     def test_a_schema_newer_than_the_release_is_refused(self, pg_url: str) -> None:
         with psycopg.connect(split_url(pg_url)[0], autocommit=True) as conn:
             conn.execute("INSERT INTO schema_migrations VALUES (99, 'from the future', 'now')")
-        with pytest.raises(SchemaError, match=r"version 99, newer than this release knows \(1\): upgrade"):
+        with pytest.raises(SchemaError, match=r"version 99, newer than this release knows \(2\): upgrade"):
             open_store(pg_url)
 
     def test_unmigrated_postgresql_is_refused_until_migrated(self, postgres: Cluster) -> None:
@@ -153,7 +171,7 @@ class TestPostgreSQL:
             open_store(url)
         with closing(open_store(url, require_schema=False)) as store:
             assert store.schema_version() == 0
-            assert [m.version for m in store.migrate()] == [1]
+            assert [m.version for m in store.migrate()] == [1, 2]
             assert store.migrate() == []  # idempotent
         with closing(open_store(url, recorder=RECORDER)) as store:
-            assert store.schema_version() == 1 and store.verify().ok
+            assert store.schema_version() == LATEST and store.verify().ok

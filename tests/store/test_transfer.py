@@ -715,6 +715,7 @@ def test_cli_export_and_import_across_backends(
         "streams": len(KINDS) + 1,
         "screening_lists": 2,
         "invoices": 3,
+        "buyer_claims": 0,
         "requests": len(KINDS),
         "checkpoints": 0,
     }

@@ -13,18 +13,13 @@ from temporalio.worker import Worker
 
 from chipclear import client as ops
 from chipclear.contracts import (
-    BUYER_CAP_CLAIM,
-    BUYER_CAP_WORKFLOW,
     LEDGER_WORKFLOW,
-    BuyerCapInput,
     ImportRequestResult,
     LedgerInput,
-    buyer_cap_id,
     entity_queue,
     ledger_id,
 )
 from chipclear.domain.allocation import BatchSpec, OpenBatch, Reservation, Reserve
-from chipclear.domain.buyer_cap import BuyerClaim, ClaimUnits
 from chipclear.domain.commands import Decide
 from chipclear.domain.models import ImportRequest, Status
 from chipclear.domain.state import RequestState, fold
@@ -121,59 +116,6 @@ async def reserve_until_admitted(client: Client, queue: str, command: Reserve) -
             if exc.status not in (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE):
                 raise
         await asyncio.sleep(0.05 + random.random() * 0.05)
-
-
-async def claim_until_answered(client: Client, cap_id: str, command: ClaimUnits) -> BuyerClaim:
-    """A claim sent straight to a buyer's cap, again if it reached a run as it continued as new."""
-    for _ in range(50):
-        try:
-            claim: BuyerClaim = await client.get_workflow_handle(cap_id).execute_update(
-                BUYER_CAP_CLAIM, command, result_type=BuyerClaim
-            )
-            return claim
-        except (WorkflowUpdateFailedError, RPCError):
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"{cap_id} never answered {command.request_id}")
-
-
-async def cap_through_runs(
-    client: Client, store: SQLiteEventStore, worker: ChipclearWorker, buyer: str, history_limit: int
-) -> tuple[str, list[str]]:
-    """A licensed request and a denied one (its export approval given back) on a buyer's cap with a short
-    history, then claims of no real request until the cap has begun its third run: the second carried both
-    requests in, and (with settling) settled them as it ended. Its id and its run ids, first to last."""
-    policy_buyer = {"name": buyer, "country": "CN", "kind": "private"}
-    licensed = make_request(
-        request_id=f"cap-settle-licensed-{worker.task_queue}",
-        buyer=policy_buyer,
-        units=600,
-        domestic_procurement=[{"vendor": "Huawei", "product": "Ascend", "units": 60_000, "invoice": "CS-1"}],
-    )
-    denied = make_request(  # a state-funded data centre: denied after its export approval
-        request_id=f"cap-settle-denied-{worker.task_queue}",
-        buyer=policy_buyer,
-        units=500,
-        data_center={"name": "Hub", "province": "Ningxia", "state_funded": True},
-    )
-    cap_id = buyer_cap_id(buyer, worker.task_queue)
-    owner = await client.start_workflow(
-        BUYER_CAP_WORKFLOW,
-        BuyerCapInput(history_limit=history_limit),
-        id=cap_id,
-        task_queue=entity_queue(worker.task_queue),
-    )
-    runs = [owner.result_run_id or ""]
-    handles = [await start(client, store, worker, request) for request in (licensed, denied)]
-    assert [(await handle.result()).status for handle in handles] == [Status.LICENSED, Status.DENIED]
-    for i in range(100):
-        if len(runs) == 3:
-            return cap_id, runs
-        command = ClaimUnits(buyer=buyer, request_id=f"cap-keep-{i}", units=1, cap=1_000_000, partial=True)
-        await claim_until_answered(client, cap_id, command)
-        current = (await client.get_workflow_handle(cap_id).describe()).run_id
-        if current != runs[-1]:
-            runs.append(current)
-    raise AssertionError(f"{cap_id} was meant to continue as new twice: {len(runs)} run(s)")
 
 
 async def ledger_through_runs(

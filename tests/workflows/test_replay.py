@@ -1,8 +1,8 @@
 """Saved histories replay on today's workflow code; fresh ones replay deterministically.
 
-Each of the three workflow types has a folder of saved histories under tests/histories/:
-`import-request/` (ImportRequest), `allocation-ledger/` (CnImportAllocation) and `buyer-cap/`
-(UsExportBuyerCap), one JSON file per history, each recorded from a real run of a scenario below. Every
+Each workflow type has a folder of saved histories under tests/histories/: `import-request/`
+(ImportRequest), `allocation-ledger/` (CnImportAllocation), `licence/` and `exporter/`, one JSON file
+per history, each recorded from a real run of a scenario below. Every
 saved history is replayed with a Replayer carrying the production workflows and chipclear's data
 converter: a change to workflow code that makes one fail needs a `workflow.patched` marker (see
 docs/versioning.md).
@@ -11,7 +11,7 @@ Re-recording: set CHIPCLEAR_RECORD_HISTORIES=1 and the scenarios write their his
 
     CHIPCLEAR_RECORD_HISTORIES=1 .venv/bin/pytest tests/workflows/test_replay.py -k fresh
 
-or `-k "fresh and buyer-cap"` for one folder, `-k "fresh and expired"` for one scenario. A scenario writes
+or `-k "fresh and exporter"` for one folder, `-k "fresh and expired"` for one scenario. A scenario writes
 `<folder>/<scenario>.json`, or `<folder>/<scenario>.run<N>.json` per run for an entity that continued
 as new (its older run files are removed first). Recording overwrites a scenario's own files: to keep
 the one saved before a change, copy it to a name of its own first (`expired.before-<patch-id>.json`);
@@ -36,14 +36,11 @@ from activities.events import EventActivities, InvoiceOwners
 from activities.store_calls import STORE_UNAVAILABLE
 from chipclear import client as ops
 from chipclear.contracts import (
-    BUYER_CAP_WORKFLOW,
     EXPORTER_WORKFLOW,
     LEDGER_WORKFLOW,
     LICENCE_WORKFLOW,
     REQUEST_WORKFLOW,
-    BuyerCapInput,
     LedgerInput,
-    buyer_cap_id,
     entity_queue,
     exporter_workflow_id,
     home_queue,
@@ -52,7 +49,6 @@ from chipclear.contracts import (
 )
 from chipclear.domain.allocation import BatchSpec, OpenBatch
 from chipclear.domain.commands import AddEvidence, ClearScreeningHold, RequestInfo, Respond, Withdraw
-from chipclear.domain.events import ExportApprovalReleased
 from chipclear.domain.facts import RegisterInvoices
 from chipclear.domain.gates import cn_import, domestic_quota, us_export
 from chipclear.domain.licence import ReinstateLicence, SuspendLicence
@@ -68,7 +64,6 @@ from tests.workflows import licences as licence_tests
 from tests.workflows import test_rescreening as rescreening_tests
 from tests.workflows.support import (
     at_gate,
-    cap_through_runs,
     decision,
     ledger_through_runs,
     settled_history_length,
@@ -78,9 +73,9 @@ from tests.workflows.support import (
 from workflows.options import LOCAL_STORE_RETRY
 
 HISTORIES = Path(__file__).parents[1] / "histories"
-REQUEST, LEDGER, BUYER_CAP = "import-request", "allocation-ledger", "buyer-cap"
+REQUEST, LEDGER = "import-request", "allocation-ledger"
 LICENCE, EXPORTER = "licence", "exporter"
-FOLDERS = (REQUEST, LEDGER, BUYER_CAP, LICENCE, EXPORTER)
+FOLDERS = (REQUEST, LEDGER, LICENCE, EXPORTER)
 RECORD = os.environ.get("CHIPCLEAR_RECORD_HISTORIES", "") not in ("", "0")
 
 US, CN, DQ = us_export.NAME, cn_import.NAME, domestic_quota.NAME
@@ -389,72 +384,6 @@ async def _ledger_settles(client: Client, store: SQLiteEventStore) -> Recorded:
     return runs("settles", histories)
 
 
-# -- buyer-cap ----------------------------------------------------------------------------------------
-async def _buyer_cap_claims_and_releases(client: Client, store: SQLiteEventStore) -> Recorded:
-    """Claims up to the cap, a claim refused for want of headroom, a release, the claim again; a small
-    history limit makes the buyer's cap continue as new."""
-    buyer = _buyer("Tencent Holdings Ltd.")
-    policy = make_policy("manual", us_export={"max_units_per_buyer": 100_000})
-    requests = [
-        make_request(
-            request_id=f"history-cap-{i}",
-            buyer=buyer,
-            units=units,
-            domestic_procurement=with_invoice(f"CAP-{i}"),
-        )
-        for i, units in enumerate([50_000, 50_000, 30_000])
-    ]
-    async with running_worker(client, store, policy) as worker:
-        queue = worker.task_queue
-        cap_id = buyer_cap_id(buyer["name"], queue)
-        owner = await client.start_workflow(
-            BUYER_CAP_WORKFLOW,
-            BuyerCapInput(history_limit=15),
-            id=cap_id,
-            task_queue=entity_queue(queue),
-        )
-        first_run = owner.result_run_id
-        handles = [await start(client, store, worker, request) for request in requests]
-        for request in requests:
-            await wait_for(client, request.request_id, at_gate(US))
-        for request in requests[:2]:
-            await ops.update(client, request.request_id, decision(US, "alice"))
-        with pytest.raises(ops.Rejected, match="remaining headroom of 0"):
-            await ops.update(client, requests[2].request_id, decision(US, "alice"))
-        await ops.update(client, requests[0].request_id, Withdraw(reason="replay me"))
-        assert (await handles[0].result()).status == Status.WITHDRAWN
-        await ops.update(client, requests[2].request_id, decision(US, "alice"))
-        for request in requests[1:]:
-            await ops.update(client, request.request_id, Withdraw(reason="replay me"))
-        for handle in handles[1:]:
-            assert (await handle.result()).status == Status.WITHDRAWN
-        cap = await ops.buyer_cap_state(client, buyer["name"], queue)
-        # Every claim given back: the cap holds none, and the requests' records say what went back (a
-        # release the cap carried over a run is settled out of its state: buyer-cap-settles).
-        assert cap is not None and cap.claims == {} and cap.settled == 0, cap
-        assert set(cap.released) <= {request.request_id for request in requests}, cap
-        given_back = [
-            event.data.units
-            for request in requests
-            for event in store.read_stream(request.request_id)
-            if isinstance(event.data, ExportApprovalReleased)
-        ]
-        assert sum(given_back) == 130_000, given_back
-        histories = await every_run(client, cap_id, first_run)
-    assert len(histories) >= 2, "the buyer's cap was meant to continue as new"
-    return runs("claims-and-releases", histories)
-
-
-async def _buyer_cap_settles(client: Client, store: SQLiteEventStore) -> Recorded:
-    """A licensed request's claim and a denied one's release, carried into the cap's second run and
-    settled as it ends (patch `buyer-cap-settles`); claims of no real request push it into a third."""
-    policy = make_policy("auto", us_export={"max_units_per_buyer": 100_000})
-    async with running_worker(client, store, policy) as worker:
-        cap_id, run_ids = await cap_through_runs(client, store, worker, "Alibaba Group Holding Limited", 30)
-        histories = await every_run(client, cap_id, run_ids[0])
-    return runs("settles", histories)
-
-
 async def _licence_used_up(client: Client, store: SQLiteEventStore, name: str) -> tuple[Recorded, Recorded]:
     """A licence drawn down: a shipment refused by the 50% rule, the US figures declared, a shipment,
     a suspension and reinstatement, the rest shipped; the licence's and the exporter's histories."""
@@ -534,7 +463,6 @@ SCENARIOS: dict[str, dict[str, Scenario]] = {
         "searchable": _searchable,
     },
     LEDGER: {"batches-queue-release": _ledger_batches_queue_release, "settles": _ledger_settles},
-    BUYER_CAP: {"claims-and-releases": _buyer_cap_claims_and_releases, "settles": _buyer_cap_settles},
     LICENCE: {"used-up": _licence},
     EXPORTER: {"declared-and-counted": _exporter, "settles": _exporter_settles},
 }
@@ -613,7 +541,6 @@ def test_saved_histories_are_of_their_folders_workflow_type() -> None:
     types = {
         REQUEST: REQUEST_WORKFLOW,
         LEDGER: LEDGER_WORKFLOW,
-        BUYER_CAP: BUYER_CAP_WORKFLOW,
         LICENCE: LICENCE_WORKFLOW,
         EXPORTER: EXPORTER_WORKFLOW,
     }

@@ -14,7 +14,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from chipclear.config import ConfigError, Settings, WorkerTuning
-from chipclear.contracts import buyer_cap_id, entity_queue
+from chipclear.contracts import deployment
 from chipclear.domain.models import Status
 from chipclear.store.sqlite import SQLiteEventStore
 from tests.cli.test_cli import chipclear, hermetic_env, refused
@@ -92,13 +92,14 @@ async def test_a_worker_at_the_small_end_takes_requests_to_the_end(
         assert_store_matches(store, request.request_id, result)
 
 
-async def test_the_buyer_caps_answer_however_few_the_request_slots(
+async def test_every_first_task_claims_its_cap_once_however_few_the_request_slots(
     client: Client, store: SQLiteEventStore
 ) -> None:
-    """The entities run on a task queue and slots of their own. Two request slots and four requests of four
-    buyers in their first workflow task at once: each request's first task holds its slot until its buyer's
-    cap has answered the claim. On shared slots no cap could run until the claims' tasks gave up and
-    heartbeated (the bench's slow mode); here every first task ends having done its whole step."""
+    """Two request slots and four requests of four buyers in their first workflow task at once, each
+    claiming its buyer's cap in a local activity. When the caps were entity workflows, the claim waited
+    for the cap's own workflow task, and on shared slots no cap could run until the claims' tasks gave up
+    (the bench's slow mode); the claim is now one store transaction, and every first task ends having
+    done its whole step."""
     tuning = WorkerTuning(workflow_task_slots=2, entity_task_slots=2)
     requests = [
         make_request(
@@ -111,18 +112,16 @@ async def test_the_buyer_caps_answer_however_few_the_request_slots(
     policy = make_policy("auto", us_export={"max_units_per_buyer": 10_000})
     async with running_worker(client, store, policy, tuning=tuning) as worker:
         handles = await asyncio.gather(*(start(client, store, worker, request) for request in requests))
-        # On shared slots these never finish: each claim times out, and the request's task fails and retries.
-        # The limit only turns that wedge into a failure (pytest-timeout would end the session instead).
+        # On shared slots with caps as workflows these never finished: each claim timed out, and the
+        # request's task failed and retried. The limit only turns such a wedge into a failure.
         results = await asyncio.wait_for(asyncio.gather(*(handle.result() for handle in handles)), 90)
         for request, handle, result in zip(requests, handles, results, strict=True):
             assert result.status == Status.LICENSED
             assert_store_matches(store, request.request_id, result)
             history = await handle.fetch_history()
-            # Every cap on the entity queue, under the deployment's id.
-            cap = await client.get_workflow_handle(
-                buyer_cap_id(request.buyer.name, worker.task_queue)
-            ).describe()
-            assert cap.task_queue == entity_queue(worker.task_queue)
+            # Each buyer's cap holds the request's claim, as its approval records it.
+            cap = store.buyer_cap(request.buyer.name, deployment(worker.task_queue))
+            assert cap.claims == {request.request_id: 1_000}
             # The claim answered within the first workflow task: it completed once, with the append scheduled.
             kinds = [event.event_type for event in history.events]
             first_schedule = kinds.index(EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)

@@ -2,8 +2,8 @@
 caps, questions to the applicant, and the standing licence conditions.
 
 Screening and the buyer's cap are facts from outside the request: the screening list in force, and the
-units the buyer's other requests already hold (claimed from the buyer's cap owner, an entity workflow,
-so two requests decided at the same instant cannot both take the same headroom).
+units the buyer's other requests already hold (claimed in one store transaction that holds the buyer's
+lock, so two requests decided at the same instant cannot both take the same headroom).
 """
 
 from __future__ import annotations
@@ -269,7 +269,7 @@ class UsExport(GateRules[UsExportSection, UsExportSlice]):
         state, section = ctx.state, self.section(ctx.policy)
         claim = ctx.facts.buyer_claim
         if section.max_units_per_buyer is not None:
-            # The workflow claims the units from the buyer's cap owner first; without a matching claim
+            # The workflow claims the units from the buyer's cap first; without a matching claim
             # nobody has checked the buyer's other requests.
             if claim is None or claim.request_id != state.request_id or claim.units != units:
                 raise DomainError(f"units: {units} have not been claimed against {BUYER_CAP_RULE}")
