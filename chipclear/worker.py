@@ -168,6 +168,9 @@ def build_worker(
                 screening.screen_parties,
                 # A local activity on the hot path (workflows/import_request.py `_fetch`).
                 events.claim_buyer_units,
+                # The ledger's reservation, a local activity in the request's first task (histories
+                # recorded before `reserve-in-first-task` schedule it on the entity-call queue instead).
+                ledger.reserve_units,
                 # The licence's opening read; and its start by a request, in histories recorded before
                 # licences opened at their first use (chipclear.licence_opening).
                 events.open_licence,

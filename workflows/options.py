@@ -55,8 +55,10 @@ LEDGER_TIMEOUT = timedelta(seconds=60)
 LEDGER_HEARTBEAT = timedelta(seconds=6)
 # 10 attempts over about 30 s of backoff; a refusal by the ledger's rules is final at once.
 LEDGER_RETRY = bounded(10, longest_wait=timedelta(seconds=5), never=["LedgerRefused"], backoff=1.5)
-# The buyer's cap claim runs as a local activity (its entity answers at once, never awaiting): a
-# shorter timeout and fewer attempts, for the same reason as the local store calls.
+# The ledger's reservation runs as a local activity in the request's first workflow task (the ledger
+# answers once its group commit is stored, well under a second unless a rush queues it): a shorter
+# timeout and fewer attempts than the regular calls, for the same reason as the local store calls, and
+# then the workflow waits and asks again.
 LOCAL_LEDGER_TIMEOUT = timedelta(seconds=20)
 LOCAL_LEDGER_RETRY = bounded(3, longest_wait=timedelta(seconds=1), never=["LedgerRefused"])
 
