@@ -3,12 +3,13 @@
 Each call is waited out through an outage (workflows/patience.py) and carries the options of its kind
 (workflows/options.py):
 - `on_store` and `local`: local activities, for calls that are safe to repeat after a lost workflow
-  task (reads, a claim or a registration that replaces its own), sparing the server a round trip;
+  task (reads, a claim or a registration that replaces its own, a reservation the ledger answers
+  again as it did the first time), sparing the server a round trip;
 - `append`: a regular activity, recorded in history before it writes, so the store never holds an event
   from a workflow task that was lost and then decided differently (a retried append of a stored batch is
   a no-op in the store);
-- `on_entity_queue`: a regular activity on the entity-call queue, for calls that wait on another
-  workflow (the ledger, an exporter): a local activity that long would stretch every workflow task.
+- `on_entity_queue`: a regular activity on the entity-call queue, for the calls at the end of a
+  request or a shipment (a release, a count), recorded in history before they act.
 """
 
 from __future__ import annotations

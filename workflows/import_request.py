@@ -20,6 +20,10 @@ from temporalio.common import RawValue, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    # A submodule by its full name: `from workflows import calls` would import it afresh in every run's
+    # sandbox (the import system fetches it past the sandbox's importer, which never passes it through).
+    import workflows.calls as calls
+    import workflows.metrics as metrics
     from activities.allocation import AllocationActivities
     from activities.events import EventActivities, InvoiceOwners, ReleasedInvoices
     from chipclear import search_attributes, ui_text
@@ -58,7 +62,6 @@ with workflow.unsafe.imports_passed_through():
     from chipclear.domain.gates import gate_of
     from chipclear.domain.policy import Policy
     from chipclear.domain.state import RequestState, evolve
-    from workflows import calls, metrics
     from workflows.options import (
         LOCAL_LEDGER_RETRY,
         LOCAL_LEDGER_TIMEOUT,

@@ -18,6 +18,8 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    import workflows.calls as calls  # by its full name, so it is passed through (workflows/import_request.py)
+    import workflows.metrics as metrics
     from activities.allocation import AllocationActivities
     from activities.events import EventActivities, LicenceOpening, LicenceOpeningInput
     from chipclear import ui_text
@@ -40,7 +42,6 @@ with workflow.unsafe.imports_passed_through():
     from chipclear.domain.facts import ScreenParties
     from chipclear.domain.gates import us_export
     from chipclear.domain.policy import Policy
-    from workflows import calls, metrics
     from workflows.entity import Stateful
 
 

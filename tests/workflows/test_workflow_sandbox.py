@@ -8,19 +8,23 @@ import dataclasses
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Self
+from pathlib import Path
+from typing import Any, Self
 
+import pytest
 from temporalio.api.common.v1 import Payload
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHistory
 from temporalio.converter import PayloadCodec, SerializationContext, WithSerializationContext
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
+from chipclear import workflow_code
 from chipclear.codec import data_converter, new_key
 from chipclear.temporal import DATA_CONVERTER
 from chipclear.worker import workflow_runner
 from chipclear.workflow_sandbox import ContextFreeSandbox, ignores_context
 from tests.workflows.sandbox_probe import SandboxProbe, probe_echo
+from workflows.import_request import ImportRequestWorkflow
 
 
 class ContextReading(PayloadCodec, WithSerializationContext):
@@ -72,3 +76,30 @@ async def test_the_context_free_sandbox_still_refuses_a_clock_read_and_runs_acti
                 SandboxProbe.run, "受控 payload", id=f"probe-{queue}", task_queue=queue
             )
     assert said == "restricted, echo 受控 payload"
+
+
+async def test_each_run_imports_its_workflow_module_afresh_and_passes_the_helpers_through(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run's sandbox imports the workflow's own module afresh (no state leaks between runs), but the
+    helpers it imports passed through (`workflows.calls`, `workflows.metrics`) come from the worker's
+    process, not compiled and executed again for every run: `from workflows import calls` did that."""
+    runner = workflow_runner()  # installs the compile-once finder that every import of `workflows` meets
+    found: list[str] = []
+    original = workflow_code._Finder.find_spec
+
+    def spy(self: Any, fullname: str, *args: Any) -> Any:
+        found.append(fullname)
+        return original(self, fullname, *args)
+
+    monkeypatch.setattr(workflow_code._Finder, "find_spec", spy)
+    replayer = Replayer(
+        workflows=[ImportRequestWorkflow], data_converter=DATA_CONVERTER, workflow_runner=runner
+    )
+    history = (Path(__file__).parents[1] / "histories" / "import-request" / "auto-evidence.json").read_text()
+    found.clear()
+    for n in range(2):
+        result = await replayer.replay_workflow(WorkflowHistory.from_json(f"import-sandbox-{n}", history))
+        assert result.replay_failure is None
+    assert found.count("workflows.import_request") >= 2, found  # once a run, at least
+    assert "workflows.calls" not in found and "workflows.metrics" not in found, found
