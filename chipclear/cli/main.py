@@ -107,6 +107,11 @@ SUBCOMMANDS = {
         "Prove the event log is whole: chains, recorder seals, signed acts, checkpoints.",
     ),
     "batch": Lazy("chipclear.cli.batch", "batch_app", "Allocation batches of the cn-import gate."),
+    "buyer-cap": Lazy(
+        "chipclear.cli.buyer_cap",
+        "buyer_cap",
+        "A buyer's cap on US export approvals: units approved over its requests, each one's share, headroom.",
+    ),
     "exporter": Lazy(
         "chipclear.cli.exporter",
         "exporter_app",

@@ -352,8 +352,22 @@ def test_buyer_cap_refusal_names_the_headroom(stack: Stack, tmp_path: Path) -> N
     refused(stack.run("list", "--query", "ChipclearUnits >>> 1"), "--query", code=2)
     setup = ok(stack.run("setup"))
     assert "already registered" in flat(setup.stdout), show(setup)
-    for request_id in ids:
-        ok(stack.run("withdraw", request_id, "--reason", "test over"))
+
+    # The buyer's cap as the store holds it, however the buyer's name is written.
+    cap = as_json(stack.run("buyer-cap", buyer.upper(), "--json"))
+    assert (cap["cap"], cap["approved"], cap["headroom"]) == (75_000, 75_000, 0)
+    assert cap["claims"] == {ids[0]: 60_000, ids[1]: 15_000} and cap["released"] == {}
+    shown_cap = flat(ok(stack.run("buyer-cap", buyer)).stdout)
+    assert f"{buyer}: 75,000 of 75,000 approved, 0 left" in shown_cap
+    assert f"{ids[1]}: 15,000 units approved" in shown_cap
+    ok(stack.run("withdraw", ids[0], "--reason", "test over"))
+    wait_until(
+        lambda: as_json(stack.run("buyer-cap", buyer, "--json"))["released"] == {ids[0]: 60_000},
+        "the withdrawn request's units given back",
+    )
+    assert "ended unlicensed, 60,000 units given back" in flat(ok(stack.run("buyer-cap", buyer)).stdout)
+    refused(stack.run("buyer-cap", "Nobody At All Ltd."), "no request of buyer 'Nobody At All Ltd.'", code=1)
+    ok(stack.run("withdraw", ids[1], "--reason", "test over"))
 
 
 def test_request_info_respond_and_escalation(stack: Stack, tmp_path: Path) -> None:
