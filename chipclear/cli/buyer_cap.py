@@ -15,8 +15,10 @@ def buyer_cap(
     buyer: Annotated[str, typer.Argument(help="The buyer, however its name is written.")],
     json_: JsonOption = False,
 ) -> None:
-    """The units approved for export to a buyer over all its requests, each request's share, what went back
-    when a request ended unlicensed, and the headroom left under the policy's cap."""
+    """A buyer's cap on US export approvals: units approved over its requests, each one's share, headroom.
+
+    Requests that ended unlicensed are listed with the units they gave back. The cap is the policy's
+    us_export.max_units_per_buyer; the buyer's name may be written any way its requests write it."""
     from rich.markup import escape
 
     from chipclear.cli import output
