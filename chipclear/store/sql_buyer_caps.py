@@ -3,9 +3,9 @@
 One row per request that claimed or gave back (`buyer_claims`): the units it holds, and once it ended
 unlicensed, what it handed back. A claim is checked and written in one transaction that holds the
 buyer's lock (`_lock_buyer`), so two requests of one buyer claiming at the same moment cannot both see
-the same headroom. The rule is the domain's (`chipclear.domain.buyer_cap.check_claim`), given only the
-claiming request's own row and the sum of the others: one indexed read, however many requests the
-buyer has had.
+the same headroom. The rules are the domain's (`check_claim`, then `apply_claim` or `apply_release` in
+chipclear.domain.buyer_cap), given only the request's own row and, for a claim, the sum of the others:
+one indexed read, however many requests the buyer has had; the row is written as they leave it.
 
 Each deployment (task queue) has caps of its own, as it has its own allocation ledger: a demo's requests
 (`chipclear demo`, on a queue of its own) never take a real buyer's headroom in the same store. Rows of the
@@ -16,7 +16,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from chipclear.domain.buyer_cap import BuyerCapState, BuyerClaim, ClaimUnits, ReleaseClaim, check_claim
+from chipclear.domain.buyer_cap import (
+    BuyerCapState,
+    BuyerClaim,
+    ClaimUnits,
+    ReleaseClaim,
+    apply_claim,
+    apply_release,
+    check_claim,
+)
 from chipclear.domain.names import normalise_buyer
 from chipclear.store.chain import timestamp
 from chipclear.store.sql_base import SQLBackend, Tx
@@ -39,17 +47,14 @@ class SQLBuyerCaps(SQLBackend):
         key = normalise_buyer(command.buyer)
         with self._transaction() as tx:
             self._lock_buyer(tx, f"{deployment}:{key}")
-            claim = check_claim(_standing(tx, key, deployment, command.request_id), command)
-            if claim.units:
-                now = timestamp(datetime.now(UTC))
-                tx.execute(
-                    _WRITE, (command.request_id, command.buyer, key, deployment, claim.units, None, now)
-                )
-            else:  # a partial claim that found no headroom holds nothing
-                tx.execute(
-                    "DELETE FROM buyer_claims WHERE request_id = ? AND released IS NULL",
-                    (command.request_id,),
-                )
+            state = _own(tx, key, command.request_id)
+            (others,) = tx.execute(
+                "SELECT COALESCE(SUM(units), 0) FROM buyer_claims "
+                "WHERE buyer_key = ? AND deployment = ? AND request_id <> ?",
+                (key, deployment, command.request_id),
+            ).fetchone()
+            claim = check_claim(state.model_copy(update={"held_elsewhere": int(others)}), command)
+            _write_own(tx, command.request_id, command.buyer, deployment, apply_claim(state, claim))
         return claim
 
     def release_buyer_units(self, command: ReleaseClaim, deployment: str = "") -> int:
@@ -58,15 +63,9 @@ class SQLBuyerCaps(SQLBackend):
         key = normalise_buyer(command.buyer)
         with self._transaction() as tx:
             self._lock_buyer(tx, f"{deployment}:{key}")
-            own = tx.execute(
-                "SELECT units, released FROM buyer_claims WHERE request_id = ?", (command.request_id,)
-            ).fetchone()
-            if own is not None and own[1] is not None:
-                return 0
-            units = own[0] if own is not None else 0
-            now = timestamp(datetime.now(UTC))
-            tx.execute(_WRITE, (command.request_id, command.buyer, key, deployment, 0, units, now))
-        return int(units)
+            state, units = apply_release(_own(tx, key, command.request_id), command)
+            _write_own(tx, command.request_id, command.buyer, deployment, state)
+        return units
 
     def buyer_cap(self, buyer: str, deployment: str = "") -> BuyerCapState:
         """Every claim and release of `buyer` (by its normalised name), for display and audit."""
@@ -84,20 +83,27 @@ class SQLBuyerCaps(SQLBackend):
         )
 
 
-def _standing(tx: Tx, key: str, deployment: str, request_id: str) -> BuyerCapState:
-    """The cap as one claim meets it: the request's own row, and what the buyer's others hold."""
-    own = tx.execute(
+def _own(tx: Tx, key: str, request_id: str) -> BuyerCapState:
+    """The buyer's cap as one request's row gives it: its claim, or what it gave back."""
+    row = tx.execute(
         "SELECT units, released FROM buyer_claims WHERE request_id = ?", (request_id,)
     ).fetchone()
-    (others,) = tx.execute(
-        "SELECT COALESCE(SUM(units), 0) FROM buyer_claims "
-        "WHERE buyer_key = ? AND deployment = ? AND request_id <> ?",
-        (key, deployment, request_id),
-    ).fetchone()
-    holds = own is not None and own[1] is None and own[0] > 0
+    units, released = row if row is not None else (0, None)
     return BuyerCapState(
         buyer_key=key,
-        claims={request_id: own[0]} if holds else {},
-        released={request_id: own[1]} if own is not None and own[1] is not None else {},
-        held_elsewhere=int(others),
+        claims={request_id: units} if released is None and units else {},
+        released={request_id: released} if released is not None else {},
     )
+
+
+def _write_own(tx: Tx, request_id: str, buyer: str, deployment: str, state: BuyerCapState) -> None:
+    """Store the request's row as the domain left `state` (`apply_claim`, `apply_release`): a row holds
+    units, or records what was given back; a request that holds nothing and gave nothing back has none."""
+    released = state.released.get(request_id)
+    units = state.claims.get(request_id, 0)
+    if released is None and not units:
+        tx.execute("DELETE FROM buyer_claims WHERE request_id = ?", (request_id,))
+        return
+    assert state.buyer_key is not None
+    now = timestamp(datetime.now(UTC))
+    tx.execute(_WRITE, (request_id, buyer, state.buyer_key, deployment, units, released, now))
