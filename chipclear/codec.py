@@ -19,11 +19,11 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, PayloadCodec
 
 from chipclear.domain.input_gate import InputRefused, read_text
 from chipclear.domain.limits import cut
+from chipclear.payload_converter import PYDANTIC_CONVERTER
 
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
@@ -180,6 +180,6 @@ def data_converter(keys: Mapping[str, bytes], *, refuse_sealed: bool = False) ->
     (the CLI) names a sealed payload as a key mismatch instead of failing to parse it."""
     if not keys:
         if refuse_sealed:
-            return dataclasses.replace(pydantic_data_converter, payload_codec=RefuseSealed())
-        return pydantic_data_converter
-    return dataclasses.replace(pydantic_data_converter, payload_codec=EncryptionCodec(keys))
+            return dataclasses.replace(PYDANTIC_CONVERTER, payload_codec=RefuseSealed())
+        return PYDANTIC_CONVERTER
+    return dataclasses.replace(PYDANTIC_CONVERTER, payload_codec=EncryptionCodec(keys))

@@ -13,7 +13,6 @@ from typing import Any
 
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 from temporalio.exceptions import ApplicationError
 from temporalio.runtime import (
@@ -29,9 +28,10 @@ from temporalio.service import RPCError, RPCStatusCode
 from chipclear.codec import data_converter, keys_from_env
 from chipclear.config import DEFAULT_ADDRESS, DEFAULT_LISTEN_HOST, ConfigError
 from chipclear.domain.limits import cut, cut_text
+from chipclear.payload_converter import PYDANTIC_CONVERTER
 
 # The converter without encryption: tests, the replayer and anything that must read payloads as stored.
-DATA_CONVERTER = pydantic_data_converter
+DATA_CONVERTER = PYDANTIC_CONVERTER
 
 
 def turned_away_to_continue(exc: WorkflowUpdateFailedError) -> bool:

@@ -6,8 +6,6 @@ carrying its state less what is settled: the requests that hold their licence or
 units back (chipclear.domain.allocation.settle), so the carried state holds what can still change.
 """
 
-from __future__ import annotations
-
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():

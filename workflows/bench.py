@@ -3,8 +3,6 @@
 It measures what the server alone costs, so the import workflow's figure can be read as a ratio.
 """
 
-from __future__ import annotations
-
 from datetime import timedelta
 
 from pydantic import BaseModel

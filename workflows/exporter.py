@@ -10,8 +10,6 @@ one owner holds in memory and serialises for free, on either store backend and w
 machines; a transaction would need the same totals read under a lock of its own in SQL, per backend.
 """
 
-from __future__ import annotations
-
 import asyncio
 
 from temporalio import workflow

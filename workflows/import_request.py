@@ -6,8 +6,6 @@ into the workflow's state with the same `evolve` the event store's projection us
 activity append them.
 """
 
-from __future__ import annotations
-
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable

@@ -6,8 +6,6 @@ constant. Reservations per second against the real ledger on the same server and
 run, say what the ledger's own work (deciding, folding, appending to the event store) costs.
 """
 
-from __future__ import annotations
-
 from datetime import timedelta
 
 from pydantic import BaseModel

@@ -8,8 +8,6 @@ exporter's 50% rule, decide once, store, fold. A durable timer expires the licen
 validity.
 """
 
-from __future__ import annotations
-
 import asyncio
 import contextlib
 from datetime import datetime, timedelta

@@ -7,8 +7,6 @@ number at once), counts the outcomes and continues as new after each page, so it
 however many there are. Each target records its own result as an event in its own stream.
 """
 
-from __future__ import annotations
-
 import asyncio
 from datetime import timedelta
 

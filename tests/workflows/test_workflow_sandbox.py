@@ -2,9 +2,12 @@
 still guards workflow code (chipclear/workflow_sandbox.py)."""
 
 from __future__ import annotations
+import __future__
 
 import base64
 import dataclasses
+import importlib
+import pkgutil
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -14,15 +17,24 @@ from typing import Any, Self
 import pytest
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowHistory
-from temporalio.converter import PayloadCodec, SerializationContext, WithSerializationContext
+from temporalio.contrib.pydantic import PydanticPayloadConverter, pydantic_data_converter
+from temporalio.converter import (
+    DataConverter,
+    PayloadCodec,
+    SerializationContext,
+    WithSerializationContext,
+)
 from temporalio.worker import Replayer, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
+import workflows
 from chipclear import workflow_code
 from chipclear.codec import data_converter, new_key
+from chipclear.payload_converter import SharedPydanticPayloadConverter
 from chipclear.temporal import DATA_CONVERTER
 from chipclear.worker import workflow_runner
 from chipclear.workflow_sandbox import ContextFreeSandbox, ignores_context
+from tests.factories import make_request
 from tests.workflows.sandbox_probe import SandboxProbe, probe_echo
 from workflows.import_request import ImportRequestWorkflow
 
@@ -103,3 +115,55 @@ async def test_each_run_imports_its_workflow_module_afresh_and_passes_the_helper
         assert result.replay_failure is None
     assert found.count("workflows.import_request") >= 2, found  # once a run, at least
     assert "workflows.calls" not in found and "workflows.metrics" not in found, found
+
+
+async def _replays_building_converters(monkeypatch: pytest.MonkeyPatch, converter: DataConverter) -> int:
+    """How many pydantic payload converters two replays of one request build."""
+    built: list[object] = []
+    original = PydanticPayloadConverter.__init__
+
+    def counting(self: PydanticPayloadConverter, *args: Any, **kwargs: Any) -> None:
+        built.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(PydanticPayloadConverter, "__init__", counting)
+    replayer = Replayer(
+        workflows=[ImportRequestWorkflow], data_converter=converter, workflow_runner=workflow_runner()
+    )
+    history = (Path(__file__).parents[1] / "histories" / "import-request" / "auto-evidence.json").read_text()
+    built.clear()
+    for n in range(2):
+        result = await replayer.replay_workflow(WorkflowHistory.from_json(f"import-converter-{n}", history))
+        assert result.replay_failure is None
+    monkeypatch.setattr(PydanticPayloadConverter, "__init__", original)
+    return len(built)
+
+
+async def test_runs_and_activations_share_one_payload_converter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK builds a payload converter per run and two per activation, each with an empty cache of
+    pydantic type adapters; chipclear's converter class hands back the process's one instead."""
+    assert SharedPydanticPayloadConverter() is SharedPydanticPayloadConverter()
+    assert await _replays_building_converters(monkeypatch, pydantic_data_converter) > 2  # the SDK's own
+    assert await _replays_building_converters(monkeypatch, DATA_CONVERTER) == 0
+
+
+def test_the_shared_converter_writes_the_sdks_bytes() -> None:
+    values: list[Any] = [make_request(), {"units": 8, "note": "受控"}, None, "H200", 3.5]
+    ours = DATA_CONVERTER.payload_converter.to_payloads(values)
+    theirs = PydanticPayloadConverter().to_payloads(values)
+    assert ours == theirs
+    request = DATA_CONVERTER.payload_converter.from_payloads(ours[:1], [type(values[0])])[0]
+    assert request == values[0]
+
+
+def test_sandboxed_workflow_modules_keep_their_annotations_evaluated() -> None:
+    """`from __future__ import annotations` makes `@workflow.defn` evaluate every handler's string
+    annotations again each time a run's sandbox re-imports the module; the modules it re-imports go
+    without."""
+    defining = []
+    for info in pkgutil.iter_modules(workflows.__path__, "workflows."):
+        module = importlib.import_module(info.name)
+        if any(hasattr(v, "__temporal_workflow_definition") for v in vars(module).values()):
+            defining.append(module.__name__)
+            assert getattr(module, "annotations", None) is not __future__.annotations, module.__name__
+    assert {"workflows.import_request", "workflows.bench", "workflows.ledger_bench"} <= set(defining)
