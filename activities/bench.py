@@ -1,9 +1,26 @@
-"""The no-op activity of the benchmark's bare workflow."""
+"""The benchmarks' yardsticks outside the sandbox: their no-op activity and the models their workflows take
+and return.
+
+The models live here, not in workflows/bench.py or workflows/ledger_bench.py, because the sandbox imports a
+workflow's module afresh for every run: a model defined there is a new class each run, its schema built again
+and its type adapter cached again, a cost no real workflow of chipclear's pays (its contracts are passed
+through), which would flatter every ratio taken against the yardstick.
+"""
 
 from __future__ import annotations
 
 from pydantic import BaseModel
 from temporalio import activity
+
+from chipclear.contracts import EntityInput
+
+
+class BareInput(BaseModel):
+    local: bool  # local activities (as chipclear's appends) or regular ones
+
+
+class BareResult(BaseModel):
+    steps: int
 
 
 class BareStepInput(BaseModel):
@@ -12,6 +29,14 @@ class BareStepInput(BaseModel):
 
 class BareStepResult(BaseModel):
     step: int
+
+
+class NoOpLedgerState(BaseModel):
+    answered: int = 0
+
+
+class NoOpLedgerInput(EntityInput[NoOpLedgerState]):
+    """Carried from run to run, as the ledger's state is."""
 
 
 @activity.defn(name="bare_step")

@@ -35,6 +35,7 @@ from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdate
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.bench import NoOpLedgerInput
 from chipclear import bench_report, keys
 from chipclear.bench import bench_worker
 from chipclear.client import ledger_state, open_batch
@@ -49,7 +50,7 @@ from chipclear.domain.policy import load_policy
 from chipclear.logs import configure
 from chipclear.projections import open_event_store
 from chipclear.temporal import turned_away_to_continue
-from workflows.ledger_bench import NOOP_LEDGER_RESERVE, NoOpLedgerInput, NoOpLedgerWorkflow
+from workflows.ledger_bench import NOOP_LEDGER_RESERVE, NoOpLedgerWorkflow
 
 NOW = datetime(2026, 1, 28, tzinfo=UTC)
 BUYERS = 50

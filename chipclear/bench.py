@@ -23,7 +23,7 @@ from typing import Any
 from rich.table import Table
 from temporalio.client import Client
 
-from activities.bench import bare_step
+from activities.bench import BareInput, bare_step
 from chipclear import bench_report, keys
 from chipclear.cli import output
 from chipclear.client import open_batch
@@ -36,7 +36,7 @@ from chipclear.domain.models import ImportRequest, Status
 from chipclear.domain.policy import Policy, load_policy
 from chipclear.logs import configure
 from chipclear.temporal import connect
-from workflows.bench import BareInput, BareWorkflow
+from workflows.bench import BareWorkflow
 from workflows.import_request import ImportRequestWorkflow
 
 

@@ -5,19 +5,11 @@ It measures what the server alone costs, so the import workflow's figure can be 
 
 from datetime import timedelta
 
-from pydantic import BaseModel
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.bench import BareStepInput, bare_step
-
-
-class BareInput(BaseModel):
-    local: bool  # local activities (as chipclear's appends) or regular ones
-
-
-class BareResult(BaseModel):
-    steps: int
+    # Its models too: defined here, they would be built afresh for every run (activities/bench.py).
+    from activities.bench import BareInput, BareResult, BareStepInput, bare_step
 
 
 @workflow.defn(name="BareThreeActivities")

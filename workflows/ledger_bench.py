@@ -8,25 +8,15 @@ run, say what the ledger's own work (deciding, folding, appending to the event s
 
 from datetime import timedelta
 
-from pydantic import BaseModel
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.bench import BareStepInput, bare_step
-    from chipclear.contracts import EntityInput
+    from activities.bench import BareStepInput, NoOpLedgerInput, NoOpLedgerState, bare_step
     from chipclear.domain.allocation import Reservation, Reserve
     from workflows.entity import admit, live_then_continue
 
 NOOP_LEDGER_WORKFLOW = "NoOpLedger"
 NOOP_LEDGER_RESERVE = "reserve"
-
-
-class NoOpLedgerState(BaseModel):
-    answered: int = 0
-
-
-class NoOpLedgerInput(EntityInput[NoOpLedgerState]):
-    """Carried from run to run, as the ledger's state is."""
 
 
 @workflow.defn(name=NOOP_LEDGER_WORKFLOW)

@@ -12,9 +12,11 @@ import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Self
 
 import pytest
+from pydantic import BaseModel
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import PydanticPayloadConverter, pydantic_data_converter
@@ -156,14 +158,36 @@ def test_the_shared_converter_writes_the_sdks_bytes() -> None:
     assert request == values[0]
 
 
-def test_sandboxed_workflow_modules_keep_their_annotations_evaluated() -> None:
-    """`from __future__ import annotations` makes `@workflow.defn` evaluate every handler's string
-    annotations again each time a run's sandbox re-imports the module; the modules it re-imports go
-    without."""
+def _workflow_modules() -> list[ModuleType]:
+    """Every module under workflows/ that defines a workflow: the ones each run's sandbox imports afresh."""
     defining = []
     for info in pkgutil.iter_modules(workflows.__path__, "workflows."):
         module = importlib.import_module(info.name)
         if any(hasattr(v, "__temporal_workflow_definition") for v in vars(module).values()):
-            defining.append(module.__name__)
-            assert getattr(module, "annotations", None) is not __future__.annotations, module.__name__
-    assert {"workflows.import_request", "workflows.bench", "workflows.ledger_bench"} <= set(defining)
+            defining.append(module)
+    assert {"workflows.import_request", "workflows.bench", "workflows.ledger_bench"} <= {
+        m.__name__ for m in defining
+    }
+    return defining
+
+
+def test_sandboxed_workflow_modules_keep_their_annotations_evaluated() -> None:
+    """`from __future__ import annotations` makes `@workflow.defn` evaluate every handler's string
+    annotations again each time a run's sandbox re-imports the module; the modules it re-imports go
+    without."""
+    for module in _workflow_modules():
+        assert getattr(module, "annotations", None) is not __future__.annotations, module.__name__
+
+
+def test_sandboxed_workflow_modules_define_no_model() -> None:
+    """A pydantic model defined in a module the sandbox re-imports is a new class every run: its schema
+    built again, and a new entry in the one payload converter's cache of type adapters each time."""
+    for module in _workflow_modules():
+        models = [
+            name
+            for name, value in vars(module).items()
+            if isinstance(value, type)
+            and issubclass(value, BaseModel)
+            and value.__module__ == module.__name__
+        ]
+        assert models == [], module.__name__
