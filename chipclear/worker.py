@@ -83,9 +83,12 @@ class ChipclearWorker:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
-        await self.ledger_calls.__aexit__(*exc)
+        # Callers drain before what they call: a request's first workflow task waits on local
+        # activities that update the ledger, and the entity-call activities update it too. With the
+        # entities stopped first, those updates were never answered, the local activities retried,
+        # and the drain hung until the process was killed.
+        await asyncio.gather(self.main.__aexit__(*exc), self.ledger_calls.__aexit__(*exc))
         await self.entities.__aexit__(*exc)
-        await self.main.__aexit__(*exc)
 
 
 def workflow_runner(sandbox: bool = True, converter: DataConverter = DATA_CONVERTER) -> WorkflowRunner:

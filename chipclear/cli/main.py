@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Coroutine
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.text import Text
@@ -34,6 +35,7 @@ from chipclear.cli.common import (
     JsonOption,
     Signing,
     acts,
+    fail,
     handles_errors,
     raised_as,
     run,
@@ -191,6 +193,39 @@ PolicyOption = Annotated[
 # -- running ---------------------------------------------------------------------------------------
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
+
+
+T = TypeVar("T")
+INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
+
+
+class _Stopped(Exception):
+    """A run cancelled by SIGINT or SIGTERM."""
+
+
+async def _cancelled_by_signals(work: Coroutine[Any, Any, T]) -> T:
+    """Run `work` until SIGINT or SIGTERM cancels it, which unwinds it as any cancellation does: its
+    worker stops and its dev server with it, instead of a SIGTERM (a `timeout`, a cancelled job) killing
+    the process and leaving that server running, orphaned, on the run's leftover workflows.
+
+    The cancelled tasks' own log lines are silenced: the run is abandoned, and one sentence says so."""
+    import asyncio
+    import logging
+    import signal
+
+    task = asyncio.ensure_future(work)
+
+    def stop() -> None:
+        logging.disable(logging.CRITICAL)
+        task.cancel()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        raise _Stopped from None
 
 
 def _known_gate(value: str | None) -> str | None:
@@ -916,7 +951,10 @@ class BenchServer(StrEnum):
 @app.command()
 @handles_errors
 def bench(
-    requests: Annotated[int, typer.Option("-n", "--requests", min=1, help="Workflows per kind.")] = 300,
+    # At most what one allocation batch can hold for (domain/allocation.py), and far past a useful run.
+    requests: Annotated[
+        int, typer.Option("-n", "--requests", min=1, max=10_000, help="Workflows per kind.")
+    ] = 300,
     concurrency: Annotated[int, typer.Option(min=1, help="Workflows in flight.")] = 200,
     server_: Annotated[
         BenchServer,
@@ -949,18 +987,23 @@ def bench(
 
     if write_docs is not None:
         bench_report.check(write_docs)
-    run(
-        run_bench(
-            requests=requests,
-            concurrency=concurrency,
-            embedded=server_ is BenchServer.EMBEDDED,
-            sandbox=not no_sandbox and settings().sandbox,
-            allocation=allocation,
-            as_json=json_,
-            event_store=event_store,
-            write_docs=write_docs,
+    try:
+        run(
+            _cancelled_by_signals(
+                run_bench(
+                    requests=requests,
+                    concurrency=concurrency,
+                    embedded=server_ is BenchServer.EMBEDDED,
+                    sandbox=not no_sandbox and settings().sandbox,
+                    allocation=allocation,
+                    as_json=json_,
+                    event_store=event_store,
+                    write_docs=write_docs,
+                )
+            )
         )
-    )
+    except (KeyboardInterrupt, _Stopped):
+        fail("bench stopped before it finished: no figures printed or written", INTERRUPTED)
 
 
 def _unexpected(exc: Exception) -> int:

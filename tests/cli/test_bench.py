@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import time
 from contextlib import closing
 from pathlib import Path
@@ -13,7 +15,7 @@ from chipclear.bench_report import BEGIN, END
 from chipclear.domain.models import Status
 from chipclear.projections import list_requests
 from chipclear.store.factory import open_store
-from tests.cli.test_cli import chipclear, hermetic_env, ok
+from tests.cli.test_cli import CHIPCLEAR, accepts, alive, children_of, chipclear, hermetic_env, ok, reap
 
 
 def test_bench_on_a_postgresql_event_store_records_every_request_and_writes_the_docs(
@@ -72,3 +74,43 @@ def test_bench_whose_worker_cannot_start_says_why_instead_of_waiting(tmp_path: P
     result = chipclear(hermetic_env(), "bench", "-n", "1", "--concurrency", "1", "--event-store", url)
     assert result.returncode == 1 and "cannot reach the PostgreSQL event store" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_bench_stopped_with_sigterm_stops_its_dev_server_and_says_so(tmp_path: Path) -> None:
+    """A bench ended by SIGTERM (a `timeout`, a cancelled CI job) takes the Ctrl-C path: its throwaway dev
+    server stops with it and its files go, instead of a server left running, orphaned, on the run's
+    leftover workflows; exit 130 and one sentence, no traceback."""
+    cmd = [str(CHIPCLEAR), "bench", "-n", "10000", "--concurrency", "20", "--json"]
+    with (tmp_path / "stderr").open("wb") as err:
+        bench = subprocess.Popen(cmd, env=hermetic_env(), stdout=subprocess.PIPE, stderr=err)
+    dev_servers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        port = None
+        while port is None or not accepts(port):
+            assert bench.poll() is None, (tmp_path / "stderr").read_text()
+            assert time.monotonic() < deadline, "the bench's dev server did not listen within 60 s"
+            dev_servers = children_of(bench.pid)
+            for pid in dev_servers:
+                args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if b"--port" in args:
+                    port = int(args[args.index(b"--port") + 1])
+                    home = Path(args[args.index(b"--db-filename") + 1].decode()).parent
+            time.sleep(0.2)
+        time.sleep(3)  # requests under way
+        bench.send_signal(signal.SIGTERM)
+        out, _ = bench.communicate(timeout=60)
+        stderr = (tmp_path / "stderr").read_text()
+        assert bench.returncode == 130, stderr
+        assert "bench stopped before it finished" in stderr and "Traceback" not in stderr
+        assert out == b""  # no half a report
+        assert not any(alive(pid) for pid in dev_servers), f"dev server outlived the bench; port {port}"
+        assert not home.exists()  # the run's throwaway server database and event store went with it
+    finally:
+        reap(bench, dev_servers)
+
+
+def test_bench_refuses_more_requests_than_a_batch_holds_naming_the_option() -> None:
+    result = chipclear(hermetic_env(), "bench", "-n", "100000")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--requests" in result.stderr and "10000" in result.stderr

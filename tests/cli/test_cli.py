@@ -160,6 +160,15 @@ def end_pid(pid: int, within: float = 15.0) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def reap(process: subprocess.Popen[bytes], dev_servers: list[int]) -> None:
+    """A test's `chipclear` process and the dev servers it started, ended whatever the test left."""
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    for pid in dev_servers:
+        end_pid(pid)
+
+
 def accepts(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
@@ -875,11 +884,7 @@ def test_server_stops_its_dev_server_on_sigterm(tmp_path: Path) -> None:
         left = [pid for pid in dev_servers if alive(pid)]
         assert not left, f"dev server {left} outlived `chipclear server`; port {port} open: {accepts(port)}"
     finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-        for pid in dev_servers:
-            end_pid(pid)
+        reap(server, dev_servers)
 
 
 # -- moving the record between backends ---------------------------------------------------------------

@@ -59,6 +59,24 @@ async def kill_worker(client: Client, rig: Rig, load: Load) -> None:
     rig.start_worker()
 
 
+async def drain_worker(client: Client, rig: Rig, load: Load, hold: float = 3.0) -> None:
+    """SIGTERM the worker mid-run, as a rolling deploy stops it, then start a fresh one.
+
+    The store is held locked for `hold` seconds around the signal, so that the drain begins with the
+    ledger's group commit waiting on it and requests' first workflow tasks waiting, in local activities,
+    on the ledger's answers: the drain must let the ledger (run by this same worker) answer them."""
+    await under_way(rig, load)
+    assert rig.worker is not None
+    path = Path(rig.store_url.removeprefix("sqlite:///"))
+    with closing(sqlite3.connect(path, isolation_level=None, timeout=60, check_same_thread=False)) as conn:
+        await asyncio.to_thread(conn.execute, "BEGIN EXCLUSIVE")
+        rig.worker.send_signal(signal.SIGTERM)
+        await asyncio.sleep(hold)
+        conn.execute("ROLLBACK")
+    rig.drained = await asyncio.to_thread(rig.worker.wait, 40.0)
+    rig.start_worker()
+
+
 async def restart_server(client: Client, rig: Rig, load: Load, down: float = 3.0) -> None:
     """SIGKILL the dev server mid-run and start it again on its database; the worker stays."""
     await under_way(rig, load)

@@ -74,6 +74,7 @@ class Rig:
     workers_started: int = 0
     worker_alive: bool = False  # whether the last worker still ran when the load had ended
     exit_code: int | None = None  # the last worker's, once stopped with SIGTERM
+    drained: int | None = None  # the exit code of a worker stopped with SIGTERM mid-run (a drill's)
     # `chipclear status` asked while the store was down
     status_in_outage: list[subprocess.CompletedProcess[str]] = field(default_factory=list)
 

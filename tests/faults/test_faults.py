@@ -51,6 +51,18 @@ async def test_a_worker_killed_with_sigkill_is_replaced_and_nothing_is_lost(rig:
     assert rig.workers_started == 2
 
 
+async def test_a_worker_stopped_with_sigterm_mid_run_drains_and_a_fresh_one_carries_on(rig: Rig) -> None:
+    """A rolling deploy: the worker drains within its grace period (exit 0), not cut off by its own
+    hard limit (exit 1, "worker exiting without draining"); which it was while the ledger's workflow,
+    which the in-flight requests' local activities wait on, stopped first."""
+    result = await drills.drill(rig, REQUESTS, drills.drain_worker)
+    holds(result)
+    assert rig.workers_started == 2
+    first = (rig.home / "worker-1.log").read_text(errors="replace")
+    assert rig.drained == 0 and "without draining" not in first, first[-2000:]
+    assert "worker draining" in first
+
+
 async def test_a_dev_server_killed_and_restarted_loses_nothing(rig: Rig) -> None:
     result = await drills.drill(rig, REQUESTS, drills.restart_server)
     holds(result)
