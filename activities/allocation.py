@@ -104,7 +104,7 @@ class AllocationActivities:
                     raise
                 _heartbeat(f"ledger busy, retrying in {delay:.2f}s")
             finally:
-                _settle(operation)
+                settle_start(operation)
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 1.5, 2.0)
 
@@ -168,7 +168,7 @@ async def _heartbeating(call: Awaitable[R]) -> R:
         raise
 
 
-def _settle(operation: WithStartWorkflowOperation[Any, Any]) -> None:
+def settle_start(operation: WithStartWorkflowOperation[Any, Any]) -> None:
     """Take the start operation's outcome whenever it comes, so a failed start is not logged as an
     ERROR "Future exception was never retrieved" traceback when it is collected: the update's own error
     already says it all.

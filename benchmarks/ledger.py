@@ -35,6 +35,7 @@ from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdate
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.allocation import settle_start
 from activities.bench import NoOpLedgerInput
 from chipclear import bench_report, keys
 from chipclear.bench import bench_worker
@@ -208,11 +209,17 @@ async def _measure(
             command = Reserve(
                 request_id=f"{queue}-{index}", buyer=_buyer(index), units=1 + index % 3, workflow_id="none"
             )
-            answer: Reservation = await _patiently(
-                lambda: client.execute_update_with_start_workflow(
-                    name, command, start_workflow_operation=start(), result_type=Reservation
-                )
-            )
+
+            async def attempt() -> Reservation:
+                operation = start()  # a fresh one each attempt, taken whatever happens (as the activity does)
+                try:
+                    return await client.execute_update_with_start_workflow(
+                        name, command, start_workflow_operation=operation, result_type=Reservation
+                    )
+                finally:
+                    settle_start(operation)
+
+            answer: Reservation = await _patiently(attempt)
             return answer
 
         await _rush(20, 20, lambda i: one(count + i))  # warm: the workflow started, the worker's caches
