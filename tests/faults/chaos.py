@@ -34,7 +34,12 @@ def on_sqlite(name: str, fault: drills.Fault) -> Drill:
     async def run(home: Path, requests: int) -> dict[str, Any]:
         rig = Rig(home, f"sqlite:///{home / 'events.db'}")
         result = await drills.drill(rig, requests, fault, within=900)
-        return summary(name, result) | {"workers": rig.workers_started, "sigterm_exit": rig.exit_code}
+        row = summary(name, result) | {"workers": rig.workers_started, "sigterm_exit": rig.exit_code}
+        if rig.drained is not None:  # stopped mid-run: it must have drained, not hit its hard limit
+            row["drained_exit"] = rig.drained
+            if rig.drained != 0:
+                row["problems"] = [*row["problems"], f"SIGTERM mid-run: exit {rig.drained}, not drained"]
+        return row
 
     return run
 
@@ -60,6 +65,7 @@ def on_postgres(
 DRILLS: dict[str, Drill] = {
     "none (sqlite)": on_sqlite("none (sqlite)", drills.no_fault),
     "worker kill -9": on_sqlite("worker kill -9", drills.kill_worker),
+    "worker SIGTERM mid-run + replaced": on_sqlite("worker SIGTERM mid-run + replaced", drills.drain_worker),
     "dev server kill + restart": on_sqlite("dev server kill + restart", drills.restart_server),
     "store lock 75 s": on_sqlite("store lock 75 s", drills.lock_store(hold=75.0)),
     "none (postgresql)": on_postgres("none (postgresql)", lambda _: drills.no_fault),
