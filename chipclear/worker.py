@@ -87,8 +87,13 @@ class ChipclearWorker:
         # activities that update the ledger, and the entity-call activities update it too. With the
         # entities stopped first, those updates were never answered, the local activities retried,
         # and the drain hung until the process was killed.
-        await asyncio.gather(self.main.__aexit__(*exc), self.ledger_calls.__aexit__(*exc))
-        await self.entities.__aexit__(*exc)
+        callers = await asyncio.gather(
+            self.main.__aexit__(*exc), self.ledger_calls.__aexit__(*exc), return_exceptions=True
+        )
+        await self.entities.__aexit__(*exc)  # stopped whatever the callers' drains raised
+        for failed in callers:
+            if isinstance(failed, BaseException):
+                raise failed
 
 
 def workflow_runner(sandbox: bool = True, converter: DataConverter = DATA_CONVERTER) -> WorkflowRunner:
