@@ -951,7 +951,8 @@ class BenchServer(StrEnum):
 @app.command()
 @handles_errors
 def bench(
-    # At most what one allocation batch can hold for (domain/allocation.py), and far past a useful run.
+    # Far past a useful run, and well inside the one allocation batch the bench opens for all of them
+    # (2,000 units a request; a batch holds at most 100,000,000: domain/allocation.py).
     requests: Annotated[
         int, typer.Option("-n", "--requests", min=1, max=10_000, help="Workflows per kind.")
     ] = 300,

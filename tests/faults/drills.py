@@ -59,6 +59,16 @@ async def kill_worker(client: Client, rig: Rig, load: Load) -> None:
     rig.start_worker()
 
 
+async def hold_store(rig: Rig, hold: float, meanwhile: Callable[[], object] = lambda: None) -> None:
+    """An exclusive lock on the rig's events.db for `hold` seconds; `meanwhile` runs once it is taken."""
+    path = Path(rig.store_url.removeprefix("sqlite:///"))
+    with closing(sqlite3.connect(path, isolation_level=None, timeout=60, check_same_thread=False)) as conn:
+        await asyncio.to_thread(conn.execute, "BEGIN EXCLUSIVE")
+        meanwhile()
+        await asyncio.sleep(hold)
+        conn.execute("ROLLBACK")
+
+
 async def drain_worker(client: Client, rig: Rig, load: Load, hold: float = 3.0) -> None:
     """SIGTERM the worker mid-run, as a rolling deploy stops it, then start a fresh one.
 
@@ -66,14 +76,10 @@ async def drain_worker(client: Client, rig: Rig, load: Load, hold: float = 3.0) 
     ledger's group commit waiting on it and requests' first workflow tasks waiting, in local activities,
     on the ledger's answers: the drain must let the ledger (run by this same worker) answer them."""
     await under_way(rig, load)
-    assert rig.worker is not None
-    path = Path(rig.store_url.removeprefix("sqlite:///"))
-    with closing(sqlite3.connect(path, isolation_level=None, timeout=60, check_same_thread=False)) as conn:
-        await asyncio.to_thread(conn.execute, "BEGIN EXCLUSIVE")
-        rig.worker.send_signal(signal.SIGTERM)
-        await asyncio.sleep(hold)
-        conn.execute("ROLLBACK")
-    rig.drained = await asyncio.to_thread(rig.worker.wait, 40.0)
+    worker = rig.worker
+    assert worker is not None
+    await hold_store(rig, hold, lambda: worker.send_signal(signal.SIGTERM))
+    rig.drained = await asyncio.to_thread(worker.wait, 40.0)
     rig.start_worker()
 
 
@@ -91,13 +97,7 @@ def lock_store(hold: float) -> Fault:
 
     async def strike(client: Client, rig: Rig, load: Load) -> None:
         await under_way(rig, load)
-        path = Path(rig.store_url.removeprefix("sqlite:///"))
-        with closing(
-            sqlite3.connect(path, isolation_level=None, timeout=60, check_same_thread=False)
-        ) as conn:
-            await asyncio.to_thread(conn.execute, "BEGIN EXCLUSIVE")
-            await asyncio.sleep(hold)
-            conn.execute("ROLLBACK")
+        await hold_store(rig, hold)
 
     return strike
 
