@@ -45,7 +45,7 @@ from chipclear.contracts import (
 )
 from chipclear.domain.allocation import Release, Reservation, Reserve
 from chipclear.domain.exporter import ChinaCount, CountChinaShipment
-from chipclear.temporal import refusal, turned_away_to_continue
+from chipclear.temporal import refusal, turned_away_to_continue, update_budget_spent
 
 T = TypeVar("T", bound=BaseModel)
 R = TypeVar("R")
@@ -77,7 +77,9 @@ class AllocationActivities:
 
         The server admits only a few in-flight updates per workflow (history.maxInFlightUpdates); under
         a rush of reservations the rest are refused with RESOURCE_EXHAUSTED. The ledger itself turns
-        updates away while its run is about to continue as new (workflows/entity.py `admit`). Retrying
+        updates away while its run is about to continue as new (workflows/entity.py `admit`), and a run
+        that closes under a rush may spend the server's budget of updates per run (`update_budget_spent`)
+        before the next run takes over. Retrying
         here, quickly and with jitter, keeps the queue moving; the activity's own retry policy covers
         everything else.
         """
@@ -100,9 +102,12 @@ class AllocationActivities:
                     raise ApplicationError(refusal(exc), type="LedgerRefused", non_retryable=True) from exc
                 _heartbeat(f"ledger continuing as new, retrying in {delay:.2f}s")
             except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
-                if isinstance(exc, RPCError) and exc.status not in _BUSY:
+                if isinstance(exc, RPCError) and update_budget_spent(exc):
+                    _heartbeat(f"the entity's run has spent its update budget, retrying in {delay:.2f}s")
+                elif isinstance(exc, RPCError) and exc.status not in _BUSY:
                     raise
-                _heartbeat(f"ledger busy, retrying in {delay:.2f}s")
+                else:
+                    _heartbeat(f"ledger busy, retrying in {delay:.2f}s")
             finally:
                 settle_start(operation)
             await asyncio.sleep(delay * (0.5 + random.random()))

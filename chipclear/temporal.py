@@ -42,6 +42,18 @@ def turned_away_to_continue(exc: WorkflowUpdateFailedError) -> bool:
     return isinstance(exc.cause, ApplicationError) and exc.cause.type == CONTINUING_AS_NEW
 
 
+# How the server words its refusal of an update once a run has taken its budget of distinct updates.
+_BUDGET_SPENT = "limit on the total number of distinct updates"
+
+
+def update_budget_spent(exc: RPCError) -> bool:
+    """The server refused an update because the run has taken all the updates it may
+    (`history.maxTotalUpdates`, 2,000 by default: those it completed and those it holds). An entity's
+    run comes near it only while it closes under a rush (workflows/entity.py `admit`), and the next run
+    takes the update: send it again, as one the entity turned away to continue as new."""
+    return exc.status == RPCStatusCode.FAILED_PRECONDITION and _BUDGET_SPENT in exc.message.lower()
+
+
 def refusal(exc: WorkflowUpdateFailedError) -> str:
     """What a refused update says, in the handler's or validator's own words, without the error type."""
     return getattr(exc.cause, "message", None) or str(exc.cause or exc)

@@ -26,7 +26,7 @@ from chipclear.domain.state import RequestState, fold
 from chipclear.projections import get_request
 from chipclear.store.protocol import EventStore
 from chipclear.store.sqlite import SQLiteEventStore
-from chipclear.temporal import turned_away_to_continue
+from chipclear.temporal import turned_away_to_continue, update_budget_spent
 from chipclear.worker import ChipclearWorker
 from tests import keys
 from tests.factories import make_request
@@ -99,8 +99,9 @@ def assert_store_matches(store: SQLiteEventStore, request_id: str, result: Impor
 
 
 async def reserve_until_admitted(client: Client, queue: str, command: Reserve) -> tuple[Reservation, int]:
-    """As the reserve activity sends it: again while the ledger turns it away to continue as new, or the
-    server is busy; anything else fails the test. Returns the answer and how often it was turned away."""
+    """As the reserve activity sends it: again while the ledger turns it away to continue as new, the
+    server is busy, or the run has spent its update budget; anything else fails the test. Returns the
+    answer and how often it was turned away."""
     turned_away = 0
     while True:
         try:
@@ -113,7 +114,8 @@ async def reserve_until_admitted(client: Client, queue: str, command: Reserve) -
                 raise
             turned_away += 1
         except RPCError as exc:
-            if exc.status not in (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE):
+            busy = exc.status in (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE)
+            if not (busy or update_budget_spent(exc)):
                 raise
         await asyncio.sleep(0.05 + random.random() * 0.05)
 
