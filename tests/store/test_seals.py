@@ -9,6 +9,7 @@ names. Every test that takes `event_store` runs on SQLite and on PostgreSQL.
 
 from __future__ import annotations
 
+import base64
 import io
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +37,7 @@ from chipclear.store.errors import CannotSeal
 from chipclear.store.protocol import EventStore
 from chipclear.store.sqlite import SQLiteEventStore
 from chipclear.store.transfer import InvalidExport, read_jsonl, write_jsonl
-from chipclear.store.trust import EventRow, SealChecks, Sealer, Trust, seal_verifies
+from chipclear.store.trust import EventRow, SealChecks, Sealer, Trust, seal, seal_message, seal_verifies
 from tests import keys
 from tests.factories import make_policy, make_request
 from tests.store.support import (
@@ -187,6 +188,23 @@ def test_every_stored_event_is_sealed_by_the_recorder_key(event_store: EventStor
     assert not seal_verifies(rows[0][1], rows[1][0], rows[0][2])
     report = event_store.verify(TRUST)
     assert report.ok and report.trusted_policy == AUTO.version and report.acts_checked > 0
+
+
+def test_a_seal_is_standard_ed25519_whichever_library_made_or_checks_it() -> None:
+    """The store seals and the audit checks through libsodium; an auditor's own script may use any RFC 8032
+    library. The seal is the very signature cryptography makes (Ed25519 is deterministic) and cryptography
+    accepts it; a signature cryptography made passes the audit's check; neither passes for another hash."""
+    recorder = Ed25519PrivateKey.generate()
+    sealer = Sealer.of(recorder)
+    chain_hash, other = "ab" * 32, "cd" * 32
+    value = sealer.seal(chain_hash)
+    assert value == seal(recorder, chain_hash)
+    recorder.public_key().verify(base64.b64decode(value), seal_message(chain_hash))  # raises if not
+    assert seal_verifies(sealer.public, chain_hash, seal(recorder, chain_hash))
+    assert not seal_verifies(sealer.public, other, value)
+    assert not seal_verifies(sealer.public, chain_hash, base64.b64encode(b"\0" * 64).decode())
+    assert not seal_verifies(sealer.public, chain_hash, value[:-4])  # too short to be a signature
+    assert not seal_verifies(keys.public(keys.RECORDER), chain_hash, value)  # another key
 
 
 def test_a_handle_without_the_recorder_key_stores_nothing(event_store: EventStore, tmp_path: Path) -> None:
