@@ -68,7 +68,8 @@ class Sealer:
 
     key: Ed25519PrivateKey
     public: str
-    _secret: bytes  # libsodium's form of the same key: its seed, then its public key
+    # libsodium's form of the same key (its seed, then its public key): never in a repr or a log line.
+    _secret: bytes = field(repr=False)
 
     @classmethod
     def of(cls, key: Ed25519PrivateKey) -> Sealer:

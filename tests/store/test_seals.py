@@ -205,6 +205,8 @@ def test_a_seal_is_standard_ed25519_whichever_library_made_or_checks_it() -> Non
     assert not seal_verifies(sealer.public, chain_hash, base64.b64encode(b"\0" * 64).decode())
     assert not seal_verifies(sealer.public, chain_hash, value[:-4])  # too short to be a signature
     assert not seal_verifies(keys.public(keys.RECORDER), chain_hash, value)  # another key
+    # The secret's raw bytes never show in a repr (a traceback's locals, a log line).
+    assert repr(sealer._secret) not in repr(sealer) and "_secret" not in repr(sealer)
 
 
 def test_a_handle_without_the_recorder_key_stores_nothing(event_store: EventStore, tmp_path: Path) -> None:
