@@ -22,11 +22,9 @@ from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
     WorkflowUpdateFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
 
 from chipclear import payload_limits
 from chipclear.contracts import (
@@ -45,12 +43,11 @@ from chipclear.contracts import (
 )
 from chipclear.domain.allocation import Release, Reservation, Reserve
 from chipclear.domain.exporter import ChinaCount, CountChinaShipment
-from chipclear.temporal import refusal, turned_away_to_continue, update_budget_spent
+from chipclear.temporal import EntityCallError, refusal, send_again_because
 
 T = TypeVar("T", bound=BaseModel)
 R = TypeVar("R")
 HEARTBEAT_EVERY = 2.0  # seconds between heartbeats while an update waits (a third of the timeout)
-_BUSY = {RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE, RPCStatusCode.ABORTED}
 
 
 class AllocationActivities:
@@ -96,18 +93,14 @@ class AllocationActivities:
                     )
                 )
                 return result
-            except WorkflowUpdateFailedError as exc:
-                if not turned_away_to_continue(exc):
+            except EntityCallError as exc:
+                why = send_again_because(exc)
+                if why is None and isinstance(exc, WorkflowUpdateFailedError):
                     # The entity's own words (its validator names the rule).
                     raise ApplicationError(refusal(exc), type="LedgerRefused", non_retryable=True) from exc
-                _heartbeat(f"ledger continuing as new, retrying in {delay:.2f}s")
-            except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
-                if isinstance(exc, RPCError) and update_budget_spent(exc):
-                    _heartbeat(f"the entity's run has spent its update budget, retrying in {delay:.2f}s")
-                elif isinstance(exc, RPCError) and exc.status not in _BUSY:
+                if why is None:
                     raise
-                else:
-                    _heartbeat(f"ledger busy, retrying in {delay:.2f}s")
+                _heartbeat(f"{why}, retrying in {delay:.2f}s")
             finally:
                 settle_start(operation)
             await asyncio.sleep(delay * (0.5 + random.random()))

@@ -31,9 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
+from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.service import RPCError, RPCStatusCode
 
 from activities.allocation import settle_start
 from activities.bench import NoOpLedgerInput
@@ -50,16 +49,13 @@ from chipclear.domain.gates import cn_import
 from chipclear.domain.policy import load_policy
 from chipclear.logs import configure
 from chipclear.projections import open_event_store
-from chipclear.temporal import turned_away_to_continue, update_budget_spent
+from chipclear.temporal import EntityCallError, send_again_because
 from workflows.ledger_bench import NOOP_LEDGER_RESERVE, NoOpLedgerWorkflow
 
 NOW = datetime(2026, 1, 28, tzinfo=UTC)
 BUYERS = 50
 QUEUED = (40, 1_200, 4_000)
 IN_FLIGHT = (100, 1_000)
-# Busy, or its workflow task failed (to be retried by the server): the reserve activity's retry policy
-# would try again, so the benchmark does too.
-_BUSY = {RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE, RPCStatusCode.ABORTED}
 GIVE_UP_AFTER = 240.0  # seconds for one measurement: a ledger that cannot keep up is reported, not waited on
 
 
@@ -142,17 +138,14 @@ def pure(repeats: int, count: int = 200) -> list[dict[str, Any]]:
 
 # -- (b) on a server ------------------------------------------------------------------------------------
 async def _patiently(call: Callable[[], Awaitable[Any]]) -> Any:
-    """As the reserve activity does: past the server's admission limit or its budget of updates a run, or
-    turned away while the ledger continues as new, retry soon, with jitter."""
+    """As the reserve activity does: whatever `send_again_because` says sending again will cure, retry
+    soon, with jitter."""
     delay = 0.05
     while True:
         try:
             return await call()
-        except WorkflowUpdateFailedError as exc:
-            if not turned_away_to_continue(exc):
-                raise
-        except RPCError as exc:
-            if exc.status not in _BUSY and not update_budget_spent(exc):
+        except EntityCallError as exc:
+            if send_again_because(exc) is None:
                 raise
         await asyncio.sleep(delay * (0.5 + random.random()))
         delay = min(delay * 1.5, 2.0)

@@ -18,7 +18,6 @@ PostgreSQL runs on a throwaway cluster (tests/postgres.py: /usr/lib/postgresql/1
 from __future__ import annotations
 
 import argparse
-import base64
 import functools
 import hashlib
 import json
@@ -40,19 +39,18 @@ sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-from nacl.bindings import crypto_sign, crypto_sign_seed_keypair
 
 from chipclear.domain.events import Event
-from chipclear.domain.signing import EVENT_SEAL_LABEL, public_text
+from chipclear.domain.signing import public_text
 from chipclear.store.chain import timestamp
+from chipclear.store.trust import Sealer
 from tests.store.support import grant
 
 STREAMS = 500
 KEY = Ed25519PrivateKey.generate()
 PUBLIC = public_text(KEY.public_key())
-# The anchor seals as the store does, through libsodium (the faster of the two libraries here).
-_, SECRET = crypto_sign_seed_keypair(KEY.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()))
+# The anchor seals as the store does (through libsodium, the faster of the two libraries here).
+SEALER = Sealer.of(KEY)
 INSERT = (
     "INSERT INTO events (event_id, stream_id, version, type, schema_version, data, occurred_at,"
     " recorded_at, policy_version, actor, act, prev_hash, hash, sealed_by, seal)"
@@ -101,7 +99,7 @@ def raw_rows(stream_id: str, head: str, events: list[tuple[Any, ...]]) -> tuple[
         stored = (event_id, stream_id, str(version), type_, "1", text, occurred_at, recorded_at,
                   policy_version, actor, None)  # fmt: skip
         digest = hashlib.sha256(head.encode() + b"".join(map(_field, stored))).hexdigest()
-        seal = base64.b64encode(crypto_sign(EVENT_SEAL_LABEL + digest.encode(), SECRET)[:64]).decode()
+        seal = SEALER.seal(digest)
         rows.append((event_id, stream_id, version, type_, 1, text, occurred_at, recorded_at, policy_version,
                      actor, None, head, digest, PUBLIC, seal))  # fmt: skip
         head = digest

@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.envconfig import ClientConfig
 from temporalio.exceptions import ApplicationError
 from temporalio.runtime import (
@@ -44,14 +44,41 @@ def turned_away_to_continue(exc: WorkflowUpdateFailedError) -> bool:
 
 # How the server words its refusal of an update once a run has taken its budget of distinct updates.
 _BUDGET_SPENT = "limit on the total number of distinct updates"
+# ...and while the entity's last workflow task has failed (under a rush, its completion can itself run into
+# the budget), until the server's retry of that task succeeds.
+_TASK_FAILED = "workflow task in failed state"
+# The server is busy: past its limit of updates in flight on one workflow, or unavailable for a moment.
+_BUSY = frozenset({RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE, RPCStatusCode.ABORTED})
+
+# An update call that failed for a reason sending it again can cure.
+EntityCallError = (WorkflowUpdateFailedError, RPCError, WorkflowUpdateRPCTimeoutOrCancelledError)
 
 
 def update_budget_spent(exc: RPCError) -> bool:
     """The server refused an update because the run has taken all the updates it may
     (`history.maxTotalUpdates`, 2,000 by default: those it completed and those it holds). An entity's
     run comes near it only while it closes under a rush (workflows/entity.py `admit`), and the next run
-    takes the update: send it again, as one the entity turned away to continue as new."""
+    takes the update."""
     return exc.status == RPCStatusCode.FAILED_PRECONDITION and _BUDGET_SPENT in exc.message.lower()
+
+
+def send_again_because(exc: BaseException) -> str | None:
+    """Why an update to an entity (the ledger, an exporter) failed for now only, so that sending it again
+    soon will do (the entity is continuing as new, the server is busy, the closing run has spent its update
+    budget, or its last workflow task failed and the server is retrying it); None when the failure is the
+    answer (the entity's rules refused it, a bad call)."""
+    if isinstance(exc, WorkflowUpdateFailedError):
+        return "continuing as new" if turned_away_to_continue(exc) else None
+    if isinstance(exc, WorkflowUpdateRPCTimeoutOrCancelledError):
+        return "no answer in time"
+    if isinstance(exc, RPCError):
+        if update_budget_spent(exc):
+            return "its run has spent its update budget"
+        if exc.status == RPCStatusCode.FAILED_PRECONDITION and _TASK_FAILED in exc.message.lower():
+            return "its workflow task failed and is being retried"
+        if exc.status in _BUSY:
+            return "the server is busy"
+    return None
 
 
 def refusal(exc: WorkflowUpdateFailedError) -> str:

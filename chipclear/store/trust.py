@@ -37,7 +37,6 @@ from chipclear.domain.signing import (
     ActSignature,
     act_verifies,
     public_text,
-    sign,
     verify,
 )
 from chipclear.store.chain import ChainBreak
@@ -51,10 +50,6 @@ def seal_message(chain_hash: str) -> bytes:
     return EVENT_SEAL_LABEL + chain_hash.encode("ascii")
 
 
-def seal(recorder: Ed25519PrivateKey, chain_hash: str) -> str:
-    return sign(recorder, seal_message(chain_hash))
-
-
 def seal_verifies(key: str, chain_hash: str, value: str) -> bool:
     return verify(key, seal_message(chain_hash), value)
 
@@ -64,7 +59,7 @@ class Sealer:
     """The recorder key a store handle seals with, and its public text (computed once).
 
     Sealing goes through libsodium (about 60% of cryptography's time per signature here, once per
-    appended event); the seal is the same deterministic Ed25519 signature `seal` makes."""
+    appended event); the seal is the same deterministic Ed25519 signature cryptography's `sign` makes."""
 
     key: Ed25519PrivateKey
     public: str

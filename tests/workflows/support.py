@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from chipclear import client as ops
@@ -26,7 +25,7 @@ from chipclear.domain.state import RequestState, fold
 from chipclear.projections import get_request
 from chipclear.store.protocol import EventStore
 from chipclear.store.sqlite import SQLiteEventStore
-from chipclear.temporal import turned_away_to_continue, update_budget_spent
+from chipclear.temporal import EntityCallError, send_again_because
 from chipclear.worker import ChipclearWorker
 from tests import keys
 from tests.factories import make_request
@@ -99,9 +98,8 @@ def assert_store_matches(store: SQLiteEventStore, request_id: str, result: Impor
 
 
 async def reserve_until_admitted(client: Client, queue: str, command: Reserve) -> tuple[Reservation, int]:
-    """As the reserve activity sends it: again while the ledger turns it away to continue as new, the
-    server is busy, or the run has spent its update budget; anything else fails the test. Returns the
-    answer and how often it was turned away."""
+    """As the reserve activity sends it: again whenever `send_again_because` says so; anything else fails
+    the test. Returns the answer and how often the ledger turned it away to continue as new."""
     turned_away = 0
     while True:
         try:
@@ -109,14 +107,10 @@ async def reserve_until_admitted(client: Client, queue: str, command: Reserve) -
                 "reserve", command, result_type=Reservation
             )
             return answer, turned_away
-        except WorkflowUpdateFailedError as exc:
-            if not turned_away_to_continue(exc):
+        except EntityCallError as exc:
+            if send_again_because(exc) is None:
                 raise
-            turned_away += 1
-        except RPCError as exc:
-            busy = exc.status in (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE)
-            if not (busy or update_budget_spent(exc)):
-                raise
+            turned_away += isinstance(exc, WorkflowUpdateFailedError)
         await asyncio.sleep(0.05 + random.random() * 0.05)
 
 

@@ -6,7 +6,7 @@ continuing as new); every further update is then refused with FAILED_PRECONDITIO
 The reserve activity sends such a reservation again, as it does one the ledger turned away, instead of
 failing it (which cost the request a failed local activity and a patient wait of 5 s or more).
 
-A dev server of its own, with a budget of 12, so that a rush of 40 runs into it for certain.
+A dev server of its own, with a budget of 12, so that a rush of 30 runs into it for certain.
 """
 
 from __future__ import annotations
@@ -17,21 +17,23 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import ActivityEnvironment
 
 from activities.allocation import AllocationActivities
 from chipclear import client as ops
-from chipclear.contracts import LEDGER_WORKFLOW, LedgerInput, entity_queue, ledger_id
+from chipclear.contracts import CONTINUING_AS_NEW, LEDGER_WORKFLOW, LedgerInput, entity_queue, ledger_id
 from chipclear.devserver import DevServer, free_port, stop
 from chipclear.domain.allocation import BatchSpec, OpenBatch, Reservation, Reserve
 from chipclear.domain.policy import DEFAULT_ROUTE
 from chipclear.store.sqlite import SQLiteEventStore
-from chipclear.temporal import connect
+from chipclear.temporal import connect, send_again_because
 from tests.conftest import running_worker
 from tests.factories import make_policy
 
-BUDGET = 12
+BUDGET, RUSH = 12, 30
 
 
 @pytest.fixture
@@ -73,9 +75,35 @@ async def test_reservations_past_a_runs_update_budget_are_sent_again_and_answere
             answer: Reservation = await env.run(AllocationActivities(client).reserve_units, command)
             return answer
 
-        answers = await asyncio.gather(*(reserve(index) for index in range(40)))
-        assert [answer.outcome for answer in answers] == ["granted"] * 40
+        answers = await asyncio.gather(*(reserve(index) for index in range(RUSH)))
+        assert [answer.outcome for answer in answers] == ["granted"] * RUSH
         # The rush did run into the budget, and those refused were sent again rather than failed.
         assert any("update budget" in beat for beat in heartbeats), heartbeats[:5]
         book = await ops.ledger_state(client, store, queue)
-        assert book.batches["B1"].allocated == 400 and len(book.allocations) == 40
+        assert book.batches["B1"].allocated == 10 * RUSH and len(book.allocations) == RUSH
+
+
+def _refused(status: RPCStatusCode, message: str) -> RPCError:
+    return RPCError(message, status, b"")
+
+
+PRECONDITION = RPCStatusCode.FAILED_PRECONDITION
+
+
+@pytest.mark.parametrize(
+    ("error", "again"),
+    [
+        (WorkflowUpdateFailedError(ApplicationError("closing", type=CONTINUING_AS_NEW)), True),
+        (WorkflowUpdateRPCTimeoutOrCancelledError(), True),
+        (_refused(RPCStatusCode.RESOURCE_EXHAUSTED, "limit on number of concurrent in-flight updates"), True),
+        (_refused(PRECONDITION, "The limit on the total number of distinct updates"), True),
+        (_refused(PRECONDITION, "Unable to ... due to Workflow Task in failed state."), True),
+        # The entity's own rule refused it: that is the answer.
+        (WorkflowUpdateFailedError(ApplicationError("no batch B9", type="DomainError")), False),
+        (_refused(PRECONDITION, "some other precondition"), False),
+        (_refused(RPCStatusCode.NOT_FOUND, "workflow not found"), False),
+        (_refused(RPCStatusCode.INVALID_ARGUMENT, "bad input"), False),
+    ],
+)
+def test_an_entity_call_is_sent_again_only_for_what_time_cures(error: BaseException, again: bool) -> None:
+    assert (send_again_because(error) is not None) is again
