@@ -1,7 +1,8 @@
 """Talking to the entity workflows (the allocation ledger, each exporter) from a request workflow.
 
-Workflows cannot send an Update to another workflow, so these activities do it with a client:
-update-with-start, so an entity starts itself the first time anyone needs it.
+Workflows cannot send an Update to another workflow, so these activities do it with a client
+(`chipclear.temporal.update_entity`): a plain update while the entity runs, and update-with-start when it
+does not, so an entity starts itself the first time anyone needs it.
 
 An update may wait a long time (the ledger waits for the event store before it answers), so the regular
 activities here heartbeat while they wait: a worker that dies mid-call has its calls retried on another
@@ -13,14 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from pydantic import BaseModel
 from temporalio import activity
 from temporalio.client import (
     Client,
-    WithStartWorkflowOperation,
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDReusePolicy
@@ -37,13 +37,22 @@ from chipclear.contracts import (
     ReleaseResult,
     StartLicence,
     exporter_start,
+    exporter_workflow_id,
     home_queue,
+    ledger_id,
     ledger_start,
     licence_workflow_id,
 )
 from chipclear.domain.allocation import Release, Reservation, Reserve
 from chipclear.domain.exporter import ChinaCount, CountChinaShipment
-from chipclear.temporal import EntityCallError, refusal, send_again_because
+from chipclear.temporal import (
+    Entity,
+    EntityCallError,
+    refusal,
+    send_again_because,
+    taken,
+    update_entity,
+)
 
 T = TypeVar("T", bound=BaseModel)
 R = TypeVar("R")
@@ -54,8 +63,9 @@ class AllocationActivities:
     def __init__(self, client: Client) -> None:
         self.client = client
 
-    def _ledger_start(self) -> WithStartWorkflowOperation[Any, Any]:
-        return ledger_start(self._home_queue())
+    def _ledger(self) -> Entity:
+        queue = self._home_queue()
+        return Entity(ledger_id(queue), lambda: ledger_start(queue))
 
     @staticmethod
     def _home_queue() -> str:
@@ -63,13 +73,9 @@ class AllocationActivities:
         return home_queue(activity.info().task_queue)
 
     async def _update(
-        self,
-        name: str,
-        command: BaseModel,
-        result_type: type[T],
-        start: Callable[[], WithStartWorkflowOperation[Any, Any]] | None = None,
+        self, name: str, command: BaseModel, result_type: type[T], entity: Entity | None = None
     ) -> T:
-        """Send one update to an entity (the ledger unless `start` says otherwise), waiting out its
+        """Send one update to an entity (the ledger unless `entity` says otherwise), waiting out its
         admission limit.
 
         The server admits only a few in-flight updates per workflow (history.maxInFlightUpdates); under
@@ -81,18 +87,11 @@ class AllocationActivities:
         everything else.
         """
         await _within_limits(self.client, command, name)
+        entity = entity or self._ledger()
         delay = 0.05
         while True:
-            # A fresh operation each attempt: one is used up by the call that carries it.
-            operation = (start or self._ledger_start)()
             try:
-                # By name with result_type: the typed method references trip mypy on async handlers.
-                result: T = await _heartbeating(
-                    self.client.execute_update_with_start_workflow(
-                        name, command, start_workflow_operation=operation, result_type=result_type
-                    )
-                )
-                return result
+                return await _heartbeating(update_entity(self.client, entity, name, command, result_type))
             except EntityCallError as exc:
                 why = send_again_because(exc)
                 if why is None and isinstance(exc, WorkflowUpdateFailedError):
@@ -101,8 +100,6 @@ class AllocationActivities:
                 if why is None:
                     raise
                 _heartbeat(f"{why}, retrying in {delay:.2f}s")
-            finally:
-                settle_start(operation)
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 1.5, 2.0)
 
@@ -121,9 +118,10 @@ class AllocationActivities:
         # Safe to retry: the exporter answers a shipment counted before with its first count.
         queue = self._home_queue()
         try:
-            count = await self._update(
-                EXPORTER_COUNT, command, ChinaCount, lambda: exporter_start(command.exporter, queue)
+            exporter = Entity(
+                exporter_workflow_id(command.exporter, queue), lambda: exporter_start(command.exporter, queue)
             )
+            count = await self._update(EXPORTER_COUNT, command, ChinaCount, exporter)
         except ApplicationError as exc:
             if exc.type != "LedgerRefused":
                 raise
@@ -162,24 +160,8 @@ async def _heartbeating(call: Awaitable[R]) -> R:
     except BaseException:
         task.cancel()
         # Its outcome (the SDK turns the cancellation into an error of its own) is ours to drop.
-        task.add_done_callback(_taken)
+        task.add_done_callback(taken)
         raise
-
-
-def settle_start(operation: WithStartWorkflowOperation[Any, Any]) -> None:
-    """Take the start operation's outcome whenever it comes, so a failed start is not logged as an
-    ERROR "Future exception was never retrieved" traceback when it is collected: the update's own error
-    already says it all.
-
-    The SDK keeps the outcome in a private future, which may settle after the call has failed (a
-    cancellation); awaiting `workflow_handle()` would wait forever when the call failed before the
-    start was even tried."""
-    operation._workflow_handle.add_done_callback(_taken)
-
-
-def _taken(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 async def _within_limits(client: Client, command: BaseModel, name: str) -> None:

@@ -7,12 +7,14 @@
     `decide_ledger`, the handler's `decide_ledger`, `evolve_ledger` over its events, the stored
     `Event`s, and `answer`). Two cases: the newcomer queues too, or it is granted from a priority-only
     batch while the others wait.
-(b) A dev server of its own: reservations per second at 100 and 1,000 in flight, each an
-    update-with-start as the request workflow's activity sends it, against `NoOpLedgerWorkflow` (the
-    same group-commit shape, a no-op activity) on the same server and worker, in the same run. A fresh
-    ledger (task queue) for every measurement; the ledger is checked never to exceed its capacity.
+(b) A dev server of its own: reservations per second at 100 and 1,000 in flight, each an update as
+    the request workflow's activity sends it (`chipclear.temporal.update_entity`), against
+    `NoOpLedgerWorkflow` (the same group-commit shape, a no-op activity) on the same server and worker,
+    in the same run. A fresh ledger (task queue) for every measurement; the ledger is checked never to
+    exceed its capacity.
 
-Run against an older tree with PYTHONPATH=/path/to/tree (copy workflows/ledger_bench.py there first).
+Run against an older tree with PYTHONPATH=/path/to/tree (copy workflows/ledger_bench.py there first); a
+tree older than `update_entity` needs its own copy of this script.
 """
 
 from __future__ import annotations
@@ -34,13 +36,12 @@ from typing import Any
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 
-from activities.allocation import settle_start
 from activities.bench import NoOpLedgerInput
 from chipclear import bench_report, keys
 from chipclear.bench import bench_worker
 from chipclear.client import ledger_state, open_batch
 from chipclear.config import Settings
-from chipclear.contracts import LEDGER_RESERVE, ledger_start
+from chipclear.contracts import LEDGER_RESERVE, ledger_id, ledger_start
 from chipclear.devserver import DevServer, free_port, stop
 from chipclear.domain import allocation
 from chipclear.domain.allocation import BatchSpec, OpenBatch, Reservation, Reserve
@@ -49,7 +50,7 @@ from chipclear.domain.gates import cn_import
 from chipclear.domain.policy import load_policy
 from chipclear.logs import configure
 from chipclear.projections import open_event_store
-from chipclear.temporal import EntityCallError, send_again_because
+from chipclear.temporal import Entity, EntityCallError, send_again_because, update_entity
 from workflows.ledger_bench import NOOP_LEDGER_RESERVE, NoOpLedgerWorkflow
 
 NOW = datetime(2026, 1, 28, tzinfo=UTC)
@@ -175,10 +176,7 @@ async def _measure(
             opener = keys.load_private(keys.private_path(home, "wang"))
             spec = BatchSpec(batch_id="rush", capacity=capacity)
             await open_batch(client, queue, OpenBatch(batch=spec, actor="wang"), key=opener)
-
-            def start() -> WithStartWorkflowOperation[Any, Any]:
-                return ledger_start(queue)
-
+            entity = Entity(ledger_id(queue), lambda: ledger_start(queue))
             name = LEDGER_RESERVE
         else:
 
@@ -191,23 +189,17 @@ async def _measure(
                     id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 )
 
+            entity = Entity(f"noop-ledger-{queue}", start)
             name = NOOP_LEDGER_RESERVE
 
         async def one(index: int) -> Reservation:
             command = Reserve(
                 request_id=f"{queue}-{index}", buyer=_buyer(index), units=1 + index % 3, workflow_id="none"
             )
-
-            async def attempt() -> Reservation:
-                operation = start()  # a fresh one each attempt, taken whatever happens (as the activity does)
-                try:
-                    return await client.execute_update_with_start_workflow(
-                        name, command, start_workflow_operation=operation, result_type=Reservation
-                    )
-                finally:
-                    settle_start(operation)
-
-            answer: Reservation = await _patiently(attempt)
+            # As the reserve activity sends it: plainly, with the start only when the entity is not running.
+            answer: Reservation = await _patiently(
+                lambda: update_entity(client, entity, name, command, Reservation)
+            )
             return answer
 
         await _rush(20, 20, lambda i: one(count + i))  # warm: the workflow started, the worker's caches

@@ -107,3 +107,23 @@ PRECONDITION = RPCStatusCode.FAILED_PRECONDITION
 )
 def test_an_entity_call_is_sent_again_only_for_what_time_cures(error: BaseException, again: bool) -> None:
     assert (send_again_because(error) is not None) is again
+
+
+async def test_a_call_is_never_sent_again_once_its_caller_is_cancelled() -> None:
+    seen: list[str | None] = []
+
+    async def caller() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            # As the SDK reports a cancelled update call: the caller's cancellation, as this error.
+            seen.append(send_again_because(WorkflowUpdateRPCTimeoutOrCancelledError()))
+            seen.append(send_again_because(_refused(RPCStatusCode.UNAVAILABLE, "connection refused")))
+            raise
+
+    task = asyncio.create_task(caller())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert seen == [None, None]
