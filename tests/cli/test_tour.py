@@ -172,9 +172,11 @@ class Up:
 @pytest.fixture(scope="module")
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     """`chipclear up` in a fresh home, as a newcomer runs it, on ports of its own."""
-    home = tmp_path_factory.mktemp("tour") / "home"
-    log = home.parent / "up.log"
     for _ in range(3):
+        # A fresh home each attempt: an attempt that lost its port to another process has made the keys
+        # already, and the next would not say so.
+        home = tmp_path_factory.mktemp("tour") / "home"
+        log = home.parent / "up.log"
         port, ui_port = free_port(), free_port()
         env = hermetic_env(CHIPCLEAR_HOME=str(home), COLUMNS=str(WIDTH))
         with log.open("wb") as out:
