@@ -33,20 +33,18 @@ from chipclear.contracts import (
     LEDGER_RESERVE,
     LICENCE_WORKFLOW,
     ChinaCountAnswer,
+    Entity,
     LicenceInput,
     ReleaseResult,
     StartLicence,
-    exporter_start,
-    exporter_workflow_id,
+    exporter_entity,
     home_queue,
-    ledger_id,
-    ledger_start,
+    ledger_entity,
     licence_workflow_id,
 )
 from chipclear.domain.allocation import Release, Reservation, Reserve
 from chipclear.domain.exporter import ChinaCount, CountChinaShipment
 from chipclear.temporal import (
-    Entity,
     EntityCallError,
     refusal,
     send_again_because,
@@ -62,10 +60,6 @@ HEARTBEAT_EVERY = 2.0  # seconds between heartbeats while an update waits (a thi
 class AllocationActivities:
     def __init__(self, client: Client) -> None:
         self.client = client
-
-    def _ledger(self) -> Entity:
-        queue = self._home_queue()
-        return Entity(ledger_id(queue), lambda: ledger_start(queue))
 
     @staticmethod
     def _home_queue() -> str:
@@ -87,7 +81,7 @@ class AllocationActivities:
         everything else.
         """
         await _within_limits(self.client, command, name)
-        entity = entity or self._ledger()
+        entity = entity or ledger_entity(self._home_queue())
         delay = 0.05
         while True:
             try:
@@ -118,9 +112,7 @@ class AllocationActivities:
         # Safe to retry: the exporter answers a shipment counted before with its first count.
         queue = self._home_queue()
         try:
-            exporter = Entity(
-                exporter_workflow_id(command.exporter, queue), lambda: exporter_start(command.exporter, queue)
-            )
+            exporter = exporter_entity(command.exporter, queue)
             count = await self._update(EXPORTER_COUNT, command, ChinaCount, exporter)
         except ApplicationError as exc:
             if exc.type != "LedgerRefused":

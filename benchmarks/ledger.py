@@ -33,15 +33,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client, WithStartWorkflowOperation
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.client import Client
 
-from activities.bench import NoOpLedgerInput
+from activities.bench import NOOP_LEDGER_RESERVE, noop_ledger
 from chipclear import bench_report, keys
 from chipclear.bench import bench_worker
 from chipclear.client import ledger_state, open_batch
 from chipclear.config import Settings
-from chipclear.contracts import LEDGER_RESERVE, ledger_id, ledger_start
+from chipclear.contracts import LEDGER_RESERVE, ledger_entity
 from chipclear.devserver import DevServer, free_port, stop
 from chipclear.domain import allocation
 from chipclear.domain.allocation import BatchSpec, OpenBatch, Reservation, Reserve
@@ -50,8 +49,8 @@ from chipclear.domain.gates import cn_import
 from chipclear.domain.policy import load_policy
 from chipclear.logs import configure
 from chipclear.projections import open_event_store
-from chipclear.temporal import Entity, EntityCallError, send_again_because, update_entity
-from workflows.ledger_bench import NOOP_LEDGER_RESERVE, NoOpLedgerWorkflow
+from chipclear.temporal import EntityCallError, send_again_because, update_entity
+from workflows.ledger_bench import NoOpLedgerWorkflow
 
 NOW = datetime(2026, 1, 28, tzinfo=UTC)
 BUYERS = 50
@@ -176,21 +175,9 @@ async def _measure(
             opener = keys.load_private(keys.private_path(home, "wang"))
             spec = BatchSpec(batch_id="rush", capacity=capacity)
             await open_batch(client, queue, OpenBatch(batch=spec, actor="wang"), key=opener)
-            entity = Entity(ledger_id(queue), lambda: ledger_start(queue))
-            name = LEDGER_RESERVE
+            entity, name = ledger_entity(queue), LEDGER_RESERVE
         else:
-
-            def start() -> WithStartWorkflowOperation[Any, Any]:
-                return WithStartWorkflowOperation(
-                    NoOpLedgerWorkflow.run,
-                    NoOpLedgerInput(),
-                    id=f"noop-ledger-{queue}",
-                    task_queue=queue,
-                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                )
-
-            entity = Entity(f"noop-ledger-{queue}", start)
-            name = NOOP_LEDGER_RESERVE
+            entity, name = noop_ledger(queue), NOOP_LEDGER_RESERVE
 
         async def one(index: int) -> Reservation:
             command = Reserve(

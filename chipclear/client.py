@@ -38,8 +38,8 @@ from chipclear.contracts import (
     OpenBatchResult,
     StateQuery,
     TransitionResult,
+    ledger_entity,
     ledger_id,
-    ledger_start,
     ledger_stream,
     workflow_id,
 )
@@ -56,7 +56,7 @@ from chipclear.domain.signing import signed as signed
 from chipclear.domain.state import RequestState
 from chipclear.projections import get_request
 from chipclear.store.protocol import EventStore
-from chipclear.temporal import refusal
+from chipclear.temporal import refusal, update_entity
 
 if TYPE_CHECKING:
     from chipclear.contracts import DeclaredResult, LicenceActResult
@@ -352,12 +352,9 @@ async def open_batch(
 
 
 async def _open_signed(client: Client, task_queue: str, command: OpenBatch) -> OpenBatchResult:
-    start = ledger_start(task_queue)
     await payload_limits.check(client.data_converter, command, what="the batch opening")
     return await _answered(
-        client.execute_update_with_start_workflow(
-            LEDGER_OPEN_BATCH, command, start_workflow_operation=start, result_type=OpenBatchResult
-        ),
+        update_entity(client, ledger_entity(task_queue), LEDGER_OPEN_BATCH, command, OpenBatchResult),
         check="chipclear batch list",
     )
 
@@ -497,7 +494,7 @@ async def declare_us_shipments(
     from chipclear.contracts import (
         EXPORTER_DECLARE,
         DeclaredResult,
-        exporter_start,
+        exporter_entity,
         exporter_stream,
         exporter_workflow_id,
     )
@@ -509,11 +506,9 @@ async def declare_us_shipments(
         current = await exporter_live(client, command.exporter, task_queue)
         act = signed(command, stream, current.version if current is not None else 0, key)
         await payload_limits.check(client.data_converter, act, what="the declaration")
-        start = exporter_start(command.exporter, task_queue)
+        exporter = exporter_entity(command.exporter, task_queue)
         return await _answered(
-            client.execute_update_with_start_workflow(
-                EXPORTER_DECLARE, act, start_workflow_operation=start, result_type=DeclaredResult
-            ),
+            update_entity(client, exporter, EXPORTER_DECLARE, act, DeclaredResult),
             check="chipclear exporter show",
         )
 

@@ -10,6 +10,8 @@ matches running workflows and saved histories; add fields with defaults instead.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Generic, Literal, Self, TypeVar
 
 from pydantic import BaseModel, Field
@@ -41,20 +43,31 @@ class EntityInput(BaseModel, Generic[StateT]):
         return type(self)(state=state, history_limit=self.history_limit)
 
 
-def entity_start(
-    workflow: str, input: BaseModel, workflow_id: str, task_queue: str, summary: str
-) -> WithStartWorkflowOperation[Any, Any]:
-    """Update-with-start of an entity workflow of the deployment on `task_queue`: it starts itself, on
-    the deployment's entity queue, the first time anyone needs it, and a call that finds it running
-    uses it. A fresh operation for every call: one is used up by the call that carries it."""
-    return WithStartWorkflowOperation(
-        workflow,
-        input,
-        id=workflow_id,
-        task_queue=entity_queue(task_queue),
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        static_summary=summary,
-    )
+@dataclass(frozen=True)
+class Entity:
+    """An entity workflow (the allocation ledger, an exporter) as its callers address it: by its id, and
+    with a fresh update-with-start operation for when it is not running (one is used up by the call that
+    carries it). `chipclear.temporal.update_entity` sends it an update."""
+
+    workflow_id: str
+    start: Callable[[], WithStartWorkflowOperation[Any, Any]]
+
+
+def entity(workflow: str, input: BaseModel, workflow_id: str, task_queue: str, summary: str) -> Entity:
+    """An entity workflow of the deployment on `task_queue`: it starts itself, on the deployment's entity
+    queue, the first time anyone needs it, and a call that finds it running uses it."""
+
+    def start() -> WithStartWorkflowOperation[Any, Any]:
+        return WithStartWorkflowOperation(
+            workflow,
+            input,
+            id=workflow_id,
+            task_queue=entity_queue(task_queue),
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            static_summary=summary,
+        )
+
+    return Entity(workflow_id, start)
 
 
 # An entity's refusal that means "not now": its run is about to continue as new and admits no more
@@ -215,12 +228,9 @@ class OpenBatchResult(BaseModel):
     served: list[str]  # queued requests granted at once
 
 
-def ledger_start(task_queue: str) -> WithStartWorkflowOperation[Any, Any]:
-    """Update-with-start: the ledger starts itself the first time anyone needs it.
-
-    A fresh operation for every call: one is used up by the call that carries it.
-    """
-    return entity_start(LEDGER_WORKFLOW, LedgerInput(), ledger_id(task_queue), task_queue, LEDGER_SUMMARY)
+def ledger_entity(task_queue: str) -> Entity:
+    """The deployment's ledger: it starts itself the first time anyone needs it."""
+    return entity(LEDGER_WORKFLOW, LedgerInput(), ledger_id(task_queue), task_queue, LEDGER_SUMMARY)
 
 
 # -- the per-buyer cap on US export approvals ---------------------------------------------------------
@@ -346,10 +356,10 @@ class ChinaCountAnswer(BaseModel):
     refused: str | None = None
 
 
-def exporter_start(exporter: str, task_queue: str) -> WithStartWorkflowOperation[Any, Any]:
-    """Update-with-start: an exporter's owner starts itself with its first declaration or count."""
+def exporter_entity(exporter: str, task_queue: str) -> Entity:
+    """An exporter's owner: it starts itself with its first declaration or count."""
     entity_id = exporter_workflow_id(exporter, task_queue)
-    return entity_start(EXPORTER_WORKFLOW, ExporterInput(), entity_id, task_queue, exporter_summary(exporter))
+    return entity(EXPORTER_WORKFLOW, ExporterInput(), entity_id, task_queue, exporter_summary(exporter))
 
 
 # -- re-screening when a new list comes into force ---------------------------------------------------

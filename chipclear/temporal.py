@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
@@ -37,6 +35,9 @@ from chipclear.codec import data_converter, keys_from_env
 from chipclear.config import DEFAULT_ADDRESS, DEFAULT_LISTEN_HOST, ConfigError
 from chipclear.domain.limits import cut, cut_text
 from chipclear.payload_converter import PYDANTIC_CONVERTER
+
+if TYPE_CHECKING:
+    from chipclear.contracts import Entity  # the contracts import the domain's models
 
 # The converter without encryption: tests, the replayer and anything that must read payloads as stored.
 DATA_CONVERTER = PYDANTIC_CONVERTER
@@ -98,16 +99,6 @@ def send_again_because(exc: BaseException) -> str | None:
 
 
 T = TypeVar("T", bound=BaseModel)
-
-
-@dataclass(frozen=True)
-class Entity:
-    """An entity workflow (the allocation ledger, an exporter) as its callers address it: by its id, and
-    with a fresh update-with-start operation (one is used up by the call that carries it) for when it is
-    not running."""
-
-    workflow_id: str
-    start: Callable[[], WithStartWorkflowOperation[Any, Any]]
 
 
 async def update_entity(

@@ -11,12 +11,16 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.bench import BareStepInput, NoOpLedgerInput, NoOpLedgerState, bare_step
+    from activities.bench import (
+        NOOP_LEDGER_RESERVE,
+        NOOP_LEDGER_WORKFLOW,
+        BareStepInput,
+        NoOpLedgerInput,
+        NoOpLedgerState,
+        bare_step,
+    )
     from chipclear.domain.allocation import Reservation, Reserve
     from workflows.entity import admit, live_then_continue
-
-NOOP_LEDGER_WORKFLOW = "NoOpLedger"
-NOOP_LEDGER_RESERVE = "reserve"
 
 
 @workflow.defn(name=NOOP_LEDGER_WORKFLOW)

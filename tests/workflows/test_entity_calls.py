@@ -18,25 +18,23 @@ from temporalio.client import (
     OutboundInterceptor,
     StartWorkflowUpdateInput,
     StartWorkflowUpdateWithStartInput,
-    WithStartWorkflowOperation,
     WorkflowExecutionStatus,
     WorkflowUpdateHandle,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
-from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.testing import ActivityEnvironment
 
 from activities.allocation import AllocationActivities
-from activities.bench import NoOpLedgerInput, bare_step
+from activities.bench import NOOP_LEDGER_RESERVE, bare_step, noop_ledger
 from chipclear.contracts import LEDGER_WORKFLOW, LedgerInput, ledger_id
 from chipclear.domain.allocation import Reservation, Reserve
 from chipclear.domain.policy import DEFAULT_ROUTE
 from chipclear.store.sqlite import SQLiteEventStore
-from chipclear.temporal import Entity, update_entity
+from chipclear.temporal import update_entity
 from tests.conftest import running_worker
 from tests.factories import make_policy
 from tests.workflows.support import reserve_until_admitted
-from workflows.ledger_bench import NOOP_LEDGER_RESERVE, NoOpLedgerWorkflow
+from workflows.ledger_bench import NoOpLedgerWorkflow
 
 
 class _Counting(Interceptor):
@@ -112,21 +110,10 @@ async def test_an_entity_that_has_ended_is_started_again(client: Client, store: 
     policy = make_policy("manual", route=DEFAULT_ROUTE)
     extra = {"extra_workflows": [NoOpLedgerWorkflow], "extra_activities": [bare_step]}
     async with running_worker(client, store, policy, **extra) as worker:
-        entity_id = f"noop-ledger-{worker.task_queue}"
-
-        def start() -> WithStartWorkflowOperation[Any, Any]:
-            return WithStartWorkflowOperation(
-                NoOpLedgerWorkflow.run,
-                NoOpLedgerInput(),
-                id=entity_id,
-                task_queue=worker.task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            )
-
-        entity = Entity(entity_id, start)
+        entity = noop_ledger(worker.task_queue)
         command = Reserve(request_id="R-1", buyer="Buyer Co.", units=1, workflow_id="none")
         await update_entity(watched, entity, NOOP_LEDGER_RESERVE, command, Reservation)
-        handle = client.get_workflow_handle(entity_id)
+        handle = client.get_workflow_handle(entity.workflow_id)
         first_run = (await handle.describe()).run_id
         await handle.terminate(reason="test")
 
